@@ -1,0 +1,55 @@
+//! The command line: one module per subcommand.
+
+pub mod run; // `vouch run`
+
+use crate::error::Error;
+use crate::exit::ExitCode;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Backups for systemd hosts that fail loudly: encrypted, atomic, read back and verified.
+#[derive(Debug, Parser)]
+#[command(name = "vouch", version, about, long_about = None)]
+pub struct Cli {
+    /// The config file [default: $VOUCH_CONFIG, else /etc/vouch/vouch.toml]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Also log debug messages.
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Back up: preflight, archive, verify every target, report. Exit 0 only when a new
+    /// archive is on every target and verified.
+    Run,
+}
+
+impl Command {
+    /// The subcommand's name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Run => "run",
+        }
+    }
+}
+
+/// Runs the chosen subcommand. `Ok` carries the exit code of a command that finished (which is
+/// not always 0); `Err` is classified into an exit code by `main`.
+pub fn execute(cli: &Cli) -> Result<ExitCode, Error> {
+    match cli.command {
+        Command::Run => run::execute(cli),
+    }
+}
+
+/// Reports a failed command: the journal entry that names the cause and the fix.
+pub fn report_failure(cli: &Cli, error: &Error, code: ExitCode) {
+    match cli.command {
+        Command::Run => run::report_failure(error, code),
+    }
+}

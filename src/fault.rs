@@ -1,0 +1,52 @@
+//! Fault injection for the test suite.
+//!
+//! `VOUCH_TEST_FAULT` makes a run misbehave at a named point, so tests can prove what a crash or
+//! a bad disk leaves behind without racing a signal against the run:
+//! `kill:POINT` sends the process `SIGKILL` there; `corrupt-temp` flips one byte in the middle of
+//! each written temporary archive before it is read back. Unset (always, outside tests), every
+//! function here does nothing.
+
+use std::fs::OpenOptions;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::Path;
+
+/// The variable tests set.
+pub const VAR: &str = "VOUCH_TEST_FAULT";
+
+/// Named points in a run where a test can kill it.
+pub const POINTS: [&str; 5] = [
+    "after-create",
+    "mid-archive",
+    "before-verify",
+    "before-commit",
+    "after-commit",
+];
+
+fn fault() -> Option<String> {
+    std::env::var(VAR).ok()
+}
+
+/// Kills the process with SIGKILL when the test asked for it at `point`.
+pub fn point(point: &str) {
+    if fault().is_some_and(|f| f.strip_prefix("kill:") == Some(point)) {
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
+/// Flips a byte in the middle of `path` when the test asked for corruption.
+pub fn corrupt(path: &Path) {
+    if fault().as_deref() != Some("corrupt-temp") {
+        return;
+    }
+    let Ok(mut f) = OpenOptions::new().read(true).write(true).open(path) else {
+        return;
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut byte = [0u8; 1];
+    let at = len / 2;
+    if f.seek(SeekFrom::Start(at)).is_ok() && f.read_exact(&mut byte).is_ok() {
+        byte[0] ^= 0x01;
+        let _ = f.seek(SeekFrom::Start(at)).and_then(|_| f.write_all(&byte));
+        let _ = f.sync_all();
+    }
+}

@@ -1,0 +1,26 @@
+//! vouch: backups for systemd hosts that fail loudly.
+//!
+//! The binary (`src/main.rs`) parses the command line and turns results into exit codes; all the
+//! work lives here so that tests can drive the pieces directly.
+
+pub mod archive; // sources -> tar entries + manifest lines, each file read once
+pub mod cli; // one module per subcommand
+pub mod compress; // gzip on every core, as independent members
+pub mod config; // vouch.toml: parse, then validate into typed settings
+pub mod crypt; // age recipients, identities, encryption
+pub mod dirs; // state, runtime and config locations
+pub mod error; // the error type and the error policy
+pub mod exit; // exit codes: the only place their numbers live
+pub mod fault; // fault injection for the test suite
+pub mod io; // hashing, counting and fan-out adapters
+pub mod journal; // journald entries, MESSAGE_IDs, terminal lines
+pub mod lock; // one run at a time
+pub mod manifest; // .vouch/manifest.json and .vouch/SHA256SUMS
+pub mod receipt; // the unencrypted receipt beside each archive
+pub mod run; // `vouch run`: the whole backup
+pub mod signals; // SIGXFSZ must become EFBIG, not death
+pub mod sink; // targets archives are written to
+pub mod systemd; // sd_notify status and timeout extension
+pub mod tarstream; // the pax tar writer
+pub mod verify; // reading archives back against their manifest
+pub mod walk; // walking the sources

@@ -1,0 +1,107 @@
+//! Telling systemd how a run is going. These functions never fail: without `$NOTIFY_SOCKET`
+//! they do nothing, and a failure to notify is logged, not raised.
+
+use std::time::{Duration, Instant};
+
+/// How far each progress message pushes the start timeout out. A run that makes no progress
+/// for this long is left to `TimeoutStartSec=`; one that keeps moving is never killed.
+pub const EXTEND_BY: Duration = Duration::from_secs(300);
+
+/// The minimum time between two progress notifications.
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(2);
+
+fn send(states: &[sd_notify::NotifyState<'_>]) {
+    if std::env::var_os("NOTIFY_SOCKET").is_none() {
+        return;
+    }
+    if let Err(e) = sd_notify::notify(false, states) {
+        log::debug!("sd_notify failed: {e}");
+    }
+}
+
+/// Sets the unit's status text (`systemctl status vouch` shows it).
+pub fn status(text: &str) {
+    send(&[sd_notify::NotifyState::Status(text)]);
+}
+
+/// Sets the status text and extends the start timeout by [`EXTEND_BY`].
+pub fn progress_status(text: &str) {
+    send(&[
+        sd_notify::NotifyState::Status(text),
+        sd_notify::NotifyState::ExtendTimeoutUsec(EXTEND_BY.as_micros() as u32),
+    ]);
+}
+
+/// Rate-limits progress messages for a long phase.
+pub struct Progress {
+    phase: &'static str,
+    total: Option<u64>,
+    last: Option<Instant>,
+    last_done: u64,
+}
+
+impl Progress {
+    /// Starts a phase (`archiving`, `verifying local`) with an expected total in bytes.
+    pub fn new(phase: &'static str, total: Option<u64>) -> Progress {
+        status(&format!("{phase}..."));
+        Progress {
+            phase,
+            total,
+            last: None,
+            last_done: 0,
+        }
+    }
+
+    /// Reports `done` bytes; sends at most one message per interval, and only when work moved.
+    pub fn update(&mut self, done: u64) {
+        let due = self.last.is_none_or(|t| t.elapsed() >= PROGRESS_INTERVAL);
+        if !due || done == self.last_done {
+            return;
+        }
+        self.last = Some(Instant::now());
+        self.last_done = done;
+        progress_status(&self.text(done));
+    }
+
+    /// The status text for `done` bytes.
+    pub fn text(&self, done: u64) -> String {
+        match self.total {
+            Some(total) if total > 0 => format!(
+                "{}: {} of ~{}",
+                self.phase,
+                human_bytes(done),
+                human_bytes(total)
+            ),
+            _ => format!("{}: {}", self.phase, human_bytes(done)),
+        }
+    }
+}
+
+/// `1.2 GiB`-style sizes.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_text_reads_well() {
+        let p = Progress::new("archiving", Some(5 * 1024 * 1024 * 1024));
+        assert_eq!(p.text(1288490189), "archiving: 1.2 GiB of ~5.0 GiB");
+        let p = Progress::new("verifying", None);
+        assert_eq!(p.text(512), "verifying: 512 B");
+    }
+}
