@@ -253,8 +253,12 @@ impl<W: Write> State<'_, W> {
             read_error: None,
         };
         let ft = meta.file_type();
+        // A required directory counts as present once something inside it is archived.
+        let mut non_empty = false;
         if ft.is_dir() {
-            self.tar.append_header(&header).map_err(ArchiveError::Write)?;
+            self.tar
+                .append_header(&header)
+                .map_err(ArchiveError::Write)?;
             self.stats.dirs += 1;
         } else if ft.is_symlink() {
             let target = match std::fs::read_link(path) {
@@ -267,20 +271,25 @@ impl<W: Write> State<'_, W> {
             let target = target.as_os_str().as_bytes().to_vec();
             header.kind = Kind::Symlink;
             header.link = Some(&target);
-            self.tar.append_header(&header).map_err(ArchiveError::Write)?;
+            self.tar
+                .append_header(&header)
+                .map_err(ArchiveError::Write)?;
             entry.kind = EntryType::Symlink;
             (entry.link, entry.link_hex) = {
                 let (t, h) = encode_path(&target);
                 (Some(t), h)
             };
             self.stats.symlinks += 1;
+            non_empty = true;
         } else if let Some((first, sha)) = (meta.nlink() > 1)
             .then(|| self.links.get(&(meta.dev(), meta.ino())).cloned())
             .flatten()
         {
             header.kind = Kind::Hardlink;
             header.link = Some(&first);
-            self.tar.append_header(&header).map_err(ArchiveError::Write)?;
+            self.tar
+                .append_header(&header)
+                .map_err(ArchiveError::Write)?;
             entry.kind = EntryType::Hardlink;
             entry.sha256 = sha;
             (entry.link, entry.link_hex) = {
@@ -289,12 +298,11 @@ impl<W: Write> State<'_, W> {
             };
             self.stats.files += 1;
             self.stats.hardlinks += 1;
-            let non_empty = meta.len() > 0;
-            self.mark_required(path, non_empty);
+            non_empty = meta.len() > 0;
         } else {
             return self.file(path, meta, header, entry);
         }
-        self.mark_required(path, true);
+        self.mark_required(path, non_empty);
         self.manifest.push(&entry).map_err(ArchiveError::Spool)
     }
 
@@ -328,7 +336,10 @@ impl<W: Write> State<'_, W> {
         header.size = before.len();
         header.mode = before.mode() & 0o7777;
         header.mtime = before.mtime();
-        self.tar.append_header(&header).map_err(ArchiveError::Write)?;
+        self.tar
+            .append_header(&header)
+            .map_err(ArchiveError::Write)?;
+        crate::fault::stop_before_data(path);
         let mut hasher = Sha256::new();
         let result = self
             .tar
@@ -343,8 +354,7 @@ impl<W: Write> State<'_, W> {
         match result {
             Ok(outcome) => {
                 let after = file.metadata().ok();
-                let moved = after.is_none_or(|a| changed_since(&before, &a))
-                    || changed_since(walked, &before) && walked.len() != before.len();
+                let moved = after.is_none_or(|a| changed_since(&before, &a));
                 if outcome.shrank || outcome.grew || moved {
                     entry.changed = true;
                     self.tail.changed.push(entry.path.clone());

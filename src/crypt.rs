@@ -49,7 +49,9 @@ pub enum KeyError {
         error: io::Error,
     },
     /// The identity file has group or other permission bits.
-    #[error("identity {path} is too open (mode {mode:04o}); it must not be readable by group or others")]
+    #[error(
+        "identity {path} is too open (mode {mode:04o}); it must not be readable by group or others"
+    )]
     IdentityTooOpen {
         /// The file.
         path: PathBuf,
@@ -132,10 +134,9 @@ impl Keys {
     pub fn load(enc: &Encryption, credentials_dir: Option<&Path>) -> Result<Keys, KeyError> {
         let mut recipients = Vec::new();
         for (i, value) in enc.recipients.iter().enumerate() {
-            recipients.push(parse_recipient(
-                value,
-                || format!("[encryption] recipients[{i}]"),
-            )?);
+            recipients.push(parse_recipient(value, || {
+                format!("[encryption] recipients[{i}]")
+            })?);
         }
         if let Some(path) = &enc.recipients_file {
             let text = fs::read_to_string(path).map_err(|error| KeyError::RecipientsFile {
@@ -306,10 +307,16 @@ mod tests {
     fn identity_checks() {
         let dir = tempfile::tempdir().unwrap();
         let (path, recipient) = write_identity(dir.path(), 0o644);
-        let err = Keys::load(&encryption(vec![recipient.clone()], Some(path.clone())), None)
-            .err()
-            .unwrap();
-        assert!(matches!(err, KeyError::IdentityTooOpen { mode: 0o644, .. }), "{err}");
+        let err = Keys::load(
+            &encryption(vec![recipient.clone()], Some(path.clone())),
+            None,
+        )
+        .err()
+        .unwrap();
+        assert!(
+            matches!(err, KeyError::IdentityTooOpen { mode: 0o644, .. }),
+            "{err}"
+        );
 
         fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
         let (_, other) = generate();
@@ -330,7 +337,10 @@ mod tests {
         let err = Keys::load(&encryption(vec![recipient], Some(path)), None)
             .err()
             .unwrap();
-        assert!(matches!(err, KeyError::IdentityInvalid { line: 1, .. }), "{err}");
+        assert!(
+            matches!(err, KeyError::IdentityInvalid { line: 1, .. }),
+            "{err}"
+        );
     }
 
     #[test]

@@ -54,7 +54,10 @@ fn create_dir(path: &Path, mode: u32) -> io::Result<()> {
     if path.is_dir() {
         return Ok(());
     }
-    fs::DirBuilder::new().recursive(true).mode(mode).create(path)
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(path)
 }
 
 /// The config file: `--config`, else `$VOUCH_CONFIG`, else the default.

@@ -200,7 +200,11 @@ mod tests {
         let mut names = HashSet::new();
         let mut last = None;
         for code in ExitCode::ALL {
-            assert!(numbers.insert(code.code()), "duplicate number {}", code.code());
+            assert!(
+                numbers.insert(code.code()),
+                "duplicate number {}",
+                code.code()
+            );
             assert!(names.insert(code.name()), "duplicate name {}", code.name());
             if let Some(prev) = last {
                 assert!(code.code() > prev, "ALL is not in numeric order at {code}");
@@ -215,7 +219,10 @@ mod tests {
         for code in ExitCode::ALL {
             let n = code.code();
             assert!(!(64..=78).contains(&n), "{code} collides with sysexits");
-            assert!(n < 126, "{code} collides with shell, signal or systemd codes");
+            assert!(
+                n < 126,
+                "{code} collides with shell, signal or systemd codes"
+            );
         }
     }
 

@@ -3,7 +3,9 @@
 //! `VOUCH_TEST_FAULT` makes a run misbehave at a named point, so tests can prove what a crash or
 //! a bad disk leaves behind without racing a signal against the run:
 //! `kill:POINT` sends the process `SIGKILL` there; `corrupt-temp` flips one byte in the middle of
-//! each written temporary archive before it is read back. Unset (always, outside tests), every
+//! each written temporary archive before it is read back; `stop-before-data:NAME` stops the
+//! process (`SIGSTOP`) after the tar header of the file called NAME is written and before its
+//! data is read, so a test can change the file and then continue the run with `SIGCONT`. Unset (always, outside tests), every
 //! function here does nothing.
 
 use std::fs::OpenOptions;
@@ -48,5 +50,16 @@ pub fn corrupt(path: &Path) {
         byte[0] ^= 0x01;
         let _ = f.seek(SeekFrom::Start(at)).and_then(|_| f.write_all(&byte));
         let _ = f.sync_all();
+    }
+}
+
+/// Stops the process when the test asked to, before the data of a file named like `path`.
+pub fn stop_before_data(path: &Path) {
+    let Some(f) = fault() else { return };
+    let Some(name) = f.strip_prefix("stop-before-data:") else {
+        return;
+    };
+    if path.file_name().is_some_and(|n| n == name) {
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGSTOP);
     }
 }

@@ -142,7 +142,11 @@ impl Entry {
             out.push(("VOUCH_EVENT".to_owned(), event.name().to_owned()));
         }
         out.push(("VOUCH_RUN_ID".to_owned(), run_id().to_owned()));
-        out.extend(self.fields.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+        out.extend(
+            self.fields
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone())),
+        );
         out
     }
 
@@ -276,7 +280,9 @@ mod tests {
         for e in Event::ALL {
             let id = e.message_id();
             assert_eq!(id.len(), 32, "{id}");
-            assert!(id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+            assert!(id
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
             assert!(seen.insert(id), "{id} reused");
         }
     }
@@ -306,7 +312,8 @@ mod tests {
         assert_eq!(get("VOUCH_HINT"), Some("add ReadWritePaths=/x"));
         for (k, _) in &fields {
             assert!(
-                k.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_'),
+                k.bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_'),
                 "{k} is not a valid journal field name"
             );
         }

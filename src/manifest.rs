@@ -423,7 +423,11 @@ mod tests {
         let again: Vec<Entry> = spooled.entries().unwrap().map(Result::unwrap).collect();
         assert_eq!(again, vec![a, b]);
         let mut sums = Vec::new();
-        spooled.sums_reader().unwrap().read_to_end(&mut sums).unwrap();
+        spooled
+            .sums_reader()
+            .unwrap()
+            .read_to_end(&mut sums)
+            .unwrap();
         assert_eq!(sums, b"aa  etc/a\nbb  etc/caf\xe9\n");
     }
 

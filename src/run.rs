@@ -13,6 +13,7 @@ use crate::config::{ReadErrorPolicy, Settings};
 use crate::crypt::{self, KeyError, Keys};
 use crate::dirs::Dirs;
 use crate::error::Error;
+use crate::fault;
 use crate::io::{FailureSlot, FanOut, HashWriter};
 use crate::journal::{self, Entry, Event};
 use crate::lock::RunLock;
@@ -23,7 +24,6 @@ use crate::systemd::{self, Progress};
 use crate::tarstream::{Header, Kind, TarWriter};
 use crate::verify::{self, Expected, Level};
 use crate::walk::{Exclude, Walker};
-use crate::fault;
 use serde::{Deserialize, Serialize};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -101,9 +101,7 @@ impl LastRun {
 
 /// RFC 3339 in UTC, to the second.
 pub fn rfc3339(t: OffsetDateTime) -> String {
-    let f = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second]Z"
-    );
+    let f = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
     t.format(&f).unwrap_or_default()
 }
 
@@ -124,12 +122,13 @@ pub fn host_name() -> String {
 /// as the previous one waits for the next second rather than colliding).
 fn pick_name(settings: &Settings) -> (OffsetDateTime, String) {
     loop {
-        let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap_or(OffsetDateTime::now_utc());
+        let now = OffsetDateTime::now_utc()
+            .replace_nanosecond(0)
+            .unwrap_or(OffsetDateTime::now_utc());
         let name = format!("{}-{}.tar.gz.age", settings.backup.name, stamp(now));
-        let taken = settings
-            .targets
-            .iter()
-            .any(|t| t.path.join(&name).exists() || t.path.join(Receipt::file_name(&name)).exists());
+        let taken = settings.targets.iter().any(|t| {
+            t.path.join(&name).exists() || t.path.join(Receipt::file_name(&name)).exists()
+        });
         if !taken {
             return (now, name);
         }
@@ -177,7 +176,8 @@ pub fn run(settings: &Settings, dirs: &Dirs) -> Result<Report, Error> {
                 path: t.path.clone(),
             });
         }
-        let removed = local::remove_leftovers(&t.path).map_err(|e| target_write(&t.name, &t.path, e))?;
+        let removed =
+            local::remove_leftovers(&t.path).map_err(|e| target_write(&t.name, &t.path, e))?;
         for path in removed {
             log::warn!(
                 "target {}: removed {} left by an interrupted run",
@@ -226,11 +226,7 @@ pub fn run(settings: &Settings, dirs: &Dirs) -> Result<Report, Error> {
     let mut manifest = ManifestWriter::new(head, &dirs.state).map_err(spool_error)?;
     let cipher = HashWriter::new(fan);
     let encrypted = crypt::encrypt(&keys.recipients, cipher).map_err(write_error)?;
-    let gz = ParallelGzWriter::new(
-        encrypted,
-        GZIP_LEVEL,
-        crate::compress::default_threads(),
-    );
+    let gz = ParallelGzWriter::new(encrypted, GZIP_LEVEL, crate::compress::default_threads());
     let mut tar = TarWriter::new(gz);
 
     let estimate = LastRun::load(&dirs.state).and_then(|l| l.tar_bytes);
@@ -346,9 +342,9 @@ pub fn run(settings: &Settings, dirs: &Dirs) -> Result<Report, Error> {
         };
         let mut vprogress = Progress::new("verifying", Some(tar_bytes));
         let result = match &keys.identity {
-            Some(identity) => verify::verify_full(file, identity, &mut expected, &mut |n| {
-                vprogress.update(n)
-            }),
+            Some(identity) => {
+                verify::verify_full(file, identity, &mut expected, &mut |n| vprogress.update(n))
+            }
             None => verify::check_ciphertext(file, &expected),
         };
         result.map_err(|m| verify_error(m.0))?;
@@ -475,7 +471,12 @@ fn append_spooled<W: Write>(
 
 /// Turns an error that surfaced from the archive stream into a write error naming the target
 /// that failed, when a target failed.
-fn classify_write(slot: &FailureSlot, names: &[String], temps: &[PathBuf], error: io::Error) -> Error {
+fn classify_write(
+    slot: &FailureSlot,
+    names: &[String],
+    temps: &[PathBuf],
+    error: io::Error,
+) -> Error {
     let failure = slot.lock().ok().and_then(|mut f| f.take());
     match failure {
         Some(f) => Error::Write {

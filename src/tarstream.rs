@@ -158,18 +158,21 @@ impl<W: Write> TarWriter<W> {
         if !pax.is_empty() {
             let mut name = b"PaxHeaders/".to_vec();
             name.extend_from_slice(last_component(h.path));
-            let block = ustar_block(&Header {
-                path: &name,
-                kind: Kind::File,
-                mode: 0o644,
-                uid: 0,
-                gid: 0,
-                user: None,
-                group: None,
-                mtime: h.mtime,
-                size: pax.len() as u64,
-                link: None,
-            }, b'x');
+            let block = ustar_block(
+                &Header {
+                    path: &name,
+                    kind: Kind::File,
+                    mode: 0o644,
+                    uid: 0,
+                    gid: 0,
+                    user: None,
+                    group: None,
+                    mtime: h.mtime,
+                    size: pax.len() as u64,
+                    link: None,
+                },
+                b'x',
+            );
             self.put(&block)?;
             self.put(&pax)?;
             self.pad(pax.len() as u64)?;
@@ -218,7 +221,9 @@ impl<W: Write> TarWriter<W> {
                 }
             };
             observe(&self.buf[..n]);
-            self.inner.write_all(&self.buf[..n]).map_err(DataError::Write)?;
+            self.inner
+                .write_all(&self.buf[..n])
+                .map_err(DataError::Write)?;
             self.written += n as u64;
             left -= n as u64;
         }
@@ -318,7 +323,10 @@ fn ustar_block(h: &Header<'_>, typeflag: u8) -> [u8; BLOCK] {
     octal(&mut b[100..108], u64::from(h.mode & 0o7777));
     octal(&mut b[108..116], h.uid);
     octal(&mut b[116..124], h.gid);
-    octal(&mut b[124..136], if h.kind == Kind::File { h.size } else { 0 });
+    octal(
+        &mut b[124..136],
+        if h.kind == Kind::File { h.size } else { 0 },
+    );
     octal(&mut b[136..148], h.mtime.max(0) as u64);
     b[156] = typeflag;
     if let Some(link) = h.link {
@@ -375,9 +383,12 @@ mod tests {
         let long: Vec<u8> = (0..250).map(|i| b'a' + (i % 26) as u8).collect();
         let non_utf8 = b"dir/caf\xe9".to_vec();
         let mut w = TarWriter::new(Vec::new());
-        w.append_header(&header(b"dir", Kind::Dir, 0, None)).unwrap();
-        w.append_bytes(&header(&long, Kind::File, 5, None), b"hello").unwrap();
-        w.append_bytes(&header(&non_utf8, Kind::File, 3, None), b"abc").unwrap();
+        w.append_header(&header(b"dir", Kind::Dir, 0, None))
+            .unwrap();
+        w.append_bytes(&header(&long, Kind::File, 5, None), b"hello")
+            .unwrap();
+        w.append_bytes(&header(&non_utf8, Kind::File, 3, None), b"abc")
+            .unwrap();
         w.append_header(&header(b"dir/link", Kind::Symlink, 0, Some(&long)))
             .unwrap();
         w.append_header(&header(b"dir/hard", Kind::Hardlink, 0, Some(&non_utf8)))
@@ -415,13 +426,15 @@ mod tests {
     fn shrinking_and_growing_sources_keep_the_header_size() {
         let mut w = TarWriter::new(Vec::new());
         let mut hashed = 0usize;
-        w.append_header(&header(b"shrank", Kind::File, 10, None)).unwrap();
+        w.append_header(&header(b"shrank", Kind::File, 10, None))
+            .unwrap();
         let out = w
             .append_file_data(&mut &b"abc"[..], 10, &mut |b| hashed += b.len())
             .unwrap();
         assert!(out.shrank && !out.grew);
         assert_eq!(hashed, 10);
-        w.append_header(&header(b"grew", Kind::File, 2, None)).unwrap();
+        w.append_header(&header(b"grew", Kind::File, 2, None))
+            .unwrap();
         let out = w
             .append_file_data(&mut &b"abcdef"[..], 2, &mut |_| {})
             .unwrap();
@@ -443,13 +456,10 @@ mod tests {
     #[test]
     fn checksum_is_valid_for_gnu_tar() {
         let mut w = TarWriter::new(Vec::new());
-        w.append_bytes(&header(b"f", Kind::File, 1, None), b"x").unwrap();
+        w.append_bytes(&header(b"f", Kind::File, 1, None), b"x")
+            .unwrap();
         let data = w.finish().unwrap();
-        let stored = u32::from_str_radix(
-            std::str::from_utf8(&data[148..154]).unwrap(),
-            8,
-        )
-        .unwrap();
+        let stored = u32::from_str_radix(std::str::from_utf8(&data[148..154]).unwrap(), 8).unwrap();
         let mut copy = data[..BLOCK].to_vec();
         copy[148..156].fill(b' ');
         assert_eq!(stored, copy.iter().map(|&b| u32::from(b)).sum::<u32>());

@@ -123,7 +123,9 @@ pub fn verify_full(
             let path = found.path_bytes().into_owned();
             let path_str = String::from_utf8_lossy(&path).into_owned();
             if seen_sums {
-                return Err(mismatch(format!("unexpected entry {path_str} after the manifest")));
+                return Err(mismatch(format!(
+                    "unexpected entry {path_str} after the manifest"
+                )));
             }
             let digest = hash_entry(&mut found, &mut buf)
                 .map_err(|e| mismatch(format!("{path_str}: cannot read its data: {e}")))?;
@@ -131,20 +133,26 @@ pub fn verify_full(
             progress(done);
             if path == MANIFEST_PATH.as_bytes() {
                 if seen_manifest || digest != expected.manifest_sha256 {
-                    return Err(mismatch(format!("{MANIFEST_PATH} differs from the one written")));
+                    return Err(mismatch(format!(
+                        "{MANIFEST_PATH} differs from the one written"
+                    )));
                 }
                 seen_manifest = true;
                 continue;
             }
             if path == SUMS_PATH.as_bytes() {
                 if !seen_manifest || digest != expected.sums_sha256 {
-                    return Err(mismatch(format!("{SUMS_PATH} differs from the one written")));
+                    return Err(mismatch(format!(
+                        "{SUMS_PATH} differs from the one written"
+                    )));
                 }
                 seen_sums = true;
                 continue;
             }
             if seen_manifest {
-                return Err(mismatch(format!("unexpected entry {path_str} after the manifest")));
+                return Err(mismatch(format!(
+                    "unexpected entry {path_str} after the manifest"
+                )));
             }
             let want = match entries.next() {
                 Some(Ok(e)) => e,
@@ -155,7 +163,9 @@ pub fn verify_full(
         }
         if let Some(missing) = entries.next() {
             let name = missing.map(|e| e.path).unwrap_or_default();
-            return Err(mismatch(format!("{name}: in the manifest but not in the archive")));
+            return Err(mismatch(format!(
+                "{name}: in the manifest but not in the archive"
+            )));
         }
         if !seen_sums {
             return Err(mismatch(format!("{SUMS_PATH} is missing")));
@@ -221,13 +231,17 @@ fn compare<R: Read>(
             )));
         }
         if want.sha256.as_deref() != Some(digest) {
-            return Err(mismatch(format!("{name}: content differs from the manifest (SHA-256)")));
+            return Err(mismatch(format!(
+                "{name}: content differs from the manifest (SHA-256)"
+            )));
         }
     }
     if matches!(want.kind, EntryType::Symlink | EntryType::Hardlink) {
         let link = found.link_name_bytes().map(|l| l.into_owned());
         if link != want.link_bytes() {
-            return Err(mismatch(format!("{name}: link target differs from the manifest")));
+            return Err(mismatch(format!(
+                "{name}: link target differs from the manifest"
+            )));
         }
     }
     Ok(())

@@ -230,7 +230,7 @@ mod tests {
         fs::write(root.join("b/node_modules/x/f"), "f").unwrap();
         symlink("/nonexistent", root.join("c")).unwrap();
         let r = root.display().to_string();
-        let got = collect(&[root.clone()], &["*.tmp", "**/node_modules"]);
+        let got = collect(std::slice::from_ref(&root), &["*.tmp", "**/node_modules"]);
         assert_eq!(
             got,
             vec![
@@ -245,8 +245,11 @@ mod tests {
 
     #[test]
     fn path_patterns_match_absolute_paths() {
-        let ex = Exclude::new(&["/var/lib/app/cache/**".to_string(), "/srv/*.log".to_string()])
-            .unwrap();
+        let ex = Exclude::new(&[
+            "/var/lib/app/cache/**".to_string(),
+            "/srv/*.log".to_string(),
+        ])
+        .unwrap();
         assert!(ex.matches(Path::new("/var/lib/app/cache/x/y")));
         assert!(ex.matches(Path::new("/srv/a.log")));
         assert!(!ex.matches(Path::new("/srv/sub/a.log")));

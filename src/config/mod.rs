@@ -1,32 +1,659 @@
-//! PLACEHOLDER config types (replaced by the real loader).
-#![allow(missing_docs)]
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+//! `vouch.toml`: parse, then validate into typed settings.
+//!
+//! Parsing uses raw serde structs that reject unknown keys at every level and keep the position
+//! of every value a later check may complain about. Validation turns them into [`Settings`]:
+//! absolute paths, sizes in bytes, durations, defaults filled in. Every error is a
+//! [`ConfigError`] naming the file, the line and the key, displayed as `FILE:LINE: KEY: message`.
+//!
+//! Relative paths are resolved against the directory holding the config file, so a config
+//! shipped inside a project (the demo) works from any checkout; the packaged config uses
+//! absolute paths. `.` and `..` are resolved lexically, without following symlinks.
 
-#[derive(Debug, thiserror::Error)]
-#[error("{}: {message}", file.display())]
+mod units;
+
+pub use units::{format_duration, parse_duration, parse_size};
+
+use serde::Deserialize;
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+use toml::Spanned;
+
+/// A config that cannot be used: where, which key, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct ConfigError {
+    /// The config file.
     pub file: PathBuf,
+    /// 1-based line, when the problem has a place.
     pub line: Option<usize>,
+    /// The dotted key, e.g. `target.local.min-free`.
     pub key: Option<String>,
+    /// What is wrong.
     pub message: String,
 }
-#[derive(Debug, Clone)]
-pub struct Settings { pub file: PathBuf, pub backup: Backup, pub encryption: Encryption, pub targets: Vec<Target>, pub health: Health }
-#[derive(Debug, Clone)]
-pub struct Backup { pub name: String, pub sources: Vec<PathBuf>, pub exclude: Vec<String>, pub required: Vec<PathBuf>, pub one_file_system: bool, pub on_read_error: ReadErrorPolicy }
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum ReadErrorPolicy { Fail, Warn }
-#[derive(Debug, Clone)]
-pub struct Encryption { pub recipients: Vec<String>, pub recipients_file: Option<PathBuf>, pub identity: Option<PathBuf>, pub verify_without_identity: bool }
-#[derive(Debug, Clone)]
-pub struct Target { pub name: String, pub path: PathBuf, pub require_mount: bool, pub allow_volatile: bool, pub split: Split, pub min_free: u64, pub keep: Keep }
-#[derive(Debug, Clone)]
-pub enum Split { Auto, Off, Size(u64) }
-#[derive(Debug, Clone, Default)]
-pub struct Keep { pub last: Option<u32>, pub daily: Option<u32>, pub weekly: Option<u32>, pub monthly: Option<u32>, pub yearly: Option<u32>, pub max_age: Option<Duration> }
-#[derive(Debug, Clone)]
-pub struct Health { pub max_age: Duration, pub size_tolerance: u32 }
-pub fn load(path: &Path) -> Result<Settings, ConfigError> {
-    Err(ConfigError { file: path.into(), line: None, key: None, message: "placeholder".into() })
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, ": {key}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
 }
+
+/// Everything vouch needs from the config, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// The config file it came from.
+    pub file: PathBuf,
+    /// `[backup]`.
+    pub backup: Backup,
+    /// `[encryption]`.
+    pub encryption: Encryption,
+    /// `[[target]]`, at least one.
+    pub targets: Vec<Target>,
+    /// `[health]`.
+    pub health: Health,
+}
+
+/// What to back up.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Backup {
+    /// Archive name prefix; default: the host name.
+    pub name: String,
+    /// Absolute paths to archive.
+    pub sources: Vec<PathBuf>,
+    /// Glob patterns to leave out.
+    pub exclude: Vec<String>,
+    /// Paths that must be in every archive and non-empty.
+    pub required: Vec<PathBuf>,
+    /// Stay on each source's filesystem.
+    pub one_file_system: bool,
+    /// What unreadable files do to the run.
+    pub on_read_error: ReadErrorPolicy,
+}
+
+/// What unreadable files do to the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadErrorPolicy {
+    /// Fail with exit 31 after the scan, naming them.
+    Fail,
+    /// Record them in the manifest and the journal, and go on.
+    Warn,
+}
+
+/// Keys.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Encryption {
+    /// `age1...` recipients, unparsed (the key checks report bad ones with exit 13).
+    pub recipients: Vec<String>,
+    /// A file of recipients, one per line.
+    pub recipients_file: Option<PathBuf>,
+    /// The identity to read archives back with.
+    pub identity: Option<PathBuf>,
+    /// Allow ciphertext-only read-back when no identity is available.
+    pub verify_without_identity: bool,
+}
+
+/// One place archives go.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    /// Unique name.
+    pub name: String,
+    /// Absolute directory.
+    pub path: PathBuf,
+    /// Refuse unless `path` is a mount point.
+    pub require_mount: bool,
+    /// Allow tmpfs, ramfs and overlay.
+    pub allow_volatile: bool,
+    /// Splitting into parts.
+    pub split: Split,
+    /// Free space that must remain after the archive.
+    pub min_free: u64,
+    /// Retention.
+    pub keep: Keep,
+}
+
+/// Splitting archives into parts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    /// Below the filesystem's largest file, when needed.
+    Auto,
+    /// Never; a filesystem that cannot hold the archive is an error.
+    Off,
+    /// Parts of this many bytes.
+    Size(u64),
+}
+
+/// Retention: how many archives to keep per period.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Keep {
+    /// The newest N.
+    pub last: Option<u32>,
+    /// One per day for N days.
+    pub daily: Option<u32>,
+    /// One per week for N weeks.
+    pub weekly: Option<u32>,
+    /// One per month for N months.
+    pub monthly: Option<u32>,
+    /// One per year for N years.
+    pub yearly: Option<u32>,
+    /// Nothing older than this (beyond the newest verified archive).
+    pub max_age: Option<Duration>,
+}
+
+/// `[health]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    /// A latest verified archive older than this is critical.
+    pub max_age: Duration,
+    /// Percent the size may differ from recent archives.
+    pub size_tolerance: u32,
+}
+
+/// Default `min-free`: 1 GiB.
+pub const DEFAULT_MIN_FREE: u64 = 1 << 30;
+/// Default `[health] max-age`: 26 hours (a daily timer plus its randomized delay).
+pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(26 * 3600);
+/// Default `[health] size-tolerance` in percent.
+pub const DEFAULT_SIZE_TOLERANCE: u32 = 20;
+/// Default `keep.last`.
+pub const DEFAULT_KEEP_LAST: u32 = 7;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawConfig {
+    backup: RawBackup,
+    encryption: RawEncryption,
+    target: Option<Vec<RawTarget>>,
+    health: Option<RawHealth>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawBackup {
+    name: Option<Spanned<String>>,
+    sources: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    exclude: Vec<Spanned<String>>,
+    #[serde(default)]
+    required: Vec<Spanned<String>>,
+    #[serde(default)]
+    one_file_system: bool,
+    on_read_error: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawEncryption {
+    #[serde(default)]
+    recipients: Vec<String>,
+    recipients_file: Option<Spanned<String>>,
+    identity: Option<Spanned<String>>,
+    #[serde(default)]
+    verify_without_identity: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawTarget {
+    name: Spanned<String>,
+    path: Spanned<String>,
+    #[serde(default)]
+    require_mount: bool,
+    #[serde(default)]
+    allow_volatile: bool,
+    split: Option<Spanned<String>>,
+    min_free: Option<Spanned<SizeValue>>,
+    keep: Option<RawKeep>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SizeValue {
+    Bytes(u64),
+    Text(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawKeep {
+    last: Option<u32>,
+    daily: Option<u32>,
+    weekly: Option<u32>,
+    monthly: Option<u32>,
+    yearly: Option<u32>,
+    max_age: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawHealth {
+    max_age: Option<Spanned<String>>,
+    size_tolerance: Option<Spanned<i64>>,
+}
+
+/// Reads and validates the config at `path`.
+pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.to_owned(),
+        line: None,
+        key: None,
+        message: format!("cannot read the config: {e}"),
+    })?;
+    from_str(&text, path)
+}
+
+/// Parses and validates config `text` that came from `path`.
+pub fn from_str(text: &str, path: &Path) -> Result<Settings, ConfigError> {
+    let cx = Context { text, file: path };
+    let raw: RawConfig = toml::from_str(text).map_err(|e| cx.parse_error(&e))?;
+    cx.validate(raw)
+}
+
+struct Context<'a> {
+    text: &'a str,
+    file: &'a Path,
+}
+
+/// The table header (`backup`, `target`, ...) in force at byte `offset`.
+fn section_at(text: &str, offset: usize) -> Option<String> {
+    let before = &text[..offset.min(text.len())];
+    before.lines().rev().find_map(|l| {
+        let l = l.trim();
+        let inner = l.strip_prefix("[[").and_then(|r| r.split("]]").next());
+        let inner = inner.or_else(|| l.strip_prefix('[').and_then(|r| r.split(']').next()));
+        inner.map(|s| s.trim().to_owned())
+    })
+}
+
+/// The text between the first pair of backticks in `message`, after `prefix`.
+fn quoted_after(message: &str, prefix: &str) -> Option<String> {
+    let rest = message.split(prefix).nth(1)?;
+    let start = rest.find('`')? + 1;
+    let len = rest[start..].find('`')?;
+    Some(rest[start..start + len].to_owned())
+}
+
+impl Context<'_> {
+    fn line_of(&self, offset: usize) -> usize {
+        self.text[..offset.min(self.text.len())]
+            .bytes()
+            .filter(|&b| b == b'\n')
+            .count()
+            + 1
+    }
+
+    fn error(
+        &self,
+        span: Option<std::ops::Range<usize>>,
+        key: &str,
+        message: String,
+    ) -> ConfigError {
+        ConfigError {
+            file: self.file.to_owned(),
+            line: span.map(|s| self.line_of(s.start)),
+            key: Some(key.to_owned()),
+            message,
+        }
+    }
+
+    fn parse_error(&self, e: &toml::de::Error) -> ConfigError {
+        let message = e.message().trim().to_owned();
+        let span = e.span();
+        let section = span
+            .clone()
+            .and_then(|s| section_at(self.text, s.start + 1));
+        let field = quoted_after(&message, "unknown field")
+            .or_else(|| quoted_after(&message, "missing field"));
+        let key = match (section, field) {
+            (Some(s), Some(f)) if message.starts_with("missing field") && s.contains('.') => {
+                Some(format!("{s}.{f}"))
+            }
+            (Some(s), Some(f)) => Some(format!("{s}.{f}")),
+            (None, Some(f)) => Some(f),
+            (Some(s), None) => {
+                // A bad value: name the key on the error's line when there is one.
+                let line_text = span
+                    .as_ref()
+                    .and_then(|sp| self.text[..sp.start.min(self.text.len())].lines().last())
+                    .unwrap_or("");
+                match line_text.split_once('=') {
+                    Some((k, _)) if !k.trim().is_empty() => Some(format!("{s}.{}", k.trim())),
+                    _ => Some(s),
+                }
+            }
+            (None, None) => None,
+        };
+        let message = if message.starts_with("unknown field") {
+            format!("unknown key: {message}")
+        } else {
+            message
+        };
+        ConfigError {
+            file: self.file.to_owned(),
+            line: span.map(|s| self.line_of(s.start)),
+            key,
+            message,
+        }
+    }
+
+    fn path(&self, value: &Spanned<String>, key: &str) -> Result<PathBuf, ConfigError> {
+        let raw = value.get_ref();
+        let fail = |m: String| self.error(Some(value.span()), key, m);
+        if raw.trim().is_empty() {
+            return Err(fail("a path must not be empty".into()));
+        }
+        let joined = if Path::new(raw).is_absolute() {
+            PathBuf::from(raw)
+        } else {
+            self.file
+                .parent()
+                .map(|d| {
+                    if d.as_os_str().is_empty() {
+                        Path::new(".")
+                    } else {
+                        d
+                    }
+                })
+                .unwrap_or(Path::new("."))
+                .join(raw)
+        };
+        let joined = if joined.is_absolute() {
+            joined
+        } else {
+            std::env::current_dir()
+                .map_err(|e| fail(format!("cannot resolve {raw:?}: {e}")))?
+                .join(joined)
+        };
+        Ok(normalize(&joined))
+    }
+
+    fn validate(&self, raw: RawConfig) -> Result<Settings, ConfigError> {
+        let b = raw.backup;
+        let name = match &b.name {
+            Some(n) => {
+                check_name(n.get_ref())
+                    .map_err(|m| self.error(Some(n.span()), "backup.name", m))?;
+                n.get_ref().clone()
+            }
+            None => host_name(),
+        };
+        if b.sources.get_ref().is_empty() {
+            return Err(self.error(
+                Some(b.sources.span()),
+                "backup.sources",
+                "at least one source is needed".into(),
+            ));
+        }
+        let mut sources: Vec<PathBuf> = Vec::new();
+        for s in b.sources.get_ref() {
+            let p = self.path(s, "backup.sources")?;
+            if let Some(other) = sources
+                .iter()
+                .find(|o| p.starts_with(o) || o.starts_with(&p))
+            {
+                return Err(self.error(
+                    Some(s.span()),
+                    "backup.sources",
+                    format!(
+                        "{} overlaps {}: list each tree once",
+                        p.display(),
+                        other.display()
+                    ),
+                ));
+            }
+            sources.push(p);
+        }
+        let mut exclude = Vec::new();
+        for e in &b.exclude {
+            globset::Glob::new(e.get_ref()).map_err(|err| {
+                self.error(
+                    Some(e.span()),
+                    "backup.exclude",
+                    format!("bad pattern {:?}: {}", e.get_ref(), err.kind()),
+                )
+            })?;
+            exclude.push(e.get_ref().clone());
+        }
+        let mut required = Vec::new();
+        for r in &b.required {
+            let p = self.path(r, "backup.required")?;
+            if !sources.iter().any(|s| p.starts_with(s)) {
+                return Err(self.error(
+                    Some(r.span()),
+                    "backup.required",
+                    format!("{} is not under any source", p.display()),
+                ));
+            }
+            required.push(p);
+        }
+        let on_read_error = match &b.on_read_error {
+            None => ReadErrorPolicy::Fail,
+            Some(v) => match v.get_ref().as_str() {
+                "fail" => ReadErrorPolicy::Fail,
+                "warn" => ReadErrorPolicy::Warn,
+                other => {
+                    return Err(self.error(
+                        Some(v.span()),
+                        "backup.on-read-error",
+                        format!("{other:?} is not one of \"fail\", \"warn\""),
+                    ))
+                }
+            },
+        };
+        let exclude_set = crate::walk::Exclude::new(&exclude).map_err(|e| {
+            self.error(None, "backup.exclude", format!("bad pattern: {}", e.kind()))
+        })?;
+
+        let enc = raw.encryption;
+        let encryption = Encryption {
+            recipients: enc.recipients,
+            recipients_file: enc
+                .recipients_file
+                .as_ref()
+                .map(|p| self.path(p, "encryption.recipients-file"))
+                .transpose()?,
+            identity: enc
+                .identity
+                .as_ref()
+                .map(|p| self.path(p, "encryption.identity"))
+                .transpose()?,
+            verify_without_identity: enc.verify_without_identity,
+        };
+
+        let raw_targets = raw.target.unwrap_or_default();
+        if raw_targets.is_empty() {
+            return Err(ConfigError {
+                file: self.file.to_owned(),
+                line: None,
+                key: Some("target".into()),
+                message: "at least one [[target]] is needed".into(),
+            });
+        }
+        let mut targets: Vec<Target> = Vec::new();
+        let mut names = HashSet::new();
+        for t in raw_targets {
+            let tname = t.name.get_ref().clone();
+            let key = |k: &str| format!("target.{tname}.{k}");
+            check_name(&tname).map_err(|m| self.error(Some(t.name.span()), &key("name"), m))?;
+            if !names.insert(tname.clone()) {
+                return Err(self.error(
+                    Some(t.name.span()),
+                    &key("name"),
+                    format!("two targets are called {tname:?}"),
+                ));
+            }
+            let path = self.path(&t.path, &key("path"))?;
+            if let Some(other) = targets.iter().find(|o| o.path == path) {
+                return Err(self.error(
+                    Some(t.path.span()),
+                    &key("path"),
+                    format!("target {} already uses {}", other.name, path.display()),
+                ));
+            }
+            if sources.iter().any(|s| path.starts_with(s)) && !exclude_set.matches(&path) {
+                return Err(self.error(
+                    Some(t.path.span()),
+                    &key("path"),
+                    format!(
+                        "{} is inside a source, so archives would back themselves up: move it or add it to [backup] exclude",
+                        path.display()
+                    ),
+                ));
+            }
+            let split = match &t.split {
+                None => Split::Auto,
+                Some(v) => match v.get_ref().as_str() {
+                    "auto" => Split::Auto,
+                    "off" => Split::Off,
+                    text => {
+                        let size = parse_size(text)
+                            .map_err(|m| self.error(Some(v.span()), &key("split"), m))?;
+                        if size < 1 << 20 {
+                            return Err(self.error(
+                                Some(v.span()),
+                                &key("split"),
+                                "parts must be at least 1MiB".into(),
+                            ));
+                        }
+                        Split::Size(size)
+                    }
+                },
+            };
+            let min_free = match &t.min_free {
+                None => DEFAULT_MIN_FREE,
+                Some(v) => match v.get_ref() {
+                    SizeValue::Bytes(n) => *n,
+                    SizeValue::Text(s) => parse_size(s)
+                        .map_err(|m| self.error(Some(v.span()), &key("min-free"), m))?,
+                },
+            };
+            let keep = match t.keep {
+                None => Keep {
+                    last: Some(DEFAULT_KEEP_LAST),
+                    ..Keep::default()
+                },
+                Some(k) => Keep {
+                    last: k.last,
+                    daily: k.daily,
+                    weekly: k.weekly,
+                    monthly: k.monthly,
+                    yearly: k.yearly,
+                    max_age: k
+                        .max_age
+                        .as_ref()
+                        .map(|v| {
+                            parse_duration(v.get_ref())
+                                .map_err(|m| self.error(Some(v.span()), &key("keep.max-age"), m))
+                        })
+                        .transpose()?,
+                },
+            };
+            targets.push(Target {
+                name: tname.clone(),
+                path,
+                require_mount: t.require_mount,
+                allow_volatile: t.allow_volatile,
+                split,
+                min_free,
+                keep,
+            });
+        }
+
+        let h = raw.health;
+        let max_age = match h.as_ref().and_then(|h| h.max_age.as_ref()) {
+            None => DEFAULT_MAX_AGE,
+            Some(v) => parse_duration(v.get_ref())
+                .map_err(|m| self.error(Some(v.span()), "health.max-age", m))?,
+        };
+        let size_tolerance = match h.as_ref().and_then(|h| h.size_tolerance.as_ref()) {
+            None => DEFAULT_SIZE_TOLERANCE,
+            Some(v) => match u32::try_from(*v.get_ref()) {
+                Ok(n) if (1..=1000).contains(&n) => n,
+                _ => {
+                    return Err(self.error(
+                        Some(v.span()),
+                        "health.size-tolerance",
+                        format!("{} is not a percentage from 1 to 1000", v.get_ref()),
+                    ))
+                }
+            },
+        };
+
+        Ok(Settings {
+            file: self.file.to_owned(),
+            backup: Backup {
+                name,
+                sources,
+                exclude,
+                required,
+                one_file_system: b.one_file_system,
+                on_read_error,
+            },
+            encryption,
+            targets,
+            health: Health {
+                max_age,
+                size_tolerance,
+            },
+        })
+    }
+}
+
+/// Removes `.` components, repeated or trailing slashes, and resolves `..` lexically (without
+/// following symlinks, so the result is the path the config spells out).
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::RootDir => out.push("/"),
+            Component::CurDir | Component::Prefix(_) => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(n) => out.push(n),
+        }
+    }
+    out
+}
+
+fn check_name(name: &str) -> Result<(), String> {
+    let ok_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
+    if name.is_empty() || name.len() > 64 || !ok_chars || name.starts_with(['.', '-']) {
+        return Err(format!(
+            "{name:?}: use 1 to 64 of A-Z a-z 0-9 . _ - (not starting with . or -)"
+        ));
+    }
+    Ok(())
+}
+
+fn host_name() -> String {
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_default();
+    let clean: String = host
+        .split('.')
+        .next()
+        .unwrap_or("")
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect();
+    let clean = clean.trim_start_matches('-').to_owned();
+    if clean.is_empty() {
+        "backup".into()
+    } else {
+        clean
+    }
+}
+
+#[cfg(test)]
+mod tests;

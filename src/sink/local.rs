@@ -128,7 +128,10 @@ pub fn remove_leftovers(dir: &Path) -> io::Result<Vec<PathBuf>> {
     let mut removed = Vec::new();
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
-        if entry.file_name().as_bytes().starts_with(TEMP_PREFIX.as_bytes())
+        if entry
+            .file_name()
+            .as_bytes()
+            .starts_with(TEMP_PREFIX.as_bytes())
             && entry.file_type()?.is_file()
         {
             fs::remove_file(entry.path())?;

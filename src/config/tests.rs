@@ -1,0 +1,309 @@
+//! Config parsing and validation: the shipped example, defaults, and every error class.
+
+use super::*;
+
+const FILE: &str = "/etc/vouch/vouch.toml";
+
+fn parse(text: &str) -> Result<Settings, ConfigError> {
+    from_str(text, Path::new(FILE))
+}
+
+fn err(text: &str) -> ConfigError {
+    parse(text).expect_err("the config should be rejected")
+}
+
+const MINIMAL: &str = r#"
+[backup]
+sources = ["/etc"]
+
+[encryption]
+recipients = ["age1example"]
+
+[[target]]
+name = "local"
+path = "/var/backups/vouch"
+"#;
+
+#[test]
+fn the_shipped_example_parses() {
+    let s = parse(include_str!("../../packaging/vouch.toml")).unwrap();
+    assert_eq!(s.backup.sources, vec![PathBuf::from("/etc")]);
+    assert_eq!(s.targets[0].keep.daily, Some(14));
+    assert_eq!(s.targets[0].min_free, 1 << 30);
+    assert_eq!(
+        s.encryption.identity,
+        Some(PathBuf::from("/etc/vouch/identity.txt"))
+    );
+}
+
+#[test]
+fn the_demo_config_parses() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("demo/vouch.toml");
+    let s = load(&path).unwrap();
+    assert_eq!(s.backup.name, "demo");
+    assert!(s.targets[0].path.ends_with("target/demo/archives"));
+    assert!(!s.targets[0].path.to_string_lossy().contains(".."));
+}
+
+#[test]
+fn a_full_config_parses_field_by_field() {
+    let s = parse(
+        r#"
+[backup]
+name = "web1"
+sources = ["/etc", "/var/lib/app/"]
+exclude = ["*.tmp", "**/node_modules"]
+required = ["/var/lib/app/vault.enc"]
+one-file-system = true
+on-read-error = "warn"
+
+[encryption]
+recipients = ["age1a", "age1b"]
+recipients-file = "/etc/vouch/recipients.txt"
+identity = "/etc/vouch/identity.txt"
+
+[[target]]
+name = "usb"
+path = "/mnt/usb//vouch/"
+require-mount = true
+allow-volatile = true
+split = "1GiB"
+min-free = "2GiB"
+keep = { last = 3, daily = 14, weekly = 8, monthly = 12, yearly = 2, max-age = "400d" }
+
+[health]
+max-age = "30h"
+size-tolerance = 15
+"#,
+    )
+    .unwrap();
+    assert_eq!(s.backup.name, "web1");
+    assert_eq!(
+        s.backup.sources,
+        vec![PathBuf::from("/etc"), PathBuf::from("/var/lib/app")]
+    );
+    assert_eq!(s.backup.exclude, vec!["*.tmp", "**/node_modules"]);
+    assert_eq!(
+        s.backup.required,
+        vec![PathBuf::from("/var/lib/app/vault.enc")]
+    );
+    assert!(s.backup.one_file_system);
+    assert_eq!(s.backup.on_read_error, ReadErrorPolicy::Warn);
+    assert_eq!(s.encryption.recipients, vec!["age1a", "age1b"]);
+    assert_eq!(
+        s.encryption.recipients_file,
+        Some(PathBuf::from("/etc/vouch/recipients.txt"))
+    );
+    let t = &s.targets[0];
+    assert_eq!(t.name, "usb");
+    assert_eq!(t.path, PathBuf::from("/mnt/usb/vouch"));
+    assert!(t.require_mount && t.allow_volatile);
+    assert_eq!(t.split, Split::Size(1 << 30));
+    assert_eq!(t.min_free, 2 << 30);
+    assert_eq!(
+        t.keep,
+        Keep {
+            last: Some(3),
+            daily: Some(14),
+            weekly: Some(8),
+            monthly: Some(12),
+            yearly: Some(2),
+            max_age: Some(Duration::from_secs(400 * 86_400)),
+        }
+    );
+    assert_eq!(s.health.max_age, Duration::from_secs(30 * 3600));
+    assert_eq!(s.health.size_tolerance, 15);
+}
+
+#[test]
+fn a_minimal_config_gets_every_default() {
+    let s = parse(MINIMAL).unwrap();
+    assert!(!s.backup.name.is_empty());
+    assert!(s.backup.exclude.is_empty() && s.backup.required.is_empty());
+    assert!(!s.backup.one_file_system);
+    assert_eq!(s.backup.on_read_error, ReadErrorPolicy::Fail);
+    assert!(!s.encryption.verify_without_identity);
+    let t = &s.targets[0];
+    assert_eq!(t.split, Split::Auto);
+    assert_eq!(t.min_free, DEFAULT_MIN_FREE);
+    assert_eq!(t.keep.last, Some(DEFAULT_KEEP_LAST));
+    assert!(!t.require_mount && !t.allow_volatile);
+    assert_eq!(s.health.max_age, DEFAULT_MAX_AGE);
+    assert_eq!(s.health.size_tolerance, DEFAULT_SIZE_TOLERANCE);
+}
+
+#[test]
+fn relative_paths_resolve_against_the_config_directory() {
+    let s = from_str(
+        &MINIMAL
+            .replace("\"/etc\"", "\"data\"")
+            .replace("/var/backups/vouch", "../out"),
+        Path::new("/srv/demo/vouch.toml"),
+    )
+    .unwrap();
+    assert_eq!(s.backup.sources, vec![PathBuf::from("/srv/demo/data")]);
+    assert_eq!(s.targets[0].path, PathBuf::from("/srv/out"));
+}
+
+/// Asserts an error's key, line and a fragment of its message.
+fn check(e: &ConfigError, key: &str, line: Option<usize>, fragment: &str) {
+    assert_eq!(e.key.as_deref(), Some(key), "{e}");
+    assert_eq!(e.line, line, "{e}");
+    assert!(e.message.contains(fragment), "{e}");
+    assert_eq!(e.file, PathBuf::from(FILE));
+    let shown = e.to_string();
+    assert!(shown.starts_with(FILE) && shown.contains(key), "{shown}");
+}
+
+#[test]
+fn unknown_keys_are_rejected_in_every_section() {
+    let cases = [
+        ("[backup]\nsorces = [\"/etc\"]\n", "backup.sorces", 2),
+        (&format!("{MINIMAL}[extra]\n") as &str, "extra", 11),
+        (
+            &MINIMAL.replace("recipients = ", "recipient = ") as &str,
+            "encryption.recipient",
+            6,
+        ),
+        (
+            &format!("{MINIMAL}colour = \"red\"\n") as &str,
+            "target.colour",
+            11,
+        ),
+        (
+            &format!("{MINIMAL}keep = {{ hourly = 1 }}\n") as &str,
+            "target.hourly",
+            11,
+        ),
+        (
+            &format!("{MINIMAL}[health]\nmaxage = \"1h\"\n") as &str,
+            "health.maxage",
+            12,
+        ),
+    ];
+    for (text, key, line) in cases {
+        let e = err(text);
+        assert_eq!(e.line, Some(line), "{e}");
+        assert!(
+            e.key
+                .as_deref()
+                .unwrap_or("")
+                .contains(key.rsplit('.').next().unwrap()),
+            "{key}: {e}"
+        );
+        assert!(e.message.contains("unknown"), "{e}");
+    }
+}
+
+#[test]
+fn syntax_and_type_errors_name_the_line() {
+    let e = err("[backup\n");
+    assert_eq!(e.line, Some(1), "{e}");
+    let e = err(&MINIMAL.replace("sources = [\"/etc\"]", "sources = \"/etc\""));
+    assert_eq!(e.line, Some(3), "{e}");
+    assert_eq!(e.key.as_deref(), Some("backup.sources"), "{e}");
+    let e = err(&format!("{MINIMAL}require-mount = \"yes\"\n"));
+    assert_eq!(e.line, Some(11), "{e}");
+    assert_eq!(e.key.as_deref(), Some("target.require-mount"), "{e}");
+}
+
+#[test]
+fn missing_and_empty_required_keys() {
+    let e = err("[backup]\n[encryption]\n[[target]]\nname = \"a\"\npath = \"/b\"\n");
+    assert!(e.key.as_deref().unwrap_or("").contains("sources"), "{e}");
+    assert!(e.message.contains("missing"), "{e}");
+    let e = err(&MINIMAL.replace("[\"/etc\"]", "[]"));
+    check(&e, "backup.sources", Some(3), "at least one source");
+    let e = err("[backup]\nsources = [\"/etc\"]\n[encryption]\n");
+    check(&e, "target", None, "at least one [[target]]");
+    let e = err(&MINIMAL.replace("path = \"/var/backups/vouch\"\n", ""));
+    assert!(e.key.as_deref().unwrap_or("").contains("path"), "{e}");
+}
+
+#[test]
+fn validation_errors_name_key_and_line() {
+    let dup = format!("{MINIMAL}\n[[target]]\nname = \"local\"\npath = \"/other\"\n");
+    check(&err(&dup), "target.local.name", Some(13), "two targets");
+    let dup_path = format!("{MINIMAL}\n[[target]]\nname = \"b\"\npath = \"/var/backups/vouch/\"\n");
+    check(&err(&dup_path), "target.b.path", Some(14), "already uses");
+    let bad_size = format!("{MINIMAL}min-free = \"lots\"\n");
+    check(
+        &err(&bad_size),
+        "target.local.min-free",
+        Some(11),
+        "not a size",
+    );
+    let bad_split = format!("{MINIMAL}split = \"1KiB\"\n");
+    check(
+        &err(&bad_split),
+        "target.local.split",
+        Some(11),
+        "at least 1MiB",
+    );
+    let bad_dur = format!("{MINIMAL}[health]\nmax-age = \"soon\"\n");
+    check(&err(&bad_dur), "health.max-age", Some(12), "not a duration");
+    let bad_tol = format!("{MINIMAL}[health]\nsize-tolerance = 0\n");
+    check(
+        &err(&bad_tol),
+        "health.size-tolerance",
+        Some(12),
+        "percentage",
+    );
+    let bad_glob = MINIMAL.replace(
+        "sources = [\"/etc\"]",
+        "sources = [\"/etc\"]\nexclude = [\"a[\"]",
+    );
+    check(&err(&bad_glob), "backup.exclude", Some(4), "bad pattern");
+    let outside = MINIMAL.replace(
+        "sources = [\"/etc\"]",
+        "sources = [\"/etc\"]\nrequired = [\"/var/x\"]",
+    );
+    check(
+        &err(&outside),
+        "backup.required",
+        Some(4),
+        "not under any source",
+    );
+    let inside = MINIMAL.replace("/var/backups/vouch", "/etc/backups");
+    check(
+        &err(&inside),
+        "target.local.path",
+        Some(10),
+        "inside a source",
+    );
+    let excluded = MINIMAL
+        .replace("/var/backups/vouch", "/etc/backups")
+        .replace(
+            "sources = [\"/etc\"]",
+            "sources = [\"/etc\"]\nexclude = [\"/etc/backups\"]",
+        );
+    assert!(parse(&excluded).is_ok());
+    let bad_name = MINIMAL.replace("name = \"local\"", "name = \"bad name\"");
+    check(
+        &err(&bad_name),
+        "target.bad name.name",
+        Some(9),
+        "use 1 to 64",
+    );
+    let nested = MINIMAL.replace("[\"/etc\"]", "[\"/etc\", \"/etc/app\"]");
+    check(&err(&nested), "backup.sources", Some(3), "overlaps");
+    let policy = MINIMAL.replace(
+        "sources = [\"/etc\"]",
+        "sources = [\"/etc\"]\non-read-error = \"skip\"",
+    );
+    check(&err(&policy), "backup.on-read-error", Some(4), "not one of");
+    let empty = MINIMAL.replace("\"/var/backups/vouch\"", "\"\"");
+    check(
+        &err(&empty),
+        "target.local.path",
+        Some(10),
+        "must not be empty",
+    );
+}
+
+#[test]
+fn a_missing_file_names_the_file() {
+    let e = load(Path::new("/nonexistent/vouch.toml")).unwrap_err();
+    assert_eq!(e.file, PathBuf::from("/nonexistent/vouch.toml"));
+    assert!(e.message.contains("cannot read"), "{e}");
+}

@@ -1,0 +1,530 @@
+//! `vouch run` end to end: the built binary against temporary trees, restored with the real
+//! `age`, `tar` and `sha256sum`.
+
+mod util;
+
+use std::ffi::OsStr;
+use std::fs::{self, File};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+use util::{assert_code, describe_tree, restored, stderr, Env};
+
+fn set_mode(path: &Path, mode: u32) {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// A tree with every kind of entry a restore must reproduce.
+fn awkward_tree(src: &Path) {
+    fs::create_dir_all(src.join("dir with spaces/empty dir")).unwrap();
+    fs::write(src.join("dir with spaces/file with spaces.txt"), "spaces\n").unwrap();
+    fs::write(
+        src.join(OsStr::from_bytes(b"caf\xe9-latin1.txt")),
+        "latin1 name\n",
+    )
+    .unwrap();
+    fs::write(src.join("empty-file"), "").unwrap();
+    // A path of about 250 characters below the source.
+    let mut long = src.to_path_buf();
+    for i in 0..5 {
+        long.push(format!("{}{i}", "d".repeat(40)));
+    }
+    fs::create_dir_all(&long).unwrap();
+    fs::write(long.join("f".repeat(40)), "deep\n").unwrap();
+    fs::write(src.join("secret"), "0600\n").unwrap();
+    set_mode(&src.join("secret"), 0o600);
+    fs::write(src.join("tool.sh"), "#!/bin/sh\necho hi\n").unwrap();
+    set_mode(&src.join("tool.sh"), 0o755);
+    fs::create_dir(src.join("private")).unwrap();
+    set_mode(&src.join("private"), 0o700);
+    symlink(
+        "dir with spaces/file with spaces.txt",
+        src.join("relative-link"),
+    )
+    .unwrap();
+    symlink("/nonexistent/dangling", src.join("dangling-link")).unwrap();
+    fs::write(src.join("original"), "hard linked\n").unwrap();
+    fs::hard_link(src.join("original"), src.join("second-name")).unwrap();
+    let big: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    fs::write(src.join("big.bin"), big).unwrap();
+}
+
+#[test]
+fn round_trip_through_stock_tools_reproduces_the_tree() {
+    let env = Env::new();
+    awkward_tree(&env.src);
+    env.write_config("", "");
+    let out = env.vouch(&["run"]);
+    assert_code(&out, 0);
+    let archives = env.archives();
+    assert_eq!(archives.len(), 1, "{:?}", env.target_files());
+    let name = archives[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert!(
+        name.starts_with("test-") && name.ends_with("Z.tar.gz.age"),
+        "{name}"
+    );
+    let mode = fs::metadata(&archives[0]).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "archives must not be readable by others");
+
+    let into = env.dir.path().join("restore");
+    env.stock_restore(&archives[0], &into);
+    let before = describe_tree(&env.src);
+    let after = describe_tree(&restored(&into, &env.src));
+    assert_eq!(before, after);
+}
+
+#[test]
+fn receipt_and_manifest_describe_the_archive() {
+    let env = Env::new();
+    fs::create_dir(env.src.join("d")).unwrap();
+    fs::write(env.src.join("d/a.txt"), "alpha\n").unwrap();
+    fs::write(env.src.join("skip.tmp"), "excluded\n").unwrap();
+    nix::unistd::mkfifo(
+        &env.src.join("pipe"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    let required = env.src.join("d/a.txt");
+    env.write_config(
+        &format!(
+            "exclude = [\"*.tmp\"]\nrequired = [\"{}\"]",
+            required.display()
+        ),
+        "",
+    );
+    let out = env.vouch(&["run"]);
+    assert_code(&out, 0);
+    let archive = &env.archives()[0];
+    let receipt_path = format!("{}.json", archive.display());
+    let receipt: serde_json::Value =
+        serde_json::from_slice(&fs::read(&receipt_path).unwrap()).unwrap();
+    let bytes = fs::read(archive).unwrap();
+    assert_eq!(receipt["archive-size"], bytes.len() as u64);
+    let sha = vouch::io::hex(&<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+    assert_eq!(receipt["archive-sha256"], sha.as_str());
+    assert_eq!(receipt["files"], 1);
+    assert_eq!(receipt["skipped"], 1);
+    assert_eq!(receipt["verification"], "full");
+    assert_eq!(receipt["required"][0]["present"], true);
+    assert_eq!(receipt["run-id"].as_str().unwrap().len(), 32);
+    assert!(receipt["verified-at"].as_str().unwrap().ends_with('Z'));
+    let text = fs::read_to_string(&receipt_path).unwrap();
+    assert!(!text.contains("a.txt\"") || text.contains(&required.display().to_string()));
+
+    let manifest = env.manifest(archive);
+    let entries = manifest["entries"].as_array().unwrap();
+    let paths: Vec<&str> = entries
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    assert!(paths.iter().any(|p| p.ends_with("d/a.txt")));
+    assert!(
+        !paths.iter().any(|p| p.ends_with("skip.tmp")),
+        "excluded file archived"
+    );
+    assert!(
+        !paths.iter().any(|p| p.starts_with('/')),
+        "absolute path stored"
+    );
+    let file = entries
+        .iter()
+        .find(|e| e["path"].as_str().unwrap().ends_with("d/a.txt"))
+        .unwrap();
+    assert_eq!(file["type"], "file");
+    assert_eq!(file["size"], 6);
+    assert_eq!(
+        file["sha256"],
+        vouch::io::hex(&<sha2::Sha256 as sha2::Digest>::digest(b"alpha\n")).as_str()
+    );
+    assert_eq!(manifest["skipped"][0]["type"], "fifo");
+}
+
+#[test]
+fn every_target_gets_the_same_verified_archive() {
+    let env = Env::new();
+    fs::write(env.src.join("a"), "a\n").unwrap();
+    let second = env.dir.path().join("second");
+    fs::create_dir(&second).unwrap();
+    env.write_config(
+        "",
+        &format!(
+            "\n[[target]]\nname = \"second\"\npath = \"{}\"\n",
+            second.display()
+        ),
+    );
+    let out = env.vouch(&["run"]);
+    assert_code(&out, 0);
+    let a = env.archives();
+    let b = Env::archives_in(&second);
+    assert_eq!(a.len(), 1);
+    assert_eq!(b.len(), 1);
+    assert_eq!(fs::read(&a[0]).unwrap(), fs::read(&b[0]).unwrap());
+    assert!(Path::new(&format!("{}.json", b[0].display())).exists());
+}
+
+#[test]
+fn config_errors_exit_10_naming_the_key() {
+    let env = Env::new();
+    let cases: Vec<(String, &str)> = vec![
+        (format!("[backup]\nsorces = [\"{}\"]\n", env.src.display()), "sorces"),
+        ("[backup\n".to_owned(), "vouch.toml:1:"),
+        (
+            format!(
+                "[backup]\nsources = [\"{}\"]\n[encryption]\nrecipients = [\"{}\"]\n[[target]]\nname = \"t\"\npath = \"{}\"\nmin-free = \"lots\"\n",
+                env.src.display(),
+                env.recipient,
+                env.target.display()
+            ),
+            "min-free",
+        ),
+        (
+            format!(
+                "[backup]\nsources = [\"{}\"]\n[encryption]\nrecipients = [\"{}\"]\n",
+                env.src.display(),
+                env.recipient
+            ),
+            "target",
+        ),
+        (
+            format!(
+                "[backup]\nsources = [\"{}\"]\nrequired = [\"/elsewhere/x\"]\n[encryption]\nrecipients = [\"{}\"]\n[[target]]\nname = \"t\"\npath = \"{}\"\n",
+                env.src.display(),
+                env.recipient,
+                env.target.display()
+            ),
+            "required",
+        ),
+        (
+            format!(
+                "[backup]\nsources = [\"{}\"]\non-read-error = \"ignore\"\n[encryption]\nrecipients = [\"{}\"]\n[[target]]\nname = \"t\"\npath = \"{}\"\n",
+                env.src.display(),
+                env.recipient,
+                env.target.display()
+            ),
+            "on-read-error",
+        ),
+    ];
+    for (text, key) in cases {
+        fs::write(&env.config, &text).unwrap();
+        let out = env.vouch(&["run"]);
+        assert_code(&out, 10);
+        let err = stderr(&out);
+        assert!(
+            err.contains(key),
+            "message for {key:?} lacks the key: {err}"
+        );
+        assert!(
+            err.contains(&env.config.display().to_string()),
+            "message lacks the file: {err}"
+        );
+        assert!(env.archives().is_empty());
+    }
+    // A missing config file names the file.
+    let out = Command::new(env!("CARGO_BIN_EXE_vouch"))
+        .args(["--config", "/nonexistent/vouch.toml", "run"])
+        .output()
+        .unwrap();
+    assert_code(&out, 10);
+    assert!(stderr(&out).contains("/nonexistent/vouch.toml"));
+}
+
+#[test]
+fn bad_command_lines_exit_2() {
+    let out = Command::new(env!("CARGO_BIN_EXE_vouch"))
+        .arg("frobnicate")
+        .output()
+        .unwrap();
+    assert_code(&out, 2);
+    let out = Command::new(env!("CARGO_BIN_EXE_vouch"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+}
+
+#[test]
+fn a_held_lock_exits_11_at_once() {
+    let env = Env::new();
+    fs::write(env.src.join("a"), "a").unwrap();
+    env.write_config("", "");
+    fs::create_dir_all(&env.runtime).unwrap();
+    let lock = File::create(env.runtime.join("lock")).unwrap();
+    lock.try_lock().unwrap();
+    let started = Instant::now();
+    let out = env.vouch(&["run"]);
+    assert_code(&out, 11);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(stderr(&out).contains("lock"));
+    assert!(env.target_files().is_empty());
+    drop(lock);
+    assert_code(&env.vouch(&["run"]), 0);
+}
+
+#[test]
+fn missing_or_empty_required_files_exit_32_and_keep_nothing() {
+    let env = Env::new();
+    fs::write(env.src.join("present"), "data").unwrap();
+    fs::write(env.src.join("empty.db"), "").unwrap();
+    for (name, why) in [("vault.enc", "missing"), ("empty.db", "empty")] {
+        let required = env.src.join(name);
+        env.write_config(&format!("required = [\"{}\"]", required.display()), "");
+        let out = env.vouch(&["run"]);
+        assert_code(&out, 32);
+        assert!(stderr(&out).contains(name), "{why}: {}", stderr(&out));
+        assert!(
+            env.target_files().is_empty(),
+            "{why}: {:?}",
+            env.target_files()
+        );
+    }
+    // A required directory counts when it holds something.
+    fs::create_dir(env.src.join("uploads")).unwrap();
+    env.write_config(
+        &format!("required = [\"{}\"]", env.src.join("uploads").display()),
+        "",
+    );
+    assert_code(&env.vouch(&["run"]), 32);
+    fs::write(env.src.join("uploads/u1"), "u").unwrap();
+    assert_code(&env.vouch(&["run"]), 0);
+}
+
+#[test]
+fn a_corrupted_temporary_file_fails_verification_and_is_not_kept() {
+    let env = Env::new();
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    fs::write(env.src.join("data"), data).unwrap();
+    env.write_config("", "");
+    let out = env
+        .command(&["run"])
+        .env("VOUCH_TEST_FAULT", "corrupt-temp")
+        .output()
+        .unwrap();
+    assert_code(&out, 33);
+    assert!(stderr(&out).contains("verification"), "{}", stderr(&out));
+    assert!(env.target_files().is_empty(), "{:?}", env.target_files());
+}
+
+#[test]
+fn killed_runs_leave_no_final_names_and_the_next_run_cleans_up() {
+    let env = Env::new();
+    let data: Vec<u8> = (0..500_000u32).map(|i| (i % 97) as u8).collect();
+    fs::write(env.src.join("a"), &data).unwrap();
+    fs::write(env.src.join("b"), &data).unwrap();
+    env.write_config("", "");
+    for point in [
+        "after-create",
+        "mid-archive",
+        "before-verify",
+        "before-commit",
+    ] {
+        let out = env
+            .command(&["run"])
+            .env("VOUCH_TEST_FAULT", format!("kill:{point}"))
+            .output()
+            .unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(out.status.signal(), Some(9), "{point}: {:?}", out.status);
+        let files = env.target_files();
+        assert!(
+            files.iter().all(|f| f.starts_with(".vouch-tmp.")),
+            "{point}: a final name appeared: {files:?}"
+        );
+        assert!(
+            !files.is_empty(),
+            "{point}: the temporary file should still be there"
+        );
+    }
+    let out = env.vouch(&["run"]);
+    assert_code(&out, 0);
+    let files = env.target_files();
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert!(
+        files.iter().all(|f| !f.starts_with(".vouch-tmp.")),
+        "{files:?}"
+    );
+    assert!(stderr(&out).contains("interrupted run"), "{}", stderr(&out));
+}
+
+#[test]
+fn missing_identity_exits_13_unless_ciphertext_only_is_allowed() {
+    let env = Env::new();
+    fs::write(env.src.join("a"), "a").unwrap();
+    let text = |extra: &str| {
+        format!(
+            "[backup]\nsources = [\"{}\"]\n[encryption]\nrecipients = [\"{}\"]\n{extra}\n[[target]]\nname = \"t\"\npath = \"{}\"\n",
+            env.src.display(),
+            env.recipient,
+            env.target.display()
+        )
+    };
+    fs::write(&env.config, text("")).unwrap();
+    let out = env.vouch(&["run"]);
+    assert_code(&out, 13);
+    assert!(stderr(&out).contains("identity"));
+    assert!(env.target_files().is_empty());
+
+    fs::write(&env.config, text("verify-without-identity = true")).unwrap();
+    let out = env.vouch(&["run"]);
+    assert_code(&out, 0);
+    assert!(stderr(&out).contains("ciphertext only"), "{}", stderr(&out));
+    let receipt = format!("{}.json", env.archives()[0].display());
+    assert!(fs::read_to_string(receipt)
+        .unwrap()
+        .contains("\"ciphertext-only\""));
+}
+
+#[test]
+fn an_identity_readable_by_others_exits_13() {
+    let env = Env::new();
+    fs::write(env.src.join("a"), "a").unwrap();
+    env.write_config("", "");
+    set_mode(&env.identity, 0o644);
+    let out = env.vouch(&["run"]);
+    assert_code(&out, 13);
+    assert!(stderr(&out).contains("chmod 600"), "{}", stderr(&out));
+    assert!(env.target_files().is_empty());
+}
+
+/// Waits until process `pid` is stopped (state `T` in /proc).
+fn wait_stopped(pid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat.rsplit(')').next().unwrap_or("").trim().chars().next();
+        if state == Some('T') {
+            return;
+        }
+        assert!(Instant::now() < deadline, "vouch never stopped: {stat}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn files_growing_or_shrinking_during_the_run_keep_the_archive_valid() {
+    for grow in [true, false] {
+        let env = Env::new();
+        let original: Vec<u8> = (0..1_000_000u32).map(|i| (i % 13) as u8 + b'a').collect();
+        let path = env.src.join("moving.log");
+        fs::write(&path, &original).unwrap();
+        fs::write(env.src.join("steady"), "steady\n").unwrap();
+        env.write_config("", "");
+        let child = env
+            .command(&["run"])
+            .env("VOUCH_TEST_FAULT", "stop-before-data:moving.log")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_stopped(child.id());
+        if grow {
+            let mut f = fs::OpenOptions::new().append(true).open(&path).unwrap();
+            std::io::Write::write_all(&mut f, &[b'z'; 50_000]).unwrap();
+        } else {
+            fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_len(1000)
+                .unwrap();
+        }
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGCONT,
+        )
+        .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert_code(&out, 0);
+        assert!(stderr(&out).contains("changed while"), "{}", stderr(&out));
+        let archive = &env.archives()[0];
+        let into = env.dir.path().join("restore");
+        env.stock_restore(archive, &into);
+        let restored_file = fs::read(restored(&into, &path)).unwrap();
+        assert_eq!(restored_file.len(), original.len(), "grow={grow}");
+        if grow {
+            assert_eq!(restored_file, original);
+        } else {
+            assert_eq!(&restored_file[..1000], &original[..1000]);
+            assert!(restored_file[1000..].iter().all(|&b| b == 0));
+        }
+        let manifest = env.manifest(archive);
+        let changed = manifest["changed"].as_array().unwrap();
+        assert_eq!(changed.len(), 1, "grow={grow}: {manifest}");
+        assert!(changed[0].as_str().unwrap().ends_with("moving.log"));
+    }
+}
+
+/// Runs `vouch run` as the unprivileged user `nobody` when the tests run as root, so that file
+/// permissions apply (root reads everything).
+fn run_unprivileged(env: &Env) -> std::process::Output {
+    if !util::is_root() {
+        return env.vouch(&["run"]);
+    }
+    let status = Command::new("chown")
+        .args(["-R", "nobody:nogroup"])
+        .arg(env.dir.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    set_mode(env.dir.path(), 0o755);
+    let cmd = env.command(&["run"]);
+    let program = cmd.get_program().to_owned();
+    let args: Vec<_> = cmd.get_args().map(|a| a.to_owned()).collect();
+    let envs: Vec<_> = cmd
+        .get_envs()
+        .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned())))
+        .collect();
+    let mut setpriv = Command::new("setpriv");
+    setpriv
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+        .arg(program)
+        .args(args)
+        .envs(envs)
+        .env_remove("VOUCH_TEST_FAULT");
+    setpriv
+        .output()
+        .expect("setpriv (util-linux) is needed to drop root")
+}
+
+#[test]
+fn unreadable_files_fail_with_31_or_are_recorded_with_warn() {
+    let env = Env::new();
+    fs::write(env.src.join("readable"), "ok").unwrap();
+    fs::write(env.src.join("locked"), "no").unwrap();
+    set_mode(&env.src.join("locked"), 0o000);
+    fs::create_dir(env.src.join("closed-dir")).unwrap();
+    fs::write(env.src.join("closed-dir/inner"), "x").unwrap();
+    set_mode(&env.src.join("closed-dir"), 0o000);
+
+    env.write_config("", "");
+    let out = run_unprivileged(&env);
+    assert_code(&out, 31);
+    let err = stderr(&out);
+    assert!(
+        err.contains("locked") && err.contains("closed-dir"),
+        "{err}"
+    );
+    assert!(env.target_files().is_empty(), "{:?}", env.target_files());
+
+    env.write_config("on-read-error = \"warn\"", "");
+    let out = run_unprivileged(&env);
+    assert_code(&out, 0);
+    assert!(stderr(&out).contains("locked"), "{}", stderr(&out));
+    let archive = &env.archives()[0];
+    // Read the manifest as root or as the owner: the archive belongs to whoever ran vouch.
+    let manifest = env.manifest(archive);
+    let unreadable = manifest["unreadable"].as_array().unwrap();
+    let text = format!("{unreadable:?}");
+    assert!(
+        text.contains("locked") && text.contains("closed-dir"),
+        "{text}"
+    );
+    set_mode(&env.src.join("closed-dir"), 0o755);
+}

@@ -1,0 +1,260 @@
+//! Shared helpers for tests that drive the built `vouch` binary against temporary trees.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// A temporary world for one test: sources, targets, state, runtime, keys and a config.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub src: PathBuf,
+    pub target: PathBuf,
+    pub state: PathBuf,
+    pub runtime: PathBuf,
+    pub identity: PathBuf,
+    pub recipient: String,
+    pub config: PathBuf,
+}
+
+impl Env {
+    /// Creates the directories and an identity (mode 0600) with its recipient.
+    pub fn new() -> Env {
+        let dir = tempfile::Builder::new()
+            .prefix("vouch-test.")
+            .tempdir()
+            .unwrap();
+        let root = dir.path().to_owned();
+        let env = Env {
+            src: root.join("src"),
+            target: root.join("target"),
+            state: root.join("state"),
+            runtime: root.join("run"),
+            identity: root.join("identity.txt"),
+            config: root.join("vouch.toml"),
+            recipient: String::new(),
+            dir,
+        };
+        for d in [&env.src, &env.target] {
+            fs::create_dir_all(d).unwrap();
+        }
+        let (secret, recipient) = vouch::crypt::generate();
+        fs::write(&env.identity, format!("{secret}\n")).unwrap();
+        fs::set_permissions(&env.identity, fs::Permissions::from_mode(0o600)).unwrap();
+        Env { recipient, ..env }
+    }
+
+    /// Writes a config: `backup_extra` lines go into [backup], `extra` at the end.
+    pub fn write_config(&self, backup_extra: &str, extra: &str) {
+        let text = format!(
+            r#"[backup]
+name = "test"
+sources = ["{src}"]
+{backup_extra}
+
+[encryption]
+recipients = ["{recipient}"]
+identity = "{identity}"
+
+[[target]]
+name = "local"
+path = "{target}"
+{extra}
+"#,
+            src = self.src.display(),
+            recipient = self.recipient,
+            identity = self.identity.display(),
+            target = self.target.display(),
+        );
+        fs::write(&self.config, text).unwrap();
+    }
+
+    /// A `vouch` command with this world's config and directories and no systemd around it.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vouch"));
+        cmd.arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .env("STATE_DIRECTORY", &self.state)
+            .env("RUNTIME_DIRECTORY", &self.runtime)
+            .env_remove("JOURNAL_STREAM")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .env_remove("VOUCH_CONFIG")
+            .env_remove("VOUCH_TEST_FAULT")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs `vouch ARGS` to completion.
+    pub fn vouch(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    /// Archives under their final names in `dir`.
+    pub fn archives_in(dir: &Path) -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().ends_with(".tar.gz.age"))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Archives under their final names in the target.
+    pub fn archives(&self) -> Vec<PathBuf> {
+        Env::archives_in(&self.target)
+    }
+
+    /// Every file name in the target directory.
+    pub fn target_files(&self) -> Vec<String> {
+        let mut out: Vec<String> = fs::read_dir(&self.target)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Restores `archive` into `into` with the real `age` and `tar`, then checks
+    /// `.vouch/SHA256SUMS` with the real `sha256sum`.
+    pub fn stock_restore(&self, archive: &Path, into: &Path) {
+        fs::create_dir_all(into).unwrap();
+        let script = format!(
+            "set -o pipefail; age -d -i '{}' '{}' | tar -xzf - -C '{}'",
+            self.identity.display(),
+            archive.display(),
+            into.display()
+        );
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(&script)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "stock restore failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = Command::new("sha256sum")
+            .args(["--quiet", "-c", ".vouch/SHA256SUMS"])
+            .current_dir(into)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "sha256sum -c failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The manifest of `archive`, decrypted with the real `age`.
+    pub fn manifest(&self, archive: &Path) -> serde_json::Value {
+        let script = format!(
+            "set -o pipefail; age -d -i '{}' '{}' | tar -xzOf - .vouch/manifest.json",
+            self.identity.display(),
+            archive.display()
+        );
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(&script)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+/// The text of a command's stderr.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Asserts the exit code, showing stderr when it differs.
+pub fn assert_code(out: &Output, code: i32) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "expected exit {code}, got {:?}; stderr:\n{}",
+        out.status,
+        stderr(out)
+    );
+}
+
+/// What a tree holds, for comparison: per relative path, a description of the entry.
+pub fn describe_tree(root: &Path) -> BTreeMap<Vec<u8>, String> {
+    let mut out = BTreeMap::new();
+    let mut inodes: BTreeMap<(u64, u64), Vec<u8>> = BTreeMap::new();
+    describe(root, root, &mut out, &mut inodes);
+    out
+}
+
+fn describe(
+    root: &Path,
+    path: &Path,
+    out: &mut BTreeMap<Vec<u8>, String>,
+    inodes: &mut BTreeMap<(u64, u64), Vec<u8>>,
+) {
+    let rel = path
+        .strip_prefix(root)
+        .unwrap()
+        .as_os_str()
+        .as_bytes()
+        .to_vec();
+    let meta = fs::symlink_metadata(path).unwrap();
+    let mode = meta.mode() & 0o7777;
+    let desc = if meta.file_type().is_symlink() {
+        format!("symlink -> {:?}", fs::read_link(path).unwrap())
+    } else if meta.is_dir() {
+        format!("dir {mode:o} {}:{}", meta.uid(), meta.gid())
+    } else {
+        let data = fs::read(path).unwrap();
+        let link = if meta.nlink() > 1 {
+            let first = inodes
+                .entry((meta.dev(), meta.ino()))
+                .or_insert_with(|| rel.clone());
+            format!(" linked-with {:?}", OsStr::from_bytes(first))
+        } else {
+            String::new()
+        };
+        format!(
+            "file {mode:o} {}:{} mtime {} len {} data {:?}{link}",
+            meta.uid(),
+            meta.gid(),
+            meta.mtime(),
+            data.len(),
+            data
+        )
+    };
+    out.insert(rel, desc);
+    if meta.is_dir() && !meta.file_type().is_symlink() {
+        let mut children: Vec<PathBuf> = fs::read_dir(path)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        children.sort();
+        for c in children {
+            describe(root, &c, out, inodes);
+        }
+    }
+}
+
+/// The restored copy of `src` under a restore root (paths are stored relative to `/`).
+pub fn restored(into: &Path, src: &Path) -> PathBuf {
+    into.join(src.strip_prefix("/").unwrap())
+}
+
+/// True when running as root.
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
