@@ -528,3 +528,69 @@ fn unreadable_files_fail_with_31_or_are_recorded_with_warn() {
     );
     set_mode(&env.src.join("closed-dir"), 0o755);
 }
+
+#[test]
+fn a_file_size_limit_ends_in_exit_30_not_a_signal() {
+    let env = Env::new();
+    // Incompressible data, so the archive is bigger than the limit below.
+    let mut data = vec![0u8; 2_000_000];
+    let mut x: u64 = 0x9E3779B97F4A7C15;
+    for b in data.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    fs::write(env.src.join("random.bin"), &data).unwrap();
+    env.write_config("", "");
+    let cmd = env.command(&["run"]);
+    let mut script = String::from("ulimit -f 1024; exec");
+    script.push_str(&format!(" '{}'", cmd.get_program().to_string_lossy()));
+    for a in cmd.get_args() {
+        script.push_str(&format!(" '{}'", a.to_string_lossy()));
+    }
+    let mut sh = Command::new("bash");
+    sh.arg("-c").arg(&script);
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => sh.env(k, v),
+            None => sh.env_remove(k),
+        };
+    }
+    let out = sh.output().unwrap();
+    assert_code(&out, 30);
+    assert!(stderr(&out).contains("File too large"), "{}", stderr(&out));
+    assert!(env.target_files().is_empty(), "{:?}", env.target_files());
+}
+
+#[test]
+fn systemd_hears_every_phase_and_progress() {
+    use std::os::unix::net::UnixDatagram;
+    let env = Env::new();
+    fs::write(env.src.join("a"), vec![7u8; 300_000]).unwrap();
+    env.write_config("", "");
+    let socket_path = env.dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_nonblocking(true).unwrap();
+    let out = env
+        .command(&["run"])
+        .env("NOTIFY_SOCKET", &socket_path)
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    let mut messages = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    while let Ok(n) = socket.recv(&mut buf) {
+        messages.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    let all = messages.join("\n---\n");
+    for expected in ["STATUS=preflight", "STATUS=archiving", "STATUS=verifying", "STATUS=last run succeeded"] {
+        assert!(all.contains(expected), "no {expected:?} in:\n{all}");
+    }
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("STATUS=archiving: ") && m.contains("EXTEND_TIMEOUT_USEC=")),
+        "no progress with a timeout extension in:\n{all}"
+    );
+}

@@ -74,14 +74,22 @@ impl Pending {
     /// Renames the file to its final name (never over an existing file) and syncs the directory.
     pub fn commit(mut self) -> io::Result<PathBuf> {
         let dir = File::open(&self.dir)?;
-        renameat2(
+        let renamed = renameat2(
             &dir,
             self.tmp.file_name().unwrap_or(OsStr::new("")),
             &dir,
             self.final_path.file_name().unwrap_or(OsStr::new("")),
             RenameFlags::RENAME_NOREPLACE,
-        )
-        .map_err(io::Error::from)?;
+        );
+        match renamed {
+            Ok(()) => {}
+            // Filesystems without RENAME_NOREPLACE: link(2) fails with EEXIST just the same.
+            Err(nix::errno::Errno::EINVAL) => {
+                fs::hard_link(&self.tmp, &self.final_path)?;
+                let _ = fs::remove_file(&self.tmp);
+            }
+            Err(e) => return Err(e.into()),
+        }
         self.committed = true;
         dir.sync_all()?;
         Ok(self.final_path.clone())
