@@ -584,7 +584,12 @@ fn systemd_hears_every_phase_and_progress() {
         messages.push(String::from_utf8_lossy(&buf[..n]).into_owned());
     }
     let all = messages.join("\n---\n");
-    for expected in ["STATUS=preflight", "STATUS=archiving", "STATUS=verifying", "STATUS=last run succeeded"] {
+    for expected in [
+        "STATUS=preflight",
+        "STATUS=archiving",
+        "STATUS=verifying",
+        "STATUS=last run succeeded",
+    ] {
         assert!(all.contains(expected), "no {expected:?} in:\n{all}");
     }
     assert!(
