@@ -5,13 +5,15 @@
 //! - Per-file problems while archiving (unreadable files, files that changed, special files) are
 //!   not errors at the point they happen: they are collected into the manifest and decided on
 //!   once the scan is over, so one bad file never hides the next.
-//! - Only `main.rs` turns an [`Error`] into an exit code, in one function; everything else
+//! - [`Error::exit_code`] is the one function that turns an error into an exit code (`main.rs`
+//!   and `preflight --json` use it); everything else
 //!   describes what went wrong ([`Error::hint`] says how to fix it, in one sentence).
 //! - An error never leaves a file under an archive's final name: temporary files are removed on
 //!   every error path (see `sink::local`).
 
 use crate::config::ConfigError;
 use crate::crypt::KeyError;
+use crate::exit::ExitCode;
 use crate::lock::LockError;
 use crate::manifest::Unreadable;
 use std::io;
@@ -47,6 +49,78 @@ pub enum Error {
         target: String,
         /// Its directory.
         path: PathBuf,
+    },
+    /// The target must be a mount point and is not.
+    #[error("target {target}: {path} is not a mount point (require-mount = true)")]
+    TargetNotMounted {
+        /// The target's name.
+        target: String,
+        /// Its directory.
+        path: PathBuf,
+    },
+    /// The target is on a filesystem that does not survive a reboot.
+    #[error("target {target}: {path} is on {fstype}, which does not survive a reboot")]
+    TargetVolatile {
+        /// The target's name.
+        target: String,
+        /// Its directory.
+        path: PathBuf,
+        /// tmpfs, ramfs or overlay.
+        fstype: &'static str,
+    },
+    /// The target is on a read-only mount.
+    #[error("target {target}: {path} is read-only{}", match mount { Some(m) => format!(" (mount {} is read-only)", m.point.display()), None => String::new() })]
+    TargetReadonly {
+        /// The target's name.
+        target: String,
+        /// Its directory.
+        path: PathBuf,
+        /// The read-only mount holding it, when found.
+        mount: Option<Box<crate::preflight::Mount>>,
+        /// Running as a systemd service (`$INVOCATION_ID`), where the sandbox is the usual cause.
+        under_systemd: bool,
+    },
+    /// Writing into the target is not permitted.
+    #[error("target {target}: permission denied in {path} (running as uid {uid}; the directory is owned by uid {owner}, mode {mode:04o}): {error}")]
+    TargetDenied {
+        /// The target's name.
+        target: String,
+        /// Its directory.
+        path: PathBuf,
+        /// The effective uid.
+        uid: u32,
+        /// The directory's owner.
+        owner: u32,
+        /// The directory's mode.
+        mode: u32,
+        /// What the kernel said.
+        error: io::Error,
+    },
+    /// Not enough space or inodes for the expected archive.
+    #[error("target {target}: {path} has {} free and about {} is needed, {inodes} inodes free", crate::systemd::human_bytes(*free), crate::systemd::human_bytes(*need))]
+    TargetFull {
+        /// The target's name.
+        target: String,
+        /// Its directory.
+        path: PathBuf,
+        /// Bytes available.
+        free: u64,
+        /// Bytes needed (expected archive plus min-free).
+        need: u64,
+        /// Inodes available.
+        inodes: u64,
+    },
+    /// The target cannot hold a file as large as the expected archive.
+    #[error("target {target}: the largest file {path} can hold is {} and the archive is expected to be about {}", crate::systemd::human_bytes(*limit), crate::systemd::human_bytes(*expected))]
+    TargetFilesize {
+        /// The target's name.
+        target: String,
+        /// Its directory.
+        path: PathBuf,
+        /// The filesystem's (or RLIMIT_FSIZE's) largest file.
+        limit: u64,
+        /// The expected archive size.
+        expected: u64,
     },
     /// The target could not be prepared for writing (classified by errno).
     #[error("target {target}: cannot write in {path}: {error}")]
@@ -116,6 +190,12 @@ impl Error {
     pub fn target(&self) -> Option<&str> {
         match self {
             Error::TargetMissing { target, .. }
+            | Error::TargetNotMounted { target, .. }
+            | Error::TargetVolatile { target, .. }
+            | Error::TargetReadonly { target, .. }
+            | Error::TargetDenied { target, .. }
+            | Error::TargetFull { target, .. }
+            | Error::TargetFilesize { target, .. }
             | Error::TargetWrite { target, .. }
             | Error::Write { target, .. }
             | Error::Verify { target, .. } => Some(target),
@@ -144,6 +224,42 @@ impl Error {
                 "Create {} (or mount the disk that holds it).",
                 path.display()
             ),
+            Error::TargetNotMounted { path, .. } => format!(
+                "Mount the disk at {} (vouch never writes into an unmounted mount point), or set require-mount = false.",
+                path.display()
+            ),
+            Error::TargetVolatile { path, .. } => format!(
+                "Point the target at persistent storage instead of {}, or set allow-volatile = true if losing it at reboot is intended.",
+                path.display()
+            ),
+            Error::TargetReadonly { path, mount, under_systemd, .. } => {
+                if *under_systemd {
+                    format!(
+                        "vouch.service's sandbox makes it read-only: add `ReadWritePaths={}` in a drop-in (`systemctl edit vouch.service`).",
+                        path.display()
+                    )
+                } else if let Some(m) = mount {
+                    format!(
+                        "Remount {} ({} from {}) read-write, or choose a writable target.",
+                        m.point.display(),
+                        m.fstype,
+                        m.source
+                    )
+                } else {
+                    format!("Make {} writable, or choose a writable target.", path.display())
+                }
+            }
+            Error::TargetDenied { path, .. } => format!(
+                "Give the user vouch runs as write permission on {} (check its owner, mode and attributes: `lsattr -d`).",
+                path.display()
+            ),
+            Error::TargetFull { path, .. } => format!(
+                "Free space on the filesystem holding {}, lower min-free, or prune old archives.",
+                path.display()
+            ),
+            Error::TargetFilesize { .. } => {
+                "Use a filesystem that holds files this large (ext4, xfs, exFAT; not FAT32), or raise the process's file size limit.".into()
+            }
             Error::TargetWrite { path, error, .. } => match error.raw_os_error() {
                 Some(libc::EROFS) => format!(
                     "Make {} writable; under systemd add `ReadWritePaths={}` to vouch.service (`systemctl edit vouch.service`).",
@@ -183,5 +299,44 @@ impl Error {
             ),
             Error::Internal(_) => return None,
         })
+    }
+}
+
+impl Error {
+    /// The one place an error becomes an exit code.
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            Error::Usage(_) => ExitCode::Usage,
+            Error::Config(_) => ExitCode::Config,
+            Error::Lock(LockError::Held { .. }) => ExitCode::Locked,
+            Error::Lock(LockError::Io { .. }) | Error::State { .. } | Error::Internal(_) => {
+                ExitCode::Internal
+            }
+            Error::Source { .. } => ExitCode::Source,
+            Error::Key(_) => ExitCode::Key,
+            Error::TargetMissing { .. } | Error::TargetNotMounted { .. } => ExitCode::TargetMissing,
+            Error::TargetVolatile { .. } => ExitCode::TargetVolatile,
+            Error::TargetReadonly { .. } => ExitCode::TargetReadonly,
+            Error::TargetDenied { .. } => ExitCode::TargetDenied,
+            Error::TargetFull { .. } => ExitCode::TargetFull,
+            Error::TargetFilesize { .. } => ExitCode::TargetFilesize,
+            Error::TargetWrite { error, .. } => target_errno(error),
+            Error::Write { .. } => ExitCode::Write,
+            Error::SourceRead(_) => ExitCode::SourceRead,
+            Error::Required(_) => ExitCode::Required,
+            Error::Verify { .. } => ExitCode::Verify,
+        }
+    }
+}
+
+/// Classifies the errno of a failure to start writing in a target.
+fn target_errno(error: &io::Error) -> ExitCode {
+    match error.raw_os_error() {
+        Some(libc::EROFS) => ExitCode::TargetReadonly,
+        Some(libc::EACCES) | Some(libc::EPERM) => ExitCode::TargetDenied,
+        Some(libc::ENOSPC) | Some(libc::EDQUOT) => ExitCode::TargetFull,
+        Some(libc::EFBIG) => ExitCode::TargetFilesize,
+        Some(libc::ENOENT) | Some(libc::ENOTDIR) => ExitCode::TargetMissing,
+        _ => ExitCode::Write,
     }
 }

@@ -16,6 +16,7 @@ pub mod io; // hashing, counting and fan-out adapters
 pub mod journal; // journald entries, MESSAGE_IDs, terminal lines
 pub mod lock; // one run at a time
 pub mod manifest; // .vouch/manifest.json and .vouch/SHA256SUMS
+pub mod preflight; // every check before a byte is written
 pub mod receipt; // the unencrypted receipt beside each archive
 pub mod run; // `vouch run`: the whole backup
 pub mod signals; // SIGXFSZ must become EFBIG, not death

@@ -10,14 +10,14 @@
 use crate::archive::{archive_sources, ArchiveError, Stats};
 use crate::compress::ParallelGzWriter;
 use crate::config::{ReadErrorPolicy, Settings};
-use crate::crypt::{self, KeyError, Keys};
+use crate::crypt::{self, KeyError};
 use crate::dirs::Dirs;
 use crate::error::Error;
 use crate::fault;
 use crate::io::{FailureSlot, FanOut, HashWriter};
 use crate::journal::{self, Entry, Event};
-use crate::lock::RunLock;
 use crate::manifest::{Head, ManifestWriter, MANIFEST_PATH, SUMS_PATH};
+use crate::preflight;
 use crate::receipt::Receipt;
 use crate::sink::local::{self, Pending};
 use crate::systemd::{self, Progress};
@@ -149,15 +149,9 @@ fn target_write(target: &str, path: &Path, error: io::Error) -> Error {
 pub fn run(settings: &Settings, dirs: &Dirs) -> Result<Report, Error> {
     let started = Instant::now();
     systemd::status("preflight: checking lock, keys, sources and targets");
-    dirs.create().map_err(|error| Error::State {
-        path: dirs.state.clone(),
-        error,
-    })?;
-    let _lock = RunLock::acquire(&dirs.runtime)?;
-    let keys = Keys::load(&settings.encryption, dirs.credentials.as_deref())?;
-    if keys.identity.is_none() && !settings.encryption.verify_without_identity {
-        return Err(KeyError::NoIdentity.into());
-    }
+    let cleared = preflight::check(settings, dirs).into_result()?;
+    let _lock = cleared.lock;
+    let keys = cleared.keys;
     let exclude = Exclude::new(&settings.backup.exclude)
         .map_err(|e| Error::Internal(format!("exclude patterns: {e}")))?;
     let walker = Walker::new(
@@ -165,27 +159,6 @@ pub fn run(settings: &Settings, dirs: &Dirs) -> Result<Report, Error> {
         &exclude,
         settings.backup.one_file_system,
     );
-    walker.check_sources().map_err(|m| Error::Source {
-        path: m.path,
-        error: m.error,
-    })?;
-    for t in &settings.targets {
-        if !t.path.is_dir() {
-            return Err(Error::TargetMissing {
-                target: t.name.clone(),
-                path: t.path.clone(),
-            });
-        }
-        let removed =
-            local::remove_leftovers(&t.path).map_err(|e| target_write(&t.name, &t.path, e))?;
-        for path in removed {
-            log::warn!(
-                "target {}: removed {} left by an interrupted run",
-                t.name,
-                path.display()
-            );
-        }
-    }
 
     let (created, archive_name) = pick_name(settings);
     let host = host_name();

@@ -529,22 +529,22 @@ fn unreadable_files_fail_with_31_or_are_recorded_with_warn() {
     set_mode(&env.src.join("closed-dir"), 0o755);
 }
 
-#[test]
-fn a_file_size_limit_ends_in_exit_30_not_a_signal() {
-    let env = Env::new();
-    // Incompressible data, so the archive is bigger than the limit below.
-    let mut data = vec![0u8; 2_000_000];
-    let mut x: u64 = 0x9E3779B97F4A7C15;
-    for b in data.iter_mut() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        *b = x as u8;
-    }
-    fs::write(env.src.join("random.bin"), &data).unwrap();
-    env.write_config("", "");
+fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Runs `vouch run` under `ulimit -f BLOCKS` (1 KiB blocks).
+fn run_with_file_limit(env: &Env, blocks: u32) -> std::process::Output {
     let cmd = env.command(&["run"]);
-    let mut script = String::from("ulimit -f 1024; exec");
+    let mut script = format!("ulimit -f {blocks}; exec");
     script.push_str(&format!(" '{}'", cmd.get_program().to_string_lossy()));
     for a in cmd.get_args() {
         script.push_str(&format!(" '{}'", a.to_string_lossy()));
@@ -557,10 +557,34 @@ fn a_file_size_limit_ends_in_exit_30_not_a_signal() {
             None => sh.env_remove(k),
         };
     }
-    let out = sh.output().unwrap();
+    sh.output().unwrap()
+}
+
+#[test]
+fn a_file_size_limit_ends_in_exit_18_or_30_never_a_signal() {
+    let env = Env::new();
+    env.write_config("", "min-free = 0");
+    // Known in advance: the sources are bigger than the limit -> 18 before writing.
+    fs::write(env.src.join("random.bin"), random_bytes(2_000_000, 7)).unwrap();
+    let out = run_with_file_limit(&env, 1024);
+    assert_code(&out, 18);
+    assert!(stderr(&out).contains("largest file"), "{}", stderr(&out));
+    assert!(env.target_files().is_empty(), "{:?}", env.target_files());
+
+    // Only found out mid-run: the last archive was small, this one is not -> 30.
+    fs::write(env.src.join("random.bin"), random_bytes(1000, 7)).unwrap();
+    assert_code(&env.vouch(&["run"]), 0);
+    let before = env.target_files();
+    fs::write(env.src.join("random.bin"), random_bytes(2_000_000, 9)).unwrap();
+    fs::write(env.src.join("small"), "x").unwrap();
+    let out = run_with_file_limit(&env, 1024);
     assert_code(&out, 30);
     assert!(stderr(&out).contains("File too large"), "{}", stderr(&out));
-    assert!(env.target_files().is_empty(), "{:?}", env.target_files());
+    assert_eq!(
+        env.target_files(),
+        before,
+        "the old archive must stay untouched"
+    );
 }
 
 #[test]

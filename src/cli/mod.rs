@@ -1,5 +1,6 @@
 //! The command line: one module per subcommand.
 
+pub mod preflight; // `vouch preflight`
 pub mod run; // `vouch run`
 
 use crate::error::Error;
@@ -28,6 +29,13 @@ pub enum Command {
     /// Back up: preflight, archive, verify every target, report. Exit 0 only when a new
     /// archive is on every target and verified.
     Run,
+    /// Run only the preflight checks and print each with ok/FAIL and the fix; exit with the
+    /// first failure's code.
+    Preflight {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 impl Command {
@@ -35,6 +43,7 @@ impl Command {
     pub fn name(&self) -> &'static str {
         match self {
             Command::Run => "run",
+            Command::Preflight { .. } => "preflight",
         }
     }
 }
@@ -44,6 +53,7 @@ impl Command {
 pub fn execute(cli: &Cli) -> Result<ExitCode, Error> {
     match cli.command {
         Command::Run => run::execute(cli),
+        Command::Preflight { json } => preflight::execute(cli, json),
     }
 }
 
@@ -51,5 +61,6 @@ pub fn execute(cli: &Cli) -> Result<ExitCode, Error> {
 pub fn report_failure(cli: &Cli, error: &Error, code: ExitCode) {
     match cli.command {
         Command::Run => run::report_failure(error, code),
+        Command::Preflight { .. } => run::report_preflight_failure(error, code),
     }
 }

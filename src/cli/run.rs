@@ -50,6 +50,16 @@ pub fn execute(cli: &Cli) -> Result<ExitCode, Error> {
     Ok(ExitCode::Ok)
 }
 
+/// Logs the one journal entry for a failed `vouch preflight`.
+pub fn report_preflight_failure(error: &Error, code: ExitCode) {
+    Entry::event(Event::PreflightFailed, format!("{}: {error}", code.name()))
+        .field("VOUCH_EXIT_CODE", code.code())
+        .field("VOUCH_EXIT_NAME", code.name())
+        .field_opt("VOUCH_TARGET", error.target())
+        .field_opt("VOUCH_HINT", error.hint())
+        .emit();
+}
+
 /// Logs the one journal entry for a failed run and records it in the state directory.
 pub fn report_failure(error: &Error, code: ExitCode) {
     let event = if code.is_preflight() {
