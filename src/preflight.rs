@@ -9,12 +9,13 @@
 //! Target checks run in order (exists, mount point, volatile, write probe, space, file size) and
 //! stop at a target's first failure, since later checks would only repeat it.
 
-use crate::config::{Settings, Target};
+use crate::config::{Settings, Split, Target};
 use crate::crypt::{KeyError, Keys};
 use crate::dirs::Dirs;
 use crate::error::Error;
 use crate::lock::RunLock;
 use crate::receipt::Receipt;
+use crate::sink::local::Layout;
 use crate::sink::local::TEMP_PREFIX;
 use crate::systemd::human_bytes;
 use std::fs::{self, OpenOptions};
@@ -209,9 +210,9 @@ pub fn newest_receipt(dir: &Path) -> Option<Receipt> {
         .ok()?
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".tar.gz.age.json") && !n.starts_with('.'))
+        .filter(|n| Receipt::archive_of(n).is_some())
         .collect();
-    names.sort();
+    names.sort_by(|a, b| Receipt::archive_of(a).cmp(&Receipt::archive_of(b)));
     let newest = names.pop()?;
     serde_json::from_slice(&fs::read(dir.join(newest)).ok()?).ok()
 }
@@ -364,6 +365,17 @@ pub fn largest_file(path: &Path) -> Option<u64> {
     }
 }
 
+/// How archives are laid out on `target`: split below the largest file the filesystem and
+/// `RLIMIT_FSIZE` allow (`auto`), into forced parts, or never (`off`).
+pub fn layout(target: &Target) -> Layout {
+    let limit = largest_file(&target.path);
+    match target.split {
+        Split::Off => Layout::Single,
+        Split::Size(n) => Layout::Parts(limit.map_or(n, |l| n.min(l))),
+        Split::Auto => limit.map_or(Layout::Single, Layout::PartsIfNeeded),
+    }
+}
+
 /// Creates, writes, fsyncs, renames and removes a probe file in `dir`.
 pub fn write_probe(dir: &Path) -> io::Result<()> {
     let name = format!("{TEMP_PREFIX}probe.{}", std::process::id());
@@ -509,8 +521,7 @@ fn check_target(target: &Target, expected: u64, locked: bool, findings: &mut Vec
         ));
     }
     if let Some(limit) = largest_file(path) {
-        // Splitting into parts is not implemented yet, so every split setting fails here.
-        if expected > limit {
+        if expected > limit && target.split == Split::Off {
             findings.push(fail(
                 "target-filesize",
                 name,
@@ -523,11 +534,16 @@ fn check_target(target: &Target, expected: u64, locked: bool, findings: &mut Vec
             ));
             return;
         }
-        findings.push(ok(
-            "target-filesize",
-            name,
-            format!("largest file {} is enough", human_bytes(limit)),
-        ));
+        let detail = if expected > limit {
+            format!(
+                "largest file {}: the archive (~{}) will be split into parts",
+                human_bytes(limit),
+                human_bytes(expected)
+            )
+        } else {
+            format!("largest file {} is enough", human_bytes(limit))
+        };
+        findings.push(ok("target-filesize", name, detail));
     }
     if locked {
         match crate::sink::local::remove_leftovers(path) {

@@ -3,12 +3,18 @@
 //! It lets `status`, `list` and people check an archive without its key: who wrote it, when, how
 //! big it is, its SHA-256, how many files and bytes went in, whether each required path was
 //! present, and when and how it was verified. It names no files beyond the required paths.
+//!
+//! A single-file archive's receipt is `NAME.tar.gz.age.json`. A split archive's receipt is
+//! `NAME.tar.gz.age-receipt.json`, so that `cat NAME.tar.gz.age.*` matches exactly the parts and
+//! the stock-tool restore (`cat NAME.tar.gz.age.* | age -d ...`) works as written.
 
 use crate::manifest::RequiredStatus;
 use serde::{Deserialize, Serialize};
 
-/// The receipt's file name suffix, appended to the archive's name.
+/// The receipt's file name suffix, appended to a single-file archive's name.
 pub const SUFFIX: &str = ".json";
+/// The receipt's file name suffix, appended to a split archive's name.
+pub const SPLIT_SUFFIX: &str = "-receipt.json";
 
 /// The receipt of one archive on one target.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,6 +34,10 @@ pub struct Receipt {
     pub target: String,
     /// The archive's file name.
     pub archive: String,
+    /// When the archive is split: its parts' file names in order (`cat` them to get the
+    /// archive). Empty for a single file.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<String>,
     /// RFC 3339 creation time.
     pub created: String,
     /// The vouch version that wrote it.
@@ -62,8 +72,20 @@ pub struct Receipt {
 
 impl Receipt {
     /// The receipt's file name for an archive file name.
-    pub fn file_name(archive: &str) -> String {
-        format!("{archive}{SUFFIX}")
+    pub fn file_name(archive: &str, split: bool) -> String {
+        if split {
+            format!("{archive}{SPLIT_SUFFIX}")
+        } else {
+            format!("{archive}{SUFFIX}")
+        }
+    }
+
+    /// The archive name a receipt file name belongs to, if it is a receipt's name.
+    pub fn archive_of(file_name: &str) -> Option<&str> {
+        file_name
+            .strip_suffix(SPLIT_SUFFIX)
+            .or_else(|| file_name.strip_suffix(SUFFIX))
+            .filter(|a| a.ends_with(".tar.gz.age") && !a.starts_with('.'))
     }
 
     /// The receipt as pretty JSON with a final newline.

@@ -127,7 +127,14 @@ fn pick_name(settings: &Settings) -> (OffsetDateTime, String) {
             .unwrap_or(OffsetDateTime::now_utc());
         let name = format!("{}-{}.tar.gz.age", settings.backup.name, stamp(now));
         let taken = settings.targets.iter().any(|t| {
-            t.path.join(&name).exists() || t.path.join(Receipt::file_name(&name)).exists()
+            [
+                name.clone(),
+                Receipt::file_name(&name, false),
+                Receipt::file_name(&name, true),
+                local::part_name(&name, 0),
+            ]
+            .iter()
+            .any(|n| t.path.join(n).exists())
         });
         if !taken {
             return (now, name);
@@ -136,7 +143,7 @@ fn pick_name(settings: &Settings) -> (OffsetDateTime, String) {
     }
 }
 
-/// Classifies nothing: wraps an I/O error at a target into the target error it is.
+/// Wraps an I/O error from preparing a target; `Error::exit_code` classifies it by errno.
 fn target_write(target: &str, path: &Path, error: io::Error) -> Error {
     Error::TargetWrite {
         target: target.to_owned(),
@@ -172,8 +179,13 @@ pub fn run(settings: &Settings, dirs: &Dirs) -> Result<Report, Error> {
     let mut pendings = Vec::new();
     for t in &settings.targets {
         pendings.push(
-            Pending::create(&t.path, &archive_name, journal::run_id())
-                .map_err(|e| target_write(&t.name, &t.path, e))?,
+            Pending::create(
+                &t.path,
+                &archive_name,
+                journal::run_id(),
+                preflight::layout(t),
+            )
+            .map_err(|e| target_write(&t.name, &t.path, e))?,
         );
     }
     fault::point("after-create");
@@ -335,11 +347,15 @@ pub fn run(settings: &Settings, dirs: &Dirs) -> Result<Report, Error> {
     for (i, p) in pendings.into_iter().enumerate() {
         let t = &settings.targets[i];
         let temp = p.temp_path().to_owned();
-        let path = p.commit().map_err(|error| Error::Write {
+        let parts = p.final_names();
+        let split = parts[0] != archive_name;
+        let receipt_name = Receipt::file_name(&archive_name, split);
+        p.commit().map_err(|error| Error::Write {
             target: t.name.clone(),
             path: temp,
             error,
         })?;
+        let path = t.path.join(&archive_name);
         fault::point("after-commit");
         let receipt = Receipt {
             format: "vouch-receipt".into(),
@@ -349,6 +365,7 @@ pub fn run(settings: &Settings, dirs: &Dirs) -> Result<Report, Error> {
             name: settings.backup.name.clone(),
             target: t.name.clone(),
             archive: archive_name.clone(),
+            parts: if split { parts } else { Vec::new() },
             created: rfc3339(created),
             vouch_version: env!("CARGO_PKG_VERSION").into(),
             archive_size,
@@ -367,13 +384,13 @@ pub fn run(settings: &Settings, dirs: &Dirs) -> Result<Report, Error> {
         };
         local::write_atomic(
             &t.path,
-            &Receipt::file_name(&archive_name),
+            &receipt_name,
             &receipt.to_json(),
             journal::run_id(),
         )
         .map_err(|error| Error::Write {
             target: t.name.clone(),
-            path: t.path.join(Receipt::file_name(&archive_name)),
+            path: t.path.join(&receipt_name),
             error,
         })?;
         Entry::event(

@@ -16,7 +16,6 @@ use crate::io::{HashReader, BUFFER_SIZE};
 use crate::manifest::{Entry, EntryType, Spooled, MANIFEST_PATH, SUMS_PATH};
 use flate2::read::MultiGzDecoder;
 use sha2::{Digest, Sha256};
-use std::fs::File;
 use std::io::{self, BufReader, Read};
 
 /// What the archive was when it was written.
@@ -62,7 +61,7 @@ impl Level {
 }
 
 /// Checks the ciphertext of `file`: length, SHA-256 and a well-formed age header.
-pub fn check_ciphertext(file: File, expected: &Expected<'_>) -> Result<(), Mismatch> {
+pub fn check_ciphertext(file: impl Read, expected: &Expected<'_>) -> Result<(), Mismatch> {
     let mut hashed = HashReader::new(file);
     {
         let mut buffered = BufReader::with_capacity(BUFFER_SIZE, &mut hashed);
@@ -95,7 +94,7 @@ fn check_totals(reader: HashReader<impl Read>, expected: &Expected<'_>) -> Resul
 
 /// Fully verifies `file` against `expected`, decrypting with `identity`.
 pub fn verify_full(
-    file: File,
+    file: impl Read,
     identity: &Identity,
     expected: &mut Expected<'_>,
     progress: &mut dyn FnMut(u64),

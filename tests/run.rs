@@ -563,7 +563,7 @@ fn run_with_file_limit(env: &Env, blocks: u32) -> std::process::Output {
 #[test]
 fn a_file_size_limit_ends_in_exit_18_or_30_never_a_signal() {
     let env = Env::new();
-    env.write_config("", "min-free = 0");
+    env.write_config("", "min-free = 0\nsplit = \"off\"");
     // Known in advance: the sources are bigger than the limit -> 18 before writing.
     fs::write(env.src.join("random.bin"), random_bytes(2_000_000, 7)).unwrap();
     let out = run_with_file_limit(&env, 1024);
@@ -622,4 +622,67 @@ fn systemd_hears_every_phase_and_progress() {
             .any(|m| m.contains("STATUS=archiving: ") && m.contains("EXTEND_TIMEOUT_USEC=")),
         "no progress with a timeout extension in:\n{all}"
     );
+}
+
+/// Restores split parts with stock tools: `cat NAME.* | age -d | tar -x`.
+fn stock_restore_parts(env: &Env, name: &Path, into: &Path) {
+    fs::create_dir_all(into).unwrap();
+    let script = format!(
+        "set -o pipefail; cat '{}'.* | age -d -i '{}' | tar -xzf - -C '{}' && cd '{}' && sha256sum --quiet -c .vouch/SHA256SUMS",
+        name.display(),
+        env.identity.display(),
+        into.display(),
+        into.display()
+    );
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn archives_split_below_the_file_size_limit_and_restore_with_cat() {
+    let env = Env::new();
+    env.write_config("", "min-free = 0");
+    let data = random_bytes(2_500_000, 11);
+    fs::write(env.src.join("random.bin"), &data).unwrap();
+    let out = run_with_file_limit(&env, 1024);
+    assert_code(&out, 0);
+    let files = env.target_files();
+    let parts: Vec<&String> = files.iter().filter(|f| !f.ends_with(".json")).collect();
+    assert_eq!(parts.len(), 3, "{files:?}");
+    for (i, p) in parts.iter().enumerate() {
+        assert!(p.ends_with(&format!(".tar.gz.age.{i:03}")), "{p}");
+        let len = fs::metadata(env.target.join(p)).unwrap().len();
+        assert!(len <= 1024 * 1024, "{p} is {len} bytes");
+    }
+    let base = parts[0].trim_end_matches(".000");
+    let receipt: serde_json::Value =
+        serde_json::from_slice(&fs::read(env.target.join(format!("{base}-receipt.json"))).unwrap())
+            .unwrap();
+    assert_eq!(receipt["parts"].as_array().unwrap().len(), 3);
+    let into = env.dir.path().join("restore");
+    stock_restore_parts(&env, &env.target.join(base), &into);
+    assert_eq!(
+        fs::read(restored(&into, &env.src.join("random.bin"))).unwrap(),
+        data
+    );
+
+    // A forced part size splits even without a limit.
+    let env = Env::new();
+    env.write_config("", "min-free = 0\nsplit = \"1MiB\"");
+    fs::write(env.src.join("random.bin"), random_bytes(1_500_000, 3)).unwrap();
+    assert_code(&env.vouch(&["run"]), 0);
+    let parts = env
+        .target_files()
+        .into_iter()
+        .filter(|f| !f.ends_with(".json"))
+        .count();
+    assert_eq!(parts, 2);
 }
