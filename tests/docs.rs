@@ -26,3 +26,121 @@ fn the_readme_exit_table_matches_the_enum() {
         .collect();
     assert_eq!(table, code);
 }
+
+/// Escapes text for roff.
+fn roff(text: &str) -> String {
+    text.replace('\\', "\\e").replace('-', "\\-")
+}
+
+/// vouch(8): the command line from clap, then the sections that restate the interface,
+/// generated from the code.
+fn render_vouch_8() -> String {
+    use clap::CommandFactory;
+    let man = clap_mangen::Man::new(vouch::cli::Cli::command())
+        .section("8")
+        .date("")
+        .manual("System Administration");
+    let mut out = Vec::new();
+    man.render_title(&mut out).unwrap();
+    man.render_name_section(&mut out).unwrap();
+    man.render_synopsis_section(&mut out).unwrap();
+    man.render_description_section(&mut out).unwrap();
+    man.render_options_section(&mut out).unwrap();
+    let mut text = String::from_utf8(out).unwrap();
+    text.push_str(".SH COMMANDS\n");
+    for sub in vouch::cli::Cli::command().get_subcommands() {
+        let about = sub
+            .get_long_about()
+            .or(sub.get_about())
+            .map(|a| a.to_string());
+        text.push_str(&format!(
+            ".TP\n\\fBvouch {}\\fR\n{}\n",
+            sub.get_name(),
+            roff(&about.unwrap_or_default())
+        ));
+    }
+    text.push_str(".SH \"EXIT STATUS\"\n");
+    text.push_str("\\fBvouch run\\fR exits 0 only when a new archive is on every target, read back and verified.\n");
+    for c in ExitCode::ALL {
+        text.push_str(&format!(
+            ".TP\n\\fB{}\\fR {}\n{}\n",
+            c.code(),
+            roff(c.name()),
+            roff(c.description())
+        ));
+    }
+    text.push_str(
+        ".SH FILES\n\
+.TP\n/etc/vouch/vouch.toml\nThe config; see \\fBvouch.toml\\fR(5).\n\
+.TP\n/var/lib/vouch/last\\-run.json\nThe last run's result (in \\fB$STATE_DIRECTORY\\fR).\n\
+.TP\n/run/vouch/lock\nThe run lock (in \\fB$RUNTIME_DIRECTORY\\fR).\n\
+.TP\nTARGET/NAME\\-YYYYMMDDTHHMMSSZ.tar.gz.age\nAn archive: tar, gzip, age. Split archives are \\fI.000\\fR, \\fI.001\\fR, ... parts.\n\
+.TP\nTARGET/NAME\\-YYYYMMDDTHHMMSSZ.tar.gz.age.json\nIts unencrypted receipt (\\fI\\-receipt.json\\fR for split archives).\n",
+    );
+    text.push_str(
+        ".SH ENVIRONMENT\n\
+.TP\nVOUCH_CONFIG\nThe config file when \\fB\\-\\-config\\fR is not given.\n\
+.TP\nSTATE_DIRECTORY, RUNTIME_DIRECTORY\nState and runtime directories (set by systemd; default /var/lib/vouch and /run/vouch).\n\
+.TP\nCREDENTIALS_DIRECTORY\nWhere systemd puts credentials; \\fIidentity\\fR there is used when the config names none.\n\
+.TP\nJOURNAL_STREAM, NOTIFY_SOCKET, INVOCATION_ID\nSet by systemd: log to the journal, report status and progress, and give sandbox fixes.\n",
+    );
+    text.push_str(".SH \"JOURNAL FIELDS\"\nEvery entry: SYSLOG_IDENTIFIER=vouch, PRIORITY, VOUCH_RUN_ID. Events add MESSAGE_ID and VOUCH_EVENT:\n");
+    for e in vouch::journal::Event::ALL {
+        text.push_str(&format!(
+            ".TP\n{}\nMESSAGE_ID={}\n",
+            roff(e.name()),
+            e.message_id()
+        ));
+    }
+    text.push_str("and the fields that apply: VOUCH_EXIT_CODE, VOUCH_EXIT_NAME, VOUCH_TARGET, VOUCH_ARCHIVE, VOUCH_ARCHIVE_SHA256, VOUCH_FILES, VOUCH_BYTES_IN, VOUCH_BYTES_OUT, VOUCH_DURATION_USEC, VOUCH_HINT.\n");
+    text.push_str(
+        ".SH UNITS\n\\fBvouch.service\\fR runs \\fBvouch run\\fR; \\fBvouch.timer\\fR starts it daily. \
+\\fBvouch\\-verify.timer\\fR verifies the latest archive weekly. \\fBvouch\\-notify@.service\\fR reports failed units.\n\
+.SH \"SEE ALSO\"\n\\fBvouch.toml\\fR(5), \\fBage\\fR(1), \\fBtar\\fR(1), \\fBjournalctl\\fR(1), \\fBsystemd.exec\\fR(5)\n",
+    );
+    text
+}
+
+#[test]
+fn the_committed_man_page_is_current() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("man/vouch.8");
+    let fresh = render_vouch_8();
+    if std::env::var_os("VOUCH_UPDATE_DOCS").is_some() {
+        std::fs::write(&path, &fresh).unwrap();
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == fresh,
+        "man/vouch.8 is out of date: run `VOUCH_UPDATE_DOCS=1 cargo test --test docs`"
+    );
+}
+
+#[test]
+fn every_config_key_is_documented_in_vouch_toml_5() {
+    let page = include_str!("../man/vouch.toml.5");
+    let example = include_str!("../packaging/vouch.toml");
+    let mut keys = Vec::new();
+    for line in example.lines() {
+        let line = line.trim_start_matches('#').trim();
+        if let Some((key, value)) = line.split_once('=') {
+            let key = key.trim();
+            if !key.is_empty() && key.chars().all(|c| c.is_ascii_lowercase() || c == '-') {
+                keys.push(key.to_owned());
+            }
+            if let Some(inline) = value.trim().strip_prefix('{') {
+                for part in inline.trim_end_matches('}').split(',') {
+                    if let Some((k, _)) = part.split_once('=') {
+                        keys.push(k.trim().to_owned());
+                    }
+                }
+            }
+        }
+    }
+    assert!(keys.len() > 15, "too few keys found: {keys:?}");
+    for key in keys {
+        assert!(
+            page.contains(&format!("\\fB{}\\fR", roff(&key))),
+            "vouch.toml(5) does not document {key}"
+        );
+    }
+}
