@@ -421,6 +421,9 @@ impl Context<'_> {
             })?;
             exclude.push(e.get_ref().clone());
         }
+        let exclude_set = crate::walk::Exclude::new(&exclude).map_err(|e| {
+            self.error(None, "backup.exclude", format!("bad pattern: {}", e.kind()))
+        })?;
         let mut required = Vec::new();
         for r in &b.required {
             let p = self.path(r, "backup.required")?;
@@ -429,6 +432,21 @@ impl Context<'_> {
                     Some(r.span()),
                     "backup.required",
                     format!("{} is not under any source", p.display()),
+                ));
+            }
+            if let Some(hit) = p
+                .ancestors()
+                .take_while(|a| !sources.iter().any(|s| s.starts_with(a) && s != a))
+                .find(|a| exclude_set.matches(a))
+            {
+                return Err(self.error(
+                    Some(r.span()),
+                    "backup.required",
+                    format!(
+                        "{} is left out by an exclude pattern matching {}",
+                        p.display(),
+                        hit.display()
+                    ),
                 ));
             }
             required.push(p);
@@ -447,9 +465,6 @@ impl Context<'_> {
                 }
             },
         };
-        let exclude_set = crate::walk::Exclude::new(&exclude).map_err(|e| {
-            self.error(None, "backup.exclude", format!("bad pattern: {}", e.kind()))
-        })?;
 
         let enc = raw.encryption;
         let encryption = Encryption {

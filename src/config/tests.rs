@@ -264,6 +264,16 @@ fn validation_errors_name_key_and_line() {
         Some(4),
         "not under any source",
     );
+    let excluded_required = MINIMAL.replace(
+        "sources = [\"/etc\"]",
+        "sources = [\"/etc\"]\nexclude = [\"*.tmp\"]\nrequired = [\"/etc/db/dump.tmp\"]",
+    );
+    check(
+        &err(&excluded_required),
+        "backup.required",
+        Some(5),
+        "left out by an exclude",
+    );
     let inside = MINIMAL.replace("/var/backups/vouch", "/etc/backups");
     check(
         &err(&inside),
