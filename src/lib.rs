@@ -13,6 +13,7 @@ pub mod dirs; // state, runtime and config locations
 pub mod error; // the error type and the error policy
 pub mod exit; // exit codes: the only place their numbers live
 pub mod fault; // fault injection for the test suite
+pub mod generator; // the systemd generator: the sandbox follows the config
 pub mod io; // hashing, counting and fan-out adapters
 pub mod journal; // journald entries, MESSAGE_IDs, terminal lines
 pub mod lock; // one run at a time
