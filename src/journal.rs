@@ -108,6 +108,16 @@ impl Entry {
         }
     }
 
+    /// An error entry about a failed unit (no event of vouch's own, so no `MESSAGE_ID`).
+    pub fn unit_failed(message: impl Into<String>) -> Entry {
+        Entry {
+            level: Level::Error,
+            event: None,
+            message: message.into(),
+            fields: Vec::new(),
+        }
+    }
+
     /// Overrides the priority (e.g. a warning attached to an event).
     pub fn level(mut self, level: Level) -> Entry {
         self.level = level;

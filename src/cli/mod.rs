@@ -1,5 +1,6 @@
 //! The command line: one module per subcommand.
 
+pub mod notify_failure; // `vouch notify-failure`, run by vouch-notify@.service
 pub mod preflight; // `vouch preflight`
 pub mod run; // `vouch run`
 
@@ -36,6 +37,11 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Record that a systemd unit failed (run by vouch-notify@.service from OnFailure=).
+    NotifyFailure {
+        /// The failed unit.
+        unit: String,
+    },
 }
 
 impl Command {
@@ -44,6 +50,7 @@ impl Command {
         match self {
             Command::Run => "run",
             Command::Preflight { .. } => "preflight",
+            Command::NotifyFailure { .. } => "notify-failure",
         }
     }
 }
@@ -54,6 +61,7 @@ pub fn execute(cli: &Cli) -> Result<ExitCode, Error> {
     match cli.command {
         Command::Run => run::execute(cli),
         Command::Preflight { json } => preflight::execute(cli, json),
+        Command::NotifyFailure { ref unit } => notify_failure::execute(unit),
     }
 }
 
@@ -62,5 +70,6 @@ pub fn report_failure(cli: &Cli, error: &Error, code: ExitCode) {
     match cli.command {
         Command::Run => run::report_failure(error, code),
         Command::Preflight { .. } => run::report_preflight_failure(error, code),
+        Command::NotifyFailure { .. } => log::error!("{error}"),
     }
 }
