@@ -222,6 +222,8 @@ boot() {
     # on a user's machine (vouch refuses overlay targets as volatile), and runs never share state.
     start=$SECONDS
     cp -a --reflink=auto "$VOUCH_TEST_ROOTFS" "$CT_ROOT" || fail "copying the rootfs to $CT_ROOT failed"
+    # debootstrap copied the build host's /etc/hostname; the machine name is the host name.
+    printf '%s\n' "$name" >"$CT_ROOT/etc/hostname"
     log "boot $name: copied the rootfs to $CT_ROOT in $((SECONDS - start)) s"
 
     # nspawn wants to register with a host systemd that does not exist here (--register=no,
@@ -291,9 +293,17 @@ wait_nspawn() {
 ct_stop() {
     local rc=0 status=0 start=$SECONDS
     if nspawn_alive; then
-        log "poweroff $CT_NAME: systemctl poweroff"
-        # The connection may drop while the manager goes down; the exit of nspawn is the proof.
-        in_ct systemctl poweroff >/dev/null 2>&1 || true
+        # Torn down while booting, CT_PID may not be known yet.
+        [ -n "$CT_PID" ] || CT_PID=$(nspawn_child_init) || CT_PID=""
+        if [ -n "$CT_PID" ]; then
+            log "poweroff $CT_NAME: systemctl poweroff"
+            # The connection may drop while the manager goes down; nspawn's exit is the proof.
+            in_ct systemctl poweroff >/dev/null 2>&1 || true
+        else
+            log "poweroff $CT_NAME: the container's systemd is not up; stopping nspawn"
+            # nspawn turns SIGTERM into a clean shutdown request to the container.
+            kill -TERM "$CT_NSPAWN_PID" 2>/dev/null || true
+        fi
         if ! wait_nspawn 60; then
             rc=1
             log "poweroff $CT_NAME: still running after 60 s; SIGTERM to nspawn"
@@ -337,9 +347,16 @@ poweroff_ct() {
     ct_stop || fail "poweroff $name: the container did not shut down cleanly"
 }
 
+# at_exit CMD [ARGS...]: runs CMD when the script ends, whatever happened (after the container
+# is stopped).
+AT_EXIT=()
+at_exit() {
+    AT_EXIT+=("$(printf '%q ' "$@")")
+}
+
 # teardown: the EXIT trap; always stops and removes the container, keeps the exit status.
 teardown() {
-    local rc=$?
+    local rc=$? cmd
     trap - EXIT
     if [ -n "$CT_NSPAWN_PID" ] || [ -n "$CT_DIR" ]; then
         log "teardown: stopping container $CT_NAME"
@@ -348,6 +365,9 @@ teardown() {
             rc=1
         fi
     fi
+    for cmd in "${AT_EXIT[@]}"; do
+        eval "$cmd" || log "cleanup failed: $cmd"
+    done
     if [ "$rc" -eq 0 ]; then
         log "PASS: $(basename "$0")"
     else
@@ -355,6 +375,16 @@ teardown() {
     fi
     exit "$rc"
 }
+# A command that fails outside fail(): say which one and where, then the EXIT trap runs.
+set -E
+on_err() {
+    local rc=$1 cmd=$2 i where=""
+    for ((i = 1; i < ${#FUNCNAME[@]}; i++)); do
+        where+=" <- ${FUNCNAME[i]} ($(basename "${BASH_SOURCE[i]}"):${BASH_LINENO[i - 1]})"
+    done
+    log "FAIL: exit status $rc from: $cmd$where"
+}
+trap 'on_err $? "$BASH_COMMAND"' ERR
 trap teardown EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
