@@ -231,7 +231,7 @@ boot() {
     # namespace with a tmpfs on /run/systemd/nspawn. stdin is /dev/null, so there is no
     # interactive console; the console output goes to the log.
     start=$SECONDS
-    # shellcheck disable=SC2016 # $0..$3 are expanded by the inner sh, on purpose.
+    # shellcheck disable=SC2016 # $1..$3 are expanded by the inner sh, on purpose.
     unshare -m --propagation private sh -c '
         mkdir -p /run/systemd/nspawn &&
         mount -t tmpfs tmpfs /run/systemd/nspawn &&

@@ -147,6 +147,8 @@ printf '%s\n' "$props" | sed 's/^/    /' >&2
 invocation=$(printf '%s\n' "$props" | sed -n 's/^InvocationID=//p')
 assert_contains "$props" "Result=exit-code" "vouch.service's result"
 assert_contains "$props" "ExecMainStatus=15" "vouch.service's exit status (15 TARGET_READONLY)"
+# The read-only mount is named from /proc/self/mountinfo: readable under ProtectProc=invisible.
+assert_contains "$props" "(mount / is read-only)" "vouch.service's StatusText"
 failed=$(journal_of "$invocation" | jq -c 'select(.VOUCH_EXIT_NAME) | {VOUCH_EXIT_NAME, VOUCH_HINT}' | head -n 1)
 log "journal: $failed"
 assert_contains "$failed" '"VOUCH_EXIT_NAME":"TARGET_READONLY"' "the failure's journal entry"
