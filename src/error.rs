@@ -235,7 +235,7 @@ impl Error {
             Error::TargetReadonly { path, mount, under_systemd, .. } => {
                 if *under_systemd {
                     format!(
-                        "vouch.service's sandbox makes it read-only: add `ReadWritePaths={}` in a drop-in (`systemctl edit vouch.service`).",
+                        "vouch.service's sandbox makes it read-only: add `ReadWritePaths={}` in a drop-in (`systemctl edit vouch.service`), or run `systemctl daemon-reload` so vouch-generator adds the config's targets.",
                         path.display()
                     )
                 } else if let Some(m) = mount {
