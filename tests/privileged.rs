@@ -19,21 +19,9 @@ fn require_root() {
 /// Runs `SETUP; exec vouch ARGS` as a shell script inside a private mount namespace, so mounts
 /// made by SETUP vanish with the process.
 fn in_namespace(env: &Env, setup: &str, args: &[&str]) -> Output {
-    let cmd = env.command(args);
-    let mut script = format!("set -e; {setup}; exec");
-    script.push_str(&format!(" '{}'", cmd.get_program().to_string_lossy()));
-    for a in cmd.get_args() {
-        script.push_str(&format!(" '{}'", a.to_string_lossy()));
-    }
-    let mut c = Command::new("unshare");
-    c.args(["-m", "--propagation", "private", "bash", "-c", &script]);
-    for (k, v) in cmd.get_envs() {
-        match v {
-            Some(v) => c.env(k, v),
-            None => c.env_remove(k),
-        };
-    }
-    c.output().expect("unshare (util-linux) is needed")
+    env.wrapped(&["unshare", "-m", "--propagation", "private"], setup, args)
+        .output()
+        .expect("unshare (util-linux) is needed")
 }
 
 fn setup_env() -> Env {
@@ -245,18 +233,17 @@ fn a_user_without_write_permission_is_16() {
         .status()
         .unwrap();
     assert!(status.success());
-    let cmd = env.command(&["run"]);
-    let mut c = Command::new("setpriv");
-    c.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
-        .arg(cmd.get_program())
-        .args(cmd.get_args());
-    for (k, v) in cmd.get_envs() {
-        match v {
-            Some(v) => c.env(k, v),
-            None => c.env_remove(k),
-        };
-    }
-    let out = c.output().expect("setpriv (util-linux) is needed");
+    let setpriv = [
+        "setpriv",
+        "--reuid=nobody",
+        "--regid=nogroup",
+        "--clear-groups",
+        "--",
+    ];
+    let out = env
+        .wrapped(&setpriv, "true", &["run"])
+        .output()
+        .expect("setpriv (util-linux) is needed");
     assert_code(&out, 16);
     let err = stderr(&out);
     assert!(

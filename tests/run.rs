@@ -474,21 +474,14 @@ fn run_unprivileged(env: &Env) -> std::process::Output {
         .unwrap();
     assert!(status.success());
     set_mode(env.dir.path(), 0o755);
-    let cmd = env.command(&["run"]);
-    let program = cmd.get_program().to_owned();
-    let args: Vec<_> = cmd.get_args().map(|a| a.to_owned()).collect();
-    let envs: Vec<_> = cmd
-        .get_envs()
-        .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned())))
-        .collect();
-    let mut setpriv = Command::new("setpriv");
-    setpriv
-        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
-        .arg(program)
-        .args(args)
-        .envs(envs)
-        .env_remove("VOUCH_TEST_FAULT");
-    setpriv
+    let setpriv = [
+        "setpriv",
+        "--reuid=nobody",
+        "--regid=nogroup",
+        "--clear-groups",
+        "--",
+    ];
+    env.wrapped(&setpriv, "true", &["run"])
         .output()
         .expect("setpriv (util-linux) is needed to drop root")
 }
@@ -543,21 +536,9 @@ fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
 
 /// Runs `vouch run` under `ulimit -f BLOCKS` (1 KiB blocks).
 fn run_with_file_limit(env: &Env, blocks: u32) -> std::process::Output {
-    let cmd = env.command(&["run"]);
-    let mut script = format!("ulimit -f {blocks}; exec");
-    script.push_str(&format!(" '{}'", cmd.get_program().to_string_lossy()));
-    for a in cmd.get_args() {
-        script.push_str(&format!(" '{}'", a.to_string_lossy()));
-    }
-    let mut sh = Command::new("bash");
-    sh.arg("-c").arg(&script);
-    for (k, v) in cmd.get_envs() {
-        match v {
-            Some(v) => sh.env(k, v),
-            None => sh.env_remove(k),
-        };
-    }
-    sh.output().unwrap()
+    env.wrapped(&[], &format!("ulimit -f {blocks}"), &["run"])
+        .output()
+        .unwrap()
 }
 
 #[test]
@@ -624,28 +605,6 @@ fn systemd_hears_every_phase_and_progress() {
     );
 }
 
-/// Restores split parts with stock tools: `cat NAME.* | age -d | tar -x`.
-fn stock_restore_parts(env: &Env, name: &Path, into: &Path) {
-    fs::create_dir_all(into).unwrap();
-    let script = format!(
-        "set -o pipefail; cat '{}'.* | age -d -i '{}' | tar -xzf - -C '{}' && cd '{}' && sha256sum --quiet -c .vouch/SHA256SUMS",
-        name.display(),
-        env.identity.display(),
-        into.display(),
-        into.display()
-    );
-    let out = Command::new("bash")
-        .arg("-c")
-        .arg(&script)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[test]
 fn archives_split_below_the_file_size_limit_and_restore_with_cat() {
     let env = Env::new();
@@ -668,7 +627,7 @@ fn archives_split_below_the_file_size_limit_and_restore_with_cat() {
             .unwrap();
     assert_eq!(receipt["parts"].as_array().unwrap().len(), 3);
     let into = env.dir.path().join("restore");
-    stock_restore_parts(&env, &env.target.join(base), &into);
+    env.stock_restore_parts(&env.target.join(base), &into);
     assert_eq!(
         fs::read(restored(&into, &env.src.join("random.bin"))).unwrap(),
         data

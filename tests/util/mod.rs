@@ -90,6 +90,31 @@ path = "{target}"
         cmd
     }
 
+    /// `PREFIX... bash -c 'set -e; SETUP; exec vouch ARGS'` with this world's environment: for
+    /// runs under `ulimit`, in a mount namespace (`unshare -m ...`), or as another user.
+    pub fn wrapped(&self, prefix: &[&str], setup: &str, args: &[&str]) -> Command {
+        let inner = self.command(args);
+        let quote =
+            |s: &std::ffi::OsStr| format!("'{}'", s.to_string_lossy().replace('\'', "'\\''"));
+        let mut script = format!("set -e; {setup}; exec {}", quote(inner.get_program()));
+        for a in inner.get_args() {
+            script.push(' ');
+            script.push_str(&quote(a));
+        }
+        let mut cmd = Command::new(prefix.first().copied().unwrap_or("bash"));
+        if !prefix.is_empty() {
+            cmd.args(&prefix[1..]).arg("bash");
+        }
+        cmd.arg("-c").arg(script).stdin(Stdio::null());
+        for (k, v) in inner.get_envs() {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        cmd
+    }
+
     /// Runs `vouch ARGS` to completion.
     pub fn vouch(&self, args: &[&str]) -> Output {
         self.command(args).output().unwrap()
@@ -124,11 +149,19 @@ path = "{target}"
     /// Restores `archive` into `into` with the real `age` and `tar`, then checks
     /// `.vouch/SHA256SUMS` with the real `sha256sum`.
     pub fn stock_restore(&self, archive: &Path, into: &Path) {
+        self.stock_restore_from(&format!("'{}'", archive.display()), into);
+    }
+
+    /// Restores a split archive (`cat NAME.*`) like [`Env::stock_restore`].
+    pub fn stock_restore_parts(&self, name: &Path, into: &Path) {
+        self.stock_restore_from(&format!("'{}'.*", name.display()), into);
+    }
+
+    fn stock_restore_from(&self, files: &str, into: &Path) {
         fs::create_dir_all(into).unwrap();
         let script = format!(
-            "set -o pipefail; age -d -i '{}' '{}' | tar -xzf - -C '{}'",
+            "set -o pipefail; cat {files} | age -d -i '{}' | tar -xzf - -C '{}'",
             self.identity.display(),
-            archive.display(),
             into.display()
         );
         let out = Command::new("bash")
