@@ -108,8 +108,8 @@ impl Entry {
         }
     }
 
-    /// An error entry about a failed unit (no event of vouch's own, so no `MESSAGE_ID`).
-    pub fn unit_failed(message: impl Into<String>) -> Entry {
+    /// An error entry that is not one of vouch's events (so it has no `MESSAGE_ID`).
+    pub fn error(message: impl Into<String>) -> Entry {
         Entry {
             level: Level::Error,
             event: None,

@@ -245,3 +245,144 @@ fn compare<R: Read>(
     }
     Ok(())
 }
+
+/// What a standalone verification found.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    /// Entries checked.
+    pub entries: u64,
+    /// Size of the encrypted archive.
+    pub archive_size: u64,
+    /// Its SHA-256.
+    pub archive_sha256: String,
+}
+
+/// The `.vouch/` files of an archive, read in a first pass.
+struct Closing {
+    manifest: Vec<u8>,
+    sums: Vec<u8>,
+    archive_sha256: String,
+    archive_size: u64,
+}
+
+fn read_closing(file: impl Read, identity: &Identity) -> Result<Closing, Mismatch> {
+    let mut hashed = HashReader::new(file);
+    let mut manifest = None;
+    let mut sums = None;
+    {
+        let buffered = BufReader::with_capacity(BUFFER_SIZE, &mut hashed);
+        let plain = crypt::decrypt(identity, buffered)
+            .map_err(|e| mismatch(format!("cannot decrypt: {e}")))?;
+        let mut tar = tar::Archive::new(MultiGzDecoder::new(plain));
+        let iter = tar
+            .entries()
+            .map_err(|e| mismatch(format!("not a tar stream: {e}")))?;
+        for found in iter {
+            let mut found = found.map_err(|e| mismatch(format!("corrupt tar entry: {e}")))?;
+            let path = found.path_bytes().into_owned();
+            if path == MANIFEST_PATH.as_bytes() || path == SUMS_PATH.as_bytes() {
+                let mut data = Vec::new();
+                found.read_to_end(&mut data).map_err(|e| {
+                    mismatch(format!(
+                        "cannot read {}: {e}",
+                        String::from_utf8_lossy(&path)
+                    ))
+                })?;
+                if path == MANIFEST_PATH.as_bytes() {
+                    manifest = Some(data);
+                } else {
+                    sums = Some(data);
+                }
+            }
+        }
+        let mut rest = tar.into_inner();
+        io::copy(&mut rest, &mut io::sink())
+            .map_err(|e| mismatch(format!("the end of the archive is damaged: {e}")))?;
+    }
+    let (archive_sha256, archive_size) = hashed
+        .finish()
+        .map_err(|e| mismatch(format!("reading the archive failed: {e}")))?;
+    Ok(Closing {
+        manifest: manifest.ok_or_else(|| mismatch(format!("{MANIFEST_PATH} is missing")))?,
+        sums: sums.ok_or_else(|| mismatch(format!("{SUMS_PATH} is missing")))?,
+        archive_sha256,
+        archive_size,
+    })
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    crate::io::hex(&Sha256::digest(data))
+}
+
+/// Verifies an archive on its own: a first pass reads its manifest and checksum list (they close
+/// the archive), a second pass checks every entry against them, exactly as `vouch run` does
+/// right after writing. `open` opens the archive (its parts in order) for reading from the
+/// storage; `receipt` gives the size and SHA-256 the archive must have, when there is one.
+pub fn verify_archive(
+    open: &dyn Fn() -> io::Result<Box<dyn Read>>,
+    identity: &Identity,
+    receipt: Option<(&str, u64)>,
+    spool_dir: &std::path::Path,
+) -> Result<Verified, Mismatch> {
+    let reopen = || open().map_err(|e| mismatch(format!("cannot open the archive: {e}")));
+    let closing = read_closing(reopen()?, identity)?;
+    if let Some((sha, size)) = receipt {
+        if sha != closing.archive_sha256 || size != closing.archive_size {
+            return Err(mismatch(format!(
+                "the archive ({} bytes, SHA-256 {}) does not match its receipt ({size} bytes, SHA-256 {sha})",
+                closing.archive_size, closing.archive_sha256
+            )));
+        }
+    }
+    let manifest: crate::manifest::Manifest = serde_json::from_slice(&closing.manifest)
+        .map_err(|e| mismatch(format!("{MANIFEST_PATH} is not a vouch manifest: {e}")))?;
+    let mut writer = crate::manifest::ManifestWriter::new(manifest.head.clone(), spool_dir)
+        .map_err(|e| mismatch(format!("cannot spool the manifest: {e}")))?;
+    for e in &manifest.entries {
+        writer
+            .push(e)
+            .map_err(|e| mismatch(format!("cannot spool the manifest: {e}")))?;
+    }
+    let mut spooled = writer
+        .finish(&manifest.tail)
+        .map_err(|e| mismatch(format!("cannot spool the manifest: {e}")))?;
+    // The checksum list must say what the manifest says.
+    let mut sums = Vec::new();
+    spooled
+        .sums_reader()
+        .and_then(|mut r| r.read_to_end(&mut sums))
+        .map_err(|e| mismatch(format!("cannot read the spool: {e}")))?;
+    if sums != closing.sums {
+        return Err(mismatch(format!(
+            "{SUMS_PATH} disagrees with {MANIFEST_PATH}"
+        )));
+    }
+    let manifest_sha256 = sha256_hex(&closing.manifest);
+    let sums_sha256 = sha256_hex(&closing.sums);
+    let mut expected = Expected {
+        manifest: &mut spooled,
+        manifest_sha256: &manifest_sha256,
+        sums_sha256: &sums_sha256,
+        archive_sha256: &closing.archive_sha256,
+        archive_size: closing.archive_size,
+    };
+    // The manifest read back must be byte for byte the one in the archive: compare through
+    // the same spool the second pass uses.
+    let mut rebuilt = Vec::new();
+    expected
+        .manifest
+        .manifest_reader()
+        .and_then(|mut r| r.read_to_end(&mut rebuilt))
+        .map_err(|e| mismatch(format!("cannot read the spool: {e}")))?;
+    if rebuilt != closing.manifest {
+        return Err(mismatch(format!(
+            "{MANIFEST_PATH} is not in the form vouch writes (edited, or from another version)"
+        )));
+    }
+    verify_full(reopen()?, identity, &mut expected, &mut |_| {})?;
+    Ok(Verified {
+        entries: manifest.entries.len() as u64,
+        archive_size: closing.archive_size,
+        archive_sha256: closing.archive_sha256,
+    })
+}

@@ -3,6 +3,7 @@
 pub mod notify_failure; // `vouch notify-failure`, run by vouch-notify@.service
 pub mod preflight; // `vouch preflight`
 pub mod run; // `vouch run`
+pub mod verify; // `vouch verify`
 
 use crate::error::Error;
 use crate::exit::ExitCode;
@@ -37,6 +38,22 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Read archives back from their targets and check every entry against the manifest
+    /// (decrypt, decompress, hash); exit 33 on any difference. Default: --latest.
+    Verify {
+        /// An archive file (or its name on the target).
+        #[arg(conflicts_with_all = ["latest", "all"])]
+        archive: Option<PathBuf>,
+        /// The newest archive on each target.
+        #[arg(long, conflicts_with = "all")]
+        latest: bool,
+        /// Every archive on each target.
+        #[arg(long)]
+        all: bool,
+        /// Only this target.
+        #[arg(long, value_name = "NAME")]
+        target: Option<String>,
+    },
     /// Record that a systemd unit failed (run by vouch-notify@.service from OnFailure=).
     NotifyFailure {
         /// The failed unit.
@@ -51,6 +68,7 @@ impl Command {
             Command::Run => "run",
             Command::Preflight { .. } => "preflight",
             Command::NotifyFailure { .. } => "notify-failure",
+            Command::Verify { .. } => "verify",
         }
     }
 }
@@ -62,6 +80,19 @@ pub fn execute(cli: &Cli) -> Result<ExitCode, Error> {
         Command::Run => run::execute(cli),
         Command::Preflight { json } => preflight::execute(cli, json),
         Command::NotifyFailure { ref unit } => notify_failure::execute(unit),
+        Command::Verify {
+            ref archive,
+            all,
+            ref target,
+            ..
+        } => {
+            let selection = match (archive, all) {
+                (Some(a), _) => verify::Selection::One(a.clone()),
+                (None, true) => verify::Selection::All,
+                (None, false) => verify::Selection::Latest,
+            };
+            verify::execute(cli, selection, target.as_deref())
+        }
     }
 }
 
@@ -70,6 +101,13 @@ pub fn report_failure(cli: &Cli, error: &Error, code: ExitCode) {
     match cli.command {
         Command::Run => run::report_failure(error, code),
         Command::Preflight { .. } => run::report_preflight_failure(error, code),
-        Command::NotifyFailure { .. } => log::error!("{error}"),
+        Command::NotifyFailure { .. } | Command::Verify { .. } => {
+            crate::journal::Entry::error(format!("{}: {error}", code.name()))
+                .field("VOUCH_EXIT_CODE", code.code())
+                .field("VOUCH_EXIT_NAME", code.name())
+                .field_opt("VOUCH_TARGET", error.target())
+                .field_opt("VOUCH_HINT", error.hint())
+                .emit();
+        }
     }
 }

@@ -68,7 +68,7 @@ pub fn execute(unit: &str) -> Result<ExitCode, Error> {
         invocation: get("InvocationID"),
         recorded: crate::run::rfc3339(time::OffsetDateTime::now_utc()),
     };
-    journal::Entry::unit_failed(format!(
+    journal::Entry::error(format!(
         "{unit} failed: result {}, exit status {}{}",
         failure.result,
         status,
