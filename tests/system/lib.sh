@@ -25,8 +25,12 @@ VOUCH_TEST_CACHE=${VOUCH_TEST_CACHE:-/var/cache/vouch-test}
 VOUCH_TEST_ROOTFS=${VOUCH_TEST_ROOTFS:-$VOUCH_TEST_CACHE/rootfs-bookworm}
 VOUCH_TEST_TMP=${VOUCH_TEST_TMP:-/var/tmp}
 SUITE=bookworm
+# Packages debootstrap adds to minbase: systemd as PID 1 and its bus; age for restores with
+# the stock tool inside the container (deb.sh), as a user without vouch would do them.
+ROOTFS_PACKAGES=systemd,systemd-sysv,dbus,age
 # Bump when the rootfs recipe below changes: an older cache is then rebuilt.
-ROOTFS_RECIPE=1
+# 2: age added to ROOTFS_PACKAGES.
+ROOTFS_RECIPE=2
 # Written last by rootfs_ensure; a rootfs without it (an interrupted debootstrap) is rebuilt.
 ROOTFS_STAMP=.vouch-test-rootfs
 
@@ -138,7 +142,7 @@ rootfs_ensure() {
     local lock_fd
     mkdir -p "$VOUCH_TEST_CACHE"
     # One builder at a time; a second test run waits for the first one's rootfs.
-    exec {lock_fd}>"$VOUCH_TEST_CACHE/.lock"
+    exec {lock_fd}>>"$VOUCH_TEST_CACHE/.lock"
     flock "$lock_fd"
     if rootfs_complete; then
         log "rootfs: cached at $VOUCH_TEST_ROOTFS"
@@ -154,15 +158,16 @@ rootfs_ensure() {
     if [ -e "$VOUCH_TEST_ROOTFS" ]; then
         log "rootfs: $VOUCH_TEST_ROOTFS is incomplete or from an older recipe; rebuilding"
     fi
-    log "rootfs: debootstrap --variant=minbase $SUITE from $m into $build (about 30 s, 240 MB)"
+    log "rootfs: debootstrap --variant=minbase --include=$ROOTFS_PACKAGES $SUITE from $m into $build (30-80 s, 250 MB)"
     start=$SECONDS
-    if ! debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus \
+    if ! debootstrap --variant=minbase --include="$ROOTFS_PACKAGES" \
         "$SUITE" "$build" "$m" >"$VOUCH_TEST_CACHE/debootstrap.log" 2>&1; then
         tail -n 20 "$VOUCH_TEST_CACHE/debootstrap.log" >&2
         fail "debootstrap failed (full log: $VOUCH_TEST_CACHE/debootstrap.log)"
     fi
-    printf 'recipe=%s\nsuite=%s\nmirror=%s\nbuilt=%s\n' \
-        "$ROOTFS_RECIPE" "$SUITE" "$m" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >"$build/$ROOTFS_STAMP"
+    printf 'recipe=%s\nsuite=%s\npackages=%s\nmirror=%s\nbuilt=%s\n' \
+        "$ROOTFS_RECIPE" "$SUITE" "$ROOTFS_PACKAGES" "$m" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >"$build/$ROOTFS_STAMP"
+    # Copies in progress hold the lock shared (boot), so none of them sees the swap.
     rm -rf --one-file-system "$VOUCH_TEST_ROOTFS"
     mv "$build" "$VOUCH_TEST_ROOTFS"
     log "rootfs: built in $((SECONDS - start)) s ($(du -sh "$VOUCH_TEST_ROOTFS" | cut -f1))"
@@ -206,8 +211,11 @@ show_ct_log() {
 # root directory on the host) and SHARE_DIR (mounted read-only at /mnt/share inside).
 boot() {
     local name=${1:?boot needs a machine name}
-    local start state deadline
+    local start state deadline lock_fd
     require_root
+    # Shared: any number of copies at once, but never while rootfs_ensure replaces the rootfs.
+    exec {lock_fd}>>"$VOUCH_TEST_CACHE/.lock"
+    flock -s "$lock_fd"
     rootfs_complete || fail "no complete rootfs at $VOUCH_TEST_ROOTFS; call rootfs_ensure first"
     [ -z "$CT_NSPAWN_PID" ] || fail "boot $name: container $CT_NAME is still running"
     CT_NAME=$name
@@ -222,6 +230,7 @@ boot() {
     # on a user's machine (vouch refuses overlay targets as volatile), and runs never share state.
     start=$SECONDS
     cp -a --reflink=auto "$VOUCH_TEST_ROOTFS" "$CT_ROOT" || fail "copying the rootfs to $CT_ROOT failed"
+    exec {lock_fd}>&-
     # debootstrap copied the build host's /etc/hostname; the machine name is the host name.
     printf '%s\n' "$name" >"$CT_ROOT/etc/hostname"
     log "boot $name: copied the rootfs to $CT_ROOT in $((SECONDS - start)) s"
