@@ -645,3 +645,46 @@ fn archives_split_below_the_file_size_limit_and_restore_with_cat() {
         .count();
     assert_eq!(parts, 2);
 }
+
+#[test]
+fn keygen_makes_a_private_identity_and_never_overwrites_it() {
+    let env = Env::new();
+    let identity = env.dir.path().join("new-identity.txt");
+    let recipients = env.dir.path().join("recipients.txt");
+    let out = Command::new(env!("CARGO_BIN_EXE_vouch"))
+        .args(["keygen", "--identity"])
+        .arg(&identity)
+        .arg("--recipients-file")
+        .arg(&recipients)
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    let recipient = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(recipient.starts_with("age1"), "{recipient}");
+    assert!(stderr(&out).contains("somewhere other than the backup targets"));
+    assert_eq!(
+        fs::metadata(&identity).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(fs::read_to_string(&recipients).unwrap().trim(), recipient);
+    // The stock tool agrees on the recipient.
+    let derived = Command::new("age-keygen")
+        .arg("-y")
+        .arg(&identity)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&derived.stdout).trim(), recipient);
+    let before = fs::read(&identity).unwrap();
+    let again = Command::new(env!("CARGO_BIN_EXE_vouch"))
+        .args(["keygen", "--identity"])
+        .arg(&identity)
+        .output()
+        .unwrap();
+    assert_code(&again, 2);
+    assert!(
+        stderr(&again).contains("never overwritten"),
+        "{}",
+        stderr(&again)
+    );
+    assert_eq!(fs::read(&identity).unwrap(), before);
+}

@@ -1,5 +1,6 @@
 //! The command line: one module per subcommand.
 
+pub mod keygen; // `vouch keygen`
 pub mod notify_failure; // `vouch notify-failure`, run by vouch-notify@.service
 pub mod preflight; // `vouch preflight`
 pub mod run; // `vouch run`
@@ -54,6 +55,15 @@ pub enum Command {
         #[arg(long, value_name = "NAME")]
         target: Option<String>,
     },
+    /// Make an age identity (mode 0600, never overwriting) and print its recipient.
+    Keygen {
+        /// Where to write the identity.
+        #[arg(long, value_name = "PATH", default_value = keygen::DEFAULT_IDENTITY)]
+        identity: PathBuf,
+        /// Also append the recipient to this file.
+        #[arg(long, value_name = "PATH")]
+        recipients_file: Option<PathBuf>,
+    },
     /// Record that a systemd unit failed (run by vouch-notify@.service from OnFailure=).
     NotifyFailure {
         /// The failed unit.
@@ -69,6 +79,7 @@ impl Command {
             Command::Preflight { .. } => "preflight",
             Command::NotifyFailure { .. } => "notify-failure",
             Command::Verify { .. } => "verify",
+            Command::Keygen { .. } => "keygen",
         }
     }
 }
@@ -80,6 +91,10 @@ pub fn execute(cli: &Cli) -> Result<ExitCode, Error> {
         Command::Run => run::execute(cli),
         Command::Preflight { json } => preflight::execute(cli, json),
         Command::NotifyFailure { ref unit } => notify_failure::execute(unit),
+        Command::Keygen {
+            ref identity,
+            ref recipients_file,
+        } => keygen::execute(identity, recipients_file.as_deref()),
         Command::Verify {
             ref archive,
             all,
@@ -101,7 +116,7 @@ pub fn report_failure(cli: &Cli, error: &Error, code: ExitCode) {
     match cli.command {
         Command::Run => run::report_failure(error, code),
         Command::Preflight { .. } => run::report_preflight_failure(error, code),
-        Command::NotifyFailure { .. } | Command::Verify { .. } => {
+        Command::NotifyFailure { .. } | Command::Verify { .. } | Command::Keygen { .. } => {
             crate::journal::Entry::error(format!("{}: {error}", code.name()))
                 .field("VOUCH_EXIT_CODE", code.code())
                 .field("VOUCH_EXIT_NAME", code.name())
