@@ -92,6 +92,29 @@ fn check_totals(reader: HashReader<impl Read>, expected: &Expected<'_>) -> Resul
     Ok(())
 }
 
+/// The plaintext tar stream of an age + gzip archive read through `hashed`.
+type TarStream<'a, R> =
+    tar::Archive<MultiGzDecoder<age::stream::StreamReader<BufReader<&'a mut HashReader<R>>>>>;
+
+fn open_tar<'a, R: Read>(
+    hashed: &'a mut HashReader<R>,
+    identity: &Identity,
+) -> Result<TarStream<'a, R>, Mismatch> {
+    let buffered = BufReader::with_capacity(BUFFER_SIZE, hashed);
+    let plain =
+        crypt::decrypt(identity, buffered).map_err(|e| mismatch(format!("cannot decrypt: {e}")))?;
+    Ok(tar::Archive::new(MultiGzDecoder::new(plain)))
+}
+
+/// Reads what follows the tar's end so that age authenticates the final chunk and gzip checks
+/// its trailer.
+fn drain<R: Read>(tar: TarStream<'_, R>) -> Result<(), Mismatch> {
+    let mut rest = tar.into_inner();
+    io::copy(&mut rest, &mut io::sink())
+        .map(|_| ())
+        .map_err(|e| mismatch(format!("the end of the archive is damaged: {e}")))
+}
+
 /// Fully verifies `file` against `expected`, decrypting with `identity`.
 pub fn verify_full(
     file: impl Read,
@@ -101,11 +124,7 @@ pub fn verify_full(
 ) -> Result<(), Mismatch> {
     let mut hashed = HashReader::new(file);
     {
-        let buffered = BufReader::with_capacity(BUFFER_SIZE, &mut hashed);
-        let plain = crypt::decrypt(identity, buffered)
-            .map_err(|e| mismatch(format!("cannot decrypt: {e}")))?;
-        let gunzip = MultiGzDecoder::new(plain);
-        let mut tar = tar::Archive::new(gunzip);
+        let mut tar = open_tar(&mut hashed, identity)?;
         let mut entries = expected
             .manifest
             .entries()
@@ -169,10 +188,7 @@ pub fn verify_full(
         if !seen_sums {
             return Err(mismatch(format!("{SUMS_PATH} is missing")));
         }
-        // Read to the very end so that age authenticates the final chunk and gzip its trailer.
-        let mut rest = tar.into_inner();
-        io::copy(&mut rest, &mut io::sink())
-            .map_err(|e| mismatch(format!("the end of the archive is damaged: {e}")))?;
+        drain(tar)?;
     }
     check_totals(hashed, expected)
 }
@@ -270,10 +286,7 @@ fn read_closing(file: impl Read, identity: &Identity) -> Result<Closing, Mismatc
     let mut manifest = None;
     let mut sums = None;
     {
-        let buffered = BufReader::with_capacity(BUFFER_SIZE, &mut hashed);
-        let plain = crypt::decrypt(identity, buffered)
-            .map_err(|e| mismatch(format!("cannot decrypt: {e}")))?;
-        let mut tar = tar::Archive::new(MultiGzDecoder::new(plain));
+        let mut tar = open_tar(&mut hashed, identity)?;
         let iter = tar
             .entries()
             .map_err(|e| mismatch(format!("not a tar stream: {e}")))?;
@@ -295,9 +308,7 @@ fn read_closing(file: impl Read, identity: &Identity) -> Result<Closing, Mismatc
                 }
             }
         }
-        let mut rest = tar.into_inner();
-        io::copy(&mut rest, &mut io::sink())
-            .map_err(|e| mismatch(format!("the end of the archive is damaged: {e}")))?;
+        drain(tar)?;
     }
     let (archive_sha256, archive_size) = hashed
         .finish()
