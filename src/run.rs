@@ -21,7 +21,7 @@ use crate::preflight;
 use crate::receipt::Receipt;
 use crate::sink::local::{self, Pending};
 use crate::systemd::{self, Progress};
-use crate::tarstream::{Header, Kind, TarWriter};
+use crate::tarstream::{Header, TarWriter};
 use crate::verify::{self, Expected, Level};
 use crate::walk::{Exclude, Walker};
 use serde::{Deserialize, Serialize};
@@ -240,17 +240,8 @@ pub fn run(settings: &Settings, dirs: &Dirs) -> Result<Report, Error> {
     })?;
 
     let mut spooled = manifest.finish(&archived.tail).map_err(spool_error)?;
-    let meta_header = |path: &'static str, size: u64| Header {
-        path: path.as_bytes(),
-        kind: Kind::File,
-        mode: 0o644,
-        uid: 0,
-        gid: 0,
-        user: None,
-        group: None,
-        mtime: created.unix_timestamp(),
-        size,
-        link: None,
+    let meta_header = |path: &'static str, size: u64| {
+        Header::own_file(path.as_bytes(), size, created.unix_timestamp())
     };
     let manifest_sha256 = append_spooled(
         &mut tar,

@@ -67,6 +67,24 @@ pub struct Header<'a> {
     pub link: Option<&'a [u8]>,
 }
 
+impl<'a> Header<'a> {
+    /// A root-owned 0644 regular file: vouch's own entries (`.vouch/...`, pax headers).
+    pub fn own_file(path: &'a [u8], size: u64, mtime: i64) -> Header<'a> {
+        Header {
+            path,
+            kind: Kind::File,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            user: None,
+            group: None,
+            mtime,
+            size,
+            link: None,
+        }
+    }
+}
+
 /// How a file's data differed from what its header promised.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct DataOutcome {
@@ -158,21 +176,7 @@ impl<W: Write> TarWriter<W> {
         if !pax.is_empty() {
             let mut name = b"PaxHeaders/".to_vec();
             name.extend_from_slice(last_component(h.path));
-            let block = ustar_block(
-                &Header {
-                    path: &name,
-                    kind: Kind::File,
-                    mode: 0o644,
-                    uid: 0,
-                    gid: 0,
-                    user: None,
-                    group: None,
-                    mtime: h.mtime,
-                    size: pax.len() as u64,
-                    link: None,
-                },
-                b'x',
-            );
+            let block = ustar_block(&Header::own_file(&name, pax.len() as u64, h.mtime), b'x');
             self.put(&block)?;
             self.put(&pax)?;
             self.pad(pax.len() as u64)?;

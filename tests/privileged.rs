@@ -233,15 +233,8 @@ fn a_user_without_write_permission_is_16() {
         .status()
         .unwrap();
     assert!(status.success());
-    let setpriv = [
-        "setpriv",
-        "--reuid=nobody",
-        "--regid=nogroup",
-        "--clear-groups",
-        "--",
-    ];
     let out = env
-        .wrapped(&setpriv, "true", &["run"])
+        .as_nobody(&["run"])
         .output()
         .expect("setpriv (util-linux) is needed");
     assert_code(&out, 16);

@@ -474,14 +474,7 @@ fn run_unprivileged(env: &Env) -> std::process::Output {
         .unwrap();
     assert!(status.success());
     set_mode(env.dir.path(), 0o755);
-    let setpriv = [
-        "setpriv",
-        "--reuid=nobody",
-        "--regid=nogroup",
-        "--clear-groups",
-        "--",
-    ];
-    env.wrapped(&setpriv, "true", &["run"])
+    env.as_nobody(&["run"])
         .output()
         .expect("setpriv (util-linux) is needed to drop root")
 }

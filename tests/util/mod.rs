@@ -164,16 +164,7 @@ path = "{target}"
             self.identity.display(),
             into.display()
         );
-        let out = Command::new("bash")
-            .arg("-c")
-            .arg(&script)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "stock restore failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        bash_ok(&script);
         let out = Command::new("sha256sum")
             .args(["--quiet", "-c", ".vouch/SHA256SUMS"])
             .current_dir(into)
@@ -194,18 +185,31 @@ path = "{target}"
             self.identity.display(),
             archive.display()
         );
-        let out = Command::new("bash")
-            .arg("-c")
-            .arg(&script)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
+        serde_json::from_slice(&bash_ok(&script).stdout).unwrap()
     }
+
+    /// `vouch ARGS` as the unprivileged user `nobody` (setpriv drops root).
+    pub fn as_nobody(&self, args: &[&str]) -> Command {
+        const SETPRIV: [&str; 5] = [
+            "setpriv",
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            "--",
+        ];
+        self.wrapped(&SETPRIV, "true", args)
+    }
+}
+
+/// Runs a bash script; panics with its stderr if it fails.
+pub fn bash_ok(script: &str) -> Output {
+    let out = Command::new("bash").arg("-c").arg(script).output().unwrap();
+    assert!(
+        out.status.success(),
+        "`{script}` failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }
 
 /// The text of a command's stderr.
