@@ -158,6 +158,38 @@ pub enum Error {
         /// The first difference found.
         detail: String,
     },
+    /// An archive already on a target failed its check (`vouch verify`, `vouch restore`).
+    #[error("{archive}: {detail}")]
+    Damaged {
+        /// The target's name, when the archive was found on one.
+        target: Option<String>,
+        /// The archive file.
+        archive: String,
+        /// The first bad entry or difference.
+        detail: String,
+    },
+    /// The new archive's size is outside the tolerance and `on-anomaly = "fail"`.
+    #[error("{archive} is {} where recent archives are about {} (more than {tolerance}% apart)", crate::systemd::human_bytes(*size), crate::systemd::human_bytes(*median))]
+    Anomaly {
+        /// The new archive.
+        archive: String,
+        /// Its size.
+        size: u64,
+        /// The median of recent archives.
+        median: u64,
+        /// `[health] size-tolerance`.
+        tolerance: u32,
+    },
+    /// Retention could not delete an archive; the new archive is good.
+    #[error("target {target}: pruning {path} failed: {error}")]
+    Prune {
+        /// The target's name.
+        target: String,
+        /// The file that could not be removed.
+        path: PathBuf,
+        /// What the kernel said.
+        error: io::Error,
+    },
     /// The state directory or a spool file could not be used.
     #[error("state directory {path}: {error}")]
     State {
@@ -198,7 +230,9 @@ impl Error {
             | Error::TargetFilesize { target, .. }
             | Error::TargetWrite { target, .. }
             | Error::Write { target, .. }
-            | Error::Verify { target, .. } => Some(target),
+            | Error::Verify { target, .. }
+            | Error::Prune { target, .. } => Some(target),
+            Error::Damaged { target, .. } => target.as_deref(),
             _ => None,
         }
     }
@@ -293,6 +327,16 @@ impl Error {
             Error::Verify { .. } => {
                 "The target returned different bytes than were written: check the device and its filesystem; the archive was not kept.".into()
             }
+            Error::Damaged { .. } => {
+                "Do not rely on this archive: restore from another one (`vouch list` shows them), check the target's device, and run `vouch verify --all` to check the rest.".into()
+            }
+            Error::Anomaly { .. } => {
+                "Check that the sources hold what they should (an empty dump, a missing mount); if the change is expected, raise [health] size-tolerance or set on-anomaly = \"warn\". The archive was kept.".into()
+            }
+            Error::Prune { path, .. } => format!(
+                "Check permissions on {} and remove it by hand if it should go; the new archive is good.",
+                path.display()
+            ),
             Error::State { path, .. } => format!(
                 "Make {} writable (under systemd, StateDirectory=vouch provides it).",
                 path.display()
@@ -324,7 +368,9 @@ impl Error {
             Error::Write { .. } => ExitCode::Write,
             Error::SourceRead(_) => ExitCode::SourceRead,
             Error::Required(_) => ExitCode::Required,
-            Error::Verify { .. } => ExitCode::Verify,
+            Error::Verify { .. } | Error::Damaged { .. } => ExitCode::Verify,
+            Error::Anomaly { .. } => ExitCode::Anomaly,
+            Error::Prune { .. } => ExitCode::Prune,
         }
     }
 }

@@ -189,6 +189,80 @@ impl From<ExitCode> for std::process::ExitCode {
     }
 }
 
+/// The health of the backups, as `vouch status` reports it: the monitoring-plugin scale
+/// (Nagios, Icinga, Sensu), separate from [`ExitCode`] and used by no other command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Health {
+    /// Every target has a recent verified archive and nothing needs attention.
+    Healthy,
+    /// Something needs attention soon; the backups are still good.
+    Warning,
+    /// A backup is stale, failed or incomplete: act now.
+    Critical,
+    /// vouch cannot tell (no config, no state).
+    Unknown,
+}
+
+impl Health {
+    /// Every level, in numeric order.
+    pub const ALL: [Health; 4] = [
+        Health::Healthy,
+        Health::Warning,
+        Health::Critical,
+        Health::Unknown,
+    ];
+
+    /// The exit status of `vouch status`.
+    pub const fn code(self) -> u8 {
+        match self {
+            Health::Healthy => 0,
+            Health::Warning => 1,
+            Health::Critical => 2,
+            Health::Unknown => 3,
+        }
+    }
+
+    /// The word used in text and JSON output.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Health::Healthy => "healthy",
+            Health::Warning => "warning",
+            Health::Critical => "critical",
+            Health::Unknown => "unknown",
+        }
+    }
+}
+
+impl fmt::Display for Health {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How a command that did not fail ended: an [`ExitCode`], or a [`Health`] for `status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Done {
+    /// A regular command's code.
+    Exit(ExitCode),
+    /// `vouch status`'s verdict.
+    Health(Health),
+}
+
+impl From<ExitCode> for Done {
+    fn from(code: ExitCode) -> Done {
+        Done::Exit(code)
+    }
+}
+
+impl From<Done> for std::process::ExitCode {
+    fn from(done: Done) -> Self {
+        match done {
+            Done::Exit(code) => code.into(),
+            Done::Health(h) => std::process::ExitCode::from(h.code()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,6 +4,7 @@
 //! work lives here so that tests can drive the pieces directly.
 
 pub mod archive; // sources -> tar entries + manifest lines, each file read once
+pub mod archives; // the archives on a target, their receipts and verification records
 pub mod catalog; // the journal catalog, generated from events and exit codes
 pub mod cli; // one module per subcommand
 pub mod compress; // gzip on every core, as independent members

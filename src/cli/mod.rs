@@ -1,13 +1,18 @@
 //! The command line: one module per subcommand.
 
+pub mod doctor; // `vouch doctor`
 pub mod keygen; // `vouch keygen`
+pub mod list; // `vouch list`
 pub mod notify_failure; // `vouch notify-failure`, run by vouch-notify@.service
 pub mod preflight; // `vouch preflight`
+pub mod prune; // `vouch prune`
+pub mod restore; // `vouch restore`
 pub mod run; // `vouch run`
+pub mod status; // `vouch status`
 pub mod verify; // `vouch verify`
 
 use crate::error::Error;
-use crate::exit::ExitCode;
+use crate::exit::{Done, ExitCode};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -54,7 +59,63 @@ pub enum Command {
         /// Only this target.
         #[arg(long, value_name = "NAME")]
         target: Option<String>,
+        /// Also write the files into DIR (a new or empty scratch directory) and compare them
+        /// with the manifest: a restore test.
+        #[arg(long, value_name = "DIR")]
+        restore_to: Option<PathBuf>,
     },
+    /// Health of every target from receipts and the state directory: healthy, warning or
+    /// critical with the reasons; exit 0, 1 or 2 (3 when it cannot tell).
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the archives on each target with time, size, files, required paths and
+    /// verification.
+    List {
+        /// Only this target.
+        #[arg(long, value_name = "NAME")]
+        target: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore an archive (or the named paths in it) into DIR, checking every file against the
+    /// manifest before it is moved into place.
+    Restore {
+        /// The archive: a path, or its file name on a configured target.
+        archive: PathBuf,
+        /// The directory to restore into.
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+        /// Only these paths (as stored: relative to /, a leading / is dropped) and what is
+        /// under them.
+        #[arg(value_name = "PATH")]
+        paths: Vec<PathBuf>,
+        /// Replace an existing tree in DIR, keeping the replaced files aside until the whole
+        /// restore has checked out.
+        #[arg(long)]
+        in_place: bool,
+        /// Also create device nodes and FIFOs (root only).
+        #[arg(long)]
+        devices: bool,
+        /// The age identity to decrypt with [default: the config's].
+        #[arg(long, value_name = "PATH")]
+        identity: Option<PathBuf>,
+    },
+    /// Apply the retention policy (`keep`) to every target's archives.
+    Prune {
+        /// Print what would be kept and deleted, and why, without deleting.
+        #[arg(long)]
+        dry_run: bool,
+        /// Only this target.
+        #[arg(long, value_name = "NAME")]
+        target: Option<String>,
+    },
+    /// Everything preflight checks, plus the installed units, the timer, the last run and
+    /// the status: each line ok, warn or fail with the fix.
+    Doctor,
     /// Make an age identity (mode 0600, never overwriting) and print its recipient.
     Keygen {
         /// Where to write the identity.
@@ -80,14 +141,21 @@ impl Command {
             Command::NotifyFailure { .. } => "notify-failure",
             Command::Verify { .. } => "verify",
             Command::Keygen { .. } => "keygen",
+            Command::Status { .. } => "status",
+            Command::List { .. } => "list",
+            Command::Restore { .. } => "restore",
+            Command::Prune { .. } => "prune",
+            Command::Doctor => "doctor",
         }
     }
 }
 
-/// Runs the chosen subcommand. `Ok` carries the exit code of a command that finished (which is
-/// not always 0); `Err` is classified into an exit code by `main`.
-pub fn execute(cli: &Cli) -> Result<ExitCode, Error> {
-    match cli.command {
+/// Runs the chosen subcommand. `Ok` carries how a command that finished ended (not always
+/// with 0: `status` reports health); `Err` is classified into an exit code by `main`.
+pub fn execute(cli: &Cli) -> Result<Done, Error> {
+    let code = match cli.command {
+        // status never fails: what it cannot tell is its `unknown` verdict.
+        Command::Status { json } => return Ok(Done::Health(status::execute(cli, json))),
         Command::Run => run::execute(cli),
         Command::Preflight { json } => preflight::execute(cli, json),
         Command::NotifyFailure { ref unit } => notify_failure::execute(unit),
@@ -99,6 +167,7 @@ pub fn execute(cli: &Cli) -> Result<ExitCode, Error> {
             ref archive,
             all,
             ref target,
+            ref restore_to,
             ..
         } => {
             let selection = match (archive, all) {
@@ -106,9 +175,34 @@ pub fn execute(cli: &Cli) -> Result<ExitCode, Error> {
                 (None, true) => verify::Selection::All,
                 (None, false) => verify::Selection::Latest,
             };
-            verify::execute(cli, selection, target.as_deref())
+            verify::execute(cli, selection, target.as_deref(), restore_to.as_deref())
         }
-    }
+        Command::List { ref target, json } => list::execute(cli, target.as_deref(), json),
+        Command::Restore {
+            ref archive,
+            ref to,
+            ref paths,
+            in_place,
+            devices,
+            ref identity,
+        } => restore::execute(
+            cli,
+            &restore::Request {
+                archive: archive.clone(),
+                to: to.clone(),
+                paths: paths.clone(),
+                in_place,
+                devices,
+                identity: identity.clone(),
+            },
+        ),
+        Command::Prune {
+            dry_run,
+            ref target,
+        } => prune::execute(cli, dry_run, target.as_deref()),
+        Command::Doctor => return Ok(Done::Health(doctor::execute(cli))),
+    };
+    code.map(Done::Exit)
 }
 
 /// Reports a failed command: the journal entry that names the cause and the fix.
@@ -116,7 +210,14 @@ pub fn report_failure(cli: &Cli, error: &Error, code: ExitCode) {
     match cli.command {
         Command::Run => run::report_failure(error, code),
         Command::Preflight { .. } => run::report_preflight_failure(error, code),
-        Command::NotifyFailure { .. } | Command::Verify { .. } | Command::Keygen { .. } => {
+        // status and doctor print their own verdicts; their exit code says the rest.
+        Command::Status { .. } | Command::Doctor => {}
+        Command::NotifyFailure { .. }
+        | Command::Verify { .. }
+        | Command::Keygen { .. }
+        | Command::List { .. }
+        | Command::Restore { .. }
+        | Command::Prune { .. } => {
             crate::journal::Entry::error(format!("{}: {error}", code.name()))
                 .field("VOUCH_EXIT_CODE", code.code())
                 .field("VOUCH_EXIT_NAME", code.name())

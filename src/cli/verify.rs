@@ -11,13 +11,9 @@ use crate::crypt::{KeyError, Keys};
 use crate::dirs::{self, Dirs};
 use crate::error::Error;
 use crate::exit::ExitCode;
-use crate::journal::{self, Entry, Event};
-use crate::receipt::Receipt;
-use crate::sink::local::{drop_cache, part_name};
+use crate::archives::{self, Archive, VerifyLog, VerifyRecord};
+use crate::journal::{Entry, Event};
 use crate::verify;
-use std::collections::BTreeMap;
-use std::fs::{self, File};
-use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 /// Which archives to verify.
@@ -31,59 +27,19 @@ pub enum Selection {
     One(PathBuf),
 }
 
-/// One archive to check: its name, files (the parts, in order) and receipt.
-struct Candidate {
-    name: String,
-    files: Vec<PathBuf>,
-    receipt: Option<Receipt>,
-}
-
-/// Archives with a receipt in `dir`, oldest first.
-fn archives_in(dir: &Path) -> io::Result<Vec<Candidate>> {
-    let mut out: Vec<Candidate> = Vec::new();
-    for entry in fs::read_dir(dir)? {
-        let file_name = entry?.file_name().to_string_lossy().into_owned();
-        let Some(archive) = Receipt::archive_of(&file_name) else {
-            continue;
-        };
-        let receipt: Option<Receipt> = fs::read(dir.join(&file_name))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
-        out.push(candidate(dir, archive, receipt));
-    }
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(out)
-}
-
-fn candidate(dir: &Path, archive: &str, receipt: Option<Receipt>) -> Candidate {
-    let files = match &receipt {
-        Some(r) if !r.parts.is_empty() => r.parts.iter().map(|p| dir.join(p)).collect(),
-        _ if !dir.join(archive).exists() && dir.join(part_name(archive, 0)).exists() => (0..)
-            .map(|i| dir.join(part_name(archive, i)))
-            .take_while(|p| p.exists())
-            .collect(),
-        _ => vec![dir.join(archive)],
-    };
-    Candidate {
-        name: archive.to_owned(),
-        files,
-        receipt,
-    }
-}
-
-/// Opens the parts in order, each with its cached pages dropped first.
-fn open_parts(files: &[PathBuf]) -> io::Result<Box<dyn Read>> {
-    let mut chain: Box<dyn Read> = Box::new(io::empty());
-    for f in files {
-        let file = File::open(f)?;
-        drop_cache(&file)?;
-        chain = Box::new(Read::chain(chain, file));
-    }
-    Ok(chain)
-}
-
 /// Verifies the selected archives and records the results.
-pub fn execute(cli: &Cli, selection: Selection, target: Option<&str>) -> Result<ExitCode, Error> {
+pub fn execute(
+    cli: &Cli,
+    selection: Selection,
+    target: Option<&str>,
+    restore_to: Option<&Path>,
+) -> Result<ExitCode, Error> {
+    if let Some(dir) = restore_to {
+        return Err(Error::Usage(format!(
+            "--restore-to {} is not available yet",
+            dir.display()
+        )));
+    }
     let settings = config::load(&dirs::config_path(cli.config.as_deref()))?;
     let dirs = Dirs::from_env();
     dirs.create().map_err(|error| Error::State {
@@ -104,27 +60,33 @@ pub fn execute(cli: &Cli, selection: Selection, target: Option<&str>) -> Result<
             settings.file.display()
         )));
     }
-    let mut work: Vec<(&Target, Candidate)> = Vec::new();
+    let mut work: Vec<(&Target, Archive)> = Vec::new();
     for t in &targets {
-        let found = match &selection {
+        let found: Vec<Archive> = match &selection {
             Selection::One(path) => {
-                let (dir, name) = match (path.parent(), path.file_name()) {
-                    (Some(d), Some(n)) if !d.as_os_str().is_empty() => {
-                        (d.to_path_buf(), n.to_string_lossy().into_owned())
-                    }
-                    _ => (t.path.clone(), path.to_string_lossy().into_owned()),
+                let dirs: Vec<&Path> = targets.iter().map(|t| t.path.as_path()).collect();
+                let found = archives::find(path, &dirs).map_err(|error| Error::TargetWrite {
+                    target: t.name.clone(),
+                    path: t.path.clone(),
+                    error,
+                })?;
+                let Some(a) = found else {
+                    return Err(Error::Usage(format!(
+                        "no archive {} on {}",
+                        path.display(),
+                        dirs.iter()
+                            .map(|d| d.display().to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )));
                 };
-                if dir != t.path && targets.len() > 1 {
-                    continue;
-                }
-                let receipt = [false, true]
-                    .iter()
-                    .find_map(|&split| fs::read(dir.join(Receipt::file_name(&name, split))).ok())
-                    .and_then(|b| serde_json::from_slice(&b).ok());
-                vec![candidate(&dir, &name, receipt)]
+                // An archive outside every target is checked under the first target's name.
+                let owner = targets.iter().find(|t| t.path == a.dir).unwrap_or(t);
+                work.push((owner, a));
+                break;
             }
             _ => {
-                let all = archives_in(&t.path).map_err(|error| Error::TargetWrite {
+                let all = archives::scan(&t.path).map_err(|error| Error::TargetWrite {
                     target: t.name.clone(),
                     path: t.path.clone(),
                     error,
@@ -136,19 +98,20 @@ pub fn execute(cli: &Cli, selection: Selection, target: Option<&str>) -> Result<
             }
         };
         if found.is_empty() {
-            return Err(Error::Verify {
-                target: t.name.clone(),
+            return Err(Error::Damaged {
+                target: Some(t.name.clone()),
                 archive: String::from("(none)"),
-                detail: format!("no archive with a receipt in {}", t.path.display()),
+                detail: format!(
+                    "target {}: no archive in {}, so nothing could be restored from it",
+                    t.name,
+                    t.path.display()
+                ),
             });
         }
-        work.extend(found.into_iter().map(|c| (*t, c)));
-        if matches!(selection, Selection::One(_)) {
-            break;
-        }
+        work.extend(found.into_iter().map(|a| (*t, a)));
     }
 
-    let mut record = load_record(&dirs.state);
+    let mut log = VerifyLog::load(&dirs.state);
     let mut first_failure = None;
     for (t, c) in work {
         crate::systemd::status(&format!("verifying {} on {}", c.name, t.name));
@@ -156,11 +119,22 @@ pub fn execute(cli: &Cli, selection: Selection, target: Option<&str>) -> Result<
             .receipt
             .as_ref()
             .map(|r| (r.archive_sha256.as_str(), r.archive_size));
-        let files = c.files.clone();
-        let result =
-            verify::verify_archive(&|| open_parts(&files), &identity, receipt, &dirs.state);
+        let missing = c.missing_files();
+        // A missing receipt only means the archive's own hash cannot be compared (the
+        // contents are still checked against the manifest); a broken one is a failure.
+        let broken_receipt = c.receipt_path.is_some() && c.receipt.is_none();
+        let result = if let (true, Some(problem)) = (broken_receipt, &c.receipt_problem) {
+            Err(verify::Mismatch(problem.clone()))
+        } else if let Some(first) = missing.first() {
+            Err(verify::Mismatch(format!(
+                "{} is missing ({} file(s) of the archive are gone)",
+                first.display(),
+                missing.len()
+            )))
+        } else {
+            verify::verify_archive(&|| c.open(), &identity, receipt, &dirs.state)
+        };
         let now = crate::run::rfc3339(time::OffsetDateTime::now_utc());
-        let key = format!("{}/{}", t.name, c.name);
         match result {
             Ok(v) => {
                 println!("ok    {}  {}  ({} entries)", t.name, c.name, v.entries);
@@ -173,70 +147,46 @@ pub fn execute(cli: &Cli, selection: Selection, target: Option<&str>) -> Result<
                 .field("VOUCH_ARCHIVE_SHA256", &v.archive_sha256)
                 .field("VOUCH_FILES", v.entries)
                 .emit();
-                record.insert(
-                    key,
+                log.insert(
+                    &t.name,
+                    &c.name,
                     VerifyRecord {
                         verified_at: now,
                         ok: true,
                         detail: None,
+                        restore_test: false,
                     },
                 );
             }
             Err(m) => {
                 println!("FAIL  {}  {}  {}", t.name, c.name, m.0);
-                record.insert(
-                    key,
+                log.insert(
+                    &t.name,
+                    &c.name,
                     VerifyRecord {
                         verified_at: now,
                         ok: false,
                         detail: Some(m.0.clone()),
+                        restore_test: false,
                     },
                 );
-                first_failure.get_or_insert(Error::Verify {
-                    target: t.name.clone(),
+                first_failure.get_or_insert(Error::Damaged {
+                    target: Some(t.name.clone()),
                     archive: c.name.clone(),
                     detail: m.0,
                 });
             }
         }
     }
-    save_record(&dirs.state, &record);
+    if let Err(e) = log.save(&dirs.state) {
+        log::warn!(
+            "cannot record verification results in {}: {e}",
+            dirs.state.display()
+        );
+    }
     match first_failure {
         Some(e) => Err(e),
         None => Ok(ExitCode::Ok),
     }
 }
 
-/// The state file with every archive's last verification.
-pub const RECORD: &str = "verified.json";
-
-/// The last verification of one archive.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct VerifyRecord {
-    /// RFC 3339 time.
-    pub verified_at: String,
-    /// Whether it passed.
-    pub ok: bool,
-    /// The first difference, when it failed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
-}
-
-fn load_record(state: &Path) -> BTreeMap<String, VerifyRecord> {
-    fs::read(state.join(RECORD))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default()
-}
-
-fn save_record(state: &Path, record: &BTreeMap<String, VerifyRecord>) {
-    let mut json = serde_json::to_vec_pretty(record).unwrap_or_default();
-    json.push(b'\n');
-    if let Err(e) = crate::sink::local::write_atomic(state, RECORD, &json, journal::run_id()) {
-        log::warn!(
-            "cannot record verification results in {}: {e}",
-            state.display()
-        );
-    }
-}

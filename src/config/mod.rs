@@ -59,6 +59,10 @@ pub struct Settings {
     pub targets: Vec<Target>,
     /// `[health]`.
     pub health: Health,
+    /// `[metrics]`.
+    pub metrics: Metrics,
+    /// `[notify]`.
+    pub notify: Notify,
 }
 
 /// What to back up.
@@ -154,6 +158,58 @@ pub struct Health {
     pub max_age: Duration,
     /// Percent the size may differ from recent archives.
     pub size_tolerance: u32,
+    /// What a size outside the tolerance does to a run.
+    pub on_anomaly: AnomalyPolicy,
+}
+
+/// What a new archive whose size is outside `size-tolerance` does to the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnomalyPolicy {
+    /// A journal warning and a `warning` status; the run still exits 0.
+    Warn,
+    /// The run exits 35 (the verified archive is kept).
+    Fail,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Metrics {
+    /// A Prometheus textfile for node_exporter's textfile collector.
+    pub textfile: Option<PathBuf>,
+}
+
+/// `[notify]`: where results are sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notify {
+    /// A URL that gets a JSON POST with the result.
+    pub webhook: Option<String>,
+    /// A Healthchecks-style ping URL: `URL/start` when a run starts, `URL/CODE` when it ends.
+    pub ping: Option<String>,
+    /// A command run with the result in its environment (argv, no shell).
+    pub command: Option<Vec<String>>,
+    /// Time limit for each request or command.
+    pub timeout: Duration,
+}
+
+/// Default `[notify] timeout`.
+pub const DEFAULT_NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Default for Notify {
+    fn default() -> Notify {
+        Notify {
+            webhook: None,
+            ping: None,
+            command: None,
+            timeout: DEFAULT_NOTIFY_TIMEOUT,
+        }
+    }
+}
+
+impl Notify {
+    /// Whether any channel is configured.
+    pub fn any(&self) -> bool {
+        self.webhook.is_some() || self.ping.is_some() || self.command.is_some()
+    }
 }
 
 /// Default `min-free`: 1 GiB.
@@ -172,6 +228,23 @@ struct RawConfig {
     encryption: RawEncryption,
     target: Option<Vec<RawTarget>>,
     health: Option<RawHealth>,
+    metrics: Option<RawMetrics>,
+    notify: Option<RawNotify>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawMetrics {
+    textfile: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawNotify {
+    webhook: Option<Spanned<String>>,
+    ping: Option<Spanned<String>>,
+    command: Option<Spanned<Vec<String>>>,
+    timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -236,6 +309,7 @@ struct RawKeep {
 struct RawHealth {
     max_age: Option<Spanned<String>>,
     size_tolerance: Option<Spanned<i64>>,
+    on_anomaly: Option<Spanned<String>>,
 }
 
 /// Reads and validates the config at `path`.
@@ -601,6 +675,87 @@ impl Context<'_> {
             },
         };
 
+        let on_anomaly = match h.as_ref().and_then(|h| h.on_anomaly.as_ref()) {
+            None => AnomalyPolicy::Warn,
+            Some(v) => match v.get_ref().as_str() {
+                "warn" => AnomalyPolicy::Warn,
+                "fail" => AnomalyPolicy::Fail,
+                other => {
+                    return Err(self.error(
+                        Some(v.span()),
+                        "health.on-anomaly",
+                        format!("{other:?} is not one of \"warn\", \"fail\""),
+                    ))
+                }
+            },
+        };
+        let metrics = Metrics {
+            textfile: raw
+                .metrics
+                .as_ref()
+                .and_then(|m| m.textfile.as_ref())
+                .map(|p| self.path(p, "metrics.textfile"))
+                .transpose()?,
+        };
+        let notify = match raw.notify {
+            None => Notify::default(),
+            Some(n) => {
+                let url = |v: &Option<Spanned<String>>, key: &str| -> Result<Option<String>, ConfigError> {
+                    match v {
+                        None => Ok(None),
+                        Some(v) => {
+                            let u = v.get_ref().trim();
+                            let rest = u
+                                .strip_prefix("http://")
+                                .or_else(|| u.strip_prefix("https://"));
+                            match rest {
+                                Some(r) if !r.is_empty() && !r.starts_with('/') && !u.contains(char::is_whitespace) => {
+                                    Ok(Some(u.trim_end_matches('/').to_owned()))
+                                }
+                                _ => Err(self.error(
+                                    Some(v.span()),
+                                    key,
+                                    format!("{u:?} is not an http:// or https:// URL"),
+                                )),
+                            }
+                        }
+                    }
+                };
+                let command = match &n.command {
+                    None => None,
+                    Some(c) if c.get_ref().is_empty() || c.get_ref()[0].is_empty() => {
+                        return Err(self.error(
+                            Some(c.span()),
+                            "notify.command",
+                            "give the program and its arguments as a list, e.g. [\"/usr/local/bin/alert\", \"--quiet\"]".into(),
+                        ))
+                    }
+                    Some(c) => Some(c.get_ref().clone()),
+                };
+                let timeout = match &n.timeout {
+                    None => DEFAULT_NOTIFY_TIMEOUT,
+                    Some(v) => {
+                        let d = parse_duration(v.get_ref())
+                            .map_err(|m| self.error(Some(v.span()), "notify.timeout", m))?;
+                        if d.is_zero() || d > Duration::from_secs(600) {
+                            return Err(self.error(
+                                Some(v.span()),
+                                "notify.timeout",
+                                "use a time limit from 1s to 10min".into(),
+                            ));
+                        }
+                        d
+                    }
+                };
+                Notify {
+                    webhook: url(&n.webhook, "notify.webhook")?,
+                    ping: url(&n.ping, "notify.ping")?,
+                    command,
+                    timeout,
+                }
+            }
+        };
+
         Ok(Settings {
             file: self.file.to_owned(),
             backup: Backup {
@@ -616,7 +771,10 @@ impl Context<'_> {
             health: Health {
                 max_age,
                 size_tolerance,
+                on_anomaly,
             },
+            metrics,
+            notify,
         })
     }
 }

@@ -1,0 +1,374 @@
+//! The archives on a target, and what the state directory knows about them.
+//!
+//! A target directory holds, per run, the archive (`NAME-STAMP.tar.gz.age`, or its parts
+//! `....tar.gz.age.000`, `.001`, ...) and its receipt. `list`, `status`, `verify`, `restore` and
+//! `prune` all start from [`scan`], which groups those files by archive and reads each receipt
+//! without decrypting anything. Archives whose receipt is missing or unreadable are listed too,
+//! so that the commands can point at them instead of skipping them silently.
+//!
+//! Verification results live in `$STATE_DIRECTORY/verified.json` ([`VerifyLog`]), keyed by
+//! `TARGET/ARCHIVE`: archives are never rewritten after their rename.
+
+use crate::receipt::Receipt;
+use crate::sink::local::{drop_cache, part_name, TEMP_PREFIX};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use time::OffsetDateTime;
+
+/// The archive file name suffix.
+pub const ARCHIVE_SUFFIX: &str = ".tar.gz.age";
+
+/// One archive on one target.
+#[derive(Debug, Clone)]
+pub struct Archive {
+    /// The archive's file name (`NAME-STAMP.tar.gz.age`), also for a split archive.
+    pub name: String,
+    /// The directory holding it.
+    pub dir: PathBuf,
+    /// Its files in order: the archive itself, or its parts. Files that do not exist are not
+    /// listed (so a split archive with a missing part has a gap only the receipt reveals).
+    pub files: Vec<PathBuf>,
+    /// The receipt, when one was found and parsed.
+    pub receipt: Option<Receipt>,
+    /// Why there is no usable receipt (missing, unreadable, or for another archive).
+    pub receipt_problem: Option<String>,
+    /// The receipt's file, when it exists.
+    pub receipt_path: Option<PathBuf>,
+    /// Creation time: the receipt's, else the time stamp in the name.
+    pub created: Option<OffsetDateTime>,
+}
+
+impl Archive {
+    /// Whether the archive is split into parts.
+    pub fn is_split(&self) -> bool {
+        match &self.receipt {
+            Some(r) => !r.parts.is_empty(),
+            None => self.files.first().is_some_and(|f| *f != self.dir.join(&self.name)),
+        }
+    }
+
+    /// The files the receipt says should exist and do not (missing parts, or the archive).
+    pub fn missing_files(&self) -> Vec<PathBuf> {
+        let expected: Vec<PathBuf> = match &self.receipt {
+            Some(r) if !r.parts.is_empty() => r.parts.iter().map(|p| self.dir.join(p)).collect(),
+            _ if self.is_split() => return Vec::new(),
+            _ => vec![self.dir.join(&self.name)],
+        };
+        expected.into_iter().filter(|p| !p.exists()).collect()
+    }
+
+    /// Every file that belongs to the archive on disk: data files and the receipt.
+    pub fn all_files(&self) -> Vec<PathBuf> {
+        let mut out = self.files.clone();
+        out.extend(self.receipt_path.iter().cloned());
+        out
+    }
+
+    /// The total size of its data files on disk.
+    pub fn size_on_disk(&self) -> u64 {
+        self.files
+            .iter()
+            .filter_map(|f| fs::metadata(f).ok())
+            .map(|m| m.len())
+            .sum()
+    }
+
+    /// Opens the data files as one stream, in order, each with its cached pages dropped first
+    /// so that the bytes come from the device.
+    pub fn open(&self) -> io::Result<Box<dyn Read>> {
+        open_files(&self.files)
+    }
+}
+
+/// Opens `files` as one stream, in order, each with its cached pages dropped first.
+pub fn open_files(files: &[PathBuf]) -> io::Result<Box<dyn Read>> {
+    let mut chain: Box<dyn Read> = Box::new(io::empty());
+    for f in files {
+        let file = File::open(f)?;
+        drop_cache(&file)?;
+        chain = Box::new(Read::chain(chain, file));
+    }
+    Ok(chain)
+}
+
+/// The creation time in an archive name `NAME-YYYYMMDDTHHMMSSZ.tar.gz.age`.
+pub fn created_from_name(name: &str) -> Option<OffsetDateTime> {
+    let stem = name.strip_suffix(ARCHIVE_SUFFIX)?;
+    let stamp = stem.rsplit('-').next()?;
+    let f = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
+    time::PrimitiveDateTime::parse(stamp, &f)
+        .ok()
+        .map(|t| t.assume_utc())
+}
+
+/// Parses an RFC 3339 time as written by vouch.
+pub fn parse_time(text: &str) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
+}
+
+/// What a directory entry's name says it is.
+enum Kind<'a> {
+    Archive(&'a str),
+    Part(&'a str, usize),
+    Receipt(&'a str),
+}
+
+fn classify(file_name: &str) -> Option<Kind<'_>> {
+    if file_name.starts_with('.') || file_name.starts_with(TEMP_PREFIX) {
+        return None;
+    }
+    if let Some(a) = Receipt::archive_of(file_name) {
+        return Some(Kind::Receipt(a));
+    }
+    if file_name.ends_with(ARCHIVE_SUFFIX) {
+        return Some(Kind::Archive(file_name));
+    }
+    let (stem, index) = file_name.rsplit_once('.')?;
+    if stem.ends_with(ARCHIVE_SUFFIX) && index.len() == 3 && index.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Some(Kind::Part(stem, index.parse().ok()?));
+    }
+    None
+}
+
+/// Every archive in `dir`, oldest first (by name, which sorts by time for one backup name).
+pub fn scan(dir: &Path) -> io::Result<Vec<Archive>> {
+    let mut names: BTreeSet<String> = BTreeSet::new();
+    let mut plain: BTreeSet<String> = BTreeSet::new();
+    let mut parts: BTreeMap<String, BTreeSet<usize>> = BTreeMap::new();
+    let mut receipts: BTreeMap<String, PathBuf> = BTreeMap::new();
+    for entry in fs::read_dir(dir)? {
+        let file_name = entry?.file_name();
+        let Some(file_name) = file_name.to_str() else {
+            continue;
+        };
+        match classify(file_name) {
+            Some(Kind::Archive(a)) => {
+                names.insert(a.to_owned());
+                plain.insert(a.to_owned());
+            }
+            Some(Kind::Part(a, i)) => {
+                names.insert(a.to_owned());
+                parts.entry(a.to_owned()).or_default().insert(i);
+            }
+            Some(Kind::Receipt(a)) => {
+                names.insert(a.to_owned());
+                receipts.insert(a.to_owned(), dir.join(file_name));
+            }
+            None => {}
+        }
+    }
+    let mut out = Vec::new();
+    for name in names {
+        let receipt_path = receipts.get(&name).cloned();
+        let (receipt, receipt_problem) = match &receipt_path {
+            None => (None, Some("no receipt".to_owned())),
+            Some(p) => match read_receipt(p, &name) {
+                Ok(r) => (Some(r), None),
+                Err(problem) => (None, Some(problem)),
+            },
+        };
+        let files: Vec<PathBuf> = match &receipt {
+            Some(r) if !r.parts.is_empty() => r
+                .parts
+                .iter()
+                .map(|p| dir.join(p))
+                .filter(|p| p.exists())
+                .collect(),
+            _ if plain.contains(&name) => vec![dir.join(&name)],
+            _ => parts
+                .get(&name)
+                .map(|set| set.iter().map(|&i| dir.join(part_name(&name, i))).collect())
+                .unwrap_or_default(),
+        };
+        let created = receipt
+            .as_ref()
+            .and_then(|r| parse_time(&r.created))
+            .or_else(|| created_from_name(&name));
+        out.push(Archive {
+            name,
+            dir: dir.to_owned(),
+            files,
+            receipt,
+            receipt_problem,
+            receipt_path,
+            created,
+        });
+    }
+    Ok(out)
+}
+
+fn read_receipt(path: &Path, archive: &str) -> Result<Receipt, String> {
+    let bytes = fs::read(path).map_err(|e| format!("receipt unreadable: {e}"))?;
+    let receipt: Receipt =
+        serde_json::from_slice(&bytes).map_err(|e| format!("receipt is not valid: {e}"))?;
+    if receipt.archive != archive {
+        return Err(format!("receipt names another archive ({})", receipt.archive));
+    }
+    Ok(receipt)
+}
+
+/// Finds one archive given on the command line: a path to the archive (or a part, or its
+/// receipt), or a bare file name looked up in each of `dirs`.
+pub fn find(arg: &Path, dirs: &[&Path]) -> io::Result<Option<Archive>> {
+    let text = arg.to_string_lossy();
+    let file_name = arg
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name = match classify(&file_name) {
+        Some(Kind::Archive(a)) | Some(Kind::Part(a, _)) | Some(Kind::Receipt(a)) => a.to_owned(),
+        None => file_name.clone(),
+    };
+    let search: Vec<PathBuf> = match arg.parent() {
+        Some(d) if !d.as_os_str().is_empty() && text.contains('/') => vec![d.to_owned()],
+        _ => dirs.iter().map(|d| d.to_path_buf()).collect(),
+    };
+    for dir in search {
+        if !dir.is_dir() {
+            continue;
+        }
+        if let Some(a) = scan(&dir)?.into_iter().find(|a| a.name == name) {
+            return Ok(Some(a));
+        }
+    }
+    Ok(None)
+}
+
+/// The state file with every archive's last verification.
+pub const VERIFY_LOG: &str = "verified.json";
+
+/// The last verification of one archive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct VerifyRecord {
+    /// RFC 3339 time.
+    pub verified_at: String,
+    /// Whether it passed.
+    pub ok: bool,
+    /// The first difference, when it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// Whether the files were also written out and compared (`verify --restore-to`).
+    #[serde(default)]
+    pub restore_test: bool,
+}
+
+/// `$STATE_DIRECTORY/verified.json`: `TARGET/ARCHIVE` -> its last verification.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyLog {
+    /// The records.
+    pub records: BTreeMap<String, VerifyRecord>,
+}
+
+impl VerifyLog {
+    /// The key of an archive on a target.
+    pub fn key(target: &str, archive: &str) -> String {
+        format!("{target}/{archive}")
+    }
+
+    /// Reads the log; a missing or unreadable one is empty.
+    pub fn load(state: &Path) -> VerifyLog {
+        let records = fs::read(state.join(VERIFY_LOG))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        VerifyLog { records }
+    }
+
+    /// The last verification of an archive on a target.
+    pub fn get(&self, target: &str, archive: &str) -> Option<&VerifyRecord> {
+        self.records.get(&Self::key(target, archive))
+    }
+
+    /// Records a verification.
+    pub fn insert(&mut self, target: &str, archive: &str, record: VerifyRecord) {
+        self.records.insert(Self::key(target, archive), record);
+    }
+
+    /// Forgets an archive (after it was pruned).
+    pub fn remove(&mut self, target: &str, archive: &str) {
+        self.records.remove(&Self::key(target, archive));
+    }
+
+    /// Writes the log atomically.
+    pub fn save(&self, state: &Path) -> io::Result<()> {
+        let mut json = serde_json::to_vec_pretty(&self.records).map_err(io::Error::other)?;
+        json.push(b'\n');
+        crate::sink::local::write_atomic(state, VERIFY_LOG, &json, crate::journal::run_id())
+            .map(|_| ())
+    }
+}
+
+/// Whether an archive counts as verified: its last recorded verification passed, or (when it
+/// was never re-verified) its receipt records the read-back verification of the run that
+/// wrote it.
+pub fn is_verified(archive: &Archive, target: &str, log: &VerifyLog) -> bool {
+    match log.get(target, &archive.name) {
+        Some(r) => r.ok,
+        None => archive
+            .receipt
+            .as_ref()
+            .is_some_and(|r| !r.verified_at.is_empty()),
+    }
+}
+
+/// The time an archive was last verified successfully: the log's, else the receipt's.
+pub fn verified_at(archive: &Archive, target: &str, log: &VerifyLog) -> Option<String> {
+    match log.get(target, &archive.name) {
+        Some(r) if r.ok => Some(r.verified_at.clone()),
+        Some(_) => None,
+        None => archive
+            .receipt
+            .as_ref()
+            .map(|r| r.verified_at.clone())
+            .filter(|v| !v.is_empty()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_carry_their_creation_time() {
+        let t = created_from_name("web1-20261121T030405Z.tar.gz.age").unwrap();
+        assert_eq!(crate::run::rfc3339(t), "2026-11-21T03:04:05Z");
+        assert!(created_from_name("web1.tar.gz.age").is_none());
+        assert!(created_from_name("web1-20261121T030405Z.tar").is_none());
+    }
+
+    #[test]
+    fn scan_groups_parts_receipts_and_orphans() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for f in [
+            "a-20260101T000000Z.tar.gz.age",
+            "b-20260102T000000Z.tar.gz.age.000",
+            "b-20260102T000000Z.tar.gz.age.001",
+            "c-20260103T000000Z.tar.gz.age.json",
+            ".vouch-tmp.x.a.tar.gz.age",
+            "notes.txt",
+        ] {
+            fs::write(d.join(f), b"x").unwrap();
+        }
+        let all = scan(d).unwrap();
+        let names: Vec<&str> = all.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "a-20260101T000000Z.tar.gz.age",
+                "b-20260102T000000Z.tar.gz.age",
+                "c-20260103T000000Z.tar.gz.age"
+            ]
+        );
+        assert_eq!(all[0].receipt_problem.as_deref(), Some("no receipt"));
+        assert_eq!(all[1].files.len(), 2);
+        assert!(all[1].is_split());
+        assert!(all[2].files.is_empty());
+        assert!(all[2].receipt_problem.as_deref().unwrap().contains("not valid"));
+    }
+}
