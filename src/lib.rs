@@ -15,12 +15,17 @@ pub mod error; // the error type and the error policy
 pub mod exit; // exit codes: the only place their numbers live
 pub mod fault; // fault injection for the test suite
 pub mod generator; // the systemd generator: the sandbox follows the config
+pub mod health; // size anomalies and the status verdict
 pub mod io; // hashing, counting and fan-out adapters
 pub mod journal; // journald entries, MESSAGE_IDs, terminal lines
 pub mod lock; // one run at a time
 pub mod manifest; // .vouch/manifest.json and .vouch/SHA256SUMS
+pub mod metrics; // the Prometheus textfile
+pub mod notify; // webhook, pings and command
+pub mod outcome; // a run's result as the reporting channels see it
 pub mod preflight; // every check before a byte is written
 pub mod receipt; // the unencrypted receipt beside each archive
+pub mod retention; // which archives to keep; pruning the rest
 pub mod run; // `vouch run`: the whole backup
 pub mod signals; // SIGXFSZ must become EFBIG, not death
 pub mod sink; // targets archives are written to

@@ -1,20 +1,56 @@
 //! `vouch run`: load the config, back up, and record the outcome.
 
 use crate::cli::Cli;
-use crate::config;
+use crate::config::{self, AnomalyPolicy, Settings};
 use crate::dirs::{self, Dirs};
 use crate::error::Error;
 use crate::exit::ExitCode;
 use crate::journal::{self, Entry, Event};
+use crate::outcome::Outcome;
 use crate::run::{self, rfc3339, LastRun};
 use crate::systemd::{self, human_bytes};
+use crate::{health, metrics, notify, retention};
 use time::OffsetDateTime;
 
-/// Runs one backup and reports success.
+/// Runs one backup, then (in this order, once the result is final) retention, the size check's
+/// verdict, metrics, notifications and the state record.
 pub fn execute(cli: &Cli) -> Result<ExitCode, Error> {
     let settings = config::load(&dirs::config_path(cli.config.as_deref()))?;
     let dirs = Dirs::from_env();
-    let report = run::run(&settings, &dirs)?;
+    let started = OffsetDateTime::now_utc();
+    notify::run_started(&settings.notify, &dirs);
+    let (report, result) = match run::run(&settings, &dirs) {
+        Ok(report) => {
+            let result = after_commit(&settings, &dirs, &report);
+            (Some(report), result)
+        }
+        Err(e) => (None, Err(e)),
+    };
+    let code = match &result {
+        Ok(()) => ExitCode::Ok,
+        Err(e) => e.exit_code(),
+    };
+    let outcome = outcome(&settings, started, report.as_ref(), &result, code);
+    let last = LastRun {
+        run_id: journal::run_id().into(),
+        finished: outcome.finished.clone(),
+        exit_code: code.code(),
+        exit_name: code.name().into(),
+        archive: report.as_ref().map(|r| r.archive.clone()),
+        tar_bytes: report
+            .as_ref()
+            .map(|r| r.tar_bytes)
+            .or_else(|| LastRun::load(&dirs.state).and_then(|l| l.tar_bytes)),
+    };
+    if let Err(e) = last.save(&dirs.state) {
+        log::warn!("cannot record the run in {}: {e}", dirs.state.display());
+    }
+    metrics::write(&settings, &dirs);
+    notify::send(&settings.notify, &dirs, &outcome);
+    result?;
+    let Some(report) = report else {
+        return Err(Error::Internal("a run succeeded without a report".into()));
+    };
     let targets: Vec<&str> = report.committed.iter().map(|c| c.target.as_str()).collect();
     let message = format!(
         "backup {} succeeded: {} files, {} in, {} archive on {} ({}), verified {}",
@@ -36,18 +72,54 @@ pub fn execute(cli: &Cli) -> Result<ExitCode, Error> {
         .field("VOUCH_DURATION_USEC", report.duration.as_micros())
         .emit();
     systemd::status(&format!("last run succeeded: {}", report.archive));
-    let last = LastRun {
-        run_id: journal::run_id().into(),
-        finished: rfc3339(OffsetDateTime::now_utc()),
-        exit_code: ExitCode::Ok.code(),
-        exit_name: ExitCode::Ok.name().into(),
-        archive: Some(report.archive.clone()),
-        tar_bytes: Some(report.tar_bytes),
-    };
-    if let Err(e) = last.save(&dirs.state) {
-        log::warn!("cannot record the run in {}: {e}", dirs.state.display());
-    }
     Ok(ExitCode::Ok)
+}
+
+/// What happens once the new archive is committed and verified everywhere: the size check's
+/// verdict, then retention. Either can still fail the run (35, 36); the archive stays.
+fn after_commit(settings: &Settings, dirs: &Dirs, report: &run::Report) -> Result<(), Error> {
+    if let Some(a) = health::size_anomaly(settings, &report.archive, report.archive_size) {
+        let error = Error::Anomaly {
+            archive: report.archive.clone(),
+            size: a.size,
+            median: a.median,
+            tolerance: a.tolerance,
+        };
+        match settings.health.on_anomaly {
+            AnomalyPolicy::Fail => return Err(error),
+            AnomalyPolicy::Warn => Entry::error(format!("size anomaly: {error}"))
+                .level(log::Level::Warn)
+                .field("VOUCH_ARCHIVE", &report.archive)
+                .field_opt("VOUCH_HINT", error.hint())
+                .emit(),
+        }
+    }
+    retention::after_run(settings, dirs)
+}
+
+/// The run's result as notifications and metrics see it.
+fn outcome(
+    settings: &Settings,
+    started: OffsetDateTime,
+    report: Option<&run::Report>,
+    result: &Result<(), Error>,
+    code: ExitCode,
+) -> Outcome {
+    let mut o = Outcome::new(code, &settings.backup.name);
+    o.started = Some(rfc3339(started));
+    o.duration_seconds = Some((OffsetDateTime::now_utc() - started).as_seconds_f64());
+    if let Some(r) = report {
+        o.archive = Some(r.archive.clone());
+        o.targets = r.committed.iter().map(|c| c.target.clone()).collect();
+        o.archive_bytes = Some(r.archive_size);
+        o.bytes_in = Some(r.stats.bytes);
+        o.files = Some(r.stats.files);
+    }
+    if let Err(e) = result {
+        o.reasons.push(format!("{}: {e}", code.name()));
+        o.hint = e.hint();
+    }
+    o
 }
 
 /// Logs the one journal entry for a failed `vouch preflight`.
@@ -75,6 +147,10 @@ pub fn report_failure(error: &Error, code: ExitCode) {
         .emit();
     systemd::status(&format!("failed: {} ({})", code.name(), error));
     let dirs = Dirs::from_env();
+    // `execute` records every run that got as far as reading its config; this covers the rest.
+    if LastRun::load(&dirs.state).is_some_and(|l| l.run_id == journal::run_id()) {
+        return;
+    }
     let last = LastRun {
         run_id: journal::run_id().into(),
         finished: rfc3339(OffsetDateTime::now_utc()),
