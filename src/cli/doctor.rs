@@ -1,10 +1,716 @@
-//! `vouch doctor`.
+//! `vouch doctor`: the weekly checks of a careful operator, in one command, for a person.
+//!
+//! It runs every preflight check, then asks systemd what the backups really run under: the
+//! installed `vouch.service`'s sandbox against the config's targets (a target the sandbox makes
+//! read-only, hides, or replaces with a private directory is a backup that cannot be written,
+//! or one written where nobody will find it), `vouch.timer` (enabled, active, its next and last
+//! trigger), the service's last result, and the state directory's record of the last run.
+//! Every line is `ok`, `warn` or `FAIL`, failures with the fix. Without systemd it says which
+//! checks it could not make instead of passing them.
+//!
+//! The exit status follows `vouch status`: 0 all ok, 1 warnings, 2 failures, 3 no config.
 
 use crate::cli::Cli;
+use crate::config::{self, Settings};
+use crate::dirs::{self, Dirs};
+use crate::error::Error;
 use crate::exit::Health;
+use crate::preflight;
+use crate::run::LastRun;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
-/// Runs `vouch doctor`.
-pub fn execute(_cli: &Cli) -> Health {
-    eprintln!("vouch doctor: not built yet");
-    Health::Unknown
+/// The service that runs backups.
+pub const SERVICE: &str = "vouch.service";
+/// The timer that starts it.
+pub const TIMER: &str = "vouch.timer";
+/// The timer of the weekly restore test.
+pub const VERIFY_TIMER: &str = "vouch-verify.timer";
+
+/// One line of the report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line {
+    /// ok, warn or FAIL.
+    pub level: Level,
+    /// What was checked.
+    pub check: String,
+    /// What was found.
+    pub detail: String,
+    /// The fix, for warnings and failures.
+    pub fix: Option<String>,
+}
+
+/// How a check came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    /// Passed.
+    Ok,
+    /// Needs attention, or could not be checked.
+    Warn,
+    /// Backups are not (or will not be) good until it is fixed.
+    Fail,
+}
+
+impl Level {
+    fn word(self) -> &'static str {
+        match self {
+            Level::Ok => "ok",
+            Level::Warn => "warn",
+            Level::Fail => "FAIL",
+        }
+    }
+}
+
+fn line(level: Level, check: impl Into<String>, detail: impl Into<String>) -> Line {
+    Line {
+        level,
+        check: check.into(),
+        detail: detail.into(),
+        fix: None,
+    }
+}
+
+fn with_fix(mut l: Line, fix: impl Into<String>) -> Line {
+    l.fix = Some(fix.into());
+    l
+}
+
+/// Runs every check and prints the report.
+pub fn execute(cli: &Cli) -> Health {
+    let config_path = dirs::config_path(cli.config.as_deref());
+    let mut lines = Vec::new();
+    let settings = match config::load(&config_path) {
+        Ok(s) => {
+            lines.push(line(
+                Level::Ok,
+                "config",
+                format!("{} is valid", config_path.display()),
+            ));
+            s
+        }
+        Err(e) => {
+            let error = Error::from(e);
+            lines.push(with_fix(
+                line(Level::Fail, "config", error.to_string()),
+                error.hint().unwrap_or_default(),
+            ));
+            print(&lines);
+            return Health::Unknown;
+        }
+    };
+    let dirs = Dirs::from_env();
+    lines.extend(preflight_lines(&settings, &dirs));
+    lines.extend(systemd_lines(&settings));
+    lines.extend(last_run_lines(&dirs));
+    lines.extend(crate::cli::status::doctor_lines(&settings, &dirs));
+    print(&lines);
+    match lines.iter().map(|l| l.level).max() {
+        Some(Level::Fail) => Health::Critical,
+        Some(Level::Warn) => Health::Warning,
+        _ => Health::Healthy,
+    }
+}
+
+fn print(lines: &[Line]) {
+    let width = lines.iter().map(|l| l.check.len()).max().unwrap_or(8);
+    for l in lines {
+        println!("{:4}  {:width$}  {}", l.level.word(), l.check, l.detail);
+        if let Some(fix) = &l.fix {
+            println!("{:4}  {:width$}  fix: {fix}", "", "");
+        }
+    }
+}
+
+/// The preflight checks. A held lock is a run in progress: worth knowing, not a failure.
+fn preflight_lines(settings: &Settings, dirs: &Dirs) -> Vec<Line> {
+    let outcome = preflight::check(settings, dirs);
+    outcome
+        .findings
+        .into_iter()
+        .map(|f| {
+            let check = match &f.target {
+                Some(t) => format!("{} {t}", f.check),
+                None => f.check.to_owned(),
+            };
+            match f.outcome {
+                Ok(detail) => line(Level::Ok, check, detail),
+                Err(Error::Lock(crate::lock::LockError::Held { .. })) => with_fix(
+                    line(Level::Warn, check, "a vouch run is in progress"),
+                    "Run `vouch doctor` again when it has finished (`systemctl status vouch.service`).",
+                ),
+                Err(e) => {
+                    let detail = format!("{e} ({})", e.exit_code());
+                    with_fix(line(Level::Fail, check, detail), e.hint().unwrap_or_default())
+                }
+            }
+        })
+        .collect()
+}
+
+/// Whether systemd is the running init system (`sd_booted()`).
+pub fn systemd_running() -> bool {
+    Path::new("/run/systemd/system").is_dir()
+}
+
+/// `systemctl show -p ... UNIT` as a map, or why it could not be asked.
+fn show(unit: &str, props: &[&str]) -> Result<BTreeMap<String, String>, String> {
+    let out = Command::new("systemctl")
+        .arg("show")
+        .arg("-p")
+        .arg(props.join(","))
+        .arg("--")
+        .arg(unit)
+        .output()
+        .map_err(|e| format!("cannot run systemctl: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "systemctl show {unit} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(crate::cli::notify_failure::parse_show(
+        &String::from_utf8_lossy(&out.stdout),
+    ))
+}
+
+fn systemd_lines(settings: &Settings) -> Vec<Line> {
+    if !systemd_running() {
+        return vec![with_fix(
+            line(
+                Level::Warn,
+                "systemd",
+                "systemd is not running here (no /run/systemd/system): the service's sandbox, the timers and the service's last result were not checked",
+            ),
+            "Run `vouch doctor` on the host that runs vouch.timer.",
+        )];
+    }
+    let mut lines = Vec::new();
+    match show(SERVICE, SANDBOX_PROPS) {
+        Ok(p) if p.get("LoadState").map(String::as_str) != Some("loaded") => {
+            lines.push(with_fix(
+                line(
+                    Level::Fail,
+                    "service",
+                    format!(
+                        "{SERVICE} is not installed (LoadState={})",
+                        p.get("LoadState").map(String::as_str).unwrap_or("?")
+                    ),
+                ),
+                "Install the vouch package, or copy units/ into /etc/systemd/system and run `systemctl daemon-reload`.",
+            ));
+        }
+        Ok(p) => {
+            let sandbox = Sandbox::from_show(&p);
+            let drop_ins = p.get("DropInPaths").cloned().unwrap_or_default();
+            for t in &settings.targets {
+                lines.push(sandbox_line(&sandbox, &t.name, &t.path, &drop_ins));
+            }
+            if let Some(l) = &settings.metrics.textfile {
+                if let Some(dir) = l.parent() {
+                    let mut l = sandbox_line(&sandbox, "metrics", dir, &drop_ins);
+                    if l.level == Level::Fail {
+                        l.level = Level::Warn;
+                    }
+                    lines.push(l);
+                }
+            }
+        }
+        Err(e) => lines.push(line(Level::Warn, "service", e)),
+    }
+    lines.push(timer_line(TIMER, Level::Fail));
+    lines.push(timer_line(VERIFY_TIMER, Level::Warn));
+    lines.push(service_result_line());
+    lines
+}
+
+const SANDBOX_PROPS: &[&str] = &[
+    "LoadState",
+    "FragmentPath",
+    "DropInPaths",
+    "ProtectSystem",
+    "ProtectHome",
+    "PrivateTmp",
+    "ReadWritePaths",
+    "ReadOnlyPaths",
+    "InaccessiblePaths",
+    "TemporaryFileSystem",
+];
+
+/// The parts of a service's sandbox that decide whether a path is writable inside it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sandbox {
+    /// `ProtectSystem=`: no, yes, full or strict.
+    pub protect_system: String,
+    /// `ProtectHome=`: no, yes, read-only or tmpfs.
+    pub protect_home: String,
+    /// `PrivateTmp=`.
+    pub private_tmp: bool,
+    /// `ReadWritePaths=`.
+    pub read_write: Vec<PathBuf>,
+    /// `ReadOnlyPaths=`.
+    pub read_only: Vec<PathBuf>,
+    /// `InaccessiblePaths=`.
+    pub inaccessible: Vec<PathBuf>,
+    /// `TemporaryFileSystem=` mount points.
+    pub tmpfs: Vec<PathBuf>,
+}
+
+/// What a path is inside the sandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Access {
+    /// Writable, with the setting that makes it so.
+    Writable(String),
+    /// Read-only, and why.
+    ReadOnly(String),
+    /// Hidden (inaccessible), and why.
+    Hidden(String),
+    /// Writable but private to the service: files written there vanish when it stops.
+    Private(String),
+}
+
+/// Splits a path list from `systemctl show` (`-/a /b +/c`) into paths.
+fn path_list(value: &str) -> Vec<PathBuf> {
+    value
+        .split_whitespace()
+        .map(|p| p.trim_start_matches(['-', '+']))
+        .map(|p| p.split(':').next().unwrap_or(p))
+        .filter(|p| p.starts_with('/'))
+        .map(PathBuf::from)
+        .collect()
+}
+
+impl Sandbox {
+    /// Reads the sandbox from `systemctl show` properties.
+    pub fn from_show(p: &BTreeMap<String, String>) -> Sandbox {
+        let get = |k: &str| p.get(k).cloned().unwrap_or_default();
+        Sandbox {
+            protect_system: get("ProtectSystem"),
+            protect_home: get("ProtectHome"),
+            private_tmp: get("PrivateTmp") == "yes",
+            read_write: path_list(&get("ReadWritePaths")),
+            read_only: path_list(&get("ReadOnlyPaths")),
+            inaccessible: path_list(&get("InaccessiblePaths")),
+            tmpfs: path_list(&get("TemporaryFileSystem")),
+        }
+    }
+
+    /// What `path` is inside the sandbox: the most specific rule covering it wins; on a tie
+    /// the more restrictive one (as a careful reading of systemd's precedence).
+    pub fn access(&self, path: &Path) -> Access {
+        // (prefix length, restrictiveness, verdict)
+        let mut rules: Vec<(usize, u8, Access)> = Vec::new();
+        let depth = |p: &Path| p.components().count();
+        let mut add = |prefix: &Path, rank: u8, verdict: Access| {
+            if path.starts_with(prefix) {
+                rules.push((depth(prefix), rank, verdict));
+            }
+        };
+        match self.protect_system.as_str() {
+            "strict" => add(
+                Path::new("/"),
+                1,
+                Access::ReadOnly(
+                    "ProtectSystem=strict makes the whole file system read-only".into(),
+                ),
+            ),
+            "full" | "yes" => {
+                let dirs: &[&str] = if self.protect_system == "full" {
+                    &["/usr", "/boot", "/efi", "/etc"]
+                } else {
+                    &["/usr", "/boot", "/efi"]
+                };
+                for d in dirs {
+                    add(
+                        Path::new(d),
+                        1,
+                        Access::ReadOnly(format!(
+                            "ProtectSystem={} makes {d} read-only",
+                            self.protect_system
+                        )),
+                    );
+                }
+            }
+            _ => {}
+        }
+        for d in ["/home", "/root", "/run/user"] {
+            match self.protect_home.as_str() {
+                "yes" => add(
+                    Path::new(d),
+                    3,
+                    Access::Hidden(format!("ProtectHome=yes hides {d}")),
+                ),
+                "read-only" => add(
+                    Path::new(d),
+                    1,
+                    Access::ReadOnly(format!("ProtectHome=read-only makes {d} read-only")),
+                ),
+                "tmpfs" => add(
+                    Path::new(d),
+                    2,
+                    Access::Private(format!(
+                        "ProtectHome=tmpfs replaces {d} with an empty tmpfs"
+                    )),
+                ),
+                _ => {}
+            }
+        }
+        if self.private_tmp {
+            for d in ["/tmp", "/var/tmp"] {
+                add(
+                    Path::new(d),
+                    2,
+                    Access::Private(format!("PrivateTmp=yes gives the service its own {d}")),
+                );
+            }
+        }
+        for p in &self.read_write {
+            add(
+                p,
+                0,
+                Access::Writable(format!("ReadWritePaths={}", p.display())),
+            );
+        }
+        for p in &self.read_only {
+            add(
+                p,
+                1,
+                Access::ReadOnly(format!("ReadOnlyPaths={} makes it read-only", p.display())),
+            );
+        }
+        for p in &self.tmpfs {
+            add(
+                p,
+                2,
+                Access::Private(format!(
+                    "TemporaryFileSystem={} replaces it with an empty tmpfs",
+                    p.display()
+                )),
+            );
+        }
+        for p in &self.inaccessible {
+            add(
+                p,
+                3,
+                Access::Hidden(format!("InaccessiblePaths={} hides it", p.display())),
+            );
+        }
+        // A private mount (PrivateTmp=, TemporaryFileSystem=) replaces everything below it:
+        // a ReadWritePaths= inside it names the service's own copy, not the host's directory.
+        if let Some(i) = rules
+            .iter()
+            .position(|(_, _, v)| matches!(v, Access::Private(_)))
+        {
+            return rules.swap_remove(i).2;
+        }
+        rules
+            .into_iter()
+            .max_by_key(|(len, rank, _)| (*len, *rank))
+            .map(|(_, _, verdict)| verdict)
+            .unwrap_or_else(|| Access::Writable("no sandbox rule covers it".into()))
+    }
+}
+
+fn sandbox_line(sandbox: &Sandbox, name: &str, path: &Path, drop_ins: &str) -> Line {
+    let check = format!("sandbox {name}");
+    let where_set = if drop_ins.trim().is_empty() {
+        String::new()
+    } else {
+        format!(" (drop-ins: {})", drop_ins.trim())
+    };
+    let add_rw = format!(
+        "Add `ReadWritePaths={}` in a drop-in (`systemctl edit {SERVICE}`), or run `systemctl daemon-reload` so vouch-generator adds the config's targets; check the drop-ins with `systemctl cat {SERVICE}`.",
+        path.display()
+    );
+    match sandbox.access(path) {
+        Access::Writable(why) => line(
+            Level::Ok,
+            check,
+            format!("{} is writable in {SERVICE} ({why})", path.display()),
+        ),
+        Access::ReadOnly(why) => with_fix(
+            line(
+                Level::Fail,
+                check,
+                format!("{} is read-only in {SERVICE}: {why}{where_set}", path.display()),
+            ),
+            add_rw,
+        ),
+        Access::Hidden(why) => with_fix(
+            line(
+                Level::Fail,
+                check,
+                format!("{} is hidden from {SERVICE}: {why}{where_set}", path.display()),
+            ),
+            format!(
+                "Remove that setting from {SERVICE}'s drop-ins (`systemctl cat {SERVICE}` shows where it is), then `systemctl daemon-reload`."
+            ),
+        ),
+        Access::Private(why) => with_fix(
+            line(
+                Level::Fail,
+                check,
+                format!(
+                    "{} is private to {SERVICE}: {why}, so archives written there vanish when the service stops{where_set}",
+                    path.display()
+                ),
+            ),
+            "Put the target on persistent storage outside /tmp, /var/tmp and the service's temporary file systems.",
+        ),
+    }
+}
+
+/// A systemd time stamp that means "never" (`n/a`, empty, or 0).
+fn never(value: Option<&String>) -> bool {
+    value.is_none_or(|v| v.is_empty() || v == "n/a" || v == "0")
+}
+
+fn timer_line(timer: &str, severity: Level) -> Line {
+    let props = match show(
+        timer,
+        &[
+            "LoadState",
+            "UnitFileState",
+            "ActiveState",
+            "NextElapseUSecRealtime",
+            "LastTriggerUSec",
+        ],
+    ) {
+        Ok(p) => p,
+        Err(e) => return line(Level::Warn, timer, e),
+    };
+    let get = |k: &str| props.get(k).cloned().unwrap_or_default();
+    if get("LoadState") != "loaded" {
+        return with_fix(
+            line(severity, timer, format!("{timer} is not installed")),
+            "Install the vouch package (it ships the timers).",
+        );
+    }
+    let next = if never(props.get("NextElapseUSecRealtime")) {
+        "none scheduled".to_owned()
+    } else {
+        get("NextElapseUSecRealtime")
+    };
+    let last = if never(props.get("LastTriggerUSec")) {
+        "never".to_owned()
+    } else {
+        get("LastTriggerUSec")
+    };
+    let detail = format!(
+        "{timer} is {} and {}; next {next}, last {last}",
+        get("UnitFileState"),
+        get("ActiveState")
+    );
+    if get("UnitFileState") != "enabled" {
+        return with_fix(
+            line(severity, timer, detail),
+            format!("Enable it: `systemctl enable --now {timer}` (a disabled timer never runs after a reboot)."),
+        );
+    }
+    if get("ActiveState") != "active" {
+        return with_fix(
+            line(severity, timer, detail),
+            format!("Start it: `systemctl start {timer}`."),
+        );
+    }
+    line(Level::Ok, timer, detail)
+}
+
+fn service_result_line() -> Line {
+    let props = match show(
+        SERVICE,
+        &[
+            "Result",
+            "ExecMainStatus",
+            "ExecMainCode",
+            "ExecMainExitTimestamp",
+            "ActiveState",
+        ],
+    ) {
+        Ok(p) => p,
+        Err(e) => return line(Level::Warn, "last result", e),
+    };
+    let get = |k: &str| props.get(k).cloned().unwrap_or_default();
+    if get("ActiveState") == "activating" {
+        return line(
+            Level::Ok,
+            "last result",
+            format!("{SERVICE} is running now"),
+        );
+    }
+    if never(props.get("ExecMainExitTimestamp")) {
+        return line(
+            Level::Warn,
+            "last result",
+            format!("{SERVICE} has not run since boot; the state directory's record is below"),
+        );
+    }
+    let status = get("ExecMainStatus");
+    let name = status
+        .parse::<u8>()
+        .ok()
+        .and_then(crate::exit::ExitCode::from_code)
+        .map(|c| c.name())
+        .unwrap_or("?");
+    let detail = format!(
+        "{SERVICE} ended at {}: Result={}, exit status {status} ({name})",
+        get("ExecMainExitTimestamp"),
+        get("Result")
+    );
+    if get("Result") == "success" {
+        line(Level::Ok, "last result", detail)
+    } else {
+        with_fix(
+            line(Level::Fail, "last result", detail),
+            format!("Read `journalctl -x -u {SERVICE}` for the cause and the fix."),
+        )
+    }
+}
+
+fn last_run_lines(dirs: &Dirs) -> Vec<Line> {
+    match LastRun::load(&dirs.state) {
+        None => vec![with_fix(
+            line(
+                Level::Warn,
+                "last run",
+                format!("no run recorded in {}", dirs.state.display()),
+            ),
+            "Start one: `systemctl start vouch.service` (or `vouch run`).",
+        )],
+        Some(l) if l.exit_code == 0 => vec![line(
+            Level::Ok,
+            "last run",
+            format!(
+                "succeeded at {}{}",
+                l.finished,
+                l.archive
+                    .as_deref()
+                    .map(|a| format!(": {a}"))
+                    .unwrap_or_default()
+            ),
+        )],
+        Some(l) => vec![with_fix(
+            line(
+                Level::Fail,
+                "last run",
+                format!(
+                    "failed at {} with exit {} ({})",
+                    l.finished, l.exit_code, l.exit_name
+                ),
+            ),
+            "Read `journalctl -x -u vouch.service` (or run `vouch preflight`) for the cause and the fix.",
+        )],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hardened() -> Sandbox {
+        Sandbox {
+            protect_system: "strict".into(),
+            protect_home: "read-only".into(),
+            private_tmp: true,
+            read_write: path_list("-/var/backups/vouch /srv/backups"),
+            ..Sandbox::default()
+        }
+    }
+
+    #[test]
+    fn show_path_lists_drop_prefixes_and_options() {
+        assert_eq!(
+            path_list("-/var/backups +/srv /mnt/usb:ro"),
+            [
+                PathBuf::from("/var/backups"),
+                PathBuf::from("/srv"),
+                PathBuf::from("/mnt/usb")
+            ]
+        );
+        assert!(path_list("").is_empty());
+    }
+
+    #[test]
+    fn read_write_paths_open_strict_sandboxes() {
+        let s = hardened();
+        assert!(matches!(
+            s.access(Path::new("/var/backups/vouch")),
+            Access::Writable(_)
+        ));
+        assert!(matches!(
+            s.access(Path::new("/srv/backups/host1")),
+            Access::Writable(_)
+        ));
+        assert!(matches!(
+            s.access(Path::new("/mnt/usb")),
+            Access::ReadOnly(_)
+        ));
+        assert!(matches!(
+            s.access(Path::new("/var/backups")),
+            Access::ReadOnly(_)
+        ));
+    }
+
+    #[test]
+    fn more_specific_rules_win() {
+        let mut s = hardened();
+        s.inaccessible = vec![PathBuf::from("/srv/backups")];
+        assert!(matches!(
+            s.access(Path::new("/srv/backups/host1")),
+            Access::Hidden(_)
+        ));
+        s.read_only = vec![PathBuf::from("/var/backups/vouch/old")];
+        assert!(matches!(
+            s.access(Path::new("/var/backups/vouch/old")),
+            Access::ReadOnly(_)
+        ));
+        assert!(matches!(
+            s.access(Path::new("/var/backups/vouch")),
+            Access::Writable(_)
+        ));
+        s.read_write.push(PathBuf::from("/home/backup"));
+        assert!(matches!(
+            s.access(Path::new("/home/backup/x")),
+            Access::Writable(_)
+        ));
+        assert!(matches!(
+            s.access(Path::new("/home/other")),
+            Access::ReadOnly(_)
+        ));
+    }
+
+    #[test]
+    fn private_places_are_not_backups() {
+        let mut s = hardened();
+        s.read_write.push(PathBuf::from("/tmp/backups"));
+        // ReadWritePaths= inside PrivateTmp= still names the service's own /tmp.
+        assert!(matches!(
+            s.access(Path::new("/tmp/backups")),
+            Access::Private(_)
+        ));
+        assert!(matches!(
+            s.access(Path::new("/var/tmp/b")),
+            Access::Private(_)
+        ));
+        s.tmpfs = vec![PathBuf::from("/mnt")];
+        assert!(matches!(
+            s.access(Path::new("/mnt/usb")),
+            Access::Private(_)
+        ));
+        let open = Sandbox::default();
+        assert!(matches!(
+            open.access(Path::new("/mnt/usb")),
+            Access::Writable(_)
+        ));
+    }
+
+    #[test]
+    fn tie_goes_to_the_more_restrictive_rule() {
+        let mut s = hardened();
+        s.inaccessible = vec![PathBuf::from("/srv/backups")];
+        assert!(matches!(
+            s.access(Path::new("/srv/backups")),
+            Access::Hidden(_)
+        ));
+    }
 }
