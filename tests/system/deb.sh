@@ -188,6 +188,21 @@ write_config() {
     } | in_ct sh -c 'cat >/etc/vouch/vouch.toml'
 }
 
+# run_doctor: `vouch doctor` inside; its output in DOCTOR_OUT, its exit status in DOCTOR_RC.
+run_doctor() {
+    DOCTOR_RC=0
+    DOCTOR_OUT=$(in_ct vouch doctor 2>&1) || DOCTOR_RC=$?
+    printf '%s\n' "$DOCTOR_OUT" | indent
+}
+
+# doctor_line LEVEL CHECK: the doctor's line for CHECK, which must have LEVEL (ok, warn, FAIL).
+doctor_line() {
+    local found
+    found=$(printf '%s\n' "$DOCTOR_OUT" | grep -E "^$1 +$2  " | head -n 1) ||
+        fail "vouch doctor has no '$1' line for '$2'"
+    printf '%s' "$found"
+}
+
 # The package, seen read-only at /mnt/share inside; a copy, so a rebuild meanwhile changes nothing.
 share=$(mktemp -d "$VOUCH_TEST_TMP/vouch-deb-share.XXXXXX")
 at_exit rm -rf --one-file-system "$share"
@@ -255,6 +270,14 @@ assert_contains "$(in_ct cat "$DROPIN_GEN")" "ReadWritePaths=-\"$TARGET\"" "vouc
 
 check "vouch preflight passes from a shell (the README's step before the first run)"
 out=$(in_ct vouch preflight 2>&1) || { printf '%s\n' "$out" | indent; fail "vouch preflight failed with the config above"; }
+
+check "vouch doctor sees the sandbox open for $TARGET and the stopped timer"
+run_doctor
+assert_contains "$(doctor_line ok "sandbox ${TARGET##*/}")" "ReadWritePaths=$TARGET" "vouch doctor's sandbox line"
+timer=$(doctor_line FAIL vouch.timer)
+assert_contains "$timer" "vouch.timer is enabled and inactive" "vouch doctor's vouch.timer line"
+assert_contains "$DOCTOR_OUT" "systemctl start vouch.timer" "vouch doctor's fix for the stopped timer"
+assert_eq 2 "$DOCTOR_RC" "vouch doctor's exit status with a stopped timer"
 
 run_vouch
 check "the run succeeded"
@@ -350,6 +373,14 @@ after=$(listing "$TARGET")
 $before
 after:
 $after"
+check "vouch doctor names the drop-in that made $TARGET read-only"
+run_doctor
+sandbox=$(doctor_line FAIL "sandbox ${TARGET##*/}")
+assert_contains "$sandbox" "$TARGET is read-only in vouch.service" "vouch doctor's sandbox line"
+assert_contains "$sandbox" "$DROPIN_TEST" "vouch doctor's sandbox line"
+assert_contains "$(doctor_line FAIL "last result")" "exit status 15 (TARGET_READONLY)" "vouch doctor's last result"
+assert_contains "$(doctor_line FAIL "last run")" "exit 15 (TARGET_READONLY)" "vouch doctor's last run"
+assert_eq 2 "$DOCTOR_RC" "vouch doctor's exit status"
 check "vouch-notify@vouch.service.service ran and recorded the failure"
 record=$(wait_notify)
 log "last-failure.json: $(jq -c . <<<"$record")"
@@ -365,6 +396,14 @@ assert_eq "vouch-verify.service" "$(in_ct cat /var/lib/vouch/last-failure.json |
     "last-failure.json's unit from vouch-notify@vouch-verify.service.service"
 # RuntimeDirectoryPreserve=yes: the lock's directory outlives the units that share it.
 in_ct test -d /run/vouch || fail "/run/vouch was removed when a vouch unit stopped"
+
+log "replacing $DROPIN_TEST with one that hides $TARGET (InaccessiblePaths=)"
+printf '[Service]\nInaccessiblePaths=%s\n' "$TARGET" | in_ct sh -c 'cat >"$1"' sh "$DROPIN_TEST"
+in_ct systemctl daemon-reload
+check "vouch doctor reports $TARGET hidden by the drop-in"
+run_doctor
+sandbox=$(doctor_line FAIL "sandbox ${TARGET##*/}")
+assert_contains "$sandbox" "$TARGET is hidden from vouch.service: InaccessiblePaths=$TARGET" "vouch doctor's sandbox line"
 
 in_ct rm -r "${DROPIN_TEST%/*}"
 in_ct systemctl reset-failed
@@ -433,6 +472,12 @@ out=$(in_ct systemd-analyze verify --man=no vouch.service vouch.timer vouch-veri
 
 # --- 6. dpkg -r keeps config, state and archives; dpkg --purge keeps only the archives (and keys). ---
 in_ct systemctl start vouch.timer vouch-verify.timer
+check "vouch doctor reports both timers enabled and active, with systemd's next trigger"
+run_doctor
+next=$(prop vouch.timer NextElapseUSecRealtime)
+assert_contains "$(doctor_line ok vouch.timer)" "vouch.timer is enabled and active; next $next" "vouch doctor's vouch.timer line"
+doctor_line ok vouch-verify.timer >/dev/null
+doctor_line ok "sandbox ${TARGET2##*/}" >/dev/null
 archives_before=$(listing "$TARGET" "$TARGET2")
 log "dpkg -r vouch"
 out=$(in_ct dpkg -r vouch 2>&1) || { printf '%s\n' "$out" | indent; fail "dpkg -r vouch failed"; }
