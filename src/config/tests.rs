@@ -317,3 +317,79 @@ fn a_missing_file_names_the_file() {
     assert_eq!(e.file, PathBuf::from("/nonexistent/vouch.toml"));
     assert!(e.message.contains("cannot read"), "{e}");
 }
+
+#[test]
+fn reporting_sections_parse_with_defaults() {
+    let s = parse(MINIMAL).unwrap();
+    assert_eq!(s.health.on_anomaly, AnomalyPolicy::Warn);
+    assert_eq!(s.metrics.textfile, None);
+    assert!(!s.notify.any());
+    assert_eq!(s.notify.timeout, DEFAULT_NOTIFY_TIMEOUT);
+
+    let s = parse(&format!(
+        "{MINIMAL}
+[health]
+on-anomaly = \"fail\"
+
+[metrics]
+textfile = \"/var/lib/prometheus/node-exporter/vouch.prom\"
+
+[notify]
+webhook = \"https://alerts.example.org/hook/\"
+ping = \"http://127.0.0.1:8000/ping/abc\"
+command = [\"/usr/local/bin/alert\", \"--quiet\"]
+timeout = \"3s\"
+"
+    ))
+    .unwrap();
+    assert_eq!(s.health.on_anomaly, AnomalyPolicy::Fail);
+    assert_eq!(
+        s.metrics.textfile,
+        Some(PathBuf::from(
+            "/var/lib/prometheus/node-exporter/vouch.prom"
+        ))
+    );
+    // A trailing slash is dropped so that URL/start and URL/CODE are well formed.
+    assert_eq!(
+        s.notify.webhook.as_deref(),
+        Some("https://alerts.example.org/hook")
+    );
+    assert_eq!(
+        s.notify.ping.as_deref(),
+        Some("http://127.0.0.1:8000/ping/abc")
+    );
+    assert_eq!(
+        s.notify.command,
+        Some(vec![
+            "/usr/local/bin/alert".to_owned(),
+            "--quiet".to_owned()
+        ])
+    );
+    assert_eq!(s.notify.timeout, Duration::from_secs(3));
+    assert!(s.notify.any());
+}
+
+#[test]
+fn bad_reporting_settings_name_their_key_and_line() {
+    let cases = [
+        ("[health]\non-anomaly = \"panic\"", "health.on-anomaly"),
+        (
+            "[notify]\nwebhook = \"ftp://example.org\"",
+            "notify.webhook",
+        ),
+        ("[notify]\nping = \"https://\"", "notify.ping"),
+        ("[notify]\nwebhook = \"http://a b\"", "notify.webhook"),
+        ("[notify]\ncommand = []", "notify.command"),
+        ("[notify]\ncommand = [\"\"]", "notify.command"),
+        ("[notify]\ntimeout = \"0s\"", "notify.timeout"),
+        ("[notify]\ntimeout = \"2h\"", "notify.timeout"),
+        ("[metrics]\ntextfile = \"\"", "metrics.textfile"),
+        ("[metrics]\nport = 9100", "metrics.port"),
+    ];
+    let lines = MINIMAL.lines().count() + 3;
+    for (extra, key) in cases {
+        let e = err(&format!("{MINIMAL}\n{extra}\n"));
+        assert_eq!(e.key.as_deref(), Some(key), "{extra}: {e}");
+        assert_eq!(e.line, Some(lines), "{extra}: {e}");
+    }
+}
