@@ -261,7 +261,7 @@ impl Report {
         last_run: Option<LastRun>,
         mut targets: Vec<TargetReport>,
     ) -> Report {
-        reasons.sort_by(|a, b| b.level.cmp(&a.level));
+        reasons.sort_by_key(|r| std::cmp::Reverse(r.level));
         let status = worst(reasons.iter().map(|r| r.level));
         let general = worst(
             reasons
@@ -404,7 +404,13 @@ impl Checker<'_> {
     }
 
     /// The newest verified archive against `max-age`, and its required paths.
-    fn age(&mut self, target: &Target, all: &[Archive], log: &VerifyLog, report: &mut TargetReport) {
+    fn age(
+        &mut self,
+        target: &Target,
+        all: &[Archive],
+        log: &VerifyLog,
+        report: &mut TargetReport,
+    ) {
         let name = target.name.as_str();
         let max_age = self.settings.health.max_age;
         let Some(latest) = all
@@ -723,11 +729,7 @@ pub fn evaluate(settings: &Settings, dirs: &Dirs, now: OffsetDateTime) -> Report
     };
     let log = VerifyLog::load(&dirs.state);
     let last = LastRun::load(&dirs.state);
-    let targets: Vec<TargetReport> = settings
-        .targets
-        .iter()
-        .map(|t| c.target(t, &log))
-        .collect();
+    let targets: Vec<TargetReport> = settings.targets.iter().map(|t| c.target(t, &log)).collect();
     let any_archive = targets.iter().any(|t| t.archives > 0);
     if !dirs.state.is_dir() && !any_archive {
         return Report::unknown(

@@ -107,7 +107,9 @@ pub fn render(report: &Report) -> String {
         samples: vec![(None, report.code.to_string())],
     }];
     let mut per_target =
-        |name: &'static str, help: &'static str, value: &dyn Fn(&health::TargetReport) -> Option<String>| {
+        |name: &'static str,
+         help: &'static str,
+         value: &dyn Fn(&health::TargetReport) -> Option<String>| {
             let samples = report
                 .targets
                 .iter()
@@ -264,9 +266,14 @@ mod tests {
             targets: vec![t, target("local")],
         };
         let text = render(&report);
-        assert!(text.contains("# TYPE vouch_status gauge\nvouch_status 1\n"), "{text}");
         assert!(
-            text.contains("vouch_last_success_timestamp_seconds{target=\"usb \\\"left\\\"\"} 1795230245\n"),
+            text.contains("# TYPE vouch_status gauge\nvouch_status 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "vouch_last_success_timestamp_seconds{target=\"usb \\\"left\\\"\"} 1795230245\n"
+            ),
             "{text}"
         );
         assert!(text.contains("vouch_latest_archive_bytes{target=\"local\"} 12345\n"));
@@ -290,7 +297,10 @@ mod tests {
         fs::write(&path, "old\n").unwrap();
         write_atomic(&path, b"new\n").unwrap();
         assert_eq!(fs::read_to_string(&path).unwrap(), "new\n");
-        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, [std::ffi::OsString::from("vouch.prom")]);
         assert!(write_atomic(&dir.path().join("missing/vouch.prom"), b"x").is_err());
     }

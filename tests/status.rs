@@ -109,7 +109,8 @@ fn a_good_run_is_healthy_and_the_json_has_the_details() {
     assert_eq!(json["last-run"]["exit-name"], "OK");
     assert!(json["last-run"]["duration-seconds"].as_f64().unwrap() > 0.0);
     let archive = env.archives().pop().unwrap();
-    let receipt: Value = serde_json::from_slice(&fs::read(receipt_path(&archive)).unwrap()).unwrap();
+    let receipt: Value =
+        serde_json::from_slice(&fs::read(receipt_path(&archive)).unwrap()).unwrap();
     let t = &json["targets"][0];
     assert_eq!(t["name"], "local");
     assert_eq!(t["status"], "healthy");
@@ -301,7 +302,12 @@ fn no_verification_for_over_a_week_is_a_warning_until_verify_runs() {
     edit_receipt(&archive, |r| {
         r["created"] = vouch::run::rfc3339(created).into();
     });
-    assert_status(&env, 1, "warning", "no successful `vouch verify` in the last 1w1d");
+    assert_status(
+        &env,
+        1,
+        "warning",
+        "no successful `vouch verify` in the last 1w1d",
+    );
     assert_code(&env.vouch(&["verify", "--latest"]), 0);
     let text = assert_status(&env, 0, "healthy", "last verify passed");
     assert!(!text.contains("warning"), "{text}");
@@ -336,7 +342,10 @@ fn without_config_or_any_trace_of_a_run_status_is_unknown() {
     assert_eq!(json["status"], "unknown");
     assert_eq!(json["reasons"][0]["check"], "config");
     let message = json["reasons"][0]["message"].as_str().unwrap();
-    assert!(message.contains(&missing.display().to_string()), "{message}");
+    assert!(
+        message.contains(&missing.display().to_string()),
+        "{message}"
+    );
     // An invalid config names the key.
     fs::write(&env.config, "[backup]\nsources = 5\n").unwrap();
     assert_status(&env, 3, "unknown", "backup.sources");
@@ -383,9 +392,14 @@ fn run_and_status_write_a_textfile_promtool_accepts() {
     promtool_check(&prom);
     let text = fs::read_to_string(&prom).unwrap();
     let archive = env.archives().pop().unwrap();
-    let receipt: Value = serde_json::from_slice(&fs::read(receipt_path(&archive)).unwrap()).unwrap();
+    let receipt: Value =
+        serde_json::from_slice(&fs::read(receipt_path(&archive)).unwrap()).unwrap();
     let t = "{target=\"local\"}";
-    assert_eq!(sample(&text, "vouch_status").as_deref(), Some("0"), "{text}");
+    assert_eq!(
+        sample(&text, "vouch_status").as_deref(),
+        Some("0"),
+        "{text}"
+    );
     assert_eq!(
         sample(&text, &format!("vouch_last_run_exit_code{t}")).as_deref(),
         Some("0")
@@ -416,7 +430,10 @@ fn run_and_status_write_a_textfile_promtool_accepts() {
     assert_code(&env.vouch(&["status"]), 0);
     promtool_check(&prom);
     let text = fs::read_to_string(&prom).unwrap();
-    assert_eq!(sample(&text, &format!("vouch_last_verify_ok{t}")).as_deref(), Some("1"));
+    assert_eq!(
+        sample(&text, &format!("vouch_last_verify_ok{t}")).as_deref(),
+        Some("1")
+    );
 
     // A failed run is in the file too.
     fs::remove_dir_all(&env.src).unwrap();
@@ -446,4 +463,78 @@ fn a_textfile_that_cannot_be_written_changes_no_exit_code() {
     let out = env.vouch(&["status"]);
     assert_code(&out, 0);
     assert!(stderr(&out).contains("cannot write the metrics textfile"));
+}
+
+#[test]
+fn each_target_is_judged_on_its_own() {
+    let env = Env::new();
+    fs::write(env.src.join("data.bin"), noise(20_000, 1)).unwrap();
+    let usb = env.dir.path().join("usb");
+    fs::create_dir(&usb).unwrap();
+    env.write_config(
+        "",
+        &format!(
+            "min-free = \"1MiB\"\n\n[[target]]\nname = \"usb\"\npath = \"{}\"\nmin-free = \"1MiB\"\n",
+            usb.display()
+        ),
+    );
+    run_ok(&env);
+    assert_status(&env, 0, "healthy", "target usb (");
+    for archive in Env::archives_in(&usb) {
+        fs::remove_file(receipt_path(&archive)).unwrap();
+        fs::remove_file(&archive).unwrap();
+    }
+    let (code, json) = status_json(&env);
+    assert_eq!(code, 2, "{json}");
+    assert_eq!(json["targets"][0]["name"], "local");
+    assert_eq!(json["targets"][0]["status"], "healthy");
+    assert_eq!(json["targets"][1]["name"], "usb");
+    assert_eq!(json["targets"][1]["status"], "critical");
+    assert_eq!(json["targets"][1]["archives"], 0);
+    let critical = reasons(&json, "critical");
+    assert_eq!(critical.len(), 1, "{json}");
+    assert!(critical[0].starts_with("target usb: "), "{}", critical[0]);
+    // An unmounted target directory is critical as well.
+    fs::remove_dir(&usb).unwrap();
+    assert_status(&env, 2, "critical", "target usb: cannot read");
+}
+
+#[test]
+fn free_space_is_judged_against_the_next_archive_and_min_free() {
+    let env = world("", "");
+    run_ok(&env);
+    // A min-free larger than any disk here: the next run would fail, so warn now.
+    let text = fs::read_to_string(&env.config).unwrap();
+    fs::write(
+        &env.config,
+        text.replace("min-free = \"1MiB\"", "min-free = \"100000TiB\""),
+    )
+    .unwrap();
+    assert_status(&env, 1, "warning", "plus min-free");
+    fs::write(&env.config, &text).unwrap();
+    assert_status(&env, 0, "healthy", "");
+    // An archive bigger than the free space: the next one cannot even be written.
+    let archive = env.archives().pop().unwrap();
+    edit_receipt(&archive, |r| {
+        r["archive-size"] = (1u64 << 60).into();
+    });
+    assert_status(&env, 2, "critical", "cannot hold the next archive");
+}
+
+#[test]
+fn runs_without_an_identity_are_a_warning() {
+    let env = world("", "");
+    let text = fs::read_to_string(&env.config).unwrap();
+    let identity_line = format!("identity = \"{}\"", env.identity.display());
+    assert!(text.contains(&identity_line));
+    fs::write(
+        &env.config,
+        text.replace(&identity_line, "verify-without-identity = true"),
+    )
+    .unwrap();
+    run_ok(&env);
+    let receipt: Value =
+        serde_json::from_slice(&fs::read(receipt_path(&env.archives()[0])).unwrap()).unwrap();
+    assert_eq!(receipt["verification"], "ciphertext-only");
+    assert_status(&env, 1, "warning", "no identity configured");
 }
