@@ -76,7 +76,9 @@ fn target_line(t: &TargetReport) -> String {
             a.archive,
             a.age_seconds.map(age_text).unwrap_or_else(|| "?".into()),
             human_bytes(a.size),
-            a.files.map(|f| format!(", {f} files")).unwrap_or_default(),
+            a.files
+                .map(|f| format!(", {f} file{}", if f == 1 { "" } else { "s" }))
+                .unwrap_or_default(),
             a.verified_at.as_deref().unwrap_or("?")
         ));
     }
