@@ -15,7 +15,7 @@
 //! when vouch cannot judge at all (no usable config, or no trace of any run).
 
 use crate::archives::{self, Archive, VerifyLog, VerifyRecord};
-use crate::config::{format_duration, Settings, Target};
+use crate::config::{Settings, Target};
 use crate::crypt::{self, Keys};
 use crate::dirs::Dirs;
 use crate::exit::Health;
@@ -290,6 +290,18 @@ impl Report {
     }
 }
 
+/// A configured duration in its largest whole unit: `26h`, `8d`, `90m`, `1s`.
+pub fn duration_text(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0 => "0s".into(),
+        _ if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        _ if s % 3600 == 0 => format!("{}h", s / 3600),
+        _ if s % 60 == 0 => format!("{}m", s / 60),
+        _ => format!("{s}s"),
+    }
+}
+
 /// A rough age: `45s`, `12 minutes`, `5 hours`, `3 days`.
 pub fn age_text(seconds: i64) -> String {
     let s = seconds.max(0);
@@ -443,7 +455,7 @@ impl Checker<'_> {
                 format!(
                     "target {name}: the newest verified archive is {} old (max-age {}): check `systemctl status vouch.timer vouch.service` and `journalctl -u vouch`",
                     age_text(age),
-                    format_duration(max_age)
+                    duration_text(max_age)
                 ),
             ),
             Some(_) => {}
@@ -636,7 +648,7 @@ impl Checker<'_> {
                 "verify",
                 format!(
                     "target {name}: no successful `vouch verify` in the last {}: check `systemctl status vouch-verify.timer` and run `vouch verify --latest --target {name}`",
-                    format_duration(VERIFY_MAX_AGE)
+                    duration_text(VERIFY_MAX_AGE)
                 ),
             );
         }
@@ -881,5 +893,9 @@ mod tests {
         assert_eq!(age_text(3600), "60 minutes");
         assert_eq!(age_text(3 * 86_400 + 5), "3 days");
         assert_eq!(age_text(30 * 3600), "30 hours");
+        assert_eq!(duration_text(Duration::from_secs(26 * 3600)), "26h");
+        assert_eq!(duration_text(VERIFY_MAX_AGE), "8d");
+        assert_eq!(duration_text(Duration::from_secs(90 * 60)), "90m");
+        assert_eq!(duration_text(Duration::from_secs(61)), "61s");
     }
 }

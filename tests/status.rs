@@ -146,7 +146,7 @@ fn an_archive_dated_days_ago_is_critical_under_the_default_max_age() {
     edit_receipt(&archive, |r| {
         r["created"] = "2026-01-01T00:00:00Z".into();
     });
-    let text = assert_status(&env, 2, "critical", "(max-age 1d2h)");
+    let text = assert_status(&env, 2, "critical", "(max-age 26h)");
     assert!(text.contains("days old"), "{text}");
 }
 
@@ -306,7 +306,7 @@ fn no_verification_for_over_a_week_is_a_warning_until_verify_runs() {
         &env,
         1,
         "warning",
-        "no successful `vouch verify` in the last 1w1d",
+        "no successful `vouch verify` in the last 8d",
     );
     assert_code(&env.vouch(&["verify", "--latest"]), 0);
     let text = assert_status(&env, 0, "healthy", "last verify passed");
