@@ -1,6 +1,42 @@
 //! Health: the size of a new archive against recent ones, and the verdict `status` reports.
+//!
+//! Everything here reads receipts, the state directory and the target filesystems; nothing is
+//! decrypted, so `vouch status` is cheap enough to run every minute from a monitoring agent.
+//!
+//! **Size.** An archive's size is compared with the median of the (at most [`RECENT`]) archives
+//! of the same backup name written before it, taken from their receipts on every target. With
+//! fewer than [`MIN_HISTORY`] earlier archives there is no verdict. The comparison is integer
+//! arithmetic in `u128`, so it is exact at any size: the archive is an anomaly when
+//! `|size - median| * 100 > median * tolerance`. Exactly at the tolerance is not an anomaly; a
+//! median of zero makes every non-empty archive one.
+//!
+//! **Verdict.** Each check that finds something adds a [`Reason`] at its level; the overall
+//! [`Health`] is the worst of them, `healthy` when there are none. `unknown` is reserved for
+//! when vouch cannot judge at all (no usable config, or no trace of any run).
 
-use crate::config::Settings;
+use crate::archives::{self, Archive, VerifyLog, VerifyRecord};
+use crate::config::{Settings, Target};
+use crate::crypt::{self, Keys};
+use crate::dirs::Dirs;
+use crate::exit::Health;
+use crate::notify::NotifyRecord;
+use crate::run::{self, LastRun};
+use crate::systemd::human_bytes;
+use serde::{Serialize, Serializer};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+use time::OffsetDateTime;
+
+/// How many earlier archives the median is taken over, at most.
+pub const RECENT: usize = 10;
+
+/// How many earlier archives a size verdict needs, at least.
+pub const MIN_HISTORY: usize = 3;
+
+/// How long a target may go without a successful `vouch verify`: the weekly
+/// `vouch-verify.timer` plus a day of slack.
+pub const VERIFY_MAX_AGE: Duration = Duration::from_secs(8 * 86_400);
 
 /// A size outside the tolerance.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,7 +49,853 @@ pub struct SizeAnomaly {
     pub tolerance: u32,
 }
 
-/// Compares a new archive's size with the recent archives on the targets.
-pub fn size_anomaly(_settings: &Settings, _archive: &str, _size: u64) -> Option<SizeAnomaly> {
-    None
+/// The median of `sizes`; for an even count, the mean of the two middle values rounded down.
+pub fn median(sizes: &[u64]) -> Option<u64> {
+    let mut sorted = sizes.to_vec();
+    sorted.sort_unstable();
+    let n = sorted.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(sorted[n / 2]),
+        _ => {
+            let sum = u128::from(sorted[n / 2 - 1]) + u128::from(sorted[n / 2]);
+            // The mean of two u64 values always fits in a u64.
+            Some((sum / 2) as u64)
+        }
+    }
+}
+
+/// Whether `size` differs from `median` by more than `tolerance` percent of the median.
+pub fn outside_tolerance(size: u64, median: u64, tolerance: u32) -> bool {
+    let diff = u128::from(size.abs_diff(median));
+    diff * 100 > u128::from(median) * u128::from(tolerance)
+}
+
+/// The verdict on `size` given the sizes of earlier archives, oldest first: only the last
+/// [`RECENT`] count, and fewer than [`MIN_HISTORY`] give no verdict.
+pub fn judge(size: u64, earlier: &[u64], tolerance: u32) -> Option<SizeAnomaly> {
+    if earlier.len() < MIN_HISTORY {
+        return None;
+    }
+    let recent = &earlier[earlier.len().saturating_sub(RECENT)..];
+    let median = median(recent)?;
+    outside_tolerance(size, median, tolerance).then_some(SizeAnomaly {
+        size,
+        median,
+        tolerance,
+    })
+}
+
+/// Whether an archive file name belongs to the backup `name` (`NAME-YYYYMMDDTHHMMSSZ...`), so
+/// that targets shared between hosts judge each host by its own archives.
+pub fn is_own(archive: &str, name: &str) -> bool {
+    archive
+        .strip_prefix(name)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .is_some_and(|rest| !rest.contains('-'))
+        && archives::created_from_name(archive).is_some()
+}
+
+/// The archives of backup `name` in a target directory, oldest first.
+pub fn own_archives(dir: &Path, name: &str) -> std::io::Result<Vec<Archive>> {
+    Ok(archives::scan(dir)?
+        .into_iter()
+        .filter(|a| is_own(&a.name, name))
+        .collect())
+}
+
+/// Compares a new archive's size with the recent archives on the targets: the receipts of
+/// the archives of the same backup name written before it, on any target.
+pub fn size_anomaly(settings: &Settings, archive: &str, size: u64) -> Option<SizeAnomaly> {
+    let mut earlier: BTreeMap<String, u64> = BTreeMap::new();
+    for target in &settings.targets {
+        for a in own_archives(&target.path, &settings.backup.name).unwrap_or_default() {
+            if a.name.as_str() >= archive {
+                continue;
+            }
+            if let Some(r) = &a.receipt {
+                earlier.insert(a.name.clone(), r.archive_size);
+            }
+        }
+    }
+    let sizes: Vec<u64> = earlier.into_values().collect();
+    judge(size, &sizes, settings.health.size_tolerance)
+}
+
+/// The worst level among `levels`; `healthy` when there are none.
+pub fn worst(levels: impl IntoIterator<Item = Health>) -> Health {
+    levels.into_iter().max().unwrap_or(Health::Healthy)
+}
+
+fn health_name<S: Serializer>(h: &Health, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(h.name())
+}
+
+/// One finding: what is wrong and what to do, in one plain sentence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Reason {
+    /// `warning`, `critical` or `unknown`.
+    #[serde(serialize_with = "health_name")]
+    pub level: Health,
+    /// The target it is about, if any.
+    pub target: Option<String>,
+    /// Which check found it (`age`, `last-run`, `required`, `size`, `space`, `identity`,
+    /// `verify`, `notify`, `archives`, `config`, `state`).
+    pub check: &'static str,
+    /// The sentence.
+    pub message: String,
+}
+
+/// What `status` knows about one archive, from its receipt and the verification log.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct ArchiveInfo {
+    /// File name.
+    pub archive: String,
+    /// RFC 3339 creation time.
+    pub created: Option<String>,
+    /// Seconds since creation.
+    pub age_seconds: Option<i64>,
+    /// Encrypted size in bytes (the receipt's, else the files on disk).
+    pub size: u64,
+    /// Regular files archived, from the receipt.
+    pub files: Option<u64>,
+    /// Whether it counts as verified.
+    pub verified: bool,
+    /// RFC 3339 time of its last successful verification.
+    pub verified_at: Option<String>,
+    /// The run's read-back: `full` or `ciphertext-only`.
+    pub verification: Option<String>,
+    /// Required paths the receipt records as missing or empty.
+    pub required_missing: Vec<String>,
+}
+
+/// One `vouch verify` result on a target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct VerifyInfo {
+    /// The archive verified.
+    pub archive: String,
+    /// RFC 3339 time.
+    pub at: String,
+    /// Whether it passed.
+    pub ok: bool,
+    /// Whether files were also restored and compared.
+    pub restore_test: bool,
+    /// The first difference, when it failed.
+    pub detail: Option<String>,
+}
+
+/// The state of one target.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct TargetReport {
+    /// `[[target]] name`.
+    pub name: String,
+    /// Its directory.
+    pub path: String,
+    /// The worst level of the reasons about this target (and of those about every target).
+    #[serde(serialize_with = "health_name")]
+    pub status: Health,
+    /// How many archives of this backup name it holds.
+    pub archives: usize,
+    /// The newest archive, verified or not.
+    pub latest: Option<ArchiveInfo>,
+    /// The newest verified archive.
+    pub latest_verified: Option<ArchiveInfo>,
+    /// The median size of up to 10 archives before the newest.
+    pub median_size: Option<u64>,
+    /// Free bytes for vouch on the target's filesystem.
+    pub free_bytes: Option<u64>,
+    /// The expected size of the next archive (the newest one's plus a fifth).
+    pub next_archive_bytes: Option<u64>,
+    /// The most recent `vouch verify` on this target.
+    pub last_verify: Option<VerifyInfo>,
+    /// The most recent restore test (`vouch verify --restore-to`) on this target.
+    pub last_restore_test: Option<VerifyInfo>,
+}
+
+/// Everything `status` found.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Report {
+    /// The overall verdict: the worst reason's level.
+    #[serde(serialize_with = "health_name")]
+    pub status: Health,
+    /// Its exit code.
+    pub code: u8,
+    /// RFC 3339 time of the check.
+    pub checked_at: String,
+    /// The config file.
+    pub config: String,
+    /// What needs attention, worst first.
+    pub reasons: Vec<Reason>,
+    /// The last run's record.
+    pub last_run: Option<LastRun>,
+    /// Per target.
+    pub targets: Vec<TargetReport>,
+}
+
+impl Report {
+    /// A report that cannot judge: `unknown`, with one reason.
+    pub fn unknown(config: &Path, check: &'static str, message: String) -> Report {
+        Report::finish(
+            config,
+            OffsetDateTime::now_utc(),
+            vec![Reason {
+                level: Health::Unknown,
+                target: None,
+                check,
+                message,
+            }],
+            None,
+            Vec::new(),
+        )
+    }
+
+    fn finish(
+        config: &Path,
+        now: OffsetDateTime,
+        mut reasons: Vec<Reason>,
+        last_run: Option<LastRun>,
+        mut targets: Vec<TargetReport>,
+    ) -> Report {
+        reasons.sort_by_key(|r| std::cmp::Reverse(r.level));
+        let status = worst(reasons.iter().map(|r| r.level));
+        let general = worst(
+            reasons
+                .iter()
+                .filter(|r| r.target.is_none())
+                .map(|r| r.level),
+        );
+        for t in &mut targets {
+            t.status = worst(
+                reasons
+                    .iter()
+                    .filter(|r| r.target.as_deref() == Some(t.name.as_str()))
+                    .map(|r| r.level)
+                    .chain([general]),
+            );
+        }
+        Report {
+            status,
+            code: status.code(),
+            checked_at: run::rfc3339(now),
+            config: config.display().to_string(),
+            reasons,
+            last_run,
+            targets,
+        }
+    }
+}
+
+/// A configured duration in its largest whole unit: `26h`, `8d`, `90m`, `1s`.
+pub fn duration_text(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0 => "0s".into(),
+        _ if s.is_multiple_of(86_400) => format!("{}d", s / 86_400),
+        _ if s.is_multiple_of(3600) => format!("{}h", s / 3600),
+        _ if s.is_multiple_of(60) => format!("{}m", s / 60),
+        _ => format!("{s}s"),
+    }
+}
+
+/// A rough age: `45s`, `12 minutes`, `5 hours`, `3 days`.
+pub fn age_text(seconds: i64) -> String {
+    let s = seconds.max(0);
+    match s {
+        0..=119 => format!("{s}s"),
+        120..=7199 => format!("{} minutes", s / 60),
+        7200..=172_799 => format!("{} hours", s / 3600),
+        _ => format!("{} days", s / 86_400),
+    }
+}
+
+fn info(archive: &Archive, target: &str, log: &VerifyLog, now: OffsetDateTime) -> ArchiveInfo {
+    let receipt = archive.receipt.as_ref();
+    ArchiveInfo {
+        archive: archive.name.clone(),
+        created: archive.created.map(run::rfc3339),
+        age_seconds: archive.created.map(|c| (now - c).whole_seconds()),
+        size: receipt
+            .map(|r| r.archive_size)
+            .unwrap_or_else(|| archive.size_on_disk()),
+        files: receipt.map(|r| r.files),
+        verified: archives::is_verified(archive, target, log),
+        verified_at: archives::verified_at(archive, target, log),
+        verification: receipt.map(|r| r.verification.clone()),
+        required_missing: receipt
+            .map(|r| {
+                r.required
+                    .iter()
+                    .filter(|q| !q.present)
+                    .map(|q| q.path.clone())
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
+fn verify_info(archive: &str, r: &VerifyRecord) -> VerifyInfo {
+    VerifyInfo {
+        archive: archive.to_owned(),
+        at: r.verified_at.clone(),
+        ok: r.ok,
+        restore_test: r.restore_test,
+        detail: r.detail.clone(),
+    }
+}
+
+/// Free bytes for an unprivileged writer on the filesystem holding `path`.
+pub fn free_bytes(path: &Path) -> Option<u64> {
+    let st = nix::sys::statvfs::statvfs(path).ok()?;
+    Some(st.blocks_available().saturating_mul(st.fragment_size()))
+}
+
+struct Checker<'a> {
+    now: OffsetDateTime,
+    settings: &'a Settings,
+    reasons: Vec<Reason>,
+}
+
+impl Checker<'_> {
+    fn add(&mut self, level: Health, target: Option<&str>, check: &'static str, message: String) {
+        self.reasons.push(Reason {
+            level,
+            target: target.map(str::to_owned),
+            check,
+            message,
+        });
+    }
+
+    fn since(&self, rfc3339: &str) -> Option<i64> {
+        archives::parse_time(rfc3339).map(|t| (self.now - t).whole_seconds())
+    }
+
+    /// Every check of one target; returns its details.
+    fn target(&mut self, target: &Target, log: &VerifyLog) -> TargetReport {
+        let name = target.name.as_str();
+        let mut report = TargetReport {
+            name: target.name.clone(),
+            path: target.path.display().to_string(),
+            status: Health::Healthy,
+            archives: 0,
+            latest: None,
+            latest_verified: None,
+            median_size: None,
+            free_bytes: None,
+            next_archive_bytes: None,
+            last_verify: None,
+            last_restore_test: None,
+        };
+        let all = match own_archives(&target.path, &self.settings.backup.name) {
+            Ok(all) => all,
+            Err(e) => {
+                self.add(
+                    Health::Critical,
+                    Some(name),
+                    "archives",
+                    format!(
+                        "target {name}: cannot read {}: {e}: mount the target or fix its permissions, then run `vouch preflight`",
+                        target.path.display()
+                    ),
+                );
+                return report;
+            }
+        };
+        report.archives = all.len();
+        self.age(target, &all, log, &mut report);
+        if let Some(newest) = all.last() {
+            self.newest(target, newest, &all, log, &mut report);
+        }
+        self.space(target, &mut report);
+        self.verifications(target, &all, log, &mut report);
+        report
+    }
+
+    /// The newest verified archive against `max-age`, and its required paths.
+    fn age(
+        &mut self,
+        target: &Target,
+        all: &[Archive],
+        log: &VerifyLog,
+        report: &mut TargetReport,
+    ) {
+        let name = target.name.as_str();
+        let max_age = self.settings.health.max_age;
+        let Some(latest) = all
+            .iter()
+            .rev()
+            .find(|a| archives::is_verified(a, name, log))
+        else {
+            let what = if all.is_empty() {
+                "holds no archives"
+            } else {
+                "holds no verified archive"
+            };
+            self.add(
+                Health::Critical,
+                Some(name),
+                "age",
+                format!(
+                    "target {name}: {} {what}: run `vouch run` and check `systemctl status vouch.service` and `journalctl -u vouch`",
+                    target.path.display()
+                ),
+            );
+            return;
+        };
+        let i = info(latest, name, log, self.now);
+        match i.age_seconds {
+            Some(age) if age > max_age.as_secs() as i64 => self.add(
+                Health::Critical,
+                Some(name),
+                "age",
+                format!(
+                    "target {name}: the newest verified archive is {} old (max-age {}): check `systemctl status vouch.timer vouch.service` and `journalctl -u vouch`",
+                    age_text(age),
+                    duration_text(max_age)
+                ),
+            ),
+            Some(_) => {}
+            None => self.add(
+                Health::Critical,
+                Some(name),
+                "age",
+                format!(
+                    "target {name}: the newest verified archive {} has no readable creation time: check its receipt",
+                    latest.name
+                ),
+            ),
+        }
+        if !i.required_missing.is_empty() {
+            self.add(
+                Health::Critical,
+                Some(name),
+                "required",
+                format!(
+                    "target {name}: the newest verified archive {} lacks required path(s) {}: check that they exist and are non-empty, then run `vouch run`",
+                    latest.name,
+                    i.required_missing.join(", ")
+                ),
+            );
+        }
+        report.latest_verified = Some(i);
+    }
+
+    /// The newest archive: its files, receipt, last re-verification and size.
+    fn newest(
+        &mut self,
+        target: &Target,
+        newest: &Archive,
+        all: &[Archive],
+        log: &VerifyLog,
+        report: &mut TargetReport,
+    ) {
+        let name = target.name.as_str();
+        let i = info(newest, name, log, self.now);
+        let missing = newest.missing_files();
+        if !missing.is_empty() {
+            let list: Vec<String> = missing.iter().map(|p| p.display().to_string()).collect();
+            self.add(
+                Health::Critical,
+                Some(name),
+                "archives",
+                format!(
+                    "target {name}: the newest archive {} is missing {}: find out what removed it and run `vouch run`",
+                    newest.name,
+                    list.join(", ")
+                ),
+            );
+        } else if let Some(problem) = &newest.receipt_problem {
+            self.add(
+                Health::Warning,
+                Some(name),
+                "archives",
+                format!(
+                    "target {name}: the newest archive {} cannot be judged ({problem}): run `vouch verify {}`",
+                    newest.name, newest.name
+                ),
+            );
+        }
+        if let Some(r) = log.get(name, &newest.name).filter(|r| !r.ok) {
+            self.add(
+                Health::Critical,
+                Some(name),
+                "verify",
+                format!(
+                    "target {name}: the newest archive {} failed verification at {}{}: check the disk (`dmesg`, `smartctl`) and run `vouch run` for a good archive",
+                    newest.name,
+                    r.verified_at,
+                    r.detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default()
+                ),
+            );
+        }
+        let earlier: Vec<u64> = all[..all.len() - 1]
+            .iter()
+            .filter_map(|a| a.receipt.as_ref().map(|r| r.archive_size))
+            .collect();
+        let recent = &earlier[earlier.len().saturating_sub(RECENT)..];
+        report.median_size = median(recent);
+        if newest.receipt.is_some() {
+            if let Some(a) = judge(i.size, &earlier, self.settings.health.size_tolerance) {
+                self.add(
+                    Health::Warning,
+                    Some(name),
+                    "size",
+                    format!(
+                        "target {name}: the newest archive {} is {} against a median of {} for recent archives (size-tolerance {}%): check that the sources hold what they should, or raise [health] size-tolerance if the change is expected",
+                        newest.name,
+                        human_bytes(a.size),
+                        human_bytes(a.median),
+                        a.tolerance
+                    ),
+                );
+            }
+        }
+        report.next_archive_bytes = Some(i.size.saturating_add(i.size / 5));
+        report.latest = Some(i);
+    }
+
+    /// Free space against the next archive and `min-free`.
+    fn space(&mut self, target: &Target, report: &mut TargetReport) {
+        let name = target.name.as_str();
+        report.free_bytes = free_bytes(&target.path);
+        let (Some(free), Some(next)) = (report.free_bytes, report.next_archive_bytes) else {
+            return;
+        };
+        let need = next.saturating_add(target.min_free);
+        if free < next {
+            self.add(
+                Health::Critical,
+                Some(name),
+                "space",
+                format!(
+                    "target {name}: {} free cannot hold the next archive (about {}): free space on {} or lower [[target]] keep",
+                    human_bytes(free),
+                    human_bytes(next),
+                    target.path.display()
+                ),
+            );
+        } else if free < need {
+            self.add(
+                Health::Warning,
+                Some(name),
+                "space",
+                format!(
+                    "target {name}: {} free is less than the next archive (about {}) plus min-free {}: free space on {} before the next run fails with TARGET_FULL",
+                    human_bytes(free),
+                    human_bytes(next),
+                    human_bytes(target.min_free),
+                    target.path.display()
+                ),
+            );
+        }
+    }
+
+    /// The `vouch verify` records of this target's archives.
+    fn verifications(
+        &mut self,
+        target: &Target,
+        all: &[Archive],
+        log: &VerifyLog,
+        report: &mut TargetReport,
+    ) {
+        let name = target.name.as_str();
+        let records: Vec<(&Archive, &VerifyRecord, i64)> = all
+            .iter()
+            .filter_map(|a| {
+                let r = log.get(name, &a.name)?;
+                Some((a, r, self.since(&r.verified_at).unwrap_or(i64::MAX)))
+            })
+            .collect();
+        // Most recent first: the smallest age.
+        let latest = records.iter().min_by_key(|(_, _, age)| *age);
+        report.last_verify = latest.map(|(a, r, _)| verify_info(&a.name, r));
+        report.last_restore_test = records
+            .iter()
+            .filter(|(_, r, _)| r.restore_test)
+            .min_by_key(|(_, _, age)| *age)
+            .map(|(a, r, _)| verify_info(&a.name, r));
+        if let Some((a, r, _)) = latest {
+            let newest = all.last().map(|n| n.name.as_str());
+            if !r.ok && newest != Some(a.name.as_str()) {
+                self.add(
+                    Health::Critical,
+                    Some(name),
+                    "verify",
+                    format!(
+                        "target {name}: the last verification ({} at {}) failed{}: check the disk and run `vouch verify --all --target {name}`",
+                        a.name,
+                        r.verified_at,
+                        r.detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default()
+                    ),
+                );
+            }
+        }
+        let window = VERIFY_MAX_AGE.as_secs() as i64;
+        let recent_ok = records.iter().any(|(_, r, age)| r.ok && *age <= window);
+        // A new installation gets one window before the first weekly verification is due.
+        let oldest_age = all
+            .first()
+            .and_then(|a| a.created)
+            .map(|c| (self.now - c).whole_seconds());
+        if !recent_ok && oldest_age.is_some_and(|age| age > window) {
+            self.add(
+                Health::Warning,
+                Some(name),
+                "verify",
+                format!(
+                    "target {name}: no successful `vouch verify` in the last {}: check `systemctl status vouch-verify.timer` and run `vouch verify --latest --target {name}`",
+                    duration_text(VERIFY_MAX_AGE)
+                ),
+            );
+        }
+    }
+
+    /// The last run's record.
+    fn last_run(&mut self, last: Option<&LastRun>, any_archive: bool) {
+        match last {
+            Some(l) if l.exit_code != 0 => self.add(
+                Health::Critical,
+                None,
+                "last-run",
+                format!(
+                    "the last run (finished {}) failed with {} ({}): read `journalctl -u vouch` for the cause and its fix, then run `vouch run`",
+                    l.finished, l.exit_name, l.exit_code
+                ),
+            ),
+            Some(_) => {}
+            None if any_archive => self.add(
+                Health::Warning,
+                None,
+                "last-run",
+                "no record of the last run in the state directory: check that `vouch run` uses the same StateDirectory= as this command".into(),
+            ),
+            None => {}
+        }
+    }
+
+    /// Whether runs can read their archives back in full.
+    fn identity(&mut self, dirs: &Dirs, full_everywhere: Option<bool>) {
+        let enc = &self.settings.encryption;
+        let credential = dirs
+            .credentials
+            .as_ref()
+            .map(|d| d.join(crypt::CREDENTIAL_NAME))
+            .filter(|p| p.exists());
+        if enc.identity.is_some() || credential.is_some() {
+            if let Err(e) = Keys::load(enc, dirs.credentials.as_deref()) {
+                self.add(
+                    Health::Critical,
+                    None,
+                    "identity",
+                    format!("{e}: {}", e.hint()),
+                );
+            }
+            return;
+        }
+        // Without an identity here, it may still come as a systemd credential: the receipts
+        // tell whether the runs read their archives back in full.
+        if full_everywhere != Some(true) {
+            self.add(
+                Health::Warning,
+                None,
+                "identity",
+                "no identity configured, so runs check only the ciphertext: set [encryption] identity (or pass the credential `identity`) so every run proves its archive decrypts".into(),
+            );
+        }
+    }
+
+    /// The last notification attempt.
+    fn notify(&mut self, record: Option<NotifyRecord>) {
+        let Some(record) = record else { return };
+        if record.failures.is_empty() {
+            return;
+        }
+        let list: Vec<String> = record
+            .failures
+            .iter()
+            .map(|f| format!("{} ({})", f.channel, f.error))
+            .collect();
+        self.add(
+            Health::Warning,
+            None,
+            "notify",
+            format!(
+                "notifications at {} failed: {}: check [notify] and that the host can reach them",
+                record.at,
+                list.join(", ")
+            ),
+        );
+    }
+}
+
+/// Judges every target from the receipts and the state directory, as of `now`.
+pub fn evaluate(settings: &Settings, dirs: &Dirs, now: OffsetDateTime) -> Report {
+    let mut c = Checker {
+        now,
+        settings,
+        reasons: Vec::new(),
+    };
+    let log = VerifyLog::load(&dirs.state);
+    let last = LastRun::load(&dirs.state);
+    let targets: Vec<TargetReport> = settings.targets.iter().map(|t| c.target(t, &log)).collect();
+    let any_archive = targets.iter().any(|t| t.archives > 0);
+    if !dirs.state.is_dir() && !any_archive {
+        return Report::unknown(
+            &settings.file,
+            "state",
+            format!(
+                "vouch has no record of any run: no state directory {} and no archives on any target; run `vouch run` (or start vouch.service) first",
+                dirs.state.display()
+            ),
+        );
+    }
+    c.last_run(last.as_ref(), any_archive);
+    let verifications: Vec<&str> = targets
+        .iter()
+        .filter_map(|t| t.latest_verified.as_ref()?.verification.as_deref())
+        .collect();
+    let full = (!verifications.is_empty()).then(|| verifications.iter().all(|v| *v == "full"));
+    c.identity(dirs, full);
+    c.notify(NotifyRecord::load(&dirs.state));
+    Report::finish(&settings.file, now, c.reasons, last, targets)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(&[]), None);
+        assert_eq!(median(&[7]), Some(7));
+        assert_eq!(median(&[9, 1, 5]), Some(5));
+        assert_eq!(median(&[1, 2, 3, 10]), Some(2));
+        assert_eq!(median(&[4, 1, 3, 2]), Some(2));
+        assert_eq!(median(&[u64::MAX, u64::MAX]), Some(u64::MAX));
+        assert_eq!(median(&[u64::MAX - 1, u64::MAX]), Some(u64::MAX - 1));
+    }
+
+    #[test]
+    fn exactly_at_the_tolerance_is_not_an_anomaly() {
+        assert!(!outside_tolerance(120, 100, 20));
+        assert!(outside_tolerance(121, 100, 20));
+        assert!(!outside_tolerance(80, 100, 20));
+        assert!(outside_tolerance(79, 100, 20));
+        // One byte past 20% of an odd median: 20% of 1001 is 200.2.
+        assert!(!outside_tolerance(1201, 1001, 20));
+        assert!(outside_tolerance(1202, 1001, 20));
+    }
+
+    #[test]
+    fn a_zero_median_flags_any_content() {
+        assert!(!outside_tolerance(0, 0, 20));
+        assert!(outside_tolerance(1, 0, 20));
+        assert!(outside_tolerance(0, 1, 20));
+        assert!(!outside_tolerance(0, 1, 100));
+    }
+
+    #[test]
+    fn huge_sizes_do_not_overflow() {
+        assert!(!outside_tolerance(u64::MAX, u64::MAX, 1));
+        let half = 1u64 << 63;
+        assert!(outside_tolerance(u64::MAX - 1, half, 99));
+        // Exactly double: 100% above, at the edge of a 100% tolerance.
+        assert!(!outside_tolerance(u64::MAX - 1, half, 100));
+        assert!(outside_tolerance(u64::MAX, half - 1, 100));
+        assert!(outside_tolerance(0, u64::MAX, 99));
+        assert!(!outside_tolerance(0, u64::MAX, 100));
+        assert!(!outside_tolerance(u64::MAX, u64::MAX - 1, u32::MAX));
+    }
+
+    #[test]
+    fn judge_needs_history_and_uses_the_recent_part() {
+        assert_eq!(judge(1000, &[10, 10], 20), None);
+        let a = judge(1000, &[10, 10, 10], 20).unwrap();
+        assert_eq!((a.size, a.median, a.tolerance), (1000, 10, 20));
+        assert_eq!(judge(11, &[10, 10, 10], 20), None);
+        // Old huge archives fall out of the window of the last RECENT.
+        let mut history = vec![1_000_000; 5];
+        history.extend([100; RECENT]);
+        assert_eq!(judge(100, &history, 20), None);
+        assert!(judge(1_000_000, &history, 20).is_some());
+    }
+
+    #[test]
+    fn own_archives_are_recognised_by_name_and_stamp() {
+        assert!(is_own("web1-20261121T030405Z.tar.gz.age", "web1"));
+        assert!(is_own("web-1-20261121T030405Z.tar.gz.age", "web-1"));
+        assert!(!is_own("web-1-20261121T030405Z.tar.gz.age", "web"));
+        assert!(!is_own("web10-20261121T030405Z.tar.gz.age", "web1"));
+        assert!(!is_own("web1-junk.tar.gz.age", "web1"));
+    }
+
+    fn reason(level: Health, target: Option<&str>) -> Reason {
+        Reason {
+            level,
+            target: target.map(str::to_owned),
+            check: "test",
+            message: String::new(),
+        }
+    }
+
+    fn target(name: &str) -> TargetReport {
+        TargetReport {
+            name: name.into(),
+            path: format!("/{name}"),
+            status: Health::Healthy,
+            archives: 0,
+            latest: None,
+            latest_verified: None,
+            median_size: None,
+            free_bytes: None,
+            next_archive_bytes: None,
+            last_verify: None,
+            last_restore_test: None,
+        }
+    }
+
+    #[test]
+    fn the_verdict_is_the_worst_reason() {
+        assert_eq!(worst([]), Health::Healthy);
+        assert_eq!(worst([Health::Warning, Health::Healthy]), Health::Warning);
+        assert_eq!(worst([Health::Warning, Health::Critical]), Health::Critical);
+        let now = OffsetDateTime::now_utc();
+        let cfg = Path::new("/etc/vouch/vouch.toml");
+        let r = Report::finish(cfg, now, Vec::new(), None, vec![target("a")]);
+        assert_eq!((r.status, r.code), (Health::Healthy, 0));
+        let r = Report::finish(
+            cfg,
+            now,
+            vec![
+                reason(Health::Warning, None),
+                reason(Health::Critical, Some("b")),
+                reason(Health::Warning, Some("a")),
+            ],
+            None,
+            vec![target("a"), target("b"), target("c")],
+        );
+        assert_eq!((r.status, r.code), (Health::Critical, 2));
+        assert_eq!(r.reasons[0].level, Health::Critical, "worst first");
+        let per: Vec<Health> = r.targets.iter().map(|t| t.status).collect();
+        assert_eq!(per, [Health::Warning, Health::Critical, Health::Warning]);
+        let u = Report::unknown(cfg, "config", "no config".into());
+        assert_eq!((u.status, u.code), (Health::Unknown, 3));
+    }
+
+    #[test]
+    fn ages_read_well() {
+        assert_eq!(age_text(-5), "0s");
+        assert_eq!(age_text(90), "90s");
+        assert_eq!(age_text(3600), "60 minutes");
+        assert_eq!(age_text(3 * 86_400 + 5), "3 days");
+        assert_eq!(age_text(30 * 3600), "30 hours");
+        assert_eq!(duration_text(Duration::from_secs(26 * 3600)), "26h");
+        assert_eq!(duration_text(VERIFY_MAX_AGE), "8d");
+        assert_eq!(duration_text(Duration::from_secs(90 * 60)), "90m");
+        assert_eq!(duration_text(Duration::from_secs(61)), "61s");
+    }
 }

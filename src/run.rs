@@ -67,7 +67,7 @@ pub struct Report {
 }
 
 /// The outcome of the last run, kept in the state directory for `status`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "kebab-case")]
 pub struct LastRun {
     /// Its run id.
@@ -82,6 +82,9 @@ pub struct LastRun {
     pub archive: Option<String>,
     /// Uncompressed tar bytes, used to estimate the next run's size.
     pub tar_bytes: Option<u64>,
+    /// Wall time of the run in seconds (absent in records of older versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_seconds: Option<f64>,
 }
 
 impl LastRun {

@@ -41,6 +41,7 @@ pub fn execute(cli: &Cli) -> Result<ExitCode, Error> {
             .as_ref()
             .map(|r| r.tar_bytes)
             .or_else(|| LastRun::load(&dirs.state).and_then(|l| l.tar_bytes)),
+        duration_seconds: outcome.duration_seconds,
     };
     if let Err(e) = last.save(&dirs.state) {
         log::warn!("cannot record the run in {}: {e}", dirs.state.display());
@@ -158,6 +159,7 @@ pub fn report_failure(error: &Error, code: ExitCode) {
         exit_name: code.name().into(),
         archive: None,
         tar_bytes: LastRun::load(&dirs.state).and_then(|l| l.tar_bytes),
+        duration_seconds: None,
     };
     if dirs.state.is_dir() {
         let _ = last.save(&dirs.state);

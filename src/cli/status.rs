@@ -1,12 +1,98 @@
-//! `vouch status`.
+//! `vouch status`: the health of every target, for people and for monitoring.
+//!
+//! Text goes to stdout: the verdict, one line per reason (worst first), then a line per target.
+//! `--json` prints the whole [`Report`]. The exit code is the verdict (0/1/2/3). With
+//! `[metrics] textfile`, the textfile is rewritten from the same report.
 
 use crate::cli::Cli;
+use crate::config;
+use crate::dirs::{self, Dirs};
 use crate::exit::Health;
+use crate::health::{self, age_text, Report, TargetReport};
+use crate::metrics;
+use crate::systemd::human_bytes;
+use time::OffsetDateTime;
 
 /// Runs `vouch status`.
-pub fn execute(_cli: &Cli, _json: bool) -> Health {
-    eprintln!("vouch status: not built yet");
-    Health::Unknown
+pub fn execute(cli: &Cli, json: bool) -> Health {
+    let path = dirs::config_path(cli.config.as_deref());
+    let report = match config::load(&path) {
+        Ok(settings) => {
+            let report = health::evaluate(&settings, &Dirs::from_env(), OffsetDateTime::now_utc());
+            metrics::write_report(&settings, &report);
+            report
+        }
+        Err(e) => Report::unknown(
+            &path,
+            "config",
+            format!("cannot judge without a usable config: {e}: fix it, then check with `vouch preflight`"),
+        ),
+    };
+    if json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(text) => println!("{text}"),
+            Err(e) => {
+                eprintln!("vouch status: cannot write JSON: {e}");
+                return Health::Unknown;
+            }
+        }
+    } else {
+        print!("{}", text(&report));
+    }
+    report.status
+}
+
+/// The human-readable report.
+pub fn text(report: &Report) -> String {
+    let mut out = format!("vouch status: {}\n", report.status);
+    for r in &report.reasons {
+        out.push_str(&format!("{}: {}\n", r.level, r.message));
+    }
+    for t in &report.targets {
+        out.push_str(&target_line(t));
+        out.push('\n');
+    }
+    if let Some(l) = &report.last_run {
+        out.push_str(&format!(
+            "last run: {} ({}), finished {}\n",
+            l.exit_name, l.exit_code, l.finished
+        ));
+    }
+    out
+}
+
+fn target_line(t: &TargetReport) -> String {
+    let mut line = format!(
+        "target {} ({}): {}, {} archive{}",
+        t.name,
+        t.path,
+        t.status,
+        t.archives,
+        if t.archives == 1 { "" } else { "s" }
+    );
+    if let Some(a) = &t.latest_verified {
+        line.push_str(&format!(
+            "; newest verified {} ({} old, {}{}, verified {})",
+            a.archive,
+            a.age_seconds.map(age_text).unwrap_or_else(|| "?".into()),
+            human_bytes(a.size),
+            a.files
+                .map(|f| format!(", {f} file{}", if f == 1 { "" } else { "s" }))
+                .unwrap_or_default(),
+            a.verified_at.as_deref().unwrap_or("?")
+        ));
+    }
+    if let Some(free) = t.free_bytes {
+        line.push_str(&format!("; {} free", human_bytes(free)));
+    }
+    if let Some(v) = &t.last_verify {
+        line.push_str(&format!(
+            "; last verify {} {}",
+            if v.ok { "passed" } else { "FAILED" },
+            v.at
+        ));
+    }
+    line
 }
 
 /// The status verdict as `vouch doctor` lines.

@@ -1,0 +1,540 @@
+//! `vouch status`, the size check of `vouch run` and the Prometheus textfile, against the built
+//! binary: real runs into temporary targets, receipts and state edited the way time, disks and
+//! people change them.
+
+mod util;
+
+use serde_json::Value;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+use util::{assert_code, stderr, Env};
+
+/// Bytes that gzip cannot shrink, so archive sizes follow the source sizes.
+fn noise(len: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2654435761) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x >> 11) as u8
+        })
+        .collect()
+}
+
+/// A world with a small incompressible source and a config: `{src}` in `backup_extra` stands
+/// for the source directory; `extra` goes after the target's keys (so it may open `[health]`,
+/// `[metrics]`, ...).
+fn world(backup_extra: &str, extra: &str) -> Env {
+    let env = Env::new();
+    fs::write(env.src.join("data.bin"), noise(20_000, 1)).unwrap();
+    fs::write(env.src.join("vault.enc"), "secret\n").unwrap();
+    let backup_extra = backup_extra.replace("{src}", &env.src.display().to_string());
+    env.write_config(&backup_extra, &format!("min-free = \"1MiB\"\n{extra}"));
+    env
+}
+
+fn run_ok(env: &Env) {
+    assert_code(&env.vouch(&["run"]), 0);
+}
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `vouch status --json`: the exit code and the parsed report.
+fn status_json(env: &Env) -> (i32, Value) {
+    let out = env.vouch(&["status", "--json"]);
+    let json: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("status --json is not JSON ({e}):\n{}", stdout(&out)));
+    (out.status.code().unwrap(), json)
+}
+
+/// The reasons' messages at `level`.
+fn reasons(json: &Value, level: &str) -> Vec<String> {
+    json["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["level"] == level)
+        .map(|r| r["message"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn assert_status(env: &Env, code: i32, word: &str, fragment: &str) -> String {
+    let out = env.vouch(&["status"]);
+    let text = stdout(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "expected status {code}:\n{text}{}",
+        stderr(&out)
+    );
+    assert!(
+        text.starts_with(&format!("vouch status: {word}\n")),
+        "{text}"
+    );
+    assert!(text.contains(fragment), "expected {fragment:?} in:\n{text}");
+    text
+}
+
+fn receipt_path(archive: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.json", archive.display()))
+}
+
+fn edit_receipt(archive: &Path, edit: impl FnOnce(&mut Value)) {
+    let path = receipt_path(archive);
+    let mut receipt: Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+    edit(&mut receipt);
+    fs::write(&path, serde_json::to_vec_pretty(&receipt).unwrap()).unwrap();
+}
+
+fn name_of(path: &Path) -> String {
+    path.file_name().unwrap().to_string_lossy().into_owned()
+}
+
+#[test]
+fn a_good_run_is_healthy_and_the_json_has_the_details() {
+    let env = world("", "");
+    run_ok(&env);
+    assert_status(&env, 0, "healthy", "target local (");
+    let (code, json) = status_json(&env);
+    assert_eq!(code, 0);
+    assert_eq!(json["status"], "healthy");
+    assert_eq!(json["code"], 0);
+    assert_eq!(json["reasons"], Value::Array(Vec::new()));
+    assert_eq!(json["config"], env.config.display().to_string());
+    assert_eq!(json["last-run"]["exit-name"], "OK");
+    assert!(json["last-run"]["duration-seconds"].as_f64().unwrap() > 0.0);
+    let archive = env.archives().pop().unwrap();
+    let receipt: Value =
+        serde_json::from_slice(&fs::read(receipt_path(&archive)).unwrap()).unwrap();
+    let t = &json["targets"][0];
+    assert_eq!(t["name"], "local");
+    assert_eq!(t["status"], "healthy");
+    assert_eq!(t["archives"], 1);
+    let latest = &t["latest-verified"];
+    assert_eq!(latest["archive"], name_of(&archive));
+    assert_eq!(latest["size"], receipt["archive-size"]);
+    assert_eq!(latest["files"], receipt["files"]);
+    assert_eq!(latest["verified-at"], receipt["verified-at"]);
+    assert_eq!(latest["verified"], true);
+    assert!(latest["age-seconds"].as_i64().unwrap() < 600);
+    assert!(t["free-bytes"].as_u64().unwrap() > 0);
+    assert_eq!(t["latest"], t["latest-verified"]);
+}
+
+#[test]
+fn an_archive_older_than_max_age_is_critical() {
+    let env = world("", "[health]\nmax-age = \"1s\"\n");
+    run_ok(&env);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_status(&env, 2, "critical", "(max-age 1s)");
+    let (code, json) = status_json(&env);
+    assert_eq!((code, &json["status"]), (2, &Value::from("critical")));
+    assert_eq!(json["reasons"][0]["check"], "age");
+    assert_eq!(json["reasons"][0]["target"], "local");
+}
+
+#[test]
+fn an_archive_dated_days_ago_is_critical_under_the_default_max_age() {
+    let env = world("", "");
+    run_ok(&env);
+    let archive = env.archives().pop().unwrap();
+    edit_receipt(&archive, |r| {
+        r["created"] = "2026-01-01T00:00:00Z".into();
+    });
+    let text = assert_status(&env, 2, "critical", "(max-age 26h)");
+    assert!(text.contains("days old"), "{text}");
+}
+
+#[test]
+fn a_failed_last_run_is_critical() {
+    let env = world("", "");
+    run_ok(&env);
+    assert_status(&env, 0, "healthy", "");
+    fs::remove_dir_all(&env.src).unwrap();
+    assert_code(&env.vouch(&["run"]), 12);
+    assert_status(&env, 2, "critical", "failed with SOURCE (12)");
+}
+
+#[test]
+fn a_required_path_missing_from_the_latest_archive_is_critical() {
+    let env = world("required = [\"{src}/vault.enc\"]", "");
+    run_ok(&env);
+    assert_status(&env, 0, "healthy", "");
+    let archive = env.archives().pop().unwrap();
+    edit_receipt(&archive, |r| {
+        assert_eq!(r["required"].as_array().unwrap().len(), 1);
+        r["required"][0]["present"] = false.into();
+    });
+    let vault = env.src.join("vault.enc").display().to_string();
+    let text = assert_status(&env, 2, "critical", &vault);
+    assert!(text.contains("lacks required path"), "{text}");
+}
+
+/// Three runs of the small source, then one with a source about six times larger.
+fn grown(env: &Env) -> std::process::Output {
+    for _ in 0..3 {
+        run_ok(env);
+    }
+    fs::write(env.src.join("more.bin"), noise(100_000, 2)).unwrap();
+    env.vouch(&["run"])
+}
+
+#[test]
+fn a_much_larger_archive_is_a_warning() {
+    let env = world("", "");
+    let out = grown(&env);
+    assert_code(&out, 0);
+    assert!(stderr(&out).contains("size anomaly"), "{}", stderr(&out));
+    let text = assert_status(&env, 1, "warning", "against a median of");
+    assert!(text.contains("size-tolerance 20%"), "{text}");
+    let (_, json) = status_json(&env);
+    let t = &json["targets"][0];
+    assert!(t["median-size"].as_u64().unwrap() < 30_000);
+    assert!(t["latest"]["size"].as_u64().unwrap() > 100_000);
+    assert_eq!(json["reasons"][0]["check"], "size");
+    assert_eq!(reasons(&json, "warning").len(), 1, "{json}");
+}
+
+#[test]
+fn a_size_like_the_recent_ones_is_no_anomaly() {
+    let env = world("", "");
+    for _ in 0..3 {
+        run_ok(&env);
+    }
+    fs::write(env.src.join("data.bin"), noise(21_000, 3)).unwrap();
+    let out = env.vouch(&["run"]);
+    assert_code(&out, 0);
+    assert!(!stderr(&out).contains("size anomaly"), "{}", stderr(&out));
+    assert_status(&env, 0, "healthy", "4 archives");
+}
+
+#[test]
+fn too_little_history_gives_no_verdict() {
+    let env = world("", "[health]\non-anomaly = \"fail\"\n");
+    run_ok(&env);
+    run_ok(&env);
+    fs::write(env.src.join("more.bin"), noise(100_000, 2)).unwrap();
+    run_ok(&env);
+    assert_status(&env, 0, "healthy", "3 archives");
+}
+
+#[test]
+fn an_anomaly_under_the_fail_policy_exits_35_and_keeps_the_archive() {
+    let env = world("", "[health]\non-anomaly = \"fail\"\n");
+    let out = grown(&env);
+    assert_code(&out, 35);
+    let archives = env.archives();
+    assert_eq!(archives.len(), 4, "{:?}", env.target_files());
+    let newest = archives.last().unwrap();
+    assert!(fs::metadata(newest).unwrap().len() > 100_000);
+    assert!(receipt_path(newest).exists());
+    // The kept archive is whole: it verifies in full.
+    assert_code(&env.vouch(&["verify", newest.to_str().unwrap()]), 0);
+    let (code, json) = status_json(&env);
+    assert_eq!(code, 2, "{json}");
+    assert!(reasons(&json, "critical")
+        .iter()
+        .any(|m| m.contains("ANOMALY (35)")));
+    assert!(reasons(&json, "warning")
+        .iter()
+        .any(|m| m.contains("against a median of")));
+}
+
+#[test]
+fn a_failed_notification_is_a_warning() {
+    let env = world("", "");
+    run_ok(&env);
+    fs::write(
+        env.state.join("notify.json"),
+        r#"{"at": "2026-11-21T03:00:00Z", "run-id": "00000000000000000000000000000000",
+            "failures": [{"channel": "webhook", "error": "connection refused"}]}"#,
+    )
+    .unwrap();
+    assert_status(&env, 1, "warning", "webhook (connection refused)");
+    fs::write(
+        env.state.join("notify.json"),
+        r#"{"at": "2026-11-21T03:00:00Z", "run-id": "00000000000000000000000000000000",
+            "failures": []}"#,
+    )
+    .unwrap();
+    assert_status(&env, 0, "healthy", "");
+}
+
+#[test]
+fn a_failed_reverification_is_critical() {
+    let env = world("", "");
+    run_ok(&env);
+    let archive = env.archives().pop().unwrap();
+    let mut data = fs::read(&archive).unwrap();
+    let at = data.len() / 2;
+    data[at] ^= 0x40;
+    fs::write(&archive, data).unwrap();
+    assert_code(&env.vouch(&["verify"]), 33);
+    let (code, json) = status_json(&env);
+    assert_eq!(code, 2, "{json}");
+    let verify: Vec<&Value> = json["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["check"] == "verify")
+        .collect();
+    assert_eq!(verify.len(), 1, "{json}");
+    assert_eq!(verify[0]["level"], "critical");
+    assert!(verify[0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("failed verification"));
+    assert_eq!(json["targets"][0]["last-verify"]["ok"], false);
+}
+
+#[test]
+fn no_verification_for_over_a_week_is_a_warning_until_verify_runs() {
+    let env = world("", "[health]\nmax-age = \"30d\"\n");
+    run_ok(&env);
+    assert_status(&env, 0, "healthy", "");
+    let archive = env.archives().pop().unwrap();
+    let created = time::OffsetDateTime::now_utc() - time::Duration::days(9);
+    edit_receipt(&archive, |r| {
+        r["created"] = vouch::run::rfc3339(created).into();
+    });
+    assert_status(
+        &env,
+        1,
+        "warning",
+        "no successful `vouch verify` in the last 8d",
+    );
+    assert_code(&env.vouch(&["verify", "--latest"]), 0);
+    let text = assert_status(&env, 0, "healthy", "last verify passed");
+    assert!(!text.contains("warning"), "{text}");
+}
+
+#[test]
+fn an_unreadable_identity_is_critical() {
+    let env = world("", "");
+    run_ok(&env);
+    fs::remove_file(&env.identity).unwrap();
+    assert_status(&env, 2, "critical", &env.identity.display().to_string());
+}
+
+#[test]
+fn without_config_or_any_trace_of_a_run_status_is_unknown() {
+    let env = world("", "");
+    // Configured, but never run: no state directory and no archives.
+    assert_status(&env, 3, "unknown", "no record of any run");
+    // No config at all.
+    let missing = env.dir.path().join("missing.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_vouch"))
+        .arg("--config")
+        .arg(&missing)
+        .args(["status", "--json"])
+        .env("STATE_DIRECTORY", &env.state)
+        .env("RUNTIME_DIRECTORY", &env.runtime)
+        .env_remove("JOURNAL_STREAM")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["status"], "unknown");
+    assert_eq!(json["reasons"][0]["check"], "config");
+    let message = json["reasons"][0]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&missing.display().to_string()),
+        "{message}"
+    );
+    // An invalid config names the key.
+    fs::write(&env.config, "[backup]\nsources = 5\n").unwrap();
+    assert_status(&env, 3, "unknown", "backup.sources");
+}
+
+/// `promtool check metrics` on a textfile; the test fails when promtool is missing.
+fn promtool_check(path: &Path) {
+    let text = fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("no metrics textfile at {}: {e}", path.display()));
+    let out = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(fs::File::open(path).unwrap())
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("promtool is needed for this test (apt-get install -y prometheus): {e}")
+        });
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics failed on:\n{text}\n{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+}
+
+fn sample(text: &str, series: &str) -> Option<String> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ').map(str::to_owned))
+}
+
+#[test]
+fn run_and_status_write_a_textfile_promtool_accepts() {
+    let env = Env::new();
+    fs::write(env.src.join("data.bin"), noise(20_000, 1)).unwrap();
+    let prom = env.dir.path().join("textfile/vouch.prom");
+    fs::create_dir_all(prom.parent().unwrap()).unwrap();
+    env.write_config(
+        "",
+        &format!(
+            "min-free = \"1MiB\"\n\n[metrics]\ntextfile = \"{}\"\n",
+            prom.display()
+        ),
+    );
+    run_ok(&env);
+    promtool_check(&prom);
+    let text = fs::read_to_string(&prom).unwrap();
+    let archive = env.archives().pop().unwrap();
+    let receipt: Value =
+        serde_json::from_slice(&fs::read(receipt_path(&archive)).unwrap()).unwrap();
+    let t = "{target=\"local\"}";
+    assert_eq!(
+        sample(&text, "vouch_status").as_deref(),
+        Some("0"),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, &format!("vouch_last_run_exit_code{t}")).as_deref(),
+        Some("0")
+    );
+    assert_eq!(
+        sample(&text, &format!("vouch_latest_archive_bytes{t}")),
+        Some(receipt["archive-size"].to_string())
+    );
+    assert_eq!(
+        sample(&text, &format!("vouch_latest_archive_files{t}")),
+        Some(receipt["files"].to_string())
+    );
+    let created = vouch::archives::parse_time(receipt["created"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        sample(&text, &format!("vouch_last_success_timestamp_seconds{t}")),
+        Some(created.unix_timestamp().to_string())
+    );
+    assert!(sample(&text, &format!("vouch_last_run_duration_seconds{t}")).is_some());
+    let names: Vec<String> = fs::read_dir(prom.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["vouch.prom"], "no temporary file may stay behind");
+
+    // verify leaves a record that status then exports.
+    assert_code(&env.vouch(&["verify"]), 0);
+    fs::remove_file(&prom).unwrap();
+    assert_code(&env.vouch(&["status"]), 0);
+    promtool_check(&prom);
+    let text = fs::read_to_string(&prom).unwrap();
+    assert_eq!(
+        sample(&text, &format!("vouch_last_verify_ok{t}")).as_deref(),
+        Some("1")
+    );
+
+    // A failed run is in the file too.
+    fs::remove_dir_all(&env.src).unwrap();
+    assert_code(&env.vouch(&["run"]), 12);
+    promtool_check(&prom);
+    let text = fs::read_to_string(&prom).unwrap();
+    assert_eq!(
+        sample(&text, &format!("vouch_last_run_exit_code{t}")).as_deref(),
+        Some("12")
+    );
+    assert_eq!(sample(&text, "vouch_status").as_deref(), Some("2"));
+}
+
+#[test]
+fn a_textfile_that_cannot_be_written_changes_no_exit_code() {
+    let env = world(
+        "",
+        "[metrics]\ntextfile = \"/nonexistent/vouch-test/vouch.prom\"\n",
+    );
+    let out = env.vouch(&["run"]);
+    assert_code(&out, 0);
+    assert!(
+        stderr(&out).contains("cannot write the metrics textfile"),
+        "{}",
+        stderr(&out)
+    );
+    let out = env.vouch(&["status"]);
+    assert_code(&out, 0);
+    assert!(stderr(&out).contains("cannot write the metrics textfile"));
+}
+
+#[test]
+fn each_target_is_judged_on_its_own() {
+    let env = Env::new();
+    fs::write(env.src.join("data.bin"), noise(20_000, 1)).unwrap();
+    let usb = env.dir.path().join("usb");
+    fs::create_dir(&usb).unwrap();
+    env.write_config(
+        "",
+        &format!(
+            "min-free = \"1MiB\"\n\n[[target]]\nname = \"usb\"\npath = \"{}\"\nmin-free = \"1MiB\"\n",
+            usb.display()
+        ),
+    );
+    run_ok(&env);
+    assert_status(&env, 0, "healthy", "target usb (");
+    for archive in Env::archives_in(&usb) {
+        fs::remove_file(receipt_path(&archive)).unwrap();
+        fs::remove_file(&archive).unwrap();
+    }
+    let (code, json) = status_json(&env);
+    assert_eq!(code, 2, "{json}");
+    assert_eq!(json["targets"][0]["name"], "local");
+    assert_eq!(json["targets"][0]["status"], "healthy");
+    assert_eq!(json["targets"][1]["name"], "usb");
+    assert_eq!(json["targets"][1]["status"], "critical");
+    assert_eq!(json["targets"][1]["archives"], 0);
+    let critical = reasons(&json, "critical");
+    assert_eq!(critical.len(), 1, "{json}");
+    assert!(critical[0].starts_with("target usb: "), "{}", critical[0]);
+    // An unmounted target directory is critical as well.
+    fs::remove_dir(&usb).unwrap();
+    assert_status(&env, 2, "critical", "target usb: cannot read");
+}
+
+#[test]
+fn free_space_is_judged_against_the_next_archive_and_min_free() {
+    let env = world("", "");
+    run_ok(&env);
+    // A min-free larger than any disk here: the next run would fail, so warn now.
+    let text = fs::read_to_string(&env.config).unwrap();
+    fs::write(
+        &env.config,
+        text.replace("min-free = \"1MiB\"", "min-free = \"100000TiB\""),
+    )
+    .unwrap();
+    assert_status(&env, 1, "warning", "plus min-free");
+    fs::write(&env.config, &text).unwrap();
+    assert_status(&env, 0, "healthy", "");
+    // An archive bigger than the free space: the next one cannot even be written.
+    let archive = env.archives().pop().unwrap();
+    edit_receipt(&archive, |r| {
+        r["archive-size"] = (1u64 << 60).into();
+    });
+    assert_status(&env, 2, "critical", "cannot hold the next archive");
+}
+
+#[test]
+fn runs_without_an_identity_are_a_warning() {
+    let env = world("", "");
+    let text = fs::read_to_string(&env.config).unwrap();
+    let identity_line = format!("identity = \"{}\"", env.identity.display());
+    assert!(text.contains(&identity_line));
+    fs::write(
+        &env.config,
+        text.replace(&identity_line, "verify-without-identity = true"),
+    )
+    .unwrap();
+    run_ok(&env);
+    let receipt: Value =
+        serde_json::from_slice(&fs::read(receipt_path(&env.archives()[0])).unwrap()).unwrap();
+    assert_eq!(receipt["verification"], "ciphertext-only");
+    assert_status(&env, 1, "warning", "no identity configured");
+}
