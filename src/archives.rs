@@ -46,7 +46,10 @@ impl Archive {
     pub fn is_split(&self) -> bool {
         match &self.receipt {
             Some(r) => !r.parts.is_empty(),
-            None => self.files.first().is_some_and(|f| *f != self.dir.join(&self.name)),
+            None => self
+                .files
+                .first()
+                .is_some_and(|f| *f != self.dir.join(&self.name)),
         }
     }
 
@@ -127,7 +130,9 @@ fn classify(file_name: &str) -> Option<Kind<'_>> {
         return Some(Kind::Archive(file_name));
     }
     let (stem, index) = file_name.rsplit_once('.')?;
-    if stem.ends_with(ARCHIVE_SUFFIX) && index.len() == 3 && index.bytes().all(|b| b.is_ascii_digit())
+    if stem.ends_with(ARCHIVE_SUFFIX)
+        && index.len() == 3
+        && index.bytes().all(|b| b.is_ascii_digit())
     {
         return Some(Kind::Part(stem, index.parse().ok()?));
     }
@@ -206,7 +211,10 @@ fn read_receipt(path: &Path, archive: &str) -> Result<Receipt, String> {
     let receipt: Receipt =
         serde_json::from_slice(&bytes).map_err(|e| format!("receipt is not valid: {e}"))?;
     if receipt.archive != archive {
-        return Err(format!("receipt names another archive ({})", receipt.archive));
+        return Err(format!(
+            "receipt names another archive ({})",
+            receipt.archive
+        ));
     }
     Ok(receipt)
 }
@@ -369,6 +377,10 @@ mod tests {
         assert_eq!(all[1].files.len(), 2);
         assert!(all[1].is_split());
         assert!(all[2].files.is_empty());
-        assert!(all[2].receipt_problem.as_deref().unwrap().contains("not valid"));
+        assert!(all[2]
+            .receipt_problem
+            .as_deref()
+            .unwrap()
+            .contains("not valid"));
     }
 }

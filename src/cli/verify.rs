@@ -5,13 +5,13 @@
 //! are recorded in `$STATE_DIRECTORY/verified.json` (archives are never rewritten). A target
 //! without any archive fails, since there is nothing that could be restored from it.
 
+use crate::archives::{self, Archive, VerifyLog, VerifyRecord};
 use crate::cli::Cli;
 use crate::config::{self, Target};
 use crate::crypt::{KeyError, Keys};
 use crate::dirs::{self, Dirs};
 use crate::error::Error;
 use crate::exit::ExitCode;
-use crate::archives::{self, Archive, VerifyLog, VerifyRecord};
 use crate::journal::{Entry, Event};
 use crate::verify;
 use std::path::{Path, PathBuf};
@@ -189,4 +189,3 @@ pub fn execute(
         None => Ok(ExitCode::Ok),
     }
 }
-

@@ -700,7 +700,9 @@ impl Context<'_> {
         let notify = match raw.notify {
             None => Notify::default(),
             Some(n) => {
-                let url = |v: &Option<Spanned<String>>, key: &str| -> Result<Option<String>, ConfigError> {
+                let url = |v: &Option<Spanned<String>>,
+                           key: &str|
+                 -> Result<Option<String>, ConfigError> {
                     match v {
                         None => Ok(None),
                         Some(v) => {
@@ -709,7 +711,11 @@ impl Context<'_> {
                                 .strip_prefix("http://")
                                 .or_else(|| u.strip_prefix("https://"));
                             match rest {
-                                Some(r) if !r.is_empty() && !r.starts_with('/') && !u.contains(char::is_whitespace) => {
+                                Some(r)
+                                    if !r.is_empty()
+                                        && !r.starts_with('/')
+                                        && !u.contains(char::is_whitespace) =>
+                                {
                                     Ok(Some(u.trim_end_matches('/').to_owned()))
                                 }
                                 _ => Err(self.error(
