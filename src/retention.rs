@@ -546,3 +546,275 @@ pub fn first_of(errors: Vec<Error>) -> Result<(), Error> {
     }
     Err(first)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+    use time::macros::datetime;
+
+    const DAY: i64 = 86_400;
+
+    fn at(t: OffsetDateTime, standing: Standing) -> Candidate {
+        Candidate {
+            name: format!("web1-{}.tar.gz.age", crate::run::rfc3339(t)),
+            created: Some(t),
+            standing,
+        }
+    }
+
+    fn day(t: OffsetDateTime) -> String {
+        Period::Day.label(t)
+    }
+
+    /// The days (`YYYY-MM-DD`) of the archives kept.
+    fn kept_days(c: &[Candidate], d: &[Decision]) -> BTreeSet<String> {
+        c.iter()
+            .zip(d)
+            .filter(|(_, d)| d.keep)
+            .map(|(c, _)| day(c.created.unwrap()))
+            .collect()
+    }
+
+    fn set(days: &[&str]) -> BTreeSet<String> {
+        days.iter().map(|d| d.to_string()).collect()
+    }
+
+    fn keep(last: u32, daily: u32, weekly: u32, monthly: u32, yearly: u32) -> Keep {
+        let some = |n: u32| (n > 0).then_some(n);
+        Keep {
+            last: some(last),
+            daily: some(daily),
+            weekly: some(weekly),
+            monthly: some(monthly),
+            yearly: some(yearly),
+            max_age: None,
+        }
+    }
+
+    #[test]
+    fn four_hundred_days_keep_exactly_the_grandfather_father_son_set() {
+        // One archive a day at 03:00, the newest on Saturday 2026-11-21; oldest first, as
+        // `scan` returns them.
+        let now = datetime!(2026-11-21 04:00 UTC);
+        let newest = datetime!(2026-11-21 03:00 UTC);
+        let candidates: Vec<Candidate> = (0..400i64)
+            .rev()
+            .map(|back| {
+                let standing = match back {
+                    1 | 2 | 100 => Standing::Unverified,
+                    5 => Standing::Failed("entry etc/passwd differs".into()),
+                    200 => Standing::Unaccounted("no receipt".into()),
+                    _ => Standing::Verified,
+                };
+                at(newest - time::Duration::seconds(back * DAY), standing)
+            })
+            .collect();
+        let d = decide(&candidates, &keep(3, 7, 4, 6, 2), now);
+        let expected = set(&[
+            // last 3 verified (11-20 and 11-19 never verified, so not counted), and the
+            // newest of the 7 most recent days with a verified archive.
+            "2026-11-21",
+            "2026-11-18",
+            "2026-11-17",
+            "2026-11-15",
+            "2026-11-14",
+            "2026-11-13",
+            "2026-11-12",
+            // weekly: W47 (11-21), W46 (11-15, already daily), W45, W44.
+            "2026-11-08",
+            "2026-11-01",
+            // monthly: 2026-11 (11-21), then the last day of the five months before.
+            "2026-10-31",
+            "2026-09-30",
+            "2026-08-31",
+            "2026-07-31",
+            "2026-06-30",
+            // yearly: 2026 (11-21), 2025.
+            "2025-12-31",
+            // failed and unaccounted: the operator's call.
+            "2026-11-16",
+            day(newest - time::Duration::seconds(200 * DAY)).as_str(),
+        ]);
+        assert_eq!(kept_days(&candidates, &d), expected);
+        let reasons = |date: &str| {
+            let i = candidates
+                .iter()
+                .position(|c| day(c.created.unwrap()) == date)
+                .unwrap();
+            d[i].why()
+        };
+        assert_eq!(
+            reasons("2026-11-21"),
+            "newest verified, last 1/3, daily 2026-11-21, weekly 2026-W47, monthly 2026-11, yearly 2026"
+        );
+        assert_eq!(reasons("2026-11-15"), "daily 2026-11-15, weekly 2026-W46");
+        assert_eq!(reasons("2025-12-31"), "yearly 2025");
+        assert!(reasons("2026-11-16").contains("last verification failed"));
+        assert!(reasons("2026-11-20").contains("never verified"));
+        assert_eq!(
+            reasons("2026-11-11"),
+            "beyond keep.last=3, keep.daily=7, keep.weekly=4, keep.monthly=6, keep.yearly=2"
+        );
+        // The oldest archives are deleted too: nothing before 2025-12-31 survives but the
+        // unaccounted one.
+        assert_eq!(d.iter().filter(|d| d.keep).count(), expected.len());
+    }
+
+    #[test]
+    fn never_verified_archives_fill_no_slot_and_go_once_a_newer_one_verified() {
+        let t0 = datetime!(2026-03-01 03:00 UTC);
+        let c: Vec<Candidate> = (0..6)
+            .map(|i| {
+                let s = if i % 2 == 0 {
+                    Standing::Unverified
+                } else {
+                    Standing::Verified
+                };
+                at(t0 + time::Duration::seconds(i * DAY), s)
+            })
+            .collect();
+        let d = decide(&c, &keep(2, 0, 0, 0, 0), t0);
+        // Verified: days 1, 3, 5. last 2 -> 5 and 3; unverified 0, 2, 4 are older than 5.
+        let kept: Vec<bool> = d.iter().map(|d| d.keep).collect();
+        assert_eq!(kept, [false, false, false, true, false, true]);
+        // An unverified archive newer than every verified one stays.
+        let mut c2 = c.clone();
+        c2.push(at(t0 + time::Duration::seconds(6 * DAY), Standing::Unverified));
+        let d2 = decide(&c2, &keep(2, 0, 0, 0, 0), t0);
+        assert!(d2[6].keep, "{:?}", d2[6]);
+        // With nothing verified at all, nothing is deleted.
+        let none: Vec<Candidate> = c
+            .iter()
+            .map(|c| Candidate {
+                standing: Standing::Unverified,
+                ..c.clone()
+            })
+            .collect();
+        assert!(decide(&none, &keep(1, 0, 0, 0, 0), t0).iter().all(|d| d.keep));
+    }
+
+    #[test]
+    fn max_age_limits_every_rule() {
+        let now = datetime!(2026-06-30 12:00 UTC);
+        let c: Vec<Candidate> = (0..60)
+            .rev()
+            .map(|back| at(now - time::Duration::seconds(back * DAY + 3600), Standing::Verified))
+            .collect();
+        let mut k = keep(20, 30, 10, 12, 5);
+        k.max_age = Some(Duration::from_secs(10 * 86_400));
+        let d = decide(&c, &k, now);
+        for (c, d) in c.iter().zip(&d) {
+            let age = now - c.created.unwrap();
+            assert_eq!(d.keep, age <= time::Duration::days(10), "{} {d:?}", c.name);
+            if !d.keep {
+                assert_eq!(d.why(), "older than keep.max-age=10d");
+            }
+        }
+        assert_eq!(d.iter().filter(|d| d.keep).count(), 10);
+    }
+
+    #[test]
+    fn the_newest_verified_archive_survives_when_everything_is_old() {
+        let now = datetime!(2026-06-30 12:00 UTC);
+        let old = now - time::Duration::days(100);
+        let c = vec![
+            at(old - time::Duration::days(2), Standing::Verified),
+            at(old - time::Duration::days(1), Standing::Verified),
+            at(old, Standing::Verified),
+            at(old + time::Duration::hours(1), Standing::Unverified),
+        ];
+        let mut k = keep(7, 7, 0, 0, 0);
+        k.max_age = Some(Duration::from_secs(7 * 86_400));
+        let d = decide(&c, &k, now);
+        let kept: Vec<bool> = d.iter().map(|d| d.keep).collect();
+        assert_eq!(kept, [false, false, true, true]);
+        assert_eq!(d[2].why(), "newest verified");
+        // No counting rule at all still keeps it.
+        let d = decide(&c, &Keep::default(), now);
+        assert_eq!(d.iter().filter(|d| d.keep).count(), 2);
+        assert!(d[2].keep);
+    }
+
+    #[test]
+    fn the_newest_archive_of_a_day_stands_for_it() {
+        let base = datetime!(2026-05-10 00:00 UTC);
+        let c = vec![
+            at(base + time::Duration::hours(1), Standing::Verified),
+            at(base + time::Duration::hours(13), Standing::Verified),
+            // Two archives of the same second: the later name wins.
+            Candidate {
+                name: "a-20260510T230000Z.tar.gz.age".into(),
+                ..at(base + time::Duration::hours(23), Standing::Verified)
+            },
+            Candidate {
+                name: "b-20260510T230000Z.tar.gz.age".into(),
+                ..at(base + time::Duration::hours(23), Standing::Verified)
+            },
+            at(base + time::Duration::hours(25), Standing::Verified),
+            // 23:30 on the 11th is still the 11th in UTC.
+            at(base + time::Duration::minutes(47 * 60 + 30), Standing::Verified),
+        ];
+        let d = decide(&c, &keep(0, 2, 0, 0, 0), base);
+        let kept: Vec<bool> = d.iter().map(|d| d.keep).collect();
+        assert_eq!(kept, [false, false, false, true, false, true]);
+        assert_eq!(d[3].why(), "daily 2026-05-10");
+        assert_eq!(d[5].why(), "newest verified, daily 2026-05-11");
+    }
+
+    #[test]
+    fn iso_weeks_run_across_the_new_year() {
+        let c = vec![
+            at(datetime!(2020-12-28 03:00 UTC), Standing::Verified), // Mon, 2020-W53
+            at(datetime!(2020-12-31 03:00 UTC), Standing::Verified), // Thu, 2020-W53
+            at(datetime!(2021-01-01 03:00 UTC), Standing::Verified), // Fri, 2020-W53
+            at(datetime!(2021-01-03 03:00 UTC), Standing::Verified), // Sun, 2020-W53
+            at(datetime!(2021-01-04 03:00 UTC), Standing::Verified), // Mon, 2021-W01
+        ];
+        let d = decide(&c, &keep(0, 0, 2, 0, 0), datetime!(2021-01-05 00:00 UTC));
+        let kept: Vec<bool> = d.iter().map(|d| d.keep).collect();
+        assert_eq!(kept, [false, false, false, true, true]);
+        assert_eq!(d[3].why(), "weekly 2020-W53");
+        assert_eq!(d[4].why(), "newest verified, weekly 2021-W01");
+        // 2024-12-30 is a Monday in ISO 2025-W01; the Sunday before is 2024-W52.
+        assert_eq!(Period::Week.label(datetime!(2024-12-30 00:00 UTC)), "2025-W01");
+        assert_eq!(Period::Week.label(datetime!(2024-12-29 23:59 UTC)), "2024-W52");
+        // Yearly and monthly go by the calendar year, not the ISO one.
+        assert_eq!(Period::Year.label(datetime!(2024-12-30 00:00 UTC)), "2024");
+        assert_eq!(Period::Month.label(datetime!(2024-12-30 00:00 UTC)), "2024-12");
+    }
+
+    #[test]
+    fn periods_without_archives_take_no_slot() {
+        // Archives only in January, April and May: monthly = 3 keeps one in each.
+        let c = vec![
+            at(datetime!(2026-01-05 03:00 UTC), Standing::Verified),
+            at(datetime!(2026-01-20 03:00 UTC), Standing::Verified),
+            at(datetime!(2026-04-02 03:00 UTC), Standing::Verified),
+            at(datetime!(2026-05-01 03:00 UTC), Standing::Verified),
+        ];
+        let d = decide(&c, &keep(0, 0, 0, 3, 0), datetime!(2026-05-02 00:00 UTC));
+        let kept: Vec<bool> = d.iter().map(|d| d.keep).collect();
+        assert_eq!(kept, [false, true, true, true]);
+    }
+
+    #[test]
+    fn archives_of_unknown_age_or_standing_are_never_deleted() {
+        let now = datetime!(2026-05-02 00:00 UTC);
+        let c = vec![
+            Candidate {
+                name: "odd.tar.gz.age".into(),
+                created: None,
+                standing: Standing::Verified,
+            },
+            at(datetime!(2020-01-01 00:00 UTC), Standing::Unaccounted("no receipt".into())),
+            at(datetime!(2020-01-02 00:00 UTC), Standing::Failed("bad".into())),
+            at(datetime!(2026-05-01 00:00 UTC), Standing::Verified),
+        ];
+        let mut k = keep(1, 0, 0, 0, 0);
+        k.max_age = Some(Duration::from_secs(86_400));
+        let d = decide(&c, &k, now);
+        assert!(d.iter().all(|d| d.keep), "{d:?}");
+        assert!(d[1].why().starts_with("no receipt"));
+    }
+}
