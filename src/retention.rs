@@ -119,9 +119,9 @@ impl Period {
 fn duration_text(d: Duration) -> String {
     let s = d.as_secs();
     match s {
-        _ if s > 0 && s % 86_400 == 0 => format!("{}d", s / 86_400),
-        _ if s > 0 && s % 3_600 == 0 => format!("{}h", s / 3_600),
-        _ if s > 0 && s % 60 == 0 => format!("{}m", s / 60),
+        _ if s > 0 && s.is_multiple_of(86_400) => format!("{}d", s / 86_400),
+        _ if s > 0 && s.is_multiple_of(3_600) => format!("{}h", s / 3_600),
+        _ if s > 0 && s.is_multiple_of(60) => format!("{}m", s / 60),
         _ => format!("{s}s"),
     }
 }
@@ -212,11 +212,11 @@ pub fn decide(candidates: &[Candidate], keep: &Keep, now: OffsetDateTime) -> Vec
         }
         let (keep_it, reason) = match (&c.standing, c.created) {
             (Standing::Unaccounted(problem), _) => {
-                (true, format!("{problem}: not retention's to delete"))
+                (true, format!("{problem}: left for the operator"))
             }
             (Standing::Failed(detail), _) => (
                 true,
-                format!("last verification failed ({detail}): not retention's to delete"),
+                format!("last verification failed ({detail}): left for the operator"),
             ),
             (_, None) => (
                 true,
@@ -476,20 +476,20 @@ pub fn apply(plan: &Plan, log: &mut VerifyLog) -> Applied {
 /// Logs a warning for every archive kept only because retention cannot account for it.
 fn report_unaccounted(plan: &Plan) {
     for p in &plan.archives {
-        let (a, d) = (&p.archive, &p.decision);
-        if matches!(p.standing, Standing::Failed(_) | Standing::Unaccounted(_)) {
-            Entry::error(format!(
-                "target {}: keeping {}: {}; check it with `vouch verify {}` and delete it by hand if it should go",
-                plan.target,
-                a.name,
-                d.why(),
-                a.name
-            ))
-            .level(log::Level::Warn)
-            .field("VOUCH_TARGET", &plan.target)
-            .field("VOUCH_ARCHIVE", &a.name)
-            .emit();
-        }
+        let a = &p.archive;
+        let problem = match &p.standing {
+            Standing::Failed(detail) => format!("its last verification failed: {detail}"),
+            Standing::Unaccounted(problem) => problem.clone(),
+            Standing::Verified | Standing::Unverified => continue,
+        };
+        Entry::error(format!(
+            "target {}: keeping {} ({problem}): retention never deletes an archive it cannot account for; look at it with `vouch list` and delete it by hand if it should go",
+            plan.target, a.name
+        ))
+        .level(log::Level::Warn)
+        .field("VOUCH_TARGET", &plan.target)
+        .field("VOUCH_ARCHIVE", &a.name)
+        .emit();
     }
 }
 
@@ -680,7 +680,10 @@ mod tests {
         assert_eq!(kept, [false, false, false, true, false, true]);
         // An unverified archive newer than every verified one stays.
         let mut c2 = c.clone();
-        c2.push(at(t0 + time::Duration::seconds(6 * DAY), Standing::Unverified));
+        c2.push(at(
+            t0 + time::Duration::seconds(6 * DAY),
+            Standing::Unverified,
+        ));
         let d2 = decide(&c2, &keep(2, 0, 0, 0, 0), t0);
         assert!(d2[6].keep, "{:?}", d2[6]);
         // With nothing verified at all, nothing is deleted.
@@ -691,7 +694,9 @@ mod tests {
                 ..c.clone()
             })
             .collect();
-        assert!(decide(&none, &keep(1, 0, 0, 0, 0), t0).iter().all(|d| d.keep));
+        assert!(decide(&none, &keep(1, 0, 0, 0, 0), t0)
+            .iter()
+            .all(|d| d.keep));
     }
 
     #[test]
@@ -699,7 +704,12 @@ mod tests {
         let now = datetime!(2026-06-30 12:00 UTC);
         let c: Vec<Candidate> = (0..60)
             .rev()
-            .map(|back| at(now - time::Duration::seconds(back * DAY + 3600), Standing::Verified))
+            .map(|back| {
+                at(
+                    now - time::Duration::seconds(back * DAY + 3600),
+                    Standing::Verified,
+                )
+            })
             .collect();
         let mut k = keep(20, 30, 10, 12, 5);
         k.max_age = Some(Duration::from_secs(10 * 86_400));
@@ -753,7 +763,10 @@ mod tests {
             },
             at(base + time::Duration::hours(25), Standing::Verified),
             // 23:30 on the 11th is still the 11th in UTC.
-            at(base + time::Duration::minutes(47 * 60 + 30), Standing::Verified),
+            at(
+                base + time::Duration::minutes(47 * 60 + 30),
+                Standing::Verified,
+            ),
         ];
         let d = decide(&c, &keep(0, 2, 0, 0, 0), base);
         let kept: Vec<bool> = d.iter().map(|d| d.keep).collect();
@@ -777,11 +790,20 @@ mod tests {
         assert_eq!(d[3].why(), "weekly 2020-W53");
         assert_eq!(d[4].why(), "newest verified, weekly 2021-W01");
         // 2024-12-30 is a Monday in ISO 2025-W01; the Sunday before is 2024-W52.
-        assert_eq!(Period::Week.label(datetime!(2024-12-30 00:00 UTC)), "2025-W01");
-        assert_eq!(Period::Week.label(datetime!(2024-12-29 23:59 UTC)), "2024-W52");
+        assert_eq!(
+            Period::Week.label(datetime!(2024-12-30 00:00 UTC)),
+            "2025-W01"
+        );
+        assert_eq!(
+            Period::Week.label(datetime!(2024-12-29 23:59 UTC)),
+            "2024-W52"
+        );
         // Yearly and monthly go by the calendar year, not the ISO one.
         assert_eq!(Period::Year.label(datetime!(2024-12-30 00:00 UTC)), "2024");
-        assert_eq!(Period::Month.label(datetime!(2024-12-30 00:00 UTC)), "2024-12");
+        assert_eq!(
+            Period::Month.label(datetime!(2024-12-30 00:00 UTC)),
+            "2024-12"
+        );
     }
 
     #[test]
@@ -807,8 +829,14 @@ mod tests {
                 created: None,
                 standing: Standing::Verified,
             },
-            at(datetime!(2020-01-01 00:00 UTC), Standing::Unaccounted("no receipt".into())),
-            at(datetime!(2020-01-02 00:00 UTC), Standing::Failed("bad".into())),
+            at(
+                datetime!(2020-01-01 00:00 UTC),
+                Standing::Unaccounted("no receipt".into()),
+            ),
+            at(
+                datetime!(2020-01-02 00:00 UTC),
+                Standing::Failed("bad".into()),
+            ),
             at(datetime!(2026-05-01 00:00 UTC), Standing::Verified),
         ];
         let mut k = keep(1, 0, 0, 0, 0);
