@@ -261,6 +261,13 @@ pub fn receipt_problem(archive: &Archive) -> Option<String> {
                 .unwrap_or_else(|| "no receipt".into()),
         );
     };
+    if let Some(p) = receipt
+        .parts
+        .iter()
+        .find(|p| !is_part_name(&archive.name, p))
+    {
+        return Some(format!("the receipt names {p:?} as a part"));
+    }
     let missing = archive.missing_files();
     if !missing.is_empty() {
         let names: Vec<String> = missing
@@ -373,23 +380,27 @@ pub fn plan(target: &Target, log: &VerifyLog, now: OffsetDateTime) -> Result<Pla
     })
 }
 
-/// The data files of an archive: what the scan found, plus any stray part of its name.
+/// Whether `file` is the name of a part of the archive `archive` (`ARCHIVE.NNN`).
+fn is_part_name(archive: &str, file: &str) -> bool {
+    file.strip_prefix(archive)
+        .and_then(|rest| rest.strip_prefix('.'))
+        .is_some_and(|index| index.len() == 3 && index.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The data files of an archive: the archive file itself or every part of its name in its
+/// directory. Only names of its own are ever returned, whatever a receipt says.
 fn data_files(archive: &Archive) -> io::Result<Vec<PathBuf>> {
-    let mut out = archive.files.clone();
-    let prefix = format!("{}.", archive.name);
+    let mut out = Vec::new();
     for entry in fs::read_dir(&archive.dir)? {
         let name = entry?.file_name();
         let Some(name) = name.to_str() else {
             continue;
         };
-        let is_part = name
-            .strip_prefix(&prefix)
-            .is_some_and(|index| index.len() == 3 && index.bytes().all(|b| b.is_ascii_digit()));
-        let path = archive.dir.join(name);
-        if (is_part || name == archive.name) && !out.contains(&path) {
-            out.push(path);
+        if name == archive.name || is_part_name(&archive.name, name) {
+            out.push(archive.dir.join(name));
         }
     }
+    out.sort();
     Ok(out)
 }
 

@@ -477,3 +477,24 @@ fn list_of_a_missing_target_directory_says_so_and_exits_14() {
         .contains("missing"));
     assert_code(&env.vouch(&["prune"]), 14);
 }
+
+#[test]
+fn a_receipt_naming_files_outside_its_archive_is_never_acted_on() {
+    let (env, newest) = backed_up(false, "keep = { last = 1 }", 10_000);
+    let victim = env.dir.path().join("victim");
+    fs::write(&victim, "not an archive\n").unwrap();
+    let old = copy_as_of(&env, &newest, days_ago(3));
+    let mut r = read_json(&old.receipt);
+    r["parts"] = serde_json::json!(["../victim"]);
+    fs::write(&old.receipt, serde_json::to_vec(&r).unwrap()).unwrap();
+
+    let out = env.vouch(&["prune"]);
+    assert_code(&out, 0);
+    let line = line_for(&stdout(&out), &old.name).to_owned();
+    assert!(line.starts_with("keep "), "{line}");
+    assert!(line.contains("../victim"), "{line}");
+    assert!(victim.exists());
+    assert!(env.target.join(&old.name).exists());
+    let v: Value = serde_json::from_slice(&env.vouch(&["list", "--json"]).stdout).unwrap();
+    assert_eq!(v["targets"][0]["archives"][0]["receipt"], "mismatch");
+}
