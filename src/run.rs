@@ -64,6 +64,9 @@ pub struct Report {
     pub level: Level,
     /// Wall time.
     pub duration: Duration,
+    /// The run lock, held for as long as the report lives, so that what follows the commit
+    /// (retention) runs under it.
+    pub lock: std::sync::Arc<crate::lock::RunLock>,
 }
 
 /// The outcome of the last run, kept in the state directory for `status`.
@@ -160,7 +163,7 @@ pub fn run(settings: &Settings, dirs: &Dirs) -> Result<Report, Error> {
     let started = Instant::now();
     systemd::status("preflight: checking lock, keys, sources and targets");
     let cleared = preflight::check(settings, dirs).into_result()?;
-    let _lock = cleared.lock;
+    let lock = cleared.lock;
     let keys = cleared.keys;
     let exclude = Exclude::new(&settings.backup.exclude)
         .map_err(|e| Error::Internal(format!("exclude patterns: {e}")))?;
@@ -432,6 +435,7 @@ pub fn run(settings: &Settings, dirs: &Dirs) -> Result<Report, Error> {
         archive_sha256,
         level,
         duration: started.elapsed(),
+        lock: std::sync::Arc::new(lock),
     })
 }
 

@@ -1,10 +1,92 @@
-//! `vouch prune`.
+//! `vouch prune [--dry-run] [--target NAME]`: apply the retention policy now.
+//!
+//! Prints one line per archive: `keep` or `delete`, its name, and why. It takes the run lock
+//! (another run: exit 11), so it never deletes under a run that is writing or pruning; a dry
+//! run changes nothing and does not need it. A deletion that fails is exit 36, after every other
+//! deletion was done.
 
+use crate::archives::VerifyLog;
 use crate::cli::Cli;
+use crate::config::{self, Target};
+use crate::dirs::{self, Dirs};
 use crate::error::Error;
 use crate::exit::ExitCode;
+use crate::lock::RunLock;
+use crate::retention;
+use time::OffsetDateTime;
 
 /// Runs `vouch prune`.
-pub fn execute(_cli: &Cli, _dry_run: bool, _target: Option<&str>) -> Result<ExitCode, Error> {
-    Err(Error::Internal("vouch prune: not built yet".into()))
+pub fn execute(cli: &Cli, dry_run: bool, target: Option<&str>) -> Result<ExitCode, Error> {
+    let settings = config::load(&dirs::config_path(cli.config.as_deref()))?;
+    let targets: Vec<&Target> = settings
+        .targets
+        .iter()
+        .filter(|t| target.is_none_or(|n| n == t.name))
+        .collect();
+    if targets.is_empty() {
+        return Err(Error::Usage(format!(
+            "no target called {:?} in {}",
+            target.unwrap_or(""),
+            settings.file.display()
+        )));
+    }
+    let dirs = Dirs::from_env();
+    let _lock = if dry_run {
+        None
+    } else {
+        dirs.create().map_err(|error| Error::State {
+            path: dirs.runtime.clone(),
+            error,
+        })?;
+        Some(RunLock::acquire(&dirs.runtime)?)
+    };
+    let now = OffsetDateTime::now_utc();
+    let mut log = VerifyLog::load(&dirs.state);
+    let mut errors = Vec::new();
+    let mut deleted_any = false;
+    for t in targets {
+        let plan = match retention::plan(t, &log, now) {
+            Ok(p) => p,
+            Err(e) => {
+                errors.push(e);
+                continue;
+            }
+        };
+        println!(
+            "target {} ({}): {} archive(s){}",
+            plan.target,
+            plan.dir.display(),
+            plan.archives.len(),
+            if dry_run { ", dry run" } else { "" }
+        );
+        for p in &plan.archives {
+            println!(
+                "{:<6}  {}  {}",
+                p.decision.action(),
+                p.archive.name,
+                p.decision.why()
+            );
+        }
+        if dry_run {
+            continue;
+        }
+        let applied = retention::apply(&plan, &mut log);
+        deleted_any |= !applied.deleted.is_empty();
+        let failed = applied.failed.len();
+        println!(
+            "target {}: {} deleted{}",
+            plan.target,
+            applied.deleted.len(),
+            if failed > 0 {
+                format!(", {failed} could not be deleted")
+            } else {
+                String::new()
+            }
+        );
+        errors.extend(applied.failed);
+    }
+    if deleted_any {
+        retention::save_log(&log, &dirs);
+    }
+    retention::first_of(errors).map(|()| ExitCode::Ok)
 }
