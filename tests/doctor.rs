@@ -1,0 +1,126 @@
+//! `vouch doctor` against the built binary, outside systemd (the booted-systemd checks are in
+//! tests/system/deb.sh): it reports preflight failures with their fixes, says which checks it
+//! could not make, folds in the status verdict, and exits on the status scale.
+
+mod util;
+
+use std::fs;
+use std::path::Path;
+use util::{assert_code, Env};
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The report's line for `check`, which must have `level` (`ok`, `warn` or `FAIL`).
+fn line<'a>(report: &'a str, level: &str, check: &str) -> &'a str {
+    report
+        .lines()
+        .find(|l| {
+            l.starts_with(level)
+                && l[level.len()..]
+                    .trim_start()
+                    .starts_with(&format!("{check}  "))
+        })
+        .unwrap_or_else(|| panic!("no {level} line for {check:?} in:\n{report}"))
+}
+
+fn world() -> Env {
+    let env = Env::new();
+    fs::write(env.src.join("file.txt"), "doctor\n").unwrap();
+    env.write_config("", "min-free = \"1MiB\"");
+    env
+}
+
+#[test]
+fn a_good_backup_is_ok_except_what_could_not_be_checked() {
+    let env = world();
+    assert_code(&env.vouch(&["run"]), 0);
+    let out = env.vouch(&["doctor"]);
+    let report = stdout(&out);
+    line(&report, "ok", "config");
+    line(&report, "ok", "target-writable local");
+    assert!(
+        line(&report, "ok", "last run").contains(".tar.gz.age"),
+        "{report}"
+    );
+    assert!(
+        line(&report, "ok", "status").contains("healthy"),
+        "{report}"
+    );
+    if Path::new("/run/systemd/system").is_dir() {
+        // On a host booted with systemd the unit checks run instead; deb.sh covers them.
+        return;
+    }
+    let systemd = line(&report, "warn", "systemd");
+    assert!(systemd.contains("were not checked"), "{report}");
+    assert!(
+        !report.contains("sandbox local"),
+        "no sandbox verdict can be given without systemd:\n{report}"
+    );
+    // Warnings only: the status scale's 1.
+    assert_code(&out, 1);
+}
+
+#[test]
+fn preflight_failures_and_a_failed_run_are_failures_with_fixes() {
+    let env = world();
+    assert_code(&env.vouch(&["run"]), 0);
+    fs::remove_dir_all(&env.target).unwrap();
+    assert_code(&env.vouch(&["run"]), 14);
+    let out = env.vouch(&["doctor"]);
+    let report = stdout(&out);
+    let missing = line(&report, "FAIL", "target-exists local");
+    assert!(missing.contains("TARGET_MISSING (14)"), "{report}");
+    // The fix follows its line.
+    let fix = report
+        .lines()
+        .skip_while(|l| !l.starts_with("FAIL") || !l.contains("target-exists local"))
+        .nth(1)
+        .unwrap_or("");
+    assert!(
+        fix.trim_start().starts_with("fix: Create"),
+        "the fix should follow the failure:\n{report}"
+    );
+    assert!(
+        line(&report, "FAIL", "last run").contains("exit 14 (TARGET_MISSING)"),
+        "{report}"
+    );
+    assert_code(&out, 2);
+}
+
+#[test]
+fn a_run_in_progress_is_a_warning_not_a_failure() {
+    let env = world();
+    assert_code(&env.vouch(&["run"]), 0);
+    fs::create_dir_all(&env.runtime).unwrap();
+    // Hold the run lock the way a running backup does.
+    let mut holder = std::process::Command::new("flock")
+        .arg(env.runtime.join("lock"))
+        .args(["sleep", "30"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let out = env.vouch(&["doctor"]);
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let report = stdout(&out);
+    assert!(
+        line(&report, "warn", "lock").contains("in progress"),
+        "{report}"
+    );
+    assert!(!report.contains("FAIL"), "{report}");
+}
+
+#[test]
+fn no_config_means_nothing_can_be_judged() {
+    let env = world();
+    fs::remove_file(&env.config).unwrap();
+    let out = env.vouch(&["doctor"]);
+    let report = stdout(&out);
+    assert!(
+        line(&report, "FAIL", "config").contains("cannot read the config"),
+        "{report}"
+    );
+    assert_code(&out, 3);
+}
