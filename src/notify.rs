@@ -273,11 +273,11 @@ pub fn run_started(notify: &Notify, _dirs: &Dirs) {
     let Some(ping) = &notify.ping else {
         return;
     };
-    let url = ping_url(ping, "start");
-    if let Err(e) = http(notify.timeout, &url, None) {
-        warn(Channel::Ping, &format!("start ping to {url} failed: {e}"));
+    if let Err(e) = http(notify.timeout, &ping_url(ping, "start"), None) {
+        let error = format!("/start: {e}");
+        warn(Channel::Ping, &format!("ping notification failed: {error}"));
         if let Ok(mut slot) = START_FAILURE.lock() {
-            *slot = Some(format!("start ping to {url} failed: {e}"));
+            *slot = Some(error);
         }
     }
 }
@@ -451,6 +451,16 @@ pub fn ping_url(ping: &str, suffix: &str) -> String {
     url
 }
 
+/// The scheme, host and port of `url`, for messages: paths of webhook and ping URLs often
+/// carry the secret that authorizes them, and logs and `notify.json` must not.
+pub fn origin(url: &str) -> String {
+    let after_scheme = url.find("://").map(|i| i + 3).unwrap_or(0);
+    match url[after_scheme..].find(['/', '?']) {
+        Some(i) => format!("{}/...", &url[..after_scheme + i]),
+        None => url.to_owned(),
+    }
+}
+
 /// A number of seconds as people write it: `1s`, `2.5s`.
 fn seconds(d: Duration) -> String {
     format!("{}s", d.as_secs_f64())
@@ -472,14 +482,19 @@ fn http(timeout: Duration, url: &str, body: Option<(&str, Vec<u8>)>) -> Result<(
         .tls_config(tls)
         .build()
         .new_agent();
-    let response = match body {
-        None => agent.get(url).call(),
-        Some((content_type, bytes)) => agent
-            .post(url)
-            .header("Content-Type", content_type)
-            .send(&bytes[..]),
+    let (method, response) = match body {
+        None => ("GET", agent.get(url).call()),
+        Some((content_type, bytes)) => (
+            "POST",
+            agent
+                .post(url)
+                .header("Content-Type", content_type)
+                .send(&bytes[..]),
+        ),
     };
-    let mut response = response.map_err(|e| describe(&e, timeout))?;
+    let site = origin(url);
+    let mut response =
+        response.map_err(|e| format!("{method} {site}: {}", describe(&e, timeout)))?;
     let status = response.status();
     if status.is_success() {
         return Ok(());
@@ -499,13 +514,13 @@ fn http(timeout: Duration, url: &str, body: Option<(&str, Vec<u8>)>) -> Result<(
         .take(200)
         .collect();
     Err(if said.is_empty() {
-        format!("{url} answered HTTP {status}")
+        format!("{method} {site}: answered HTTP {status}")
     } else {
-        format!("{url} answered HTTP {status}: {said}")
+        format!("{method} {site}: answered HTTP {status}: {said}")
     })
 }
 
-/// An HTTP client error in words, with the URL's host left to the caller's message.
+/// An HTTP client error in words.
 fn describe(e: &ureq::Error, timeout: Duration) -> String {
     match e {
         ureq::Error::Timeout(_) => format!("no answer within the timeout of {}", seconds(timeout)),
@@ -596,6 +611,16 @@ mod tests {
             ping_url("https://hc/x?create=1", "32"),
             "https://hc/x/32?create=1"
         );
+    }
+
+    #[test]
+    fn messages_show_only_the_origin_of_urls() {
+        assert_eq!(
+            origin("https://hooks.example/services/T0/SECRET"),
+            "https://hooks.example/..."
+        );
+        assert_eq!(origin("http://127.0.0.1:8080"), "http://127.0.0.1:8080");
+        assert_eq!(origin("http://h:1?token=x"), "http://h:1/...");
     }
 
     #[test]
