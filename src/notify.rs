@@ -209,7 +209,7 @@ pub fn summary(o: &Outcome) -> String {
     }
     let mut figures = Vec::new();
     if let Some(f) = o.files {
-        figures.push(format!("{f} files"));
+        figures.push(format!("{f} file{}", if f == 1 { "" } else { "s" }));
     }
     if let Some(b) = o.bytes_in {
         figures.push(format!("{} in", human_bytes(b)));
@@ -539,6 +539,8 @@ fn command(argv: &[String], outcome: &Outcome, timeout: Duration) -> Result<(), 
     let mut cmd = Command::new(program);
     cmd.args(args)
         .envs(environment(outcome))
+        // It may not speak for vouch to systemd.
+        .env_remove("NOTIFY_SOCKET")
         .stdin(Stdio::piped())
         .stderr(Stdio::inherit())
         // Its own process group, so a timeout kills what it started too.
