@@ -158,7 +158,7 @@ pub fn execute(cli: &Cli) -> Result<Done, Error> {
         Command::Status { json } => return Ok(Done::Health(status::execute(cli, json))),
         Command::Run => run::execute(cli),
         Command::Preflight { json } => preflight::execute(cli, json),
-        Command::NotifyFailure { ref unit } => notify_failure::execute(unit),
+        Command::NotifyFailure { ref unit } => notify_failure::execute(cli, unit),
         Command::Keygen {
             ref identity,
             ref recipients_file,
