@@ -1014,8 +1014,14 @@ fn special<R: Read>(
         return Ok(None);
     }
     let bad = |e: io::Error| damaged(format!("{name}: bad header: {e}"));
-    let major = h.device_major().map_err(bad)?.unwrap_or(0);
-    let minor = h.device_minor().map_err(bad)?.unwrap_or(0);
+    let (major, minor) = if kind == SFlag::S_IFIFO {
+        (0, 0)
+    } else {
+        (
+            h.device_major().map_err(bad)?.unwrap_or(0),
+            h.device_minor().map_err(bad)?.unwrap_or(0),
+        )
+    };
     Ok(Some(Special {
         path: path.to_vec(),
         kind,
@@ -1110,6 +1116,21 @@ fn stage(r: &mut impl Read, to: &Path, buf: &mut [u8]) -> Result<String, Restore
     Ok(crate::io::hex(&h.finalize()))
 }
 
+/// For the test suite: `VOUCH_TEST_FAULT=restore-fail-at:N` makes the commit fail with an I/O
+/// error once N entries are in place, so that the rollback can be observed.
+fn injected_failure(placed: u64, path: &Path) -> Result<(), RestoreError> {
+    let at = std::env::var(crate::fault::VAR)
+        .ok()
+        .and_then(|f| f.strip_prefix("restore-fail-at:")?.parse::<u64>().ok());
+    if at == Some(placed) {
+        return Err(RestoreError::Io {
+            path: path.to_owned(),
+            error: io::Error::from_raw_os_error(libc::EIO),
+        });
+    }
+    Ok(())
+}
+
 /// Moves everything into place, journaling each step. Returns the number of entries placed.
 fn commit(
     root: &Path,
@@ -1176,6 +1197,7 @@ fn commit(
             }
         }
         placed += 1;
+        injected_failure(placed, &dest)?;
     }
     for s in specials {
         let dest = rel_path(root, &s.path);
