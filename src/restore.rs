@@ -335,7 +335,11 @@ impl Meter {
     }
 
     fn update(&mut self, done: u64) {
-        if !self.on || self.last.is_some_and(|t| t.elapsed() < Duration::from_millis(500)) {
+        if !self.on
+            || self
+                .last
+                .is_some_and(|t| t.elapsed() < Duration::from_millis(500))
+        {
             return;
         }
         self.last = Some(Instant::now());
@@ -359,7 +363,7 @@ impl Meter {
 /// A reader that counts what passes through it.
 struct Counted<R> {
     inner: R,
-    count: std::rc::Rc<std::cell::Cell<u64>>,
+    count: Count,
 }
 
 impl<R: Read> Read for Counted<R> {
@@ -370,16 +374,9 @@ impl<R: Read> Read for Counted<R> {
     }
 }
 
-type Tar<'a> = tar::Archive<
-    MultiGzDecoder<
-        age::stream::StreamReader<BufReader<&'a mut HashReader<Counted<Box<dyn Read>>>>>,
-    >,
->;
+type Tar<'a> = tar::Archive<MultiGzDecoder<age::stream::StreamReader<BufReader<&'a mut Source>>>>;
 
-fn open_tar<'a>(
-    hashed: &'a mut HashReader<Counted<Box<dyn Read>>>,
-    identity: &Identity,
-) -> Result<Tar<'a>, RestoreError> {
+fn open_tar<'a>(hashed: &'a mut Source, identity: &Identity) -> Result<Tar<'a>, RestoreError> {
     let buffered = BufReader::with_capacity(BUFFER_SIZE, hashed);
     let plain =
         crypt::decrypt(identity, buffered).map_err(|e| damaged(format!("cannot decrypt: {e}")))?;
@@ -407,10 +404,13 @@ struct Closing {
 
 type Opener<'a> = &'a dyn Fn() -> io::Result<Box<dyn Read>>;
 
-fn counted(
-    open: Opener<'_>,
-) -> Result<(HashReader<Counted<Box<dyn Read>>>, std::rc::Rc<std::cell::Cell<u64>>), RestoreError>
-{
+/// Bytes read from the archive so far, shared with the progress meter.
+type Count = std::rc::Rc<std::cell::Cell<u64>>;
+
+/// The archive's ciphertext, hashed and counted.
+type Source = HashReader<Counted<Box<dyn Read>>>;
+
+fn counted(open: Opener<'_>) -> Result<(Source, Count), RestoreError> {
     let inner = open().map_err(|e| damaged(format!("cannot open the archive: {e}")))?;
     let count = std::rc::Rc::new(std::cell::Cell::new(0));
     Ok((
@@ -493,7 +493,9 @@ fn read_manifest(
         }
     }
     if sums != closing.sums {
-        return Err(damaged(format!("{SUMS_PATH} disagrees with {MANIFEST_PATH}")));
+        return Err(damaged(format!(
+            "{SUMS_PATH} disagrees with {MANIFEST_PATH}"
+        )));
     }
     Ok((closing, manifest))
 }
@@ -670,7 +672,10 @@ impl Staging {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
             .unwrap_or(0);
-        let dir = dest.join(format!("{STAGING_PREFIX}{}.{nanos:08x}", std::process::id()));
+        let dir = dest.join(format!(
+            "{STAGING_PREFIX}{}.{nanos:08x}",
+            std::process::id()
+        ));
         fs::DirBuilder::new()
             .mode(0o700)
             .create(&dir)
@@ -814,12 +819,19 @@ pub fn restore(
             return Err(e);
         }
     };
-    let result = extract(open, identity, &closing, &manifest, &plan, opts, &mut staging, total)
-        .and_then(|(specials, bytes)| {
-            commit(&dest.dir, &manifest, &plan, &specials, &mut staging).map(|placed| {
-                (placed, bytes)
-            })
-        });
+    let result = extract(
+        open,
+        identity,
+        &closing,
+        &manifest,
+        &plan,
+        opts,
+        &mut staging,
+        total,
+    )
+    .and_then(|(specials, bytes)| {
+        commit(&dest.dir, &manifest, &plan, &specials, &mut staging).map(|placed| (placed, bytes))
+    });
     match result {
         Ok((placed, bytes)) => {
             let replaced = staging
@@ -881,7 +893,9 @@ fn extract(
             let path = trim_slash(&raw).to_vec();
             let name = show(&path);
             if seen_sums {
-                return Err(damaged(format!("{name}: unexpected entry after the manifest")));
+                return Err(damaged(format!(
+                    "{name}: unexpected entry after the manifest"
+                )));
             }
             if path == MANIFEST_PATH.as_bytes() || path == SUMS_PATH.as_bytes() {
                 let mut data = Vec::new();
@@ -904,7 +918,9 @@ fn extract(
                 continue;
             }
             if seen_manifest {
-                return Err(damaged(format!("{name}: unexpected entry after the manifest")));
+                return Err(damaged(format!(
+                    "{name}: unexpected entry after the manifest"
+                )));
             }
             let ty = found.header().entry_type();
             if ty.is_character_special() || ty.is_block_special() || ty.is_fifo() {

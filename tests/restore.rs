@@ -63,7 +63,11 @@ fn awkward_tree(env: &Env) {
     fs::create_dir_all(src.join("private")).unwrap();
     fs::write(src.join("etc/app/config"), "key = 1\n").unwrap();
     fs::write(src.join("etc/app/secret"), "s3cret\n").unwrap();
-    fs::set_permissions(src.join("etc/app/secret"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::set_permissions(
+        src.join("etc/app/secret"),
+        fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
     fs::write(src.join("run.sh"), "#!/bin/sh\n").unwrap();
     fs::set_permissions(src.join("run.sh"), fs::Permissions::from_mode(0o4755)).unwrap();
     fs::set_permissions(src.join("private"), fs::Permissions::from_mode(0o700)).unwrap();
@@ -111,13 +115,30 @@ fn a_whole_tree_round_trips_with_modes_times_links_and_owners() {
     assert_eq!(describe_tree(&env.src), describe_tree(&copy));
     assert_eq!(dir_mtimes(&env.src), dir_mtimes(&copy));
     let link = fs::symlink_metadata(copy.join("dangling")).unwrap();
-    assert_eq!(link.mtime(), fs::symlink_metadata(env.src.join("dangling")).unwrap().mtime());
+    assert_eq!(
+        link.mtime(),
+        fs::symlink_metadata(env.src.join("dangling"))
+            .unwrap()
+            .mtime()
+    );
     let config = fs::metadata(copy.join("etc/app/config")).unwrap();
-    assert_eq!(config.ino(), fs::metadata(copy.join("etc/config.hard")).unwrap().ino());
-    assert_eq!(fs::metadata(copy.join("run.sh")).unwrap().mode() & 0o7777, 0o4755);
-    assert_eq!(fs::metadata(copy.join("private/owned")).unwrap().uid(), 1234);
+    assert_eq!(
+        config.ino(),
+        fs::metadata(copy.join("etc/config.hard")).unwrap().ino()
+    );
+    assert_eq!(
+        fs::metadata(copy.join("run.sh")).unwrap().mode() & 0o7777,
+        0o4755
+    );
+    assert_eq!(
+        fs::metadata(copy.join("private/owned")).unwrap().uid(),
+        1234
+    );
     // Only the files: the archive's own .vouch/ files and the staging directory are not left.
-    let top: Vec<_> = fs::read_dir(&into).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let top: Vec<_> = fs::read_dir(&into)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(top, ["tmp"], "{top:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("restored"));
 }
@@ -151,7 +172,10 @@ fn selected_paths_restore_only_what_is_under_them() {
     let into2 = env.dir.path().join("hard");
     let hard = env.src.join("etc/config.hard");
     let rel = hard.strip_prefix("/").unwrap();
-    assert_code(&env.vouch(&["restore", s(&archive), "--to", s(&into2), s(rel)]), 0);
+    assert_code(
+        &env.vouch(&["restore", s(&archive), "--to", s(&into2), s(rel)]),
+        0,
+    );
     assert_eq!(fs::read(restored(&into2, &hard)).unwrap(), b"key = 1\n");
     assert!(!restored(&into2, &env.src.join("etc/app")).exists());
 }
@@ -183,7 +207,12 @@ fn existing_paths_are_refused_without_in_place() {
     assert!(stderr(&out).contains("--in-place"), "{}", stderr(&out));
     assert_eq!(snapshot(&into), before);
     // The parent of a missing DIR must exist.
-    let out = env.vouch(&["restore", s(&archive), "--to", s(&env.dir.path().join("x/y"))]);
+    let out = env.vouch(&[
+        "restore",
+        s(&archive),
+        "--to",
+        s(&env.dir.path().join("x/y")),
+    ]);
     assert_code(&out, 2);
 }
 
@@ -195,7 +224,10 @@ fn an_archive_restores_by_name_and_by_path_without_any_config() {
     let name = archive.file_name().unwrap().to_str().unwrap();
     let into = env.dir.path().join("by-name");
     assert_code(&env.vouch(&["restore", name, "--to", s(&into)]), 0);
-    assert_eq!(fs::read(restored(&into, &env.src.join("a"))).unwrap(), b"by name");
+    assert_eq!(
+        fs::read(restored(&into, &env.src.join("a"))).unwrap(),
+        b"by name"
+    );
     // Another host: no config at all, only the archive and its identity.
     let elsewhere = env.dir.path().join("copied");
     fs::create_dir(&elsewhere).unwrap();
@@ -216,17 +248,30 @@ fn an_archive_restores_by_name_and_by_path_without_any_config() {
         .env_remove("JOURNAL_STREAM");
     let out = cmd2.output().unwrap();
     assert_code(&out, 0);
-    assert_eq!(fs::read(restored(&into, &env.src.join("a"))).unwrap(), b"by name");
+    assert_eq!(
+        fs::read(restored(&into, &env.src.join("a"))).unwrap(),
+        b"by name"
+    );
     // Without --identity and without a config there is nothing to decrypt with.
     let mut cmd3 = Command::new(cmd.get_program());
-    cmd3.args(["restore", s(&copy), "--to", s(&env.dir.path().join("nokey"))])
-        .env("VOUCH_CONFIG", "/nonexistent/vouch.toml")
-        .env_remove("CREDENTIALS_DIRECTORY")
-        .env_remove("JOURNAL_STREAM");
+    cmd3.args([
+        "restore",
+        s(&copy),
+        "--to",
+        s(&env.dir.path().join("nokey")),
+    ])
+    .env("VOUCH_CONFIG", "/nonexistent/vouch.toml")
+    .env_remove("CREDENTIALS_DIRECTORY")
+    .env_remove("JOURNAL_STREAM");
     assert_code(&cmd3.output().unwrap(), 10);
     // An unknown name is a usage error.
     assert_code(
-        &env.vouch(&["restore", "nope-20200101T000000Z.tar.gz.age", "--to", "/tmp/x"]),
+        &env.vouch(&[
+            "restore",
+            "nope-20200101T000000Z.tar.gz.age",
+            "--to",
+            "/tmp/x",
+        ]),
         2,
     );
 }
@@ -237,8 +282,7 @@ fn a_receipt_that_does_not_match_is_33_and_nothing_is_written() {
     fs::write(env.src.join("a"), "a").unwrap();
     let archive = run_ok(&env);
     let receipt = PathBuf::from(format!("{}.json", archive.display()));
-    let mut json: serde_json::Value =
-        serde_json::from_slice(&fs::read(&receipt).unwrap()).unwrap();
+    let mut json: serde_json::Value = serde_json::from_slice(&fs::read(&receipt).unwrap()).unwrap();
     json["archive-size"] = serde_json::Value::from(1u64);
     fs::write(&receipt, serde_json::to_vec(&json).unwrap()).unwrap();
     let into = env.dir.path().join("r");
@@ -319,7 +363,11 @@ impl Arena {
             "find '{}' -name evil",
             self.env.dir.path().display()
         ));
-        assert!(evil_anywhere.stdout.is_empty(), "{:?}", evil_anywhere.stdout);
+        assert!(
+            evil_anywhere.stdout.is_empty(),
+            "{:?}",
+            evil_anywhere.stdout
+        );
     }
 }
 
@@ -331,7 +379,10 @@ fn a_crafted_archive_of_the_right_shape_restores() {
     let out = a.env.vouch(&["restore", s(&archive), "--to", s(&a.dest)]);
     assert_code(&out, 0);
     assert_eq!(fs::read(a.dest.join("d/good.txt")).unwrap(), b"good data\n");
-    assert_eq!(fs::read(a.dest.join("keep/mine")).unwrap(), b"the user's own file\n");
+    assert_eq!(
+        fs::read(a.dest.join("keep/mine")).unwrap(),
+        b"the user's own file\n"
+    );
 }
 
 #[test]
@@ -434,7 +485,11 @@ fn a_truncated_stream_is_33() {
 fn restored_then_changed(env: &Env, dest: &Path) -> PathBuf {
     fs::create_dir_all(env.src.join("app")).unwrap();
     for i in 0..40 {
-        fs::write(env.src.join(format!("app/f{i:02}")), format!("version 1 of {i}\n")).unwrap();
+        fs::write(
+            env.src.join(format!("app/f{i:02}")),
+            format!("version 1 of {i}\n"),
+        )
+        .unwrap();
     }
     let archive = run_ok(env);
     assert_code(&env.vouch(&["restore", s(&archive), "--to", s(dest)]), 0);
@@ -471,8 +526,15 @@ fn in_place_replaces_the_tree_and_keeps_other_files() {
         want.insert(extra.as_bytes().to_vec(), d);
     }
     assert_eq!(back, want);
-    let top: Vec<_> = fs::read_dir(&dest).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert_eq!(top, ["tmp"], "the staging directory was not removed: {top:?}");
+    let top: Vec<_> = fs::read_dir(&dest)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        top,
+        ["tmp"],
+        "the staging directory was not removed: {top:?}"
+    );
 }
 
 #[test]
@@ -487,7 +549,13 @@ fn in_place_killed_halfway_leaves_the_old_tree() {
         .output()
         .unwrap();
     use std::os::unix::process::ExitStatusExt;
-    assert_eq!(out.status.signal(), Some(9), "{:?}: {}", out.status, stderr(&out));
+    assert_eq!(
+        out.status.signal(),
+        Some(9),
+        "{:?}: {}",
+        out.status,
+        stderr(&out)
+    );
     // Only the staging directory of the killed process is new.
     assert_eq!(without_staging(snapshot(&dest)), before.unwrap());
 }
@@ -543,7 +611,10 @@ fn split_archives_restore_and_a_missing_part_is_33() {
     let name = parts[0].strip_suffix(".000").unwrap().to_owned();
     let into = env.dir.path().join("whole");
     assert_code(&env.vouch(&["restore", &name, "--to", s(&into)]), 0);
-    assert_eq!(fs::read(restored(&into, &env.src.join("data.bin"))).unwrap(), data);
+    assert_eq!(
+        fs::read(restored(&into, &env.src.join("data.bin"))).unwrap(),
+        data
+    );
     fs::remove_file(env.target.join(&parts[1])).unwrap();
     let into = env.dir.path().join("gap");
     let out = env.vouch(&["restore", &name, "--to", s(&into)]);
@@ -609,17 +680,25 @@ fn verify_restore_to_records_a_restore_test() {
     // Several archives: one subdirectory each.
     assert_code(&env.vouch(&["run"]), 0);
     let many = env.dir.path().join("many");
-    assert_code(&env.vouch(&["verify", "--all", "--restore-to", s(&many)]), 0);
+    assert_code(
+        &env.vouch(&["verify", "--all", "--restore-to", s(&many)]),
+        0,
+    );
     for a in env.archives() {
         let sub = many.join("local").join(a.file_name().unwrap());
-        assert!(restored(&sub, &env.src).join("etc/app/config").is_file(), "{sub:?}");
+        assert!(
+            restored(&sub, &env.src).join("etc/app/config").is_file(),
+            "{sub:?}"
+        );
     }
 }
 
 #[test]
 fn verify_restore_to_with_a_flipped_bit_is_33() {
     let env = Env::new();
-    let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7919 >> 3) as u8).collect();
+    let data: Vec<u8> = (0..300_000u32)
+        .map(|i| (i.wrapping_mul(7919) >> 3) as u8)
+        .collect();
     fs::write(env.src.join("data.bin"), data).unwrap();
     let archive = run_ok(&env);
     let mut bytes = fs::read(&archive).unwrap();

@@ -64,16 +64,16 @@ fn locate(
     } else {
         arg.to_owned()
     };
-    let dirs_of = |s: &Settings| -> Vec<PathBuf> { s.targets.iter().map(|t| t.path.clone()).collect() };
+    let dirs_of =
+        |s: &Settings| -> Vec<PathBuf> { s.targets.iter().map(|t| t.path.clone()).collect() };
     let search: Vec<PathBuf> = if as_path {
         Vec::new()
     } else {
         dirs_of(load_settings(settings, cli)?)
     };
     let refs: Vec<&Path> = search.iter().map(PathBuf::as_path).collect();
-    let found = archives::find(&arg, &refs).map_err(|e| {
-        Error::Usage(format!("cannot look for {}: {e}", arg.display()))
-    })?;
+    let found = archives::find(&arg, &refs)
+        .map_err(|e| Error::Usage(format!("cannot look for {}: {e}", arg.display())))?;
     let Some(archive) = found else {
         return Err(Error::Usage(if as_path {
             format!("no vouch archive at {}", arg.display())

@@ -10,16 +10,16 @@
 //! read back from disk and compared with the manifest. DIR must be new or empty; the restored
 //! files are left there for the operator to inspect.
 
+use crate::archives::{self, Archive, VerifyLog, VerifyRecord};
+use crate::cli::restore as restore_cli;
 use crate::cli::Cli;
 use crate::config::{self, Target};
+use crate::crypt::Identity;
 use crate::crypt::{KeyError, Keys};
 use crate::dirs::{self, Dirs};
 use crate::error::Error;
 use crate::exit::ExitCode;
-use crate::archives::{self, Archive, VerifyLog, VerifyRecord};
 use crate::journal::{Entry, Event};
-use crate::cli::restore as restore_cli;
-use crate::crypt::Identity;
 use crate::restore::{self, RestoreError};
 use crate::verify;
 use std::path::{Path, PathBuf};
@@ -231,7 +231,6 @@ pub fn execute(
     }
 }
 
-
 /// Refuses a scratch directory that holds anything, or whose parent is missing.
 fn check_scratch(dir: &Path) -> Result<(), Error> {
     match std::fs::read_dir(dir) {
@@ -254,10 +253,7 @@ fn check_scratch(dir: &Path) -> Result<(), Error> {
             }
             Ok(())
         }
-        Err(e) => Err(Error::Usage(format!(
-            "--restore-to {}: {e}",
-            dir.display()
-        ))),
+        Err(e) => Err(Error::Usage(format!("--restore-to {}: {e}", dir.display()))),
     }
 }
 
