@@ -419,6 +419,24 @@ fn a_file_behind_a_symlink_already_in_the_destination_is_refused() {
 }
 
 #[test]
+fn in_place_replaces_a_symlink_in_the_way_instead_of_following_it() {
+    let a = Arena::new();
+    std::os::unix::fs::symlink(&a.sentinel, a.dest.join("a")).unwrap();
+    let archive = craft(&a.env, "dir-over-symlink", &a.sentinel);
+    // Without --in-place, `a` is in the way.
+    a.refused(&archive, &[], 2, "already exists");
+    let sentinel = snapshot(&a.sentinel);
+    let out = a
+        .env
+        .vouch(&["restore", s(&archive), "--to", s(&a.dest), "--in-place"]);
+    assert_code(&out, 0);
+    assert_eq!(snapshot(&a.sentinel), sentinel);
+    let m = fs::symlink_metadata(a.dest.join("a")).unwrap();
+    assert!(m.is_dir(), "{m:?}");
+    assert_eq!(fs::read(a.dest.join("a/inside")).unwrap(), b"good data\n");
+}
+
+#[test]
 fn hard_links_to_outside_are_refused() {
     let a = Arena::new();
     for kind in ["hardlink-outside", "hardlink-dotdot"] {

@@ -92,6 +92,10 @@ def build(kind, outside):
     elif kind == "file-under-existing":
         # No entry for `a`: the test puts a symlink `a` into the destination beforehand.
         add(*member("a/evil", tarfile.REGTYPE, evil))
+    elif kind == "dir-over-symlink":
+        # Harmless on its own; the test puts a symlink `a` into the destination beforehand.
+        add(*member("a", tarfile.DIRTYPE, mode=0o755))
+        add(*member("a/inside", tarfile.REGTYPE, good))
     elif kind == "hardlink-outside":
         target = os.path.join(outside, "victim")
         add(*member("h", tarfile.LNKTYPE, link=target), sha_of=hashlib.sha256(b"").hexdigest())
