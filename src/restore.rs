@@ -47,6 +47,10 @@ use std::time::{Duration, Instant};
 /// The prefix of the staging directory inside the destination.
 pub const STAGING_PREFIX: &str = ".vouch-restore.";
 
+/// The prefix of files kept beside their destination: replaced paths on another filesystem
+/// than the staging directory, and copies about to be renamed into place.
+pub const OLD_PREFIX: &str = ".vouch-restore-old.";
+
 /// Why a restore failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
@@ -700,8 +704,20 @@ impl Staging {
         match fs::symlink_metadata(path) {
             Ok(_) => {
                 self.aside_count += 1;
-                let aside = self.dir.join("old").join(self.aside_count.to_string());
-                fs::rename(path, &aside).map_err(io_err(path))?;
+                let mut aside = self.dir.join("old").join(self.aside_count.to_string());
+                if let Err(e) = fs::rename(path, &aside) {
+                    if e.raw_os_error() != Some(libc::EXDEV) {
+                        return Err(io_err(path)(e));
+                    }
+                    // Another filesystem is mounted inside the destination: keep the
+                    // replaced path beside itself instead.
+                    aside = path.with_file_name(format!(
+                        "{OLD_PREFIX}{}.{}",
+                        std::process::id(),
+                        self.aside_count
+                    ));
+                    fs::rename(path, &aside).map_err(io_err(path))?;
+                }
                 self.steps.push(Step::Aside {
                     orig: path.to_owned(),
                     aside,
@@ -710,6 +726,54 @@ impl Staging {
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(io_err(path)(e)),
+        }
+    }
+
+    /// Moves staged data to `dest`. Across filesystems (a mount point inside the destination),
+    /// it is copied to a temporary name beside `dest`, synced, given its metadata, and renamed.
+    fn place(&mut self, staged: &Path, dest: &Path, e: &Entry) -> Result<(), RestoreError> {
+        match fs::rename(staged, dest) {
+            Ok(()) => return Ok(()),
+            Err(err) if err.raw_os_error() == Some(libc::EXDEV) => {}
+            Err(err) => return Err(io_err(dest)(err)),
+        }
+        let temp = dest.with_file_name(format!("{OLD_PREFIX}{}.new", std::process::id()));
+        let copied = (|| -> io::Result<()> {
+            let mut from = File::open(staged)?;
+            let mut to = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&temp)?;
+            io::copy(&mut from, &mut to)?;
+            to.sync_all()?;
+            drop(to);
+            let mode = u32::from_str_radix(&e.mode, 8).map_err(io::Error::other)?;
+            set_meta(&temp, Some(mode), e.uid, e.gid, e.mtime)?;
+            fs::rename(&temp, dest)
+        })();
+        if let Err(err) = copied {
+            let _ = fs::remove_file(&temp);
+            return Err(io_err(dest)(err));
+        }
+        Ok(())
+    }
+
+    /// Deletes what was replaced, once the restore has succeeded.
+    fn drop_replaced(&self) {
+        for step in &self.steps {
+            if let Step::Aside { aside, .. } = step {
+                if aside.starts_with(&self.dir) {
+                    continue;
+                }
+                let gone = match fs::symlink_metadata(aside) {
+                    Ok(m) if m.is_dir() => fs::remove_dir_all(aside),
+                    _ => fs::remove_file(aside),
+                };
+                if let Err(e) = gone {
+                    log::warn!("cannot remove the replaced {}: {e}", aside.display());
+                }
+            }
         }
     }
 
@@ -839,6 +903,7 @@ pub fn restore(
                 .iter()
                 .filter(|s| matches!(s, Step::Aside { .. }))
                 .count() as u64;
+            staging.drop_replaced();
             staging.remove();
             Ok(Restored {
                 dir: dest.dir,
@@ -1186,7 +1251,7 @@ fn commit(
             },
             EntryType::File => {
                 staging.clear(&dest)?;
-                fs::rename(staging.data(i), &dest).map_err(io_err(&dest))?;
+                staging.place(&staging.data(i), &dest, e)?;
                 staging.steps.push(Step::Created(dest.clone()));
                 moved.insert(i, dest.clone());
             }
@@ -1197,7 +1262,8 @@ fn commit(
                 match moved.get(&j) {
                     Some(first) => fs::hard_link(first, &dest).map_err(io_err(&dest))?,
                     None => {
-                        fs::rename(staging.data(j), &dest).map_err(io_err(&dest))?;
+                        let staged = staging.data(j);
+                        staging.place(&staged, &dest, &manifest.entries[j])?;
                         moved.insert(j, dest.clone());
                     }
                 }

@@ -556,6 +556,61 @@ fn in_place_replaces_the_tree_and_keeps_other_files() {
 }
 
 #[test]
+fn a_mount_point_inside_the_destination_is_restored_across_filesystems() {
+    require_root();
+    let env = Env::new();
+    fs::write(env.src.join("a"), "archived a\n").unwrap();
+    fs::set_permissions(env.src.join("a"), fs::Permissions::from_mode(0o640)).unwrap();
+    touch(&env.src.join("a"), "2003-03-03 03:03:03");
+    let archive = run_ok(&env);
+    let dest = env.dir.path().join("dest");
+    let mnt = dest.join("tmp");
+    fs::create_dir_all(&mnt).unwrap();
+    let file = restored(&dest, &env.src.join("a"));
+    let q = |p: &Path| format!("'{}'", p.display());
+    let vouch = |extra: &str| {
+        format!(
+            "{} --config {} restore {} --to {} {extra}",
+            q(Path::new(env!("CARGO_BIN_EXE_vouch"))),
+            q(&env.config),
+            q(&archive),
+            q(&dest)
+        )
+    };
+    // In a private mount namespace, DIR/tmp is a tmpfs: staged files cross a filesystem.
+    let script = format!(
+        "set -e; mount -t tmpfs vouch-test {m}; {first}; echo changed > {f}; \
+         {second}; cat {f}; stat -c '%a %Y' {f}; ls -A {parent}; ls -A {d}",
+        m = q(&mnt),
+        first = vouch(""),
+        second = vouch("--in-place"),
+        f = q(&file),
+        parent = q(file.parent().unwrap()),
+        d = q(&dest),
+    );
+    let out = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "bash", "-c", &script])
+        .env("STATE_DIRECTORY", &env.state)
+        .env("RUNTIME_DIRECTORY", &env.runtime)
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("VOUCH_TEST_FAULT")
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with("restored"))
+        .collect();
+    let mtime = fs::metadata(env.src.join("a")).unwrap().mtime();
+    assert_eq!(
+        lines,
+        ["archived a", &format!("640 {mtime}"), "a", "tmp"],
+        "{text}"
+    );
+}
+
+#[test]
 fn in_place_killed_halfway_leaves_the_old_tree() {
     let env = Env::new();
     let dest = env.dir.path().join("live");
