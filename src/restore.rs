@@ -35,7 +35,7 @@ use crate::io::{HashReader, BUFFER_SIZE};
 use crate::manifest::{sums_line, Entry, EntryType, Manifest, MANIFEST_PATH, SUMS_PATH};
 use flate2::read::MultiGzDecoder;
 use sha2::{Digest, Sha256};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io::{self, BufReader, IsTerminal, Read, Write};
@@ -567,7 +567,9 @@ fn check_dest(
         return Ok(());
     }
     let replaced = |p: &[u8]| in_place && plan.index.get(p).is_some_and(|&i| plan.selected[i]);
-    let mut checked: HashSet<&[u8]> = HashSet::new();
+    // Ancestors already looked at: `true` when nothing below them needs looking at, because
+    // they do not exist or the restore replaces them (`lstat` below a symlink would follow it).
+    let mut seen: HashMap<&[u8], bool> = HashMap::new();
     let chosen = plan
         .paths
         .iter()
@@ -575,31 +577,36 @@ fn check_dest(
         .filter(|(i, _)| plan.selected[*i])
         .map(|(_, p)| p)
         .chain(specials.iter());
-    for p in chosen {
+    'paths: for p in chosen {
         for a in ancestors(p) {
-            if !checked.insert(a) {
-                continue;
-            }
-            let full = rel_path(&dest.dir, a);
-            match fs::symlink_metadata(&full) {
-                Ok(m) if m.is_dir() => {}
-                Ok(m) if replaced(a) => {
-                    let _ = m;
-                }
-                Ok(m) => {
-                    let what = if m.file_type().is_symlink() {
-                        "a symlink"
-                    } else {
-                        "not a directory"
+            let stop = match seen.get(a) {
+                Some(&stop) => stop,
+                None => {
+                    let full = rel_path(&dest.dir, a);
+                    let stop = match fs::symlink_metadata(&full) {
+                        Ok(m) if m.is_dir() => false,
+                        Ok(_) if replaced(a) => true,
+                        Ok(m) => {
+                            let what = if m.file_type().is_symlink() {
+                                "a symlink"
+                            } else {
+                                "not a directory"
+                            };
+                            return Err(RestoreError::Refused(format!(
+                                "{}: refused, {} in the destination is {what}, and the restore will not write through it",
+                                show(p),
+                                full.display()
+                            )));
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => true,
+                        Err(e) => return Err(io_err(&full)(e)),
                     };
-                    return Err(RestoreError::Refused(format!(
-                        "{}: refused, {} in the destination is {what}, and the restore will not write through it",
-                        show(p),
-                        full.display()
-                    )));
+                    seen.insert(a, stop);
+                    stop
                 }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => break,
-                Err(e) => return Err(io_err(&full)(e)),
+            };
+            if stop {
+                continue 'paths;
             }
         }
         let full = rel_path(&dest.dir, p);
