@@ -25,6 +25,7 @@ pub mod notify; // webhook, pings and command
 pub mod outcome; // a run's result as the reporting channels see it
 pub mod preflight; // every check before a byte is written
 pub mod receipt; // the unencrypted receipt beside each archive
+pub mod restore; // safe extraction, every file checked before it is moved into place
 pub mod retention; // which archives to keep; pruning the rest
 pub mod run; // `vouch run`: the whole backup
 pub mod signals; // SIGXFSZ must become EFBIG, not death

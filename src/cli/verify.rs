@@ -4,15 +4,23 @@
 //! This is the restore test: `vouch-verify.timer` runs `vouch verify --latest` weekly. Results
 //! are recorded in `$STATE_DIRECTORY/verified.json` (archives are never rewritten). A target
 //! without any archive fails, since there is nothing that could be restored from it.
+//!
+//! `--restore-to DIR` goes one step further: after the verification, each archive is restored
+//! into DIR (into `DIR/TARGET/ARCHIVE` when several are selected) and every restored file is
+//! read back from disk and compared with the manifest. DIR must be new or empty; the restored
+//! files are left there for the operator to inspect.
 
 use crate::archives::{self, Archive, VerifyLog, VerifyRecord};
+use crate::cli::restore as restore_cli;
 use crate::cli::Cli;
 use crate::config::{self, Target};
+use crate::crypt::Identity;
 use crate::crypt::{KeyError, Keys};
 use crate::dirs::{self, Dirs};
 use crate::error::Error;
 use crate::exit::ExitCode;
 use crate::journal::{Entry, Event};
+use crate::restore::{self, RestoreError};
 use crate::verify;
 use std::path::{Path, PathBuf};
 
@@ -35,10 +43,7 @@ pub fn execute(
     restore_to: Option<&Path>,
 ) -> Result<ExitCode, Error> {
     if let Some(dir) = restore_to {
-        return Err(Error::Usage(format!(
-            "--restore-to {} is not available yet",
-            dir.display()
-        )));
+        check_scratch(dir)?;
     }
     let settings = config::load(&dirs::config_path(cli.config.as_deref()))?;
     let dirs = Dirs::from_env();
@@ -113,6 +118,7 @@ pub fn execute(
 
     let mut log = VerifyLog::load(&dirs.state);
     let mut first_failure = None;
+    let several = work.len() > 1;
     for (t, c) in work {
         crate::systemd::status(&format!("verifying {} on {}", c.name, t.name));
         let receipt = c
@@ -134,6 +140,41 @@ pub fn execute(
         } else {
             verify::verify_archive(&|| c.open(), &identity, receipt, &dirs.state)
         };
+        // The restore test: write every file out and read it back against the manifest.
+        let result = match (result, restore_to) {
+            (Ok(v), Some(dir)) => {
+                let into = if several {
+                    dir.join(&t.name).join(&c.name)
+                } else {
+                    dir.to_owned()
+                };
+                match restore_test(&c, &identity, receipt, &into) {
+                    Ok(entries) => {
+                        println!(
+                            "restored {entries} entries of {} into {}",
+                            c.name,
+                            into.display()
+                        );
+                        Ok(v)
+                    }
+                    Err(RestoreError::Damaged(detail)) => Err(verify::Mismatch(format!(
+                        "restore test into {}: {detail}",
+                        into.display()
+                    ))),
+                    Err(e) => {
+                        if let Err(e) = log.save(&dirs.state) {
+                            log::warn!(
+                                "cannot record verification results in {}: {e}",
+                                dirs.state.display()
+                            );
+                        }
+                        return Err(restore_cli::classify(e, Some(&t.name), &c.name, &into));
+                    }
+                }
+            }
+            (result, _) => result,
+        };
+        let restore_test = restore_to.is_some();
         let now = crate::run::rfc3339(time::OffsetDateTime::now_utc());
         match result {
             Ok(v) => {
@@ -154,7 +195,7 @@ pub fn execute(
                         verified_at: now,
                         ok: true,
                         detail: None,
-                        restore_test: false,
+                        restore_test,
                     },
                 );
             }
@@ -167,7 +208,7 @@ pub fn execute(
                         verified_at: now,
                         ok: false,
                         detail: Some(m.0.clone()),
-                        restore_test: false,
+                        restore_test,
                     },
                 );
                 first_failure.get_or_insert(Error::Damaged {
@@ -188,4 +229,59 @@ pub fn execute(
         Some(e) => Err(e),
         None => Ok(ExitCode::Ok),
     }
+}
+
+/// Refuses a scratch directory that holds anything, or whose parent is missing.
+fn check_scratch(dir: &Path) -> Result<(), Error> {
+    match std::fs::read_dir(dir) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                return Err(Error::Usage(format!(
+                    "--restore-to {} is not empty; give a new or empty scratch directory",
+                    dir.display()
+                )));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let parent = dir.parent().filter(|p| !p.as_os_str().is_empty());
+            if parent.is_some_and(|p| !p.is_dir()) {
+                return Err(Error::Usage(format!(
+                    "--restore-to {}: its parent directory does not exist",
+                    dir.display()
+                )));
+            }
+            Ok(())
+        }
+        Err(e) => Err(Error::Usage(format!("--restore-to {}: {e}", dir.display()))),
+    }
+}
+
+/// Restores the whole archive into `into` and compares the restored tree with the manifest.
+fn restore_test(
+    archive: &Archive,
+    identity: &Identity,
+    receipt: Option<(&str, u64)>,
+    into: &Path,
+) -> Result<u64, RestoreError> {
+    if let Some(parent) = into.parent() {
+        std::fs::create_dir_all(parent).map_err(|error| RestoreError::Io {
+            path: parent.to_owned(),
+            error,
+        })?;
+    }
+    let options = restore::Options {
+        to: into.to_owned(),
+        progress: true,
+        ..restore::Options::default()
+    };
+    let done = restore::restore(
+        &|| archive.open(),
+        identity,
+        receipt,
+        archive.size_on_disk(),
+        &options,
+    )?;
+    restore::check_tree(&done)?;
+    Ok(done.entries)
 }

@@ -1,0 +1,1454 @@
+//! Restoring an archive: safe extraction, every file checked against the manifest before it is
+//! moved into place.
+//!
+//! A restore reads the archive twice. The first pass decrypts it to its end for the two files
+//! that close it, `.vouch/manifest.json` and `.vouch/SHA256SUMS`, and hashes the ciphertext
+//! (compared with the receipt when there is one). Nothing is written during that pass: the
+//! manifest is checked as a whole first. Every path must be relative and plain (no `/` at the
+//! start, no `.` or `..` component, no empty component), appear once, and not lie below an
+//! entry that is not a directory (a symlink `a` followed by a file `a/x` is refused, since
+//! writing `a/x` would follow the link); hard links must name an earlier file of the archive.
+//! Then the destination is checked: without `--in-place` nothing the restore would create may
+//! already exist there, and no path may pass through a symlink (or a file) already in it.
+//!
+//! The second pass compares each tar entry with the manifest in order (path, type, mode, size,
+//! link target) and writes the data of each file into a staging directory inside the
+//! destination, one flat file per entry, hashing it as it is written. Owner (as root), mode and
+//! modification time are set on the staged file. The names in the archive are never used to
+//! open anything during this pass, so a hostile archive can write nothing but numbered files in
+//! the staging directory.
+//!
+//! Only when the whole archive has been read, every file matched its SHA-256 and the ciphertext
+//! hashed the same as in the first pass does the commit start: directories are made, staged
+//! files renamed into place, symlinks and hard links created, parents checked with `lstat`
+//! before each step. With `--in-place`, whatever is in the way is first renamed into the staging
+//! directory. Every step is journaled in memory; if one fails, the journal is undone in reverse
+//! (created paths removed, replaced ones renamed back), so the destination ends as it was. The
+//! staging directory (and with it the replaced files) is removed at the end.
+//!
+//! Device nodes and FIFOs are never in archives vouch writes (the manifest lists them as
+//! skipped). An archive holding one is refused, unless `--devices` is given, the process runs as
+//! root, and the manifest lists the entry among its skipped special files.
+
+use crate::crypt::{self, Identity};
+use crate::io::{HashReader, BUFFER_SIZE};
+use crate::manifest::{sums_line, Entry, EntryType, Manifest, MANIFEST_PATH, SUMS_PATH};
+use flate2::read::MultiGzDecoder;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::{self, File};
+use std::io::{self, BufReader, IsTerminal, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The prefix of the staging directory inside the destination.
+pub const STAGING_PREFIX: &str = ".vouch-restore.";
+
+/// The prefix of files kept beside their destination: replaced paths on another filesystem
+/// than the staging directory, and copies about to be renamed into place.
+pub const OLD_PREFIX: &str = ".vouch-restore-old.";
+
+/// Why a restore failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// The archive is damaged, does not match its manifest or receipt, or holds an entry that
+    /// would be unsafe to extract. Names the first bad entry.
+    #[error("{0}")]
+    Damaged(String),
+    /// The destination or the selection cannot be used as given (an existing path in the way,
+    /// a symlink in the destination, a path that matches nothing).
+    #[error("{0}")]
+    Refused(String),
+    /// Writing into the destination failed.
+    #[error("{path}: {error}")]
+    Io {
+        /// The path being written.
+        path: PathBuf,
+        /// What the kernel said.
+        error: io::Error,
+    },
+}
+
+fn damaged(msg: impl Into<String>) -> RestoreError {
+    RestoreError::Damaged(msg.into())
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> RestoreError + '_ {
+    move |error| RestoreError::Io {
+        path: path.to_owned(),
+        error,
+    }
+}
+
+/// What to restore and how.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// The destination directory (created when missing; its parent must exist).
+    pub to: PathBuf,
+    /// Stored paths to restore, with what is under them; empty: everything.
+    pub paths: Vec<Vec<u8>>,
+    /// Replace what is already in the destination.
+    pub in_place: bool,
+    /// Create device nodes and FIFOs (root only).
+    pub devices: bool,
+    /// Print progress on stderr (only when it is a terminal).
+    pub progress: bool,
+}
+
+/// What a restore did.
+#[derive(Debug, Clone)]
+pub struct Restored {
+    /// The destination, canonical.
+    pub dir: PathBuf,
+    /// The manifest of the archive.
+    pub manifest: Manifest,
+    /// Which manifest entries were restored.
+    pub selected: Vec<bool>,
+    /// Entries placed.
+    pub entries: u64,
+    /// Bytes of file data written.
+    pub bytes: u64,
+    /// Paths that existed and were replaced (`--in-place`).
+    pub replaced: u64,
+}
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Normalizes a PATH argument into a stored path: leading `/` and trailing `/` dropped.
+pub fn stored_path(arg: &Path) -> Result<Vec<u8>, RestoreError> {
+    let bytes = arg.as_os_str().as_bytes();
+    let mut p = bytes;
+    while let Some(rest) = p.strip_prefix(b"/") {
+        p = rest;
+    }
+    while let Some(rest) = p.strip_suffix(b"/") {
+        p = rest;
+    }
+    check_relative(p).map_err(|why| {
+        RestoreError::Refused(format!(
+            "{}: not a path that can be stored in an archive ({why})",
+            arg.display()
+        ))
+    })?;
+    Ok(p.to_vec())
+}
+
+/// Checks that `p` is a plain relative path: not empty, no leading `/`, no empty, `.` or `..`
+/// component, no NUL byte.
+fn check_relative(p: &[u8]) -> Result<(), &'static str> {
+    if p.is_empty() {
+        return Err("empty");
+    }
+    if p.starts_with(b"/") {
+        return Err("absolute");
+    }
+    if p.contains(&0) {
+        return Err("contains a NUL byte");
+    }
+    for c in p.split(|&b| b == b'/') {
+        match c {
+            b"" => return Err("empty component"),
+            b"." => return Err("`.` component"),
+            b".." => return Err("`..` component"),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn show(p: &[u8]) -> String {
+    String::from_utf8_lossy(p).into_owned()
+}
+
+fn trim_slash(p: &[u8]) -> &[u8] {
+    p.strip_suffix(b"/").unwrap_or(p)
+}
+
+/// The proper ancestors of a relative path, shortest first.
+fn ancestors(p: &[u8]) -> impl Iterator<Item = &[u8]> {
+    p.iter()
+        .enumerate()
+        .filter(|(_, &b)| b == b'/')
+        .map(move |(i, _)| &p[..i])
+}
+
+fn under(path: &[u8], prefix: &[u8]) -> bool {
+    path == prefix || (path.starts_with(prefix) && path.get(prefix.len()) == Some(&b'/'))
+}
+
+/// A special file from a crafted or foreign archive.
+#[derive(Debug, Clone)]
+struct Special {
+    path: Vec<u8>,
+    kind: nix::sys::stat::SFlag,
+    mode: u32,
+    uid: u64,
+    gid: u64,
+    mtime: i64,
+    rdev: u64,
+}
+
+/// The manifest checked as a whole, with what to restore.
+struct Plan {
+    paths: Vec<Vec<u8>>,
+    kinds: Vec<EntryType>,
+    selected: Vec<bool>,
+    /// Entries whose data must be staged: selected files, and files a selected hard link
+    /// points to.
+    staged: Vec<bool>,
+    index: HashMap<Vec<u8>, usize>,
+    /// Special files the manifest lists as skipped, by path, with their type name.
+    skipped: HashMap<Vec<u8>, String>,
+}
+
+impl Plan {
+    fn new(manifest: &Manifest, wanted: &[Vec<u8>]) -> Result<Plan, RestoreError> {
+        let mut index: HashMap<Vec<u8>, usize> = HashMap::new();
+        let mut paths = Vec::with_capacity(manifest.entries.len());
+        for (i, e) in manifest.entries.iter().enumerate() {
+            let p = e.path_bytes();
+            check_relative(&p)
+                .map_err(|why| damaged(format!("{}: refused, the path is {why}", e.path)))?;
+            if p == MANIFEST_PATH.as_bytes() || p == SUMS_PATH.as_bytes() {
+                return Err(damaged(format!("{}: listed as an archived entry", e.path)));
+            }
+            for a in ancestors(&p) {
+                match index.get(a) {
+                    Some(&j) if manifest.entries[j].kind != EntryType::Dir => {
+                        return Err(damaged(format!(
+                            "{}: refused, it would be written through {}, which is not a directory",
+                            e.path,
+                            show(a)
+                        )));
+                    }
+                    _ => {}
+                }
+            }
+            if index.insert(p.clone(), i).is_some() {
+                return Err(damaged(format!("{}: listed twice", e.path)));
+            }
+            match e.kind {
+                EntryType::Hardlink => {
+                    let link = e.link_bytes().unwrap_or_default();
+                    let target = check_relative(&link)
+                        .ok()
+                        .and_then(|_| index.get(link.as_slice()).copied())
+                        .filter(|&j| manifest.entries[j].kind == EntryType::File);
+                    if target.is_none() {
+                        return Err(damaged(format!(
+                            "{}: refused, a hard link to {}, which is not an earlier file of the archive",
+                            e.path,
+                            show(&link)
+                        )));
+                    }
+                }
+                EntryType::Symlink if e.link.is_none() => {
+                    return Err(damaged(format!("{}: a symlink without a target", e.path)));
+                }
+                EntryType::File if e.sha256.is_none() => {
+                    return Err(damaged(format!("{}: a file without a SHA-256", e.path)));
+                }
+                _ => {}
+            }
+            paths.push(p);
+        }
+        let mut selected = vec![wanted.is_empty(); paths.len()];
+        for w in wanted {
+            let mut hit = false;
+            for (i, p) in paths.iter().enumerate() {
+                if under(p, w) {
+                    selected[i] = true;
+                    hit = true;
+                }
+            }
+            if !hit {
+                return Err(RestoreError::Refused(format!(
+                    "{}: no such path in the archive's manifest",
+                    show(w)
+                )));
+            }
+        }
+        // The directories above what was chosen come back with their own metadata.
+        if !wanted.is_empty() {
+            for i in 0..paths.len() {
+                if selected[i] {
+                    for a in ancestors(&paths[i]) {
+                        if let Some(&j) = index.get(a) {
+                            selected[j] = true;
+                        }
+                    }
+                }
+            }
+        }
+        let mut staged = vec![false; paths.len()];
+        for (i, e) in manifest.entries.iter().enumerate() {
+            if !selected[i] {
+                continue;
+            }
+            match e.kind {
+                EntryType::File => staged[i] = true,
+                EntryType::Hardlink => {
+                    let link = e.link_bytes().unwrap_or_default();
+                    staged[index[&link]] = true;
+                }
+                _ => {}
+            }
+        }
+        let skipped = manifest
+            .tail
+            .skipped
+            .iter()
+            .map(|s| (s.path.as_bytes().to_vec(), s.kind.clone()))
+            .collect();
+        Ok(Plan {
+            paths,
+            kinds: manifest.entries.iter().map(|e| e.kind).collect(),
+            selected,
+            staged,
+            index,
+            skipped,
+        })
+    }
+
+    fn wanted_special(&self, path: &[u8], wanted: &[Vec<u8>]) -> bool {
+        wanted.is_empty() || wanted.iter().any(|w| under(path, w))
+    }
+}
+
+/// Progress on a terminal: one line on stderr, rewritten at most twice a second.
+struct Meter {
+    on: bool,
+    phase: &'static str,
+    total: u64,
+    last: Option<Instant>,
+}
+
+impl Meter {
+    fn new(on: bool, phase: &'static str, total: u64) -> Meter {
+        Meter {
+            on: on && io::stderr().is_terminal(),
+            phase,
+            total,
+            last: None,
+        }
+    }
+
+    fn update(&mut self, done: u64) {
+        if !self.on
+            || self
+                .last
+                .is_some_and(|t| t.elapsed() < Duration::from_millis(500))
+        {
+            return;
+        }
+        self.last = Some(Instant::now());
+        let h = crate::systemd::human_bytes;
+        let _ = write!(
+            io::stderr(),
+            "\r{}: {} of {}   ",
+            self.phase,
+            h(done),
+            h(self.total)
+        );
+    }
+
+    fn done(&mut self) {
+        if self.on && self.last.is_some() {
+            let _ = writeln!(io::stderr());
+        }
+    }
+}
+
+/// A reader that counts what passes through it.
+struct Counted<R> {
+    inner: R,
+    count: Count,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.set(self.count.get() + n as u64);
+        Ok(n)
+    }
+}
+
+type Tar<'a> = tar::Archive<MultiGzDecoder<age::stream::StreamReader<BufReader<&'a mut Source>>>>;
+
+fn open_tar<'a>(hashed: &'a mut Source, identity: &Identity) -> Result<Tar<'a>, RestoreError> {
+    let buffered = BufReader::with_capacity(BUFFER_SIZE, hashed);
+    let plain =
+        crypt::decrypt(identity, buffered).map_err(|e| damaged(format!("cannot decrypt: {e}")))?;
+    Ok(tar::Archive::new(MultiGzDecoder::new(plain)))
+}
+
+fn drain(tar: Tar<'_>) -> Result<(), RestoreError> {
+    let mut rest = tar.into_inner();
+    io::copy(&mut rest, &mut io::sink())
+        .map(|_| ())
+        .map_err(|e| damaged(format!("the end of the archive is damaged: {e}")))
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    crate::io::hex(&Sha256::digest(data))
+}
+
+/// The closing files of an archive and the hash of its ciphertext, from the first pass.
+struct Closing {
+    manifest: Vec<u8>,
+    sums: Vec<u8>,
+    sha256: String,
+    size: u64,
+}
+
+type Opener<'a> = &'a dyn Fn() -> io::Result<Box<dyn Read>>;
+
+/// Bytes read from the archive so far, shared with the progress meter.
+type Count = std::rc::Rc<std::cell::Cell<u64>>;
+
+/// The archive's ciphertext, hashed and counted.
+type Source = HashReader<Counted<Box<dyn Read>>>;
+
+fn counted(open: Opener<'_>) -> Result<(Source, Count), RestoreError> {
+    let inner = open().map_err(|e| damaged(format!("cannot open the archive: {e}")))?;
+    let count = std::rc::Rc::new(std::cell::Cell::new(0));
+    Ok((
+        HashReader::new(Counted {
+            inner,
+            count: count.clone(),
+        }),
+        count,
+    ))
+}
+
+fn read_closing(
+    open: Opener<'_>,
+    identity: &Identity,
+    meter: &mut Meter,
+) -> Result<Closing, RestoreError> {
+    let (mut hashed, count) = counted(open)?;
+    let mut manifest = None;
+    let mut sums = None;
+    {
+        let mut tar = open_tar(&mut hashed, identity)?;
+        let iter = tar
+            .entries()
+            .map_err(|e| damaged(format!("not a tar stream: {e}")))?;
+        for found in iter {
+            let mut found = found.map_err(|e| damaged(format!("corrupt tar entry: {e}")))?;
+            let path = found.path_bytes().into_owned();
+            if path == MANIFEST_PATH.as_bytes() || path == SUMS_PATH.as_bytes() {
+                let mut data = Vec::new();
+                found
+                    .read_to_end(&mut data)
+                    .map_err(|e| damaged(format!("cannot read {}: {e}", show(&path))))?;
+                if path == MANIFEST_PATH.as_bytes() {
+                    manifest = Some(data);
+                } else {
+                    sums = Some(data);
+                }
+            } else {
+                io::copy(&mut found, &mut io::sink())
+                    .map_err(|e| damaged(format!("{}: cannot read its data: {e}", show(&path))))?;
+            }
+            meter.update(count.get());
+        }
+        drain(tar)?;
+    }
+    let (sha256, size) = hashed
+        .finish()
+        .map_err(|e| damaged(format!("reading the archive failed: {e}")))?;
+    Ok(Closing {
+        manifest: manifest.ok_or_else(|| damaged(format!("{MANIFEST_PATH} is missing")))?,
+        sums: sums.ok_or_else(|| damaged(format!("{SUMS_PATH} is missing")))?,
+        sha256,
+        size,
+    })
+}
+
+/// Reads the manifest of an archive (first pass only) and checks it against the receipt's size
+/// and SHA-256 when given.
+fn read_manifest(
+    open: Opener<'_>,
+    identity: &Identity,
+    receipt: Option<(&str, u64)>,
+    meter: &mut Meter,
+) -> Result<(Closing, Manifest), RestoreError> {
+    let closing = read_closing(open, identity, meter)?;
+    if let Some((sha, size)) = receipt {
+        if sha != closing.sha256 || size != closing.size {
+            return Err(damaged(format!(
+                "the archive ({} bytes, SHA-256 {}) does not match its receipt ({size} bytes, SHA-256 {sha})",
+                closing.size, closing.sha256
+            )));
+        }
+    }
+    let manifest: Manifest = serde_json::from_slice(&closing.manifest)
+        .map_err(|e| damaged(format!("{MANIFEST_PATH} is not a vouch manifest: {e}")))?;
+    let mut sums = Vec::new();
+    for e in &manifest.entries {
+        if let Some(sha) = &e.sha256 {
+            sums.extend_from_slice(&sums_line(sha, &e.path_bytes()));
+        }
+    }
+    if sums != closing.sums {
+        return Err(damaged(format!(
+            "{SUMS_PATH} disagrees with {MANIFEST_PATH}"
+        )));
+    }
+    Ok((closing, manifest))
+}
+
+/// The destination, before anything is written.
+struct Dest {
+    dir: PathBuf,
+    /// Created by this restore (removed again if it fails).
+    created: bool,
+}
+
+fn prepare_dest(to: &Path) -> Result<Dest, RestoreError> {
+    match fs::symlink_metadata(to) {
+        Ok(_) => {
+            let dir = fs::canonicalize(to).map_err(io_err(to))?;
+            if !dir.is_dir() {
+                return Err(RestoreError::Refused(format!(
+                    "{} exists and is not a directory",
+                    to.display()
+                )));
+            }
+            Ok(Dest {
+                dir,
+                created: false,
+            })
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let parent = match to.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+                _ => PathBuf::from("."),
+            };
+            if !parent.is_dir() {
+                return Err(RestoreError::Refused(format!(
+                    "{} does not exist and its parent {} is not a directory",
+                    to.display(),
+                    parent.display()
+                )));
+            }
+            let parent = fs::canonicalize(&parent).map_err(io_err(&parent))?;
+            let name = to.file_name().ok_or_else(|| {
+                RestoreError::Refused(format!("{} is not a directory name", to.display()))
+            })?;
+            Ok(Dest {
+                dir: parent.join(name),
+                created: true,
+            })
+        }
+        Err(e) => Err(io_err(to)(e)),
+    }
+}
+
+fn rel_path(dir: &Path, rel: &[u8]) -> PathBuf {
+    dir.join(OsStr::from_bytes(rel))
+}
+
+/// Checks the destination against the plan: nothing in the way (without `--in-place`), no
+/// path passing through a symlink or file that the restore does not itself replace.
+fn check_dest(
+    dest: &Dest,
+    plan: &Plan,
+    specials: &[Vec<u8>],
+    in_place: bool,
+) -> Result<(), RestoreError> {
+    if dest.created {
+        return Ok(());
+    }
+    let replaced = |p: &[u8]| in_place && plan.index.get(p).is_some_and(|&i| plan.selected[i]);
+    // Ancestors already looked at: `true` when nothing below them needs looking at, because
+    // they do not exist or the restore replaces them (`lstat` below a symlink would follow it).
+    let mut seen: HashMap<&[u8], bool> = HashMap::new();
+    let chosen = plan
+        .paths
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| plan.selected[*i])
+        .map(|(_, p)| p)
+        .chain(specials.iter());
+    'paths: for p in chosen {
+        for a in ancestors(p) {
+            let stop = match seen.get(a) {
+                Some(&stop) => stop,
+                None => {
+                    let full = rel_path(&dest.dir, a);
+                    let stop = match fs::symlink_metadata(&full) {
+                        Ok(m) if m.is_dir() => false,
+                        Ok(_) if replaced(a) => true,
+                        Ok(m) => {
+                            let what = if m.file_type().is_symlink() {
+                                "a symlink"
+                            } else {
+                                "not a directory"
+                            };
+                            return Err(RestoreError::Refused(format!(
+                                "{}: refused, {} in the destination is {what}, and the restore will not write through it",
+                                show(p),
+                                full.display()
+                            )));
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => true,
+                        Err(e) => return Err(io_err(&full)(e)),
+                    };
+                    seen.insert(a, stop);
+                    stop
+                }
+            };
+            if stop {
+                continue 'paths;
+            }
+        }
+        let full = rel_path(&dest.dir, p);
+        match fs::symlink_metadata(&full) {
+            Ok(_) if !in_place => {
+                return Err(RestoreError::Refused(format!(
+                    "{} already exists; restore into a new or empty directory, or pass --in-place to replace it",
+                    full.display()
+                )));
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(&full)(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Sets owner (as root), modification time and permission bits of `path`, without following
+/// a symlink there.
+fn set_meta(path: &Path, mode: Option<u32>, uid: u64, gid: u64, mtime: i64) -> io::Result<()> {
+    if is_root() {
+        let id = |v: u64| u32::try_from(v).map_err(|_| io::Error::other("id out of range"));
+        std::os::unix::fs::lchown(path, Some(id(uid)?), Some(id(gid)?))?;
+    }
+    let t = nix::sys::time::TimeSpec::new(mtime, 0);
+    nix::sys::stat::utimensat(
+        nix::fcntl::AT_FDCWD,
+        path,
+        &t,
+        &t,
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+    )
+    .map_err(io::Error::from)?;
+    if let Some(mode) = mode {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
+}
+
+fn parse_mode(e: &Entry) -> Result<u32, RestoreError> {
+    u32::from_str_radix(&e.mode, 8)
+        .ok()
+        .filter(|m| *m <= 0o7777)
+        .ok_or_else(|| damaged(format!("{}: bad mode {:?} in the manifest", e.path, e.mode)))
+}
+
+/// One undoable step of the commit.
+enum Step {
+    /// A path that did not exist before.
+    Created(PathBuf),
+    /// A path that was in the way, renamed into the staging directory.
+    Aside { orig: PathBuf, aside: PathBuf },
+    /// An existing directory whose metadata was changed.
+    DirMeta {
+        path: PathBuf,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        mtime: i64,
+    },
+}
+
+/// The staging directory inside the destination, and the commit journal.
+struct Staging {
+    dir: PathBuf,
+    aside_count: u64,
+    steps: Vec<Step>,
+}
+
+impl Staging {
+    fn create(dest: &Path) -> Result<Staging, RestoreError> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let dir = dest.join(format!(
+            "{STAGING_PREFIX}{}.{nanos:08x}",
+            std::process::id()
+        ));
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(io_err(&dir))?;
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(dir.join("old"))
+            .map_err(io_err(&dir))?;
+        Ok(Staging {
+            dir,
+            aside_count: 0,
+            steps: Vec::new(),
+        })
+    }
+
+    fn data(&self, i: usize) -> PathBuf {
+        self.dir.join(i.to_string())
+    }
+
+    /// Renames whatever is at `path` aside (with `--in-place`).
+    fn clear(&mut self, path: &Path) -> Result<(), RestoreError> {
+        match fs::symlink_metadata(path) {
+            Ok(_) => {
+                self.aside_count += 1;
+                let mut aside = self.dir.join("old").join(self.aside_count.to_string());
+                if let Err(e) = fs::rename(path, &aside) {
+                    if e.raw_os_error() != Some(libc::EXDEV) {
+                        return Err(io_err(path)(e));
+                    }
+                    // Another filesystem is mounted inside the destination: keep the
+                    // replaced path beside itself instead.
+                    aside = path.with_file_name(format!(
+                        "{OLD_PREFIX}{}.{}",
+                        std::process::id(),
+                        self.aside_count
+                    ));
+                    fs::rename(path, &aside).map_err(io_err(path))?;
+                }
+                self.steps.push(Step::Aside {
+                    orig: path.to_owned(),
+                    aside,
+                });
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err(path)(e)),
+        }
+    }
+
+    /// Moves staged data to `dest`. Across filesystems (a mount point inside the destination),
+    /// it is copied to a temporary name beside `dest`, synced, given its metadata, and renamed.
+    fn place(&mut self, staged: &Path, dest: &Path, e: &Entry) -> Result<(), RestoreError> {
+        match fs::rename(staged, dest) {
+            Ok(()) => return Ok(()),
+            Err(err) if err.raw_os_error() == Some(libc::EXDEV) => {}
+            Err(err) => return Err(io_err(dest)(err)),
+        }
+        let temp = dest.with_file_name(format!("{OLD_PREFIX}{}.new", std::process::id()));
+        let copied = (|| -> io::Result<()> {
+            let mut from = File::open(staged)?;
+            let mut to = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&temp)?;
+            io::copy(&mut from, &mut to)?;
+            to.sync_all()?;
+            drop(to);
+            let mode = u32::from_str_radix(&e.mode, 8).map_err(io::Error::other)?;
+            set_meta(&temp, Some(mode), e.uid, e.gid, e.mtime)?;
+            fs::rename(&temp, dest)
+        })();
+        if let Err(err) = copied {
+            let _ = fs::remove_file(&temp);
+            return Err(io_err(dest)(err));
+        }
+        Ok(())
+    }
+
+    /// Deletes what was replaced, once the restore has succeeded.
+    fn drop_replaced(&self) {
+        for step in &self.steps {
+            if let Step::Aside { aside, .. } = step {
+                if aside.starts_with(&self.dir) {
+                    continue;
+                }
+                let gone = match fs::symlink_metadata(aside) {
+                    Ok(m) if m.is_dir() => fs::remove_dir_all(aside),
+                    _ => fs::remove_file(aside),
+                };
+                if let Err(e) = gone {
+                    log::warn!("cannot remove the replaced {}: {e}", aside.display());
+                }
+            }
+        }
+    }
+
+    /// Makes the missing directories above `path` (inside `root`) and checks that each existing
+    /// one is a real directory.
+    fn parents(&mut self, root: &Path, rel: &[u8]) -> Result<(), RestoreError> {
+        for a in ancestors(rel) {
+            let full = rel_path(root, a);
+            match fs::symlink_metadata(&full) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => {
+                    return Err(RestoreError::Refused(format!(
+                        "{}: refused, {} is not a directory",
+                        show(rel),
+                        full.display()
+                    )))
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    fs::DirBuilder::new()
+                        .mode(0o755)
+                        .create(&full)
+                        .map_err(io_err(&full))?;
+                    self.steps.push(Step::Created(full));
+                }
+                Err(e) => return Err(io_err(&full)(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Undoes the journal, newest step first.
+    fn rollback(&mut self) {
+        while let Some(step) = self.steps.pop() {
+            let result = match &step {
+                Step::Created(p) => match fs::symlink_metadata(p) {
+                    Ok(m) if m.is_dir() => fs::remove_dir(p),
+                    Ok(_) => fs::remove_file(p),
+                    Err(e) => Err(e),
+                },
+                Step::Aside { orig, aside } => fs::rename(aside, orig),
+                Step::DirMeta {
+                    path,
+                    mode,
+                    uid,
+                    gid,
+                    mtime,
+                } => set_meta(path, Some(*mode), *uid as u64, *gid as u64, *mtime),
+            };
+            if let Err(e) = result {
+                let what = match &step {
+                    Step::Created(p) | Step::DirMeta { path: p, .. } => p.clone(),
+                    Step::Aside { orig, .. } => orig.clone(),
+                };
+                log::error!(
+                    "restore: undoing the change to {} failed: {e} (what was there is kept in {})",
+                    what.display(),
+                    self.dir.display()
+                );
+            }
+        }
+    }
+
+    /// Removes the staging directory (and the replaced files in it).
+    fn remove(&self) {
+        if let Err(e) = fs::remove_dir_all(&self.dir) {
+            log::warn!("cannot remove {}: {e}", self.dir.display());
+        }
+    }
+}
+
+/// Restores the archive read by `open` according to `opts`. `receipt` gives the size and
+/// SHA-256 the archive must have, when it has a receipt.
+pub fn restore(
+    open: Opener<'_>,
+    identity: &Identity,
+    receipt: Option<(&str, u64)>,
+    total: u64,
+    opts: &Options,
+) -> Result<Restored, RestoreError> {
+    let mut meter = Meter::new(opts.progress, "reading the manifest", total);
+    let read = read_manifest(open, identity, receipt, &mut meter);
+    meter.done();
+    let (closing, manifest) = read?;
+    let plan = Plan::new(&manifest, &opts.paths)?;
+    // Special files named in the manifest as skipped that the selection covers: they can only
+    // come back with --devices, and the stream decides whether they are there.
+    let dest = prepare_dest(&opts.to)?;
+    let special_paths: Vec<Vec<u8>> = plan
+        .skipped
+        .keys()
+        .filter(|p| opts.devices && plan.wanted_special(p, &opts.paths))
+        .cloned()
+        .collect();
+    check_dest(&dest, &plan, &special_paths, opts.in_place)?;
+    if dest.created {
+        fs::DirBuilder::new()
+            .mode(0o755)
+            .create(&dest.dir)
+            .map_err(io_err(&dest.dir))?;
+    }
+    let mut staging = match Staging::create(&dest.dir) {
+        Ok(s) => s,
+        Err(e) => {
+            if dest.created {
+                let _ = fs::remove_dir(&dest.dir);
+            }
+            return Err(e);
+        }
+    };
+    let result = extract(
+        open,
+        identity,
+        &closing,
+        &manifest,
+        &plan,
+        opts,
+        &mut staging,
+        total,
+    )
+    .and_then(|(specials, bytes)| {
+        commit(&dest.dir, &manifest, &plan, &specials, &mut staging).map(|placed| (placed, bytes))
+    });
+    match result {
+        Ok((placed, bytes)) => {
+            let replaced = staging
+                .steps
+                .iter()
+                .filter(|s| matches!(s, Step::Aside { .. }))
+                .count() as u64;
+            staging.drop_replaced();
+            staging.remove();
+            Ok(Restored {
+                dir: dest.dir,
+                selected: plan.selected,
+                manifest,
+                entries: placed,
+                bytes,
+                replaced,
+            })
+        }
+        Err(e) => {
+            staging.rollback();
+            staging.remove();
+            if dest.created {
+                let _ = fs::remove_dir(&dest.dir);
+            }
+            Err(e)
+        }
+    }
+}
+
+/// The second pass: every entry compared with the manifest, file data staged and hashed.
+#[allow(clippy::too_many_arguments)]
+fn extract(
+    open: Opener<'_>,
+    identity: &Identity,
+    closing: &Closing,
+    manifest: &Manifest,
+    plan: &Plan,
+    opts: &Options,
+    staging: &mut Staging,
+    total: u64,
+) -> Result<(Vec<Special>, u64), RestoreError> {
+    let mut meter = Meter::new(opts.progress, "restoring", total);
+    let (mut hashed, count) = counted(open)?;
+    let mut specials = Vec::new();
+    let mut bytes = 0u64;
+    {
+        let mut tar = open_tar(&mut hashed, identity)?;
+        let iter = tar
+            .entries()
+            .map_err(|e| damaged(format!("not a tar stream: {e}")))?;
+        let mut next = 0usize;
+        let mut seen_manifest = false;
+        let mut seen_sums = false;
+        let mut buf = vec![0u8; BUFFER_SIZE];
+        let half = manifest.entries.len() / 2;
+        for found in iter {
+            let mut found = found.map_err(|e| damaged(format!("corrupt tar entry: {e}")))?;
+            meter.update(count.get());
+            let raw = found.path_bytes().into_owned();
+            let path = trim_slash(&raw).to_vec();
+            let name = show(&path);
+            if seen_sums {
+                return Err(damaged(format!(
+                    "{name}: unexpected entry after the manifest"
+                )));
+            }
+            if path == MANIFEST_PATH.as_bytes() || path == SUMS_PATH.as_bytes() {
+                let mut data = Vec::new();
+                found
+                    .read_to_end(&mut data)
+                    .map_err(|e| damaged(format!("{name}: cannot read its data: {e}")))?;
+                let (want, ok_order) = if path == MANIFEST_PATH.as_bytes() {
+                    (&closing.manifest, !seen_manifest)
+                } else {
+                    (&closing.sums, seen_manifest)
+                };
+                if !ok_order || sha256_hex(&data) != sha256_hex(want) {
+                    return Err(damaged(format!("{name} differs between two reads")));
+                }
+                if path == MANIFEST_PATH.as_bytes() {
+                    seen_manifest = true;
+                } else {
+                    seen_sums = true;
+                }
+                continue;
+            }
+            if seen_manifest {
+                return Err(damaged(format!(
+                    "{name}: unexpected entry after the manifest"
+                )));
+            }
+            let ty = found.header().entry_type();
+            if ty.is_character_special() || ty.is_block_special() || ty.is_fifo() {
+                specials.extend(special(&mut found, &path, plan, opts)?);
+                continue;
+            }
+            let Some(want) = manifest.entries.get(next) else {
+                return Err(damaged(format!("{name}: not in the manifest")));
+            };
+            let i = next;
+            next += 1;
+            compare(want, &mut found, &path)?;
+            if want.kind == EntryType::File {
+                let digest = if plan.staged[i] {
+                    let staged = staging.data(i);
+                    let d = stage(&mut found, &staged, &mut buf)?;
+                    bytes += want.size;
+                    d
+                } else {
+                    hash(&mut found, &mut buf)
+                        .map_err(|e| damaged(format!("{name}: cannot read its data: {e}")))?
+                };
+                if want.sha256.as_deref() != Some(digest.as_str()) {
+                    return Err(damaged(format!(
+                        "{name}: content differs from the manifest (SHA-256)"
+                    )));
+                }
+                if plan.staged[i] {
+                    let staged = staging.data(i);
+                    set_meta(
+                        &staged,
+                        Some(parse_mode(want)?),
+                        want.uid,
+                        want.gid,
+                        want.mtime,
+                    )
+                    .map_err(io_err(&staged))?;
+                }
+            }
+            if i == half {
+                crate::fault::point("restore-mid");
+            }
+        }
+        if let Some(missing) = manifest.entries.get(next) {
+            return Err(damaged(format!(
+                "{}: in the manifest but not in the archive",
+                missing.path
+            )));
+        }
+        if !seen_sums {
+            return Err(damaged(format!(
+                "{SUMS_PATH} is missing from the end of the archive"
+            )));
+        }
+        drain(tar)?;
+    }
+    meter.done();
+    let (sha, size) = hashed
+        .finish()
+        .map_err(|e| damaged(format!("reading the archive failed: {e}")))?;
+    if sha != closing.sha256 || size != closing.size {
+        return Err(damaged(
+            "the archive changed between two reads (different SHA-256)",
+        ));
+    }
+    Ok((specials, bytes))
+}
+
+fn special<R: Read>(
+    found: &mut tar::Entry<'_, R>,
+    path: &[u8],
+    plan: &Plan,
+    opts: &Options,
+) -> Result<Option<Special>, RestoreError> {
+    use nix::sys::stat::SFlag;
+    let name = show(path);
+    let h = found.header();
+    let ty = h.entry_type();
+    let (kind, type_name) = if ty.is_character_special() {
+        (SFlag::S_IFCHR, "char-device")
+    } else if ty.is_block_special() {
+        (SFlag::S_IFBLK, "block-device")
+    } else {
+        (SFlag::S_IFIFO, "fifo")
+    };
+    if !opts.devices || !is_root() {
+        return Err(damaged(format!(
+            "{name}: refused, a {type_name}; device nodes and FIFOs are restored only with --devices, as root"
+        )));
+    }
+    check_relative(path).map_err(|why| damaged(format!("{name}: refused, the path is {why}")))?;
+    if plan.skipped.get(path).map(String::as_str) != Some(type_name) {
+        return Err(damaged(format!(
+            "{name}: a {type_name} the manifest does not list"
+        )));
+    }
+    if ancestors(path).any(|a| {
+        plan.index
+            .get(a)
+            .is_some_and(|&j| plan.kinds[j] != EntryType::Dir)
+    }) {
+        return Err(damaged(format!(
+            "{name}: refused, it would be created through an entry that is not a directory"
+        )));
+    }
+    if !plan.wanted_special(path, &opts.paths) {
+        return Ok(None);
+    }
+    let bad = |e: io::Error| damaged(format!("{name}: bad header: {e}"));
+    let (major, minor) = if kind == SFlag::S_IFIFO {
+        (0, 0)
+    } else {
+        (
+            h.device_major().map_err(bad)?.unwrap_or(0),
+            h.device_minor().map_err(bad)?.unwrap_or(0),
+        )
+    };
+    Ok(Some(Special {
+        path: path.to_vec(),
+        kind,
+        mode: h.mode().map_err(bad)? & 0o7777,
+        uid: h.uid().map_err(bad)?,
+        gid: h.gid().map_err(bad)?,
+        mtime: i64::try_from(h.mtime().map_err(bad)?).unwrap_or(i64::MAX),
+        rdev: nix::sys::stat::makedev(major.into(), minor.into()),
+    }))
+}
+
+/// Compares a tar entry's header with its manifest entry (the data is checked by the caller).
+fn compare<R: Read>(
+    want: &Entry,
+    found: &mut tar::Entry<'_, R>,
+    path: &[u8],
+) -> Result<(), RestoreError> {
+    let name = &want.path;
+    if want.path_bytes() != path {
+        return Err(damaged(format!(
+            "{}: found where the manifest has {name}",
+            show(path)
+        )));
+    }
+    let ty = found.header().entry_type();
+    let kind_ok = match want.kind {
+        EntryType::File => ty.is_file(),
+        EntryType::Dir => ty.is_dir(),
+        EntryType::Symlink => ty.is_symlink(),
+        EntryType::Hardlink => ty.is_hard_link(),
+    };
+    if !kind_ok {
+        return Err(damaged(format!("{name}: type differs from the manifest")));
+    }
+    let mode = found
+        .header()
+        .mode()
+        .map_err(|e| damaged(format!("{name}: bad mode: {e}")))?;
+    if format!("{:04o}", mode & 0o7777) != want.mode {
+        return Err(damaged(format!("{name}: mode differs from the manifest")));
+    }
+    if want.kind == EntryType::File && found.size() != want.size {
+        return Err(damaged(format!(
+            "{name}: {} bytes in the archive, {} in the manifest",
+            found.size(),
+            want.size
+        )));
+    }
+    if matches!(want.kind, EntryType::Symlink | EntryType::Hardlink) {
+        let link = found.link_name_bytes().map(|l| l.into_owned());
+        if link != want.link_bytes() {
+            return Err(damaged(format!(
+                "{name}: link target differs from the manifest"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn hash(r: &mut impl Read, buf: &mut [u8]) -> io::Result<String> {
+    let mut h = Sha256::new();
+    loop {
+        let n = r.read(buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(crate::io::hex(&h.finalize()))
+}
+
+/// Writes an entry's data into a new staging file, returning its SHA-256.
+fn stage(r: &mut impl Read, to: &Path, buf: &mut [u8]) -> Result<String, RestoreError> {
+    let mut out = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(to)
+        .map_err(io_err(to))?;
+    let mut h = Sha256::new();
+    loop {
+        let n = r
+            .read(buf)
+            .map_err(|e| damaged(format!("{}: cannot read its data: {e}", to.display())))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        out.write_all(&buf[..n]).map_err(io_err(to))?;
+    }
+    out.sync_all().map_err(io_err(to))?;
+    Ok(crate::io::hex(&h.finalize()))
+}
+
+/// For the test suite: `VOUCH_TEST_FAULT=restore-fail-at:N` makes the commit fail with an I/O
+/// error once N entries are in place, so that the rollback can be observed.
+fn injected_failure(placed: u64, path: &Path) -> Result<(), RestoreError> {
+    let at = std::env::var(crate::fault::VAR)
+        .ok()
+        .and_then(|f| f.strip_prefix("restore-fail-at:")?.parse::<u64>().ok());
+    if at == Some(placed) {
+        return Err(RestoreError::Io {
+            path: path.to_owned(),
+            error: io::Error::from_raw_os_error(libc::EIO),
+        });
+    }
+    Ok(())
+}
+
+/// Moves everything into place, journaling each step. Returns the number of entries placed.
+fn commit(
+    root: &Path,
+    manifest: &Manifest,
+    plan: &Plan,
+    specials: &[Special],
+    staging: &mut Staging,
+) -> Result<u64, RestoreError> {
+    let mut placed = 0u64;
+    // Where the data of a file that a selected hard link needs, but that was not itself
+    // selected, ended up: the first such hard link gets the staged file.
+    let mut moved: HashMap<usize, PathBuf> = HashMap::new();
+    for (i, e) in manifest.entries.iter().enumerate() {
+        if !plan.selected[i] {
+            continue;
+        }
+        let rel = &plan.paths[i];
+        let dest = rel_path(root, rel);
+        staging.parents(root, rel)?;
+        match e.kind {
+            EntryType::Dir => match fs::symlink_metadata(&dest) {
+                Ok(m) if m.is_dir() => staging.steps.push(Step::DirMeta {
+                    path: dest.clone(),
+                    mode: m.mode() & 0o7777,
+                    uid: m.uid(),
+                    gid: m.gid(),
+                    mtime: m.mtime(),
+                }),
+                _ => {
+                    staging.clear(&dest)?;
+                    fs::DirBuilder::new()
+                        .mode(0o700)
+                        .create(&dest)
+                        .map_err(io_err(&dest))?;
+                    staging.steps.push(Step::Created(dest.clone()));
+                }
+            },
+            EntryType::File => {
+                staging.clear(&dest)?;
+                staging.place(&staging.data(i), &dest, e)?;
+                staging.steps.push(Step::Created(dest.clone()));
+                moved.insert(i, dest.clone());
+            }
+            EntryType::Hardlink => {
+                let link = e.link_bytes().unwrap_or_default();
+                let j = plan.index[&link];
+                staging.clear(&dest)?;
+                match moved.get(&j) {
+                    Some(first) => fs::hard_link(first, &dest).map_err(io_err(&dest))?,
+                    None => {
+                        let staged = staging.data(j);
+                        staging.place(&staged, &dest, &manifest.entries[j])?;
+                        moved.insert(j, dest.clone());
+                    }
+                }
+                staging.steps.push(Step::Created(dest.clone()));
+            }
+            EntryType::Symlink => {
+                let target = e.link_bytes().unwrap_or_default();
+                staging.clear(&dest)?;
+                std::os::unix::fs::symlink(OsStr::from_bytes(&target), &dest)
+                    .map_err(io_err(&dest))?;
+                staging.steps.push(Step::Created(dest.clone()));
+                set_meta(&dest, None, e.uid, e.gid, e.mtime).map_err(io_err(&dest))?;
+            }
+        }
+        placed += 1;
+        injected_failure(placed, &dest)?;
+    }
+    for s in specials {
+        let dest = rel_path(root, &s.path);
+        staging.parents(root, &s.path)?;
+        staging.clear(&dest)?;
+        nix::sys::stat::mknod(
+            &dest,
+            s.kind,
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+            s.rdev,
+        )
+        .map_err(|e| io_err(&dest)(io::Error::from(e)))?;
+        staging.steps.push(Step::Created(dest.clone()));
+        set_meta(&dest, Some(s.mode), s.uid, s.gid, s.mtime).map_err(io_err(&dest))?;
+        placed += 1;
+    }
+    // Directories last, deepest first, so that placing their contents does not change the
+    // times set here.
+    for (i, e) in manifest.entries.iter().enumerate().rev() {
+        if plan.selected[i] && e.kind == EntryType::Dir {
+            let dest = rel_path(root, &plan.paths[i]);
+            set_meta(&dest, Some(parse_mode(e)?), e.uid, e.gid, e.mtime).map_err(io_err(&dest))?;
+        }
+    }
+    Ok(placed)
+}
+
+/// Compares a restored tree with the manifest: every selected entry read back from disk (type,
+/// mode, owner as root, size, SHA-256, link target, hard links sharing one inode, modification
+/// time). Returns the first difference.
+pub fn check_tree(restored: &Restored) -> Result<(), RestoreError> {
+    let root = &restored.dir;
+    let mut buf = vec![0u8; BUFFER_SIZE];
+    let root_check = is_root();
+    for (i, e) in restored.manifest.entries.iter().enumerate() {
+        if !restored.selected[i] {
+            continue;
+        }
+        let rel = e.path_bytes();
+        let path = rel_path(root, &rel);
+        let m = fs::symlink_metadata(&path)
+            .map_err(|err| damaged(format!("{}: not restored: {err}", e.path)))?;
+        let ft = m.file_type();
+        let kind_ok = match e.kind {
+            EntryType::File | EntryType::Hardlink => ft.is_file(),
+            EntryType::Dir => ft.is_dir(),
+            EntryType::Symlink => ft.is_symlink(),
+        };
+        if !kind_ok {
+            return Err(damaged(format!(
+                "{}: restored as another type than the manifest's",
+                e.path
+            )));
+        }
+        if e.kind != EntryType::Symlink && format!("{:04o}", m.mode() & 0o7777) != e.mode {
+            return Err(damaged(format!(
+                "{}: restored with mode {:04o}, the manifest has {}",
+                e.path,
+                m.mode() & 0o7777,
+                e.mode
+            )));
+        }
+        if root_check && (u64::from(m.uid()) != e.uid || u64::from(m.gid()) != e.gid) {
+            return Err(damaged(format!(
+                "{}: restored owned by {}:{}, the manifest has {}:{}",
+                e.path,
+                m.uid(),
+                m.gid(),
+                e.uid,
+                e.gid
+            )));
+        }
+        if m.mtime() != e.mtime {
+            return Err(damaged(format!(
+                "{}: restored with mtime {}, the manifest has {}",
+                e.path,
+                m.mtime(),
+                e.mtime
+            )));
+        }
+        match e.kind {
+            EntryType::File | EntryType::Hardlink => {
+                let digest = File::open(&path)
+                    .and_then(|mut f| hash(&mut f, &mut buf))
+                    .map_err(|err| damaged(format!("{}: cannot read it back: {err}", e.path)))?;
+                if e.sha256.as_deref() != Some(digest.as_str()) {
+                    return Err(damaged(format!(
+                        "{}: restored content differs from the manifest (SHA-256)",
+                        e.path
+                    )));
+                }
+                if e.kind == EntryType::Hardlink {
+                    let link = e.link_bytes().unwrap_or_default();
+                    let first = rel_path(root, &link);
+                    let same = fs::symlink_metadata(&first)
+                        .is_ok_and(|f| f.ino() == m.ino() && f.dev() == m.dev());
+                    let j = restored
+                        .manifest
+                        .entries
+                        .iter()
+                        .position(|x| x.path_bytes() == link);
+                    if j.is_some_and(|j| restored.selected[j]) && !same {
+                        return Err(damaged(format!(
+                            "{}: not a hard link to {}",
+                            e.path,
+                            show(&link)
+                        )));
+                    }
+                }
+            }
+            EntryType::Symlink => {
+                let target = fs::read_link(&path)
+                    .map_err(|err| damaged(format!("{}: cannot read it back: {err}", e.path)))?;
+                if Some(target.as_os_str().as_bytes().to_vec()) != e.link_bytes() {
+                    return Err(damaged(format!(
+                        "{}: restored symlink points elsewhere than the manifest says",
+                        e.path
+                    )));
+                }
+            }
+            EntryType::Dir => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_relative_paths_pass() {
+        assert!(check_relative(b"etc/app/x").is_ok());
+        assert!(check_relative(b"..a/b..").is_ok());
+        for bad in [
+            &b""[..],
+            b"/etc",
+            b"../x",
+            b"a/../../x",
+            b"a//b",
+            b"a/./b",
+            b"a/..",
+            b"a\0b",
+        ] {
+            assert!(check_relative(bad).is_err(), "{:?}", show(bad));
+        }
+    }
+
+    #[test]
+    fn path_arguments_become_stored_paths() {
+        assert_eq!(stored_path(Path::new("/etc/app/")).unwrap(), b"etc/app");
+        assert_eq!(stored_path(Path::new("etc")).unwrap(), b"etc");
+        assert!(stored_path(Path::new("/")).is_err());
+        assert!(stored_path(Path::new("/etc/../x")).is_err());
+    }
+
+    #[test]
+    fn ancestors_and_prefixes() {
+        let a: Vec<&[u8]> = ancestors(b"a/b/c").collect();
+        assert_eq!(a, [&b"a"[..], b"a/b"]);
+        assert!(under(b"etc/app/x", b"etc/app"));
+        assert!(under(b"etc/app", b"etc/app"));
+        assert!(!under(b"etc/apple", b"etc/app"));
+    }
+}

@@ -1,0 +1,789 @@
+//! `vouch restore` and `vouch verify --restore-to` against the built binary: round trips of real
+//! trees, and archives crafted with Python's `tarfile` and the real `age` to attack the
+//! destination. Each hostile case checks that nothing appeared outside the destination (a
+//! sentinel directory), that the destination is exactly as before, and the exit code.
+
+mod util;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use util::{assert_code, bash_ok, describe_tree, is_root, restored, stderr, Env};
+
+fn require_root() {
+    assert!(
+        is_root(),
+        "these tests restore owners and device nodes and must run as root"
+    );
+}
+
+fn run_ok(env: &Env) -> PathBuf {
+    env.write_config("", "");
+    assert_code(&env.vouch(&["run"]), 0);
+    let a = env.archives();
+    a.last().unwrap().clone()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// The tree at `p`, or `None` when nothing is there.
+fn snapshot(p: &Path) -> Option<BTreeMap<Vec<u8>, String>> {
+    p.exists().then(|| describe_tree(p))
+}
+
+/// Directory modification times, which `describe_tree` leaves out.
+fn dir_mtimes(root: &Path) -> BTreeMap<PathBuf, i64> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(d) = stack.pop() {
+        let m = fs::symlink_metadata(&d).unwrap();
+        if m.is_dir() {
+            out.insert(d.strip_prefix(root).unwrap().to_owned(), m.mtime());
+            for e in fs::read_dir(&d).unwrap() {
+                stack.push(e.unwrap().path());
+            }
+        }
+    }
+    out
+}
+
+fn touch(path: &Path, stamp: &str) {
+    bash_ok(&format!("touch -h -d '{stamp}' '{}'", path.display()));
+}
+
+/// A source tree with every kind of entry vouch archives and awkward names.
+fn awkward_tree(env: &Env) {
+    let src = &env.src;
+    fs::create_dir_all(src.join("etc/app")).unwrap();
+    fs::create_dir_all(src.join("private")).unwrap();
+    fs::write(src.join("etc/app/config"), "key = 1\n").unwrap();
+    fs::write(src.join("etc/app/secret"), "s3cret\n").unwrap();
+    fs::set_permissions(
+        src.join("etc/app/secret"),
+        fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    fs::write(src.join("run.sh"), "#!/bin/sh\n").unwrap();
+    fs::set_permissions(src.join("run.sh"), fs::Permissions::from_mode(0o4755)).unwrap();
+    fs::set_permissions(src.join("private"), fs::Permissions::from_mode(0o700)).unwrap();
+    fs::write(src.join("private/owned"), "someone else's\n").unwrap();
+    std::os::unix::fs::chown(src.join("private/owned"), Some(1234), Some(5678)).unwrap();
+    std::os::unix::fs::chown(src.join("private"), Some(4321), Some(8765)).unwrap();
+    std::os::unix::fs::symlink("app/config", src.join("etc/current")).unwrap();
+    std::os::unix::fs::symlink("/nonexistent/target", src.join("dangling")).unwrap();
+    fs::hard_link(src.join("etc/app/config"), src.join("etc/config.hard")).unwrap();
+    let odd = [
+        &b"caf\xe9-latin1"[..],
+        b"with space and \\backslash",
+        b"new\nline",
+        b"\xff\xfe",
+    ];
+    for name in odd {
+        fs::write(src.join(std::ffi::OsStr::from_bytes(name)), name).unwrap();
+    }
+    let long = "l".repeat(200);
+    let deep = src.join(&long).join(&long);
+    fs::create_dir_all(&deep).unwrap();
+    fs::write(deep.join(format!("{long}.txt")), "deep\n").unwrap();
+    fs::write(src.join("empty"), "").unwrap();
+    for (p, t) in [
+        ("etc/app/config", "2001-02-03 04:05:06"),
+        ("run.sh", "1999-12-31 23:59:59"),
+        ("dangling", "2010-01-01 00:00:00"),
+        ("etc/app", "2005-05-05 05:05:05"),
+        ("private", "2006-06-06 06:06:06"),
+    ] {
+        touch(&src.join(p), t);
+    }
+}
+
+#[test]
+fn a_whole_tree_round_trips_with_modes_times_links_and_owners() {
+    require_root();
+    let env = Env::new();
+    awkward_tree(&env);
+    let archive = run_ok(&env);
+    let into = env.dir.path().join("restored");
+    let out = env.vouch(&["restore", s(&archive), "--to", s(&into)]);
+    assert_code(&out, 0);
+    let copy = restored(&into, &env.src);
+    assert_eq!(describe_tree(&env.src), describe_tree(&copy));
+    assert_eq!(dir_mtimes(&env.src), dir_mtimes(&copy));
+    let link = fs::symlink_metadata(copy.join("dangling")).unwrap();
+    assert_eq!(
+        link.mtime(),
+        fs::symlink_metadata(env.src.join("dangling"))
+            .unwrap()
+            .mtime()
+    );
+    let config = fs::metadata(copy.join("etc/app/config")).unwrap();
+    assert_eq!(
+        config.ino(),
+        fs::metadata(copy.join("etc/config.hard")).unwrap().ino()
+    );
+    assert_eq!(
+        fs::metadata(copy.join("run.sh")).unwrap().mode() & 0o7777,
+        0o4755
+    );
+    assert_eq!(
+        fs::metadata(copy.join("private/owned")).unwrap().uid(),
+        1234
+    );
+    // Only the files: the archive's own .vouch/ files and the staging directory are not left.
+    let top: Vec<_> = fs::read_dir(&into)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(top, ["tmp"], "{top:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("restored"));
+}
+
+#[test]
+fn selected_paths_restore_only_what_is_under_them() {
+    let env = Env::new();
+    awkward_tree(&env);
+    let archive = run_ok(&env);
+    let into = env.dir.path().join("some");
+    let app = env.src.join("etc/app");
+    // A leading / is dropped, as when the tree was archived.
+    let out = env.vouch(&["restore", s(&archive), "--to", s(&into), s(&app)]);
+    assert_code(&out, 0);
+    let copy = restored(&into, &env.src);
+    // The original's hard link (etc/config.hard) was not selected, so no link is expected.
+    let unlinked = |t: BTreeMap<Vec<u8>, String>| -> BTreeMap<Vec<u8>, String> {
+        t.into_iter()
+            .map(|(k, v)| (k, v.split(" linked-with").next().unwrap().to_owned()))
+            .collect()
+    };
+    assert_eq!(
+        unlinked(describe_tree(&app)),
+        describe_tree(&copy.join("etc/app"))
+    );
+    assert!(!copy.join("run.sh").exists());
+    assert!(fs::symlink_metadata(copy.join("etc/current")).is_err());
+    let etc: Vec<_> = fs::read_dir(copy.join("etc")).unwrap().collect();
+    assert_eq!(etc.len(), 1);
+    // A hard link whose original is not selected still gets its data.
+    let into2 = env.dir.path().join("hard");
+    let hard = env.src.join("etc/config.hard");
+    let rel = hard.strip_prefix("/").unwrap();
+    assert_code(
+        &env.vouch(&["restore", s(&archive), "--to", s(&into2), s(rel)]),
+        0,
+    );
+    assert_eq!(fs::read(restored(&into2, &hard)).unwrap(), b"key = 1\n");
+    assert!(!restored(&into2, &env.src.join("etc/app")).exists());
+}
+
+#[test]
+fn a_path_not_in_the_archive_is_refused_before_anything_is_written() {
+    let env = Env::new();
+    fs::write(env.src.join("a"), "a").unwrap();
+    let archive = run_ok(&env);
+    let into = env.dir.path().join("new");
+    let out = env.vouch(&["restore", s(&archive), "--to", s(&into), "no/such/path"]);
+    assert_code(&out, 2);
+    assert!(stderr(&out).contains("no/such/path"), "{}", stderr(&out));
+    assert!(!into.exists());
+}
+
+#[test]
+fn existing_paths_are_refused_without_in_place() {
+    let env = Env::new();
+    fs::write(env.src.join("a"), "archived").unwrap();
+    let archive = run_ok(&env);
+    let into = env.dir.path().join("busy");
+    let there = restored(&into, &env.src.join("a"));
+    fs::create_dir_all(there.parent().unwrap()).unwrap();
+    fs::write(&there, "already here").unwrap();
+    let before = snapshot(&into);
+    let out = env.vouch(&["restore", s(&archive), "--to", s(&into)]);
+    assert_code(&out, 2);
+    assert!(stderr(&out).contains("--in-place"), "{}", stderr(&out));
+    assert_eq!(snapshot(&into), before);
+    // The parent of a missing DIR must exist.
+    let out = env.vouch(&[
+        "restore",
+        s(&archive),
+        "--to",
+        s(&env.dir.path().join("x/y")),
+    ]);
+    assert_code(&out, 2);
+}
+
+#[test]
+fn an_archive_restores_by_name_and_by_path_without_any_config() {
+    let env = Env::new();
+    fs::write(env.src.join("a"), "by name").unwrap();
+    let archive = run_ok(&env);
+    let name = archive.file_name().unwrap().to_str().unwrap();
+    let into = env.dir.path().join("by-name");
+    assert_code(&env.vouch(&["restore", name, "--to", s(&into)]), 0);
+    assert_eq!(
+        fs::read(restored(&into, &env.src.join("a"))).unwrap(),
+        b"by name"
+    );
+    // Another host: no config at all, only the archive and its identity.
+    let elsewhere = env.dir.path().join("copied");
+    fs::create_dir(&elsewhere).unwrap();
+    let copy = elsewhere.join(name);
+    fs::copy(&archive, &copy).unwrap();
+    let into = env.dir.path().join("by-path");
+    let mut cmd = env.command(&["restore", s(&copy), "--to", s(&into), "--identity"]);
+    cmd.arg(&env.identity);
+    // `--config` pointing nowhere: the restore must not need it.
+    let args: Vec<_> = cmd.get_args().map(|a| a.to_owned()).collect();
+    let mut cmd2 = Command::new(cmd.get_program());
+    cmd2.args(&args[2..]) // without --config PATH
+        .env("VOUCH_CONFIG", "/nonexistent/vouch.toml")
+        .env("STATE_DIRECTORY", &env.state)
+        .env("RUNTIME_DIRECTORY", &env.runtime)
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .env_remove("VOUCH_TEST_FAULT")
+        .env_remove("JOURNAL_STREAM");
+    let out = cmd2.output().unwrap();
+    assert_code(&out, 0);
+    assert_eq!(
+        fs::read(restored(&into, &env.src.join("a"))).unwrap(),
+        b"by name"
+    );
+    // Without --identity and without a config there is nothing to decrypt with.
+    let mut cmd3 = Command::new(cmd.get_program());
+    cmd3.args([
+        "restore",
+        s(&copy),
+        "--to",
+        s(&env.dir.path().join("nokey")),
+    ])
+    .env("VOUCH_CONFIG", "/nonexistent/vouch.toml")
+    .env_remove("CREDENTIALS_DIRECTORY")
+    .env_remove("JOURNAL_STREAM");
+    assert_code(&cmd3.output().unwrap(), 10);
+    // An unknown name is a usage error.
+    assert_code(
+        &env.vouch(&[
+            "restore",
+            "nope-20200101T000000Z.tar.gz.age",
+            "--to",
+            "/tmp/x",
+        ]),
+        2,
+    );
+}
+
+#[test]
+fn a_receipt_that_does_not_match_is_33_and_nothing_is_written() {
+    let env = Env::new();
+    fs::write(env.src.join("a"), "a").unwrap();
+    let archive = run_ok(&env);
+    let receipt = PathBuf::from(format!("{}.json", archive.display()));
+    let mut json: serde_json::Value = serde_json::from_slice(&fs::read(&receipt).unwrap()).unwrap();
+    json["archive-size"] = serde_json::Value::from(1u64);
+    fs::write(&receipt, serde_json::to_vec(&json).unwrap()).unwrap();
+    let into = env.dir.path().join("r");
+    let out = env.vouch(&["restore", s(&archive), "--to", s(&into)]);
+    assert_code(&out, 33);
+    assert!(stderr(&out).contains("receipt"), "{}", stderr(&out));
+    assert!(!into.exists());
+}
+
+/// A hostile archive: `kind` from tests/restore/craft.py, aimed at `outside`, encrypted with
+/// the real `age` to the test's recipient.
+fn craft(env: &Env, kind: &str, outside: &Path) -> PathBuf {
+    let dir = env.dir.path().join("crafted");
+    fs::create_dir_all(&dir).unwrap();
+    let plain = dir.join(format!("{kind}.tar.gz"));
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/restore/craft.py");
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg(kind)
+        .arg(&plain)
+        .arg(outside)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "craft.py {kind}: {}", stderr(&out));
+    let archive = dir.join(format!("{kind}-20200913T122640Z.tar.gz.age"));
+    let out = Command::new("age")
+        .args(["-r", &env.recipient, "-o"])
+        .arg(&archive)
+        .arg(&plain)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "age: {}", stderr(&out));
+    archive
+}
+
+/// A world with a sentinel directory outside the destination and a destination holding one
+/// file of its own.
+struct Arena {
+    env: Env,
+    sentinel: PathBuf,
+    dest: PathBuf,
+}
+
+impl Arena {
+    fn new() -> Arena {
+        let env = Env::new();
+        env.write_config("", "");
+        let sentinel = env.dir.path().join("sentinel");
+        fs::create_dir(&sentinel).unwrap();
+        fs::write(sentinel.join("victim"), "untouched\n").unwrap();
+        let dest = env.dir.path().join("dest");
+        fs::create_dir_all(dest.join("keep")).unwrap();
+        fs::write(dest.join("keep/mine"), "the user's own file\n").unwrap();
+        Arena {
+            env,
+            sentinel,
+            dest,
+        }
+    }
+
+    /// Restores `archive` with `extra` arguments; asserts the exit code, that the sentinel
+    /// and the destination are unchanged, and that the message names `fragment`.
+    fn refused(&self, archive: &Path, extra: &[&str], code: i32, fragment: &str) {
+        let sentinel = snapshot(&self.sentinel);
+        let dest = snapshot(&self.dest);
+        let mut args = vec!["restore", s(archive), "--to", s(&self.dest)];
+        args.extend_from_slice(extra);
+        let out = self.env.vouch(&args);
+        assert_code(&out, code);
+        assert!(
+            stderr(&out).contains(fragment),
+            "expected {fragment:?} in:\n{}",
+            stderr(&out)
+        );
+        assert_eq!(snapshot(&self.sentinel), sentinel, "the sentinel changed");
+        assert_eq!(snapshot(&self.dest), dest, "the destination changed");
+        let evil_anywhere = bash_ok(&format!(
+            "find '{}' -name evil",
+            self.env.dir.path().display()
+        ));
+        assert!(
+            evil_anywhere.stdout.is_empty(),
+            "{:?}",
+            evil_anywhere.stdout
+        );
+    }
+}
+
+#[test]
+fn a_crafted_archive_of_the_right_shape_restores() {
+    // The control for the hostile cases below: the crafting itself is accepted.
+    let a = Arena::new();
+    let archive = craft(&a.env, "good", &a.sentinel);
+    let out = a.env.vouch(&["restore", s(&archive), "--to", s(&a.dest)]);
+    assert_code(&out, 0);
+    assert_eq!(fs::read(a.dest.join("d/good.txt")).unwrap(), b"good data\n");
+    assert_eq!(
+        fs::read(a.dest.join("keep/mine")).unwrap(),
+        b"the user's own file\n"
+    );
+}
+
+#[test]
+fn dot_dot_names_are_refused() {
+    let a = Arena::new();
+    let archive = craft(&a.env, "dotdot", &a.sentinel);
+    a.refused(&archive, &[], 33, "`..`");
+    let archive = craft(&a.env, "tar-differs", &a.sentinel);
+    a.refused(&archive, &[], 33, "found where the manifest has d/evil");
+}
+
+#[test]
+fn absolute_names_are_refused() {
+    let a = Arena::new();
+    let archive = craft(&a.env, "absolute", &a.sentinel);
+    a.refused(&archive, &[], 33, "absolute");
+}
+
+#[test]
+fn a_file_behind_a_symlink_of_the_archive_is_refused() {
+    let a = Arena::new();
+    let archive = craft(&a.env, "symlink-then-file", &a.sentinel);
+    a.refused(&archive, &[], 33, "not a directory");
+    a.refused(&archive, &["--in-place"], 33, "not a directory");
+}
+
+#[test]
+fn a_file_behind_a_symlink_already_in_the_destination_is_refused() {
+    let a = Arena::new();
+    std::os::unix::fs::symlink(&a.sentinel, a.dest.join("a")).unwrap();
+    let archive = craft(&a.env, "file-under-existing", &a.sentinel);
+    a.refused(&archive, &[], 2, "symlink");
+    a.refused(&archive, &["--in-place"], 2, "symlink");
+}
+
+#[test]
+fn in_place_replaces_a_symlink_in_the_way_instead_of_following_it() {
+    let a = Arena::new();
+    std::os::unix::fs::symlink(&a.sentinel, a.dest.join("a")).unwrap();
+    let archive = craft(&a.env, "dir-over-symlink", &a.sentinel);
+    // Without --in-place, `a` is in the way.
+    a.refused(&archive, &[], 2, "already exists");
+    let sentinel = snapshot(&a.sentinel);
+    let out = a
+        .env
+        .vouch(&["restore", s(&archive), "--to", s(&a.dest), "--in-place"]);
+    assert_code(&out, 0);
+    assert_eq!(snapshot(&a.sentinel), sentinel);
+    let m = fs::symlink_metadata(a.dest.join("a")).unwrap();
+    assert!(m.is_dir(), "{m:?}");
+    assert_eq!(fs::read(a.dest.join("a/inside")).unwrap(), b"good data\n");
+}
+
+#[test]
+fn hard_links_to_outside_are_refused() {
+    let a = Arena::new();
+    for kind in ["hardlink-outside", "hardlink-dotdot"] {
+        let archive = craft(&a.env, kind, &a.sentinel);
+        a.refused(&archive, &[], 33, "hard link");
+    }
+    assert_eq!(fs::metadata(a.sentinel.join("victim")).unwrap().nlink(), 1);
+}
+
+#[test]
+fn device_nodes_and_fifos_need_devices_as_root() {
+    require_root();
+    let a = Arena::new();
+    let archive = craft(&a.env, "device", &a.sentinel);
+    a.refused(&archive, &[], 33, "--devices");
+    let fifo = craft(&a.env, "fifo", &a.sentinel);
+    a.refused(&fifo, &[], 33, "--devices");
+    // As root with --devices, the node comes back as the tar header describes it.
+    let into = a.env.dir.path().join("dev");
+    assert_code(
+        &a.env
+            .vouch(&["restore", s(&archive), "--to", s(&into), "--devices"]),
+        0,
+    );
+    let m = fs::symlink_metadata(into.join("d/null")).unwrap();
+    use std::os::unix::fs::FileTypeExt;
+    assert!(m.file_type().is_char_device());
+    assert_eq!(m.rdev(), nix::sys::stat::makedev(1, 3));
+}
+
+#[test]
+fn a_wrong_hash_is_33_and_nothing_is_kept() {
+    let a = Arena::new();
+    let archive = craft(&a.env, "wrong-hash", &a.sentinel);
+    a.refused(&archive, &[], 33, "d/bad.txt: content differs");
+    assert!(!a.dest.join("d").exists());
+}
+
+#[test]
+fn a_truncated_stream_is_33() {
+    let a = Arena::new();
+    let archive = craft(&a.env, "good", &a.sentinel);
+    let len = fs::metadata(&archive).unwrap().len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&archive)
+        .unwrap()
+        .set_len(len - 40)
+        .unwrap();
+    a.refused(&archive, &[], 33, "");
+    // A real archive cut short as well.
+    fs::write(a.env.src.join("data"), vec![7u8; 100_000]).unwrap();
+    assert_code(&a.env.vouch(&["run"]), 0);
+    let real = a.env.archives().pop().unwrap();
+    let len = fs::metadata(&real).unwrap().len();
+    let cut = a.env.dir.path().join("cut");
+    fs::create_dir(&cut).unwrap();
+    let cut = cut.join(real.file_name().unwrap());
+    fs::write(&cut, &fs::read(&real).unwrap()[..len as usize / 2]).unwrap();
+    a.refused(&cut, &[], 33, "");
+}
+
+/// A tree restored into `dest`, then changed by the user.
+fn restored_then_changed(env: &Env, dest: &Path) -> PathBuf {
+    fs::create_dir_all(env.src.join("app")).unwrap();
+    for i in 0..40 {
+        fs::write(
+            env.src.join(format!("app/f{i:02}")),
+            format!("version 1 of {i}\n"),
+        )
+        .unwrap();
+    }
+    let archive = run_ok(env);
+    assert_code(&env.vouch(&["restore", s(&archive), "--to", s(dest)]), 0);
+    let app = restored(dest, &env.src.join("app"));
+    for i in 0..40 {
+        fs::write(app.join(format!("f{i:02}")), format!("changed {i}\n")).unwrap();
+    }
+    fs::write(app.join("new-file"), "added after the backup\n").unwrap();
+    fs::remove_file(app.join("f07")).unwrap();
+    std::os::unix::fs::symlink("elsewhere", app.join("f08.tmp")).unwrap();
+    archive
+}
+
+fn without_staging(tree: Option<BTreeMap<Vec<u8>, String>>) -> BTreeMap<Vec<u8>, String> {
+    tree.unwrap()
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with(b".vouch-restore."))
+        .collect()
+}
+
+#[test]
+fn in_place_replaces_the_tree_and_keeps_other_files() {
+    let env = Env::new();
+    let dest = env.dir.path().join("live");
+    let archive = restored_then_changed(&env, &dest);
+    let out = env.vouch(&["restore", s(&archive), "--to", s(&dest), "--in-place"]);
+    assert_code(&out, 0);
+    let app = restored(&dest, &env.src.join("app"));
+    let back = describe_tree(&app);
+    let mut want = describe_tree(&env.src.join("app"));
+    // Files the archive does not have are left alone.
+    for extra in ["new-file", "f08.tmp"] {
+        let d = describe_tree(&app).remove(extra.as_bytes()).unwrap();
+        want.insert(extra.as_bytes().to_vec(), d);
+    }
+    assert_eq!(back, want);
+    let top: Vec<_> = fs::read_dir(&dest)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        top,
+        ["tmp"],
+        "the staging directory was not removed: {top:?}"
+    );
+}
+
+#[test]
+fn a_mount_point_inside_the_destination_is_restored_across_filesystems() {
+    require_root();
+    let env = Env::new();
+    fs::write(env.src.join("a"), "archived a\n").unwrap();
+    fs::set_permissions(env.src.join("a"), fs::Permissions::from_mode(0o640)).unwrap();
+    touch(&env.src.join("a"), "2003-03-03 03:03:03");
+    let archive = run_ok(&env);
+    let dest = env.dir.path().join("dest");
+    let mnt = dest.join("tmp");
+    fs::create_dir_all(&mnt).unwrap();
+    let file = restored(&dest, &env.src.join("a"));
+    let q = |p: &Path| format!("'{}'", p.display());
+    let vouch = |extra: &str| {
+        format!(
+            "{} --config {} restore {} --to {} {extra}",
+            q(Path::new(env!("CARGO_BIN_EXE_vouch"))),
+            q(&env.config),
+            q(&archive),
+            q(&dest)
+        )
+    };
+    // In a private mount namespace, DIR/tmp is a tmpfs: staged files cross a filesystem.
+    let script = format!(
+        "set -e; mount -t tmpfs vouch-test {m}; {first}; echo changed > {f}; \
+         {second}; cat {f}; stat -c '%a %Y' {f}; ls -A {parent}; ls -A {d}",
+        m = q(&mnt),
+        first = vouch(""),
+        second = vouch("--in-place"),
+        f = q(&file),
+        parent = q(file.parent().unwrap()),
+        d = q(&dest),
+    );
+    let out = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "bash", "-c", &script])
+        .env("STATE_DIRECTORY", &env.state)
+        .env("RUNTIME_DIRECTORY", &env.runtime)
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("VOUCH_TEST_FAULT")
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with("restored"))
+        .collect();
+    let mtime = fs::metadata(env.src.join("a")).unwrap().mtime();
+    assert_eq!(
+        lines,
+        ["archived a", &format!("640 {mtime}"), "a", "tmp"],
+        "{text}"
+    );
+}
+
+#[test]
+fn in_place_killed_halfway_leaves_the_old_tree() {
+    let env = Env::new();
+    let dest = env.dir.path().join("live");
+    let archive = restored_then_changed(&env, &dest);
+    let before = snapshot(&dest);
+    let out = env
+        .command(&["restore", s(&archive), "--to", s(&dest), "--in-place"])
+        .env("VOUCH_TEST_FAULT", "kill:restore-mid")
+        .output()
+        .unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        out.status.signal(),
+        Some(9),
+        "{:?}: {}",
+        out.status,
+        stderr(&out)
+    );
+    // Only the staging directory of the killed process is new.
+    assert_eq!(without_staging(snapshot(&dest)), before.unwrap());
+}
+
+#[test]
+fn in_place_failing_while_moving_into_place_puts_the_old_tree_back() {
+    let env = Env::new();
+    let dest = env.dir.path().join("live");
+    let archive = restored_then_changed(&env, &dest);
+    let before = snapshot(&dest);
+    let out = env
+        .command(&["restore", s(&archive), "--to", s(&dest), "--in-place"])
+        .env("VOUCH_TEST_FAULT", "restore-fail-at:25")
+        .output()
+        .unwrap();
+    // An I/O error in the destination is a write failure.
+    assert_code(&out, 30);
+    assert_eq!(snapshot(&dest), before);
+    // Without the fault, the same restore succeeds.
+    let out = env.vouch(&["restore", s(&archive), "--to", s(&dest), "--in-place"]);
+    assert_code(&out, 0);
+    let f00 = restored(&dest, &env.src.join("app/f00"));
+    assert_eq!(fs::read(f00).unwrap(), b"version 1 of 0\n");
+}
+
+#[test]
+fn in_place_with_a_bad_entry_late_in_the_archive_leaves_the_old_tree() {
+    let a = Arena::new();
+    let archive = craft(&a.env, "late-wrong-hash", &a.sentinel);
+    fs::create_dir(a.dest.join("d")).unwrap();
+    for i in 0..20 {
+        fs::write(a.dest.join(format!("d/f{i:02}")), "old\n").unwrap();
+    }
+    fs::write(a.dest.join("d/good.txt"), "old good\n").unwrap();
+    a.refused(&archive, &["--in-place"], 33, "d/zz-bad.txt");
+}
+
+#[test]
+fn split_archives_restore_and_a_missing_part_is_33() {
+    let env = Env::new();
+    let data: Vec<u8> = (0..1_500_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 7) as u8)
+        .collect();
+    fs::write(env.src.join("data.bin"), &data).unwrap();
+    env.write_config("", "split = \"1MiB\"");
+    assert_code(&env.vouch(&["run"]), 0);
+    let parts: Vec<String> = env
+        .target_files()
+        .into_iter()
+        .filter(|f| !f.ends_with(".json"))
+        .collect();
+    assert!(parts.len() >= 2, "{parts:?}");
+    let name = parts[0].strip_suffix(".000").unwrap().to_owned();
+    let into = env.dir.path().join("whole");
+    assert_code(&env.vouch(&["restore", &name, "--to", s(&into)]), 0);
+    assert_eq!(
+        fs::read(restored(&into, &env.src.join("data.bin"))).unwrap(),
+        data
+    );
+    fs::remove_file(env.target.join(&parts[1])).unwrap();
+    let into = env.dir.path().join("gap");
+    let out = env.vouch(&["restore", &name, "--to", s(&into)]);
+    assert_code(&out, 33);
+    assert!(stderr(&out).contains(&parts[1]), "{}", stderr(&out));
+    assert!(!into.exists());
+}
+
+#[test]
+fn as_another_user_files_belong_to_the_caller() {
+    let env = Env::new();
+    fs::write(env.src.join("a"), "mine now").unwrap();
+    std::os::unix::fs::chown(env.src.join("a"), Some(1234), Some(1234)).unwrap();
+    let archive = run_ok(&env);
+    // nobody needs to reach the archive and its own copy of the identity.
+    let open = env.dir.path().join("shared");
+    fs::create_dir(&open).unwrap();
+    let copy = open.join(archive.file_name().unwrap());
+    fs::copy(&archive, &copy).unwrap();
+    let key = open.join("identity.txt");
+    fs::copy(&env.identity, &key).unwrap();
+    let into = open.join("out");
+    fs::create_dir(&into).unwrap();
+    bash_ok(&format!(
+        "chmod 755 '{}' '{o}' && chmod 644 '{c}' && chown nobody '{k}' '{i}'",
+        env.dir.path().display(),
+        o = open.display(),
+        c = copy.display(),
+        k = key.display(),
+        i = into.display()
+    ));
+    let out = env
+        .as_nobody(&["restore", s(&copy), "--to", s(&into), "--identity", s(&key)])
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    let file = restored(&into, &env.src.join("a"));
+    assert_eq!(fs::read(&file).unwrap(), b"mine now");
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    assert_eq!(fs::metadata(&file).unwrap().uid(), nobody.uid.as_raw());
+}
+
+#[test]
+fn verify_restore_to_records_a_restore_test() {
+    let env = Env::new();
+    awkward_tree(&env);
+    let archive = run_ok(&env);
+    let scratch = env.dir.path().join("scratch");
+    let out = env.vouch(&["verify", "--restore-to", s(&scratch)]);
+    assert_code(&out, 0);
+    assert!(String::from_utf8_lossy(&out.stdout).contains(s(&scratch)));
+    assert_eq!(
+        describe_tree(&env.src),
+        describe_tree(&restored(&scratch, &env.src))
+    );
+    let log: serde_json::Value =
+        serde_json::from_slice(&fs::read(env.state.join("verified.json")).unwrap()).unwrap();
+    let key = format!("local/{}", archive.file_name().unwrap().to_str().unwrap());
+    assert_eq!(log[&key]["restore-test"], true, "{log}");
+    assert_eq!(log[&key]["ok"], true, "{log}");
+    // The scratch directory must be new or empty.
+    assert_code(&env.vouch(&["verify", "--restore-to", s(&scratch)]), 2);
+    // Several archives: one subdirectory each.
+    assert_code(&env.vouch(&["run"]), 0);
+    let many = env.dir.path().join("many");
+    assert_code(
+        &env.vouch(&["verify", "--all", "--restore-to", s(&many)]),
+        0,
+    );
+    for a in env.archives() {
+        let sub = many.join("local").join(a.file_name().unwrap());
+        assert!(
+            restored(&sub, &env.src).join("etc/app/config").is_file(),
+            "{sub:?}"
+        );
+    }
+}
+
+#[test]
+fn verify_restore_to_with_a_flipped_bit_is_33() {
+    let env = Env::new();
+    let data: Vec<u8> = (0..300_000u32)
+        .map(|i| (i.wrapping_mul(7919) >> 3) as u8)
+        .collect();
+    fs::write(env.src.join("data.bin"), data).unwrap();
+    let archive = run_ok(&env);
+    let mut bytes = fs::read(&archive).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x04;
+    fs::write(&archive, bytes).unwrap();
+    let scratch = env.dir.path().join("scratch");
+    let out = env.vouch(&["verify", "--restore-to", s(&scratch)]);
+    assert_code(&out, 33);
+    let log: serde_json::Value =
+        serde_json::from_slice(&fs::read(env.state.join("verified.json")).unwrap()).unwrap();
+    let key = format!("local/{}", archive.file_name().unwrap().to_str().unwrap());
+    assert_eq!(log[&key]["ok"], false, "{log}");
+    assert_eq!(log[&key]["restore-test"], true, "{log}");
+}
