@@ -424,8 +424,17 @@ fn run_and_status_write_a_textfile_promtool_accepts() {
         .collect();
     assert_eq!(names, ["vouch.prom"], "no temporary file may stay behind");
 
-    // verify leaves a record that status then exports.
+    // verify rewrites the textfile itself, and status exports the same record.
+    fs::remove_file(&prom).unwrap();
     assert_code(&env.vouch(&["verify"]), 0);
+    promtool_check(&prom);
+    let text = fs::read_to_string(&prom).unwrap();
+    assert_eq!(
+        sample(&text, &format!("vouch_last_verify_ok{t}")).as_deref(),
+        Some("1"),
+        "vouch verify should write the textfile:\n{text}"
+    );
+    assert!(sample(&text, &format!("vouch_last_verify_timestamp_seconds{t}")).is_some());
     fs::remove_file(&prom).unwrap();
     assert_code(&env.vouch(&["status"]), 0);
     promtool_check(&prom);

@@ -225,6 +225,7 @@ pub fn execute(
             dirs.state.display()
         );
     }
+    crate::metrics::write(&settings, &dirs);
     match first_failure {
         Some(e) => Err(e),
         None => Ok(ExitCode::Ok),
