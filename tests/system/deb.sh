@@ -6,13 +6,21 @@
 #   2. with a real config, vouch-generator opens the target in the sandbox at daemon-reload,
 #      a run succeeds and says so in the journal (one run-succeeded entry with its figures)
 #      and in StatusText, other users' files are in the archive, access times are untouched,
-#      and the archive restores with the stock age and tar inside the container;
+#      the archive restores with the stock age and tar and with `vouch restore` inside the
+#      container, the notification endpoint (a recording HTTP server on the shared loopback)
+#      got /start, /0 and the success payload, and `vouch doctor` reports the open sandbox and
+#      the stopped timer;
 #   3. a drop-in that empties ReadWritePaths= fails the run with 15 TARGET_READONLY and the
-#      fix, writes nothing to the target, and vouch-notify@ records the failure; a target added
-#      without daemon-reload fails the same way, and daemon-reload fixes it;
+#      fix, writes nothing to the target, alerts once (vouch's own /15 and payload; vouch-notify@
+#      does not repeat them) and vouch-notify@ records the failure; `vouch doctor` names the
+#      drop-in; an ExecStart= naming a missing binary fails the unit with 203 and vouch-notify@
+#      still alerts the channels; a drop-in with InaccessiblePaths= is reported by doctor as
+#      hiding the target; a target added without daemon-reload fails with 15, and
+#      daemon-reload fixes it;
 #   4. a missing identity fails with 13 KEY, and `journalctl -x` explains it from the catalog;
 #   5. the installed vouch.service scores at most 2.0 in `systemd-analyze security`;
-#   6. `dpkg -r` keeps config, state and archives; `dpkg --purge` removes config and state,
+#   6. `vouch doctor` reports both timers enabled and active with systemd's next trigger;
+#      `dpkg -r` keeps config, state and archives; `dpkg --purge` removes config and state,
 #      and keeps the archives and the age identity.
 # Usage: tests/system/deb.sh [PATH.deb]   (default: the newest target/debian/vouch_*.deb)
 # Needs root. Settings: see lib.sh.
@@ -185,6 +193,7 @@ write_config() {
         for t in "$@"; do
             printf '[[target]]\nname = "%s"\npath = "%s"\nmin-free = "1MiB"\n' "${t##*/}" "$t"
         done
+        printf '[notify]\nwebhook = "%s/hook"\nping = "%s/ping"\ntimeout = "5s"\n' "$HOOK_URL" "$HOOK_URL"
     } | in_ct sh -c 'cat >/etc/vouch/vouch.toml'
 }
 
@@ -202,6 +211,29 @@ doctor_line() {
         fail "vouch doctor has no '$1' line for '$2'"
     printf '%s' "$found"
 }
+
+# hooks: the requests the recording endpoint got so far (JSON lines: method, path, body).
+hooks() {
+    cat "$HOOK_LOG"
+}
+
+# hook_posts: the webhook payloads received so far, one JSON object per line.
+hook_posts() {
+    jq -c 'select(.path == "/hook") | .body | fromjson' "$HOOK_LOG"
+}
+
+# The notification endpoint: a recording HTTP server on the host's loopback, which the
+# container shares (systemd-nspawn without --private-network).
+HOOK_LOG=$(mktemp "$VOUCH_TEST_TMP/vouch-hooks.XXXXXX")
+hook_port=$HOOK_LOG.port
+python3 "$REPO/tests/system/hook-server.py" "$HOOK_LOG" "$hook_port" &
+hook_pid=$!
+at_exit kill "$hook_pid"
+at_exit rm -f "$HOOK_LOG" "$hook_port"
+for _ in $(seq 50); do [ -s "$hook_port" ] && break; sleep 0.1; done
+[ -s "$hook_port" ] || fail "the recording HTTP server (tests/system/hook-server.py) did not start"
+HOOK_URL="http://127.0.0.1:$(cat "$hook_port")"
+log "notification endpoint: $HOOK_URL"
 
 # The package, seen read-only at /mnt/share inside; a copy, so a rebuild meanwhile changes nothing.
 share=$(mktemp -d "$VOUCH_TEST_TMP/vouch-deb-share.XXXXXX")
@@ -325,6 +357,13 @@ stray=$(jq -c --arg id "$run_id" \
 [ -z "$stray" ] || fail_run "entries of the run without SYSLOG_IDENTIFIER=vouch, PRIORITY or VOUCH_RUN_ID=$run_id: $stray"
 successes=("$RUN_INV")
 
+check "the run pinged /start and /0 and posted a success payload with its run id"
+log "requests: $(jq -c '{method, path}' "$HOOK_LOG" | tr '\n' ' ')"
+assert_eq "/ping/start /ping/0" "$(jq -r 'select(.path | startswith("/ping")) | .path' "$HOOK_LOG" | tr '\n' ' ' | sed 's/ $//')" "ping requests of the successful run"
+post=$(hook_posts | tail -n 1)
+assert_eq "success 0 OK $run_id" "$(jq -r '"\(.result) \(."exit-code") \(."exit-name") \(."run-id")"' <<<"$post")" "the webhook payload"
+assert_eq "${archive##*/}" "$(jq -r .archive <<<"$post")" "the webhook payload's archive"
+
 check "the archive restores inside the container with the stock age and tar, and sha256sum -c passes"
 out=$(in_ct bash -o pipefail -ec '
     rm -rf /var/tmp/restore && mkdir /var/tmp/restore
@@ -338,6 +377,14 @@ check "the restored etc/ is identical to /etc"
 out=$(in_ct diff -r --no-dereference /etc /var/tmp/restore/etc 2>&1) ||
     { printf '%s\n' "$out" | indent; fail "the restored etc/ differs from /etc (above)"; }
 in_ct rm -rf /var/tmp/restore
+
+check "vouch restore of etc/ from the archive equals /etc"
+out=$(in_ct sh -ec '
+    rm -rf /var/tmp/vrestore
+    vouch restore "$1" --to /var/tmp/vrestore etc
+    diff -r --no-dereference /etc /var/tmp/vrestore/etc' sh "$archive" 2>&1) ||
+    { printf '%s\n' "$out" | indent; fail "vouch restore $archive --to /var/tmp/vrestore etc, then diff with /etc, failed"; }
+in_ct rm -rf /var/tmp/vrestore
 
 check "the backup left access times alone (sources are read-only in the sandbox)"
 assert_eq "$old_atime" "$(in_ct stat -c %X /srv/data/secret)" "/srv/data/secret's atime after the backup"
@@ -396,6 +443,22 @@ assert_eq "vouch-verify.service" "$(in_ct cat /var/lib/vouch/last-failure.json |
     "last-failure.json's unit from vouch-notify@vouch-verify.service.service"
 # RuntimeDirectoryPreserve=yes: the lock's directory outlives the units that share it.
 in_ct test -d /run/vouch || fail "/run/vouch was removed when a vouch unit stopped"
+
+log "replacing $DROPIN_TEST with one whose ExecStart= names a binary that is not installed"
+printf '[Service]\nExecStart=\nExecStart=/usr/bin/vouch-not-installed run\n' | in_ct sh -c 'cat >"$1"' sh "$DROPIN_TEST"
+in_ct systemctl reset-failed
+in_ct systemctl daemon-reload
+before_posts=$(hook_posts | grep -c . || true)
+run_vouch
+check "a missing binary fails the unit (203) and vouch-notify@ still alerts through the channels"
+expect_run exit-code 203
+wait_notify >/dev/null
+post=$(hook_posts | tail -n 1)
+[ "$(hook_posts | grep -c .)" -eq $((before_posts + 1)) ] || fail "expected one new webhook payload for the missing binary; requests: $(hooks)"
+log "payload: $(jq -c '{result, "exit-code", "exit-name", reasons}' <<<"$post")"
+assert_eq "failure 1 INTERNAL" "$(jq -r '"\(.result) \(."exit-code") \(."exit-name")"' <<<"$post")" "the webhook payload for a unit that never ran vouch"
+assert_contains "$(jq -r '.reasons[]' <<<"$post")" "vouch.service failed" "the payload's reasons"
+assert_eq 1 "$(jq -r 'select(.path == "/ping/1") | .path' "$HOOK_LOG" | grep -c . || true)" "/ping/1 requests"
 
 log "replacing $DROPIN_TEST with one that hides $TARGET (InaccessiblePaths=)"
 printf '[Service]\nInaccessiblePaths=%s\n' "$TARGET" | in_ct sh -c 'cat >"$1"' sh "$DROPIN_TEST"
