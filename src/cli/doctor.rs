@@ -557,14 +557,21 @@ fn service_result_line() -> Line {
         get("ExecMainExitTimestamp"),
         get("Result")
     );
-    if get("Result") == "success" {
-        line(Level::Ok, "last result", detail)
-    } else {
+    if service_failed(&get("Result"), &get("ExecMainCode"), &status) {
         with_fix(
             line(Level::Fail, "last result", detail),
             format!("Read `journalctl -x -u {SERVICE}` for the cause and the fix."),
         )
+    } else {
+        line(Level::Ok, "last result", detail)
     }
+}
+
+/// Whether the service's last run failed. `systemctl reset-failed` sets `Result=success` but
+/// keeps the exit status, so a non-zero status (or a kill: `ExecMainCode` other than 1,
+/// CLD_EXITED) counts as a failure whatever `Result=` says.
+fn service_failed(result: &str, main_code: &str, status: &str) -> bool {
+    result != "success" || (!main_code.is_empty() && main_code != "1") || status != "0"
 }
 
 fn last_run_lines(dirs: &Dirs) -> Vec<Line> {
@@ -615,6 +622,17 @@ mod tests {
             read_write: path_list("-/var/backups/vouch /srv/backups"),
             ..Sandbox::default()
         }
+    }
+
+    #[test]
+    fn a_reset_failure_is_still_a_failure() {
+        assert!(!service_failed("success", "1", "0"));
+        assert!(service_failed("exit-code", "1", "15"));
+        // After `systemctl reset-failed`: Result=success, the exit status stays.
+        assert!(service_failed("success", "1", "13"));
+        // Killed by a signal (CLD_KILLED): the status is the signal number.
+        assert!(service_failed("signal", "2", "9"));
+        assert!(service_failed("success", "2", "15"));
     }
 
     #[test]

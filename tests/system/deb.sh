@@ -542,6 +542,8 @@ next=$(prop vouch.timer NextElapseUSecRealtime)
 assert_contains "$(doctor_line ok vouch.timer)" "vouch.timer is enabled and active; next $next" "vouch doctor's vouch.timer line"
 doctor_line ok vouch-verify.timer >/dev/null
 doctor_line ok "sandbox ${TARGET2##*/}" >/dev/null
+# The KEY failure above was reset (reset-failed sets Result=success): the exit status still counts.
+assert_contains "$(doctor_line FAIL "last result")" "exit status 13 (KEY)" "vouch doctor's last result after reset-failed"
 archives_before=$(listing "$TARGET" "$TARGET2")
 log "dpkg -r vouch"
 out=$(in_ct dpkg -r vouch 2>&1) || { printf '%s\n' "$out" | indent; fail "dpkg -r vouch failed"; }
