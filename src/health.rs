@@ -216,6 +216,25 @@ pub struct TargetReport {
     pub last_restore_test: Option<VerifyInfo>,
 }
 
+impl TargetReport {
+    /// A target with nothing found yet.
+    pub fn new(name: &str, path: &str) -> TargetReport {
+        TargetReport {
+            name: name.into(),
+            path: path.into(),
+            status: Health::Healthy,
+            archives: 0,
+            latest: None,
+            latest_verified: None,
+            median_size: None,
+            free_bytes: None,
+            next_archive_bytes: None,
+            last_verify: None,
+            last_restore_test: None,
+        }
+    }
+}
+
 /// Everything `status` found.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -377,19 +396,7 @@ impl Checker<'_> {
     /// Every check of one target; returns its details.
     fn target(&mut self, target: &Target, log: &VerifyLog) -> TargetReport {
         let name = target.name.as_str();
-        let mut report = TargetReport {
-            name: target.name.clone(),
-            path: target.path.display().to_string(),
-            status: Health::Healthy,
-            archives: 0,
-            latest: None,
-            latest_verified: None,
-            median_size: None,
-            free_bytes: None,
-            next_archive_bytes: None,
-            last_verify: None,
-            last_restore_test: None,
-        };
+        let mut report = TargetReport::new(&target.name, &target.path.display().to_string());
         let all = match own_archives(&target.path, &self.settings.backup.name) {
             Ok(all) => all,
             Err(e) => {
@@ -843,19 +850,7 @@ mod tests {
     }
 
     fn target(name: &str) -> TargetReport {
-        TargetReport {
-            name: name.into(),
-            path: format!("/{name}"),
-            status: Health::Healthy,
-            archives: 0,
-            latest: None,
-            latest_verified: None,
-            median_size: None,
-            free_bytes: None,
-            next_archive_bytes: None,
-            last_verify: None,
-            last_restore_test: None,
-        }
+        TargetReport::new(name, &format!("/{name}"))
     }
 
     #[test]

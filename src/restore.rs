@@ -1004,7 +1004,7 @@ fn extract(
             };
             let i = next;
             next += 1;
-            compare(want, &mut found, &path)?;
+            crate::verify::check_entry(want, &found, &path, None).map_err(damaged)?;
             if want.kind == EntryType::File {
                 let digest = if plan.staged[i] {
                     let staged = staging.data(i);
@@ -1012,7 +1012,7 @@ fn extract(
                     bytes += want.size;
                     d
                 } else {
-                    hash(&mut found, &mut buf)
+                    crate::verify::hash_entry(&mut found, &mut buf)
                         .map_err(|e| damaged(format!("{name}: cannot read its data: {e}")))?
                 };
                 if want.sha256.as_deref() != Some(digest.as_str()) {
@@ -1119,66 +1119,6 @@ fn special<R: Read>(
         mtime: i64::try_from(h.mtime().map_err(bad)?).unwrap_or(i64::MAX),
         rdev: nix::sys::stat::makedev(major.into(), minor.into()),
     }))
-}
-
-/// Compares a tar entry's header with its manifest entry (the data is checked by the caller).
-fn compare<R: Read>(
-    want: &Entry,
-    found: &mut tar::Entry<'_, R>,
-    path: &[u8],
-) -> Result<(), RestoreError> {
-    let name = &want.path;
-    if want.path_bytes() != path {
-        return Err(damaged(format!(
-            "{}: found where the manifest has {name}",
-            show(path)
-        )));
-    }
-    let ty = found.header().entry_type();
-    let kind_ok = match want.kind {
-        EntryType::File => ty.is_file(),
-        EntryType::Dir => ty.is_dir(),
-        EntryType::Symlink => ty.is_symlink(),
-        EntryType::Hardlink => ty.is_hard_link(),
-    };
-    if !kind_ok {
-        return Err(damaged(format!("{name}: type differs from the manifest")));
-    }
-    let mode = found
-        .header()
-        .mode()
-        .map_err(|e| damaged(format!("{name}: bad mode: {e}")))?;
-    if format!("{:04o}", mode & 0o7777) != want.mode {
-        return Err(damaged(format!("{name}: mode differs from the manifest")));
-    }
-    if want.kind == EntryType::File && found.size() != want.size {
-        return Err(damaged(format!(
-            "{name}: {} bytes in the archive, {} in the manifest",
-            found.size(),
-            want.size
-        )));
-    }
-    if matches!(want.kind, EntryType::Symlink | EntryType::Hardlink) {
-        let link = found.link_name_bytes().map(|l| l.into_owned());
-        if link != want.link_bytes() {
-            return Err(damaged(format!(
-                "{name}: link target differs from the manifest"
-            )));
-        }
-    }
-    Ok(())
-}
-
-fn hash(r: &mut impl Read, buf: &mut [u8]) -> io::Result<String> {
-    let mut h = Sha256::new();
-    loop {
-        let n = r.read(buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(crate::io::hex(&h.finalize()))
 }
 
 /// Writes an entry's data into a new staging file, returning its SHA-256.
@@ -1370,7 +1310,7 @@ pub fn check_tree(restored: &Restored) -> Result<(), RestoreError> {
         match e.kind {
             EntryType::File | EntryType::Hardlink => {
                 let digest = File::open(&path)
-                    .and_then(|mut f| hash(&mut f, &mut buf))
+                    .and_then(|mut f| crate::verify::hash_entry(&mut f, &mut buf))
                     .map_err(|err| damaged(format!("{}: cannot read it back: {err}", e.path)))?;
                 if e.sha256.as_deref() != Some(digest.as_str()) {
                     return Err(damaged(format!(

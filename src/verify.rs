@@ -177,7 +177,7 @@ pub fn verify_full(
                 Some(Err(e)) => return Err(mismatch(format!("manifest spool unreadable: {e}"))),
                 None => return Err(mismatch(format!("{path_str}: not in the manifest"))),
             };
-            compare(&want, &mut found, &path, &digest)?;
+            compare(&want, &found, &path, &digest)?;
         }
         if let Some(missing) = entries.next() {
             let name = missing.map(|e| e.path).unwrap_or_default();
@@ -193,7 +193,8 @@ pub fn verify_full(
     check_totals(hashed, expected)
 }
 
-fn hash_entry(r: &mut impl Read, buf: &mut [u8]) -> io::Result<String> {
+/// The SHA-256 of everything `r` yields, read through `buf`.
+pub fn hash_entry(r: &mut impl Read, buf: &mut [u8]) -> io::Result<String> {
     let mut h = Sha256::new();
     loop {
         let n = r.read(buf)?;
@@ -207,18 +208,28 @@ fn hash_entry(r: &mut impl Read, buf: &mut [u8]) -> io::Result<String> {
 
 fn compare<R: Read>(
     want: &Entry,
-    found: &mut tar::Entry<'_, R>,
+    found: &tar::Entry<'_, R>,
     path: &[u8],
     digest: &str,
 ) -> Result<(), Mismatch> {
+    check_entry(want, found, path, Some(digest)).map_err(mismatch)
+}
+
+/// Checks a tar entry against its manifest entry: path, type, mode, size, link target and,
+/// when given, the SHA-256 of its data. The message names the entry and the first difference.
+pub fn check_entry<R: Read>(
+    want: &Entry,
+    found: &tar::Entry<'_, R>,
+    path: &[u8],
+    digest: Option<&str>,
+) -> Result<(), String> {
     let name = &want.path;
-    let want_path = want.path_bytes();
     let trimmed = path.strip_suffix(b"/").unwrap_or(path);
-    if want_path != trimmed {
-        return Err(mismatch(format!(
+    if want.path_bytes() != trimmed {
+        return Err(format!(
             "{}: found where the manifest has {name}",
             String::from_utf8_lossy(path)
-        )));
+        ));
     }
     let ty = found.header().entry_type();
     let kind_ok = match want.kind {
@@ -228,35 +239,35 @@ fn compare<R: Read>(
         EntryType::Hardlink => ty.is_hard_link(),
     };
     if !kind_ok {
-        return Err(mismatch(format!("{name}: type differs from the manifest")));
+        return Err(format!("{name}: type differs from the manifest"));
     }
     let mode = found
         .header()
         .mode()
-        .map_err(|e| mismatch(format!("{name}: bad mode: {e}")))?;
+        .map_err(|e| format!("{name}: bad mode: {e}"))?;
     if format!("{:04o}", mode & 0o7777) != want.mode {
-        return Err(mismatch(format!("{name}: mode differs from the manifest")));
+        return Err(format!("{name}: mode differs from the manifest"));
     }
     if want.kind == EntryType::File {
         if found.size() != want.size {
-            return Err(mismatch(format!(
+            return Err(format!(
                 "{name}: {} bytes in the archive, {} in the manifest",
                 found.size(),
                 want.size
-            )));
+            ));
         }
-        if want.sha256.as_deref() != Some(digest) {
-            return Err(mismatch(format!(
-                "{name}: content differs from the manifest (SHA-256)"
-            )));
+        if let Some(digest) = digest {
+            if want.sha256.as_deref() != Some(digest) {
+                return Err(format!(
+                    "{name}: content differs from the manifest (SHA-256)"
+                ));
+            }
         }
     }
     if matches!(want.kind, EntryType::Symlink | EntryType::Hardlink) {
         let link = found.link_name_bytes().map(|l| l.into_owned());
         if link != want.link_bytes() {
-            return Err(mismatch(format!(
-                "{name}: link target differs from the manifest"
-            )));
+            return Err(format!("{name}: link target differs from the manifest"));
         }
     }
     Ok(())

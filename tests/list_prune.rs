@@ -130,23 +130,11 @@ fn record_verification(env: &Env, archive: &str, ok: bool, at: &str) {
     fs::write(&path, serde_json::to_vec_pretty(&log).unwrap()).unwrap();
 }
 
-fn data(len: usize, seed: u32) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(2654435761) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
 /// A world with one real archive and a config whose target has `target_extra`; with
 /// `required`, the source's `vault` file is a required path.
 fn backed_up(required: bool, target_extra: &str, size: usize) -> (Env, Made) {
     let env = Env::new();
-    fs::write(env.src.join("data.bin"), data(size, 7)).unwrap();
+    fs::write(env.src.join("data.bin"), util::noise(size, 7)).unwrap();
     let vault = env.src.join("vault");
     fs::write(&vault, "secret\n").unwrap();
     let backup_extra = if required {

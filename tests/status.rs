@@ -9,20 +9,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
-use util::{assert_code, stderr, Env};
-
-/// Bytes that gzip cannot shrink, so archive sizes follow the source sizes.
-fn noise(len: usize, seed: u32) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(2654435761) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            (x >> 11) as u8
-        })
-        .collect()
-}
+use util::{assert_code, noise, stderr, Env};
 
 /// A world with a small incompressible source and a config: `{src}` in `backup_extra` stands
 /// for the source directory; `extra` goes after the target's keys (so it may open `[health]`,

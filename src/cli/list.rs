@@ -204,18 +204,7 @@ fn print_table(listing: &Listing) {
 /// Runs `vouch list`.
 pub fn execute(cli: &Cli, target: Option<&str>, json: bool) -> Result<ExitCode, Error> {
     let settings = config::load(&dirs::config_path(cli.config.as_deref()))?;
-    let targets: Vec<&Target> = settings
-        .targets
-        .iter()
-        .filter(|t| target.is_none_or(|n| n == t.name))
-        .collect();
-    if targets.is_empty() {
-        return Err(Error::Usage(format!(
-            "no target called {:?} in {}",
-            target.unwrap_or(""),
-            settings.file.display()
-        )));
-    }
+    let targets = crate::cli::select_targets(&settings, target)?;
     let dirs = Dirs::from_env();
     let log = VerifyLog::load(&dirs.state);
     let mut first_error = None;

@@ -205,6 +205,27 @@ pub fn execute(cli: &Cli) -> Result<Done, Error> {
     code.map(Done::Exit)
 }
 
+/// The configured targets a `--target NAME` option selects: all of them without one, else the
+/// one with that name (a usage error when there is none).
+pub fn select_targets<'a>(
+    settings: &'a crate::config::Settings,
+    name: Option<&str>,
+) -> Result<Vec<&'a crate::config::Target>, Error> {
+    let targets: Vec<_> = settings
+        .targets
+        .iter()
+        .filter(|t| name.is_none_or(|n| n == t.name))
+        .collect();
+    if targets.is_empty() {
+        return Err(Error::Usage(format!(
+            "no target called {:?} in {}",
+            name.unwrap_or(""),
+            settings.file.display()
+        )));
+    }
+    Ok(targets)
+}
+
 /// Reports a failed command: the journal entry that names the cause and the fix.
 pub fn report_failure(cli: &Cli, error: &Error, code: ExitCode) {
     match cli.command {

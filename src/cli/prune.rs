@@ -7,7 +7,7 @@
 
 use crate::archives::VerifyLog;
 use crate::cli::Cli;
-use crate::config::{self, Target};
+use crate::config;
 use crate::dirs::{self, Dirs};
 use crate::error::Error;
 use crate::exit::ExitCode;
@@ -18,18 +18,7 @@ use time::OffsetDateTime;
 /// Runs `vouch prune`.
 pub fn execute(cli: &Cli, dry_run: bool, target: Option<&str>) -> Result<ExitCode, Error> {
     let settings = config::load(&dirs::config_path(cli.config.as_deref()))?;
-    let targets: Vec<&Target> = settings
-        .targets
-        .iter()
-        .filter(|t| target.is_none_or(|n| n == t.name))
-        .collect();
-    if targets.is_empty() {
-        return Err(Error::Usage(format!(
-            "no target called {:?} in {}",
-            target.unwrap_or(""),
-            settings.file.display()
-        )));
-    }
+    let targets = crate::cli::select_targets(&settings, target)?;
     let dirs = Dirs::from_env();
     let _lock = if dry_run {
         None

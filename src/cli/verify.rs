@@ -53,18 +53,7 @@ pub fn execute(
     })?;
     let keys = Keys::load(&settings.encryption, dirs.credentials.as_deref())?;
     let identity = keys.identity.ok_or(KeyError::NoIdentity)?;
-    let targets: Vec<&Target> = settings
-        .targets
-        .iter()
-        .filter(|t| target.is_none_or(|n| n == t.name))
-        .collect();
-    if targets.is_empty() {
-        return Err(Error::Usage(format!(
-            "no target called {:?} in {}",
-            target.unwrap_or(""),
-            settings.file.display()
-        )));
-    }
+    let targets = crate::cli::select_targets(&settings, target)?;
     let mut work: Vec<(&Target, Archive)> = Vec::new();
     for t in &targets {
         let found: Vec<Archive> = match &selection {

@@ -295,3 +295,16 @@ pub fn restored(into: &Path, src: &Path) -> PathBuf {
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
+
+/// Bytes that gzip cannot shrink (xorshift from `seed`), so archive sizes follow source sizes.
+pub fn noise(len: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2654435761) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x >> 11) as u8
+        })
+        .collect()
+}
