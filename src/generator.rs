@@ -117,19 +117,29 @@ mod tests {
         assert_eq!(quote(Path::new("/a\"b\\c%d")), "\"/a\\\"b\\\\c%%d\"");
     }
 
-    #[test]
-    fn drop_in_lists_every_target_and_mount() {
+    /// Runs the generator on a config of `[backup]`, `[encryption]` and then `rest`; returns
+    /// the temporary directory and the output directory inside it.
+    fn generated(rest: &str) -> (tempfile::TempDir, std::path::PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("vouch.toml");
         fs::write(
             &config,
-            "[backup]\nsources = [\"/etc\"]\n[encryption]\nrecipients = [\"age1x\"]\n\
-             [[target]]\nname = \"local\"\npath = \"/var/backups/vouch\"\n\
-             [[target]]\nname = \"usb\"\npath = \"/mnt/usb disk/vouch\"\nrequire-mount = true\n",
+            format!(
+                "[backup]\nsources = [\"/etc\"]\n[encryption]\nrecipients = [\"age1x\"]\n{rest}"
+            ),
         )
         .unwrap();
         let out = dir.path().join("out");
         generate(&config, &out).unwrap();
+        (dir, out)
+    }
+
+    #[test]
+    fn drop_in_lists_every_target_and_mount() {
+        let (_dir, out) = generated(
+            "[[target]]\nname = \"local\"\npath = \"/var/backups/vouch\"\n\
+             [[target]]\nname = \"usb\"\npath = \"/mnt/usb disk/vouch\"\nrequire-mount = true\n",
+        );
         let text = fs::read_to_string(out.join(DROP_IN)).unwrap();
         assert!(
             text.contains("ReadWritePaths=-\"/var/backups/vouch\"\n"),
@@ -148,17 +158,10 @@ mod tests {
 
     #[test]
     fn the_metrics_directory_is_writable_for_both_services() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("vouch.toml");
-        fs::write(
-            &config,
-            "[backup]\nsources = [\"/etc\"]\n[encryption]\nrecipients = [\"age1x\"]\n\
-             [[target]]\nname = \"local\"\npath = \"/var/backups/vouch\"\n\
+        let (_dir, out) = generated(
+            "[[target]]\nname = \"local\"\npath = \"/var/backups/vouch\"\n\
              [metrics]\ntextfile = \"/var/lib/prometheus/node-exporter/vouch.prom\"\n",
-        )
-        .unwrap();
-        let out = dir.path().join("out");
-        generate(&config, &out).unwrap();
+        );
         let line = "ReadWritePaths=-\"/var/lib/prometheus/node-exporter\"\n";
         let run = fs::read_to_string(out.join(DROP_IN)).unwrap();
         assert!(run.contains(line), "{run}");
