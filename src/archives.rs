@@ -107,6 +107,25 @@ pub fn created_from_name(name: &str) -> Option<OffsetDateTime> {
         .map(|t| t.assume_utc())
 }
 
+/// Whether an archive file name belongs to the backup `name` (`NAME-YYYYMMDDTHHMMSSZ...`).
+/// Targets may be shared between hosts: every command judges, verifies and prunes only the
+/// archives of its own backup name.
+pub fn is_own(archive: &str, name: &str) -> bool {
+    archive
+        .strip_prefix(name)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .is_some_and(|rest| !rest.contains('-'))
+        && created_from_name(archive).is_some()
+}
+
+/// The archives of backup `name` in `dir`, oldest first.
+pub fn scan_own(dir: &Path, name: &str) -> io::Result<Vec<Archive>> {
+    Ok(scan(dir)?
+        .into_iter()
+        .filter(|a| is_own(&a.name, name))
+        .collect())
+}
+
 /// Parses an RFC 3339 time as written by vouch.
 pub fn parse_time(text: &str) -> Option<OffsetDateTime> {
     OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
@@ -278,6 +297,27 @@ impl VerifyLog {
         format!("{target}/{archive}")
     }
 
+    /// Reads the log for a command that deletes or rewrites on its strength: a missing log is
+    /// empty, but one that exists and cannot be read or parsed is an error, since it may have
+    /// held the record of a failed verification.
+    pub fn load_strict(state: &Path) -> io::Result<VerifyLog> {
+        let path = state.join(VERIFY_LOG);
+        let bytes = match fs::read(&path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(VerifyLog::default()),
+            other => other?,
+        };
+        let records = serde_json::from_slice(&bytes).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{} is damaged ({e}); it may hold failed verifications: look at it, then move it aside",
+                    path.display()
+                ),
+            )
+        })?;
+        Ok(VerifyLog { records })
+    }
+
     /// Reads the log; a missing or unreadable one is empty.
     pub fn load(state: &Path) -> VerifyLog {
         let records = fs::read(state.join(VERIFY_LOG))
@@ -321,6 +361,19 @@ pub fn is_verified(archive: &Archive, target: &str, log: &VerifyLog) -> bool {
             .receipt
             .as_ref()
             .is_some_and(|r| !r.verified_at.is_empty()),
+    }
+}
+
+/// Whether an archive's contents were proven: its last `vouch verify` (always a full check)
+/// passed, or, never re-verified, the run that wrote it decrypted and checked it (`full`), not
+/// only its ciphertext.
+pub fn is_proven(archive: &Archive, target: &str, log: &VerifyLog) -> bool {
+    match log.get(target, &archive.name) {
+        Some(r) => r.ok,
+        None => archive
+            .receipt
+            .as_ref()
+            .is_some_and(|r| !r.verified_at.is_empty() && r.verification == "full"),
     }
 }
 

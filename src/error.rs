@@ -190,6 +190,14 @@ pub enum Error {
         /// What the kernel said.
         error: io::Error,
     },
+    /// Retention would not run: the verification log it depends on is damaged.
+    #[error("retention did not run: {error}")]
+    PruneRefused {
+        /// The verification log.
+        path: PathBuf,
+        /// What is wrong with it.
+        error: io::Error,
+    },
     /// The state directory or a spool file could not be used.
     #[error("state directory {path}: {error}")]
     State {
@@ -331,10 +339,14 @@ impl Error {
                 "Do not rely on this archive: restore from another one (`vouch list` shows them), check the target's device, and run `vouch verify --all` to check the rest.".into()
             }
             Error::Anomaly { .. } => {
-                "Check that the sources hold what they should (an empty dump, a missing mount); if the change is expected, raise [health] size-tolerance or set on-anomaly = \"warn\". The archive was kept.".into()
+                "Check that the sources hold what they should (an empty dump, a missing mount); if the change is expected, nothing needs doing (later archives are compared with the new size once it is the usual one) or raise [health] size-tolerance. The archive was kept.".into()
             }
             Error::Prune { path, .. } => format!(
                 "Check permissions on {} and remove it by hand if it should go; the new archive is good.",
+                path.display()
+            ),
+            Error::PruneRefused { path, .. } => format!(
+                "Look at {} (it records failed verifications, which retention must not forget), move it aside, then run `vouch verify --all` to rebuild it; the new archive is good.",
                 path.display()
             ),
             Error::State { path, .. } => format!(
@@ -370,7 +382,7 @@ impl Error {
             Error::Required(_) => ExitCode::Required,
             Error::Verify { .. } | Error::Damaged { .. } => ExitCode::Verify,
             Error::Anomaly { .. } => ExitCode::Anomaly,
-            Error::Prune { .. } => ExitCode::Prune,
+            Error::Prune { .. } | Error::PruneRefused { .. } => ExitCode::Prune,
         }
     }
 }

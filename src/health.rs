@@ -86,30 +86,12 @@ pub fn judge(size: u64, earlier: &[u64], tolerance: u32) -> Option<SizeAnomaly> 
     })
 }
 
-/// Whether an archive file name belongs to the backup `name` (`NAME-YYYYMMDDTHHMMSSZ...`), so
-/// that targets shared between hosts judge each host by its own archives.
-pub fn is_own(archive: &str, name: &str) -> bool {
-    archive
-        .strip_prefix(name)
-        .and_then(|rest| rest.strip_prefix('-'))
-        .is_some_and(|rest| !rest.contains('-'))
-        && archives::created_from_name(archive).is_some()
-}
-
-/// The archives of backup `name` in a target directory, oldest first.
-pub fn own_archives(dir: &Path, name: &str) -> std::io::Result<Vec<Archive>> {
-    Ok(archives::scan(dir)?
-        .into_iter()
-        .filter(|a| is_own(&a.name, name))
-        .collect())
-}
-
 /// Compares a new archive's size with the recent archives on the targets: the receipts of
 /// the archives of the same backup name written before it, on any target.
 pub fn size_anomaly(settings: &Settings, archive: &str, size: u64) -> Option<SizeAnomaly> {
     let mut earlier: BTreeMap<String, u64> = BTreeMap::new();
     for target in &settings.targets {
-        for a in own_archives(&target.path, &settings.backup.name).unwrap_or_default() {
+        for a in archives::scan_own(&target.path, &settings.backup.name).unwrap_or_default() {
             if a.name.as_str() >= archive {
                 continue;
             }
@@ -397,7 +379,7 @@ impl Checker<'_> {
     fn target(&mut self, target: &Target, log: &VerifyLog) -> TargetReport {
         let name = target.name.as_str();
         let mut report = TargetReport::new(&target.name, &target.path.display().to_string());
-        let all = match own_archives(&target.path, &self.settings.backup.name) {
+        let all = match archives::scan_own(&target.path, &self.settings.backup.name) {
             Ok(all) => all,
             Err(e) => {
                 self.add(
@@ -413,6 +395,23 @@ impl Checker<'_> {
             }
         };
         report.archives = all.len();
+        // An archive dated in the future (a wrong clock, or a stray file) would stand for the
+        // newest one for good and hide a stale backup: named, and left out of the judgement.
+        let (future, all): (Vec<Archive>, Vec<Archive>) = all
+            .into_iter()
+            .partition(|a| a.created.is_some_and(|c| c > self.now + FUTURE_SLACK));
+        for a in &future {
+            self.add(
+                Health::Warning,
+                Some(name),
+                "archives",
+                format!(
+                    "target {name}: {} is dated in the future ({}): check the clock (`timedatectl`) and remove the archive if it is not this host's; it is left out of this judgement",
+                    a.name,
+                    a.created.map(run::rfc3339).unwrap_or_default()
+                ),
+            );
+        }
         self.age(target, &all, log, &mut report);
         if let Some(newest) = all.last() {
             self.newest(target, newest, &all, log, &mut report);
@@ -454,8 +453,9 @@ impl Checker<'_> {
             return;
         };
         let i = info(latest, name, log, self.now);
+        let max_secs = i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX);
         match i.age_seconds {
-            Some(age) if age > max_age.as_secs() as i64 => self.add(
+            Some(age) if age > max_secs => self.add(
                 Health::Critical,
                 Some(name),
                 "age",
@@ -513,6 +513,23 @@ impl Checker<'_> {
                     "target {name}: the newest archive {} is missing {}: find out what removed it and run `vouch run`",
                     newest.name,
                     list.join(", ")
+                ),
+            );
+        } else if let Some(r) = newest
+            .receipt
+            .as_ref()
+            .filter(|r| r.archive_size != newest.size_on_disk())
+        {
+            self.add(
+                Health::Critical,
+                Some(name),
+                "archives",
+                format!(
+                    "target {name}: the newest archive {} is {} bytes on disk but its receipt says {}: it was truncated or replaced; run `vouch verify {}` and `vouch run`",
+                    newest.name,
+                    newest.size_on_disk(),
+                    r.archive_size,
+                    newest.name
                 ),
             );
         } else if let Some(problem) = &newest.receipt_problem {
@@ -739,6 +756,33 @@ impl Checker<'_> {
     }
 }
 
+/// How far in the future an archive's time stamp may be before it counts as wrong (clocks of
+/// hosts sharing a target differ a little).
+const FUTURE_SLACK: time::Duration = time::Duration::minutes(5);
+
+/// State files that exist but cannot be parsed: each file's name and why.
+fn corrupt_state(state: &Path) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    for file in [
+        crate::run::LAST_RUN,
+        archives::VERIFY_LOG,
+        crate::notify::RECORD,
+    ] {
+        let path = state.join(file);
+        let problem = match std::fs::read(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => format!("cannot be read: {e}"),
+            Ok(bytes) => match serde_json::from_slice::<serde_json::Value>(&bytes) {
+                Ok(v) if v.is_object() => continue,
+                Ok(_) => "is not a JSON object".to_owned(),
+                Err(e) => format!("is not valid JSON: {e}"),
+            },
+        };
+        out.push((file, problem));
+    }
+    out
+}
+
 /// Judges every target from the receipts and the state directory, as of `now`.
 pub fn evaluate(settings: &Settings, dirs: &Dirs, now: OffsetDateTime) -> Report {
     let mut c = Checker {
@@ -768,6 +812,29 @@ pub fn evaluate(settings: &Settings, dirs: &Dirs, now: OffsetDateTime) -> Report
     let full = (!verifications.is_empty()).then(|| verifications.iter().all(|v| *v == "full"));
     c.identity(dirs, full);
     c.notify(NotifyRecord::load(&dirs.state));
+    for (file, problem) in corrupt_state(&dirs.state) {
+        // A lost verification log can hide a failed verification: retention refuses to run
+        // on it, and so must nobody believe the verdict.
+        let level = if file == archives::VERIFY_LOG {
+            Health::Critical
+        } else {
+            Health::Warning
+        };
+        c.add(
+            level,
+            None,
+            "state",
+            format!(
+                "{} {problem}: vouch ignores it{}; look at it, then move it aside",
+                dirs.state.join(file).display(),
+                if file == archives::VERIFY_LOG {
+                    ", so failed verifications may be hidden, and retention will not delete anything until it is fixed"
+                } else {
+                    ""
+                }
+            ),
+        );
+    }
     Report::finish(&settings.file, now, c.reasons, last, targets)
 }
 
@@ -833,6 +900,7 @@ mod tests {
 
     #[test]
     fn own_archives_are_recognised_by_name_and_stamp() {
+        use crate::archives::is_own;
         assert!(is_own("web1-20261121T030405Z.tar.gz.age", "web1"));
         assert!(is_own("web-1-20261121T030405Z.tar.gz.age", "web-1"));
         assert!(!is_own("web-1-20261121T030405Z.tar.gz.age", "web"));

@@ -303,6 +303,8 @@ pub fn send_to(
     skip: &[Channel],
 ) -> Option<NotifyRecord> {
     if !notify.any() {
+        // No channel any more: an old record's failures no longer apply.
+        let _ = std::fs::remove_file(dirs.state.join(RECORD));
         return None;
     }
     let channels: Vec<Channel> = Channel::ALL
@@ -453,11 +455,17 @@ pub fn ping_url(ping: &str, suffix: &str) -> String {
 
 /// The scheme, host and port of `url`, for messages: paths of webhook and ping URLs often
 /// carry the secret that authorizes them, and logs and `notify.json` must not.
+/// `user:password@` before the host is left out too.
 pub fn origin(url: &str) -> String {
     let after_scheme = url.find("://").map(|i| i + 3).unwrap_or(0);
-    match url[after_scheme..].find(['/', '?']) {
-        Some(i) => format!("{}/...", &url[..after_scheme + i]),
-        None => url.to_owned(),
+    let rest = &url[after_scheme..];
+    let end = rest.find(['/', '?', '#']);
+    let authority = &rest[..end.unwrap_or(rest.len())];
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let shown = format!("{}{host}", &url[..after_scheme]);
+    match end {
+        Some(_) => format!("{shown}/..."),
+        None => shown,
     }
 }
 
@@ -478,6 +486,9 @@ fn http(timeout: Duration, url: &str, body: Option<(&str, Vec<u8>)>) -> Result<(
         .timeout_connect(Some(timeout))
         .timeout_global(Some(timeout))
         .http_status_as_error(false)
+        // A redirect would turn the POST into a GET without the payload and still look like
+        // success: an answer of 3xx is reported as a failure instead.
+        .max_redirects(0)
         .user_agent(USER_AGENT)
         .tls_config(tls)
         .build()
@@ -623,6 +634,11 @@ mod tests {
         );
         assert_eq!(origin("http://127.0.0.1:8080"), "http://127.0.0.1:8080");
         assert_eq!(origin("http://h:1?token=x"), "http://h:1/...");
+        assert_eq!(
+            origin("https://user:s3cret@hooks.example:8443/x"),
+            "https://hooks.example:8443/..."
+        );
+        assert_eq!(origin("http://u:p@[::1]:9"), "http://[::1]:9");
     }
 
     #[test]

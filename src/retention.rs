@@ -54,6 +54,9 @@ pub struct Candidate {
     pub created: Option<OffsetDateTime>,
     /// Its standing.
     pub standing: Standing,
+    /// Whether its contents were proven: decrypted and checked entry by entry (by the run that
+    /// wrote it, or by `vouch verify`), not only checked as ciphertext.
+    pub proven: bool,
 }
 
 /// What retention does with one archive, and why.
@@ -171,9 +174,20 @@ pub fn decide(candidates: &[Candidate], keep: &Keep, now: OffsetDateTime) -> Vec
         out[i].keep = true;
         out[i].reasons.push("newest verified".into());
     }
-    let cutoff = keep
-        .max_age
-        .map(|d| now - time::Duration::seconds(i64::try_from(d.as_secs()).unwrap_or(i64::MAX)));
+    // An archive checked only as ciphertext (no identity at the time) counts as verified, but
+    // the newest archive whose contents were proven is kept as well.
+    if let Some(&(i, _)) = verified.iter().find(|(i, _)| candidates[*i].proven) {
+        if Some(i) != newest.map(|(n, _)| n) {
+            out[i].keep = true;
+            out[i].reasons.push("newest fully verified".into());
+        }
+    }
+    // A cutoff before the start of time is no cutoff.
+    let cutoff = keep.max_age.and_then(|d| {
+        now.checked_sub(time::Duration::seconds(
+            i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        ))
+    });
     let eligible: Vec<(usize, OffsetDateTime)> = verified
         .iter()
         .copied()
@@ -352,14 +366,21 @@ pub fn scan_error(target: &Target, error: io::Error) -> Error {
 }
 
 /// Scans a target and decides about each of its archives.
-pub fn plan(target: &Target, log: &VerifyLog, now: OffsetDateTime) -> Result<Plan, Error> {
-    let found = archives::scan(&target.path).map_err(|error| scan_error(target, error))?;
+pub fn plan(
+    target: &Target,
+    name: &str,
+    log: &VerifyLog,
+    now: OffsetDateTime,
+) -> Result<Plan, Error> {
+    let found =
+        archives::scan_own(&target.path, name).map_err(|error| scan_error(target, error))?;
     let candidates: Vec<Candidate> = found
         .iter()
         .map(|a| Candidate {
             name: a.name.clone(),
             created: a.created,
             standing: standing(a, &target.name, log),
+            proven: archives::is_proven(a, &target.name, log),
         })
         .collect();
     let decisions = decide(&candidates, &target.keep, now);
@@ -514,17 +535,27 @@ pub fn save_log(log: &VerifyLog, dirs: &Dirs) {
     }
 }
 
+/// The verification log retention decides by. A damaged one stops retention (exit 36): it may
+/// have recorded that an archive failed its verification, and without that record the damaged
+/// archive would count as good and a good one could be deleted in its place.
+pub fn load_log(state: &Path) -> Result<VerifyLog, Error> {
+    VerifyLog::load_strict(state).map_err(|error| Error::PruneRefused {
+        path: state.join(archives::VERIFY_LOG),
+        error,
+    })
+}
+
 /// Applies retention to every target after a successful run (the run still holds the lock).
 /// An archive that cannot be deleted is [`Error::Prune`] (exit 36); the new archive is good
 /// either way, and every other deletion still happens.
 pub fn after_run(settings: &Settings, dirs: &Dirs) -> Result<(), Error> {
     let now = OffsetDateTime::now_utc();
-    let mut log = VerifyLog::load(&dirs.state);
+    let mut log = load_log(&dirs.state)?;
     let mut errors = Vec::new();
     let mut deleted_any = false;
     for t in &settings.targets {
         crate::systemd::status(&format!("pruning {}", t.name));
-        let plan = match plan(t, &log, now) {
+        let plan = match plan(t, &settings.backup.name, &log, now) {
             Ok(p) => p,
             Err(e) => {
                 errors.push(e);
@@ -570,6 +601,7 @@ mod tests {
         Candidate {
             name: format!("web1-{}.tar.gz.age", crate::run::rfc3339(t)),
             created: Some(t),
+            proven: standing == Standing::Verified,
             standing,
         }
     }
@@ -832,6 +864,40 @@ mod tests {
     }
 
     #[test]
+    fn the_newest_fully_verified_archive_survives_ciphertext_only_ones() {
+        let now = datetime!(2026-05-10 00:00 UTC);
+        let mut c: Vec<Candidate> = (0..4)
+            .map(|n| at(now - time::Duration::days(4 - n), Standing::Verified))
+            .collect();
+        // The two newest were checked as ciphertext only.
+        c[2].proven = false;
+        c[3].proven = false;
+        let d = decide(&c, &keep(1, 0, 0, 0, 0), now);
+        let kept: Vec<bool> = d.iter().map(|d| d.keep).collect();
+        assert_eq!(kept, [false, true, false, true]);
+        assert!(d[1].reasons.contains(&"newest fully verified".to_owned()));
+        // Once a newer archive is proven, the older proven one is no longer special.
+        c[3].proven = true;
+        let kept: Vec<bool> = decide(&c, &keep(1, 0, 0, 0, 0), now)
+            .iter()
+            .map(|d| d.keep)
+            .collect();
+        assert_eq!(kept, [false, false, false, true]);
+    }
+
+    #[test]
+    fn a_max_age_beyond_the_start_of_time_is_no_limit() {
+        let now = datetime!(2026-05-10 00:00 UTC);
+        let c = vec![at(now - time::Duration::days(3), Standing::Verified)];
+        let k = Keep {
+            last: Some(1),
+            max_age: Some(std::time::Duration::from_secs(u64::MAX / 2)),
+            ..Keep::default()
+        };
+        assert!(decide(&c, &k, now)[0].keep);
+    }
+
+    #[test]
     fn archives_of_unknown_age_or_standing_are_never_deleted() {
         let now = datetime!(2026-05-02 00:00 UTC);
         let c = vec![
@@ -839,6 +905,7 @@ mod tests {
                 name: "odd.tar.gz.age".into(),
                 created: None,
                 standing: Standing::Verified,
+                proven: true,
             },
             at(
                 datetime!(2020-01-01 00:00 UTC),

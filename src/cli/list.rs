@@ -35,8 +35,10 @@ pub struct TargetListing {
     pub path: String,
     /// Why it could not be read, if it could not (then `archives` is empty).
     pub error: Option<String>,
-    /// Its archives, oldest first.
+    /// Its archives (of this config's backup name), oldest first.
     pub archives: Vec<ArchiveListing>,
+    /// Archives of other backup names in the same directory (other hosts), not listed.
+    pub others: usize,
 }
 
 /// One archive.
@@ -105,16 +107,20 @@ fn describe(archive: &Archive, target: &str, log: &VerifyLog) -> ArchiveListing 
     }
 }
 
-fn list_target(t: &Target, log: &VerifyLog) -> (TargetListing, Option<Error>) {
+fn list_target(t: &Target, name: &str, log: &VerifyLog) -> (TargetListing, Option<Error>) {
     let mut listing = TargetListing {
         name: t.name.clone(),
         path: t.path.display().to_string(),
         error: None,
         archives: Vec::new(),
+        others: 0,
     };
     match archives::scan(&t.path) {
         Ok(found) => {
-            listing.archives = found.iter().map(|a| describe(a, &t.name, log)).collect();
+            let (own, others): (Vec<_>, Vec<_>) =
+                found.iter().partition(|a| archives::is_own(&a.name, name));
+            listing.archives = own.iter().map(|a| describe(a, &t.name, log)).collect();
+            listing.others = others.len();
             (listing, None)
         }
         Err(error) => {
@@ -144,10 +150,14 @@ fn print_table(listing: &Listing) {
                 continue;
             }
             None => println!(
-                "target {} ({}): {} archive(s)",
+                "target {} ({}): {} archive(s){}",
                 t.name,
                 t.path,
-                t.archives.len()
+                t.archives.len(),
+                match t.others {
+                    0 => String::new(),
+                    n => format!(" (and {n} of other backup names, not listed)"),
+                }
             ),
         }
         if t.archives.is_empty() {
@@ -212,7 +222,7 @@ pub fn execute(cli: &Cli, target: Option<&str>, json: bool) -> Result<ExitCode, 
         targets: Vec::new(),
     };
     for t in targets {
-        let (l, e) = list_target(t, &log);
+        let (l, e) = list_target(t, &settings.backup.name, &log);
         listing.targets.push(l);
         if let Some(e) = e {
             first_error.get_or_insert(e);

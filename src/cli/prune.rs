@@ -5,7 +5,6 @@
 //! run changes nothing and does not need it. A deletion that fails is exit 36, after every other
 //! deletion was done.
 
-use crate::archives::VerifyLog;
 use crate::cli::Cli;
 use crate::config;
 use crate::dirs::{self, Dirs};
@@ -30,11 +29,11 @@ pub fn execute(cli: &Cli, dry_run: bool, target: Option<&str>) -> Result<ExitCod
         Some(RunLock::acquire(&dirs.runtime)?)
     };
     let now = OffsetDateTime::now_utc();
-    let mut log = VerifyLog::load(&dirs.state);
+    let mut log = retention::load_log(&dirs.state)?;
     let mut errors = Vec::new();
     let mut deleted_any = false;
     for t in targets {
-        let plan = match retention::plan(t, &log, now) {
+        let plan = match retention::plan(t, &settings.backup.name, &log, now) {
             Ok(p) => p,
             Err(e) => {
                 errors.push(e);

@@ -19,9 +19,10 @@ pub fn execute(cli: &Cli) -> Result<ExitCode, Error> {
     let dirs = Dirs::from_env();
     let started = OffsetDateTime::now_utc();
     notify::run_started(&settings.notify, &dirs);
+    let mut warnings = Vec::new();
     let (report, result) = match run::run(&settings, &dirs) {
         Ok(report) => {
-            let result = after_commit(&settings, &dirs, &report);
+            let result = after_commit(&settings, &dirs, &report, &mut warnings);
             (Some(report), result)
         }
         Err(e) => (None, Err(e)),
@@ -30,7 +31,8 @@ pub fn execute(cli: &Cli) -> Result<ExitCode, Error> {
         Ok(()) => ExitCode::Ok,
         Err(e) => e.exit_code(),
     };
-    let outcome = outcome(&settings, started, report.as_ref(), &result, code);
+    let mut outcome = outcome(&settings, started, report.as_ref(), &result, code);
+    outcome.reasons.extend(warnings);
     let last = LastRun {
         run_id: journal::run_id().into(),
         finished: outcome.finished.clone(),
@@ -46,8 +48,10 @@ pub fn execute(cli: &Cli) -> Result<ExitCode, Error> {
     if let Err(e) = last.save(&dirs.state) {
         log::warn!("cannot record the run in {}: {e}", dirs.state.display());
     }
-    metrics::write(&settings, &dirs);
+    // Notifications first: their result (notify.json) is part of what the textfile reports,
+    // so the file and `vouch status` agree.
     notify::send(&settings.notify, &dirs, &outcome);
+    metrics::write(&settings, &dirs);
     result?;
     let Some(report) = report else {
         return Err(Error::Internal("a run succeeded without a report".into()));
@@ -78,7 +82,14 @@ pub fn execute(cli: &Cli) -> Result<ExitCode, Error> {
 
 /// What happens once the new archive is committed and verified everywhere: the size check's
 /// verdict, then retention. Either can still fail the run (35, 36); the archive stays.
-fn after_commit(settings: &Settings, dirs: &Dirs, report: &run::Report) -> Result<(), Error> {
+/// Warnings that do not fail the run (a size anomaly with `on-anomaly = "warn"`) are added
+/// to `warnings`, so that notifications carry them.
+fn after_commit(
+    settings: &Settings,
+    dirs: &Dirs,
+    report: &run::Report,
+    warnings: &mut Vec<String>,
+) -> Result<(), Error> {
     if let Some(a) = health::size_anomaly(settings, &report.archive, report.archive_size) {
         let error = Error::Anomaly {
             archive: report.archive.clone(),
@@ -88,11 +99,14 @@ fn after_commit(settings: &Settings, dirs: &Dirs, report: &run::Report) -> Resul
         };
         match settings.health.on_anomaly {
             AnomalyPolicy::Fail => return Err(error),
-            AnomalyPolicy::Warn => Entry::error(format!("size anomaly: {error}"))
-                .level(log::Level::Warn)
-                .field("VOUCH_ARCHIVE", &report.archive)
-                .field_opt("VOUCH_HINT", error.hint())
-                .emit(),
+            AnomalyPolicy::Warn => {
+                warnings.push(format!("size anomaly: {error}"));
+                Entry::error(format!("size anomaly: {error}"))
+                    .level(log::Level::Warn)
+                    .field("VOUCH_ARCHIVE", &report.archive)
+                    .field_opt("VOUCH_HINT", error.hint())
+                    .emit()
+            }
         }
     }
     retention::after_run(settings, dirs)

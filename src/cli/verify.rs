@@ -80,10 +80,12 @@ pub fn execute(
                 break;
             }
             _ => {
-                let all = archives::scan(&t.path).map_err(|error| Error::TargetWrite {
-                    target: t.name.clone(),
-                    path: t.path.clone(),
-                    error,
+                let all = archives::scan_own(&t.path, &settings.backup.name).map_err(|error| {
+                    Error::TargetWrite {
+                        target: t.name.clone(),
+                        path: t.path.clone(),
+                        error,
+                    }
                 })?;
                 match selection {
                     Selection::Latest => all.into_iter().last().into_iter().collect(),
@@ -105,7 +107,11 @@ pub fn execute(
         work.extend(found.into_iter().map(|a| (*t, a)));
     }
 
-    let mut log = VerifyLog::load(&dirs.state);
+    // A damaged log is not overwritten: it may hold failed verifications nobody has seen.
+    let mut log = VerifyLog::load_strict(&dirs.state).map_err(|error| Error::State {
+        path: dirs.state.join(archives::VERIFY_LOG),
+        error,
+    })?;
     let mut first_failure = None;
     let several = work.len() > 1;
     for (t, c) in work {

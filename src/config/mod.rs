@@ -716,7 +716,7 @@ impl Context<'_> {
                                         && !r.starts_with('/')
                                         && !u.contains(char::is_whitespace) =>
                                 {
-                                    Ok(Some(u.trim_end_matches('/').to_owned()))
+                                    Ok(Some(u.to_owned()))
                                 }
                                 _ => Err(self.error(
                                     Some(v.span()),

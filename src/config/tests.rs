@@ -349,10 +349,10 @@ timeout = \"3s\"
             "/var/lib/prometheus/node-exporter/vouch.prom"
         ))
     );
-    // A trailing slash is dropped so that URL/start and URL/CODE are well formed.
+    // The webhook is used as written (a trailing slash can matter to the server).
     assert_eq!(
         s.notify.webhook.as_deref(),
-        Some("https://alerts.example.org/hook")
+        Some("https://alerts.example.org/hook/")
     );
     assert_eq!(
         s.notify.ping.as_deref(),

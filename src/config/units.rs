@@ -50,6 +50,10 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     value.ok_or_else(|| format!("{text:?} is too large"))
 }
 
+/// The longest duration a config may give: 100 years (36525 days). Longer ones are surely
+/// typos, and time arithmetic on them would overflow.
+pub const MAX_DURATION_SECS: u64 = 36_525 * 86_400;
+
 /// Parses a duration: one or more `NUMBER UNIT` parts, units `s`, `m`/`min`, `h`, `d`, `w`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let bad = || format!("{text:?} is not a duration (e.g. \"26h\", \"1h30m\", \"7d\")");
@@ -86,6 +90,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     }
     if total == 0 {
         return Err(format!("{text:?}: a duration must be longer than zero"));
+    }
+    if total > MAX_DURATION_SECS {
+        return Err(format!("{text:?} is longer than 100 years"));
     }
     Ok(Duration::from_secs(total))
 }
@@ -168,7 +175,22 @@ mod tests {
                 "{text}"
             );
         }
-        for bad in ["", "h", "0h", "26", "26x", "1h-", "-1h"] {
+        assert_eq!(
+            parse_duration("36525d"),
+            Ok(Duration::from_secs(MAX_DURATION_SECS))
+        );
+        for bad in [
+            "",
+            "h",
+            "0h",
+            "26",
+            "26x",
+            "1h-",
+            "-1h",
+            "36526d",
+            "999999999d",
+            "9223372036854775808s",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad} should fail");
         }
         assert_eq!(format_duration(Duration::from_secs(26 * 3600)), "1d2h");
