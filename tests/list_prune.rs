@@ -486,3 +486,89 @@ fn a_receipt_naming_files_outside_its_archive_is_never_acted_on() {
     let v: Value = serde_json::from_slice(&env.vouch(&["list", "--json"]).stdout).unwrap();
     assert_eq!(v["targets"][0]["archives"][0]["receipt"], "mismatch");
 }
+
+#[test]
+fn a_target_shared_with_another_backup_name_keeps_its_archives() {
+    let (env, ours) = backed_up(false, "keep = { last = 1 }", 2_000);
+    // Another host's backup in the same directory, encrypted to another key.
+    let other = Env::new();
+    fs::write(other.src.join("x"), "other host\n").unwrap();
+    other.write_config("", "min-free = 0\nkeep = { last = 1 }");
+    let text = fs::read_to_string(&other.config)
+        .unwrap()
+        .replace("name = \"test\"", "name = \"web-2\"")
+        .replace(
+            &other.target.display().to_string(),
+            &env.target.display().to_string(),
+        );
+    fs::write(&other.config, text).unwrap();
+    assert_code(&other.vouch(&["run"]), 0);
+    assert_code(&other.vouch(&["run"]), 0);
+    let foreign: Vec<String> = env
+        .target_files()
+        .into_iter()
+        .filter(|f| f.starts_with("web-2-"))
+        .collect();
+    assert!(!foreign.is_empty());
+
+    // Our prune and our runs never touch the other backup's archives, and theirs never ours.
+    assert!(
+        env.target.join(&ours.name).exists(),
+        "{:?}",
+        env.target_files()
+    );
+    let out = env.vouch(&["prune"]);
+    assert_code(&out, 0);
+    assert_code(&env.vouch(&["run"]), 0);
+    for f in &foreign {
+        assert!(
+            env.target.join(f).exists(),
+            "{f} was deleted by another backup's retention"
+        );
+    }
+    // verify --latest checks our newest archive, not theirs (which our key cannot open).
+    assert_code(&env.vouch(&["verify", "--latest"]), 0);
+    assert_code(&env.vouch(&["verify", "--all"]), 0);
+    let out = env.vouch(&["list"]);
+    assert_code(&out, 0);
+    let text = stdout(&out);
+    assert!(!text.contains("web-2-"), "{text}");
+    assert!(text.contains("of other backup names, not listed"), "{text}");
+}
+
+#[test]
+fn a_damaged_verification_log_stops_retention_and_is_not_overwritten() {
+    let (env, first) = backed_up(false, "keep = { last = 1 }", 2_000);
+    let older = copy_as_of(&env, &first, days_ago(3));
+    let log = env.state.join("verified.json");
+    fs::write(&log, b"{\"local/broken\": {\"verified-at\": ").unwrap();
+    let before = env.target_files();
+
+    let out = env.vouch(&["prune"]);
+    assert_code(&out, 36);
+    assert!(stderr(&out).contains("verified.json"), "{}", stderr(&out));
+    assert_eq!(env.target_files(), before, "nothing may be deleted");
+    assert!(env.target.join(&older.name).exists());
+
+    // A run still succeeds in making its archive, but retention refuses: 36.
+    assert_code(&env.vouch(&["run"]), 36);
+    assert!(env.target.join(&older.name).exists());
+
+    // verify does not overwrite the damaged log.
+    let out = env.vouch(&["verify"]);
+    assert_ne!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        fs::read(&log).unwrap(),
+        b"{\"local/broken\": {\"verified-at\": "
+    );
+
+    // status says so, as a critical reason.
+    let out = env.vouch(&["status"]);
+    assert_code(&out, 2);
+    assert!(stdout(&out).contains("verified.json"), "{}", stdout(&out));
+
+    // Moved aside, everything works again.
+    fs::rename(&log, env.state.join("verified.json.bad")).unwrap();
+    assert_code(&env.vouch(&["prune"]), 0);
+    assert!(!env.target.join(&older.name).exists());
+}

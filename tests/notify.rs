@@ -156,8 +156,14 @@ fn serve<S: Read + Write>(stream: S, requests: &Mutex<Vec<Request>>, status: &At
             let _ = reader.read_to_end(&mut Vec::new());
             return;
         }
+        // A redirect points at /moved on the same server.
+        let location = if (300..400).contains(&code) {
+            "Location: /moved\r\n"
+        } else {
+            ""
+        };
         let reply = format!(
-            "HTTP/1.1 {code} X\r\nContent-Length: 3\r\nContent-Type: text/plain\r\n\r\nok\n"
+            "HTTP/1.1 {code} X\r\n{location}Content-Length: 3\r\nContent-Type: text/plain\r\n\r\nok\n"
         );
         if reader.get_mut().write_all(reply.as_bytes()).is_err() {
             return;
@@ -891,4 +897,44 @@ fn https_is_verified_against_the_ca_store() {
     let rec = record(&env);
     assert_eq!(failures(&rec), []);
     assert_eq!(sent(&rec), ["webhook", "ping"]);
+}
+
+#[test]
+fn a_redirect_is_a_failed_notification_and_the_payload_is_not_resent_elsewhere() {
+    let env = Env::new();
+    fs::write(env.src.join("a.txt"), "alpha\n").unwrap();
+    let server = Server::start(302);
+    env.write_config(
+        "",
+        &notify_section(&[format!("webhook = \"{}\"", server.url("/hook/"))]),
+    );
+    assert_code(&vouch(&env, &["run"], &[]), 0);
+    // The URL is used as written (trailing slash kept), and the redirect is not followed.
+    assert_eq!(server.paths(), ["POST /hook/"]);
+    let rec = record(&env);
+    let f = failures(&rec);
+    assert_eq!(f.len(), 1, "{rec}");
+    assert_eq!(f[0].0, "webhook");
+    assert!(f[0].1.contains("HTTP 302"), "{rec}");
+}
+
+#[test]
+fn credentials_in_a_url_never_reach_the_record_and_no_channel_clears_it() {
+    let env = Env::new();
+    fs::write(env.src.join("a.txt"), "alpha\n").unwrap();
+    let url = closed_port_url().replace("http://", "http://user:s3cret@");
+    env.write_config("", &notify_section(&[format!("webhook = \"{url}\"")]));
+    let out = vouch(&env, &["run"], &[]);
+    assert_code(&out, 0);
+    let text = fs::read_to_string(env.state.join("notify.json")).unwrap();
+    assert!(
+        !text.contains("s3cret") && !text.contains("user:"),
+        "{text}"
+    );
+    assert!(!stderr(&out).contains("s3cret"), "{}", stderr(&out));
+    assert_eq!(failures(&record(&env)).len(), 1);
+    // The channel is removed from the config: its old failure no longer applies.
+    env.write_config("", "");
+    assert_code(&vouch(&env, &["run"], &[]), 0);
+    assert!(!env.state.join("notify.json").exists());
 }

@@ -534,3 +534,82 @@ fn runs_without_an_identity_are_a_warning() {
     assert_eq!(receipt["verification"], "ciphertext-only");
     assert_status(&env, 1, "warning", "no identity configured");
 }
+
+#[test]
+fn an_archive_dated_in_the_future_is_named_and_does_not_hide_a_stale_backup() {
+    let env = world("", "[health]\nmax-age = \"1h\"\n");
+    run_ok(&env);
+    let real = env.archives().pop().unwrap();
+    // A copy from a host with a wrong clock (or a stray file), dated 2099.
+    let name = "test-20990101T000000Z.tar.gz.age";
+    fs::copy(&real, env.target.join(name)).unwrap();
+    let mut receipt: Value =
+        serde_json::from_slice(&fs::read(receipt_path(&real)).unwrap()).unwrap();
+    receipt["archive"] = Value::from(name);
+    receipt["created"] = Value::from("2099-01-01T00:00:00Z");
+    fs::write(
+        env.target.join(format!("{name}.json")),
+        serde_json::to_vec_pretty(&receipt).unwrap(),
+    )
+    .unwrap();
+    assert_status(&env, 1, "warning", "is dated in the future");
+    // The real newest archive is made two hours old: the future one must not stand in for it.
+    edit_receipt(&real, |r| {
+        let old = time::OffsetDateTime::now_utc() - time::Duration::hours(2);
+        r["created"] = Value::from(vouch::run::rfc3339(old));
+    });
+    assert_status(&env, 2, "critical", "old (max-age 1h)");
+}
+
+#[test]
+fn a_truncated_newest_archive_is_critical() {
+    let env = world("", "");
+    run_ok(&env);
+    run_ok(&env);
+    let newest = env.archives().pop().unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&newest)
+        .unwrap()
+        .set_len(100)
+        .unwrap();
+    assert_status(
+        &env,
+        2,
+        "critical",
+        "100 bytes on disk but its receipt says",
+    );
+}
+
+#[test]
+fn damaged_state_files_are_reported() {
+    let env = world("", "");
+    run_ok(&env);
+    fs::write(env.state.join("last-run.json"), "not json").unwrap();
+    assert_status(&env, 1, "warning", "last-run.json is not valid JSON");
+    fs::write(env.state.join("verified.json"), "[]").unwrap();
+    assert_status(&env, 2, "critical", "verified.json is not a JSON object");
+}
+
+#[test]
+fn the_textfile_after_a_run_agrees_with_status_about_failed_notifications() {
+    let env = Env::new();
+    fs::write(env.src.join("data.bin"), noise(20_000, 1)).unwrap();
+    let prom = env.dir.path().join("vouch.prom");
+    // Port 1 on loopback: nothing listens, the connection is refused at once.
+    env.write_config(
+        "",
+        &format!(
+            "min-free = \"1MiB\"\n\n[metrics]\ntextfile = \"{}\"\n\n[notify]\nwebhook = \"http://127.0.0.1:1/hook\"\ntimeout = \"2s\"\n",
+            prom.display()
+        ),
+    );
+    run_ok(&env);
+    let text = fs::read_to_string(&prom).unwrap();
+    assert_eq!(
+        sample(&text, "vouch_status").as_deref(),
+        Some("1"),
+        "{text}"
+    );
+    assert_status(&env, 1, "warning", "webhook");
+}
