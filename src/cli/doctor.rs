@@ -206,6 +206,22 @@ fn systemd_lines(settings: &Settings) -> Vec<Line> {
             for t in &settings.targets {
                 lines.push(sandbox_line(&sandbox, &t.name, &t.path, &drop_ins));
             }
+            // What the service reads must be visible to it: a source or identity that the
+            // sandbox hides or replaces with a private directory would be backed up empty.
+            let mut reads: Vec<(String, &Path)> = settings
+                .backup
+                .sources
+                .iter()
+                .map(|s| (format!("source {}", s.display()), s.as_path()))
+                .collect();
+            if let Some(id) = &settings.encryption.identity {
+                reads.push(("identity".to_owned(), id.as_path()));
+            }
+            for (what, path) in reads {
+                if let Some(l) = read_line(&sandbox, &what, path, &drop_ins) {
+                    lines.push(l);
+                }
+            }
             if let Some(l) = &settings.metrics.textfile {
                 if let Some(dir) = l.parent() {
                     let mut l = sandbox_line(&sandbox, "metrics", dir, &drop_ins);
@@ -409,6 +425,35 @@ impl Sandbox {
             .map(|(_, _, verdict)| verdict)
             .unwrap_or_else(|| Access::Writable("no sandbox rule covers it".into()))
     }
+}
+
+/// A path the service only reads: fine when writable or read-only inside the sandbox; a
+/// failure when hidden or private. `None` when all is well (the targets' lines say enough).
+fn read_line(sandbox: &Sandbox, what: &str, path: &Path, drop_ins: &str) -> Option<Line> {
+    let (verdict, why) = match sandbox.access(path) {
+        Access::Writable(_) | Access::ReadOnly(_) => return None,
+        Access::Hidden(why) => ("hidden from", why),
+        Access::Private(why) => ("replaced by a private, empty directory in", why),
+    };
+    let drop_ins = drop_ins.trim();
+    Some(with_fix(
+        line(
+            Level::Fail,
+            format!("sandbox {what}"),
+            format!(
+                "{} is {verdict} {SERVICE}: {why}{}",
+                path.display(),
+                if drop_ins.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (drop-ins: {drop_ins})")
+                }
+            ),
+        ),
+        format!(
+            "Move it out of the sandbox's private or hidden places, or change that setting in a drop-in (`systemctl cat {SERVICE}` shows where it is)."
+        ),
+    ))
 }
 
 fn sandbox_line(sandbox: &Sandbox, name: &str, path: &Path, drop_ins: &str) -> Line {
@@ -720,6 +765,24 @@ mod tests {
             open.access(Path::new("/mnt/usb")),
             Access::Writable(_)
         ));
+    }
+
+    #[test]
+    fn sources_and_identities_must_be_visible_but_may_be_read_only() {
+        let mut s = hardened();
+        assert!(read_line(&s, "source /etc", Path::new("/etc"), "").is_none());
+        assert!(read_line(&s, "source /home", Path::new("/home/alice"), "").is_none());
+        let l = read_line(&s, "source /tmp/db", Path::new("/tmp/db"), "").unwrap();
+        assert_eq!(l.level, Level::Fail);
+        assert!(l.detail.contains("private"), "{}", l.detail);
+        s.protect_home = "yes".into();
+        let l = read_line(&s, "identity", Path::new("/root/id.txt"), "/x.conf").unwrap();
+        assert!(
+            l.detail.contains("hidden from vouch.service"),
+            "{}",
+            l.detail
+        );
+        assert!(l.detail.contains("/x.conf"), "{}", l.detail);
     }
 
     #[test]
