@@ -289,6 +289,10 @@ pub struct VerifyRecord {
 pub struct VerifyLog {
     /// The records.
     pub records: BTreeMap<String, VerifyRecord>,
+    /// What this process changed (`None`: removed), replayed onto the file as it is on disk
+    /// when saving, so that a `verify` and a `prune` running side by side keep each other's
+    /// records.
+    changes: Vec<(String, Option<VerifyRecord>)>,
 }
 
 impl VerifyLog {
@@ -306,7 +310,7 @@ impl VerifyLog {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(VerifyLog::default()),
             other => other?,
         };
-        let records = serde_json::from_slice(&bytes).map_err(|e| {
+        let records: BTreeMap<String, VerifyRecord> = serde_json::from_slice(&bytes).map_err(|e| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!(
@@ -315,7 +319,10 @@ impl VerifyLog {
                 ),
             )
         })?;
-        Ok(VerifyLog { records })
+        Ok(VerifyLog {
+            records,
+            changes: Vec::new(),
+        })
     }
 
     /// Reads the log; a missing or unreadable one is empty.
@@ -324,7 +331,10 @@ impl VerifyLog {
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
-        VerifyLog { records }
+        VerifyLog {
+            records,
+            changes: Vec::new(),
+        }
     }
 
     /// The last verification of an archive on a target.
@@ -334,17 +344,30 @@ impl VerifyLog {
 
     /// Records a verification.
     pub fn insert(&mut self, target: &str, archive: &str, record: VerifyRecord) {
-        self.records.insert(Self::key(target, archive), record);
+        let key = Self::key(target, archive);
+        self.records.insert(key.clone(), record.clone());
+        self.changes.push((key, Some(record)));
     }
 
     /// Forgets an archive (after it was pruned).
     pub fn remove(&mut self, target: &str, archive: &str) {
-        self.records.remove(&Self::key(target, archive));
+        let key = Self::key(target, archive);
+        self.records.remove(&key);
+        self.changes.push((key, None));
     }
 
-    /// Writes the log atomically.
+    /// Writes this process's changes atomically onto the log as it is on disk now (another
+    /// command may have recorded something since this one read it). A log that has become
+    /// unreadable meanwhile is an error, not overwritten.
     pub fn save(&self, state: &Path) -> io::Result<()> {
-        let mut json = serde_json::to_vec_pretty(&self.records).map_err(io::Error::other)?;
+        let mut merged = VerifyLog::load_strict(state)?;
+        for (key, change) in &self.changes {
+            match change {
+                Some(r) => merged.records.insert(key.clone(), r.clone()),
+                None => merged.records.remove(key),
+            };
+        }
+        let mut json = serde_json::to_vec_pretty(&merged.records).map_err(io::Error::other)?;
         json.push(b'\n');
         crate::sink::local::write_atomic(state, VERIFY_LOG, &json, crate::journal::run_id())
             .map(|_| ())
@@ -393,6 +416,37 @@ pub fn verified_at(archive: &Archive, target: &str, log: &VerifyLog) -> Option<S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn saving_keeps_what_another_process_recorded_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path();
+        let rec = |ok| VerifyRecord {
+            verified_at: "2026-11-22T00:00:00Z".into(),
+            ok,
+            detail: None,
+            restore_test: false,
+        };
+        let mut first = VerifyLog::load(state);
+        first.insert("t", "a", rec(true));
+        first.insert("t", "gone", rec(true));
+        first.save(state).unwrap();
+        // A prune reads the log, a verify records a result, then the prune saves.
+        let mut prune = VerifyLog::load_strict(state).unwrap();
+        let mut verify = VerifyLog::load_strict(state).unwrap();
+        verify.insert("t", "b", rec(false));
+        verify.save(state).unwrap();
+        prune.remove("t", "gone");
+        prune.save(state).unwrap();
+        let now = VerifyLog::load_strict(state).unwrap();
+        assert!(now.get("t", "a").is_some_and(|r| r.ok));
+        assert!(now.get("t", "b").is_some_and(|r| !r.ok));
+        assert!(now.get("t", "gone").is_none());
+        // A log damaged meanwhile is not overwritten.
+        fs::write(state.join(VERIFY_LOG), "{").unwrap();
+        assert!(prune.save(state).is_err());
+        assert_eq!(fs::read(state.join(VERIFY_LOG)).unwrap(), b"{");
+    }
 
     #[test]
     fn names_carry_their_creation_time() {
