@@ -32,6 +32,43 @@ fn roff(text: &str) -> String {
     text.replace('\\', "\\e").replace('-', "\\-")
 }
 
+/// How `arg` is written in the man page: `\fB--flag\fR \fIVALUE\fR` or `\fIVALUE\fR`.
+fn arg_name(arg: &clap::Arg) -> String {
+    let value = arg
+        .get_value_names()
+        .map(|v| {
+            v.iter()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_else(|| arg.get_id().to_string().to_uppercase());
+    let takes_value = arg.get_num_args().is_none_or(|n| n.takes_values());
+    match arg.get_long() {
+        Some(long) if takes_value && arg.get_action().takes_values() => {
+            format!("\\fB\\-\\-{}\\fR \\fI{}\\fR", roff(long), roff(&value))
+        }
+        Some(long) => format!("\\fB\\-\\-{}\\fR", roff(long)),
+        None => format!("\\fI{}\\fR", roff(&value)),
+    }
+}
+
+/// A subcommand's arguments in one line, ` [--flag] [--opt VALUE] ARG...`.
+fn synopsis(sub: &clap::Command) -> String {
+    let mut line = String::new();
+    for arg in sub.get_arguments().filter(|a| !a.is_hide_set()) {
+        let name = arg_name(arg);
+        let many = matches!(arg.get_action(), clap::ArgAction::Append);
+        let name = if many { format!("{name}...") } else { name };
+        if arg.is_required_set() {
+            line.push_str(&format!(" {name}"));
+        } else {
+            line.push_str(&format!(" [{name}]"));
+        }
+    }
+    line
+}
+
 /// vouch(8): the command line from clap, then the sections that restate the interface,
 /// generated from the code.
 fn render_vouch_8() -> String {
@@ -54,11 +91,28 @@ fn render_vouch_8() -> String {
             .or(sub.get_about())
             .map(|a| a.to_string());
         text.push_str(&format!(
-            ".TP\n\\fBvouch {}\\fR\n{}\n",
+            ".TP\n\\fBvouch {}\\fR{}\n{}\n",
             sub.get_name(),
+            synopsis(sub),
             roff(&about.unwrap_or_default())
         ));
+        let args: Vec<&clap::Arg> = sub.get_arguments().filter(|a| !a.is_hide_set()).collect();
+        if !args.is_empty() {
+            text.push_str(".RS\n");
+            for arg in args {
+                let mut help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+                if let Some(default) = arg.get_default_values().first() {
+                    help.push_str(&format!(" [default: {}]", default.to_string_lossy()));
+                }
+                text.push_str(&format!(".TP\n{}\n{}\n", arg_name(arg), roff(&help)));
+            }
+            text.push_str(".RE\n");
+        }
     }
+    text.push_str(
+        "\\fBvouch status\\fR and \\fBvouch doctor\\fR use the monitoring-plugin convention instead: \
+0 healthy, 1 warning, 2 critical, 3 unknown (no config, no state, or a bad command line).\n",
+    );
     text.push_str(".SH \"EXIT STATUS\"\n");
     text.push_str("\\fBvouch run\\fR exits 0 only when a new archive is on every target, read back and verified.\n");
     for c in ExitCode::ALL {

@@ -572,3 +572,39 @@ fn a_damaged_verification_log_stops_retention_and_is_not_overwritten() {
     assert_code(&env.vouch(&["prune"]), 0);
     assert!(!env.target.join(&older.name).exists());
 }
+
+#[test]
+fn list_shows_required_paths_and_marks_an_archive_that_lacks_one() {
+    let (env, newest) = backed_up(true, "", 10_000);
+    let vault = env.src.join("vault").display().to_string();
+    let lacking = copy_as_of(&env, &newest, days_ago(1));
+    let mut r = read_json(&lacking.receipt);
+    assert_eq!(r["required"][0]["present"], true, "{r}");
+    r["required"][0]["present"] = Value::from(false);
+    fs::write(&lacking.receipt, serde_json::to_vec(&r).unwrap()).unwrap();
+
+    let out = env.vouch(&["list", "--json"]);
+    assert_code(&out, 0);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let a = v["targets"][0]["archives"].as_array().unwrap();
+    assert_eq!(a.len(), 2);
+    assert_eq!(a[1]["name"], Value::from(newest.name.clone()));
+    assert_eq!(a[1]["required-ok"], true);
+    let path = vault.trim_start_matches('/');
+    let stored = a[1]["required"][0]["path"].as_str().unwrap();
+    assert!(
+        stored.trim_start_matches('/') == path,
+        "{stored} vs {vault}"
+    );
+    assert_eq!(a[1]["required"][0]["present"], true);
+    assert_eq!(a[0]["name"], Value::from(lacking.name.clone()));
+    assert_eq!(a[0]["required-ok"], false);
+    assert_eq!(a[0]["required"][0]["present"], false);
+
+    let text = stdout(&env.vouch(&["list"]));
+    assert!(line_for(&text, &newest.name).contains(" 1/1 "), "{text}");
+    assert!(!line_for(&text, &newest.name).contains("REQUIRED PATH MISSING"));
+    let line = line_for(&text, &lacking.name);
+    assert!(line.contains(" 0/1 "), "{text}");
+    assert!(line.contains("REQUIRED PATH MISSING"), "{text}");
+}

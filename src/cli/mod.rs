@@ -116,7 +116,9 @@ pub enum Command {
     /// Everything preflight checks, plus the installed units, the timer, the last run and
     /// the status: each line ok, warn or fail with the fix.
     Doctor,
-    /// Make an age identity (mode 0600, never overwriting) and print its recipient.
+    /// Make an age identity (mode 0600, never overwriting) and print its recipient. Keep a copy
+    /// of the identity somewhere other than the backup targets: without it no archive can be
+    /// decrypted.
     Keygen {
         /// Where to write the identity.
         #[arg(long, value_name = "PATH", default_value = keygen::DEFAULT_IDENTITY)]
@@ -162,7 +164,7 @@ pub fn execute(cli: &Cli) -> Result<Done, Error> {
         Command::Keygen {
             ref identity,
             ref recipients_file,
-        } => keygen::execute(identity, recipients_file.as_deref()),
+        } => keygen::execute(cli, identity, recipients_file.as_deref()),
         Command::Verify {
             ref archive,
             all,
