@@ -68,6 +68,17 @@ pub enum Error {
         /// tmpfs, ramfs or overlay.
         fstype: &'static str,
     },
+    /// The target is hidden by the sandbox: one of systemd's inaccessible nodes is mounted over
+    /// it or over a directory above it (`InaccessiblePaths=`, `ProtectHome=yes`).
+    #[error("target {target}: {path} is hidden from this process: an inaccessible, read-only node is mounted at {} (systemd's InaccessiblePaths= or ProtectHome=yes)", mount.display())]
+    TargetHidden {
+        /// The target's name.
+        target: String,
+        /// Its directory.
+        path: PathBuf,
+        /// Where the inaccessible node is mounted (the target or a directory above it).
+        mount: PathBuf,
+    },
     /// The target is on a read-only mount.
     #[error("target {target}: {path} is read-only{}", match mount { Some(m) => format!(" (mount {} is read-only)", m.point.display()), None => String::new() })]
     TargetReadonly {
@@ -233,6 +244,7 @@ impl Error {
             | Error::TargetNotMounted { target, .. }
             | Error::TargetVolatile { target, .. }
             | Error::TargetReadonly { target, .. }
+            | Error::TargetHidden { target, .. }
             | Error::TargetDenied { target, .. }
             | Error::TargetFull { target, .. }
             | Error::TargetFilesize { target, .. }
@@ -271,8 +283,12 @@ impl Error {
                 path.display()
             ),
             Error::TargetVolatile { path, .. } => format!(
-                "Point the target at persistent storage instead of {}, or set allow-volatile = true if losing it at reboot is intended.",
+                "Point the target at persistent storage instead of {} (if it is volatile only inside vouch.service, remove the ProtectHome=tmpfs, PrivateTmp= or TemporaryFileSystem= that covers it; `vouch doctor` names it), or set allow-volatile = true if losing it at reboot is intended.",
                 path.display()
+            ),
+            Error::TargetHidden { mount, .. } => format!(
+                "Remove the InaccessiblePaths= or ProtectHome=yes that covers {} from vouch.service's drop-ins (`systemctl cat vouch.service` shows them, `vouch doctor` names the setting); a ReadWritePaths= below it does not reopen it.",
+                mount.display()
             ),
             Error::TargetReadonly { path, mount, under_systemd, .. } => {
                 if *under_systemd {
@@ -372,7 +388,7 @@ impl Error {
             Error::Key(_) => ExitCode::Key,
             Error::TargetMissing { .. } | Error::TargetNotMounted { .. } => ExitCode::TargetMissing,
             Error::TargetVolatile { .. } => ExitCode::TargetVolatile,
-            Error::TargetReadonly { .. } => ExitCode::TargetReadonly,
+            Error::TargetReadonly { .. } | Error::TargetHidden { .. } => ExitCode::TargetReadonly,
             Error::TargetDenied { .. } => ExitCode::TargetDenied,
             Error::TargetFull { .. } => ExitCode::TargetFull,
             Error::TargetFilesize { .. } => ExitCode::TargetFilesize,

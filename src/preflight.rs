@@ -254,12 +254,21 @@ pub struct Mount {
     pub fstype: String,
     /// The mounted source.
     pub source: String,
+    /// The directory of the source filesystem that is mounted (`/` for a whole filesystem).
+    pub root: String,
 }
 
 impl Mount {
     /// True for a read-only mount.
     pub fn read_only(&self) -> bool {
         self.options.split(',').any(|o| o == "ro")
+    }
+
+    /// True for one of systemd's inaccessible nodes, which `InaccessiblePaths=` and
+    /// `ProtectHome=yes` mount over what they hide: `/run/systemd/inaccessible/dir` on a host,
+    /// `/run/host/inaccessible/dir` in a container (the mount's root, within /run's tmpfs).
+    pub fn is_inaccessible_node(&self) -> bool {
+        self.root.ends_with("/inaccessible/dir")
     }
 }
 
@@ -293,6 +302,7 @@ pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
                 options: (*l.get(5)?).to_owned(),
                 fstype: (*r.first()?).to_owned(),
                 source: unescape_mount(r.get(1).unwrap_or(&"")),
+                root: unescape_mount(l.get(3)?),
             })
         })
         .collect()
@@ -403,6 +413,18 @@ pub fn write_probe(dir: &Path) -> io::Result<()> {
 fn check_target(target: &Target, expected: u64, locked: bool, findings: &mut Vec<Finding>) {
     let name = Some(target.name.as_str());
     let path = &target.path;
+    if let Some(mount) = mount_of(path).filter(Mount::is_inaccessible_node) {
+        findings.push(fail(
+            "target-exists",
+            name,
+            Error::TargetHidden {
+                target: target.name.clone(),
+                path: path.clone(),
+                mount: mount.point,
+            },
+        ));
+        return;
+    }
     if !path.is_dir() {
         findings.push(fail(
             "target-exists",
@@ -590,6 +612,20 @@ mod tests {
         assert!(!mounts[0].read_only());
         assert_eq!(mounts[1].fstype, "vfat");
         assert_eq!(mounts[1].source, "/dev/sdb1");
+        assert_eq!(mounts[1].root, "/");
+        assert!(!mounts[1].is_inaccessible_node());
+    }
+
+    #[test]
+    fn systemds_inaccessible_nodes_are_recognised() {
+        // As seen inside a service with InaccessiblePaths=/srv/backups (host and container).
+        let text = "300 22 0:25 /systemd/inaccessible/dir /srv/backups ro,nosuid,nodev,noexec shared:117 - tmpfs tmpfs rw\n\
+                    301 22 0:25 /host/inaccessible/dir /home ro,nosuid,nodev,noexec shared:115 - tmpfs tmpfs rw\n\
+                    302 22 0:25 /srv/data /srv/data rw shared:118 - ext4 /dev/sda1 rw\n";
+        let mounts = parse_mountinfo(text);
+        assert!(mounts[0].is_inaccessible_node());
+        assert!(mounts[1].is_inaccessible_node());
+        assert!(!mounts[2].is_inaccessible_node());
     }
 
     #[test]

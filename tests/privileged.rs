@@ -326,3 +326,46 @@ fn a_missing_target_is_14_and_is_not_created() {
         "vouch must not create target directories"
     );
 }
+
+/// Mounts an empty, mode-000, read-only directory named like systemd's inaccessible node over
+/// `over`, as `InaccessiblePaths=` and `ProtectHome=yes` do (a shell snippet for `in_namespace`).
+fn inaccessible_over(env: &Env, over: &Path) -> String {
+    let node = env.dir.path().join("run/systemd/inaccessible/dir");
+    fs::create_dir_all(&node).unwrap();
+    fs::set_permissions(&node, std::os::unix::fs::PermissionsExt::from_mode(0o000)).unwrap();
+    let (n, o) = (node.display(), over.display());
+    format!("mount --bind '{n}' '{o}'; mount -o remount,bind,ro '{o}'")
+}
+
+#[test]
+fn a_target_hidden_by_the_sandbox_is_15_naming_the_setting() {
+    require_root();
+    let env = setup_env();
+    env.write_config("", "min-free = 0");
+    // InaccessiblePaths=TARGET: the target is an empty, unwritable directory.
+    let out = in_namespace(&env, &inaccessible_over(&env, &env.target), &["run"]);
+    assert_code(&out, 15);
+    let err = stderr(&out);
+    assert!(err.contains("is hidden from this process"), "{err}");
+    assert!(err.contains("InaccessiblePaths="), "{err}");
+    assert!(!err.contains("tmpfs"), "not a volatile target: {err}");
+    assert_nothing_written(&env.target);
+
+    // ProtectHome=yes over a directory above the target: the target does not exist inside.
+    let home = env.dir.path().join("home");
+    let below = home.join("backups");
+    fs::create_dir_all(&below).unwrap();
+    let text = fs::read_to_string(&env.config).unwrap().replace(
+        &format!("path = \"{}\"", env.target.display()),
+        &format!("path = \"{}\"", below.display()),
+    );
+    fs::write(&env.config, text).unwrap();
+    let out = in_namespace(&env, &inaccessible_over(&env, &home), &["preflight"]);
+    assert_code(&out, 15);
+    let err = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert!(
+        err.contains(&format!("mounted at {}", home.display())),
+        "{err}"
+    );
+    assert_nothing_written(&below);
+}

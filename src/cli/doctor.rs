@@ -411,11 +411,17 @@ impl Sandbox {
                 Access::Hidden(format!("InaccessiblePaths={} hides it", p.display())),
             );
         }
-        // A private mount (PrivateTmp=, TemporaryFileSystem=) replaces everything below it:
-        // a ReadWritePaths= inside it names the service's own copy, not the host's directory.
+        // A private mount (PrivateTmp=, ProtectHome=tmpfs, TemporaryFileSystem=) or a hiding
+        // one (InaccessiblePaths=, ProtectHome=yes) replaces everything below it: systemd 252
+        // was seen to leave `InaccessiblePaths=/srv` + `ReadWritePaths=/srv/backups` and
+        // `ProtectHome=yes` + `ReadWritePaths=/home/x` without the deeper path at all. The
+        // outermost such mount decides; a ReadWritePaths= below it does not reopen anything.
         if let Some(i) = rules
             .iter()
-            .position(|(_, _, v)| matches!(v, Access::Private(_)))
+            .enumerate()
+            .filter(|(_, (_, _, v))| matches!(v, Access::Private(_) | Access::Hidden(_)))
+            .min_by_key(|(_, (len, rank, _))| (*len, u8::MAX - rank))
+            .map(|(i, _)| i)
         {
             return rules.swap_remove(i).2;
         }
@@ -783,6 +789,40 @@ mod tests {
             l.detail
         );
         assert!(l.detail.contains("/x.conf"), "{}", l.detail);
+    }
+
+    #[test]
+    fn a_deeper_read_write_path_does_not_reopen_a_hidden_one() {
+        let mut s = hardened();
+        s.inaccessible = vec![PathBuf::from("/srv")];
+        assert!(matches!(
+            s.access(Path::new("/srv/backups")),
+            Access::Hidden(_)
+        ));
+        s.protect_home = "yes".into();
+        s.read_write.push(PathBuf::from("/home/backup"));
+        assert!(matches!(
+            s.access(Path::new("/home/backup/x")),
+            Access::Hidden(_)
+        ));
+        s.protect_home = "tmpfs".into();
+        assert!(matches!(
+            s.access(Path::new("/home/backup/x")),
+            Access::Private(_)
+        ));
+        // A hidden path inside a private one: the private mount, outermost, is what counts.
+        s.tmpfs = vec![PathBuf::from("/mnt")];
+        s.inaccessible = vec![PathBuf::from("/mnt/usb")];
+        assert!(matches!(
+            s.access(Path::new("/mnt/usb/x")),
+            Access::Private(_)
+        ));
+        // ReadOnlyPaths= is different: a deeper ReadWritePaths= does open it.
+        s.read_only = vec![PathBuf::from("/var")];
+        assert!(matches!(
+            s.access(Path::new("/var/backups/vouch")),
+            Access::Writable(_)
+        ));
     }
 
     #[test]

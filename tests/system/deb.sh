@@ -15,8 +15,9 @@
 #      does not repeat them) and vouch-notify@ records the failure; `vouch doctor` names the
 #      drop-in; an ExecStart= naming a missing binary fails the unit with 203 and vouch-notify@
 #      still alerts the channels; a drop-in with InaccessiblePaths= is reported by doctor as
-#      hiding the target; a target added without daemon-reload fails with 15, and
-#      daemon-reload fixes it;
+#      hiding the target, and a run under it fails with 15 naming InaccessiblePaths=; a target
+#      added without daemon-reload fails with 15, and daemon-reload fixes it; then
+#      vouch-verify.service reads both targets back and `vouch status` says healthy;
 #   4. a missing identity fails with 13 KEY, and `journalctl -x` explains it from the catalog;
 #   5. the installed vouch.service scores at most 2.0 in `systemd-analyze security`;
 #   6. `vouch doctor` reports both timers enabled and active with systemd's next trigger;
@@ -468,6 +469,16 @@ check "vouch doctor reports $TARGET hidden by the drop-in"
 run_doctor
 sandbox=$(doctor_line FAIL "sandbox ${TARGET##*/}")
 assert_contains "$sandbox" "$TARGET is hidden from vouch.service: InaccessiblePaths=$TARGET" "vouch doctor's sandbox line"
+before=$(listing "$TARGET")
+run_vouch
+check "a run under that drop-in fails with 15, the hint naming InaccessiblePaths= (not a tmpfs target)"
+expect_run exit-code 15
+entry=$(expect_one_failure TARGET_READONLY 15 preflight-failed)
+log "journal: $(jq -c '{MESSAGE, VOUCH_HINT}' <<<"$entry")"
+assert_contains "$(jq -r .MESSAGE <<<"$entry")" "$TARGET is hidden from this process" "the failed run's message"
+assert_contains "$(jq -r .VOUCH_HINT <<<"$entry")" "InaccessiblePaths=" "VOUCH_HINT for a hidden target"
+assert_eq "$before" "$(listing "$TARGET")" "$TARGET after a run that could not see it"
+wait_notify >/dev/null
 
 in_ct rm -r "${DROPIN_TEST%/*}"
 in_ct systemctl reset-failed
@@ -497,6 +508,27 @@ successes+=("$RUN_INV")
     fail "expected 2 archives in $TARGET after the second successful run: $(listing "$TARGET")"
 in_ct find "$TARGET2" -maxdepth 1 -name 'deb-*.tar.gz.age' | grep -q . ||
     fail "no archive in $TARGET2: $(listing "$TARGET2")"
+
+check "vouch-verify.service (the weekly restore test) reads back the latest archive on both targets"
+out=0
+in_ct timeout 300 systemctl start vouch-verify.service >/dev/null 2>&1 || out=$?
+props=$(show vouch-verify.service Result,ExecMainStatus,InvocationID)
+printf '%s\n' "$props" | indent
+assert_contains "$props" "Result=success" "vouch-verify.service"
+assert_contains "$props" "ExecMainStatus=0" "vouch-verify.service"
+assert_eq 0 "$out" "systemctl start vouch-verify.service"
+verify_inv=$(printf '%s\n' "$props" | sed -n 's/^InvocationID=//p')
+verified=$(journal "_SYSTEMD_INVOCATION_ID=$verify_inv" VOUCH_EVENT=archive-verified | jq -r .VOUCH_TARGET | sort | paste -sd' ')
+assert_eq "${TARGET2##*/} ${TARGET##*/}" "$verified" "targets with an archive-verified entry from vouch-verify.service"
+newest=$(in_ct sh -c 'ls "$1"/deb-*.tar.gz.age | sort | tail -n 1' sh "$TARGET")
+assert_contains "$(in_ct cat /var/lib/vouch/verified.json)" "${newest##*/}" "/var/lib/vouch/verified.json after vouch-verify.service"
+
+check "vouch status inside: healthy (exit 0), both targets verified just now"
+status_rc=0
+status_json=$(in_ct vouch status --json) || status_rc=$?
+jq -c '{status, reasons}' <<<"$status_json" | indent
+assert_eq 0 "$status_rc" "vouch status's exit code after a good run and a verification"
+assert_eq healthy "$(jq -r .status <<<"$status_json")" "vouch status's verdict"
 
 check "journalctl MESSAGE_ID=$ID_RUN_SUCCEEDED lists exactly the ${#successes[@]} runs that exited 0"
 listed=$(journal "MESSAGE_ID=$ID_RUN_SUCCEEDED" | jq -r ._SYSTEMD_INVOCATION_ID | sort)
