@@ -433,6 +433,74 @@ impl Sandbox {
     }
 }
 
+/// What an `ExecMainStatus=` means: a signal's name when the process was killed
+/// (`ExecMainCode=2`, CLD_KILLED, or 3, CLD_DUMPED), else vouch's exit name, else the name
+/// systemd gives its own codes (systemd.exec(5), "Process Exit Codes"), else `?`.
+fn status_name(code: &str, status: &str) -> String {
+    let Ok(n) = status.parse::<i32>() else {
+        return "?".into();
+    };
+    if matches!(code, "2" | "3") {
+        return nix::sys::signal::Signal::try_from(n)
+            .map_or_else(|_| format!("signal {n}"), |s| s.as_str().to_owned());
+    }
+    if let Some(c) = u8::try_from(n)
+        .ok()
+        .and_then(crate::exit::ExitCode::from_code)
+    {
+        return c.name().to_owned();
+    }
+    const SYSTEMD: &[(i32, &str)] = &[
+        (200, "CHDIR"),
+        (201, "NICE"),
+        (202, "FDS"),
+        (203, "EXEC"),
+        (204, "MEMORY"),
+        (205, "LIMITS"),
+        (206, "OOM_ADJUST"),
+        (207, "SIGNAL_MASK"),
+        (208, "STDIN"),
+        (209, "STDOUT"),
+        (210, "CHROOT"),
+        (211, "IOPRIO"),
+        (212, "TIMERSLACK"),
+        (213, "SECUREBITS"),
+        (214, "SETSCHEDULER"),
+        (215, "CPUAFFINITY"),
+        (216, "GROUP"),
+        (217, "USER"),
+        (218, "CAPABILITIES"),
+        (219, "CGROUP"),
+        (220, "SETSID"),
+        (221, "CONFIRM"),
+        (222, "STDERR"),
+        (224, "PAM"),
+        (225, "NETWORK"),
+        (226, "NAMESPACE"),
+        (227, "NO_NEW_PRIVILEGES"),
+        (228, "SECCOMP"),
+        (229, "SELINUX_CONTEXT"),
+        (230, "PERSONALITY"),
+        (231, "APPARMOR_PROFILE"),
+        (232, "ADDRESS_FAMILIES"),
+        (233, "RUNTIME_DIRECTORY"),
+        (235, "CHOWN"),
+        (236, "SMACK_PROCESS_LABEL"),
+        (237, "KEYRING"),
+        (238, "STATE_DIRECTORY"),
+        (239, "CACHE_DIRECTORY"),
+        (240, "LOGS_DIRECTORY"),
+        (241, "CONFIGURATION_DIRECTORY"),
+        (242, "NUMA_POLICY"),
+        (243, "CREDENTIALS"),
+        (245, "BPF"),
+    ];
+    SYSTEMD
+        .iter()
+        .find(|(c, _)| *c == n)
+        .map_or_else(|| "?".into(), |(_, name)| format!("systemd's {name}"))
+}
+
 /// A path the service only reads: fine when writable or read-only inside the sandbox; a
 /// failure when hidden or private. `None` when all is well (the targets' lines say enough).
 fn read_line(sandbox: &Sandbox, what: &str, path: &Path, drop_ins: &str) -> Option<Line> {
@@ -597,12 +665,7 @@ fn service_result_line() -> Line {
         );
     }
     let status = get("ExecMainStatus");
-    let name = status
-        .parse::<u8>()
-        .ok()
-        .and_then(crate::exit::ExitCode::from_code)
-        .map(|c| c.name())
-        .unwrap_or("?");
+    let name = status_name(&get("ExecMainCode"), &status);
     let detail = format!(
         "{SERVICE} ended at {}: Result={}, exit status {status} ({name})",
         get("ExecMainExitTimestamp"),
@@ -684,6 +747,17 @@ mod tests {
         // Killed by a signal (CLD_KILLED): the status is the signal number.
         assert!(service_failed("signal", "2", "9"));
         assert!(service_failed("success", "2", "15"));
+    }
+
+    #[test]
+    fn exit_statuses_are_named_for_vouch_systemd_and_signals() {
+        assert_eq!(status_name("1", "15"), "TARGET_READONLY");
+        assert_eq!(status_name("1", "203"), "systemd's EXEC");
+        assert_eq!(status_name("1", "226"), "systemd's NAMESPACE");
+        assert_eq!(status_name("2", "9"), "SIGKILL");
+        assert_eq!(status_name("2", "15"), "SIGTERM");
+        assert_eq!(status_name("1", "99"), "?");
+        assert_eq!(status_name("1", ""), "?");
     }
 
     #[test]

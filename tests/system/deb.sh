@@ -469,6 +469,7 @@ check "vouch doctor reports $TARGET hidden by the drop-in"
 run_doctor
 sandbox=$(doctor_line FAIL "sandbox ${TARGET##*/}")
 assert_contains "$sandbox" "$TARGET is hidden from vouch.service: InaccessiblePaths=$TARGET" "vouch doctor's sandbox line"
+assert_contains "$(doctor_line FAIL "last result")" "exit status 203 (systemd's EXEC)" "vouch doctor's last result after the missing binary"
 before=$(listing "$TARGET")
 run_vouch
 check "a run under that drop-in fails with 15, the hint naming InaccessiblePaths= (not a tmpfs target)"
@@ -519,7 +520,7 @@ assert_contains "$props" "ExecMainStatus=0" "vouch-verify.service"
 assert_eq 0 "$out" "systemctl start vouch-verify.service"
 verify_inv=$(printf '%s\n' "$props" | sed -n 's/^InvocationID=//p')
 verified=$(journal "_SYSTEMD_INVOCATION_ID=$verify_inv" VOUCH_EVENT=archive-verified | jq -r .VOUCH_TARGET | sort | paste -sd' ')
-assert_eq "${TARGET2##*/} ${TARGET##*/}" "$verified" "targets with an archive-verified entry from vouch-verify.service"
+assert_eq "${TARGET##*/} ${TARGET2##*/}" "$verified" "targets with an archive-verified entry from vouch-verify.service"
 newest=$(in_ct sh -c 'ls "$1"/deb-*.tar.gz.age | sort | tail -n 1' sh "$TARGET")
 assert_contains "$(in_ct cat /var/lib/vouch/verified.json)" "${newest##*/}" "/var/lib/vouch/verified.json after vouch-verify.service"
 
