@@ -7,7 +7,9 @@
 //! manifest is checked as a whole first. Every path must be relative and plain (no `/` at the
 //! start, no `.` or `..` component, no empty component), appear once, and not lie below an
 //! entry that is not a directory (a symlink `a` followed by a file `a/x` is refused, since
-//! writing `a/x` would follow the link); hard links must name an earlier file of the archive.
+//! writing `a/x` would follow the link, and so is `a/x` followed by a symlink or file `a`, since
+//! placing `a` would replace the directory just made for `a/x`; a directory may come after
+//! what is below it); hard links must name an earlier file of the archive.
 //! Then the destination is checked: without `--in-place` nothing the restore would create may
 //! already exist there, and no path may pass through a symlink (or a file) already in it.
 //!
@@ -161,6 +163,16 @@ fn check_relative(p: &[u8]) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// The manifest's word for an entry type.
+fn kind_name(kind: EntryType) -> &'static str {
+    match kind {
+        EntryType::File => "file",
+        EntryType::Dir => "directory",
+        EntryType::Symlink => "symlink",
+        EntryType::Hardlink => "hard link",
+    }
+}
+
 fn show(p: &[u8]) -> String {
     String::from_utf8_lossy(p).into_owned()
 }
@@ -204,11 +216,14 @@ struct Plan {
     index: HashMap<Vec<u8>, usize>,
     /// Special files the manifest lists as skipped, by path, with their type name.
     skipped: HashMap<Vec<u8>, String>,
+    /// Every path that has an entry below it, with the first such entry.
+    parents: HashMap<Vec<u8>, usize>,
 }
 
 impl Plan {
     fn new(manifest: &Manifest, wanted: &[Vec<u8>]) -> Result<Plan, RestoreError> {
         let mut index: HashMap<Vec<u8>, usize> = HashMap::new();
+        let mut parents: HashMap<Vec<u8>, usize> = HashMap::new();
         let mut paths = Vec::with_capacity(manifest.entries.len());
         for (i, e) in manifest.entries.iter().enumerate() {
             let p = e.path_bytes();
@@ -229,8 +244,23 @@ impl Plan {
                     _ => {}
                 }
             }
+            // The other order: `a/x` first, then a symlink or file `a`. Placing `a` would
+            // have to remove the directory made for `a/x`.
+            if e.kind != EntryType::Dir {
+                if let Some(&j) = parents.get(&p) {
+                    return Err(damaged(format!(
+                        "{}: refused, a {} listed after {}, which lies below it",
+                        e.path,
+                        kind_name(e.kind),
+                        manifest.entries[j].path
+                    )));
+                }
+            }
             if index.insert(p.clone(), i).is_some() {
                 return Err(damaged(format!("{}: listed twice", e.path)));
+            }
+            for a in ancestors(&p) {
+                parents.entry(a.to_vec()).or_insert(i);
             }
             match e.kind {
                 EntryType::Hardlink => {
@@ -312,7 +342,15 @@ impl Plan {
             staged,
             index,
             skipped,
+            parents,
         })
+    }
+
+    /// Whether the restore puts a directory at `path` (so whatever is there may be replaced).
+    fn replaces_with_dir(&self, path: &[u8]) -> bool {
+        self.index
+            .get(path)
+            .is_some_and(|&i| self.selected[i] && self.kinds[i] == EntryType::Dir)
     }
 
     fn wanted_special(&self, path: &[u8], wanted: &[Vec<u8>]) -> bool {
@@ -785,12 +823,21 @@ impl Staging {
     }
 
     /// Makes the missing directories above `path` (inside `root`) and checks that each existing
-    /// one is a real directory.
-    fn parents(&mut self, root: &Path, rel: &[u8]) -> Result<(), RestoreError> {
+    /// one is a real directory. With `--in-place`, a non-directory in the way of a directory
+    /// the archive lists later than what is below it is replaced here already.
+    fn parents(&mut self, root: &Path, rel: &[u8], plan: &Plan) -> Result<(), RestoreError> {
         for a in ancestors(rel) {
             let full = rel_path(root, a);
             match fs::symlink_metadata(&full) {
                 Ok(m) if m.is_dir() => {}
+                Ok(_) if plan.replaces_with_dir(a) => {
+                    self.clear(&full)?;
+                    fs::DirBuilder::new()
+                        .mode(0o700)
+                        .create(&full)
+                        .map_err(io_err(&full))?;
+                    self.steps.push(Step::Created(full));
+                }
                 Ok(_) => {
                     return Err(RestoreError::Refused(format!(
                         "{}: refused, {} is not a directory",
@@ -996,7 +1043,8 @@ fn extract(
             }
             let ty = found.header().entry_type();
             if ty.is_character_special() || ty.is_block_special() || ty.is_fifo() {
-                specials.extend(special(&mut found, &path, plan, opts)?);
+                let found = special(&mut found, &path, plan, opts, &specials)?;
+                specials.extend(found);
                 continue;
             }
             let Some(want) = manifest.entries.get(next) else {
@@ -1066,6 +1114,7 @@ fn special<R: Read>(
     path: &[u8],
     plan: &Plan,
     opts: &Options,
+    earlier: &[Special],
 ) -> Result<Option<Special>, RestoreError> {
     use nix::sys::stat::SFlag;
     let name = show(path);
@@ -1096,6 +1145,17 @@ fn special<R: Read>(
     }) {
         return Err(damaged(format!(
             "{name}: refused, it would be created through an entry that is not a directory"
+        )));
+    }
+    // Created last, a special file must not replace what the restore itself placed.
+    if plan.index.contains_key(path)
+        || plan.parents.contains_key(path)
+        || earlier
+            .iter()
+            .any(|s| under(&s.path, path) || under(path, &s.path))
+    {
+        return Err(damaged(format!(
+            "{name}: refused, a {type_name} at the place of another entry or above one"
         )));
     }
     if !plan.wanted_special(path, &opts.paths) {
@@ -1177,7 +1237,7 @@ fn commit(
         }
         let rel = &plan.paths[i];
         let dest = rel_path(root, rel);
-        staging.parents(root, rel)?;
+        staging.parents(root, rel, plan)?;
         match e.kind {
             EntryType::Dir => match fs::symlink_metadata(&dest) {
                 Ok(m) if m.is_dir() => staging.steps.push(Step::DirMeta {
@@ -1230,7 +1290,7 @@ fn commit(
     }
     for s in specials {
         let dest = rel_path(root, &s.path);
-        staging.parents(root, &s.path)?;
+        staging.parents(root, &s.path, plan)?;
         staging.clear(&dest)?;
         nix::sys::stat::mknod(
             &dest,
@@ -1381,6 +1441,57 @@ mod tests {
         assert_eq!(stored_path(Path::new("etc")).unwrap(), b"etc");
         assert!(stored_path(Path::new("/")).is_err());
         assert!(stored_path(Path::new("/etc/../x")).is_err());
+    }
+
+    /// A manifest of `(path, type)` entries, as craft.py would write it.
+    fn manifest_of(entries: &[(&str, &str)]) -> Manifest {
+        let entries: Vec<serde_json::Value> = entries
+            .iter()
+            .map(|(path, kind)| {
+                let mut e = serde_json::json!({
+                    "path": path, "type": kind, "mode": "0755", "uid": 0, "gid": 0,
+                    "owner": "root:root", "size": 0, "mtime": 0,
+                });
+                match *kind {
+                    "file" => e["sha256"] = "0".repeat(64).into(),
+                    "symlink" => e["link"] = "elsewhere".into(),
+                    _ => {}
+                }
+                e
+            })
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "format": "vouch-manifest", "version": 1, "run-id": "00", "host": "h",
+            "name": "n", "created": "2020-01-01T00:00:00Z", "entries": entries,
+            "skipped": [], "unreadable": [], "changed": [], "required": [],
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_non_directory_above_an_entry_is_refused_in_either_order() {
+        for kind in ["symlink", "file"] {
+            for order in [
+                [("a", kind), ("a/x", "file")],
+                [("a/x", "file"), ("a", kind)],
+            ] {
+                let err = Plan::new(&manifest_of(&order), &[]).err();
+                assert!(
+                    matches!(&err, Some(RestoreError::Damaged(m)) if m.contains("refused")),
+                    "{order:?}: {err:?}"
+                );
+            }
+        }
+        let late = Plan::new(&manifest_of(&[("a/b/x", "file"), ("a", "symlink")]), &[]);
+        assert!(
+            matches!(&late, Err(RestoreError::Damaged(m)) if m.starts_with("a: refused, a symlink listed after a/b/x")),
+            "{:?}",
+            late.err()
+        );
+        // A directory may come after what is below it.
+        let plan = Plan::new(&manifest_of(&[("a/x", "file"), ("a", "dir")]), &[]).unwrap();
+        assert!(plan.replaces_with_dir(b"a"));
+        assert!(!plan.replaces_with_dir(b"a/x"));
     }
 
     #[test]

@@ -410,6 +410,68 @@ fn a_file_behind_a_symlink_of_the_archive_is_refused() {
 }
 
 #[test]
+fn a_symlink_or_file_listed_after_what_is_below_it_is_refused() {
+    // Placing `a` would replace the directory the restore itself made for `a/evil`, losing it.
+    let a = Arena::new();
+    for (kind, what) in [
+        ("child-before-symlink", "symlink"),
+        ("child-before-file", "file"),
+    ] {
+        let archive = craft(&a.env, kind, &a.sentinel);
+        let named = format!("a: refused, a {what} listed after a/evil");
+        a.refused(&archive, &[], 33, &named);
+        a.refused(&archive, &["--in-place"], 33, &named);
+    }
+    // An existing directory `a` is kept as it is.
+    fs::create_dir(a.dest.join("a")).unwrap();
+    fs::write(a.dest.join("a/old"), "old\n").unwrap();
+    let archive = craft(&a.env, "child-before-symlink", &a.sentinel);
+    a.refused(&archive, &["--in-place"], 33, "listed after a/evil");
+}
+
+#[test]
+fn a_directory_listed_after_what_is_below_it_restores() {
+    let a = Arena::new();
+    let archive = craft(&a.env, "child-before-dir", &a.sentinel);
+    let sentinel = snapshot(&a.sentinel);
+    let restored_well = |how: &str| {
+        assert_eq!(
+            fs::read(a.dest.join("a/inside")).unwrap(),
+            b"good data\n",
+            "{how}"
+        );
+        let m = fs::symlink_metadata(a.dest.join("a")).unwrap();
+        assert!(m.is_dir(), "{how}: {m:?}");
+        assert_eq!(m.mode() & 0o7777, 0o750, "{how}");
+        assert_eq!(m.mtime(), 1_600_000_000, "{how}");
+        assert_eq!(snapshot(&a.sentinel), sentinel, "{how}");
+    };
+    let restore = |extra: &[&str]| {
+        let mut args = vec!["restore", s(&archive), "--to", s(&a.dest)];
+        args.extend_from_slice(extra);
+        assert_code(&a.env.vouch(&args), 0);
+    };
+    restore(&[]);
+    restored_well("into a new place");
+    restore(&["--in-place"]);
+    restored_well("over itself");
+    // With --in-place, a symlink or a file in the way of the directory is replaced, even
+    // though the directory comes after what is below it.
+    fs::remove_dir_all(a.dest.join("a")).unwrap();
+    std::os::unix::fs::symlink(&a.sentinel, a.dest.join("a")).unwrap();
+    restore(&["--in-place"]);
+    restored_well("over a symlink");
+    fs::remove_dir_all(a.dest.join("a")).unwrap();
+    fs::write(a.dest.join("a"), "a file in the way\n").unwrap();
+    restore(&["--in-place"]);
+    restored_well("over a file");
+    assert_eq!(
+        fs::read(a.dest.join("keep/mine")).unwrap(),
+        b"the user's own file\n"
+    );
+}
+
+#[test]
 fn a_file_behind_a_symlink_already_in_the_destination_is_refused() {
     let a = Arena::new();
     std::os::unix::fs::symlink(&a.sentinel, a.dest.join("a")).unwrap();

@@ -89,6 +89,17 @@ def build(kind, outside):
     elif kind == "symlink-then-file":
         add(*member("a", tarfile.SYMTYPE, link=outside, mode=0o777))
         add(*member("a/evil", tarfile.REGTYPE, evil))
+    elif kind == "child-before-symlink":
+        # The other order: `a/evil` first, then `a` as a symlink out of the destination.
+        add(*member("a/evil", tarfile.REGTYPE, evil))
+        add(*member("a", tarfile.SYMTYPE, link=outside, mode=0o777))
+    elif kind == "child-before-file":
+        add(*member("a/evil", tarfile.REGTYPE, evil))
+        add(*member("a", tarfile.REGTYPE, evil))
+    elif kind == "child-before-dir":
+        # Harmless: a directory listed after what is below it.
+        add(*member("a/inside", tarfile.REGTYPE, good))
+        add(*member("a", tarfile.DIRTYPE, mode=0o750))
     elif kind == "file-under-existing":
         # No entry for `a`: the test puts a symlink `a` into the destination beforehand.
         add(*member("a/evil", tarfile.REGTYPE, evil))
