@@ -32,10 +32,14 @@
 //! skipped). An archive holding one is refused, unless `--devices` is given, the process runs as
 //! root, and the manifest lists the entry among its skipped special files.
 
+mod journal;
+
 use crate::crypt::{self, Identity};
 use crate::io::{HashReader, BUFFER_SIZE};
 use crate::manifest::{sums_line, Entry, EntryType, Manifest, MANIFEST_PATH, SUMS_PATH};
+use crate::signals;
 use flate2::read::MultiGzDecoder;
+use journal::{Journal, Step, JOURNAL_NAME};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -64,6 +68,9 @@ pub enum RestoreError {
     /// a symlink in the destination, a path that matches nothing).
     #[error("{0}")]
     Refused(String),
+    /// SIGINT, SIGTERM or SIGHUP stopped the restore; what it had changed was undone.
+    #[error("interrupted by {}", .0.as_str())]
+    Interrupted(nix::sys::signal::Signal),
     /// Writing into the destination failed.
     #[error("{path}: {error}")]
     Io {
@@ -363,16 +370,28 @@ struct Meter {
     on: bool,
     phase: &'static str,
     total: u64,
+    /// How an amount is shown: bytes, or entries.
+    unit: fn(u64) -> String,
     last: Option<Instant>,
 }
 
 impl Meter {
+    /// A meter of bytes.
     fn new(on: bool, phase: &'static str, total: u64) -> Meter {
         Meter {
             on: on && io::stderr().is_terminal(),
             phase,
             total,
+            unit: crate::systemd::human_bytes,
             last: None,
+        }
+    }
+
+    /// A meter of entries.
+    fn entries(on: bool, phase: &'static str, total: u64) -> Meter {
+        Meter {
+            unit: |n| format!("{n} entries"),
+            ..Meter::new(on, phase, total)
         }
     }
 
@@ -384,14 +403,17 @@ impl Meter {
         {
             return;
         }
+        self.show(done);
+    }
+
+    fn show(&mut self, done: u64) {
         self.last = Some(Instant::now());
-        let h = crate::systemd::human_bytes;
         let _ = write!(
             io::stderr(),
             "\r{}: {} of {}   ",
             self.phase,
-            h(done),
-            h(self.total)
+            (self.unit)(done),
+            (self.unit)(self.total)
         );
     }
 
@@ -399,6 +421,14 @@ impl Meter {
         if self.on && self.last.is_some() {
             let _ = writeln!(io::stderr());
         }
+    }
+
+    /// Shows the final figure, then ends the line.
+    fn finish(&mut self, done: u64) {
+        if self.on && self.last.is_some() {
+            self.show(done);
+        }
+        self.done();
     }
 }
 
@@ -666,11 +696,22 @@ fn check_dest(
 /// Sets owner (as root), modification time and permission bits of `path`, without following
 /// a symlink there.
 fn set_meta(path: &Path, mode: Option<u32>, uid: u64, gid: u64, mtime: i64) -> io::Result<()> {
+    set_meta_ns(path, mode, uid, gid, (mtime, 0))
+}
+
+/// [`set_meta`] with the modification time to the nanosecond (seconds, nanoseconds).
+fn set_meta_ns(
+    path: &Path,
+    mode: Option<u32>,
+    uid: u64,
+    gid: u64,
+    mtime: (i64, i64),
+) -> io::Result<()> {
     if is_root() {
         let id = |v: u64| u32::try_from(v).map_err(|_| io::Error::other("id out of range"));
         std::os::unix::fs::lchown(path, Some(id(uid)?), Some(id(gid)?))?;
     }
-    let t = nix::sys::time::TimeSpec::new(mtime, 0);
+    let t = nix::sys::time::TimeSpec::new(mtime.0, mtime.1);
     nix::sys::stat::utimensat(
         nix::fcntl::AT_FDCWD,
         path,
@@ -692,97 +733,152 @@ fn parse_mode(e: &Entry) -> Result<u32, RestoreError> {
         .ok_or_else(|| damaged(format!("{}: bad mode {:?} in the manifest", e.path, e.mode)))
 }
 
-/// One undoable step of the commit.
-enum Step {
-    /// A path that did not exist before.
-    Created(PathBuf),
-    /// A path that was in the way, renamed into the staging directory.
-    Aside { orig: PathBuf, aside: PathBuf },
-    /// An existing directory whose metadata was changed.
-    DirMeta {
-        path: PathBuf,
-        mode: u32,
-        uid: u32,
-        gid: u32,
-        mtime: i64,
-    },
+/// `rel` with its last component replaced by `name`.
+fn beside(rel: &[u8], name: &str) -> Vec<u8> {
+    match rel.iter().rposition(|&b| b == b'/') {
+        Some(i) => [&rel[..=i], name.as_bytes()].concat(),
+        None => name.as_bytes().to_vec(),
+    }
 }
 
-/// The staging directory inside the destination, and the commit journal.
+/// The staging directory inside the destination, the commit journal, and the interrupting
+/// signals held back while the restore writes.
 struct Staging {
+    /// The destination.
+    root: PathBuf,
+    /// The staging directory.
     dir: PathBuf,
+    /// Its name in the destination.
+    name: Vec<u8>,
+    /// Locked (`flock`) while this restore runs, so that another restore into the same
+    /// destination does not take the staging directory for a leftover.
+    _lock: File,
     aside_count: u64,
-    steps: Vec<Step>,
+    /// Paths that were in the way and were renamed aside.
+    replaced: u64,
+    journal: Journal,
+    interrupts: signals::Deferred,
 }
 
 impl Staging {
-    fn create(dest: &Path) -> Result<Staging, RestoreError> {
+    /// Makes the staging directory (mode 0700, with `old/` for replaced paths) in `root`.
+    fn create(root: &Path, interrupts: signals::Deferred) -> Result<Staging, RestoreError> {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
             .unwrap_or(0);
-        let dir = dest.join(format!(
-            "{STAGING_PREFIX}{}.{nanos:08x}",
-            std::process::id()
-        ));
+        let name = format!("{STAGING_PREFIX}{}.{nanos:08x}", std::process::id());
+        let dir = root.join(&name);
         fs::DirBuilder::new()
             .mode(0o700)
             .create(&dir)
             .map_err(io_err(&dir))?;
-        fs::DirBuilder::new()
-            .mode(0o700)
-            .create(dir.join("old"))
-            .map_err(io_err(&dir))?;
+        let made = (|| {
+            fs::DirBuilder::new().mode(0o700).create(dir.join("old"))?;
+            let lock = fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+                .open(&dir)?;
+            lock.try_lock().map_err(io::Error::from)?;
+            Ok(lock)
+        })();
+        let lock = match made {
+            Ok(lock) => lock,
+            Err(e) => {
+                let _ = fs::remove_dir_all(&dir);
+                return Err(io_err(&dir)(e));
+            }
+        };
         Ok(Staging {
+            root: root.to_owned(),
             dir,
+            name: name.into_bytes(),
+            _lock: lock,
             aside_count: 0,
-            steps: Vec::new(),
+            replaced: 0,
+            journal: Journal::default(),
+            interrupts,
         })
+    }
+
+    /// An interrupting signal that arrived, as an error.
+    fn interrupted(&self) -> Result<(), RestoreError> {
+        match self.interrupts.arrived() {
+            Some(signal) => Err(RestoreError::Interrupted(signal)),
+            None => Ok(()),
+        }
     }
 
     fn data(&self, i: usize) -> PathBuf {
         self.dir.join(i.to_string())
     }
 
-    /// Renames whatever is at `path` aside (with `--in-place`).
-    fn clear(&mut self, path: &Path) -> Result<(), RestoreError> {
-        match fs::symlink_metadata(path) {
+    /// The destination path of `rel`.
+    fn full(&self, rel: &[u8]) -> PathBuf {
+        rel_path(&self.root, rel)
+    }
+
+    /// Starts the journal file: from here on, every change to the destination is recorded.
+    fn begin_commit(&mut self) -> Result<(), RestoreError> {
+        self.journal = Journal::create(&self.dir, &self.root).map_err(io_err(&self.dir))?;
+        Ok(())
+    }
+
+    /// Records a step in the journal, before it is taken.
+    fn record(&mut self, step: Step) -> Result<(), RestoreError> {
+        self.journal
+            .record(step)
+            .map_err(io_err(&self.dir.join(JOURNAL_NAME)))
+    }
+
+    /// Renames whatever is at `rel` aside (with `--in-place`).
+    fn clear(&mut self, rel: &[u8]) -> Result<(), RestoreError> {
+        let path = self.full(rel);
+        match fs::symlink_metadata(&path) {
             Ok(_) => {
                 self.aside_count += 1;
-                let mut aside = self.dir.join("old").join(self.aside_count.to_string());
-                if let Err(e) = fs::rename(path, &aside) {
+                let aside = format!("{}/old/{}", show(&self.name), self.aside_count).into_bytes();
+                self.record(Step::Aside {
+                    orig: rel.to_vec(),
+                    aside: aside.clone(),
+                })?;
+                if let Err(e) = fs::rename(&path, self.full(&aside)) {
                     if e.raw_os_error() != Some(libc::EXDEV) {
-                        return Err(io_err(path)(e));
+                        return Err(io_err(&path)(e));
                     }
                     // Another filesystem is mounted inside the destination: keep the
                     // replaced path beside itself instead.
-                    aside = path.with_file_name(format!(
-                        "{OLD_PREFIX}{}.{}",
-                        std::process::id(),
-                        self.aside_count
-                    ));
-                    fs::rename(path, &aside).map_err(io_err(path))?;
+                    let aside = beside(
+                        rel,
+                        &format!("{OLD_PREFIX}{}.{}", std::process::id(), self.aside_count),
+                    );
+                    self.record(Step::Aside {
+                        orig: rel.to_vec(),
+                        aside: aside.clone(),
+                    })?;
+                    fs::rename(&path, self.full(&aside)).map_err(io_err(&path))?;
                 }
-                self.steps.push(Step::Aside {
-                    orig: path.to_owned(),
-                    aside,
-                });
+                self.replaced += 1;
                 Ok(())
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io_err(path)(e)),
+            Err(e) => Err(io_err(&path)(e)),
         }
     }
 
-    /// Moves staged data to `dest`. Across filesystems (a mount point inside the destination),
-    /// it is copied to a temporary name beside `dest`, synced, given its metadata, and renamed.
-    fn place(&mut self, staged: &Path, dest: &Path, e: &Entry) -> Result<(), RestoreError> {
-        match fs::rename(staged, dest) {
+    /// Moves staged data to `rel` (already journaled as created). Across filesystems (a mount
+    /// point inside the destination), it is copied to a temporary name beside it, synced,
+    /// given its metadata, and renamed.
+    fn place(&mut self, staged: &Path, rel: &[u8], e: &Entry) -> Result<(), RestoreError> {
+        let dest = self.full(rel);
+        match fs::rename(staged, &dest) {
             Ok(()) => return Ok(()),
             Err(err) if err.raw_os_error() == Some(libc::EXDEV) => {}
-            Err(err) => return Err(io_err(dest)(err)),
+            Err(err) => return Err(io_err(&dest)(err)),
         }
-        let temp = dest.with_file_name(format!("{OLD_PREFIX}{}.new", std::process::id()));
+        let temp_rel = beside(rel, &format!("{OLD_PREFIX}{}.new", std::process::id()));
+        let temp = self.full(&temp_rel);
+        self.record(Step::Created(temp_rel))?;
         let copied = (|| -> io::Result<()> {
             let mut from = File::open(staged)?;
             let mut to = fs::OpenOptions::new()
@@ -795,48 +891,26 @@ impl Staging {
             drop(to);
             let mode = u32::from_str_radix(&e.mode, 8).map_err(io::Error::other)?;
             set_meta(&temp, Some(mode), e.uid, e.gid, e.mtime)?;
-            fs::rename(&temp, dest)
+            fs::rename(&temp, &dest)
         })();
         if let Err(err) = copied {
             let _ = fs::remove_file(&temp);
-            return Err(io_err(dest)(err));
+            return Err(io_err(&dest)(err));
         }
         Ok(())
     }
 
-    /// Deletes what was replaced, once the restore has succeeded.
-    fn drop_replaced(&self) {
-        for step in &self.steps {
-            if let Step::Aside { aside, .. } = step {
-                if aside.starts_with(&self.dir) {
-                    continue;
-                }
-                let gone = match fs::symlink_metadata(aside) {
-                    Ok(m) if m.is_dir() => fs::remove_dir_all(aside),
-                    _ => fs::remove_file(aside),
-                };
-                if let Err(e) = gone {
-                    log::warn!("cannot remove the replaced {}: {e}", aside.display());
-                }
-            }
-        }
-    }
-
-    /// Makes the missing directories above `path` (inside `root`) and checks that each existing
-    /// one is a real directory. With `--in-place`, a non-directory in the way of a directory
-    /// the archive lists later than what is below it is replaced here already.
-    fn parents(&mut self, root: &Path, rel: &[u8], plan: &Plan) -> Result<(), RestoreError> {
+    /// Makes the missing directories above `rel` and checks that each existing one is a real
+    /// directory. With `--in-place`, a non-directory in the way of a directory the archive
+    /// lists later than what is below it is replaced here already.
+    fn parents(&mut self, rel: &[u8], plan: &Plan) -> Result<(), RestoreError> {
         for a in ancestors(rel) {
-            let full = rel_path(root, a);
-            match fs::symlink_metadata(&full) {
-                Ok(m) if m.is_dir() => {}
+            let full = self.full(a);
+            let mode = match fs::symlink_metadata(&full) {
+                Ok(m) if m.is_dir() => continue,
                 Ok(_) if plan.replaces_with_dir(a) => {
-                    self.clear(&full)?;
-                    fs::DirBuilder::new()
-                        .mode(0o700)
-                        .create(&full)
-                        .map_err(io_err(&full))?;
-                    self.steps.push(Step::Created(full));
+                    self.clear(a)?;
+                    0o700
                 }
                 Ok(_) => {
                     return Err(RestoreError::Refused(format!(
@@ -845,49 +919,22 @@ impl Staging {
                         full.display()
                     )))
                 }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    fs::DirBuilder::new()
-                        .mode(0o755)
-                        .create(&full)
-                        .map_err(io_err(&full))?;
-                    self.steps.push(Step::Created(full));
-                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => 0o755,
                 Err(e) => return Err(io_err(&full)(e)),
-            }
+            };
+            self.record(Step::Created(a.to_vec()))?;
+            fs::DirBuilder::new()
+                .mode(mode)
+                .create(&full)
+                .map_err(io_err(&full))?;
         }
         Ok(())
     }
 
-    /// Undoes the journal, newest step first.
-    fn rollback(&mut self) {
-        while let Some(step) = self.steps.pop() {
-            let result = match &step {
-                Step::Created(p) => match fs::symlink_metadata(p) {
-                    Ok(m) if m.is_dir() => fs::remove_dir(p),
-                    Ok(_) => fs::remove_file(p),
-                    Err(e) => Err(e),
-                },
-                Step::Aside { orig, aside } => fs::rename(aside, orig),
-                Step::DirMeta {
-                    path,
-                    mode,
-                    uid,
-                    gid,
-                    mtime,
-                } => set_meta(path, Some(*mode), *uid as u64, *gid as u64, *mtime),
-            };
-            if let Err(e) = result {
-                let what = match &step {
-                    Step::Created(p) | Step::DirMeta { path: p, .. } => p.clone(),
-                    Step::Aside { orig, .. } => orig.clone(),
-                };
-                log::error!(
-                    "restore: undoing the change to {} failed: {e} (what was there is kept in {})",
-                    what.display(),
-                    self.dir.display()
-                );
-            }
-        }
+    /// Undoes the journal, newest step first. False when something could not be undone: the
+    /// staging directory then holds what was not put back and must be kept.
+    fn rollback(&mut self) -> bool {
+        self.journal.rollback(&self.root, &self.dir).failed == 0
     }
 
     /// Removes the staging directory (and the replaced files in it).
@@ -900,6 +947,11 @@ impl Staging {
 
 /// Restores the archive read by `open` according to `opts`. `receipt` gives the size and
 /// SHA-256 the archive must have, when it has a receipt.
+///
+/// Staging directories that interrupted restores left in the destination are dealt with
+/// first (see [`journal`]). From the moment the restore writes into the destination until it
+/// is over, SIGINT, SIGTERM and SIGHUP are held back; one that arrives makes the restore undo
+/// what it did, remove its staging directory and then die by that signal.
 pub fn restore(
     open: Opener<'_>,
     identity: &Identity,
@@ -907,6 +959,12 @@ pub fn restore(
     total: u64,
     opts: &Options,
 ) -> Result<Restored, RestoreError> {
+    if opts.devices && !is_root() {
+        return Err(RestoreError::Refused(
+            "--devices: only root can create device nodes and FIFOs; run the restore as root, or leave --devices out".into(),
+        ));
+    }
+    journal::recover(&opts.to)?;
     let mut meter = Meter::new(opts.progress, "reading the manifest", total);
     let read = read_manifest(open, identity, receipt, &mut meter);
     meter.done();
@@ -922,13 +980,14 @@ pub fn restore(
         .cloned()
         .collect();
     check_dest(&dest, &plan, &special_paths, opts.in_place)?;
+    let interrupts = signals::Deferred::start();
     if dest.created {
         fs::DirBuilder::new()
             .mode(0o755)
             .create(&dest.dir)
             .map_err(io_err(&dest.dir))?;
     }
-    let mut staging = match Staging::create(&dest.dir) {
+    let mut staging = match Staging::create(&dest.dir, interrupts) {
         Ok(s) => s,
         Err(e) => {
             if dest.created {
@@ -948,31 +1007,53 @@ pub fn restore(
         total,
     )
     .and_then(|(specials, bytes)| {
-        commit(&dest.dir, &manifest, &plan, &specials, &mut staging).map(|placed| (placed, bytes))
+        commit(&manifest, &plan, &specials, &mut staging, opts.progress)
+            .map(|placed| (placed, bytes))
     });
     match result {
         Ok((placed, bytes)) => {
-            let replaced = staging
-                .steps
-                .iter()
-                .filter(|s| matches!(s, Step::Aside { .. }))
-                .count() as u64;
-            staging.drop_replaced();
+            crate::fault::point("restore-committed");
+            staging.journal.drop_replaced(&staging.root, &staging.name);
             staging.remove();
+            if let Some(signal) = staging.interrupts.arrived() {
+                log::warn!(
+                    "restore: {} arrived after the restore into {} had gone through",
+                    signal.as_str(),
+                    dest.dir.display()
+                );
+            }
             Ok(Restored {
                 dir: dest.dir,
                 selected: plan.selected,
                 manifest,
                 entries: placed,
                 bytes,
-                replaced,
+                replaced: staging.replaced,
             })
         }
         Err(e) => {
-            staging.rollback();
-            staging.remove();
-            if dest.created {
-                let _ = fs::remove_dir(&dest.dir);
+            let undone = staging.rollback();
+            if undone {
+                staging.remove();
+                if dest.created {
+                    let _ = fs::remove_dir(&dest.dir);
+                }
+            } else {
+                log::error!(
+                    "restore: {} is kept: it holds what could not be put back into {}",
+                    staging.dir.display(),
+                    dest.dir.display()
+                );
+            }
+            if let RestoreError::Interrupted(signal) = e {
+                if undone {
+                    log::warn!(
+                        "restore: interrupted by {}; every change to {} was undone",
+                        signal.as_str(),
+                        dest.dir.display()
+                    );
+                }
+                staging.interrupts.reraise(signal);
             }
             Err(e)
         }
@@ -1006,6 +1087,7 @@ fn extract(
         let mut buf = vec![0u8; BUFFER_SIZE];
         let half = manifest.entries.len() / 2;
         for found in iter {
+            staging.interrupted()?;
             let mut found = found.map_err(|e| damaged(format!("corrupt tar entry: {e}")))?;
             meter.update(count.get());
             let raw = found.path_bytes().into_owned();
@@ -1056,7 +1138,7 @@ fn extract(
             if want.kind == EntryType::File {
                 let digest = if plan.staged[i] {
                     let staged = staging.data(i);
-                    let d = stage(&mut found, &staged, &mut buf)?;
+                    let d = stage(&mut found, &staged, &mut buf, &staging.interrupts)?;
                     bytes += want.size;
                     d
                 } else {
@@ -1181,8 +1263,14 @@ fn special<R: Read>(
     }))
 }
 
-/// Writes an entry's data into a new staging file, returning its SHA-256.
-fn stage(r: &mut impl Read, to: &Path, buf: &mut [u8]) -> Result<String, RestoreError> {
+/// Writes an entry's data into a new staging file, returning its SHA-256. Stops between two
+/// reads when an interrupting signal has arrived.
+fn stage(
+    r: &mut impl Read,
+    to: &Path,
+    buf: &mut [u8],
+    interrupts: &signals::Deferred,
+) -> Result<String, RestoreError> {
     let mut out = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -1191,6 +1279,9 @@ fn stage(r: &mut impl Read, to: &Path, buf: &mut [u8]) -> Result<String, Restore
         .map_err(io_err(to))?;
     let mut h = Sha256::new();
     loop {
+        if let Some(signal) = interrupts.arrived() {
+            return Err(RestoreError::Interrupted(signal));
+        }
         let n = r
             .read(buf)
             .map_err(|e| damaged(format!("{}: cannot read its data: {e}", to.display())))?;
@@ -1207,9 +1298,8 @@ fn stage(r: &mut impl Read, to: &Path, buf: &mut [u8]) -> Result<String, Restore
 /// For the test suite: `VOUCH_TEST_FAULT=restore-fail-at:N` makes the commit fail with an I/O
 /// error once N entries are in place, so that the rollback can be observed.
 fn injected_failure(placed: u64, path: &Path) -> Result<(), RestoreError> {
-    let at = std::env::var(crate::fault::VAR)
-        .ok()
-        .and_then(|f| f.strip_prefix("restore-fail-at:")?.parse::<u64>().ok());
+    let at =
+        crate::fault::fault().and_then(|f| f.strip_prefix("restore-fail-at:")?.parse::<u64>().ok());
     if at == Some(placed) {
         return Err(RestoreError::Io {
             path: path.to_owned(),
@@ -1219,14 +1309,18 @@ fn injected_failure(placed: u64, path: &Path) -> Result<(), RestoreError> {
     Ok(())
 }
 
-/// Moves everything into place, journaling each step. Returns the number of entries placed.
+/// Moves everything into place, recording each step in the journal before taking it, and
+/// checking between steps for an interrupting signal. Returns the number of entries placed.
 fn commit(
-    root: &Path,
     manifest: &Manifest,
     plan: &Plan,
     specials: &[Special],
     staging: &mut Staging,
+    progress: bool,
 ) -> Result<u64, RestoreError> {
+    staging.begin_commit()?;
+    let total = plan.selected.iter().filter(|s| **s).count() + specials.len();
+    let mut meter = Meter::entries(progress, "moving into place", total as u64);
     let mut placed = 0u64;
     // Where the data of a file that a selected hard link needs, but that was not itself
     // selected, ended up: the first such hard link gets the staged file.
@@ -1235,63 +1329,68 @@ fn commit(
         if !plan.selected[i] {
             continue;
         }
+        staging.interrupted()?;
         let rel = &plan.paths[i];
-        let dest = rel_path(root, rel);
-        staging.parents(root, rel, plan)?;
+        let dest = staging.full(rel);
+        staging.parents(rel, plan)?;
         match e.kind {
             EntryType::Dir => match fs::symlink_metadata(&dest) {
-                Ok(m) if m.is_dir() => staging.steps.push(Step::DirMeta {
-                    path: dest.clone(),
+                Ok(m) if m.is_dir() => staging.record(Step::DirMeta {
+                    path: rel.clone(),
                     mode: m.mode() & 0o7777,
                     uid: m.uid(),
                     gid: m.gid(),
                     mtime: m.mtime(),
-                }),
+                    mtime_nsec: m.mtime_nsec(),
+                })?,
                 _ => {
-                    staging.clear(&dest)?;
+                    staging.clear(rel)?;
+                    staging.record(Step::Created(rel.clone()))?;
                     fs::DirBuilder::new()
                         .mode(0o700)
                         .create(&dest)
                         .map_err(io_err(&dest))?;
-                    staging.steps.push(Step::Created(dest.clone()));
                 }
             },
             EntryType::File => {
-                staging.clear(&dest)?;
-                staging.place(&staging.data(i), &dest, e)?;
-                staging.steps.push(Step::Created(dest.clone()));
+                staging.clear(rel)?;
+                staging.record(Step::Created(rel.clone()))?;
+                staging.place(&staging.data(i), rel, e)?;
                 moved.insert(i, dest.clone());
             }
             EntryType::Hardlink => {
                 let link = e.link_bytes().unwrap_or_default();
                 let j = plan.index[&link];
-                staging.clear(&dest)?;
+                staging.clear(rel)?;
+                staging.record(Step::Created(rel.clone()))?;
                 match moved.get(&j) {
                     Some(first) => fs::hard_link(first, &dest).map_err(io_err(&dest))?,
                     None => {
-                        let staged = staging.data(j);
-                        staging.place(&staged, &dest, &manifest.entries[j])?;
+                        staging.place(&staging.data(j), rel, &manifest.entries[j])?;
                         moved.insert(j, dest.clone());
                     }
                 }
-                staging.steps.push(Step::Created(dest.clone()));
             }
             EntryType::Symlink => {
                 let target = e.link_bytes().unwrap_or_default();
-                staging.clear(&dest)?;
+                staging.clear(rel)?;
+                staging.record(Step::Created(rel.clone()))?;
                 std::os::unix::fs::symlink(OsStr::from_bytes(&target), &dest)
                     .map_err(io_err(&dest))?;
-                staging.steps.push(Step::Created(dest.clone()));
                 set_meta(&dest, None, e.uid, e.gid, e.mtime).map_err(io_err(&dest))?;
             }
         }
         placed += 1;
+        meter.update(placed);
         injected_failure(placed, &dest)?;
+        crate::fault::step("restore-commit", placed);
     }
     for s in specials {
-        let dest = rel_path(root, &s.path);
-        staging.parents(root, &s.path, plan)?;
-        staging.clear(&dest)?;
+        staging.interrupted()?;
+        let dest = staging.full(&s.path);
+        staging.parents(&s.path, plan)?;
+        staging.clear(&s.path)?;
+        staging.record(Step::Created(s.path.clone()))?;
         nix::sys::stat::mknod(
             &dest,
             s.kind,
@@ -1299,18 +1398,24 @@ fn commit(
             s.rdev,
         )
         .map_err(|e| io_err(&dest)(io::Error::from(e)))?;
-        staging.steps.push(Step::Created(dest.clone()));
         set_meta(&dest, Some(s.mode), s.uid, s.gid, s.mtime).map_err(io_err(&dest))?;
         placed += 1;
+        meter.update(placed);
     }
     // Directories last, deepest first, so that placing their contents does not change the
     // times set here.
     for (i, e) in manifest.entries.iter().enumerate().rev() {
         if plan.selected[i] && e.kind == EntryType::Dir {
-            let dest = rel_path(root, &plan.paths[i]);
+            staging.interrupted()?;
+            let dest = staging.full(&plan.paths[i]);
             set_meta(&dest, Some(parse_mode(e)?), e.uid, e.gid, e.mtime).map_err(io_err(&dest))?;
         }
     }
+    staging
+        .journal
+        .mark_complete()
+        .map_err(io_err(&staging.dir.join(JOURNAL_NAME)))?;
+    meter.finish(placed);
     Ok(placed)
 }
 

@@ -692,7 +692,276 @@ fn in_place_killed_halfway_leaves_the_old_tree() {
         stderr(&out)
     );
     // Only the staging directory of the killed process is new.
-    assert_eq!(without_staging(snapshot(&dest)), before.unwrap());
+    assert_eq!(without_staging(snapshot(&dest)), before.clone().unwrap());
+    // It holds no journal: the next restore just removes it, and goes through.
+    assert_eq!(stagings(&dest).len(), 1);
+    let out = env.vouch(&["restore", s(&archive), "--to", s(&dest), "--in-place"]);
+    assert_code(&out, 0);
+    assert!(
+        stderr(&out).contains("stopped before it changed anything"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stagings(&dest).is_empty());
+}
+
+/// Everything `lstat` says about each entry under `root`, with file contents and symlink
+/// targets: equal only when the tree is exactly as it was, down to inode numbers and
+/// nanoseconds. Only `root`'s own times are left out (the staging directory is made and
+/// removed in it).
+fn exact_tree(root: &Path) -> BTreeMap<PathBuf, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(p) = stack.pop() {
+        let m = fs::symlink_metadata(&p).unwrap();
+        let rel = p.strip_prefix(root).unwrap().to_owned();
+        let what = if m.file_type().is_symlink() {
+            format!("symlink to {:?}", fs::read_link(&p).unwrap())
+        } else if m.is_dir() {
+            for e in fs::read_dir(&p).unwrap() {
+                stack.push(e.unwrap().path());
+            }
+            "dir".to_owned()
+        } else {
+            format!("file {:?}", String::from_utf8_lossy(&fs::read(&p).unwrap()))
+        };
+        let times = if rel.as_os_str().is_empty() {
+            String::new()
+        } else {
+            format!(" mtime {}.{:09}", m.mtime(), m.mtime_nsec())
+        };
+        out.insert(
+            rel,
+            format!(
+                "{what} mode {:o} owner {}:{} inode {} links {}{times}",
+                m.mode() & 0o7777,
+                m.uid(),
+                m.gid(),
+                m.ino(),
+                m.nlink()
+            ),
+        );
+    }
+    out
+}
+
+/// An old tree for `--in-place` over it: [`restored_then_changed`], plus odd modes, times and a
+/// symlink where the archive has a file, so that putting it back has something to get wrong.
+fn old_tree(env: &Env, dest: &Path) -> PathBuf {
+    let archive = restored_then_changed(env, dest);
+    let app = restored(dest, &env.src.join("app"));
+    fs::set_permissions(app.join("f01"), fs::Permissions::from_mode(0o600)).unwrap();
+    touch(&app.join("f02"), "2011-11-11 11:11:11.123456789");
+    fs::remove_file(app.join("f03")).unwrap();
+    std::os::unix::fs::symlink("somewhere/else", app.join("f03")).unwrap();
+    touch(&app.join("f03"), "2012-12-12 12:12:12.5");
+    fs::set_permissions(&app, fs::Permissions::from_mode(0o750)).unwrap();
+    touch(&app, "2013-03-13 13:13:13.25");
+    archive
+}
+
+/// `vouch ARGS` with SIGINT, SIGTERM and SIGHUP at their default dispositions (a test run in
+/// the background of a shell may inherit them ignored), started, not waited for.
+fn spawn_vouch(env: &Env, fault: &str, args: &[&str]) -> std::process::Child {
+    env.wrapped(&["env", "--default-signal=INT,TERM,HUP"], "true", args)
+        .env("VOUCH_TEST_FAULT", fault)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits until process `pid` has stopped itself (state `T`) at a `stop:` fault point.
+fn wait_until_stopped(pid: u32) {
+    for _ in 0..1200 {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        // The state follows the command name, which is in parentheses.
+        match stat.rsplit(')').next().unwrap().trim_start().chars().next() {
+            Some('T') => return,
+            Some('Z') => panic!("vouch ended before it reached the fault point"),
+            _ => std::thread::sleep(std::time::Duration::from_millis(50)),
+        }
+    }
+    panic!("vouch did not stop at the fault point within a minute");
+}
+
+/// Sends `signal` to the process `pid`.
+fn send(pid: u32, signal: nix::sys::signal::Signal) {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap());
+    nix::sys::signal::kill(pid, signal).unwrap();
+}
+
+/// The staging directories in `dest`.
+fn stagings(dest: &Path) -> Vec<PathBuf> {
+    fs::read_dir(dest)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(".vouch-restore.")
+        })
+        .collect()
+}
+
+#[test]
+fn in_place_interrupted_mid_commit_puts_the_old_tree_back_exactly_and_dies_by_the_signal() {
+    use nix::sys::signal::Signal;
+    use std::os::unix::process::ExitStatusExt;
+    let env = Env::new();
+    let dest = env.dir.path().join("live");
+    let archive = old_tree(&env, &dest);
+    let before = exact_tree(&dest);
+    let args = ["restore", s(&archive), "--to", s(&dest), "--in-place"];
+    for signal in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        // Stopped once 20 of the archive's entries are in place, then signalled.
+        let child = spawn_vouch(&env, "stop:restore-commit:20", &args);
+        let pid = child.id();
+        wait_until_stopped(pid);
+        assert_ne!(
+            exact_tree(&dest),
+            before,
+            "{signal}: nothing was replaced yet"
+        );
+        send(pid, signal);
+        send(pid, Signal::SIGCONT);
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.signal(),
+            Some(signal as i32),
+            "{signal}: {:?}: {}",
+            out.status,
+            stderr(&out)
+        );
+        assert!(
+            stderr(&out).contains(&format!("interrupted by {}", signal.as_str())),
+            "{}",
+            stderr(&out)
+        );
+        // Contents, modes, times, symlinks, inodes: all as before, and no staging left.
+        assert_eq!(exact_tree(&dest), before, "after {signal}");
+    }
+    // Stopped in the second pass, before the commit: only the staging directory goes.
+    let child = spawn_vouch(&env, "stop:restore-mid", &args);
+    wait_until_stopped(child.id());
+    send(child.id(), Signal::SIGTERM);
+    send(child.id(), Signal::SIGCONT);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.signal(), Some(Signal::SIGTERM as i32));
+    assert_eq!(exact_tree(&dest), before, "before the commit");
+    // An ignored SIGHUP (nohup) stays ignored: the restore goes through.
+    let mut nohup = env.wrapped(&["nohup"], "true", &args);
+    let child = nohup
+        .env("VOUCH_TEST_FAULT", "stop:restore-commit:20")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until_stopped(child.id());
+    send(child.id(), Signal::SIGHUP);
+    send(child.id(), Signal::SIGCONT);
+    let out = child.wait_with_output().unwrap();
+    assert_code(&out, 0);
+    let f00 = restored(&dest, &env.src.join("app/f00"));
+    assert_eq!(fs::read(f00).unwrap(), b"version 1 of 0\n");
+}
+
+#[test]
+fn in_place_killed_mid_commit_is_rolled_back_by_the_next_restore() {
+    use std::os::unix::process::ExitStatusExt;
+    let env = Env::new();
+    let dest = env.dir.path().join("live");
+    let archive = old_tree(&env, &dest);
+    let before = exact_tree(&dest);
+    let in_place = ["restore", s(&archive), "--to", s(&dest), "--in-place"];
+    let killed = || {
+        let out = env
+            .command(&in_place)
+            .env("VOUCH_TEST_FAULT", "kill:restore-commit:20")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.signal(), Some(9), "{}", stderr(&out));
+        assert_ne!(exact_tree(&dest), before, "nothing was replaced yet");
+        let left = stagings(&dest);
+        assert_eq!(left.len(), 1, "{left:?}");
+        assert!(left[0].join("journal").is_file());
+    };
+    // Only the recovery: this restore then stops, since the path is not in the archive.
+    killed();
+    let out = env.vouch(&[
+        "restore",
+        s(&archive),
+        "--to",
+        s(&dest),
+        "--in-place",
+        "no/such/path",
+    ]);
+    assert_code(&out, 2);
+    assert!(stderr(&out).contains("rolled back"), "{}", stderr(&out));
+    assert_eq!(exact_tree(&dest), before);
+    // Killed again; the next restore rolls back and then goes through.
+    killed();
+    let out = env.vouch(&in_place);
+    assert_code(&out, 0);
+    assert!(stderr(&out).contains("rolled back"), "{}", stderr(&out));
+    assert!(stagings(&dest).is_empty());
+    let app = restored(&dest, &env.src.join("app"));
+    for i in [0, 3, 39] {
+        assert_eq!(
+            fs::read_to_string(app.join(format!("f{i:02}"))).unwrap(),
+            format!("version 1 of {i}\n")
+        );
+    }
+    assert_eq!(
+        fs::read(app.join("new-file")).unwrap(),
+        b"added after the backup\n"
+    );
+}
+
+#[test]
+fn a_restore_killed_after_its_commit_is_only_cleaned_up() {
+    use std::os::unix::process::ExitStatusExt;
+    let env = Env::new();
+    let dest = env.dir.path().join("live");
+    let archive = old_tree(&env, &dest);
+    let in_place = ["restore", s(&archive), "--to", s(&dest), "--in-place"];
+    let out = env
+        .command(&in_place)
+        .env("VOUCH_TEST_FAULT", "kill:restore-committed")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.signal(), Some(9), "{}", stderr(&out));
+    assert_eq!(stagings(&dest).len(), 1);
+    let after = exact_tree(&dest);
+    // The next restore (of one file, so the rest stays as the killed one left it) only
+    // removes the staging directory: the restore it belongs to had gone through.
+    let f00 = env.src.join("app/f00");
+    let out = env.vouch(&[
+        "restore",
+        s(&archive),
+        "--to",
+        s(&dest),
+        "--in-place",
+        s(&f00),
+    ]);
+    assert_code(&out, 0);
+    assert!(
+        stderr(&out).contains("had gone through"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stagings(&dest).is_empty());
+    // The restored tree, but for f00 (restored again) and directory times.
+    let unchanged = |t: BTreeMap<PathBuf, String>| -> BTreeMap<PathBuf, String> {
+        t.into_iter()
+            .filter(|(k, _)| k.starts_with("tmp") && !k.ends_with("f00"))
+            .map(|(k, v)| (k, v.split(" mtime").next().unwrap().to_owned()))
+            .collect()
+    };
+    assert_eq!(unchanged(exact_tree(&dest)), unchanged(after));
+    let app = restored(&dest, &env.src.join("app"));
+    assert_eq!(fs::read(app.join("f03")).unwrap(), b"version 1 of 3\n");
 }
 
 #[test]
