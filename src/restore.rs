@@ -81,6 +81,9 @@ pub enum RestoreError {
     },
 }
 
+/// What a restore says when the archive's stream breaks off or stops decrypting.
+const TRUNCATED: &str = "the archive is truncated or damaged";
+
 fn damaged(msg: impl Into<String>) -> RestoreError {
     RestoreError::Damaged(msg.into())
 }
@@ -459,7 +462,7 @@ fn drain(tar: Tar<'_>) -> Result<(), RestoreError> {
     let mut rest = tar.into_inner();
     io::copy(&mut rest, &mut io::sink())
         .map(|_| ())
-        .map_err(|e| damaged(format!("the end of the archive is damaged: {e}")))
+        .map_err(|e| damaged(format!("{TRUNCATED} at its end: {e}")))
 }
 
 fn sha256_hex(data: &[u8]) -> String {
@@ -508,21 +511,26 @@ fn read_closing(
             .entries()
             .map_err(|e| damaged(format!("not a tar stream: {e}")))?;
         for found in iter {
-            let mut found = found.map_err(|e| damaged(format!("corrupt tar entry: {e}")))?;
+            let mut found =
+                found.map_err(|e| damaged(format!("{TRUNCATED}: corrupt tar entry: {e}")))?;
             let path = found.path_bytes().into_owned();
             if path == MANIFEST_PATH.as_bytes() || path == SUMS_PATH.as_bytes() {
                 let mut data = Vec::new();
-                found
-                    .read_to_end(&mut data)
-                    .map_err(|e| damaged(format!("cannot read {}: {e}", show(&path))))?;
+                found.read_to_end(&mut data).map_err(|e| {
+                    damaged(format!("{}: cannot read it; {TRUNCATED}: {e}", show(&path)))
+                })?;
                 if path == MANIFEST_PATH.as_bytes() {
                     manifest = Some(data);
                 } else {
                     sums = Some(data);
                 }
             } else {
-                io::copy(&mut found, &mut io::sink())
-                    .map_err(|e| damaged(format!("{}: cannot read its data: {e}", show(&path))))?;
+                io::copy(&mut found, &mut io::sink()).map_err(|e| {
+                    damaged(format!(
+                        "{}: cannot read its data; {TRUNCATED}: {e}",
+                        show(&path)
+                    ))
+                })?;
             }
             meter.update(count.get());
         }
@@ -1088,7 +1096,8 @@ fn extract(
         let half = manifest.entries.len() / 2;
         for found in iter {
             staging.interrupted()?;
-            let mut found = found.map_err(|e| damaged(format!("corrupt tar entry: {e}")))?;
+            let mut found =
+                found.map_err(|e| damaged(format!("{TRUNCATED}: corrupt tar entry: {e}")))?;
             meter.update(count.get());
             let raw = found.path_bytes().into_owned();
             let path = trim_slash(&raw).to_vec();
@@ -1100,9 +1109,9 @@ fn extract(
             }
             if path == MANIFEST_PATH.as_bytes() || path == SUMS_PATH.as_bytes() {
                 let mut data = Vec::new();
-                found
-                    .read_to_end(&mut data)
-                    .map_err(|e| damaged(format!("{name}: cannot read its data: {e}")))?;
+                found.read_to_end(&mut data).map_err(|e| {
+                    damaged(format!("{name}: cannot read its data; {TRUNCATED}: {e}"))
+                })?;
                 let (want, ok_order) = if path == MANIFEST_PATH.as_bytes() {
                     (&closing.manifest, !seen_manifest)
                 } else {
@@ -1138,12 +1147,13 @@ fn extract(
             if want.kind == EntryType::File {
                 let digest = if plan.staged[i] {
                     let staged = staging.data(i);
-                    let d = stage(&mut found, &staged, &mut buf, &staging.interrupts)?;
+                    let d = stage(&mut found, &name, &staged, &mut buf, &staging.interrupts)?;
                     bytes += want.size;
                     d
                 } else {
-                    crate::verify::hash_entry(&mut found, &mut buf)
-                        .map_err(|e| damaged(format!("{name}: cannot read its data: {e}")))?
+                    crate::verify::hash_entry(&mut found, &mut buf).map_err(|e| {
+                        damaged(format!("{name}: cannot read its data; {TRUNCATED}: {e}"))
+                    })?
                 };
                 if want.sha256.as_deref() != Some(digest.as_str()) {
                     return Err(damaged(format!(
@@ -1263,10 +1273,11 @@ fn special<R: Read>(
     }))
 }
 
-/// Writes an entry's data into a new staging file, returning its SHA-256. Stops between two
+/// Writes the data of the entry `name` into a new staging file, returning its SHA-256. Stops between two
 /// reads when an interrupting signal has arrived.
 fn stage(
     r: &mut impl Read,
+    name: &str,
     to: &Path,
     buf: &mut [u8],
     interrupts: &signals::Deferred,
@@ -1284,7 +1295,7 @@ fn stage(
         }
         let n = r
             .read(buf)
-            .map_err(|e| damaged(format!("{}: cannot read its data: {e}", to.display())))?;
+            .map_err(|e| damaged(format!("{name}: cannot read its data; {TRUNCATED}: {e}")))?;
         if n == 0 {
             break;
         }
