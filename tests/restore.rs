@@ -516,17 +516,84 @@ fn device_nodes_and_fifos_need_devices_as_root() {
     a.refused(&archive, &[], 33, "--devices");
     let fifo = craft(&a.env, "fifo", &a.sentinel);
     a.refused(&fifo, &[], 33, "--devices");
-    // As root with --devices, the node comes back as the tar header describes it.
-    let into = a.env.dir.path().join("dev");
-    assert_code(
-        &a.env
-            .vouch(&["restore", s(&archive), "--to", s(&into), "--devices"]),
-        0,
-    );
-    let m = fs::symlink_metadata(into.join("d/null")).unwrap();
+    // As root with --devices, each comes back as its tar header describes it.
     use std::os::unix::fs::FileTypeExt;
-    assert!(m.file_type().is_char_device());
-    assert_eq!(m.rdev(), nix::sys::stat::makedev(1, 3));
+    let into = a.env.dir.path().join("dev");
+    let out = a
+        .env
+        .vouch(&["restore", s(&archive), "--to", s(&into), "--devices"]);
+    assert_code(&out, 0);
+    let m = fs::symlink_metadata(into.join("d/null")).unwrap();
+    assert!(m.file_type().is_char_device(), "{m:?}");
+    assert_eq!(m.rdev(), fs::metadata("/dev/null").unwrap().rdev());
+    assert_eq!(m.mode() & 0o7777, 0o666);
+    assert_eq!(m.mtime(), 1_600_000_000);
+    assert_eq!(fs::read(into.join("d/good.txt")).unwrap(), b"good data\n");
+    let into = a.env.dir.path().join("fifo");
+    let out = a
+        .env
+        .vouch(&["restore", s(&fifo), "--to", s(&into), "--devices"]);
+    assert_code(&out, 0);
+    let m = fs::symlink_metadata(into.join("d/pipe")).unwrap();
+    assert!(m.file_type().is_fifo(), "{m:?}");
+    assert_eq!(m.mode() & 0o7777, 0o640);
+    assert_eq!((m.uid(), m.gid()), (4321, 8765));
+    assert_eq!(m.mtime(), 1_600_000_000);
+    // Restoring only the FIFO's directory brings it too.
+    let into = a.env.dir.path().join("fifo-d");
+    let out = a
+        .env
+        .vouch(&["restore", s(&fifo), "--to", s(&into), "--devices", "d"]);
+    assert_code(&out, 0);
+    assert!(fs::symlink_metadata(into.join("d/pipe"))
+        .unwrap()
+        .file_type()
+        .is_fifo());
+}
+
+#[test]
+fn devices_as_another_user_is_refused_before_anything_is_written() {
+    require_root();
+    let a = Arena::new();
+    let fifo = craft(&a.env, "fifo", &a.sentinel);
+    // nobody needs to reach the archive and its own copy of the identity, and may write in
+    // `open`.
+    let open = a.env.dir.path().join("shared");
+    fs::create_dir(&open).unwrap();
+    let copy = open.join(fifo.file_name().unwrap());
+    fs::copy(&fifo, &copy).unwrap();
+    let key = open.join("identity.txt");
+    fs::copy(&a.env.identity, &key).unwrap();
+    bash_ok(&format!(
+        "chmod 755 '{}' && chmod 644 '{c}' && chown nobody '{o}' '{k}'",
+        a.env.dir.path().display(),
+        c = copy.display(),
+        o = open.display(),
+        k = key.display(),
+    ));
+    let into = open.join("out");
+    let restore = |extra: &[&str]| {
+        let mut args = vec!["restore", s(&copy), "--to", s(&into), "--identity", s(&key)];
+        args.extend_from_slice(extra);
+        a.env.as_nobody(&args).output().unwrap()
+    };
+    let out = restore(&["--devices"]);
+    assert_code(&out, 2);
+    assert!(
+        stderr(&out).contains("--devices: only root can create device nodes and FIFOs"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!into.exists());
+    // Without --devices, the FIFO itself is refused, by name.
+    let out = restore(&[]);
+    assert_code(&out, 33);
+    assert!(
+        stderr(&out).contains("d/pipe: refused, a fifo"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!into.exists());
 }
 
 #[test]

@@ -114,11 +114,16 @@ def build(kind, outside):
         target = "../" + os.path.basename(outside) + "/victim"
         add(*member("h", tarfile.LNKTYPE, link=target), sha_of=hashlib.sha256(b"").hexdigest())
     elif kind == "device":
-        info, data = member("d/null", tarfile.CHRTYPE, mode=0o666, devmajor=1, devminor=3)
+        # The same device as this machine's /dev/null.
+        rdev = os.stat("/dev/null").st_rdev
+        info, data = member(
+            "d/null", tarfile.CHRTYPE, mode=0o666, devmajor=os.major(rdev), devminor=os.minor(rdev)
+        )
         add(info, data, in_manifest=False)
         skipped.append({"path": "d/null", "type": "char-device"})
     elif kind == "fifo":
-        info, data = member("d/pipe", tarfile.FIFOTYPE, mode=0o644)
+        info, data = member("d/pipe", tarfile.FIFOTYPE, mode=0o640)
+        info.uid, info.gid = 4321, 8765
         add(info, data, in_manifest=False)
         skipped.append({"path": "d/pipe", "type": "fifo"})
     elif kind == "tar-differs":
