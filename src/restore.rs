@@ -373,8 +373,10 @@ struct Meter {
     on: bool,
     phase: &'static str,
     total: u64,
-    /// How an amount is shown: bytes, or entries.
+    /// How an amount is shown: bytes, or a number of entries,
     unit: fn(u64) -> String,
+    /// and what follows the total.
+    suffix: &'static str,
     last: Option<Instant>,
 }
 
@@ -386,6 +388,7 @@ impl Meter {
             phase,
             total,
             unit: crate::systemd::human_bytes,
+            suffix: "",
             last: None,
         }
     }
@@ -393,7 +396,8 @@ impl Meter {
     /// A meter of entries.
     fn entries(on: bool, phase: &'static str, total: u64) -> Meter {
         Meter {
-            unit: |n| format!("{n} entries"),
+            unit: |n| n.to_string(),
+            suffix: " entries",
             ..Meter::new(on, phase, total)
         }
     }
@@ -413,10 +417,11 @@ impl Meter {
         self.last = Some(Instant::now());
         let _ = write!(
             io::stderr(),
-            "\r{}: {} of {}   ",
+            "\r{}: {} of {}{}   ",
             self.phase,
             (self.unit)(done),
-            (self.unit)(self.total)
+            (self.unit)(self.total),
+            self.suffix
         );
     }
 
@@ -975,7 +980,10 @@ pub fn restore(
     journal::recover(&opts.to)?;
     let mut meter = Meter::new(opts.progress, "reading the manifest", total);
     let read = read_manifest(open, identity, receipt, &mut meter);
-    meter.done();
+    match &read {
+        Ok((closing, _)) => meter.finish(closing.size),
+        Err(_) => meter.done(),
+    }
     let (closing, manifest) = read?;
     let plan = Plan::new(&manifest, &opts.paths)?;
     // Special files named in the manifest as skipped that the selection covers: they can only
@@ -1189,7 +1197,7 @@ fn extract(
         }
         drain(tar)?;
     }
-    meter.done();
+    meter.finish(count.get());
     let (sha, size) = hashed
         .finish()
         .map_err(|e| damaged(format!("reading the archive failed: {e}")))?;

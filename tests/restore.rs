@@ -635,6 +635,71 @@ fn a_truncated_stream_is_33() {
     a.refused(&cut, &[], 33, "decryption error");
 }
 
+/// Runs `vouch ARGS` with its stderr on a pseudo-terminal (tests/restore/on_tty.py); returns
+/// the output (stdout only) and what appeared on the terminal.
+fn on_tty(env: &Env, args: &[&str]) -> (std::process::Output, String) {
+    let inner = env.command(args);
+    let seen = env.dir.path().join("tty-output");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/restore/on_tty.py");
+    let mut cmd = Command::new("python3");
+    cmd.arg(&script)
+        .arg(&seen)
+        .arg(inner.get_program())
+        .args(inner.get_args())
+        .stdin(std::process::Stdio::null());
+    for (k, v) in inner.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    let out = cmd.output().unwrap();
+    let text = String::from_utf8_lossy(&fs::read(&seen).unwrap()).into_owned();
+    (out, text)
+}
+
+#[test]
+fn progress_is_shown_on_a_terminal_and_only_there() {
+    let env = Env::new();
+    fs::create_dir(env.src.join("many")).unwrap();
+    for i in 0..30 {
+        fs::write(env.src.join(format!("many/{i}")), util::noise(20_000, i)).unwrap();
+    }
+    let archive = run_ok(&env);
+    let phases = [
+        "reading the manifest: ",
+        "restoring: ",
+        "moving into place: ",
+    ];
+    let into = env.dir.path().join("on-a-tty");
+    let (out, tty) = on_tty(&env, &["restore", s(&archive), "--to", s(&into)]);
+    assert_code(&out, 0);
+    for phase in phases {
+        assert!(tty.contains(phase), "no {phase:?} on the terminal: {tty:?}");
+    }
+    // Each phase ends on its full figure: "N of N" (the commit's in entries).
+    for (phase, unit) in phases.into_iter().zip(["", "", " entries"]) {
+        let last = tty.rsplit(phase).next().unwrap();
+        let line = last.split("   ").next().unwrap();
+        let (done, total) = line.split_once(" of ").unwrap();
+        assert_eq!(total, format!("{done}{unit}"), "{phase}{line:?}");
+    }
+    // The result is on stdout, not on the terminal.
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("restored "));
+    assert!(!tty.contains("restored "), "{tty:?}");
+    // With stderr not a terminal, no progress at all.
+    let out = env.vouch(&[
+        "restore",
+        s(&archive),
+        "--to",
+        s(&env.dir.path().join("piped")),
+    ]);
+    assert_code(&out, 0);
+    for phase in phases {
+        assert!(!stderr(&out).contains(phase), "{}", stderr(&out));
+    }
+}
+
 /// A tree restored into `dest`, then changed by the user.
 fn restored_then_changed(env: &Env, dest: &Path) -> PathBuf {
     fs::create_dir_all(env.src.join("app")).unwrap();
