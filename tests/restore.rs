@@ -1137,7 +1137,7 @@ fn in_place_with_a_bad_entry_late_in_the_archive_leaves_the_old_tree() {
 }
 
 #[test]
-fn split_archives_restore_and_a_missing_part_is_33() {
+fn split_archives_restore_by_name_part_or_receipt_and_a_missing_part_is_33() {
     let env = Env::new();
     let data: Vec<u8> = (0..1_500_000u32)
         .map(|i| (i.wrapping_mul(2654435761) >> 7) as u8)
@@ -1152,12 +1152,33 @@ fn split_archives_restore_and_a_missing_part_is_33() {
         .collect();
     assert!(parts.len() >= 2, "{parts:?}");
     let name = parts[0].strip_suffix(".000").unwrap().to_owned();
-    let into = env.dir.path().join("whole");
-    assert_code(&env.vouch(&["restore", &name, "--to", s(&into)]), 0);
-    assert_eq!(
-        fs::read(restored(&into, &env.src.join("data.bin"))).unwrap(),
-        data
-    );
+    // A split archive's receipt is NAME-receipt.json.
+    let receipt = format!("{name}-receipt.json");
+    assert!(env.target.join(&receipt).is_file(), "{receipt}");
+    // By the archive's name, and by the path of a part or of the receipt.
+    let first_part = env.target.join(&parts[0]);
+    let last_part = env.target.join(parts.last().unwrap());
+    let by_receipt = env.target.join(&receipt);
+    for (how, arg) in [
+        ("whole", name.as_str()),
+        ("part", s(&first_part)),
+        ("last-part", s(&last_part)),
+        ("receipt", s(&by_receipt)),
+    ] {
+        let into = env.dir.path().join(how);
+        let out = env.vouch(&["restore", arg, "--to", s(&into)]);
+        assert_code(&out, 0);
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains(&format!("from {name} into")),
+            "{how}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert_eq!(
+            fs::read(restored(&into, &env.src.join("data.bin"))).unwrap(),
+            data,
+            "{how}"
+        );
+    }
     fs::remove_file(env.target.join(&parts[1])).unwrap();
     let into = env.dir.path().join("gap");
     let out = env.vouch(&["restore", &name, "--to", s(&into)]);
