@@ -24,9 +24,15 @@
 //! hashed the same as in the first pass does the commit start: directories are made, staged
 //! files renamed into place, symlinks and hard links created, parents checked with `lstat`
 //! before each step. With `--in-place`, whatever is in the way is first renamed into the staging
-//! directory. Every step is journaled in memory; if one fails, the journal is undone in reverse
-//! (created paths removed, replaced ones renamed back), so the destination ends as it was. The
-//! staging directory (and with it the replaced files) is removed at the end.
+//! directory. Every step is recorded in a journal (in memory, and in a file in the staging
+//! directory) before it is taken; if one fails, the journal is undone in reverse (created paths
+//! removed, replaced ones renamed back), so the destination ends as it was. The staging
+//! directory (and with it the replaced files) is removed at the end.
+//!
+//! While the restore writes, SIGINT, SIGTERM and SIGHUP are held back (`crate::signals`) and
+//! looked for between steps: one that arrived makes the restore undo itself and then die by
+//! it. A restore killed outright leaves its staging directory with the journal file, which the
+//! next restore into the same destination rolls back before anything else (see `restore::journal`).
 //!
 //! Device nodes and FIFOs are never in archives vouch writes (the manifest lists them as
 //! skipped). An archive holding one is refused, unless `--devices` is given, the process runs as
@@ -962,7 +968,7 @@ impl Staging {
 /// SHA-256 the archive must have, when it has a receipt.
 ///
 /// Staging directories that interrupted restores left in the destination are dealt with
-/// first (see [`journal`]). From the moment the restore writes into the destination until it
+/// first (see `restore::journal`). From the moment the restore writes into the destination until it
 /// is over, SIGINT, SIGTERM and SIGHUP are held back; one that arrives makes the restore undo
 /// what it did, remove its staging directory and then die by that signal.
 pub fn restore(
