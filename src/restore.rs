@@ -775,6 +775,8 @@ struct Staging {
     aside_count: u64,
     /// Paths that were in the way and were renamed aside.
     replaced: u64,
+    /// Existing directories whose metadata the journal already holds.
+    kept_meta: std::collections::HashSet<Vec<u8>>,
     journal: Journal,
     interrupts: signals::Deferred,
 }
@@ -815,6 +817,7 @@ impl Staging {
             _lock: lock,
             aside_count: 0,
             replaced: 0,
+            kept_meta: std::collections::HashSet::new(),
             journal: Journal::default(),
             interrupts,
         })
@@ -848,6 +851,22 @@ impl Staging {
         self.journal
             .record(step)
             .map_err(io_err(&self.dir.join(JOURNAL_NAME)))
+    }
+
+    /// Records the metadata of the existing directory `rel` (lstat'ed as `m`), once, before
+    /// anything in or about it changes, so that a rollback gives it back.
+    fn keep_dir_meta(&mut self, rel: &[u8], m: &fs::Metadata) -> Result<(), RestoreError> {
+        if !self.kept_meta.insert(rel.to_vec()) {
+            return Ok(());
+        }
+        self.record(Step::DirMeta {
+            path: rel.to_vec(),
+            mode: m.mode() & 0o7777,
+            uid: m.uid(),
+            gid: m.gid(),
+            mtime: m.mtime(),
+            mtime_nsec: m.mtime_nsec(),
+        })
     }
 
     /// Renames whatever is at `rel` aside (with `--in-place`).
@@ -926,6 +945,12 @@ impl Staging {
         for a in ancestors(rel) {
             let full = self.full(a);
             let mode = match fs::symlink_metadata(&full) {
+                // An archived directory listed after what is below it: its time changes as
+                // entries are placed in it, so its metadata is kept now.
+                Ok(m) if m.is_dir() && plan.replaces_with_dir(a) => {
+                    self.keep_dir_meta(a, &m)?;
+                    continue;
+                }
                 Ok(m) if m.is_dir() => continue,
                 Ok(_) if plan.replaces_with_dir(a) => {
                     self.clear(a)?;
@@ -942,6 +967,7 @@ impl Staging {
                 Err(e) => return Err(io_err(&full)(e)),
             };
             self.record(Step::Created(a.to_vec()))?;
+            self.kept_meta.insert(a.to_vec());
             fs::DirBuilder::new()
                 .mode(mode)
                 .create(&full)
@@ -1360,17 +1386,11 @@ fn commit(
         staging.parents(rel, plan)?;
         match e.kind {
             EntryType::Dir => match fs::symlink_metadata(&dest) {
-                Ok(m) if m.is_dir() => staging.record(Step::DirMeta {
-                    path: rel.clone(),
-                    mode: m.mode() & 0o7777,
-                    uid: m.uid(),
-                    gid: m.gid(),
-                    mtime: m.mtime(),
-                    mtime_nsec: m.mtime_nsec(),
-                })?,
+                Ok(m) if m.is_dir() => staging.keep_dir_meta(rel, &m)?,
                 _ => {
                     staging.clear(rel)?;
                     staging.record(Step::Created(rel.clone()))?;
+                    staging.kept_meta.insert(rel.clone());
                     fs::DirBuilder::new()
                         .mode(0o700)
                         .create(&dest)

@@ -451,6 +451,22 @@ fn a_directory_listed_after_what_is_below_it_restores() {
         args.extend_from_slice(extra);
         assert_code(&a.env.vouch(&args), 0);
     };
+    // A failure once `a/inside` is in place (after `d` and `d/good.txt`), before `a` itself
+    // comes: the existing `a` gets its own time back although the restore changed what is in
+    // it.
+    fs::create_dir(a.dest.join("a")).unwrap();
+    fs::write(a.dest.join("a/inside"), "old inside\n").unwrap();
+    touch(&a.dest.join("a"), "2014-04-14 14:14:14.75");
+    let before = exact_tree(&a.dest);
+    let out = a
+        .env
+        .command(&["restore", s(&archive), "--to", s(&a.dest), "--in-place"])
+        .env("VOUCH_TEST_FAULT", "restore-fail-at:3")
+        .output()
+        .unwrap();
+    assert_code(&out, 30);
+    assert_eq!(exact_tree(&a.dest), before);
+    fs::remove_dir_all(a.dest.join("a")).unwrap();
     restore(&[]);
     restored_well("into a new place");
     restore(&["--in-place"]);
