@@ -32,7 +32,8 @@
 //! While the restore writes, SIGINT, SIGTERM and SIGHUP are held back (`crate::signals`) and
 //! looked for between steps: one that arrived makes the restore undo itself and then die by
 //! it. A restore killed outright leaves its staging directory with the journal file, which the
-//! next restore into the same destination rolls back before anything else (see `restore::journal`).
+//! next restore into the same destination rolls back before anything else (see
+//! `restore::journal`).
 //!
 //! Device nodes and FIFOs are never in archives vouch writes (the manifest lists them as
 //! skipped). An archive holding one is refused, unless `--devices` is given, the process runs as
@@ -1313,8 +1314,8 @@ fn special<R: Read>(
     }))
 }
 
-/// Writes the data of the entry `name` into a new staging file, returning its SHA-256. Stops between two
-/// reads when an interrupting signal has arrived.
+/// Writes the data of the entry `name` into a new staging file, returning its SHA-256. Stops
+/// between two reads when an interrupting signal has arrived.
 fn stage(
     r: &mut impl Read,
     name: &str,
