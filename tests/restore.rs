@@ -568,6 +568,19 @@ fn device_nodes_and_fifos_need_devices_as_root() {
 }
 
 #[test]
+fn a_fifo_above_another_entry_is_refused() {
+    require_root();
+    let a = Arena::new();
+    let archive = craft(&a.env, "fifo-above-a-file", &a.sentinel);
+    a.refused(
+        &archive,
+        &["--devices"],
+        33,
+        "d/x: refused, a fifo at the place of another entry or above one",
+    );
+}
+
+#[test]
 fn devices_as_another_user_is_refused_before_anything_is_written() {
     require_root();
     let a = Arena::new();

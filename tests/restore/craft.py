@@ -126,6 +126,12 @@ def build(kind, outside):
         info.uid, info.gid = 4321, 8765
         add(info, data, in_manifest=False)
         skipped.append({"path": "d/pipe", "type": "fifo"})
+    elif kind == "fifo-above-a-file":
+        # A FIFO `d/x` and then a file below it: the FIFO, made last, would not fit.
+        info, data = member("d/x", tarfile.FIFOTYPE, mode=0o644)
+        add(info, data, in_manifest=False)
+        skipped.append({"path": "d/x", "type": "fifo"})
+        add(*member("d/x/evil", tarfile.REGTYPE, evil))
     elif kind == "tar-differs":
         # The manifest says `d/evil`; the tar member climbs out of the destination instead.
         rel = os.path.relpath(os.path.join(outside, "evil"), "/")
