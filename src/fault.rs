@@ -2,11 +2,14 @@
 //!
 //! `VOUCH_TEST_FAULT` makes a run misbehave at a named point, so tests can prove what a crash or
 //! a bad disk leaves behind without racing a signal against the run:
-//! `kill:POINT` sends the process `SIGKILL` there; `corrupt-temp` flips one byte in the middle of
-//! each written temporary archive before it is read back; `stop-before-data:NAME` stops the
-//! process (`SIGSTOP`) after the tar header of the file called NAME is written and before its
-//! data is read, so a test can change the file and then continue the run with `SIGCONT`. Unset (always, outside tests), every
-//! function here does nothing.
+//! `kill:POINT` sends the process `SIGKILL` there and `stop:POINT` sends it `SIGSTOP` (a test
+//! then signals the stopped process and continues it with `SIGCONT`); `kill:POINT:N` and
+//! `stop:POINT:N` do the same at the Nth pass through a counted point (`restore-commit`: once
+//! N entries of a restore are in place); `corrupt-temp` flips one byte in the middle of each
+//! written temporary archive before it is read back; `stop-before-data:NAME` stops the process
+//! (`SIGSTOP`) after the tar header of the file called NAME is written and before its data is
+//! read, so a test can change the file and then continue the run with `SIGCONT`. Unset
+//! (always, outside tests), every function here does nothing.
 
 use std::fs::OpenOptions;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -24,20 +27,50 @@ pub const POINTS: [&str; 5] = [
     "after-commit",
 ];
 
-fn fault() -> Option<String> {
-    std::env::var(VAR).ok()
+/// The fault asked for, read once.
+pub fn fault() -> Option<&'static str> {
+    static FAULT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    FAULT.get_or_init(|| std::env::var(VAR).ok()).as_deref()
 }
 
-/// Kills the process with SIGKILL when the test asked for it at `point`.
+/// Kills the process with SIGKILL (`kill:POINT`) or stops it with SIGSTOP (`stop:POINT`) when
+/// the test asked for it at `point`.
 pub fn point(point: &str) {
-    if fault().is_some_and(|f| f.strip_prefix("kill:") == Some(point)) {
-        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+    let Some((action, at)) = fault().and_then(|f| f.split_once(':')) else {
+        return;
+    };
+    if at == point {
+        act(action);
+    }
+}
+
+/// Sends the process SIGKILL for `kill`, SIGSTOP for `stop`.
+fn act(action: &str) {
+    let signal = match action {
+        "kill" => nix::sys::signal::Signal::SIGKILL,
+        "stop" => nix::sys::signal::Signal::SIGSTOP,
+        _ => return,
+    };
+    let _ = nix::sys::signal::raise(signal);
+}
+
+/// Kills (`kill:POINT:N`) or stops (`stop:POINT:N`) the process when the test asked for it at
+/// the Nth pass through `point`.
+pub fn step(point: &str, n: u64) {
+    let Some((action, rest)) = fault().and_then(|f| f.split_once(':')) else {
+        return;
+    };
+    let Some((at, count)) = rest.rsplit_once(':') else {
+        return;
+    };
+    if at == point && count.parse::<u64>() == Ok(n) {
+        act(action);
     }
 }
 
 /// Flips a byte in the middle of `path` when the test asked for corruption.
 pub fn corrupt(path: &Path) {
-    if fault().as_deref() != Some("corrupt-temp") {
+    if fault() != Some("corrupt-temp") {
         return;
     }
     let Ok(mut f) = OpenOptions::new().read(true).write(true).open(path) else {

@@ -7,7 +7,9 @@
 //! manifest is checked as a whole first. Every path must be relative and plain (no `/` at the
 //! start, no `.` or `..` component, no empty component), appear once, and not lie below an
 //! entry that is not a directory (a symlink `a` followed by a file `a/x` is refused, since
-//! writing `a/x` would follow the link); hard links must name an earlier file of the archive.
+//! writing `a/x` would follow the link, and so is `a/x` followed by a symlink or file `a`, since
+//! placing `a` would replace the directory just made for `a/x`; a directory may come after
+//! what is below it); hard links must name an earlier file of the archive.
 //! Then the destination is checked: without `--in-place` nothing the restore would create may
 //! already exist there, and no path may pass through a symlink (or a file) already in it.
 //!
@@ -22,18 +24,29 @@
 //! hashed the same as in the first pass does the commit start: directories are made, staged
 //! files renamed into place, symlinks and hard links created, parents checked with `lstat`
 //! before each step. With `--in-place`, whatever is in the way is first renamed into the staging
-//! directory. Every step is journaled in memory; if one fails, the journal is undone in reverse
-//! (created paths removed, replaced ones renamed back), so the destination ends as it was. The
-//! staging directory (and with it the replaced files) is removed at the end.
+//! directory. Every step is recorded in a journal (in memory, and in a file in the staging
+//! directory) before it is taken; if one fails, the journal is undone in reverse (created paths
+//! removed, replaced ones renamed back), so the destination ends as it was. The staging
+//! directory (and with it the replaced files) is removed at the end.
+//!
+//! While the restore writes, SIGINT, SIGTERM and SIGHUP are held back (`crate::signals`) and
+//! looked for between steps: one that arrived makes the restore undo itself and then die by
+//! it. A restore killed outright leaves its staging directory with the journal file, which the
+//! next restore into the same destination rolls back before anything else (see
+//! `restore::journal`).
 //!
 //! Device nodes and FIFOs are never in archives vouch writes (the manifest lists them as
 //! skipped). An archive holding one is refused, unless `--devices` is given, the process runs as
 //! root, and the manifest lists the entry among its skipped special files.
 
+mod journal;
+
 use crate::crypt::{self, Identity};
 use crate::io::{HashReader, BUFFER_SIZE};
 use crate::manifest::{sums_line, Entry, EntryType, Manifest, MANIFEST_PATH, SUMS_PATH};
+use crate::signals;
 use flate2::read::MultiGzDecoder;
+use journal::{Journal, Step, JOURNAL_NAME};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -62,6 +75,9 @@ pub enum RestoreError {
     /// a symlink in the destination, a path that matches nothing).
     #[error("{0}")]
     Refused(String),
+    /// SIGINT, SIGTERM or SIGHUP stopped the restore; what it had changed was undone.
+    #[error("interrupted by {}", .0.as_str())]
+    Interrupted(nix::sys::signal::Signal),
     /// Writing into the destination failed.
     #[error("{path}: {error}")]
     Io {
@@ -71,6 +87,9 @@ pub enum RestoreError {
         error: io::Error,
     },
 }
+
+/// What a restore says when the archive's stream breaks off or stops decrypting.
+const TRUNCATED: &str = "the archive is truncated or damaged";
 
 fn damaged(msg: impl Into<String>) -> RestoreError {
     RestoreError::Damaged(msg.into())
@@ -161,6 +180,16 @@ fn check_relative(p: &[u8]) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// The manifest's word for an entry type.
+fn kind_name(kind: EntryType) -> &'static str {
+    match kind {
+        EntryType::File => "file",
+        EntryType::Dir => "directory",
+        EntryType::Symlink => "symlink",
+        EntryType::Hardlink => "hard link",
+    }
+}
+
 fn show(p: &[u8]) -> String {
     String::from_utf8_lossy(p).into_owned()
 }
@@ -204,11 +233,14 @@ struct Plan {
     index: HashMap<Vec<u8>, usize>,
     /// Special files the manifest lists as skipped, by path, with their type name.
     skipped: HashMap<Vec<u8>, String>,
+    /// Every path that has an entry below it, with the first such entry.
+    parents: HashMap<Vec<u8>, usize>,
 }
 
 impl Plan {
     fn new(manifest: &Manifest, wanted: &[Vec<u8>]) -> Result<Plan, RestoreError> {
         let mut index: HashMap<Vec<u8>, usize> = HashMap::new();
+        let mut parents: HashMap<Vec<u8>, usize> = HashMap::new();
         let mut paths = Vec::with_capacity(manifest.entries.len());
         for (i, e) in manifest.entries.iter().enumerate() {
             let p = e.path_bytes();
@@ -229,8 +261,23 @@ impl Plan {
                     _ => {}
                 }
             }
+            // The other order: `a/x` first, then a symlink or file `a`. Placing `a` would
+            // have to remove the directory made for `a/x`.
+            if e.kind != EntryType::Dir {
+                if let Some(&j) = parents.get(&p) {
+                    return Err(damaged(format!(
+                        "{}: refused, a {} listed after {}, which lies below it",
+                        e.path,
+                        kind_name(e.kind),
+                        manifest.entries[j].path
+                    )));
+                }
+            }
             if index.insert(p.clone(), i).is_some() {
                 return Err(damaged(format!("{}: listed twice", e.path)));
+            }
+            for a in ancestors(&p) {
+                parents.entry(a.to_vec()).or_insert(i);
             }
             match e.kind {
                 EntryType::Hardlink => {
@@ -312,7 +359,15 @@ impl Plan {
             staged,
             index,
             skipped,
+            parents,
         })
+    }
+
+    /// Whether the restore puts a directory at `path` (so whatever is there may be replaced).
+    fn replaces_with_dir(&self, path: &[u8]) -> bool {
+        self.index
+            .get(path)
+            .is_some_and(|&i| self.selected[i] && self.kinds[i] == EntryType::Dir)
     }
 
     fn wanted_special(&self, path: &[u8], wanted: &[Vec<u8>]) -> bool {
@@ -325,16 +380,32 @@ struct Meter {
     on: bool,
     phase: &'static str,
     total: u64,
+    /// How an amount is shown: bytes, or a number of entries,
+    unit: fn(u64) -> String,
+    /// and what follows the total.
+    suffix: &'static str,
     last: Option<Instant>,
 }
 
 impl Meter {
+    /// A meter of bytes.
     fn new(on: bool, phase: &'static str, total: u64) -> Meter {
         Meter {
             on: on && io::stderr().is_terminal(),
             phase,
             total,
+            unit: crate::systemd::human_bytes,
+            suffix: "",
             last: None,
+        }
+    }
+
+    /// A meter of entries.
+    fn entries(on: bool, phase: &'static str, total: u64) -> Meter {
+        Meter {
+            unit: |n| n.to_string(),
+            suffix: " entries",
+            ..Meter::new(on, phase, total)
         }
     }
 
@@ -346,14 +417,18 @@ impl Meter {
         {
             return;
         }
+        self.show(done);
+    }
+
+    fn show(&mut self, done: u64) {
         self.last = Some(Instant::now());
-        let h = crate::systemd::human_bytes;
         let _ = write!(
             io::stderr(),
-            "\r{}: {} of {}   ",
+            "\r{}: {} of {}{}   ",
             self.phase,
-            h(done),
-            h(self.total)
+            (self.unit)(done),
+            (self.unit)(self.total),
+            self.suffix
         );
     }
 
@@ -361,6 +436,14 @@ impl Meter {
         if self.on && self.last.is_some() {
             let _ = writeln!(io::stderr());
         }
+    }
+
+    /// Shows the final figure, then ends the line.
+    fn finish(&mut self, done: u64) {
+        if self.on && self.last.is_some() {
+            self.show(done);
+        }
+        self.done();
     }
 }
 
@@ -391,7 +474,7 @@ fn drain(tar: Tar<'_>) -> Result<(), RestoreError> {
     let mut rest = tar.into_inner();
     io::copy(&mut rest, &mut io::sink())
         .map(|_| ())
-        .map_err(|e| damaged(format!("the end of the archive is damaged: {e}")))
+        .map_err(|e| damaged(format!("{TRUNCATED} at its end: {e}")))
 }
 
 fn sha256_hex(data: &[u8]) -> String {
@@ -440,21 +523,26 @@ fn read_closing(
             .entries()
             .map_err(|e| damaged(format!("not a tar stream: {e}")))?;
         for found in iter {
-            let mut found = found.map_err(|e| damaged(format!("corrupt tar entry: {e}")))?;
+            let mut found =
+                found.map_err(|e| damaged(format!("{TRUNCATED}: corrupt tar entry: {e}")))?;
             let path = found.path_bytes().into_owned();
             if path == MANIFEST_PATH.as_bytes() || path == SUMS_PATH.as_bytes() {
                 let mut data = Vec::new();
-                found
-                    .read_to_end(&mut data)
-                    .map_err(|e| damaged(format!("cannot read {}: {e}", show(&path))))?;
+                found.read_to_end(&mut data).map_err(|e| {
+                    damaged(format!("{}: cannot read it; {TRUNCATED}: {e}", show(&path)))
+                })?;
                 if path == MANIFEST_PATH.as_bytes() {
                     manifest = Some(data);
                 } else {
                     sums = Some(data);
                 }
             } else {
-                io::copy(&mut found, &mut io::sink())
-                    .map_err(|e| damaged(format!("{}: cannot read its data: {e}", show(&path))))?;
+                io::copy(&mut found, &mut io::sink()).map_err(|e| {
+                    damaged(format!(
+                        "{}: cannot read its data; {TRUNCATED}: {e}",
+                        show(&path)
+                    ))
+                })?;
             }
             meter.update(count.get());
         }
@@ -628,11 +716,22 @@ fn check_dest(
 /// Sets owner (as root), modification time and permission bits of `path`, without following
 /// a symlink there.
 fn set_meta(path: &Path, mode: Option<u32>, uid: u64, gid: u64, mtime: i64) -> io::Result<()> {
+    set_meta_ns(path, mode, uid, gid, (mtime, 0))
+}
+
+/// [`set_meta`] with the modification time to the nanosecond (seconds, nanoseconds).
+fn set_meta_ns(
+    path: &Path,
+    mode: Option<u32>,
+    uid: u64,
+    gid: u64,
+    mtime: (i64, i64),
+) -> io::Result<()> {
     if is_root() {
         let id = |v: u64| u32::try_from(v).map_err(|_| io::Error::other("id out of range"));
         std::os::unix::fs::lchown(path, Some(id(uid)?), Some(id(gid)?))?;
     }
-    let t = nix::sys::time::TimeSpec::new(mtime, 0);
+    let t = nix::sys::time::TimeSpec::new(mtime.0, mtime.1);
     nix::sys::stat::utimensat(
         nix::fcntl::AT_FDCWD,
         path,
@@ -654,97 +753,171 @@ fn parse_mode(e: &Entry) -> Result<u32, RestoreError> {
         .ok_or_else(|| damaged(format!("{}: bad mode {:?} in the manifest", e.path, e.mode)))
 }
 
-/// One undoable step of the commit.
-enum Step {
-    /// A path that did not exist before.
-    Created(PathBuf),
-    /// A path that was in the way, renamed into the staging directory.
-    Aside { orig: PathBuf, aside: PathBuf },
-    /// An existing directory whose metadata was changed.
-    DirMeta {
-        path: PathBuf,
-        mode: u32,
-        uid: u32,
-        gid: u32,
-        mtime: i64,
-    },
+/// `rel` with its last component replaced by `name`.
+fn beside(rel: &[u8], name: &str) -> Vec<u8> {
+    match rel.iter().rposition(|&b| b == b'/') {
+        Some(i) => [&rel[..=i], name.as_bytes()].concat(),
+        None => name.as_bytes().to_vec(),
+    }
 }
 
-/// The staging directory inside the destination, and the commit journal.
+/// The staging directory inside the destination, the commit journal, and the interrupting
+/// signals held back while the restore writes.
 struct Staging {
+    /// The destination.
+    root: PathBuf,
+    /// The staging directory.
     dir: PathBuf,
+    /// Its name in the destination.
+    name: Vec<u8>,
+    /// Locked (`flock`) while this restore runs, so that another restore into the same
+    /// destination does not take the staging directory for a leftover.
+    _lock: File,
     aside_count: u64,
-    steps: Vec<Step>,
+    /// Paths that were in the way and were renamed aside.
+    replaced: u64,
+    /// Existing directories whose metadata the journal already holds.
+    kept_meta: std::collections::HashSet<Vec<u8>>,
+    journal: Journal,
+    interrupts: signals::Deferred,
 }
 
 impl Staging {
-    fn create(dest: &Path) -> Result<Staging, RestoreError> {
+    /// Makes the staging directory (mode 0700, with `old/` for replaced paths) in `root`.
+    fn create(root: &Path, interrupts: signals::Deferred) -> Result<Staging, RestoreError> {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
             .unwrap_or(0);
-        let dir = dest.join(format!(
-            "{STAGING_PREFIX}{}.{nanos:08x}",
-            std::process::id()
-        ));
+        let name = format!("{STAGING_PREFIX}{}.{nanos:08x}", std::process::id());
+        let dir = root.join(&name);
         fs::DirBuilder::new()
             .mode(0o700)
             .create(&dir)
             .map_err(io_err(&dir))?;
-        fs::DirBuilder::new()
-            .mode(0o700)
-            .create(dir.join("old"))
-            .map_err(io_err(&dir))?;
+        let made = (|| {
+            fs::DirBuilder::new().mode(0o700).create(dir.join("old"))?;
+            let lock = fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+                .open(&dir)?;
+            lock.try_lock().map_err(io::Error::from)?;
+            Ok(lock)
+        })();
+        let lock = match made {
+            Ok(lock) => lock,
+            Err(e) => {
+                let _ = fs::remove_dir_all(&dir);
+                return Err(io_err(&dir)(e));
+            }
+        };
         Ok(Staging {
+            root: root.to_owned(),
             dir,
+            name: name.into_bytes(),
+            _lock: lock,
             aside_count: 0,
-            steps: Vec::new(),
+            replaced: 0,
+            kept_meta: std::collections::HashSet::new(),
+            journal: Journal::default(),
+            interrupts,
         })
+    }
+
+    /// An interrupting signal that arrived, as an error.
+    fn interrupted(&self) -> Result<(), RestoreError> {
+        match self.interrupts.arrived() {
+            Some(signal) => Err(RestoreError::Interrupted(signal)),
+            None => Ok(()),
+        }
     }
 
     fn data(&self, i: usize) -> PathBuf {
         self.dir.join(i.to_string())
     }
 
-    /// Renames whatever is at `path` aside (with `--in-place`).
-    fn clear(&mut self, path: &Path) -> Result<(), RestoreError> {
-        match fs::symlink_metadata(path) {
+    /// The destination path of `rel`.
+    fn full(&self, rel: &[u8]) -> PathBuf {
+        rel_path(&self.root, rel)
+    }
+
+    /// Starts the journal file: from here on, every change to the destination is recorded.
+    fn begin_commit(&mut self) -> Result<(), RestoreError> {
+        self.journal = Journal::create(&self.dir, &self.root).map_err(io_err(&self.dir))?;
+        Ok(())
+    }
+
+    /// Records a step in the journal, before it is taken.
+    fn record(&mut self, step: Step) -> Result<(), RestoreError> {
+        self.journal
+            .record(step)
+            .map_err(io_err(&self.dir.join(JOURNAL_NAME)))
+    }
+
+    /// Records the metadata of the existing directory `rel` (lstat'ed as `m`), once, before
+    /// anything in or about it changes, so that a rollback gives it back.
+    fn keep_dir_meta(&mut self, rel: &[u8], m: &fs::Metadata) -> Result<(), RestoreError> {
+        if !self.kept_meta.insert(rel.to_vec()) {
+            return Ok(());
+        }
+        self.record(Step::DirMeta {
+            path: rel.to_vec(),
+            mode: m.mode() & 0o7777,
+            uid: m.uid(),
+            gid: m.gid(),
+            mtime: m.mtime(),
+            mtime_nsec: m.mtime_nsec(),
+        })
+    }
+
+    /// Renames whatever is at `rel` aside (with `--in-place`).
+    fn clear(&mut self, rel: &[u8]) -> Result<(), RestoreError> {
+        let path = self.full(rel);
+        match fs::symlink_metadata(&path) {
             Ok(_) => {
                 self.aside_count += 1;
-                let mut aside = self.dir.join("old").join(self.aside_count.to_string());
-                if let Err(e) = fs::rename(path, &aside) {
+                let aside = format!("{}/old/{}", show(&self.name), self.aside_count).into_bytes();
+                self.record(Step::Aside {
+                    orig: rel.to_vec(),
+                    aside: aside.clone(),
+                })?;
+                if let Err(e) = fs::rename(&path, self.full(&aside)) {
                     if e.raw_os_error() != Some(libc::EXDEV) {
-                        return Err(io_err(path)(e));
+                        return Err(io_err(&path)(e));
                     }
                     // Another filesystem is mounted inside the destination: keep the
                     // replaced path beside itself instead.
-                    aside = path.with_file_name(format!(
-                        "{OLD_PREFIX}{}.{}",
-                        std::process::id(),
-                        self.aside_count
-                    ));
-                    fs::rename(path, &aside).map_err(io_err(path))?;
+                    let aside = beside(
+                        rel,
+                        &format!("{OLD_PREFIX}{}.{}", std::process::id(), self.aside_count),
+                    );
+                    self.record(Step::Aside {
+                        orig: rel.to_vec(),
+                        aside: aside.clone(),
+                    })?;
+                    fs::rename(&path, self.full(&aside)).map_err(io_err(&path))?;
                 }
-                self.steps.push(Step::Aside {
-                    orig: path.to_owned(),
-                    aside,
-                });
+                self.replaced += 1;
                 Ok(())
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io_err(path)(e)),
+            Err(e) => Err(io_err(&path)(e)),
         }
     }
 
-    /// Moves staged data to `dest`. Across filesystems (a mount point inside the destination),
-    /// it is copied to a temporary name beside `dest`, synced, given its metadata, and renamed.
-    fn place(&mut self, staged: &Path, dest: &Path, e: &Entry) -> Result<(), RestoreError> {
-        match fs::rename(staged, dest) {
+    /// Moves staged data to `rel` (already journaled as created). Across filesystems (a mount
+    /// point inside the destination), it is copied to a temporary name beside it, synced,
+    /// given its metadata, and renamed.
+    fn place(&mut self, staged: &Path, rel: &[u8], e: &Entry) -> Result<(), RestoreError> {
+        let dest = self.full(rel);
+        match fs::rename(staged, &dest) {
             Ok(()) => return Ok(()),
             Err(err) if err.raw_os_error() == Some(libc::EXDEV) => {}
-            Err(err) => return Err(io_err(dest)(err)),
+            Err(err) => return Err(io_err(&dest)(err)),
         }
-        let temp = dest.with_file_name(format!("{OLD_PREFIX}{}.new", std::process::id()));
+        let temp_rel = beside(rel, &format!("{OLD_PREFIX}{}.new", std::process::id()));
+        let temp = self.full(&temp_rel);
+        self.record(Step::Created(temp_rel))?;
         let copied = (|| -> io::Result<()> {
             let mut from = File::open(staged)?;
             let mut to = fs::OpenOptions::new()
@@ -757,40 +930,33 @@ impl Staging {
             drop(to);
             let mode = u32::from_str_radix(&e.mode, 8).map_err(io::Error::other)?;
             set_meta(&temp, Some(mode), e.uid, e.gid, e.mtime)?;
-            fs::rename(&temp, dest)
+            fs::rename(&temp, &dest)
         })();
         if let Err(err) = copied {
             let _ = fs::remove_file(&temp);
-            return Err(io_err(dest)(err));
+            return Err(io_err(&dest)(err));
         }
         Ok(())
     }
 
-    /// Deletes what was replaced, once the restore has succeeded.
-    fn drop_replaced(&self) {
-        for step in &self.steps {
-            if let Step::Aside { aside, .. } = step {
-                if aside.starts_with(&self.dir) {
+    /// Makes the missing directories above `rel` and checks that each existing one is a real
+    /// directory. With `--in-place`, a non-directory in the way of a directory the archive
+    /// lists later than what is below it is replaced here already.
+    fn parents(&mut self, rel: &[u8], plan: &Plan) -> Result<(), RestoreError> {
+        for a in ancestors(rel) {
+            let full = self.full(a);
+            let mode = match fs::symlink_metadata(&full) {
+                // An archived directory listed after what is below it: its time changes as
+                // entries are placed in it, so its metadata is kept now.
+                Ok(m) if m.is_dir() && plan.replaces_with_dir(a) => {
+                    self.keep_dir_meta(a, &m)?;
                     continue;
                 }
-                let gone = match fs::symlink_metadata(aside) {
-                    Ok(m) if m.is_dir() => fs::remove_dir_all(aside),
-                    _ => fs::remove_file(aside),
-                };
-                if let Err(e) = gone {
-                    log::warn!("cannot remove the replaced {}: {e}", aside.display());
+                Ok(m) if m.is_dir() => continue,
+                Ok(_) if plan.replaces_with_dir(a) => {
+                    self.clear(a)?;
+                    0o700
                 }
-            }
-        }
-    }
-
-    /// Makes the missing directories above `path` (inside `root`) and checks that each existing
-    /// one is a real directory.
-    fn parents(&mut self, root: &Path, rel: &[u8]) -> Result<(), RestoreError> {
-        for a in ancestors(rel) {
-            let full = rel_path(root, a);
-            match fs::symlink_metadata(&full) {
-                Ok(m) if m.is_dir() => {}
                 Ok(_) => {
                     return Err(RestoreError::Refused(format!(
                         "{}: refused, {} is not a directory",
@@ -798,49 +964,23 @@ impl Staging {
                         full.display()
                     )))
                 }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    fs::DirBuilder::new()
-                        .mode(0o755)
-                        .create(&full)
-                        .map_err(io_err(&full))?;
-                    self.steps.push(Step::Created(full));
-                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => 0o755,
                 Err(e) => return Err(io_err(&full)(e)),
-            }
+            };
+            self.record(Step::Created(a.to_vec()))?;
+            self.kept_meta.insert(a.to_vec());
+            fs::DirBuilder::new()
+                .mode(mode)
+                .create(&full)
+                .map_err(io_err(&full))?;
         }
         Ok(())
     }
 
-    /// Undoes the journal, newest step first.
-    fn rollback(&mut self) {
-        while let Some(step) = self.steps.pop() {
-            let result = match &step {
-                Step::Created(p) => match fs::symlink_metadata(p) {
-                    Ok(m) if m.is_dir() => fs::remove_dir(p),
-                    Ok(_) => fs::remove_file(p),
-                    Err(e) => Err(e),
-                },
-                Step::Aside { orig, aside } => fs::rename(aside, orig),
-                Step::DirMeta {
-                    path,
-                    mode,
-                    uid,
-                    gid,
-                    mtime,
-                } => set_meta(path, Some(*mode), *uid as u64, *gid as u64, *mtime),
-            };
-            if let Err(e) = result {
-                let what = match &step {
-                    Step::Created(p) | Step::DirMeta { path: p, .. } => p.clone(),
-                    Step::Aside { orig, .. } => orig.clone(),
-                };
-                log::error!(
-                    "restore: undoing the change to {} failed: {e} (what was there is kept in {})",
-                    what.display(),
-                    self.dir.display()
-                );
-            }
-        }
+    /// Undoes the journal, newest step first. False when something could not be undone: the
+    /// staging directory then holds what was not put back and must be kept.
+    fn rollback(&mut self) -> bool {
+        self.journal.rollback(&self.root, &self.dir).failed == 0
     }
 
     /// Removes the staging directory (and the replaced files in it).
@@ -853,6 +993,11 @@ impl Staging {
 
 /// Restores the archive read by `open` according to `opts`. `receipt` gives the size and
 /// SHA-256 the archive must have, when it has a receipt.
+///
+/// Staging directories that interrupted restores left in the destination are dealt with
+/// first (see `restore::journal`). From the moment the restore writes into the destination until it
+/// is over, SIGINT, SIGTERM and SIGHUP are held back; one that arrives makes the restore undo
+/// what it did, remove its staging directory and then die by that signal.
 pub fn restore(
     open: Opener<'_>,
     identity: &Identity,
@@ -860,9 +1005,18 @@ pub fn restore(
     total: u64,
     opts: &Options,
 ) -> Result<Restored, RestoreError> {
+    if opts.devices && !is_root() {
+        return Err(RestoreError::Refused(
+            "--devices: only root can create device nodes and FIFOs; run the restore as root, or leave --devices out".into(),
+        ));
+    }
+    journal::recover(&opts.to)?;
     let mut meter = Meter::new(opts.progress, "reading the manifest", total);
     let read = read_manifest(open, identity, receipt, &mut meter);
-    meter.done();
+    match &read {
+        Ok((closing, _)) => meter.finish(closing.size),
+        Err(_) => meter.done(),
+    }
     let (closing, manifest) = read?;
     let plan = Plan::new(&manifest, &opts.paths)?;
     // Special files named in the manifest as skipped that the selection covers: they can only
@@ -875,13 +1029,14 @@ pub fn restore(
         .cloned()
         .collect();
     check_dest(&dest, &plan, &special_paths, opts.in_place)?;
+    let interrupts = signals::Deferred::start();
     if dest.created {
         fs::DirBuilder::new()
             .mode(0o755)
             .create(&dest.dir)
             .map_err(io_err(&dest.dir))?;
     }
-    let mut staging = match Staging::create(&dest.dir) {
+    let mut staging = match Staging::create(&dest.dir, interrupts) {
         Ok(s) => s,
         Err(e) => {
             if dest.created {
@@ -901,31 +1056,53 @@ pub fn restore(
         total,
     )
     .and_then(|(specials, bytes)| {
-        commit(&dest.dir, &manifest, &plan, &specials, &mut staging).map(|placed| (placed, bytes))
+        commit(&manifest, &plan, &specials, &mut staging, opts.progress)
+            .map(|placed| (placed, bytes))
     });
     match result {
         Ok((placed, bytes)) => {
-            let replaced = staging
-                .steps
-                .iter()
-                .filter(|s| matches!(s, Step::Aside { .. }))
-                .count() as u64;
-            staging.drop_replaced();
+            crate::fault::point("restore-committed");
+            staging.journal.drop_replaced(&staging.root, &staging.name);
             staging.remove();
+            if let Some(signal) = staging.interrupts.arrived() {
+                log::warn!(
+                    "restore: {} arrived after the restore into {} had gone through",
+                    signal.as_str(),
+                    dest.dir.display()
+                );
+            }
             Ok(Restored {
                 dir: dest.dir,
                 selected: plan.selected,
                 manifest,
                 entries: placed,
                 bytes,
-                replaced,
+                replaced: staging.replaced,
             })
         }
         Err(e) => {
-            staging.rollback();
-            staging.remove();
-            if dest.created {
-                let _ = fs::remove_dir(&dest.dir);
+            let undone = staging.rollback();
+            if undone {
+                staging.remove();
+                if dest.created {
+                    let _ = fs::remove_dir(&dest.dir);
+                }
+            } else {
+                log::error!(
+                    "restore: {} is kept: it holds what could not be put back into {}",
+                    staging.dir.display(),
+                    dest.dir.display()
+                );
+            }
+            if let RestoreError::Interrupted(signal) = e {
+                if undone {
+                    log::warn!(
+                        "restore: interrupted by {}; every change to {} was undone",
+                        signal.as_str(),
+                        dest.dir.display()
+                    );
+                }
+                staging.interrupts.reraise(signal);
             }
             Err(e)
         }
@@ -959,7 +1136,9 @@ fn extract(
         let mut buf = vec![0u8; BUFFER_SIZE];
         let half = manifest.entries.len() / 2;
         for found in iter {
-            let mut found = found.map_err(|e| damaged(format!("corrupt tar entry: {e}")))?;
+            staging.interrupted()?;
+            let mut found =
+                found.map_err(|e| damaged(format!("{TRUNCATED}: corrupt tar entry: {e}")))?;
             meter.update(count.get());
             let raw = found.path_bytes().into_owned();
             let path = trim_slash(&raw).to_vec();
@@ -971,9 +1150,9 @@ fn extract(
             }
             if path == MANIFEST_PATH.as_bytes() || path == SUMS_PATH.as_bytes() {
                 let mut data = Vec::new();
-                found
-                    .read_to_end(&mut data)
-                    .map_err(|e| damaged(format!("{name}: cannot read its data: {e}")))?;
+                found.read_to_end(&mut data).map_err(|e| {
+                    damaged(format!("{name}: cannot read its data; {TRUNCATED}: {e}"))
+                })?;
                 let (want, ok_order) = if path == MANIFEST_PATH.as_bytes() {
                     (&closing.manifest, !seen_manifest)
                 } else {
@@ -996,7 +1175,8 @@ fn extract(
             }
             let ty = found.header().entry_type();
             if ty.is_character_special() || ty.is_block_special() || ty.is_fifo() {
-                specials.extend(special(&mut found, &path, plan, opts)?);
+                let found = special(&mut found, &path, plan, opts, &specials)?;
+                specials.extend(found);
                 continue;
             }
             let Some(want) = manifest.entries.get(next) else {
@@ -1008,12 +1188,13 @@ fn extract(
             if want.kind == EntryType::File {
                 let digest = if plan.staged[i] {
                     let staged = staging.data(i);
-                    let d = stage(&mut found, &staged, &mut buf)?;
+                    let d = stage(&mut found, &name, &staged, &mut buf, &staging.interrupts)?;
                     bytes += want.size;
                     d
                 } else {
-                    crate::verify::hash_entry(&mut found, &mut buf)
-                        .map_err(|e| damaged(format!("{name}: cannot read its data: {e}")))?
+                    crate::verify::hash_entry(&mut found, &mut buf).map_err(|e| {
+                        damaged(format!("{name}: cannot read its data; {TRUNCATED}: {e}"))
+                    })?
                 };
                 if want.sha256.as_deref() != Some(digest.as_str()) {
                     return Err(damaged(format!(
@@ -1049,7 +1230,7 @@ fn extract(
         }
         drain(tar)?;
     }
-    meter.done();
+    meter.finish(count.get());
     let (sha, size) = hashed
         .finish()
         .map_err(|e| damaged(format!("reading the archive failed: {e}")))?;
@@ -1066,6 +1247,7 @@ fn special<R: Read>(
     path: &[u8],
     plan: &Plan,
     opts: &Options,
+    earlier: &[Special],
 ) -> Result<Option<Special>, RestoreError> {
     use nix::sys::stat::SFlag;
     let name = show(path);
@@ -1098,6 +1280,17 @@ fn special<R: Read>(
             "{name}: refused, it would be created through an entry that is not a directory"
         )));
     }
+    // Created last, a special file must not replace what the restore itself placed.
+    if plan.index.contains_key(path)
+        || plan.parents.contains_key(path)
+        || earlier
+            .iter()
+            .any(|s| under(&s.path, path) || under(path, &s.path))
+    {
+        return Err(damaged(format!(
+            "{name}: refused, a {type_name} at the place of another entry or above one"
+        )));
+    }
     if !plan.wanted_special(path, &opts.paths) {
         return Ok(None);
     }
@@ -1121,8 +1314,15 @@ fn special<R: Read>(
     }))
 }
 
-/// Writes an entry's data into a new staging file, returning its SHA-256.
-fn stage(r: &mut impl Read, to: &Path, buf: &mut [u8]) -> Result<String, RestoreError> {
+/// Writes the data of the entry `name` into a new staging file, returning its SHA-256. Stops
+/// between two reads when an interrupting signal has arrived.
+fn stage(
+    r: &mut impl Read,
+    name: &str,
+    to: &Path,
+    buf: &mut [u8],
+    interrupts: &signals::Deferred,
+) -> Result<String, RestoreError> {
     let mut out = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -1131,9 +1331,12 @@ fn stage(r: &mut impl Read, to: &Path, buf: &mut [u8]) -> Result<String, Restore
         .map_err(io_err(to))?;
     let mut h = Sha256::new();
     loop {
+        if let Some(signal) = interrupts.arrived() {
+            return Err(RestoreError::Interrupted(signal));
+        }
         let n = r
             .read(buf)
-            .map_err(|e| damaged(format!("{}: cannot read its data: {e}", to.display())))?;
+            .map_err(|e| damaged(format!("{name}: cannot read its data; {TRUNCATED}: {e}")))?;
         if n == 0 {
             break;
         }
@@ -1147,9 +1350,8 @@ fn stage(r: &mut impl Read, to: &Path, buf: &mut [u8]) -> Result<String, Restore
 /// For the test suite: `VOUCH_TEST_FAULT=restore-fail-at:N` makes the commit fail with an I/O
 /// error once N entries are in place, so that the rollback can be observed.
 fn injected_failure(placed: u64, path: &Path) -> Result<(), RestoreError> {
-    let at = std::env::var(crate::fault::VAR)
-        .ok()
-        .and_then(|f| f.strip_prefix("restore-fail-at:")?.parse::<u64>().ok());
+    let at =
+        crate::fault::fault().and_then(|f| f.strip_prefix("restore-fail-at:")?.parse::<u64>().ok());
     if at == Some(placed) {
         return Err(RestoreError::Io {
             path: path.to_owned(),
@@ -1159,14 +1361,18 @@ fn injected_failure(placed: u64, path: &Path) -> Result<(), RestoreError> {
     Ok(())
 }
 
-/// Moves everything into place, journaling each step. Returns the number of entries placed.
+/// Moves everything into place, recording each step in the journal before taking it, and
+/// checking between steps for an interrupting signal. Returns the number of entries placed.
 fn commit(
-    root: &Path,
     manifest: &Manifest,
     plan: &Plan,
     specials: &[Special],
     staging: &mut Staging,
+    progress: bool,
 ) -> Result<u64, RestoreError> {
+    staging.begin_commit()?;
+    let total = plan.selected.iter().filter(|s| **s).count() + specials.len();
+    let mut meter = Meter::entries(progress, "moving into place", total as u64);
     let mut placed = 0u64;
     // Where the data of a file that a selected hard link needs, but that was not itself
     // selected, ended up: the first such hard link gets the staged file.
@@ -1175,63 +1381,62 @@ fn commit(
         if !plan.selected[i] {
             continue;
         }
+        staging.interrupted()?;
         let rel = &plan.paths[i];
-        let dest = rel_path(root, rel);
-        staging.parents(root, rel)?;
+        let dest = staging.full(rel);
+        staging.parents(rel, plan)?;
         match e.kind {
             EntryType::Dir => match fs::symlink_metadata(&dest) {
-                Ok(m) if m.is_dir() => staging.steps.push(Step::DirMeta {
-                    path: dest.clone(),
-                    mode: m.mode() & 0o7777,
-                    uid: m.uid(),
-                    gid: m.gid(),
-                    mtime: m.mtime(),
-                }),
+                Ok(m) if m.is_dir() => staging.keep_dir_meta(rel, &m)?,
                 _ => {
-                    staging.clear(&dest)?;
+                    staging.clear(rel)?;
+                    staging.record(Step::Created(rel.clone()))?;
+                    staging.kept_meta.insert(rel.clone());
                     fs::DirBuilder::new()
                         .mode(0o700)
                         .create(&dest)
                         .map_err(io_err(&dest))?;
-                    staging.steps.push(Step::Created(dest.clone()));
                 }
             },
             EntryType::File => {
-                staging.clear(&dest)?;
-                staging.place(&staging.data(i), &dest, e)?;
-                staging.steps.push(Step::Created(dest.clone()));
+                staging.clear(rel)?;
+                staging.record(Step::Created(rel.clone()))?;
+                staging.place(&staging.data(i), rel, e)?;
                 moved.insert(i, dest.clone());
             }
             EntryType::Hardlink => {
                 let link = e.link_bytes().unwrap_or_default();
                 let j = plan.index[&link];
-                staging.clear(&dest)?;
+                staging.clear(rel)?;
+                staging.record(Step::Created(rel.clone()))?;
                 match moved.get(&j) {
                     Some(first) => fs::hard_link(first, &dest).map_err(io_err(&dest))?,
                     None => {
-                        let staged = staging.data(j);
-                        staging.place(&staged, &dest, &manifest.entries[j])?;
+                        staging.place(&staging.data(j), rel, &manifest.entries[j])?;
                         moved.insert(j, dest.clone());
                     }
                 }
-                staging.steps.push(Step::Created(dest.clone()));
             }
             EntryType::Symlink => {
                 let target = e.link_bytes().unwrap_or_default();
-                staging.clear(&dest)?;
+                staging.clear(rel)?;
+                staging.record(Step::Created(rel.clone()))?;
                 std::os::unix::fs::symlink(OsStr::from_bytes(&target), &dest)
                     .map_err(io_err(&dest))?;
-                staging.steps.push(Step::Created(dest.clone()));
                 set_meta(&dest, None, e.uid, e.gid, e.mtime).map_err(io_err(&dest))?;
             }
         }
         placed += 1;
+        meter.update(placed);
         injected_failure(placed, &dest)?;
+        crate::fault::step("restore-commit", placed);
     }
     for s in specials {
-        let dest = rel_path(root, &s.path);
-        staging.parents(root, &s.path)?;
-        staging.clear(&dest)?;
+        staging.interrupted()?;
+        let dest = staging.full(&s.path);
+        staging.parents(&s.path, plan)?;
+        staging.clear(&s.path)?;
+        staging.record(Step::Created(s.path.clone()))?;
         nix::sys::stat::mknod(
             &dest,
             s.kind,
@@ -1239,18 +1444,24 @@ fn commit(
             s.rdev,
         )
         .map_err(|e| io_err(&dest)(io::Error::from(e)))?;
-        staging.steps.push(Step::Created(dest.clone()));
         set_meta(&dest, Some(s.mode), s.uid, s.gid, s.mtime).map_err(io_err(&dest))?;
         placed += 1;
+        meter.update(placed);
     }
     // Directories last, deepest first, so that placing their contents does not change the
     // times set here.
     for (i, e) in manifest.entries.iter().enumerate().rev() {
         if plan.selected[i] && e.kind == EntryType::Dir {
-            let dest = rel_path(root, &plan.paths[i]);
+            staging.interrupted()?;
+            let dest = staging.full(&plan.paths[i]);
             set_meta(&dest, Some(parse_mode(e)?), e.uid, e.gid, e.mtime).map_err(io_err(&dest))?;
         }
     }
+    staging
+        .journal
+        .mark_complete()
+        .map_err(io_err(&staging.dir.join(JOURNAL_NAME)))?;
+    meter.finish(placed);
     Ok(placed)
 }
 
@@ -1381,6 +1592,57 @@ mod tests {
         assert_eq!(stored_path(Path::new("etc")).unwrap(), b"etc");
         assert!(stored_path(Path::new("/")).is_err());
         assert!(stored_path(Path::new("/etc/../x")).is_err());
+    }
+
+    /// A manifest of `(path, type)` entries, as craft.py would write it.
+    fn manifest_of(entries: &[(&str, &str)]) -> Manifest {
+        let entries: Vec<serde_json::Value> = entries
+            .iter()
+            .map(|(path, kind)| {
+                let mut e = serde_json::json!({
+                    "path": path, "type": kind, "mode": "0755", "uid": 0, "gid": 0,
+                    "owner": "root:root", "size": 0, "mtime": 0,
+                });
+                match *kind {
+                    "file" => e["sha256"] = "0".repeat(64).into(),
+                    "symlink" => e["link"] = "elsewhere".into(),
+                    _ => {}
+                }
+                e
+            })
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "format": "vouch-manifest", "version": 1, "run-id": "00", "host": "h",
+            "name": "n", "created": "2020-01-01T00:00:00Z", "entries": entries,
+            "skipped": [], "unreadable": [], "changed": [], "required": [],
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_non_directory_above_an_entry_is_refused_in_either_order() {
+        for kind in ["symlink", "file"] {
+            for order in [
+                [("a", kind), ("a/x", "file")],
+                [("a/x", "file"), ("a", kind)],
+            ] {
+                let err = Plan::new(&manifest_of(&order), &[]).err();
+                assert!(
+                    matches!(&err, Some(RestoreError::Damaged(m)) if m.contains("refused")),
+                    "{order:?}: {err:?}"
+                );
+            }
+        }
+        let late = Plan::new(&manifest_of(&[("a/b/x", "file"), ("a", "symlink")]), &[]);
+        assert!(
+            matches!(&late, Err(RestoreError::Damaged(m)) if m.starts_with("a: refused, a symlink listed after a/b/x")),
+            "{:?}",
+            late.err()
+        );
+        // A directory may come after what is below it.
+        let plan = Plan::new(&manifest_of(&[("a/x", "file"), ("a", "dir")]), &[]).unwrap();
+        assert!(plan.replaces_with_dir(b"a"));
+        assert!(!plan.replaces_with_dir(b"a/x"));
     }
 
     #[test]

@@ -410,6 +410,84 @@ fn a_file_behind_a_symlink_of_the_archive_is_refused() {
 }
 
 #[test]
+fn a_symlink_or_file_listed_after_what_is_below_it_is_refused() {
+    // Placing `a` would replace the directory the restore itself made for `a/evil`, losing it.
+    let a = Arena::new();
+    for (kind, what) in [
+        ("child-before-symlink", "symlink"),
+        ("child-before-file", "file"),
+    ] {
+        let archive = craft(&a.env, kind, &a.sentinel);
+        let named = format!("a: refused, a {what} listed after a/evil");
+        a.refused(&archive, &[], 33, &named);
+        a.refused(&archive, &["--in-place"], 33, &named);
+    }
+    // An existing directory `a` is kept as it is.
+    fs::create_dir(a.dest.join("a")).unwrap();
+    fs::write(a.dest.join("a/old"), "old\n").unwrap();
+    let archive = craft(&a.env, "child-before-symlink", &a.sentinel);
+    a.refused(&archive, &["--in-place"], 33, "listed after a/evil");
+}
+
+#[test]
+fn a_directory_listed_after_what_is_below_it_restores() {
+    let a = Arena::new();
+    let archive = craft(&a.env, "child-before-dir", &a.sentinel);
+    let sentinel = snapshot(&a.sentinel);
+    let restored_well = |how: &str| {
+        assert_eq!(
+            fs::read(a.dest.join("a/inside")).unwrap(),
+            b"good data\n",
+            "{how}"
+        );
+        let m = fs::symlink_metadata(a.dest.join("a")).unwrap();
+        assert!(m.is_dir(), "{how}: {m:?}");
+        assert_eq!(m.mode() & 0o7777, 0o750, "{how}");
+        assert_eq!(m.mtime(), 1_600_000_000, "{how}");
+        assert_eq!(snapshot(&a.sentinel), sentinel, "{how}");
+    };
+    let restore = |extra: &[&str]| {
+        let mut args = vec!["restore", s(&archive), "--to", s(&a.dest)];
+        args.extend_from_slice(extra);
+        assert_code(&a.env.vouch(&args), 0);
+    };
+    // A failure once `a/inside` is in place (after `d` and `d/good.txt`), before `a` itself
+    // comes: the existing `a` gets its own time back although the restore changed what is in
+    // it.
+    fs::create_dir(a.dest.join("a")).unwrap();
+    fs::write(a.dest.join("a/inside"), "old inside\n").unwrap();
+    touch(&a.dest.join("a"), "2014-04-14 14:14:14.75");
+    let before = exact_tree(&a.dest);
+    let out = a
+        .env
+        .command(&["restore", s(&archive), "--to", s(&a.dest), "--in-place"])
+        .env("VOUCH_TEST_FAULT", "restore-fail-at:3")
+        .output()
+        .unwrap();
+    assert_code(&out, 30);
+    assert_eq!(exact_tree(&a.dest), before);
+    fs::remove_dir_all(a.dest.join("a")).unwrap();
+    restore(&[]);
+    restored_well("into a new place");
+    restore(&["--in-place"]);
+    restored_well("over itself");
+    // With --in-place, a symlink or a file in the way of the directory is replaced, even
+    // though the directory comes after what is below it.
+    fs::remove_dir_all(a.dest.join("a")).unwrap();
+    std::os::unix::fs::symlink(&a.sentinel, a.dest.join("a")).unwrap();
+    restore(&["--in-place"]);
+    restored_well("over a symlink");
+    fs::remove_dir_all(a.dest.join("a")).unwrap();
+    fs::write(a.dest.join("a"), "a file in the way\n").unwrap();
+    restore(&["--in-place"]);
+    restored_well("over a file");
+    assert_eq!(
+        fs::read(a.dest.join("keep/mine")).unwrap(),
+        b"the user's own file\n"
+    );
+}
+
+#[test]
 fn a_file_behind_a_symlink_already_in_the_destination_is_refused() {
     let a = Arena::new();
     std::os::unix::fs::symlink(&a.sentinel, a.dest.join("a")).unwrap();
@@ -454,17 +532,97 @@ fn device_nodes_and_fifos_need_devices_as_root() {
     a.refused(&archive, &[], 33, "--devices");
     let fifo = craft(&a.env, "fifo", &a.sentinel);
     a.refused(&fifo, &[], 33, "--devices");
-    // As root with --devices, the node comes back as the tar header describes it.
-    let into = a.env.dir.path().join("dev");
-    assert_code(
-        &a.env
-            .vouch(&["restore", s(&archive), "--to", s(&into), "--devices"]),
-        0,
-    );
-    let m = fs::symlink_metadata(into.join("d/null")).unwrap();
+    // As root with --devices, each comes back as its tar header describes it.
     use std::os::unix::fs::FileTypeExt;
-    assert!(m.file_type().is_char_device());
-    assert_eq!(m.rdev(), nix::sys::stat::makedev(1, 3));
+    let into = a.env.dir.path().join("dev");
+    let out = a
+        .env
+        .vouch(&["restore", s(&archive), "--to", s(&into), "--devices"]);
+    assert_code(&out, 0);
+    let m = fs::symlink_metadata(into.join("d/null")).unwrap();
+    assert!(m.file_type().is_char_device(), "{m:?}");
+    assert_eq!(m.rdev(), fs::metadata("/dev/null").unwrap().rdev());
+    assert_eq!(m.mode() & 0o7777, 0o666);
+    assert_eq!(m.mtime(), 1_600_000_000);
+    assert_eq!(fs::read(into.join("d/good.txt")).unwrap(), b"good data\n");
+    let into = a.env.dir.path().join("fifo");
+    let out = a
+        .env
+        .vouch(&["restore", s(&fifo), "--to", s(&into), "--devices"]);
+    assert_code(&out, 0);
+    let m = fs::symlink_metadata(into.join("d/pipe")).unwrap();
+    assert!(m.file_type().is_fifo(), "{m:?}");
+    assert_eq!(m.mode() & 0o7777, 0o640);
+    assert_eq!((m.uid(), m.gid()), (4321, 8765));
+    assert_eq!(m.mtime(), 1_600_000_000);
+    // Restoring only the FIFO's directory brings it too.
+    let into = a.env.dir.path().join("fifo-d");
+    let out = a
+        .env
+        .vouch(&["restore", s(&fifo), "--to", s(&into), "--devices", "d"]);
+    assert_code(&out, 0);
+    assert!(fs::symlink_metadata(into.join("d/pipe"))
+        .unwrap()
+        .file_type()
+        .is_fifo());
+}
+
+#[test]
+fn a_fifo_above_another_entry_is_refused() {
+    require_root();
+    let a = Arena::new();
+    let archive = craft(&a.env, "fifo-above-a-file", &a.sentinel);
+    a.refused(
+        &archive,
+        &["--devices"],
+        33,
+        "d/x: refused, a fifo at the place of another entry or above one",
+    );
+}
+
+#[test]
+fn devices_as_another_user_is_refused_before_anything_is_written() {
+    require_root();
+    let a = Arena::new();
+    let fifo = craft(&a.env, "fifo", &a.sentinel);
+    // nobody needs to reach the archive and its own copy of the identity, and may write in
+    // `open`.
+    let open = a.env.dir.path().join("shared");
+    fs::create_dir(&open).unwrap();
+    let copy = open.join(fifo.file_name().unwrap());
+    fs::copy(&fifo, &copy).unwrap();
+    let key = open.join("identity.txt");
+    fs::copy(&a.env.identity, &key).unwrap();
+    bash_ok(&format!(
+        "chmod 755 '{}' && chmod 644 '{c}' && chown nobody '{o}' '{k}'",
+        a.env.dir.path().display(),
+        c = copy.display(),
+        o = open.display(),
+        k = key.display(),
+    ));
+    let into = open.join("out");
+    let restore = |extra: &[&str]| {
+        let mut args = vec!["restore", s(&copy), "--to", s(&into), "--identity", s(&key)];
+        args.extend_from_slice(extra);
+        a.env.as_nobody(&args).output().unwrap()
+    };
+    let out = restore(&["--devices"]);
+    assert_code(&out, 2);
+    assert!(
+        stderr(&out).contains("--devices: only root can create device nodes and FIFOs"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!into.exists());
+    // Without --devices, the FIFO itself is refused, by name.
+    let out = restore(&[]);
+    assert_code(&out, 33);
+    assert!(
+        stderr(&out).contains("d/pipe: refused, a fifo"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!into.exists());
 }
 
 #[test]
@@ -486,7 +644,13 @@ fn a_truncated_stream_is_33() {
         .unwrap()
         .set_len(len - 40)
         .unwrap();
-    a.refused(&archive, &[], 33, "");
+    // Exit 33 names the archive and says what is wrong with it, then why (age's own word).
+    let broken = |archive: &Path| {
+        let name = archive.file_name().unwrap().to_str().unwrap();
+        format!("VERIFY: {name}: the archive is truncated or damaged")
+    };
+    a.refused(&archive, &[], 33, &broken(&archive));
+    a.refused(&archive, &[], 33, "decryption error");
     // A real archive cut short as well.
     fs::write(a.env.src.join("data"), vec![7u8; 100_000]).unwrap();
     assert_code(&a.env.vouch(&["run"]), 0);
@@ -496,7 +660,73 @@ fn a_truncated_stream_is_33() {
     fs::create_dir(&cut).unwrap();
     let cut = cut.join(real.file_name().unwrap());
     fs::write(&cut, &fs::read(&real).unwrap()[..len as usize / 2]).unwrap();
-    a.refused(&cut, &[], 33, "");
+    a.refused(&cut, &[], 33, &broken(&cut));
+    a.refused(&cut, &[], 33, "decryption error");
+}
+
+/// Runs `vouch ARGS` with its stderr on a pseudo-terminal (tests/restore/on_tty.py); returns
+/// the output (stdout only) and what appeared on the terminal.
+fn on_tty(env: &Env, args: &[&str]) -> (std::process::Output, String) {
+    let inner = env.command(args);
+    let seen = env.dir.path().join("tty-output");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/restore/on_tty.py");
+    let mut cmd = Command::new("python3");
+    cmd.arg(&script)
+        .arg(&seen)
+        .arg(inner.get_program())
+        .args(inner.get_args())
+        .stdin(std::process::Stdio::null());
+    for (k, v) in inner.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    let out = cmd.output().unwrap();
+    let text = String::from_utf8_lossy(&fs::read(&seen).unwrap()).into_owned();
+    (out, text)
+}
+
+#[test]
+fn progress_is_shown_on_a_terminal_and_only_there() {
+    let env = Env::new();
+    fs::create_dir(env.src.join("many")).unwrap();
+    for i in 0..30 {
+        fs::write(env.src.join(format!("many/{i}")), util::noise(20_000, i)).unwrap();
+    }
+    let archive = run_ok(&env);
+    let phases = [
+        "reading the manifest: ",
+        "restoring: ",
+        "moving into place: ",
+    ];
+    let into = env.dir.path().join("on-a-tty");
+    let (out, tty) = on_tty(&env, &["restore", s(&archive), "--to", s(&into)]);
+    assert_code(&out, 0);
+    for phase in phases {
+        assert!(tty.contains(phase), "no {phase:?} on the terminal: {tty:?}");
+    }
+    // Each phase ends on its full figure: "N of N" (the commit's in entries).
+    for (phase, unit) in phases.into_iter().zip(["", "", " entries"]) {
+        let last = tty.rsplit(phase).next().unwrap();
+        let line = last.split("   ").next().unwrap();
+        let (done, total) = line.split_once(" of ").unwrap();
+        assert_eq!(total, format!("{done}{unit}"), "{phase}{line:?}");
+    }
+    // The result is on stdout, not on the terminal.
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("restored "));
+    assert!(!tty.contains("restored "), "{tty:?}");
+    // With stderr not a terminal, no progress at all.
+    let out = env.vouch(&[
+        "restore",
+        s(&archive),
+        "--to",
+        s(&env.dir.path().join("piped")),
+    ]);
+    assert_code(&out, 0);
+    for phase in phases {
+        assert!(!stderr(&out).contains(phase), "{}", stderr(&out));
+    }
 }
 
 /// A tree restored into `dest`, then changed by the user.
@@ -630,7 +860,276 @@ fn in_place_killed_halfway_leaves_the_old_tree() {
         stderr(&out)
     );
     // Only the staging directory of the killed process is new.
-    assert_eq!(without_staging(snapshot(&dest)), before.unwrap());
+    assert_eq!(without_staging(snapshot(&dest)), before.clone().unwrap());
+    // It holds no journal: the next restore just removes it, and goes through.
+    assert_eq!(stagings(&dest).len(), 1);
+    let out = env.vouch(&["restore", s(&archive), "--to", s(&dest), "--in-place"]);
+    assert_code(&out, 0);
+    assert!(
+        stderr(&out).contains("stopped before it changed anything"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stagings(&dest).is_empty());
+}
+
+/// Everything `lstat` says about each entry under `root`, with file contents and symlink
+/// targets: equal only when the tree is exactly as it was, down to inode numbers and
+/// nanoseconds. Only `root`'s own times are left out (the staging directory is made and
+/// removed in it).
+fn exact_tree(root: &Path) -> BTreeMap<PathBuf, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(p) = stack.pop() {
+        let m = fs::symlink_metadata(&p).unwrap();
+        let rel = p.strip_prefix(root).unwrap().to_owned();
+        let what = if m.file_type().is_symlink() {
+            format!("symlink to {:?}", fs::read_link(&p).unwrap())
+        } else if m.is_dir() {
+            for e in fs::read_dir(&p).unwrap() {
+                stack.push(e.unwrap().path());
+            }
+            "dir".to_owned()
+        } else {
+            format!("file {:?}", String::from_utf8_lossy(&fs::read(&p).unwrap()))
+        };
+        let times = if rel.as_os_str().is_empty() {
+            String::new()
+        } else {
+            format!(" mtime {}.{:09}", m.mtime(), m.mtime_nsec())
+        };
+        out.insert(
+            rel,
+            format!(
+                "{what} mode {:o} owner {}:{} inode {} links {}{times}",
+                m.mode() & 0o7777,
+                m.uid(),
+                m.gid(),
+                m.ino(),
+                m.nlink()
+            ),
+        );
+    }
+    out
+}
+
+/// An old tree for `--in-place` over it: [`restored_then_changed`], plus odd modes, times and a
+/// symlink where the archive has a file, so that putting it back has something to get wrong.
+fn old_tree(env: &Env, dest: &Path) -> PathBuf {
+    let archive = restored_then_changed(env, dest);
+    let app = restored(dest, &env.src.join("app"));
+    fs::set_permissions(app.join("f01"), fs::Permissions::from_mode(0o600)).unwrap();
+    touch(&app.join("f02"), "2011-11-11 11:11:11.123456789");
+    fs::remove_file(app.join("f03")).unwrap();
+    std::os::unix::fs::symlink("somewhere/else", app.join("f03")).unwrap();
+    touch(&app.join("f03"), "2012-12-12 12:12:12.5");
+    fs::set_permissions(&app, fs::Permissions::from_mode(0o750)).unwrap();
+    touch(&app, "2013-03-13 13:13:13.25");
+    archive
+}
+
+/// `vouch ARGS` with SIGINT, SIGTERM and SIGHUP at their default dispositions (a test run in
+/// the background of a shell may inherit them ignored), started, not waited for.
+fn spawn_vouch(env: &Env, fault: &str, args: &[&str]) -> std::process::Child {
+    env.wrapped(&["env", "--default-signal=INT,TERM,HUP"], "true", args)
+        .env("VOUCH_TEST_FAULT", fault)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits until process `pid` has stopped itself (state `T`) at a `stop:` fault point.
+fn wait_until_stopped(pid: u32) {
+    for _ in 0..1200 {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        // The state follows the command name, which is in parentheses.
+        match stat.rsplit(')').next().unwrap().trim_start().chars().next() {
+            Some('T') => return,
+            Some('Z') => panic!("vouch ended before it reached the fault point"),
+            _ => std::thread::sleep(std::time::Duration::from_millis(50)),
+        }
+    }
+    panic!("vouch did not stop at the fault point within a minute");
+}
+
+/// Sends `signal` to the process `pid`.
+fn send(pid: u32, signal: nix::sys::signal::Signal) {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap());
+    nix::sys::signal::kill(pid, signal).unwrap();
+}
+
+/// The staging directories in `dest`.
+fn stagings(dest: &Path) -> Vec<PathBuf> {
+    fs::read_dir(dest)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(".vouch-restore.")
+        })
+        .collect()
+}
+
+#[test]
+fn in_place_interrupted_mid_commit_puts_the_old_tree_back_exactly_and_dies_by_the_signal() {
+    use nix::sys::signal::Signal;
+    use std::os::unix::process::ExitStatusExt;
+    let env = Env::new();
+    let dest = env.dir.path().join("live");
+    let archive = old_tree(&env, &dest);
+    let before = exact_tree(&dest);
+    let args = ["restore", s(&archive), "--to", s(&dest), "--in-place"];
+    for signal in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        // Stopped once 20 of the archive's entries are in place, then signalled.
+        let child = spawn_vouch(&env, "stop:restore-commit:20", &args);
+        let pid = child.id();
+        wait_until_stopped(pid);
+        assert_ne!(
+            exact_tree(&dest),
+            before,
+            "{signal}: nothing was replaced yet"
+        );
+        send(pid, signal);
+        send(pid, Signal::SIGCONT);
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.signal(),
+            Some(signal as i32),
+            "{signal}: {:?}: {}",
+            out.status,
+            stderr(&out)
+        );
+        assert!(
+            stderr(&out).contains(&format!("interrupted by {}", signal.as_str())),
+            "{}",
+            stderr(&out)
+        );
+        // Contents, modes, times, symlinks, inodes: all as before, and no staging left.
+        assert_eq!(exact_tree(&dest), before, "after {signal}");
+    }
+    // Stopped in the second pass, before the commit: only the staging directory goes.
+    let child = spawn_vouch(&env, "stop:restore-mid", &args);
+    wait_until_stopped(child.id());
+    send(child.id(), Signal::SIGTERM);
+    send(child.id(), Signal::SIGCONT);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.signal(), Some(Signal::SIGTERM as i32));
+    assert_eq!(exact_tree(&dest), before, "before the commit");
+    // An ignored SIGHUP (nohup) stays ignored: the restore goes through.
+    let mut nohup = env.wrapped(&["nohup"], "true", &args);
+    let child = nohup
+        .env("VOUCH_TEST_FAULT", "stop:restore-commit:20")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until_stopped(child.id());
+    send(child.id(), Signal::SIGHUP);
+    send(child.id(), Signal::SIGCONT);
+    let out = child.wait_with_output().unwrap();
+    assert_code(&out, 0);
+    let f00 = restored(&dest, &env.src.join("app/f00"));
+    assert_eq!(fs::read(f00).unwrap(), b"version 1 of 0\n");
+}
+
+#[test]
+fn in_place_killed_mid_commit_is_rolled_back_by_the_next_restore() {
+    use std::os::unix::process::ExitStatusExt;
+    let env = Env::new();
+    let dest = env.dir.path().join("live");
+    let archive = old_tree(&env, &dest);
+    let before = exact_tree(&dest);
+    let in_place = ["restore", s(&archive), "--to", s(&dest), "--in-place"];
+    let killed = || {
+        let out = env
+            .command(&in_place)
+            .env("VOUCH_TEST_FAULT", "kill:restore-commit:20")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.signal(), Some(9), "{}", stderr(&out));
+        assert_ne!(exact_tree(&dest), before, "nothing was replaced yet");
+        let left = stagings(&dest);
+        assert_eq!(left.len(), 1, "{left:?}");
+        assert!(left[0].join("journal").is_file());
+    };
+    // Only the recovery: this restore then stops, since the path is not in the archive.
+    killed();
+    let out = env.vouch(&[
+        "restore",
+        s(&archive),
+        "--to",
+        s(&dest),
+        "--in-place",
+        "no/such/path",
+    ]);
+    assert_code(&out, 2);
+    assert!(stderr(&out).contains("rolled back"), "{}", stderr(&out));
+    assert_eq!(exact_tree(&dest), before);
+    // Killed again; the next restore rolls back and then goes through.
+    killed();
+    let out = env.vouch(&in_place);
+    assert_code(&out, 0);
+    assert!(stderr(&out).contains("rolled back"), "{}", stderr(&out));
+    assert!(stagings(&dest).is_empty());
+    let app = restored(&dest, &env.src.join("app"));
+    for i in [0, 3, 39] {
+        assert_eq!(
+            fs::read_to_string(app.join(format!("f{i:02}"))).unwrap(),
+            format!("version 1 of {i}\n")
+        );
+    }
+    assert_eq!(
+        fs::read(app.join("new-file")).unwrap(),
+        b"added after the backup\n"
+    );
+}
+
+#[test]
+fn a_restore_killed_after_its_commit_is_only_cleaned_up() {
+    use std::os::unix::process::ExitStatusExt;
+    let env = Env::new();
+    let dest = env.dir.path().join("live");
+    let archive = old_tree(&env, &dest);
+    let in_place = ["restore", s(&archive), "--to", s(&dest), "--in-place"];
+    let out = env
+        .command(&in_place)
+        .env("VOUCH_TEST_FAULT", "kill:restore-committed")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.signal(), Some(9), "{}", stderr(&out));
+    assert_eq!(stagings(&dest).len(), 1);
+    let after = exact_tree(&dest);
+    // The next restore (of one file, so the rest stays as the killed one left it) only
+    // removes the staging directory: the restore it belongs to had gone through.
+    let f00 = env.src.join("app/f00");
+    let out = env.vouch(&[
+        "restore",
+        s(&archive),
+        "--to",
+        s(&dest),
+        "--in-place",
+        s(&f00),
+    ]);
+    assert_code(&out, 0);
+    assert!(
+        stderr(&out).contains("had gone through"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stagings(&dest).is_empty());
+    // The restored tree, but for f00 (restored again) and directory times.
+    let unchanged = |t: BTreeMap<PathBuf, String>| -> BTreeMap<PathBuf, String> {
+        t.into_iter()
+            .filter(|(k, _)| k.starts_with("tmp") && !k.ends_with("f00"))
+            .map(|(k, v)| (k, v.split(" mtime").next().unwrap().to_owned()))
+            .collect()
+    };
+    assert_eq!(unchanged(exact_tree(&dest)), unchanged(after));
+    let app = restored(&dest, &env.src.join("app"));
+    assert_eq!(fs::read(app.join("f03")).unwrap(), b"version 1 of 3\n");
 }
 
 #[test]
@@ -667,7 +1166,7 @@ fn in_place_with_a_bad_entry_late_in_the_archive_leaves_the_old_tree() {
 }
 
 #[test]
-fn split_archives_restore_and_a_missing_part_is_33() {
+fn split_archives_restore_by_name_part_or_receipt_and_a_missing_part_is_33() {
     let env = Env::new();
     let data: Vec<u8> = (0..1_500_000u32)
         .map(|i| (i.wrapping_mul(2654435761) >> 7) as u8)
@@ -682,12 +1181,33 @@ fn split_archives_restore_and_a_missing_part_is_33() {
         .collect();
     assert!(parts.len() >= 2, "{parts:?}");
     let name = parts[0].strip_suffix(".000").unwrap().to_owned();
-    let into = env.dir.path().join("whole");
-    assert_code(&env.vouch(&["restore", &name, "--to", s(&into)]), 0);
-    assert_eq!(
-        fs::read(restored(&into, &env.src.join("data.bin"))).unwrap(),
-        data
-    );
+    // A split archive's receipt is NAME-receipt.json.
+    let receipt = format!("{name}-receipt.json");
+    assert!(env.target.join(&receipt).is_file(), "{receipt}");
+    // By the archive's name, and by the path of a part or of the receipt.
+    let first_part = env.target.join(&parts[0]);
+    let last_part = env.target.join(parts.last().unwrap());
+    let by_receipt = env.target.join(&receipt);
+    for (how, arg) in [
+        ("whole", name.as_str()),
+        ("part", s(&first_part)),
+        ("last-part", s(&last_part)),
+        ("receipt", s(&by_receipt)),
+    ] {
+        let into = env.dir.path().join(how);
+        let out = env.vouch(&["restore", arg, "--to", s(&into)]);
+        assert_code(&out, 0);
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains(&format!("from {name} into")),
+            "{how}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert_eq!(
+            fs::read(restored(&into, &env.src.join("data.bin"))).unwrap(),
+            data,
+            "{how}"
+        );
+    }
     fs::remove_file(env.target.join(&parts[1])).unwrap();
     let into = env.dir.path().join("gap");
     let out = env.vouch(&["restore", &name, "--to", s(&into)]);

@@ -42,6 +42,12 @@ pub fn classify(error: RestoreError, target: Option<&str>, archive: &str, to: &P
             detail,
         },
         RestoreError::Refused(msg) => Error::Usage(msg),
+        // Reached only when the signal did not end the process, which it normally does.
+        RestoreError::Interrupted(signal) => Error::Internal(format!(
+            "the restore into {} was interrupted by {} and undone",
+            to.display(),
+            signal.as_str()
+        )),
         RestoreError::Io { path, error } => Error::Write {
             target: to.display().to_string(),
             path,

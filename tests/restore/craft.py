@@ -89,6 +89,17 @@ def build(kind, outside):
     elif kind == "symlink-then-file":
         add(*member("a", tarfile.SYMTYPE, link=outside, mode=0o777))
         add(*member("a/evil", tarfile.REGTYPE, evil))
+    elif kind == "child-before-symlink":
+        # The other order: `a/evil` first, then `a` as a symlink out of the destination.
+        add(*member("a/evil", tarfile.REGTYPE, evil))
+        add(*member("a", tarfile.SYMTYPE, link=outside, mode=0o777))
+    elif kind == "child-before-file":
+        add(*member("a/evil", tarfile.REGTYPE, evil))
+        add(*member("a", tarfile.REGTYPE, evil))
+    elif kind == "child-before-dir":
+        # Harmless: a directory listed after what is below it.
+        add(*member("a/inside", tarfile.REGTYPE, good))
+        add(*member("a", tarfile.DIRTYPE, mode=0o750))
     elif kind == "file-under-existing":
         # No entry for `a`: the test puts a symlink `a` into the destination beforehand.
         add(*member("a/evil", tarfile.REGTYPE, evil))
@@ -103,13 +114,24 @@ def build(kind, outside):
         target = "../" + os.path.basename(outside) + "/victim"
         add(*member("h", tarfile.LNKTYPE, link=target), sha_of=hashlib.sha256(b"").hexdigest())
     elif kind == "device":
-        info, data = member("d/null", tarfile.CHRTYPE, mode=0o666, devmajor=1, devminor=3)
+        # The same device as this machine's /dev/null.
+        rdev = os.stat("/dev/null").st_rdev
+        info, data = member(
+            "d/null", tarfile.CHRTYPE, mode=0o666, devmajor=os.major(rdev), devminor=os.minor(rdev)
+        )
         add(info, data, in_manifest=False)
         skipped.append({"path": "d/null", "type": "char-device"})
     elif kind == "fifo":
-        info, data = member("d/pipe", tarfile.FIFOTYPE, mode=0o644)
+        info, data = member("d/pipe", tarfile.FIFOTYPE, mode=0o640)
+        info.uid, info.gid = 4321, 8765
         add(info, data, in_manifest=False)
         skipped.append({"path": "d/pipe", "type": "fifo"})
+    elif kind == "fifo-above-a-file":
+        # A FIFO `d/x` and then a file below it: the FIFO, made last, would not fit.
+        info, data = member("d/x", tarfile.FIFOTYPE, mode=0o644)
+        add(info, data, in_manifest=False)
+        skipped.append({"path": "d/x", "type": "fifo"})
+        add(*member("d/x/evil", tarfile.REGTYPE, evil))
     elif kind == "tar-differs":
         # The manifest says `d/evil`; the tar member climbs out of the destination instead.
         rel = os.path.relpath(os.path.join(outside, "evil"), "/")

@@ -1,0 +1,659 @@
+//! The commit journal of a restore, and recovery from one that an interrupted restore left.
+//!
+//! Every change the commit makes to the destination is first appended to `journal` in the
+//! staging directory, one line per step, written (not fsynced) before the step is taken: a
+//! created path, a path renamed aside, an existing directory's metadata. Undoing a step appends
+//! `undone N`, and a commit that went through appends `complete`. Because the file is written
+//! before each step, it survives the death of the process (SIGKILL, a crash) at any point; it
+//! is not meant to survive a power loss, which may lose the last lines.
+//!
+//! Undoing is the same code for a failed or interrupted restore and for one found later:
+//! newest step first, each one tolerant of having been taken only partly or undone already
+//! (a created path that is not there, an aside that was never made). Every path is relative
+//! to the destination and acted on only after each directory above it was checked with
+//! `lstat` to be a real directory, so nothing outside the destination is touched and no
+//! symlink is followed. A later restore finds leftovers only among the destination's own
+//! `.vouch-restore.*` entries, and acts on one only when it is a directory owned by the same
+//! user, not in use by a running restore (which holds an `flock` on it), with a journal written
+//! for this destination.
+
+use super::{ancestors, check_relative, set_meta_ns, RestoreError, OLD_PREFIX, STAGING_PREFIX};
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+/// The journal's name inside the staging directory.
+pub const JOURNAL_NAME: &str = "journal";
+
+/// The first word of a journal's first line, followed by the format version and the
+/// destination it was written for.
+const HEADER: &str = "vouch-restore-journal";
+
+/// One undoable step of the commit. Paths are relative to the destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// A path that did not exist before.
+    Created(Vec<u8>),
+    /// A path that was in the way, renamed aside: into the staging directory's `old/`, or
+    /// beside itself when it is on another filesystem.
+    Aside {
+        /// Where it was.
+        orig: Vec<u8>,
+        /// Where it is kept until the restore is over.
+        aside: Vec<u8>,
+    },
+    /// An existing directory whose metadata is about to be changed, with the metadata it had.
+    DirMeta {
+        /// The directory.
+        path: Vec<u8>,
+        /// Its permission bits.
+        mode: u32,
+        /// Its owner.
+        uid: u32,
+        /// Its group.
+        gid: u32,
+        /// Its modification time: seconds,
+        mtime: i64,
+        /// and nanoseconds.
+        mtime_nsec: i64,
+    },
+}
+
+/// What a rollback did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Undone {
+    /// Replaced paths renamed back.
+    pub put_back: u64,
+    /// Created paths removed.
+    pub removed: u64,
+    /// Steps that could not be undone (each one logged).
+    pub failed: u64,
+}
+
+/// The commit journal: the steps, which of them were undone, whether the commit went through,
+/// and the file they are appended to.
+#[derive(Debug, Default)]
+pub struct Journal {
+    file: Option<File>,
+    steps: Vec<Step>,
+    undone: Vec<bool>,
+    complete: bool,
+}
+
+/// Escapes a path for a journal line: bytes other than letters, digits and `/._-+,@:=~` as
+/// `%XX`, so that spaces, newlines and non-UTF-8 names survive.
+fn escape(p: &[u8]) -> String {
+    let mut out = String::with_capacity(p.len());
+    for &b in p {
+        if b.is_ascii_alphanumeric() || b"/._-+,@:=~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The inverse of [`escape`].
+fn unescape(s: &str) -> Option<Vec<u8>> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
+impl Step {
+    /// The step as a journal line, without the newline.
+    fn line(&self) -> String {
+        match self {
+            Step::Created(p) => format!("created {}", escape(p)),
+            Step::Aside { orig, aside } => format!("aside {} {}", escape(orig), escape(aside)),
+            Step::DirMeta {
+                path,
+                mode,
+                uid,
+                gid,
+                mtime,
+                mtime_nsec,
+            } => format!(
+                "dir-meta {} {mode:o} {uid} {gid} {mtime} {mtime_nsec}",
+                escape(path)
+            ),
+        }
+    }
+
+    /// Parses a journal line (`None`: not a step). `staging` is the staging directory's name.
+    fn parse(line: &str, staging: &[u8]) -> Result<Option<Step>, String> {
+        let words: Vec<&str> = line.split(' ').collect();
+        let path = |w: &str| -> Result<Vec<u8>, String> {
+            let p = unescape(w).ok_or_else(|| format!("bad path {w:?}"))?;
+            check_relative(&p).map_err(|why| format!("path {w:?} is {why}"))?;
+            Ok(p)
+        };
+        let number =
+            |w: &str| -> Result<i64, String> { w.parse().map_err(|_| format!("bad number {w:?}")) };
+        let step = match words.as_slice() {
+            ["created", p] => Step::Created(path(p)?),
+            ["aside", orig, aside] => {
+                let (orig, aside) = (path(orig)?, path(aside)?);
+                if !aside_shape_ok(&orig, &aside, staging) {
+                    return Err(format!(
+                        "{} was not kept where vouch keeps replaced paths",
+                        line
+                    ));
+                }
+                Step::Aside { orig, aside }
+            }
+            ["dir-meta", p, mode, uid, gid, mtime, nsec] => Step::DirMeta {
+                path: path(p)?,
+                mode: u32::from_str_radix(mode, 8)
+                    .ok()
+                    .filter(|m| *m <= 0o7777)
+                    .ok_or_else(|| format!("bad mode {mode:?}"))?,
+                uid: u32::try_from(number(uid)?).map_err(|e| e.to_string())?,
+                gid: u32::try_from(number(gid)?).map_err(|e| e.to_string())?,
+                mtime: number(mtime)?,
+                mtime_nsec: number(nsec)?,
+            },
+            _ => return Ok(None),
+        };
+        Ok(Some(step))
+    }
+}
+
+/// Whether `aside` is where a restore keeps the replaced `orig`: `STAGING/old/N`, or a
+/// `.vouch-restore-old.*` name beside `orig`.
+fn aside_shape_ok(orig: &[u8], aside: &[u8], staging: &[u8]) -> bool {
+    let parent = |p: &[u8]| -> Vec<u8> {
+        p.iter()
+            .rposition(|&b| b == b'/')
+            .map(|i| p[..i].to_vec())
+            .unwrap_or_default()
+    };
+    let name = |p: &[u8]| -> Vec<u8> {
+        p.iter()
+            .rposition(|&b| b == b'/')
+            .map(|i| p[i + 1..].to_vec())
+            .unwrap_or_else(|| p.to_vec())
+    };
+    let in_old = [staging, b"/old"].concat();
+    let numbered = |n: &[u8]| !n.is_empty() && n.iter().all(u8::is_ascii_digit);
+    (parent(aside) == in_old && numbered(&name(aside)))
+        || (parent(aside) == parent(orig) && name(aside).starts_with(OLD_PREFIX.as_bytes()))
+}
+
+/// `rel` under `root`, once every directory above it (inside `root`) has been checked with
+/// `lstat` to be a real directory, so that acting on the result follows no symlink.
+pub fn inside(root: &Path, rel: &[u8]) -> io::Result<PathBuf> {
+    check_relative(rel).map_err(|why| io::Error::other(format!("the path is {why}")))?;
+    for a in ancestors(rel) {
+        let full = root.join(std::ffi::OsStr::from_bytes(a));
+        if !fs::symlink_metadata(&full)?.is_dir() {
+            return Err(io::Error::other(format!(
+                "{} is not a directory",
+                full.display()
+            )));
+        }
+    }
+    Ok(root.join(std::ffi::OsStr::from_bytes(rel)))
+}
+
+/// Whether a path is missing (as opposed to unreadable).
+fn missing(r: &io::Result<fs::Metadata>) -> bool {
+    matches!(r, Err(e) if e.kind() == io::ErrorKind::NotFound)
+}
+
+impl Journal {
+    /// Starts the journal file in the staging directory `dir` of the destination `root`.
+    pub fn create(dir: &Path, root: &Path) -> io::Result<Journal> {
+        let mut file = fs::OpenOptions::new()
+            .append(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(dir.join(JOURNAL_NAME))?;
+        file.write_all(format!("{HEADER} 1 {}\n", escape(root.as_os_str().as_bytes())).as_bytes())?;
+        Ok(Journal {
+            file: Some(file),
+            ..Journal::default()
+        })
+    }
+
+    /// Reads the journal a restore left in `dir`, the staging directory `name` of `root`, and
+    /// keeps it open to record what is undone. An unfinished last line (the process died while
+    /// writing it) is left out: its step was never taken.
+    pub fn open(dir: &Path, root: &Path, name: &[u8]) -> Result<Journal, String> {
+        let path = dir.join(JOURNAL_NAME);
+        let mut file = fs::OpenOptions::new()
+            .read(true)
+            .append(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(|e| format!("cannot open it: {e}"))?;
+        let mut text = Vec::new();
+        file.read_to_end(&mut text)
+            .map_err(|e| format!("cannot read it: {e}"))?;
+        let text = String::from_utf8(text).map_err(|_| "it is not text".to_owned())?;
+        let mut lines: Vec<&str> = text.split('\n').collect();
+        // After the last newline: empty, or a line cut short.
+        lines.pop();
+        let header = format!("{HEADER} 1 {}", escape(root.as_os_str().as_bytes()));
+        match lines.first() {
+            Some(first) if *first == header => {}
+            Some(first) if first.starts_with(HEADER) => {
+                return Err(format!(
+                    "it was written for another destination ({first:?})"
+                ))
+            }
+            _ => return Err("it does not start like a vouch restore journal".into()),
+        }
+        let mut journal = Journal::default();
+        for (n, line) in lines.iter().enumerate().skip(1) {
+            let bad = |why: String| format!("line {}: {why}", n + 1);
+            if *line == "complete" {
+                journal.complete = true;
+            } else if let Some(i) = line.strip_prefix("undone ") {
+                let i: usize = i.parse().map_err(|_| bad(format!("bad step {i:?}")))?;
+                let slot = journal
+                    .undone
+                    .get_mut(i)
+                    .ok_or_else(|| bad(format!("no step {i}")))?;
+                *slot = true;
+            } else {
+                let step = Step::parse(line, name)
+                    .map_err(bad)?
+                    .ok_or_else(|| bad(format!("unknown record {line:?}")))?;
+                journal.steps.push(step);
+                journal.undone.push(false);
+            }
+        }
+        journal.file = Some(file);
+        Ok(journal)
+    }
+
+    /// Whether the commit went through.
+    pub fn is_complete(&self) -> bool {
+        self.complete
+    }
+
+    /// Appends a line to the file (when there is one).
+    fn write(&mut self, line: &str) -> io::Result<()> {
+        match &mut self.file {
+            Some(f) => f.write_all(format!("{line}\n").as_bytes()),
+            None => Ok(()),
+        }
+    }
+
+    /// Records `step` before it is taken.
+    pub fn record(&mut self, step: Step) -> io::Result<()> {
+        self.write(&step.line())?;
+        self.steps.push(step);
+        self.undone.push(false);
+        Ok(())
+    }
+
+    /// Records that the commit went through: from now on, a leftover staging directory is only
+    /// cleaned up, never rolled back.
+    pub fn mark_complete(&mut self) -> io::Result<()> {
+        self.write("complete")?;
+        self.complete = true;
+        Ok(())
+    }
+
+    /// Undoes every step not undone yet, newest first, recording each one. A step that cannot
+    /// be undone is logged with where its data is kept (`staging`), and the rest still are.
+    pub fn rollback(&mut self, root: &Path, staging: &Path) -> Undone {
+        let mut done = Undone::default();
+        for i in (0..self.steps.len()).rev() {
+            if self.undone[i] {
+                continue;
+            }
+            match undo(root, &self.steps[i]) {
+                Ok(Some(Step::Created(_))) => done.removed += 1,
+                Ok(Some(Step::Aside { .. })) => done.put_back += 1,
+                Ok(_) => {}
+                Err(e) => {
+                    done.failed += 1;
+                    log::error!(
+                        "restore: undoing `{}` in {} failed: {e} (what was there is kept in {})",
+                        self.steps[i].line(),
+                        root.display(),
+                        staging.display()
+                    );
+                    continue;
+                }
+            }
+            self.undone[i] = true;
+            if let Err(e) = self.write(&format!("undone {i}")) {
+                log::warn!("restore: cannot record an undone step in the journal: {e}");
+            }
+        }
+        done
+    }
+
+    /// Deletes the replaced paths kept beside themselves (on another filesystem than the
+    /// staging directory), once the restore has gone through. Those in the staging directory
+    /// go with it.
+    pub fn drop_replaced(&self, root: &Path, staging: &[u8]) {
+        let in_staging = [staging, b"/"].concat();
+        for step in &self.steps {
+            let Step::Aside { aside, .. } = step else {
+                continue;
+            };
+            if aside.starts_with(&in_staging) {
+                continue;
+            }
+            let gone = inside(root, aside).and_then(|p| match fs::symlink_metadata(&p) {
+                Ok(m) if m.is_dir() => fs::remove_dir_all(&p),
+                Ok(_) => fs::remove_file(&p),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(e),
+            });
+            if let Err(e) = gone {
+                log::warn!(
+                    "cannot remove the replaced {}: {e}",
+                    root.join(std::ffi::OsStr::from_bytes(aside)).display()
+                );
+            }
+        }
+    }
+}
+
+/// Undoes one step; `Ok(Some(step))` when something was changed back, `Ok(None)` when there
+/// was nothing to undo (the step had not been taken, or was undone already).
+fn undo(root: &Path, step: &Step) -> io::Result<Option<Step>> {
+    match step {
+        Step::Created(p) => {
+            let full = inside(root, p)?;
+            match fs::symlink_metadata(&full) {
+                Ok(m) if m.is_dir() => fs::remove_dir(&full)?,
+                Ok(_) => fs::remove_file(&full)?,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e),
+            }
+        }
+        Step::Aside { orig, aside } => {
+            let kept = inside(root, aside)?;
+            let there = fs::symlink_metadata(&kept);
+            if missing(&there) {
+                return Ok(None);
+            }
+            there?;
+            let back = inside(root, orig)?;
+            let now = fs::symlink_metadata(&back);
+            if !missing(&now) {
+                now?;
+                return Err(io::Error::other(format!(
+                    "{} is in the way",
+                    back.display()
+                )));
+            }
+            fs::rename(&kept, &back)?;
+        }
+        Step::DirMeta {
+            path,
+            mode,
+            uid,
+            gid,
+            mtime,
+            mtime_nsec,
+        } => {
+            let full = inside(root, path)?;
+            let m = fs::symlink_metadata(&full)?;
+            if !m.is_dir() {
+                return Err(io::Error::other("no longer a directory"));
+            }
+            let (uid, gid) = (u64::from(*uid), u64::from(*gid));
+            set_meta_ns(&full, Some(*mode), uid, gid, (*mtime, *mtime_nsec))?;
+        }
+    }
+    Ok(Some(step.clone()))
+}
+
+/// Undoes what interrupted restores left in the destination `to` (when it exists): each
+/// `.vouch-restore.*` staging directory there is rolled back by its journal and removed, or
+/// just removed when it has no journal (the restore stopped before its commit) or its journal
+/// is complete. Says what it did on stderr or in the journal.
+pub fn recover(to: &Path) -> Result<(), RestoreError> {
+    let Ok(root) = fs::canonicalize(to) else {
+        return Ok(());
+    };
+    if !root.is_dir() {
+        return Ok(());
+    }
+    let io_err = |path: &Path| {
+        let path = path.to_owned();
+        move |error| RestoreError::Io { path, error }
+    };
+    let mut names: Vec<Vec<u8>> = Vec::new();
+    for entry in fs::read_dir(&root).map_err(io_err(&root))? {
+        let name = entry.map_err(io_err(&root))?.file_name();
+        if name.as_bytes().starts_with(STAGING_PREFIX.as_bytes()) {
+            names.push(name.as_bytes().to_vec());
+        }
+    }
+    names.sort();
+    for name in names {
+        recover_one(&root, &name)?;
+    }
+    Ok(())
+}
+
+/// Opens a leftover staging directory and locks it, unless it is not one this user's restore
+/// made. `Ok(None)`: leave it alone.
+fn lock_leftover(dir: &Path) -> Result<Option<File>, RestoreError> {
+    let m = match fs::symlink_metadata(dir) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => {
+            return Err(RestoreError::Io {
+                path: dir.to_owned(),
+                error,
+            })
+        }
+    };
+    if !m.is_dir() || m.uid() != nix::unistd::geteuid().as_raw() || m.mode() & 0o022 != 0 {
+        log::warn!(
+            "restore: leaving {} alone: it is not a staging directory this user's restore made",
+            dir.display()
+        );
+        return Ok(None);
+    }
+    let handle = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(dir)
+        .map_err(|error| RestoreError::Io {
+            path: dir.to_owned(),
+            error,
+        })?;
+    match handle.try_lock() {
+        Ok(()) => Ok(Some(handle)),
+        Err(fs::TryLockError::WouldBlock) => Err(RestoreError::Refused(format!(
+            "another restore into {} is running (it is using {}); wait for it to finish",
+            dir.parent().unwrap_or(dir).display(),
+            dir.display()
+        ))),
+        Err(fs::TryLockError::Error(error)) => Err(RestoreError::Io {
+            path: dir.to_owned(),
+            error,
+        }),
+    }
+}
+
+/// Recovers one leftover staging directory, `name` in `root`.
+fn recover_one(root: &Path, name: &[u8]) -> Result<(), RestoreError> {
+    let dir = root.join(std::ffi::OsStr::from_bytes(name));
+    let Some(_lock) = lock_leftover(&dir)? else {
+        return Ok(());
+    };
+    let remove = || {
+        fs::remove_dir_all(&dir).map_err(|error| RestoreError::Io {
+            path: dir.clone(),
+            error,
+        })
+    };
+    match fs::symlink_metadata(dir.join(JOURNAL_NAME)) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            remove()?;
+            log::warn!(
+                "restore: removed {}, left by a restore that stopped before it changed anything in {}",
+                dir.display(),
+                root.display()
+            );
+            return Ok(());
+        }
+        _ => {}
+    }
+    let mut journal = Journal::open(&dir, root, name).map_err(|why| {
+        RestoreError::Refused(format!(
+            "{}/{JOURNAL_NAME}, left by an interrupted restore, cannot be used: {why}. Nothing was changed; \
+             the paths that restore replaced are kept in {}/old: put back what is needed, then remove it",
+            dir.display(),
+            dir.display()
+        ))
+    })?;
+    if journal.is_complete() {
+        journal.drop_replaced(root, name);
+        remove()?;
+        log::warn!(
+            "restore: removed {}, left by a restore into {} that had gone through",
+            dir.display(),
+            root.display()
+        );
+        return Ok(());
+    }
+    let undone = journal.rollback(root, &dir);
+    if undone.failed > 0 {
+        return Err(RestoreError::Refused(format!(
+            "could not undo all of the interrupted restore recorded in {} ({} step(s) failed, see above); \
+             it is kept, with the paths it replaced in {}/old",
+            dir.display(),
+            undone.failed,
+            dir.display()
+        )));
+    }
+    remove()?;
+    log::warn!(
+        "restore: rolled back an interrupted restore into {}: {} replaced path(s) put back, {} created path(s) removed, {} removed",
+        root.display(),
+        undone.put_back,
+        undone.removed,
+        dir.display()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_survive_escaping() {
+        for p in [
+            &b"etc/app"[..],
+            b"with space/new\nline",
+            b"caf\xe9/100%",
+            b"\xff\xfe",
+        ] {
+            let e = escape(p);
+            assert!(!e.contains([' ', '\n']), "{e:?}");
+            assert_eq!(unescape(&e).unwrap(), p);
+        }
+    }
+
+    #[test]
+    fn steps_round_trip_and_odd_ones_are_refused() {
+        let staging = b".vouch-restore.1.2";
+        let steps = [
+            Step::Created(b"a/b c".to_vec()),
+            Step::Aside {
+                orig: b"a/x".to_vec(),
+                aside: b".vouch-restore.1.2/old/3".to_vec(),
+            },
+            Step::Aside {
+                orig: b"m/x".to_vec(),
+                aside: b"m/.vouch-restore-old.1.4".to_vec(),
+            },
+            Step::DirMeta {
+                path: b"a".to_vec(),
+                mode: 0o2755,
+                uid: 1,
+                gid: 2,
+                mtime: -3,
+                mtime_nsec: 4,
+            },
+        ];
+        for s in &steps {
+            assert_eq!(Step::parse(&s.line(), staging).unwrap().as_ref(), Some(s));
+        }
+        for bad in [
+            "created ../x",
+            "created /etc",
+            "aside etc/passwd elsewhere/x",
+            "aside a/x .vouch-restore.9.9/old/1",
+            "aside a/x .vouch-restore.1.2/old/../../etc",
+            "dir-meta a 17777 0 0 0 0",
+        ] {
+            assert!(Step::parse(bad, staging).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_journal_rolls_back_once_even_when_read_again() {
+        let root = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(root.path()).unwrap();
+        let name = b".vouch-restore.1.2";
+        let dir = root.join(".vouch-restore.1.2");
+        fs::create_dir_all(dir.join("old")).unwrap();
+        fs::write(root.join("f"), "old").unwrap();
+        let mut j = Journal::create(&dir, &root).unwrap();
+        let aside = b".vouch-restore.1.2/old/1".to_vec();
+        j.record(Step::Aside {
+            orig: b"f".to_vec(),
+            aside: aside.clone(),
+        })
+        .unwrap();
+        fs::rename(root.join("f"), root.join(".vouch-restore.1.2/old/1")).unwrap();
+        j.record(Step::Created(b"f".to_vec())).unwrap();
+        fs::write(root.join("f"), "new").unwrap();
+        // Recorded but never taken.
+        j.record(Step::Created(b"g".to_vec())).unwrap();
+        drop(j);
+        let mut again = Journal::open(&dir, &root, name).unwrap();
+        assert!(!again.is_complete());
+        let undone = again.rollback(&root, &dir);
+        assert_eq!((undone.put_back, undone.removed, undone.failed), (1, 1, 0));
+        assert_eq!(fs::read(root.join("f")).unwrap(), b"old");
+        // Read once more: every step is marked undone, the restored old file stays.
+        let mut third = Journal::open(&dir, &root, name).unwrap();
+        assert_eq!(third.rollback(&root, &dir), Undone::default());
+        assert_eq!(fs::read(root.join("f")).unwrap(), b"old");
+        // A journal written for another destination is not used.
+        let other = tempfile::tempdir().unwrap();
+        assert!(Journal::open(&dir, other.path(), name).is_err());
+    }
+
+    #[test]
+    fn nothing_is_undone_through_a_symlink() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join("victim"), "keep").unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.path().join("link")).unwrap();
+        let step = Step::Created(b"link/victim".to_vec());
+        assert!(undo(root.path(), &step).is_err());
+        assert!(outside.path().join("victim").exists());
+    }
+}
