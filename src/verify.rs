@@ -195,6 +195,14 @@ impl Position {
     /// `the archive is damaged after X: ERROR (near byte N of the archive)`,
     /// `cannot decrypt: ERROR (in the age header, before the first entry)`.
     pub fn damaged(&self, what: &str, error: impl Display) -> Mismatch {
+        // One line: some errors (age's "unknown format") come with a second one.
+        let error = error
+            .to_string()
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
         if self.0.payload_start.get().is_none() {
             return mismatch(format!(
                 "{what}: {error} (in the age header, before the first entry)"
@@ -724,6 +732,17 @@ mod tests {
         let message = failure(&data, &identity);
         assert!(
             message.starts_with("cannot decrypt: ")
+                && message.ends_with("(in the age header, before the first entry)"),
+            "{message}"
+        );
+        // A damaged MAC line is not even an age header any more; age says so on two lines,
+        // the message keeps to one.
+        let mut data = archive(&recipient, &files, |_| {}, |_| {});
+        let mac = data.windows(5).position(|w| w == b"\n--- ").unwrap();
+        data[mac + 2] ^= 0x40;
+        let message = failure(&data, &identity);
+        assert!(
+            !message.contains('\n')
                 && message.ends_with("(in the age header, before the first entry)"),
             "{message}"
         );
