@@ -5,8 +5,11 @@
 //! `kill:POINT` sends the process `SIGKILL` there; `corrupt-temp` flips one byte in the middle of
 //! each written temporary archive before it is read back; `stop-before-data:NAME` stops the
 //! process (`SIGSTOP`) after the tar header of the file called NAME is written and before its
-//! data is read, so a test can change the file and then continue the run with `SIGCONT`. Unset (always, outside tests), every
-//! function here does nothing.
+//! data is read, so a test can change the file and then continue the run with `SIGCONT`;
+//! `stop:POINT` stops the process at a named point (every time it passes it), so a test can
+//! change what the command is about to read (delete an archive under `vouch verify`, alter a
+//! restored file before it is compared) and then continue it. Unset (always, outside tests),
+//! every function here does nothing.
 
 use std::fs::OpenOptions;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -28,10 +31,24 @@ fn fault() -> Option<String> {
     std::env::var(VAR).ok()
 }
 
-/// Kills the process with SIGKILL when the test asked for it at `point`.
+/// Points in `vouch verify` where a test can stop it: before an archive's files are opened,
+/// once all of them are open and none is read yet, and (with `--restore-to`) after the restore
+/// and before the restored files are compared with the manifest.
+pub const VERIFY_POINTS: [&str; 3] = [
+    "verify-before-open",
+    "verify-opened",
+    "verify-before-compare",
+];
+
+/// Kills the process with SIGKILL (`kill:POINT`) or stops it with SIGSTOP (`stop:POINT`) when
+/// the test asked for it at `point`.
 pub fn point(point: &str) {
-    if fault().is_some_and(|f| f.strip_prefix("kill:") == Some(point)) {
+    let Some(f) = fault() else { return };
+    if f.strip_prefix("kill:") == Some(point) {
         let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+    }
+    if f.strip_prefix("stop:") == Some(point) {
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGSTOP);
     }
 }
 

@@ -393,20 +393,6 @@ fn an_identity_readable_by_others_exits_13() {
     assert!(env.target_files().is_empty());
 }
 
-/// Waits until process `pid` is stopped (state `T` in /proc).
-fn wait_stopped(pid: u32) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let state = stat.rsplit(')').next().unwrap_or("").trim().chars().next();
-        if state == Some('T') {
-            return;
-        }
-        assert!(Instant::now() < deadline, "vouch never stopped: {stat}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn files_growing_or_shrinking_during_the_run_keep_the_archive_valid() {
     for grow in [true, false] {
@@ -423,7 +409,7 @@ fn files_growing_or_shrinking_during_the_run_keep_the_archive_valid() {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        wait_stopped(child.id());
+        util::wait_stopped(child.id());
         if grow {
             let mut f = fs::OpenOptions::new().append(true).open(&path).unwrap();
             std::io::Write::write_all(&mut f, &[b'z'; 50_000]).unwrap();
@@ -435,11 +421,7 @@ fn files_growing_or_shrinking_during_the_run_keep_the_archive_valid() {
                 .set_len(1000)
                 .unwrap();
         }
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
-            nix::sys::signal::Signal::SIGCONT,
-        )
-        .unwrap();
+        util::resume(child.id());
         let out = child.wait_with_output().unwrap();
         assert_code(&out, 0);
         assert!(stderr(&out).contains("changed while"), "{}", stderr(&out));

@@ -9,7 +9,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
-use util::{assert_code, noise, stderr, Env};
+use util::{assert_code, noise, promtool_check, sample, stderr, Env};
 
 /// A world with a small incompressible source and a config: `{src}` in `backup_extra` stands
 /// for the source directory; `extra` goes after the target's keys (so it may open `[health]`,
@@ -336,30 +336,6 @@ fn without_config_or_any_trace_of_a_run_status_is_unknown() {
     // An invalid config names the key.
     fs::write(&env.config, "[backup]\nsources = 5\n").unwrap();
     assert_status(&env, 3, "unknown", "backup.sources");
-}
-
-/// `promtool check metrics` on a textfile; the test fails when promtool is missing.
-fn promtool_check(path: &Path) {
-    let text = fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("no metrics textfile at {}: {e}", path.display()));
-    let out = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(fs::File::open(path).unwrap())
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("promtool is needed for this test (apt-get install -y prometheus): {e}")
-        });
-    assert!(
-        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
-        "promtool check metrics failed on:\n{text}\n{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
-}
-
-fn sample(text: &str, series: &str) -> Option<String> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ').map(str::to_owned))
 }
 
 #[test]
