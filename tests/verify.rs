@@ -574,26 +574,15 @@ fn early_verify_failures_still_write_the_textfile() {
 
 #[test]
 fn a_restore_test_that_cannot_write_records_the_verification_but_no_restore_test() {
-    assert!(
-        util::is_root(),
-        "this test needs root to make the scratch directory immutable (chattr +i)"
-    );
     let (env, prom) = backed_up_with_textfile("");
     let archive = only_archive(&env);
+    // An immutable scratch directory: nothing can be created in it, not even by root.
     let scratch = env.dir.path().join("scratch");
     fs::create_dir(&scratch).unwrap();
-    let chattr = |flag: &str| {
-        let out = std::process::Command::new("chattr")
-            .arg(flag)
-            .arg(&scratch)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "chattr {flag}: {}", stderr(&out));
-    };
-    chattr("+i");
+    let guard = util::Immutable::set(&scratch);
     fs::remove_file(&prom).unwrap();
     let out = env.vouch(&["verify", "--restore-to", scratch.to_str().unwrap()]);
-    chattr("-i");
+    drop(guard);
     assert_code(&out, 30);
     let record = &log(&env)[format!("local/{}", name_of(&archive))];
     assert_eq!(record["ok"], true, "{record}");

@@ -359,3 +359,31 @@ pub fn sample(text: &str, series: &str) -> Option<String> {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ').map(str::to_owned))
 }
+
+/// A file made immutable (`chattr +i`), so that deleting it fails even for root; the flag is
+/// cleared again on drop, also when the test fails. Needs root: fails with the reason without.
+pub struct Immutable(PathBuf);
+
+impl Immutable {
+    /// Sets the flag on `path`.
+    pub fn set(path: &Path) -> Immutable {
+        assert!(
+            is_root(),
+            "this test needs root to make a file immutable (chattr +i)"
+        );
+        let out = Command::new("chattr").arg("+i").arg(path).output().unwrap();
+        assert!(
+            out.status.success(),
+            "chattr +i {} failed: {}",
+            path.display(),
+            stderr(&out)
+        );
+        Immutable(path.to_owned())
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = Command::new("chattr").arg("-i").arg(&self.0).status();
+    }
+}
