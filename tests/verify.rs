@@ -249,16 +249,33 @@ fn a_receipt_that_does_not_match_is_33() {
 }
 
 #[test]
-fn the_wrong_identity_is_33() {
+fn the_wrong_identity_is_33_and_an_identity_of_no_recipient_is_13() {
     let env = backed_up("");
+    let archive = only_archive(&env);
     // A new key pair, and the config now names only it: the old archive cannot be decrypted.
     let (secret, recipient) = vouch::crypt::generate();
     fs::write(&env.identity, format!("{secret}\n")).unwrap();
     let text = fs::read_to_string(&env.config)
         .unwrap()
         .replace(&env.recipient, &recipient);
-    fs::write(&env.config, text).unwrap();
-    assert_verify_fails(&env, &["verify"], "cannot decrypt");
+    fs::write(&env.config, &text).unwrap();
+    let detail = failure_detail(&env, &["verify"], &archive);
+    assert_eq!(
+        detail,
+        "cannot decrypt: No matching keys found (in the age header, before the first entry)"
+    );
+    // An identity that matches none of the configured recipients is refused with the keys,
+    // before any archive is read.
+    let (other, _) = vouch::crypt::generate();
+    fs::write(&env.identity, format!("{other}\n")).unwrap();
+    let out = env.vouch(&["verify"]);
+    assert_code(&out, 13);
+    assert!(
+        stderr(&out).contains("matches none of the configured recipients"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stdout(&out).contains("FAIL"), "{}", stdout(&out));
 }
 
 #[test]

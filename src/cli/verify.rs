@@ -147,7 +147,7 @@ fn verify_selected(
                     restore_test: false,
                 };
                 let Some(dir) = restore_to else {
-                    report_passed(t, &c, &v, "");
+                    report_passed(t, &c, &v);
                     record(&mut log, t, &c, verdict);
                     continue;
                 };
@@ -159,11 +159,12 @@ fn verify_selected(
                 };
                 match restore_test(&c, &opened, &identity, receipt, &into) {
                     Ok(entries) => {
-                        let restored = format!(
-                            "; restored {entries} entries into {} and compared them",
+                        println!(
+                            "restored {entries} entries of {} into {}",
+                            c.name,
                             into.display()
                         );
-                        report_passed(t, &c, &v, &restored);
+                        report_passed(t, &c, &v);
                         Verdict {
                             restore_test: true,
                             ..verdict
@@ -177,7 +178,7 @@ fn verify_selected(
                     Err(e) => {
                         // The archive verified; writing it out failed for a reason of the
                         // scratch directory's, so no restore test is on record.
-                        report_passed(t, &c, &v, "");
+                        report_passed(t, &c, &v);
                         record(&mut log, t, &c, verdict);
                         save(&log, dirs);
                         return Err(restore_cli::classify(e, Some(&t.name), &c.name, &into));
@@ -318,11 +319,8 @@ fn check(c: &Archive, identity: &Identity, receipt: Option<(&str, u64)>, spool: 
 }
 
 /// Prints the `ok` line and logs the verification event.
-fn report_passed(t: &Target, c: &Archive, v: &verify::Verified, extra: &str) {
-    println!(
-        "ok    {}  {}  ({} entries{extra})",
-        t.name, c.name, v.entries
-    );
+fn report_passed(t: &Target, c: &Archive, v: &verify::Verified) {
+    println!("ok    {}  {}  ({} entries)", t.name, c.name, v.entries);
     Entry::event(
         Event::ArchiveVerified,
         format!("target {}: verified {} (full)", t.name, c.name),
