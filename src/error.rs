@@ -7,7 +7,9 @@
 //!   once the scan is over, so one bad file never hides the next.
 //! - [`Error::exit_code`] is the one function that turns an error into an exit code (`main.rs`
 //!   and `preflight --json` use it); everything else
-//!   describes what went wrong ([`Error::hint`] says how to fix it, in one sentence).
+//!   describes what went wrong ([`Error::hint`] says how to fix it, in one sentence). A command
+//!   line that clap refuses never becomes an [`Error`]: `cli::refused` classifies it at the edge
+//!   (`USAGE`, or `unknown` for `status`).
 //! - An error never leaves a file under an archive's final name: temporary files are removed on
 //!   every error path (see `sink::local`).
 

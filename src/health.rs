@@ -124,7 +124,7 @@ pub struct Reason {
     /// The target it is about, if any.
     pub target: Option<String>,
     /// Which check found it (`age`, `last-run`, `required`, `size`, `space`, `identity`,
-    /// `verify`, `notify`, `archives`, `config`, `state`).
+    /// `verify`, `notify`, `archives`, `config`, `state`, `usage`).
     pub check: &'static str,
     /// The sentence.
     pub message: String,
