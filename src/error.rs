@@ -170,6 +170,17 @@ pub enum Error {
         /// The first bad entry or difference.
         detail: String,
     },
+    /// The one archive named for verification was deleted (by retention) after the command
+    /// found it and before it could be opened.
+    #[error("{archive}: {detail}")]
+    Removed {
+        /// The target's name.
+        target: String,
+        /// The archive file.
+        archive: String,
+        /// What happened, in words.
+        detail: String,
+    },
     /// The new archive's size is outside the tolerance and `on-anomaly = "fail"`.
     #[error("{archive} is {} where recent archives are about {} (more than {tolerance}% apart)", crate::systemd::human_bytes(*size), crate::systemd::human_bytes(*median))]
     Anomaly {
@@ -241,6 +252,7 @@ impl Error {
             | Error::TargetWrite { target, .. }
             | Error::Write { target, .. }
             | Error::Verify { target, .. }
+            | Error::Removed { target, .. }
             | Error::Prune { target, .. } => Some(target),
             Error::Damaged { target, .. } => target.as_deref(),
             _ => None,
@@ -340,6 +352,9 @@ impl Error {
             Error::Damaged { .. } => {
                 "Do not rely on this archive: restore from another one (`vouch list` shows them), check the target's device, and run `vouch verify --all` to check the rest.".into()
             }
+            Error::Removed { .. } => {
+                "Retention (`vouch prune`, or the end of `vouch run`) deleted it while this command ran; `vouch list` shows the archives that remain.".into()
+            }
             Error::Anomaly { .. } => {
                 "Check that the sources hold what they should (an empty dump, a missing mount); if the change is expected, nothing needs doing (later archives are compared with the new size once it is the usual one) or raise [health] size-tolerance. The archive was kept.".into()
             }
@@ -382,7 +397,9 @@ impl Error {
             Error::Write { .. } => ExitCode::Write,
             Error::SourceRead(_) => ExitCode::SourceRead,
             Error::Required(_) => ExitCode::Required,
-            Error::Verify { .. } | Error::Damaged { .. } => ExitCode::Verify,
+            Error::Verify { .. } | Error::Damaged { .. } | Error::Removed { .. } => {
+                ExitCode::Verify
+            }
             Error::Anomaly { .. } => ExitCode::Anomaly,
             Error::Prune { .. } | Error::PruneRefused { .. } => ExitCode::Prune,
         }

@@ -450,6 +450,12 @@ fn the_one_archive_named_fails_when_it_is_deleted_before_it_is_opened() {
             && text.contains("deleted after this verification started"),
         "{text}"
     );
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("VERIFY: {name}: "))
+            && err.contains("`vouch list` shows the archives that remain"),
+        "{err}"
+    );
     assert!(
         !env.state.join("verified.json").exists()
             || log(&env).get(format!("local/{name}")).is_none()

@@ -124,8 +124,8 @@ fn verify_selected(
                 );
                 if explicit {
                     println!("FAIL  {}  {}  {detail}", t.name, c.name);
-                    failures.push(Error::Damaged {
-                        target: Some(t.name.clone()),
+                    failures.push(Error::Removed {
+                        target: t.name.clone(),
                         archive: c.name.clone(),
                         detail,
                     });
