@@ -84,6 +84,82 @@ impl Archive {
     pub fn open(&self) -> io::Result<Box<dyn Read>> {
         open_files(&self.files)
     }
+
+    /// Opens every data file before any is read, for as many passes as a check needs. An open
+    /// file stays readable after it is unlinked, so an archive that retention deletes while it
+    /// is being read (`vouch verify` does not take the run lock) is read to its end.
+    pub fn open_all(&self) -> io::Result<Opened> {
+        let mut files = Vec::with_capacity(self.files.len());
+        for f in &self.files {
+            let file = File::open(f)
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", f.display())))?;
+            files.push(std::sync::Arc::new(file));
+        }
+        Ok(Opened { files })
+    }
+
+    /// The files the receipt names that did not exist when the archive was listed (by
+    /// [`scan`] or [`find`]), unlike [`Archive::missing_files`], which looks again now.
+    pub fn missing_when_listed(&self) -> Vec<PathBuf> {
+        let expected: Vec<PathBuf> = match &self.receipt {
+            Some(r) if !r.parts.is_empty() => r.parts.iter().map(|p| self.dir.join(p)).collect(),
+            _ if self.is_split() => return Vec::new(),
+            _ => vec![self.dir.join(&self.name)],
+        };
+        expected
+            .into_iter()
+            .filter(|p| !self.files.contains(p))
+            .collect()
+    }
+
+    /// Whether none of the data files listed for the archive exists any more (retention
+    /// deletes all of them, then the receipt).
+    pub fn is_gone(&self) -> bool {
+        self.files
+            .iter()
+            .all(|f| fs::symlink_metadata(f).is_err_and(|e| e.kind() == io::ErrorKind::NotFound))
+    }
+}
+
+/// An archive's data files, all open: each [`Opened::reader`] reads them from the start, in
+/// order, through the same descriptors, whatever happened to their names meanwhile.
+#[derive(Debug, Clone)]
+pub struct Opened {
+    files: Vec<std::sync::Arc<File>>,
+}
+
+impl Opened {
+    /// One pass over the archive from its first byte, with the cached pages of every file
+    /// dropped first so that the bytes come from the device. Passes may overlap: each reads at
+    /// its own offsets.
+    pub fn reader(&self) -> io::Result<Box<dyn Read>> {
+        let mut chain: Box<dyn Read> = Box::new(io::empty());
+        for f in &self.files {
+            drop_cache(f)?;
+            chain = Box::new(Read::chain(
+                chain,
+                ReadAt {
+                    file: f.clone(),
+                    offset: 0,
+                },
+            ));
+        }
+        Ok(chain)
+    }
+}
+
+/// Reads a shared open file from its own offset (`pread`), leaving the descriptor's alone.
+struct ReadAt {
+    file: std::sync::Arc<File>,
+    offset: u64,
+}
+
+impl Read for ReadAt {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = std::os::unix::fs::FileExt::read_at(&*self.file, buf, self.offset)?;
+        self.offset += n as u64;
+        Ok(n)
+    }
 }
 
 /// Opens `files` as one stream, in order, each with its cached pages dropped first.

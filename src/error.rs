@@ -7,7 +7,9 @@
 //!   once the scan is over, so one bad file never hides the next.
 //! - [`Error::exit_code`] is the one function that turns an error into an exit code (`main.rs`
 //!   and `preflight --json` use it); everything else
-//!   describes what went wrong ([`Error::hint`] says how to fix it, in one sentence).
+//!   describes what went wrong ([`Error::hint`] says how to fix it, in one sentence). A command
+//!   line that clap refuses never becomes an [`Error`]: `cli::refused` classifies it at the edge
+//!   (`USAGE`, or `unknown` for `status`).
 //! - An error never leaves a file under an archive's final name: temporary files are removed on
 //!   every error path (see `sink::local`).
 
@@ -179,6 +181,17 @@ pub enum Error {
         /// The first bad entry or difference.
         detail: String,
     },
+    /// The one archive named for verification was deleted (by retention) after the command
+    /// found it and before it could be opened.
+    #[error("{archive}: {detail}")]
+    Removed {
+        /// The target's name.
+        target: String,
+        /// The archive file.
+        archive: String,
+        /// What happened, in words.
+        detail: String,
+    },
     /// The new archive's size is outside the tolerance and `on-anomaly = "fail"`.
     #[error("{archive} is {} where recent archives are about {} (more than {tolerance}% apart)", crate::systemd::human_bytes(*size), crate::systemd::human_bytes(*median))]
     Anomaly {
@@ -251,6 +264,7 @@ impl Error {
             | Error::TargetWrite { target, .. }
             | Error::Write { target, .. }
             | Error::Verify { target, .. }
+            | Error::Removed { target, .. }
             | Error::Prune { target, .. } => Some(target),
             Error::Damaged { target, .. } => target.as_deref(),
             _ => None,
@@ -354,6 +368,9 @@ impl Error {
             Error::Damaged { .. } => {
                 "Do not rely on this archive: restore from another one (`vouch list` shows them), check the target's device, and run `vouch verify --all` to check the rest.".into()
             }
+            Error::Removed { .. } => {
+                "Retention (`vouch prune`, or the end of `vouch run`) deleted it while this command ran; `vouch list` shows the archives that remain.".into()
+            }
             Error::Anomaly { .. } => {
                 "Check that the sources hold what they should (an empty dump, a missing mount); if the change is expected, nothing needs doing (later archives are compared with the new size once it is the usual one) or raise [health] size-tolerance. The archive was kept.".into()
             }
@@ -396,7 +413,9 @@ impl Error {
             Error::Write { .. } => ExitCode::Write,
             Error::SourceRead(_) => ExitCode::SourceRead,
             Error::Required(_) => ExitCode::Required,
-            Error::Verify { .. } | Error::Damaged { .. } => ExitCode::Verify,
+            Error::Verify { .. } | Error::Damaged { .. } | Error::Removed { .. } => {
+                ExitCode::Verify
+            }
             Error::Anomaly { .. } => ExitCode::Anomaly,
             Error::Prune { .. } | Error::PruneRefused { .. } => ExitCode::Prune,
         }

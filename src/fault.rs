@@ -8,8 +8,10 @@
 //! N entries of a restore are in place); `corrupt-temp` flips one byte in the middle of each
 //! written temporary archive before it is read back; `stop-before-data:NAME` stops the process
 //! (`SIGSTOP`) after the tar header of the file called NAME is written and before its data is
-//! read, so a test can change the file and then continue the run with `SIGCONT`. Unset
-//! (always, outside tests), every function here does nothing.
+//! read, so a test can change the file and then continue the run with `SIGCONT`. The verify
+//! points ([`VERIFY_POINTS`]) let a test change what `vouch verify` is about to read (delete an
+//! archive, alter a restored file before it is compared). Unset (always, outside tests), every
+//! function here does nothing.
 
 use std::fs::OpenOptions;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -32,6 +34,15 @@ pub fn fault() -> Option<&'static str> {
     static FAULT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
     FAULT.get_or_init(|| std::env::var(VAR).ok()).as_deref()
 }
+
+/// Points in `vouch verify` where a test can stop it: before an archive's files are opened,
+/// once all of them are open and none is read yet, and (with `--restore-to`) after the restore
+/// and before the restored files are compared with the manifest.
+pub const VERIFY_POINTS: [&str; 3] = [
+    "verify-before-open",
+    "verify-opened",
+    "verify-before-compare",
+];
 
 /// Kills the process with SIGKILL (`kill:POINT`) or stops it with SIGSTOP (`stop:POINT`) when
 /// the test asked for it at `point`.

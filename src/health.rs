@@ -12,7 +12,8 @@
 //!
 //! **Verdict.** Each check that finds something adds a [`Reason`] at its level; the overall
 //! [`Health`] is the worst of them, `healthy` when there are none. `unknown` is reserved for
-//! when vouch cannot judge at all (no usable config, or no trace of any run).
+//! when vouch cannot judge at all: no usable config, or no record of any run and no archive on
+//! any target (vouch never completed a run here).
 
 use crate::archives::{self, Archive, VerifyLog, VerifyRecord};
 use crate::config::{Settings, Target};
@@ -123,7 +124,7 @@ pub struct Reason {
     /// The target it is about, if any.
     pub target: Option<String>,
     /// Which check found it (`age`, `last-run`, `required`, `size`, `space`, `identity`,
-    /// `verify`, `notify`, `archives`, `config`, `state`).
+    /// `verify`, `notify`, `archives`, `config`, `state`, `usage`).
     pub check: &'static str,
     /// The sentence.
     pub message: String,
@@ -794,13 +795,17 @@ pub fn evaluate(settings: &Settings, dirs: &Dirs, now: OffsetDateTime) -> Report
     let last = LastRun::load(&dirs.state);
     let targets: Vec<TargetReport> = settings.targets.iter().map(|t| c.target(t, &log)).collect();
     let any_archive = targets.iter().any(|t| t.archives > 0);
-    if !dirs.state.is_dir() && !any_archive {
+    // `preflight`, `doctor` and `verify` create the state directory too, so only a record of a
+    // run (even a damaged one, reported below), or an archive, shows that vouch has ever
+    // backed up here.
+    let run_recorded = dirs.state.join(crate::run::LAST_RUN).exists();
+    if !run_recorded && !any_archive {
         return Report::unknown(
             &settings.file,
             "state",
             format!(
-                "vouch has no record of any run: no state directory {} and no archives on any target; run `vouch run` (or start vouch.service) first",
-                dirs.state.display()
+                "vouch has never completed a run here: no record of one in {} and no archives on any target; run one with `systemctl start vouch.service` (or `vouch run`), then check again",
+                dirs.state.join(crate::run::LAST_RUN).display()
             ),
         );
     }

@@ -2,19 +2,15 @@
 
 use clap::Parser;
 use vouch::cli::{self, Cli};
-use vouch::exit::ExitCode;
 
 fn main() -> std::process::ExitCode {
     vouch::signals::ignore_sigxfsz();
-    let cli = match Cli::try_parse() {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::Usage.into()
-            } else {
-                ExitCode::Ok.into()
-            };
+            return cli::refused(&args, &e).into();
         }
     };
     vouch::journal::init(vouch::journal::new_run_id(), cli.verbose);

@@ -10,13 +10,22 @@
 //!
 //! Without an identity, only the ciphertext can be checked (hash, length and age header); that
 //! mode must be opted into and is reported as a warning on every run.
+//!
+//! A failure while decrypting, decompressing or parsing names where it happened ([`Position`]):
+//! the tar entry being read (or that the stream broke before the first entry, between two
+//! entries, or after the last one) and about where in the encrypted file, to the start of the
+//! 64 KiB age chunk being read. age authenticates chunk by chunk, so a flipped bit or a cut
+//! is found in the chunk that holds it, while the entry whose data lies there is being read.
 
 use crate::crypt::{self, Identity};
 use crate::io::{HashReader, BUFFER_SIZE};
 use crate::manifest::{Entry, EntryType, Spooled, MANIFEST_PATH, SUMS_PATH};
 use flate2::read::MultiGzDecoder;
 use sha2::{Digest, Sha256};
-use std::io::{self, BufReader, Read};
+use std::cell::{Cell, RefCell};
+use std::fmt::Display;
+use std::io::{self, BufRead, BufReader, Read};
+use std::rc::Rc;
 
 /// What the archive was when it was written.
 pub struct Expected<'a> {
@@ -92,27 +101,196 @@ fn check_totals(reader: HashReader<impl Read>, expected: &Expected<'_>) -> Resul
     Ok(())
 }
 
+/// The size of one encrypted age payload chunk: 64 KiB of plaintext and a 16-byte tag.
+pub const AGE_CHUNK: u64 = 64 * 1024 + 16;
+
+/// What a read was doing when it failed, for the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Phase {
+    /// Reading the header of the next entry (or the padding after the previous one).
+    Between,
+    /// Reading the data of the entry last entered.
+    Data,
+    /// Past the end of the tar stream: gzip's trailer and age's last chunk.
+    End,
+}
+
+#[derive(Debug)]
+struct PositionState {
+    consumed: Cell<u64>,
+    payload_start: Cell<Option<u64>>,
+    entry: RefCell<Option<String>>,
+    phase: RefCell<Phase>,
+}
+
+/// Where a read through an archive is: the ciphertext bytes age has taken in so far and the tar
+/// entry being read. Clones share one state, so the reader stack counts and the loop over the
+/// entries says which entry it is in; a failure anywhere in between is then reported with
+/// [`Position::damaged`], naming the entry and the approximate offset in the encrypted file.
+#[derive(Debug, Clone)]
+pub struct Position(Rc<PositionState>);
+
+impl Default for Position {
+    fn default() -> Self {
+        Position(Rc::new(PositionState {
+            consumed: Cell::new(0),
+            payload_start: Cell::new(None),
+            entry: RefCell::new(None),
+            phase: RefCell::new(Phase::Between),
+        }))
+    }
+}
+
+impl Position {
+    /// A position at the start of an archive.
+    pub fn new() -> Position {
+        Position::default()
+    }
+
+    /// Wraps the buffered ciphertext reader that age decrypts from, counting what age takes.
+    pub fn count<R: BufRead>(&self, inner: R) -> Counting<R> {
+        Counting {
+            inner,
+            position: self.clone(),
+        }
+    }
+
+    /// Marks the end of the age header: what follows is the chunked payload.
+    pub fn header_done(&self) {
+        self.0.payload_start.set(Some(self.0.consumed.get()));
+    }
+
+    /// Entering the data of the entry with this path.
+    pub fn enter(&self, path: &[u8]) {
+        *self.0.entry.borrow_mut() = Some(String::from_utf8_lossy(path).into_owned());
+        *self.0.phase.borrow_mut() = Phase::Data;
+    }
+
+    /// The data of the current entry has been read; next comes another header.
+    pub fn leave(&self) {
+        *self.0.phase.borrow_mut() = Phase::Between;
+    }
+
+    /// The tar stream has ended; what is read now is its trailer.
+    pub fn end(&self) {
+        *self.0.phase.borrow_mut() = Phase::End;
+    }
+
+    /// The start of the age chunk holding the last ciphertext byte read (0 within the header).
+    pub fn offset(&self) -> u64 {
+        let consumed = self.0.consumed.get();
+        match self.0.payload_start.get() {
+            Some(start) if consumed > start => {
+                start + (consumed - start - 1) / AGE_CHUNK * AGE_CHUNK
+            }
+            Some(start) => start,
+            None => 0,
+        }
+    }
+
+    /// The mismatch for a read that failed here, naming the entry being read (or that the
+    /// stream broke before the first entry, after an entry, or after the last one) and the
+    /// approximate byte offset in the encrypted file:
+    /// `X: cannot read its data: ERROR (near byte N of the archive)`,
+    /// `the archive is damaged after X: ERROR (near byte N of the archive)`,
+    /// `cannot decrypt: ERROR (in the age header, before the first entry)`.
+    pub fn damaged(&self, what: &str, error: impl Display) -> Mismatch {
+        // One line: some errors (age's "unknown format") come with a second one.
+        let error = error
+            .to_string()
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
+        if self.0.payload_start.get().is_none() {
+            return mismatch(format!(
+                "{what}: {error} (in the age header, before the first entry)"
+            ));
+        }
+        let near = format!("near byte {} of the archive", self.offset());
+        let entry = self.0.entry.borrow();
+        let phase = self.0.phase.borrow();
+        mismatch(match (&*phase, entry.as_deref()) {
+            (Phase::Data, Some(e)) => format!("{e}: {what}: {error} ({near})"),
+            (Phase::End, Some(e)) => {
+                format!("{what} after the last entry ({e}): {error} ({near})")
+            }
+            (Phase::End, None) => format!("{what} after the last entry: {error} ({near})"),
+            (_, Some(e)) => format!("{what} after {e}: {error} ({near})"),
+            (_, None) => format!("{what} before the first entry: {error} ({near})"),
+        })
+    }
+}
+
+/// A buffered reader that counts the bytes taken from it into a [`Position`].
+pub struct Counting<R> {
+    inner: R,
+    position: Position,
+}
+
+impl<R: BufRead> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let c = &self.position.0.consumed;
+        c.set(c.get() + n as u64);
+        Ok(n)
+    }
+}
+
+impl<R: BufRead> BufRead for Counting<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        self.inner.fill_buf()
+    }
+
+    fn consume(&mut self, amt: usize) {
+        self.inner.consume(amt);
+        let c = &self.position.0.consumed;
+        c.set(c.get() + amt as u64);
+    }
+}
+
 /// The plaintext tar stream of an age + gzip archive read through `hashed`.
-type TarStream<'a, R> =
-    tar::Archive<MultiGzDecoder<age::stream::StreamReader<BufReader<&'a mut HashReader<R>>>>>;
+type TarStream<'a, R> = tar::Archive<
+    MultiGzDecoder<age::stream::StreamReader<Counting<BufReader<&'a mut HashReader<R>>>>>,
+>;
 
 fn open_tar<'a, R: Read>(
     hashed: &'a mut HashReader<R>,
     identity: &Identity,
+    position: &Position,
 ) -> Result<TarStream<'a, R>, Mismatch> {
-    let buffered = BufReader::with_capacity(BUFFER_SIZE, hashed);
+    let buffered = position.count(BufReader::with_capacity(BUFFER_SIZE, hashed));
     let plain =
-        crypt::decrypt(identity, buffered).map_err(|e| mismatch(format!("cannot decrypt: {e}")))?;
+        crypt::decrypt(identity, buffered).map_err(|e| position.damaged("cannot decrypt", e))?;
+    position.header_done();
     Ok(tar::Archive::new(MultiGzDecoder::new(plain)))
 }
 
 /// Reads what follows the tar's end so that age authenticates the final chunk and gzip checks
 /// its trailer.
-fn drain<R: Read>(tar: TarStream<'_, R>) -> Result<(), Mismatch> {
+fn drain<R: Read>(tar: TarStream<'_, R>, position: &Position) -> Result<(), Mismatch> {
+    position.end();
     let mut rest = tar.into_inner();
     io::copy(&mut rest, &mut io::sink())
         .map(|_| ())
-        .map_err(|e| mismatch(format!("the end of the archive is damaged: {e}")))
+        .map_err(|e| position.damaged("the archive is damaged", e))
+}
+
+/// The next tar entry, with a failure to read its header located.
+fn next_entry<'a, R: Read>(
+    iter: &mut tar::Entries<'a, R>,
+    position: &Position,
+) -> Result<Option<tar::Entry<'a, R>>, Mismatch> {
+    position.leave();
+    match iter.next() {
+        None => Ok(None),
+        Some(Ok(e)) => {
+            position.enter(&e.path_bytes());
+            Ok(Some(e))
+        }
+        Some(Err(e)) => Err(position.damaged("the archive is damaged", e)),
+    }
 }
 
 /// Fully verifies `file` against `expected`, decrypting with `identity`.
@@ -123,8 +301,9 @@ pub fn verify_full(
     progress: &mut dyn FnMut(u64),
 ) -> Result<(), Mismatch> {
     let mut hashed = HashReader::new(file);
+    let position = Position::new();
     {
-        let mut tar = open_tar(&mut hashed, identity)?;
+        let mut tar = open_tar(&mut hashed, identity, &position)?;
         let mut entries = expected
             .manifest
             .entries()
@@ -133,11 +312,10 @@ pub fn verify_full(
         let mut seen_sums = false;
         let mut buf = vec![0u8; BUFFER_SIZE];
         let mut done = 0u64;
-        let iter = tar
+        let mut iter = tar
             .entries()
-            .map_err(|e| mismatch(format!("not a tar stream: {e}")))?;
-        for found in iter {
-            let mut found = found.map_err(|e| mismatch(format!("corrupt tar entry: {e}")))?;
+            .map_err(|e| position.damaged("not a tar stream", e))?;
+        while let Some(mut found) = next_entry(&mut iter, &position)? {
             let path = found.path_bytes().into_owned();
             let path_str = String::from_utf8_lossy(&path).into_owned();
             if seen_sums {
@@ -146,7 +324,7 @@ pub fn verify_full(
                 )));
             }
             let digest = hash_entry(&mut found, &mut buf)
-                .map_err(|e| mismatch(format!("{path_str}: cannot read its data: {e}")))?;
+                .map_err(|e| position.damaged("cannot read its data", e))?;
             done += found.size();
             progress(done);
             if path == MANIFEST_PATH.as_bytes() {
@@ -188,7 +366,7 @@ pub fn verify_full(
         if !seen_sums {
             return Err(mismatch(format!("{SUMS_PATH} is missing")));
         }
-        drain(tar)?;
+        drain(tar, &position)?;
     }
     check_totals(hashed, expected)
 }
@@ -294,32 +472,32 @@ struct Closing {
 
 fn read_closing(file: impl Read, identity: &Identity) -> Result<Closing, Mismatch> {
     let mut hashed = HashReader::new(file);
+    let position = Position::new();
     let mut manifest = None;
     let mut sums = None;
     {
-        let mut tar = open_tar(&mut hashed, identity)?;
-        let iter = tar
+        let mut tar = open_tar(&mut hashed, identity, &position)?;
+        let mut iter = tar
             .entries()
-            .map_err(|e| mismatch(format!("not a tar stream: {e}")))?;
-        for found in iter {
-            let mut found = found.map_err(|e| mismatch(format!("corrupt tar entry: {e}")))?;
+            .map_err(|e| position.damaged("not a tar stream", e))?;
+        while let Some(mut found) = next_entry(&mut iter, &position)? {
             let path = found.path_bytes().into_owned();
+            let unreadable = |e| position.damaged("cannot read its data", e);
             if path == MANIFEST_PATH.as_bytes() || path == SUMS_PATH.as_bytes() {
                 let mut data = Vec::new();
-                found.read_to_end(&mut data).map_err(|e| {
-                    mismatch(format!(
-                        "cannot read {}: {e}",
-                        String::from_utf8_lossy(&path)
-                    ))
-                })?;
+                found.read_to_end(&mut data).map_err(unreadable)?;
                 if path == MANIFEST_PATH.as_bytes() {
                     manifest = Some(data);
                 } else {
                     sums = Some(data);
                 }
+            } else {
+                // Read here rather than skipped by the next header's read, so that damage in
+                // the data is found while this entry is the one being read.
+                io::copy(&mut found, &mut io::sink()).map_err(unreadable)?;
             }
         }
-        drain(tar)?;
+        drain(tar, &position)?;
     }
     let (archive_sha256, archive_size) = hashed
         .finish()
@@ -407,4 +585,174 @@ pub fn verify_archive(
         archive_size: closing.archive_size,
         archive_sha256: closing.archive_sha256,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::str::FromStr;
+
+    /// A key pair: the identity and its recipient.
+    fn keys() -> (Identity, age::x25519::Recipient) {
+        let (secret, recipient) = crypt::generate();
+        let key = age::x25519::Identity::from_str(&secret).unwrap();
+        let identity = Identity {
+            path: "test".into(),
+            keys: vec![key],
+        };
+        (
+            identity,
+            age::x25519::Recipient::from_str(&recipient).unwrap(),
+        )
+    }
+
+    /// A tar of `files`, handed to `tamper` as plain tar bytes, then gzip'ed, handed to
+    /// `tamper_gz`, and encrypted.
+    fn archive(
+        recipient: &age::x25519::Recipient,
+        files: &[(&str, Vec<u8>)],
+        tamper: impl FnOnce(&mut Vec<u8>),
+        tamper_gz: impl FnOnce(&mut Vec<u8>),
+    ) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        for (name, data) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            builder.append_data(&mut h, name, &data[..]).unwrap();
+        }
+        let mut plain = builder.into_inner().unwrap();
+        tamper(&mut plain);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&plain).unwrap();
+        let mut gz = gz.finish().unwrap();
+        tamper_gz(&mut gz);
+        let mut w = crypt::encrypt(std::slice::from_ref(recipient), Vec::new()).unwrap();
+        w.write_all(&gz).unwrap();
+        w.finish().unwrap()
+    }
+
+    fn noise(len: usize) -> Vec<u8> {
+        let mut x = 0x9e37_79b9u32;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                (x >> 11) as u8
+            })
+            .collect()
+    }
+
+    fn failure(ciphertext: &[u8], identity: &Identity) -> String {
+        match read_closing(ciphertext, identity) {
+            Ok(_) => panic!("the damaged archive was read without an error"),
+            Err(m) => m.0,
+        }
+    }
+
+    #[test]
+    fn a_flipped_bit_names_the_entry_and_its_chunk() {
+        let (identity, recipient) = keys();
+        let files = [
+            ("small", b"small\n".to_vec()),
+            ("big", noise(600_000)),
+            ("last", b"last\n".to_vec()),
+        ];
+        let mut data = archive(&recipient, &files, |_| {}, |_| {});
+        let at = data.len() / 2;
+        data[at] ^= 0x01;
+        let message = failure(&data, &identity);
+        assert!(
+            message.starts_with("big: cannot read its data: decryption error (near byte "),
+            "{message}"
+        );
+        let near: u64 = message
+            .rsplit("near byte ")
+            .next()
+            .and_then(|t| t.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no offset in {message}"));
+        let at = at as u64;
+        assert!(
+            near <= at && at < near + AGE_CHUNK,
+            "byte {at} is not in the chunk at {near}"
+        );
+    }
+
+    #[test]
+    fn a_broken_header_names_the_entry_before_it() {
+        let (identity, recipient) = keys();
+        let files = [("first", b"one\n".to_vec()), ("second", b"two\n".to_vec())];
+        // The second header starts after the first header and its one block of data.
+        let data = archive(&recipient, &files, |tar| tar[1024 + 100] ^= 0x01, |_| {});
+        let message = failure(&data, &identity);
+        assert!(
+            message.starts_with("the archive is damaged after first: "),
+            "{message}"
+        );
+        // A broken first header is before the first entry.
+        let data = archive(&recipient, &files, |tar| tar[100] ^= 0x01, |_| {});
+        let message = failure(&data, &identity);
+        assert!(
+            message.starts_with("the archive is damaged before the first entry: "),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn damage_past_the_tar_end_is_after_the_last_entry() {
+        let (identity, recipient) = keys();
+        let files = [("first", b"one\n".to_vec()), ("second", b"two\n".to_vec())];
+        // The gzip trailer's CRC no longer matches: found only once the tar has ended.
+        let data = archive(
+            &recipient,
+            &files,
+            |_| {},
+            |gz| {
+                let n = gz.len();
+                gz[n - 8] ^= 0x01;
+            },
+        );
+        let message = failure(&data, &identity);
+        assert!(
+            message.starts_with("the archive is damaged after the last entry (second): "),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_damaged_age_header_is_before_the_first_entry() {
+        let (identity, recipient) = keys();
+        let files = [("first", b"one\n".to_vec())];
+        let mut data = archive(&recipient, &files, |_| {}, |_| {});
+        data[30] ^= 0x01;
+        let message = failure(&data, &identity);
+        assert!(
+            message.starts_with("cannot decrypt: ")
+                && message.ends_with("(in the age header, before the first entry)"),
+            "{message}"
+        );
+        // A damaged MAC line is not even an age header any more; age says so on two lines,
+        // the message keeps to one.
+        let mut data = archive(&recipient, &files, |_| {}, |_| {});
+        let mac = data.windows(5).position(|w| w == b"\n--- ").unwrap();
+        data[mac + 2] ^= 0x40;
+        let message = failure(&data, &identity);
+        assert!(
+            !message.contains('\n')
+                && message.ends_with("(in the age header, before the first entry)"),
+            "{message}"
+        );
+        // Cut short inside the payload: the chunk that ends early is where it is found.
+        let data = archive(&recipient, &[("big", noise(300_000))], |_| {}, |_| {});
+        let cut = &data[..data.len() - 1000];
+        let message = failure(cut, &identity);
+        assert!(
+            message.starts_with("big: cannot read its data: "),
+            "{message}"
+        );
+    }
 }

@@ -8,9 +8,9 @@ mod util;
 use serde_json::Value;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use time::OffsetDateTime;
-use util::{assert_code, stderr, Env};
+use util::{assert_code, stderr, Env, Immutable};
 
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -155,32 +155,6 @@ fn line_for<'a>(out: &'a str, name: &str) -> &'a str {
     out.lines()
         .find(|l| l.split_whitespace().any(|w| w == name))
         .unwrap_or_else(|| panic!("no line for {name} in:\n{out}"))
-}
-
-/// Clears the immutable flag set on a file, also when the test fails.
-struct Immutable(PathBuf);
-
-impl Immutable {
-    fn set(path: &Path) -> Immutable {
-        assert!(
-            util::is_root(),
-            "this test needs root to make a file immutable (chattr +i)"
-        );
-        let out = Command::new("chattr").arg("+i").arg(path).output().unwrap();
-        assert!(
-            out.status.success(),
-            "chattr +i {} failed: {}",
-            path.display(),
-            stderr(&out)
-        );
-        Immutable(path.to_owned())
-    }
-}
-
-impl Drop for Immutable {
-    fn drop(&mut self) {
-        let _ = Command::new("chattr").arg("-i").arg(&self.0).status();
-    }
 }
 
 #[test]

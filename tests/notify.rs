@@ -465,6 +465,26 @@ fn dead_and_silent_endpoints_do_not_change_the_exit_code() {
     let f = failures(&record(&env));
     assert_eq!(f.len(), 1, "{f:?}");
     assert!(f[0].0 == "webhook" && f[0].1.contains("503"), "{f:?}");
+
+    // A failing run keeps its own code too, whatever the endpoints do.
+    let env = Env::new();
+    fs::write(env.src.join("a.txt"), "alpha\n").unwrap();
+    let silent = Server::start(0);
+    env.write_config(
+        &format!("required = [\"{}\"]", env.src.join("vault.enc").display()),
+        &notify_section(&[
+            format!("webhook = \"{}\"", closed_port_url()),
+            format!("ping = \"{}\"", silent.url("/ping")),
+            "timeout = \"1s\"".into(),
+        ]),
+    );
+    let out = vouch(&env, &["run"], &[]);
+    assert_code(&out, 32);
+    assert_eq!(silent.paths(), ["GET /ping/start", "POST /ping/32"]);
+    let rec = record(&env);
+    assert_eq!(rec["exit-code"], 32);
+    let channels: Vec<String> = failures(&rec).into_iter().map(|(c, _)| c).collect();
+    assert_eq!(channels, ["ping", "webhook", "ping"], "{rec}");
 }
 
 #[test]
@@ -536,11 +556,11 @@ fn the_command_gets_the_outcome_in_its_environment_and_on_stdin() {
         &notify_section(&[format!("command = [\"{}\"]", cmd.display())]),
     );
     let out = vouch(&env, &["run"], &[]);
-    let code = out.status.code().unwrap();
-    assert_ne!(code, 0, "{}", stderr(&out));
+    assert_code(&out, 32);
     let text = fs::read_to_string(dump.join("env")).unwrap();
     assert!(text.contains("VOUCH_RESULT=failure"), "{text}");
-    assert!(text.contains(&format!("VOUCH_EXIT_CODE={code}")), "{text}");
+    assert!(text.contains("VOUCH_EXIT_CODE=32\n"), "{text}");
+    assert!(text.contains("VOUCH_EXIT_NAME=REQUIRED\n"), "{text}");
     assert!(
         text.contains("VOUCH_REASONS=") && text.contains("vault.enc"),
         "{text}"
@@ -574,14 +594,18 @@ fn a_hanging_command_is_killed_at_the_timeout() {
     assert!(f[0].0 == "command" && f[0].1.contains("killed"), "{f:?}");
     let ps = Command::new("pgrep")
         .args(["-f", &cmd.display().to_string()])
-        .output();
-    if let Ok(ps) = ps {
-        assert!(
-            ps.stdout.is_empty(),
-            "still running: {}",
-            String::from_utf8_lossy(&ps.stdout)
-        );
-    }
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("pgrep is needed to look for leftover processes (apt-get install procps): {e}")
+        });
+    // pgrep exits 1 when nothing matches, 0 when something does, 2 and up when it failed.
+    assert!(
+        ps.status.code() == Some(1) && ps.stdout.is_empty(),
+        "still running, or pgrep failed ({:?}): {}{}",
+        ps.status,
+        String::from_utf8_lossy(&ps.stdout),
+        stderr(&ps)
+    );
 }
 
 #[test]
@@ -937,4 +961,130 @@ fn credentials_in_a_url_never_reach_the_record_and_no_channel_clears_it() {
     env.write_config("", "");
     assert_code(&vouch(&env, &["run"], &[]), 0);
     assert!(!env.state.join("notify.json").exists());
+}
+
+/// Three good runs of a small source into a config without notifications (the history a size
+/// verdict needs), then the source grown about sixfold and the config replaced by one with
+/// `target_extra` (after the target's keys) and `extra` (sections of its own).
+fn grown_after_three_runs(env: &Env, target_extra: &str, extra: &str) {
+    fs::write(env.src.join("data.bin"), util::noise(20_000, 1)).unwrap();
+    env.write_config("", "min-free = \"1MiB\"\n");
+    for _ in 0..3 {
+        assert_code(&vouch(env, &["run"], &[]), 0);
+    }
+    assert_eq!(env.archives().len(), 3);
+    fs::write(env.src.join("more.bin"), util::noise(100_000, 2)).unwrap();
+    env.write_config(
+        "",
+        &format!("min-free = \"1MiB\"\n{target_extra}\n\n{extra}"),
+    );
+}
+
+/// Webhook and ping on `server`.
+fn webhook_and_ping(server: &Server) -> String {
+    notify_section(&[
+        format!("webhook = \"{}\"", server.url("/hook")),
+        format!("ping = \"{}\"", server.url("/ping")),
+    ])
+}
+
+#[test]
+fn a_size_anomaly_that_fails_the_run_alerts_35_and_prunes_nothing() {
+    let env = Env::new();
+    let server = Server::start(200);
+    // keep = { last = 1 } would delete the three older archives after a good run.
+    grown_after_three_runs(
+        &env,
+        "keep = { last = 1 }",
+        &format!(
+            "[health]\non-anomaly = \"fail\"\n\n{}",
+            webhook_and_ping(&server)
+        ),
+    );
+    let before = env.target_files();
+    let out = vouch(&env, &["run"], &[]);
+    assert_code(&out, 35);
+
+    let paths = server.paths();
+    let pings: Vec<&String> = paths.iter().filter(|p| p.contains("/ping")).collect();
+    assert_eq!(pings, ["GET /ping/start", "POST /ping/35"], "{paths:?}");
+    assert!(!paths.iter().any(|p| p.ends_with("/0")), "{paths:?}");
+    let body = server.find("/hook").json();
+    assert_eq!(body["result"], "failure");
+    assert_eq!(body["exit-code"], 35);
+    assert_eq!(body["exit-name"], "ANOMALY");
+    // The archive was kept and committed: the payload names it, and its size warning is the
+    // reason.
+    let newest = env.archives().pop().unwrap();
+    assert_eq!(body["archive"], file_name(&newest).as_str());
+    let reasons = body["reasons"].as_array().unwrap();
+    assert_eq!(reasons.len(), 1, "{body}");
+    let reason = reasons[0].as_str().unwrap();
+    assert!(
+        reason.starts_with(&format!("ANOMALY: {} is ", file_name(&newest)))
+            && reason.contains("where recent archives are about")
+            && reason.ends_with("(more than 20% apart)"),
+        "{reason}"
+    );
+    let text = server.find("/ping/35").text();
+    assert!(
+        text.contains("failure") && text.contains("ANOMALY"),
+        "{text}"
+    );
+    assert_eq!(record(&env)["exit-code"], 35);
+
+    // Retention did not run after the failed run: everything is still there, plus the new
+    // archive and its receipt.
+    let after = env.target_files();
+    assert_eq!(after.len(), before.len() + 2, "{after:?}");
+    assert!(before.iter().all(|f| after.contains(f)), "{after:?}");
+    assert_eq!(env.archives().len(), 4);
+}
+
+#[test]
+fn a_failed_prune_alerts_36_with_the_size_warning() {
+    let env = Env::new();
+    let server = Server::start(200);
+    // Warn (the default) on the anomaly, and retention that must delete three archives.
+    grown_after_three_runs(&env, "keep = { last = 1 }", &webhook_and_ping(&server));
+    let stuck = env.archives()[0].clone();
+    let guard = util::Immutable::set(&stuck);
+    let out = vouch(&env, &["run"], &[]);
+    drop(guard);
+    assert_code(&out, 36);
+
+    let paths = server.paths();
+    let pings: Vec<&String> = paths.iter().filter(|p| p.contains("/ping")).collect();
+    assert_eq!(pings, ["GET /ping/start", "POST /ping/36"], "{paths:?}");
+    assert!(!paths.iter().any(|p| p.ends_with("/0")), "{paths:?}");
+    let body = server.find("/hook").json();
+    assert_eq!(body["result"], "failure");
+    assert_eq!(body["exit-code"], 36);
+    assert_eq!(body["exit-name"], "PRUNE");
+    let newest = env.archives().pop().unwrap();
+    assert_eq!(body["archive"], file_name(&newest).as_str());
+    let reasons: Vec<&str> = body["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    assert_eq!(reasons.len(), 2, "{body}");
+    assert!(
+        reasons[0].starts_with("PRUNE: ") && reasons[0].contains(&file_name(&stuck)),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[1].starts_with(&format!("size anomaly: {} is ", file_name(&newest))),
+        "{reasons:?}"
+    );
+    let text = server.find("/ping/36").text();
+    assert!(
+        text.contains("failure") && text.contains("PRUNE") && text.contains("size anomaly"),
+        "{text}"
+    );
+    assert_eq!(record(&env)["exit-code"], 36);
+    // The other two old archives went; the stuck one and the new one stay.
+    let left: Vec<String> = env.archives().iter().map(|a| file_name(a)).collect();
+    assert_eq!(left, [file_name(&stuck), file_name(&newest)]);
 }

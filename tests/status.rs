@@ -9,7 +9,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
-use util::{assert_code, noise, stderr, Env};
+use util::{assert_code, noise, promtool_check, sample, stderr, Env};
 
 /// A world with a small incompressible source and a config: `{src}` in `backup_extra` stands
 /// for the source directory; `extra` goes after the target's keys (so it may open `[health]`,
@@ -312,7 +312,25 @@ fn an_unreadable_identity_is_critical() {
 fn without_config_or_any_trace_of_a_run_status_is_unknown() {
     let env = world("", "");
     // Configured, but never run: no state directory and no archives.
-    assert_status(&env, 3, "unknown", "no record of any run");
+    let never = "vouch has never completed a run here";
+    assert_status(&env, 3, "unknown", never);
+    // preflight, doctor and verify make the state directory, and verify records what it
+    // could not find; none of that is a run.
+    assert_code(&env.vouch(&["preflight"]), 0);
+    assert!(env.state.is_dir());
+    let text = assert_status(&env, 3, "unknown", never);
+    assert!(text.contains("`systemctl start vouch.service`"), "{text}");
+    assert_code(&env.vouch(&["verify"]), 33);
+    assert_status(&env, 3, "unknown", never);
+    let (code, json) = status_json(&env);
+    assert_eq!(code, 3);
+    assert_eq!(json["reasons"][0]["check"], "state", "{json}");
+    // A run that failed is a run: critical, not unknown.
+    let src = env.src.clone();
+    fs::rename(&src, env.dir.path().join("moved")).unwrap();
+    assert_code(&env.vouch(&["run"]), 12);
+    assert_status(&env, 2, "critical", "failed with SOURCE (12)");
+    fs::rename(env.dir.path().join("moved"), &src).unwrap();
     // No config at all.
     let missing = env.dir.path().join("missing.toml");
     let out = Command::new(env!("CARGO_BIN_EXE_vouch"))
@@ -336,30 +354,6 @@ fn without_config_or_any_trace_of_a_run_status_is_unknown() {
     // An invalid config names the key.
     fs::write(&env.config, "[backup]\nsources = 5\n").unwrap();
     assert_status(&env, 3, "unknown", "backup.sources");
-}
-
-/// `promtool check metrics` on a textfile; the test fails when promtool is missing.
-fn promtool_check(path: &Path) {
-    let text = fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("no metrics textfile at {}: {e}", path.display()));
-    let out = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(fs::File::open(path).unwrap())
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("promtool is needed for this test (apt-get install -y prometheus): {e}")
-        });
-    assert!(
-        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
-        "promtool check metrics failed on:\n{text}\n{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
-}
-
-fn sample(text: &str, series: &str) -> Option<String> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ').map(str::to_owned))
 }
 
 #[test]
@@ -612,4 +606,39 @@ fn the_textfile_after_a_run_agrees_with_status_about_failed_notifications() {
         "{text}"
     );
     assert_status(&env, 1, "warning", "webhook");
+}
+
+#[test]
+fn a_bad_status_command_line_is_unknown() {
+    let env = world("", "");
+    run_ok(&env);
+    for args in [
+        &["status", "--bogus"][..],
+        &["status", "extra"],
+        &["status", "--json", "--json"],
+    ] {
+        let out = env.vouch(args);
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("error:"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+        if args.contains(&"--json") {
+            let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(json["status"], "unknown");
+            assert_eq!(json["code"], 3);
+            assert_eq!(json["reasons"][0]["check"], "usage", "{json}");
+            assert_eq!(json["config"], env.config.display().to_string());
+        } else {
+            let text = stdout(&out);
+            assert!(text.starts_with("vouch status: unknown\n"), "{text}");
+            assert!(text.contains("unknown: bad command line: "), "{text}");
+        }
+    }
+    // Help is not an error; other commands keep USAGE.
+    assert_code(&env.vouch(&["status", "--help"]), 0);
+    assert_code(&env.vouch(&["run", "--bogus"]), 2);
+    assert_code(&env.vouch(&["list", "--bogus"]), 2);
+    assert_code(&env.vouch(&["status"]), 0);
 }

@@ -13,7 +13,8 @@ pub mod verify; // `vouch verify`
 
 use crate::error::Error;
 use crate::exit::{Done, ExitCode};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 /// Backups for systemd hosts that fail loudly: encrypted, atomic, read back and verified.
@@ -207,6 +208,92 @@ pub fn execute(cli: &Cli) -> Result<Done, Error> {
     code.map(Done::Exit)
 }
 
+/// What a command line that did not parse says, as far as it can be read: the subcommand (its
+/// first word that is neither an option nor an option's value) and the `--config` value.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Words {
+    /// The subcommand, when one is there.
+    pub command: Option<String>,
+    /// `--config PATH`.
+    pub config: Option<PathBuf>,
+    /// Whether `--json` is among the words after the subcommand.
+    pub json: bool,
+}
+
+impl Words {
+    /// Reads `args` (with the program name first) knowing which of vouch's global options
+    /// take a value.
+    pub fn read(args: &[OsString]) -> Words {
+        let cmd = Cli::command();
+        let takes_value = |a: &clap::Arg| a.get_action().takes_values();
+        let long = |name: &str| {
+            cmd.get_arguments()
+                .find(|a| a.get_long() == Some(name))
+                .is_some_and(takes_value)
+        };
+        let short = |c: char| {
+            cmd.get_arguments()
+                .find(|a| a.get_short() == Some(c))
+                .is_some_and(takes_value)
+        };
+        let mut words = Words::default();
+        let mut it = args.iter().skip(1);
+        while let Some(arg) = it.next() {
+            let text = arg.to_string_lossy();
+            if words.command.is_some() {
+                words.json |= text == "--json";
+                if text == "--config" {
+                    words.config = it.next().map(PathBuf::from);
+                } else if let Some(value) = text.strip_prefix("--config=") {
+                    words.config = Some(value.into());
+                }
+                continue;
+            }
+            if text == "--" {
+                words.command = it.next().map(|a| a.to_string_lossy().into_owned());
+            } else if let Some(name) = text.strip_prefix("--") {
+                match name.split_once('=') {
+                    Some(("config", value)) => words.config = Some(value.into()),
+                    Some(_) => {}
+                    None if name == "config" => words.config = it.next().map(PathBuf::from),
+                    None if long(name) => {
+                        it.next();
+                    }
+                    None => {}
+                }
+            } else if let Some(cluster) = text.strip_prefix('-').filter(|c| !c.is_empty()) {
+                // `-v`, or a cluster whose option with a value takes the rest (or the next word).
+                if let Some(i) = cluster.chars().position(short) {
+                    if i + 1 == cluster.chars().count() {
+                        it.next();
+                    }
+                }
+            } else {
+                words.command = Some(text.into_owned());
+            }
+        }
+        words
+    }
+}
+
+/// How a command line that clap refused ends. Help and version are not errors (0). `status` is
+/// a monitoring check, so a bad command line is its `unknown` (3), the monitoring-plugin
+/// convention, with an `unknown` report on stdout; every other command exits `USAGE` (2).
+/// clap has printed its message to stderr already.
+pub fn refused(args: &[OsString], error: &clap::Error) -> Done {
+    if !error.use_stderr() {
+        return Done::Exit(ExitCode::Ok);
+    }
+    let words = Words::read(args);
+    if words.command.as_deref() != Some("status") {
+        return Done::Exit(ExitCode::Usage);
+    }
+    let first = error.to_string();
+    let first = first.lines().next().unwrap_or_default();
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    Done::Health(status::refused(words.config.as_deref(), words.json, first))
+}
+
 /// The configured targets a `--target NAME` option selects: all of them without one, else the
 /// one with that name (a usage error when there is none).
 pub fn select_targets<'a>(
@@ -248,5 +335,57 @@ pub fn report_failure(cli: &Cli, error: &Error, code: ExitCode) {
                 .field_opt("VOUCH_HINT", error.hint())
                 .emit();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(line: &str) -> Words {
+        let args: Vec<OsString> = line.split_whitespace().map(OsString::from).collect();
+        Words::read(&args)
+    }
+
+    #[test]
+    fn the_subcommand_of_a_refused_command_line_is_found() {
+        assert_eq!(
+            words("vouch status --bogus").command.as_deref(),
+            Some("status")
+        );
+        // The value of --config is not the subcommand, whatever it is called.
+        let w = words("vouch --config status status --json --nope");
+        assert_eq!(w.command.as_deref(), Some("status"));
+        assert_eq!(w.config, Some(PathBuf::from("status")));
+        assert!(w.json);
+        let w = words("vouch -v --config=/etc/x.toml run --json");
+        assert_eq!(w.command.as_deref(), Some("run"));
+        assert_eq!(w.config, Some(PathBuf::from("/etc/x.toml")));
+        assert!(w.json);
+        let w = words("vouch status extra --config /tmp/c.toml");
+        assert_eq!(w.config, Some(PathBuf::from("/tmp/c.toml")));
+        assert!(!w.json);
+        assert_eq!(words("vouch --verbose").command, None);
+        assert_eq!(
+            words("vouch --json status").command.as_deref(),
+            Some("status")
+        );
+        assert!(!words("vouch --json status").json);
+    }
+
+    #[test]
+    fn a_bad_status_command_line_is_unknown_and_others_are_usage() {
+        let refuse = |line: &str| {
+            let args: Vec<OsString> = line.split_whitespace().map(OsString::from).collect();
+            let error = Cli::try_parse_from(&args).unwrap_err();
+            refused(&args, &error)
+        };
+        assert_eq!(refuse("vouch run --bogus"), Done::Exit(ExitCode::Usage));
+        assert_eq!(refuse("vouch bogus"), Done::Exit(ExitCode::Usage));
+        assert_eq!(refuse("vouch status --help"), Done::Exit(ExitCode::Ok));
+        assert_eq!(
+            refuse("vouch status --bogus"),
+            Done::Health(crate::exit::Health::Unknown)
+        );
     }
 }

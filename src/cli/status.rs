@@ -28,8 +28,26 @@ pub fn execute(cli: &Cli, json: bool) -> Health {
             format!("cannot judge without a usable config: {e}: fix it, then check with `vouch preflight`"),
         ),
     };
+    print_report(&report, json)
+}
+
+/// The verdict on a `vouch status` command line that did not parse: `unknown`, printed like
+/// any other report (text, or JSON when `--json` was among the words), so that a monitoring
+/// system shows why the check could not run.
+pub fn refused(config: Option<&std::path::Path>, json: bool, problem: &str) -> Health {
+    let path = dirs::config_path(config);
+    let report = Report::unknown(
+        &path,
+        "usage",
+        format!("bad command line: {problem}: fix the check's command (`vouch status --help` shows the options)"),
+    );
+    print_report(&report, json)
+}
+
+/// Prints a report as text or JSON; returns its verdict (`unknown` when it cannot be printed).
+fn print_report(report: &Report, json: bool) -> Health {
     if json {
-        match serde_json::to_string_pretty(&report) {
+        match serde_json::to_string_pretty(report) {
             Ok(text) => println!("{text}"),
             Err(e) => {
                 eprintln!("vouch status: cannot write JSON: {e}");
@@ -37,7 +55,7 @@ pub fn execute(cli: &Cli, json: bool) -> Health {
             }
         }
     } else {
-        print!("{}", text(&report));
+        print!("{}", text(report));
     }
     report.status
 }

@@ -2,18 +2,28 @@
 //! targets and check every entry against the manifest, as `vouch run` does right after writing.
 //!
 //! This is the restore test: `vouch-verify.timer` runs `vouch verify --latest` weekly. Results
-//! are recorded in `$STATE_DIRECTORY/verified.json` (archives are never rewritten). A target
-//! without any archive fails, since there is nothing that could be restored from it.
+//! are recorded in `$STATE_DIRECTORY/verified.json` (archives are never rewritten), failures
+//! included, and every outcome after the config is loaded rewrites the metrics textfile. A
+//! target without any archive fails, since there is nothing that could be restored from it;
+//! the other targets are still verified.
+//!
+//! verify does not take the run lock (a weekly verify must never make the daily backup exit
+//! `LOCKED`), so retention may delete an archive while it is being verified. Every file of an
+//! archive is opened before any is read, and both passes (and the restore test) read through
+//! those descriptors, so a deletion after the opening changes nothing. An archive deleted after
+//! it was listed and before it was opened is reported as such and skipped, unless it is the one
+//! archive named on the command line, which then fails.
 //!
 //! `--restore-to DIR` goes one step further: after the verification, each archive is restored
 //! into DIR (into `DIR/TARGET/ARCHIVE` when several are selected) and every restored file is
 //! read back from disk and compared with the manifest. DIR must be new or empty; the restored
-//! files are left there for the operator to inspect.
+//! files are left there for the operator to inspect. The record says `restore-test` only when
+//! that step ran: an archive that failed its verification is not restored.
 
-use crate::archives::{self, Archive, VerifyLog, VerifyRecord};
+use crate::archives::{self, Archive, Opened, VerifyLog, VerifyRecord};
 use crate::cli::restore as restore_cli;
 use crate::cli::Cli;
-use crate::config::{self, Target};
+use crate::config::{self, Settings, Target};
 use crate::crypt::Identity;
 use crate::crypt::{KeyError, Keys};
 use crate::dirs::{self, Dirs};
@@ -35,7 +45,8 @@ pub enum Selection {
     One(PathBuf),
 }
 
-/// Verifies the selected archives and records the results.
+/// Verifies the selected archives and records the results. Once the config is loaded, every
+/// outcome (failures included) rewrites the metrics textfile.
 pub fn execute(
     cli: &Cli,
     selection: Selection,
@@ -47,72 +58,57 @@ pub fn execute(
     }
     let settings = config::load(&dirs::config_path(cli.config.as_deref()))?;
     let dirs = Dirs::from_env();
+    let result = verify_selected(&settings, &dirs, &selection, target, restore_to);
+    // The textfile is made from the verification log, which holds every archive read above.
+    crate::metrics::write(&settings, &dirs);
+    result
+}
+
+/// What checking one archive found.
+enum Checked {
+    /// Read in full and every entry matched; its files stay open for a restore test.
+    Passed(verify::Verified, Opened),
+    /// The first difference.
+    Failed(verify::Mismatch),
+    /// Deleted after it was listed and before it was opened (retention, by a `vouch run` or
+    /// `vouch prune` at the same time).
+    Removed,
+}
+
+/// How one archive's verification ended, for the log and the summary line.
+struct Verdict {
+    /// Whether it passed.
+    ok: bool,
+    /// The first difference, when it failed.
+    detail: Option<String>,
+    /// Whether the restore step ran (the files were written out and compared).
+    restore_test: bool,
+}
+
+/// The work of `execute` once the config is loaded.
+fn verify_selected(
+    settings: &Settings,
+    dirs: &Dirs,
+    selection: &Selection,
+    target: Option<&str>,
+    restore_to: Option<&Path>,
+) -> Result<ExitCode, Error> {
     dirs.create().map_err(|error| Error::State {
         path: dirs.state.clone(),
         error,
     })?;
     let keys = Keys::load(&settings.encryption, dirs.credentials.as_deref())?;
     let identity = keys.identity.ok_or(KeyError::NoIdentity)?;
-    let targets = crate::cli::select_targets(&settings, target)?;
-    let mut work: Vec<(&Target, Archive)> = Vec::new();
-    for t in &targets {
-        let found: Vec<Archive> = match &selection {
-            Selection::One(path) => {
-                let dirs: Vec<&Path> = targets.iter().map(|t| t.path.as_path()).collect();
-                let found = archives::find(path, &dirs).map_err(|error| Error::TargetWrite {
-                    target: t.name.clone(),
-                    path: t.path.clone(),
-                    error,
-                })?;
-                let Some(a) = found else {
-                    return Err(Error::Usage(format!(
-                        "no archive {} on {}",
-                        path.display(),
-                        dirs.iter()
-                            .map(|d| d.display().to_string())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )));
-                };
-                // An archive outside every target is checked under the first target's name.
-                let owner = targets.iter().find(|t| t.path == a.dir).unwrap_or(t);
-                work.push((owner, a));
-                break;
-            }
-            _ => {
-                let all = archives::scan_own(&t.path, &settings.backup.name).map_err(|error| {
-                    Error::TargetWrite {
-                        target: t.name.clone(),
-                        path: t.path.clone(),
-                        error,
-                    }
-                })?;
-                match selection {
-                    Selection::Latest => all.into_iter().last().into_iter().collect(),
-                    _ => all,
-                }
-            }
-        };
-        if found.is_empty() {
-            return Err(Error::Damaged {
-                target: Some(t.name.clone()),
-                archive: String::from("(none)"),
-                detail: format!(
-                    "target {}: no archive in {}, so nothing could be restored from it",
-                    t.name,
-                    t.path.display()
-                ),
-            });
-        }
-        work.extend(found.into_iter().map(|a| (*t, a)));
-    }
+    let targets = crate::cli::select_targets(settings, target)?;
+    let mut failures: Vec<Error> = Vec::new();
+    let work = select(settings, &targets, selection, &mut failures)?;
+    let explicit = matches!(selection, Selection::One(_));
 
     // A damaged log is not overwritten: it may hold failed verifications nobody has seen.
     let mut log = VerifyLog::load_strict(&dirs.state).map_err(|error| Error::State {
         path: dirs.state.join(archives::VERIFY_LOG),
         error,
     })?;
-    let mut first_failure = None;
     let several = work.len() > 1;
     for (t, c) in work {
         crate::systemd::status(&format!("verifying {} on {}", c.name, t.name));
@@ -120,110 +116,251 @@ pub fn execute(
             .receipt
             .as_ref()
             .map(|r| (r.archive_sha256.as_str(), r.archive_size));
-        let missing = c.missing_files();
-        // A missing receipt only means the archive's own hash cannot be compared (the
-        // contents are still checked against the manifest); a broken one is a failure.
-        let broken_receipt = c.receipt_path.is_some() && c.receipt.is_none();
-        let result = if let (true, Some(problem)) = (broken_receipt, &c.receipt_problem) {
-            Err(verify::Mismatch(problem.clone()))
-        } else if let Some(first) = missing.first() {
-            Err(verify::Mismatch(format!(
-                "{} is missing ({} file(s) of the archive are gone)",
-                first.display(),
-                missing.len()
-            )))
-        } else {
-            verify::verify_archive(&|| c.open(), &identity, receipt, &dirs.state)
-        };
-        // The restore test: write every file out and read it back against the manifest.
-        let result = match (result, restore_to) {
-            (Ok(v), Some(dir)) => {
+        let verdict = match check(&c, &identity, receipt, &dirs.state) {
+            Checked::Removed => {
+                let detail = format!(
+                    "{} was deleted after this verification started and before it was opened (retention by a `vouch run` or `vouch prune` running at the same time deletes archives); nothing was checked",
+                    c.name
+                );
+                if explicit {
+                    println!("FAIL  {}  {}  {detail}", t.name, c.name);
+                    failures.push(Error::Removed {
+                        target: t.name.clone(),
+                        archive: c.name.clone(),
+                        detail,
+                    });
+                } else {
+                    println!("skip  {}  {}  {detail}", t.name, c.name);
+                    log::warn!("target {}: skipped {detail}", t.name);
+                }
+                continue;
+            }
+            Checked::Failed(m) => Verdict {
+                ok: false,
+                detail: Some(m.0),
+                restore_test: false,
+            },
+            Checked::Passed(v, opened) => {
+                let verdict = Verdict {
+                    ok: true,
+                    detail: None,
+                    restore_test: false,
+                };
+                let Some(dir) = restore_to else {
+                    report_passed(t, &c, &v);
+                    record(&mut log, t, &c, verdict);
+                    continue;
+                };
+                // The restore test: write every file out and read it back against the manifest.
                 let into = if several {
                     dir.join(&t.name).join(&c.name)
                 } else {
                     dir.to_owned()
                 };
-                match restore_test(&c, &identity, receipt, &into) {
+                match restore_test(&c, &opened, &identity, receipt, &into) {
                     Ok(entries) => {
                         println!(
                             "restored {entries} entries of {} into {}",
                             c.name,
                             into.display()
                         );
-                        Ok(v)
-                    }
-                    Err(RestoreError::Damaged(detail)) => Err(verify::Mismatch(format!(
-                        "restore test into {}: {detail}",
-                        into.display()
-                    ))),
-                    Err(e) => {
-                        if let Err(e) = log.save(&dirs.state) {
-                            log::warn!(
-                                "cannot record verification results in {}: {e}",
-                                dirs.state.display()
-                            );
+                        report_passed(t, &c, &v);
+                        Verdict {
+                            restore_test: true,
+                            ..verdict
                         }
+                    }
+                    Err(RestoreError::Damaged(detail)) => Verdict {
+                        ok: false,
+                        detail: Some(format!("restore test into {}: {detail}", into.display())),
+                        restore_test: true,
+                    },
+                    Err(e) => {
+                        // The archive verified; writing it out failed for a reason of the
+                        // scratch directory's, so no restore test is on record.
+                        report_passed(t, &c, &v);
+                        record(&mut log, t, &c, verdict);
+                        save(&log, dirs);
                         return Err(restore_cli::classify(e, Some(&t.name), &c.name, &into));
                     }
                 }
             }
-            (result, _) => result,
         };
-        let restore_test = restore_to.is_some();
-        let now = crate::run::rfc3339(time::OffsetDateTime::now_utc());
-        match result {
-            Ok(v) => {
-                println!("ok    {}  {}  ({} entries)", t.name, c.name, v.entries);
-                Entry::event(
-                    Event::ArchiveVerified,
-                    format!("target {}: verified {} (full)", t.name, c.name),
-                )
-                .field("VOUCH_TARGET", &t.name)
-                .field("VOUCH_ARCHIVE", t.path.join(&c.name).display())
-                .field("VOUCH_ARCHIVE_SHA256", &v.archive_sha256)
-                .field("VOUCH_FILES", v.entries)
-                .emit();
-                log.insert(
-                    &t.name,
-                    &c.name,
-                    VerifyRecord {
-                        verified_at: now,
-                        ok: true,
-                        detail: None,
-                        restore_test,
-                    },
-                );
-            }
-            Err(m) => {
-                println!("FAIL  {}  {}  {}", t.name, c.name, m.0);
-                log.insert(
-                    &t.name,
-                    &c.name,
-                    VerifyRecord {
-                        verified_at: now,
-                        ok: false,
-                        detail: Some(m.0.clone()),
-                        restore_test,
-                    },
-                );
-                first_failure.get_or_insert(Error::Damaged {
-                    target: Some(t.name.clone()),
-                    archive: c.name.clone(),
-                    detail: m.0,
-                });
-            }
+        if let Some(detail) = &verdict.detail {
+            println!("FAIL  {}  {}  {detail}", t.name, c.name);
+            failures.push(Error::Damaged {
+                target: Some(t.name.clone()),
+                archive: c.name.clone(),
+                detail: detail.clone(),
+            });
         }
+        record(&mut log, t, &c, verdict);
     }
+    save(&log, dirs);
+    match failures.into_iter().next() {
+        Some(e) => Err(e),
+        None => Ok(ExitCode::Ok),
+    }
+}
+
+/// The archives to verify, per target. A target that cannot be read or holds no archive is a
+/// failure in `failures` (the other targets are still verified); an archive named on the
+/// command line that is nowhere is a usage error.
+fn select<'a>(
+    settings: &Settings,
+    targets: &[&'a Target],
+    selection: &Selection,
+    failures: &mut Vec<Error>,
+) -> Result<Vec<(&'a Target, Archive)>, Error> {
+    let first = targets[0];
+    if let Selection::One(path) = selection {
+        let dirs: Vec<&Path> = targets.iter().map(|t| t.path.as_path()).collect();
+        let found = archives::find(path, &dirs).map_err(|error| Error::TargetWrite {
+            target: first.name.clone(),
+            path: first.path.clone(),
+            error,
+        })?;
+        let Some(a) = found else {
+            return Err(Error::Usage(format!(
+                "no archive {} on {}",
+                path.display(),
+                dirs.iter()
+                    .map(|d| d.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        };
+        // An archive outside every target is checked under the first target's name.
+        let owner = targets.iter().find(|t| t.path == a.dir).unwrap_or(&first);
+        return Ok(vec![(*owner, a)]);
+    }
+    let mut work = Vec::new();
+    for t in targets {
+        let all = match archives::scan_own(&t.path, &settings.backup.name) {
+            Ok(all) => all,
+            Err(error) => {
+                let e = Error::TargetWrite {
+                    target: t.name.clone(),
+                    path: t.path.clone(),
+                    error,
+                };
+                println!("FAIL  {}  (none)  {e}", t.name);
+                failures.push(e);
+                continue;
+            }
+        };
+        let found: Vec<Archive> = match selection {
+            Selection::Latest => all.into_iter().last().into_iter().collect(),
+            _ => all,
+        };
+        if found.is_empty() {
+            let detail = format!(
+                "target {}: no archive in {}, so nothing could be restored from it",
+                t.name,
+                t.path.display()
+            );
+            println!("FAIL  {}  (none)  {detail}", t.name);
+            failures.push(Error::Damaged {
+                target: Some(t.name.clone()),
+                archive: String::from("(none)"),
+                detail,
+            });
+        }
+        work.extend(found.into_iter().map(|a| (*t, a)));
+    }
+    Ok(work)
+}
+
+/// Checks one archive: its receipt and files as listed, then every part opened before any is
+/// read (so that retention deleting it meanwhile cannot cut the read short), then the full
+/// read-back.
+fn check(c: &Archive, identity: &Identity, receipt: Option<(&str, u64)>, spool: &Path) -> Checked {
+    // A missing receipt only means the archive's own hash cannot be compared (the contents
+    // are still checked against the manifest); a broken one is a failure.
+    if let (true, Some(problem)) = (
+        c.receipt_path.is_some() && c.receipt.is_none(),
+        &c.receipt_problem,
+    ) {
+        return Checked::Failed(verify::Mismatch(problem.clone()));
+    }
+    let missing = c.missing_when_listed();
+    if let Some(first) = missing.first() {
+        return Checked::Failed(verify::Mismatch(format!(
+            "{} is missing ({} file(s) of the archive are gone)",
+            first.display(),
+            missing.len()
+        )));
+    }
+    crate::fault::point("verify-before-open");
+    let opened = match c.open_all() {
+        Ok(o) => o,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // Retention deletes every data file, one after the other, then the receipt: a
+            // moment later they are all gone. Anything less is a damaged archive.
+            if c.is_gone() || {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                c.is_gone()
+            } {
+                return Checked::Removed;
+            }
+            return Checked::Failed(verify::Mismatch(format!(
+                "a file of the archive is missing: {e}"
+            )));
+        }
+        Err(e) => {
+            return Checked::Failed(verify::Mismatch(format!("cannot open the archive: {e}")))
+        }
+    };
+    crate::fault::point("verify-opened");
+    match verify::verify_archive(&|| opened.reader(), identity, receipt, spool) {
+        Ok(v) => Checked::Passed(v, opened),
+        Err(m) => Checked::Failed(m),
+    }
+}
+
+/// Prints the `ok` line and logs the verification event.
+fn report_passed(t: &Target, c: &Archive, v: &verify::Verified) {
+    println!("ok    {}  {}  ({} entries)", t.name, c.name, v.entries);
+    Entry::event(
+        Event::ArchiveVerified,
+        format!("target {}: verified {} (full)", t.name, c.name),
+    )
+    .field("VOUCH_TARGET", &t.name)
+    .field("VOUCH_ARCHIVE", t.path.join(&c.name).display())
+    .field("VOUCH_ARCHIVE_SHA256", &v.archive_sha256)
+    .field("VOUCH_FILES", v.entries)
+    .emit();
+}
+
+/// Records a verification in the log, unless the archive has been deleted meanwhile (a record
+/// for an archive that is gone would never be cleared).
+fn record(log: &mut VerifyLog, t: &Target, c: &Archive, verdict: Verdict) {
+    if c.is_gone() {
+        println!(
+            "note  {}  {}  deleted by retention while it was being verified; not recorded",
+            t.name, c.name
+        );
+        return;
+    }
+    log.insert(
+        &t.name,
+        &c.name,
+        VerifyRecord {
+            verified_at: crate::run::rfc3339(time::OffsetDateTime::now_utc()),
+            ok: verdict.ok,
+            detail: verdict.detail,
+            restore_test: verdict.restore_test,
+        },
+    );
+}
+
+/// Saves the log; a failure is a warning (the results were printed and logged).
+fn save(log: &VerifyLog, dirs: &Dirs) {
     if let Err(e) = log.save(&dirs.state) {
         log::warn!(
             "cannot record verification results in {}: {e}",
             dirs.state.display()
         );
-    }
-    crate::metrics::write(&settings, &dirs);
-    match first_failure {
-        Some(e) => Err(e),
-        None => Ok(ExitCode::Ok),
     }
 }
 
@@ -253,9 +390,11 @@ fn check_scratch(dir: &Path) -> Result<(), Error> {
     }
 }
 
-/// Restores the whole archive into `into` and compares the restored tree with the manifest.
+/// Restores the whole archive (from its files opened for the verification) into `into` and
+/// compares the restored tree with the manifest.
 fn restore_test(
     archive: &Archive,
+    opened: &Opened,
     identity: &Identity,
     receipt: Option<(&str, u64)>,
     into: &Path,
@@ -272,12 +411,13 @@ fn restore_test(
         ..restore::Options::default()
     };
     let done = restore::restore(
-        &|| archive.open(),
+        &|| opened.reader(),
         identity,
         receipt,
         archive.size_on_disk(),
         &options,
     )?;
+    crate::fault::point("verify-before-compare");
     restore::check_tree(&done)?;
     Ok(done.entries)
 }

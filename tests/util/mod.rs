@@ -308,3 +308,82 @@ pub fn noise(len: usize, seed: u32) -> Vec<u8> {
         })
         .collect()
 }
+
+/// Waits until process `pid` is stopped (state `T` in /proc), e.g. by a `stop:POINT` fault.
+pub fn wait_stopped(pid: u32) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat.rsplit(')').next().unwrap_or("").trim().chars().next();
+        if state == Some('T') {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "vouch never stopped: {stat}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Continues a stopped process (SIGCONT).
+pub fn resume(pid: u32) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGCONT,
+    )
+    .unwrap();
+}
+
+/// `promtool check metrics` on a textfile; the test fails when promtool is missing.
+pub fn promtool_check(path: &Path) {
+    let text = fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("no metrics textfile at {}: {e}", path.display()));
+    let out = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(fs::File::open(path).unwrap())
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("promtool is needed for this test (apt-get install -y prometheus): {e}")
+        });
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics failed on:\n{text}\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
+}
+
+/// The value of one series (`name{labels}`) in a textfile.
+pub fn sample(text: &str, series: &str) -> Option<String> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ').map(str::to_owned))
+}
+
+/// A file made immutable (`chattr +i`), so that deleting it fails even for root; the flag is
+/// cleared again on drop, also when the test fails. Needs root: fails with the reason without.
+pub struct Immutable(PathBuf);
+
+impl Immutable {
+    /// Sets the flag on `path`.
+    pub fn set(path: &Path) -> Immutable {
+        assert!(
+            is_root(),
+            "this test needs root to make a file immutable (chattr +i)"
+        );
+        let out = Command::new("chattr").arg("+i").arg(path).output().unwrap();
+        assert!(
+            out.status.success(),
+            "chattr +i {} failed: {}",
+            path.display(),
+            stderr(&out)
+        );
+        Immutable(path.to_owned())
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = Command::new("chattr").arg("-i").arg(&self.0).status();
+    }
+}
