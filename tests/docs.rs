@@ -110,8 +110,9 @@ fn render_vouch_8() -> String {
         }
     }
     text.push_str(
-        "\\fBvouch status\\fR and \\fBvouch doctor\\fR use the monitoring-plugin convention instead: \
-0 healthy, 1 warning, 2 critical, 3 unknown (no config, no state, or a bad command line).\n",
+        "\\fBvouch status\\fR uses the monitoring-plugin convention instead: \
+0 healthy, 1 warning, 2 critical, 3 unknown (no usable config, no run and no archive yet, or a bad command line); \
+\\fBvouch doctor\\fR uses 0, 1 and 2 the same way, and 3 when the config cannot be read.\n",
     );
     text.push_str(".SH \"EXIT STATUS\"\n");
     text.push_str("\\fBvouch run\\fR exits 0 only when a new archive is on every target, read back and verified.\n");
