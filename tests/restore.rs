@@ -939,20 +939,6 @@ fn spawn_vouch(env: &Env, fault: &str, args: &[&str]) -> std::process::Child {
         .unwrap()
 }
 
-/// Waits until process `pid` has stopped itself (state `T`) at a `stop:` fault point.
-fn wait_until_stopped(pid: u32) {
-    for _ in 0..1200 {
-        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-        // The state follows the command name, which is in parentheses.
-        match stat.rsplit(')').next().unwrap().trim_start().chars().next() {
-            Some('T') => return,
-            Some('Z') => panic!("vouch ended before it reached the fault point"),
-            _ => std::thread::sleep(std::time::Duration::from_millis(50)),
-        }
-    }
-    panic!("vouch did not stop at the fault point within a minute");
-}
-
 /// Sends `signal` to the process `pid`.
 fn send(pid: u32, signal: nix::sys::signal::Signal) {
     let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap());
@@ -986,7 +972,7 @@ fn in_place_interrupted_mid_commit_puts_the_old_tree_back_exactly_and_dies_by_th
         // Stopped once 20 of the archive's entries are in place, then signalled.
         let child = spawn_vouch(&env, "stop:restore-commit:20", &args);
         let pid = child.id();
-        wait_until_stopped(pid);
+        util::wait_stopped(pid);
         assert_ne!(
             exact_tree(&dest),
             before,
@@ -1012,7 +998,7 @@ fn in_place_interrupted_mid_commit_puts_the_old_tree_back_exactly_and_dies_by_th
     }
     // Stopped in the second pass, before the commit: only the staging directory goes.
     let child = spawn_vouch(&env, "stop:restore-mid", &args);
-    wait_until_stopped(child.id());
+    util::wait_stopped(child.id());
     send(child.id(), Signal::SIGTERM);
     send(child.id(), Signal::SIGCONT);
     let out = child.wait_with_output().unwrap();
@@ -1026,7 +1012,7 @@ fn in_place_interrupted_mid_commit_puts_the_old_tree_back_exactly_and_dies_by_th
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    wait_until_stopped(child.id());
+    util::wait_stopped(child.id());
     send(child.id(), Signal::SIGHUP);
     send(child.id(), Signal::SIGCONT);
     let out = child.wait_with_output().unwrap();

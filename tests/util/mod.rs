@@ -311,12 +311,14 @@ pub fn noise(len: usize, seed: u32) -> Vec<u8> {
 
 /// Waits until process `pid` is stopped (state `T` in /proc), e.g. by a `stop:POINT` fault.
 pub fn wait_stopped(pid: u32) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         let state = stat.rsplit(')').next().unwrap_or("").trim().chars().next();
-        if state == Some('T') {
-            return;
+        match state {
+            Some('T') => return,
+            Some('Z') | None => panic!("vouch ended before it reached the fault point: {stat}"),
+            _ => {}
         }
         assert!(
             std::time::Instant::now() < deadline,
