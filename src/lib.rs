@@ -5,6 +5,7 @@
 
 pub mod archive; // sources -> tar entries + manifest lines, each file read once
 pub mod archives; // the archives on a target, their receipts and verification records
+pub mod bounded; // small files read without blocking, following links or growing without end
 pub mod catalog; // the journal catalog, generated from events and exit codes
 pub mod cli; // one module per subcommand
 pub mod compress; // gzip on every core, as independent members
