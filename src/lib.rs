@@ -31,6 +31,7 @@ pub mod retention; // which archives to keep; pruning the rest
 pub mod run; // `vouch run`: the whole backup
 pub mod signals; // SIGXFSZ must become EFBIG, not death
 pub mod sink; // targets archives are written to
+pub mod stop; // SIGTERM and Ctrl-C during a run: temporary files removed, the failure recorded
 pub mod systemd; // sd_notify status and timeout extension
 pub mod tarstream; // the pax tar writer
 pub mod verify; // reading archives back against their manifest

@@ -339,7 +339,8 @@ pub fn run(settings: &Settings, dirs: &Dirs) -> Result<Report, Error> {
     let verified_at = rfc3339(OffsetDateTime::now_utc());
     fault::point("before-commit");
 
-    // Commit: final names, then receipts.
+    // Commit: final names, then receipts. A stop (SIGTERM) waits until every target is done.
+    let _commit = crate::stop::commit_section();
     let mut committed = Vec::new();
     for (i, p) in pendings.into_iter().enumerate() {
         let t = &settings.targets[i];

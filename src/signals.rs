@@ -100,6 +100,29 @@ impl Drop for Deferred {
     }
 }
 
+/// Holds SIGINT, SIGTERM and SIGHUP back in the calling thread for good (and in every thread it
+/// spawns afterwards), for a thread that waits for them with `sigwait(2)`; returns the set held.
+/// As with [`Deferred`], only signals with their default disposition that were not already
+/// blocked are held.
+pub fn hold_interrupts() -> SigSet {
+    let deferred = Deferred::start();
+    let held = deferred.held;
+    std::mem::forget(deferred);
+    held
+}
+
+/// Lets `signal` (taken with `sigwait(2)`, so no longer pending) end the process by its default
+/// action: it is unblocked in this thread and raised here. Never returns; if the signal does not
+/// end the process (its disposition changed meanwhile), the process exits with 128 + its number,
+/// as a shell reports a death by that signal.
+pub fn die_by(signal: Signal) -> ! {
+    let mut only = SigSet::empty();
+    only.add(signal);
+    let _ = pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&only), None);
+    let _ = raise(signal);
+    std::process::exit(128 + signal as i32)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,6 +17,8 @@ use time::OffsetDateTime;
 pub fn execute(cli: &Cli) -> Result<ExitCode, Error> {
     let settings = config::load(&dirs::config_path(cli.config.as_deref()))?;
     let dirs = Dirs::from_env();
+    // Before any thread starts: every thread of the run inherits the held-back signals.
+    let watch = crate::stop::Watch::start(&settings, &dirs);
     let started = OffsetDateTime::now_utc();
     notify::run_started(&settings.notify, &dirs);
     let mut warnings = Vec::new();
@@ -45,7 +47,7 @@ pub fn execute(cli: &Cli) -> Result<ExitCode, Error> {
             .or_else(|| LastRun::load(&dirs.state).and_then(|l| l.tar_bytes)),
         duration_seconds: outcome.duration_seconds,
     };
-    if let Err(e) = last.save(&dirs.state) {
+    if let Err(e) = watch.record(|| record(&last, &dirs.state)) {
         log::warn!("cannot record the run in {}: {e}", dirs.state.display());
     }
     // Notifications first: their result (notify.json) is part of what the textfile reports,
@@ -176,6 +178,22 @@ pub fn report_failure(error: &Error, code: ExitCode) {
         duration_seconds: None,
     };
     if dirs.state.is_dir() {
-        let _ = last.save(&dirs.state);
+        let _ = record(&last, &dirs.state);
+    }
+}
+
+/// The state file recording the last run refused because another run held the lock.
+pub const LAST_REFUSED: &str = "last-refused.json";
+
+/// Records a run's outcome: in `last-run.json`, except for a run refused with LOCKED, which goes
+/// to [`LAST_REFUSED`] instead. The refused run never held the lock, and the run that holds it
+/// is still going: its result, not the refusal, is what `status` must show.
+fn record(last: &LastRun, state: &std::path::Path) -> std::io::Result<()> {
+    if last.exit_code == ExitCode::Locked.code() {
+        let mut json = serde_json::to_vec_pretty(last).map_err(std::io::Error::other)?;
+        json.push(b'\n');
+        crate::sink::local::write_atomic(state, LAST_REFUSED, &json, journal::run_id()).map(|_| ())
+    } else {
+        last.save(state)
     }
 }
