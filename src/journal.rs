@@ -235,7 +235,7 @@ impl Log for Logger {
                     journal.journal_send(&record.to_builder().key_values(&both).build())
                 };
                 if result.is_err() {
-                    eprintln!("vouch: {}", record.args());
+                    let _ = writeln!(std::io::stderr(), "vouch: {}", record.args());
                 }
             }
             Sink::Terminal => {

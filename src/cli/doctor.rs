@@ -115,9 +115,9 @@ pub fn execute(cli: &Cli) -> Health {
 fn print(lines: &[Line]) {
     let width = lines.iter().map(|l| l.check.len()).max().unwrap_or(8);
     for l in lines {
-        println!("{:4}  {:width$}  {}", l.level.word(), l.check, l.detail);
+        crate::out!("{:4}  {:width$}  {}", l.level.word(), l.check, l.detail);
         if let Some(fix) = &l.fix {
-            println!("{:4}  {:width$}  fix: {fix}", "", "");
+            crate::out!("{:4}  {:width$}  fix: {fix}", "", "");
         }
     }
 }

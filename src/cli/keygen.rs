@@ -74,7 +74,7 @@ pub fn execute(
                 ))
             })?;
     }
-    println!("{recipient}");
+    crate::out!("{recipient}");
     eprintln!(
         "vouch: wrote the identity {} (mode 0600); its recipient is printed above.\n\
          vouch: keep a copy of the identity somewhere other than the backup targets: \

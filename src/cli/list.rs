@@ -146,10 +146,10 @@ fn print_table(listing: &Listing) {
     for t in &listing.targets {
         match &t.error {
             Some(e) => {
-                println!("target {} ({}): cannot be read: {e}", t.name, t.path);
+                crate::out!("target {} ({}): cannot be read: {e}", t.name, t.path);
                 continue;
             }
-            None => println!(
+            None => crate::out!(
                 "target {} ({}): {} archive(s){}",
                 t.name,
                 t.path,
@@ -163,9 +163,14 @@ fn print_table(listing: &Listing) {
         if t.archives.is_empty() {
             continue;
         }
-        println!(
+        crate::out!(
             "  {:<40}  {:<20}  {:>10}  {:>7}  {:<8}  {:<20}  NOTE",
-            "ARCHIVE", "CREATED", "SIZE", "FILES", "REQUIRED", "VERIFIED"
+            "ARCHIVE",
+            "CREATED",
+            "SIZE",
+            "FILES",
+            "REQUIRED",
+            "VERIFIED"
         );
         for a in &t.archives {
             let required = match &a.required {
@@ -197,7 +202,7 @@ fn print_table(listing: &Listing) {
             if a.parts > 0 {
                 notes.push(format!("{} parts", a.parts));
             }
-            println!(
+            crate::out!(
                 "  {:<40}  {:<20}  {:>10}  {:>7}  {:<8}  {:<20}  {}",
                 a.name,
                 a.created.as_deref().unwrap_or("?"),
@@ -231,7 +236,7 @@ pub fn execute(cli: &Cli, target: Option<&str>, json: bool) -> Result<ExitCode, 
     if json {
         let text = serde_json::to_string_pretty(&listing)
             .map_err(|e| Error::Internal(format!("cannot serialize the listing: {e}")))?;
-        println!("{text}");
+        crate::out!("{text}");
     } else {
         print_table(&listing);
     }

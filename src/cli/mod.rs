@@ -4,6 +4,7 @@ pub mod doctor; // `vouch doctor`
 pub mod keygen; // `vouch keygen`
 pub mod list; // `vouch list`
 pub mod notify_failure; // `vouch notify-failure`, run by vouch-notify@.service
+pub mod output; // standard output that a closed pipe cannot turn into a panic
 pub mod preflight; // `vouch preflight`
 pub mod prune; // `vouch prune`
 pub mod restore; // `vouch restore`

@@ -93,7 +93,7 @@ fn print_json(findings: &[Finding]) {
         "exit-name": first.and_then(|r| r.exit_name).unwrap_or("OK"),
         "checks": rows,
     });
-    println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+    crate::out!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
 }
 
 fn print_table(findings: &[Finding]) {
@@ -109,20 +109,20 @@ fn print_table(findings: &[Finding]) {
         .max()
         .unwrap_or(6)
         .max(6);
-    println!("{:width$}  {:twidth$}  RESULT  DETAIL", "CHECK", "TARGET");
+    crate::out!("{:width$}  {:twidth$}  RESULT  DETAIL", "CHECK", "TARGET");
     for f in findings {
         let target = f.target.as_deref().unwrap_or("-");
         match &f.outcome {
-            Ok(detail) => println!("{:width$}  {target:twidth$}  ok      {detail}", f.check),
+            Ok(detail) => crate::out!("{:width$}  {target:twidth$}  ok      {detail}", f.check),
             Err(e) => {
-                println!(
+                crate::out!(
                     "{:width$}  {target:twidth$}  FAIL    {} ({})",
                     f.check,
                     e,
                     e.exit_code()
                 );
                 if let Some(hint) = e.hint() {
-                    println!("{:width$}  {:twidth$}          fix: {hint}", "", "");
+                    crate::out!("{:width$}  {:twidth$}          fix: {hint}", "", "");
                 }
             }
         }

@@ -40,7 +40,7 @@ pub fn execute(cli: &Cli, dry_run: bool, target: Option<&str>) -> Result<ExitCod
                 continue;
             }
         };
-        println!(
+        crate::out!(
             "target {} ({}): {} archive(s){}",
             plan.target,
             plan.dir.display(),
@@ -48,7 +48,7 @@ pub fn execute(cli: &Cli, dry_run: bool, target: Option<&str>) -> Result<ExitCod
             if dry_run { ", dry run" } else { "" }
         );
         for p in &plan.archives {
-            println!(
+            crate::out!(
                 "{:<6}  {}  {}",
                 p.decision.action(),
                 p.archive.name,
@@ -61,7 +61,7 @@ pub fn execute(cli: &Cli, dry_run: bool, target: Option<&str>) -> Result<ExitCod
         let applied = retention::apply(&plan, &mut log);
         deleted_any |= !applied.deleted.is_empty();
         let failed = applied.failed.len();
-        println!(
+        crate::out!(
             "target {}: {} deleted{}",
             plan.target,
             applied.deleted.len(),

@@ -199,7 +199,7 @@ pub fn execute(cli: &Cli, request: &Request) -> Result<ExitCode, Error> {
     } else {
         String::new()
     };
-    println!(
+    crate::out!(
         "restored {} entries ({}) from {} into {}{replaced}",
         done.entries,
         crate::systemd::human_bytes(done.bytes),

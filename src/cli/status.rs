@@ -48,14 +48,14 @@ pub fn refused(config: Option<&std::path::Path>, json: bool, problem: &str) -> H
 fn print_report(report: &Report, json: bool) -> Health {
     if json {
         match serde_json::to_string_pretty(report) {
-            Ok(text) => println!("{text}"),
+            Ok(text) => crate::out!("{text}"),
             Err(e) => {
                 eprintln!("vouch status: cannot write JSON: {e}");
                 return Health::Unknown;
             }
         }
     } else {
-        print!("{}", text(report));
+        crate::out_part!("{}", text(report));
     }
     report.status
 }

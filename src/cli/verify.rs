@@ -123,14 +123,14 @@ fn verify_selected(
                     c.name
                 );
                 if explicit {
-                    println!("FAIL  {}  {}  {detail}", t.name, c.name);
+                    crate::out!("FAIL  {}  {}  {detail}", t.name, c.name);
                     failures.push(Error::Removed {
                         target: t.name.clone(),
                         archive: c.name.clone(),
                         detail,
                     });
                 } else {
-                    println!("skip  {}  {}  {detail}", t.name, c.name);
+                    crate::out!("skip  {}  {}  {detail}", t.name, c.name);
                     log::warn!("target {}: skipped {detail}", t.name);
                 }
                 continue;
@@ -159,7 +159,7 @@ fn verify_selected(
                 };
                 match restore_test(&c, &opened, &identity, receipt, &into) {
                     Ok(entries) => {
-                        println!(
+                        crate::out!(
                             "restored {entries} entries of {} into {}",
                             c.name,
                             into.display()
@@ -187,7 +187,7 @@ fn verify_selected(
             }
         };
         if let Some(detail) = &verdict.detail {
-            println!("FAIL  {}  {}  {detail}", t.name, c.name);
+            crate::out!("FAIL  {}  {}  {detail}", t.name, c.name);
             failures.push(Error::Damaged {
                 target: Some(t.name.clone()),
                 archive: c.name.clone(),
@@ -244,7 +244,7 @@ fn select<'a>(
                     path: t.path.clone(),
                     error,
                 };
-                println!("FAIL  {}  (none)  {e}", t.name);
+                crate::out!("FAIL  {}  (none)  {e}", t.name);
                 failures.push(e);
                 continue;
             }
@@ -259,7 +259,7 @@ fn select<'a>(
                 t.name,
                 t.path.display()
             );
-            println!("FAIL  {}  (none)  {detail}", t.name);
+            crate::out!("FAIL  {}  (none)  {detail}", t.name);
             failures.push(Error::Damaged {
                 target: Some(t.name.clone()),
                 archive: String::from("(none)"),
@@ -320,7 +320,7 @@ fn check(c: &Archive, identity: &Identity, receipt: Option<(&str, u64)>, spool: 
 
 /// Prints the `ok` line and logs the verification event.
 fn report_passed(t: &Target, c: &Archive, v: &verify::Verified) {
-    println!("ok    {}  {}  ({} entries)", t.name, c.name, v.entries);
+    crate::out!("ok    {}  {}  ({} entries)", t.name, c.name, v.entries);
     Entry::event(
         Event::ArchiveVerified,
         format!("target {}: verified {} (full)", t.name, c.name),
@@ -336,9 +336,10 @@ fn report_passed(t: &Target, c: &Archive, v: &verify::Verified) {
 /// for an archive that is gone would never be cleared).
 fn record(log: &mut VerifyLog, t: &Target, c: &Archive, verdict: Verdict) {
     if c.is_gone() {
-        println!(
+        crate::out!(
             "note  {}  {}  deleted by retention while it was being verified; not recorded",
-            t.name, c.name
+            t.name,
+            c.name
         );
         return;
     }
