@@ -39,7 +39,7 @@ hold large files.\n\nCause: @MESSAGE@\n\nFix: @VOUCH_HINT@\n\n\
 Run `vouch preflight` to see every check with its result. The exit codes:\n\n{}",
             exit_list(|c| c.is_preflight())
         ),
-        Event::ArchiveWritten => "The archive @VOUCH_ARCHIVE@ (SHA-256 @VOUCH_ARCHIVE_SHA256@) \
+        Event::ArchiveWritten => "The archive @VOUCH_ARCHIVE@ (its SHA-256 is in the entry's VOUCH_ARCHIVE_SHA256 field) \
 now has its final name on target @VOUCH_TARGET@. It was fsynced and read back before it was \
 renamed into place; the directory was fsynced after the rename."
             .into(),
@@ -140,6 +140,26 @@ mod tests {
                 listed.contains(e.message_id()),
                 "{e:?} not accepted:\n{listed}"
             );
+        }
+    }
+
+    #[test]
+    fn catalog_variables_are_names_journalctl_can_fill() {
+        // journalctl substitutes @NAME@ only where NAME is made of letters and underscores;
+        // any other @...@ is printed as it is.
+        let text = render();
+        let mut rest = text.as_str();
+        while let Some(start) = rest.find('@') {
+            let after = &rest[start + 1..];
+            let Some(end) = after.find('@') else { break };
+            let name = &after[..end];
+            if !name.is_empty() && !name.contains(char::is_whitespace) {
+                assert!(
+                    name.chars().all(|c| c.is_ascii_uppercase() || c == '_'),
+                    "catalog variable @{name}@ would be printed literally"
+                );
+            }
+            rest = &after[end + 1..];
         }
     }
 
