@@ -180,6 +180,26 @@ fn check_relative(p: &[u8]) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// Whether `p` names one of vouch's own working files in a destination: a first component
+/// starting with `.vouch-restore` (staging directories), or any component starting with
+/// `.vouch-restore-old.` (replaced paths kept beside themselves, copies about to be renamed
+/// into place). No archive entry may have such a name: restored, it would be taken for the
+/// leftover of an interrupted restore.
+pub fn working_name(p: &[u8]) -> bool {
+    let p = trim_slash(p);
+    p.starts_with(b".vouch-restore")
+        || p.split(|&b| b == b'/')
+            .any(|c| c.starts_with(OLD_PREFIX.as_bytes()))
+}
+
+/// The refusal of an entry with a working name.
+pub fn working_name_refused(name: &str) -> String {
+    format!(
+        "{name}: refused, a name vouch uses for its own files while it restores (.vouch-restore*); \
+         no archive vouch writes holds one"
+    )
+}
+
 /// The manifest's word for an entry type.
 fn kind_name(kind: EntryType) -> &'static str {
     match kind {
@@ -248,6 +268,9 @@ impl Plan {
                 .map_err(|why| damaged(format!("{}: refused, the path is {why}", e.path)))?;
             if p == MANIFEST_PATH.as_bytes() || p == SUMS_PATH.as_bytes() {
                 return Err(damaged(format!("{}: listed as an archived entry", e.path)));
+            }
+            if working_name(&p) {
+                return Err(damaged(working_name_refused(&e.path)));
             }
             for a in ancestors(&p) {
                 match index.get(a) {
@@ -1266,6 +1289,9 @@ fn special<R: Read>(
         )));
     }
     check_relative(path).map_err(|why| damaged(format!("{name}: refused, the path is {why}")))?;
+    if working_name(path) {
+        return Err(damaged(working_name_refused(&name)));
+    }
     if plan.skipped.get(path).map(String::as_str) != Some(type_name) {
         return Err(damaged(format!(
             "{name}: a {type_name} the manifest does not list"

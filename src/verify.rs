@@ -403,6 +403,11 @@ pub fn check_entry<R: Read>(
 ) -> Result<(), String> {
     let name = &want.path;
     let trimmed = path.strip_suffix(b"/").unwrap_or(path);
+    if crate::restore::working_name(trimmed) {
+        return Err(crate::restore::working_name_refused(
+            &String::from_utf8_lossy(trimmed),
+        ));
+    }
     if want.path_bytes() != trimmed {
         return Err(format!(
             "{}: found where the manifest has {name}",

@@ -295,6 +295,11 @@ fn a_receipt_that_does_not_match_is_33_and_nothing_is_written() {
 /// A hostile archive: `kind` from tests/restore/craft.py, aimed at `outside`, encrypted with
 /// the real `age` to the test's recipient.
 fn craft(env: &Env, kind: &str, outside: &Path) -> PathBuf {
+    craft_into(env, kind, outside, None)
+}
+
+/// [`craft`], for kinds that name the destination `dest` inside the archive.
+fn craft_into(env: &Env, kind: &str, outside: &Path, dest: Option<&Path>) -> PathBuf {
     let dir = env.dir.path().join("crafted");
     fs::create_dir_all(&dir).unwrap();
     let plain = dir.join(format!("{kind}.tar.gz"));
@@ -304,6 +309,7 @@ fn craft(env: &Env, kind: &str, outside: &Path) -> PathBuf {
         .arg(kind)
         .arg(&plain)
         .arg(outside)
+        .args(dest)
         .output()
         .unwrap();
     assert!(out.status.success(), "craft.py {kind}: {}", stderr(&out));
@@ -383,6 +389,28 @@ fn a_crafted_archive_of_the_right_shape_restores() {
         fs::read(a.dest.join("keep/mine")).unwrap(),
         b"the user's own file\n"
     );
+}
+
+#[test]
+fn vouchs_own_working_names_in_an_archive_are_refused() {
+    require_root();
+    let a = Arena::new();
+    let planted = craft_into(&a.env, "planted-journal", &a.sentinel, Some(&a.dest));
+    a.refused(&planted, &[], 33, ".vouch-restore.1.deadbeef");
+    a.refused(&planted, &["--in-place"], 33, ".vouch-restore.1.deadbeef");
+    for kind in ["staging-prefix", "old-name"] {
+        let archive = craft(&a.env, kind, &a.sentinel);
+        a.refused(&archive, &[], 33, "a name vouch uses for its own files");
+    }
+    // Nothing was planted, so the next restore leaves the user's files alone.
+    let before = snapshot(&a.dest);
+    let good = craft(&a.env, "good", &a.sentinel);
+    let out = a.env.vouch(&["restore", s(&good), "--to", s(&a.dest)]);
+    assert_code(&out, 0);
+    assert!(!stderr(&out).contains("rolled back"), "{}", stderr(&out));
+    let mut after = snapshot(&a.dest).unwrap();
+    after.retain(|k, _| !k.starts_with(b"d"));
+    assert_eq!(Some(after), before);
 }
 
 #[test]
@@ -1293,4 +1321,50 @@ fn verify_restore_to_with_a_flipped_bit_is_33() {
     assert_eq!(log[&key]["ok"], false, "{log}");
     // The read-back failed, so no restore was attempted: it is not recorded as a restore test.
     assert_eq!(log[&key]["restore-test"], false, "{log}");
+}
+
+#[test]
+fn an_identity_that_is_a_fifo_is_refused_at_once() {
+    let env = Env::new();
+    fs::write(env.src.join("a"), "a").unwrap();
+    let archive = run_ok(&env);
+    let fifo = env.dir.path().join("identity.fifo");
+    bash_ok(&format!("mkfifo -m 600 '{}'", fifo.display()));
+    let into = env.dir.path().join("into");
+    let args = [
+        "restore",
+        s(&archive),
+        "--to",
+        s(&into),
+        "--identity",
+        s(&fifo),
+    ];
+    let out = env
+        .wrapped(&["timeout", "20"], "true", &args)
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(124), "blocked on the FIFO");
+    assert_code(&out, 13);
+    assert!(stderr(&out).contains("FIFO"), "{}", stderr(&out));
+    assert!(!into.exists());
+}
+
+#[test]
+fn a_failed_write_speaks_of_the_destination_directory() {
+    let env = Env::new();
+    fs::write(env.src.join("a"), "a").unwrap();
+    let archive = run_ok(&env);
+    let into = env.dir.path().join("into");
+    let out = env
+        .command(&["restore", s(&archive), "--to", s(&into)])
+        .env("VOUCH_TEST_FAULT", "restore-fail-at:1")
+        .output()
+        .unwrap();
+    assert_code(&out, 30);
+    let err = stderr(&out);
+    assert!(err.contains("restoring into"), "{err}");
+    assert!(err.contains("destination directory"), "{err}");
+    assert!(!err.contains("target"), "{err}");
+    assert!(!err.contains("older archives"), "{err}");
+    assert!(!into.exists());
 }
