@@ -159,6 +159,10 @@ def build(kind, outside, dest):
     elif kind == "old-name":
         # A name vouch gives replaced paths kept beside themselves, deeper down.
         add(*member("d/.vouch-restore-old.1.2", tarfile.REGTYPE, evil))
+    elif kind == "many":
+        # One directory with a few thousand small files: a long commit to race against.
+        for i in range(1500):
+            add(*member("d/f%04d" % i, tarfile.REGTYPE, b"%d\n" % i))
     elif kind == "wrong-hash":
         add(*member("d/bad.txt", tarfile.REGTYPE, evil), sha_of="0" * 64)
     elif kind == "late-wrong-hash":
