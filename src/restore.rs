@@ -488,17 +488,23 @@ impl<R: Read> Read for Counted<R> {
     }
 }
 
-type Tar<'a> = tar::Archive<MultiGzDecoder<age::stream::StreamReader<BufReader<&'a mut Source>>>>;
+type Tar<'a> = tar::Archive<
+    crate::tarstream::HeaderCap<
+        MultiGzDecoder<age::stream::StreamReader<BufReader<&'a mut Source>>>,
+    >,
+>;
 
 fn open_tar<'a>(hashed: &'a mut Source, identity: &Identity) -> Result<Tar<'a>, RestoreError> {
     let buffered = BufReader::with_capacity(BUFFER_SIZE, hashed);
     let plain =
         crypt::decrypt(identity, buffered).map_err(|e| damaged(format!("cannot decrypt: {e}")))?;
-    Ok(tar::Archive::new(MultiGzDecoder::new(plain)))
+    Ok(tar::Archive::new(crate::tarstream::HeaderCap::new(
+        MultiGzDecoder::new(plain),
+    )))
 }
 
 fn drain(tar: Tar<'_>) -> Result<(), RestoreError> {
-    let mut rest = tar.into_inner();
+    let mut rest = tar.into_inner().into_inner();
     io::copy(&mut rest, &mut io::sink())
         .map(|_| ())
         .map_err(|e| damaged(format!("{TRUNCATED} at its end: {e}")))
@@ -554,10 +560,11 @@ fn read_closing(
                 found.map_err(|e| damaged(format!("{TRUNCATED}: corrupt tar entry: {e}")))?;
             let path = found.path_bytes().into_owned();
             if path == MANIFEST_PATH.as_bytes() || path == SUMS_PATH.as_bytes() {
-                let mut data = Vec::new();
-                found.read_to_end(&mut data).map_err(|e| {
-                    damaged(format!("{}: cannot read it; {TRUNCATED}: {e}", show(&path)))
-                })?;
+                let data =
+                    crate::manifest::read_closing_file(&mut found, &show(&path), &|| count.get())
+                        .map_err(|e| {
+                        damaged(format!("{}: cannot read it; {TRUNCATED}: {e}", show(&path)))
+                    })?;
                 if path == MANIFEST_PATH.as_bytes() {
                     manifest = Some(data);
                 } else {
@@ -1227,8 +1234,8 @@ fn extract(
                 )));
             }
             if path == MANIFEST_PATH.as_bytes() || path == SUMS_PATH.as_bytes() {
-                let mut data = Vec::new();
-                found.read_to_end(&mut data).map_err(|e| {
+                let data = crate::manifest::read_closing_file(&mut found, &name, &|| count.get())
+                    .map_err(|e| {
                     damaged(format!("{name}: cannot read its data; {TRUNCATED}: {e}"))
                 })?;
                 let (want, ok_order) = if path == MANIFEST_PATH.as_bytes() {

@@ -1525,3 +1525,38 @@ fn a_restore_killed_while_cleaning_up_is_not_said_to_have_changed_nothing() {
     assert!(err.contains("removed the empty"), "{err}");
     assert!(stagings(&into).is_empty());
 }
+
+/// Runs `vouch ARGS` and returns its output with its peak resident set size in KiB.
+fn with_peak_rss(env: &Env, args: &[&str]) -> (std::process::Output, u64) {
+    const MEASURE: &str = "import resource, subprocess, sys; \
+        code = subprocess.run(sys.argv[1:]).returncode; \
+        print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); \
+        sys.exit(code)";
+    let out = env
+        .wrapped(&["/usr/bin/python3", "-c", MEASURE], "true", args)
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    let rss = err.lines().last().and_then(|l| l.trim().parse().ok());
+    (out, rss.unwrap_or_else(|| panic!("no peak RSS in: {err}")))
+}
+
+#[test]
+fn huge_pax_headers_and_manifests_are_refused_with_little_memory() {
+    let a = Arena::new();
+    for (kind, fragment) in [
+        ("huge-pax", "larger than vouch ever writes"),
+        (
+            "huge-manifest",
+            "far more than an archive of this size can list",
+        ),
+    ] {
+        let archive = craft(&a.env, kind, &a.sentinel);
+        let before = snapshot(&a.dest);
+        let (out, rss) = with_peak_rss(&a.env, &["restore", s(&archive), "--to", s(&a.dest)]);
+        assert_code(&out, 33);
+        assert!(stderr(&out).contains(fragment), "{kind}: {}", stderr(&out));
+        assert!(rss < 100 << 10, "{kind}: peak RSS {rss} KiB");
+        assert_eq!(snapshot(&a.dest), before);
+    }
+}

@@ -163,6 +163,13 @@ def build(kind, outside, dest):
         # One directory with a few thousand small files: a long commit to race against.
         for i in range(1500):
             add(*member("d/f%04d" % i, tarfile.REGTYPE, b"%d\n" % i))
+    elif kind == "huge-pax":
+        # One pax record of 200 MiB (a comment, which tar parsers read and ignore).
+        info, data = member("d/padded.txt", tarfile.REGTYPE, good)
+        info.pax_headers = {"comment": "x" * (200 << 20)}
+        add(info, data)
+    elif kind == "huge-manifest":
+        pass
     elif kind == "wrong-hash":
         add(*member("d/bad.txt", tarfile.REGTYPE, evil), sha_of="0" * 64)
     elif kind == "late-wrong-hash":
@@ -192,6 +199,9 @@ def main():
         "required": [],
     }
     manifest_bytes = json.dumps(manifest, separators=(",", ":")).encode()
+    if kind == "huge-manifest":
+        # Valid JSON padded with 200 MiB of spaces: it compresses to almost nothing.
+        manifest_bytes += b" " * (200 << 20)
     sums = b"".join(
         e["sha256"].encode() + b"  " + e["path"].encode() + b"\n" for e in entries if "sha256" in e
     )
