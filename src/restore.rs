@@ -22,8 +22,10 @@
 //!
 //! Only when the whole archive has been read, every file matched its SHA-256 and the ciphertext
 //! hashed the same as in the first pass does the commit start: directories are made, staged
-//! files renamed into place, symlinks and hard links created, parents checked with `lstat`
-//! before each step. With `--in-place`, whatever is in the way is first renamed into the staging
+//! files renamed into place, symlinks and hard links created, every step taken relative to
+//! directory descriptors opened one component at a time without following a symlink
+//! (`restore::at`), so that a directory swapped for a symlink while the restore runs is refused
+//! rather than followed. With `--in-place`, whatever is in the way is first renamed into the staging
 //! directory. Every step is recorded in a journal (in memory, and in a file in the staging
 //! directory) before it is taken; if one fails, the journal is undone in reverse (created paths
 //! removed, replaced ones renamed back), so the destination ends as it was. The staging
@@ -33,7 +35,12 @@
 //! looked for between steps: one that arrived makes the restore undo itself and then die by
 //! it. A restore killed outright leaves its staging directory with the journal file, which the
 //! next restore into the same destination rolls back before anything else (see
-//! `restore::journal`).
+//! `restore::journal`), provided the record kept outside the destination lists the journal's
+//! token for that directory (`restore::record`).
+//!
+//! No entry may use vouch's own working names ([`working_name`]); extended tar headers and the
+//! closing files are read only up to a cap (`tarstream::HeaderCap`,
+//! `manifest::read_closing_file`), so a small archive cannot make a restore hold gigabytes.
 //!
 //! Device nodes and FIFOs are never in archives vouch writes (the manifest lists them as
 //! skipped). An archive holding one is refused, unless `--devices` is given, the process runs as
