@@ -155,6 +155,17 @@ pub enum Error {
         /// What the kernel said.
         error: io::Error,
     },
+    /// Writing into a restore's destination directory failed (what the restore had changed
+    /// there was undone).
+    #[error("restoring into {}: {}: {error}", dir.display(), path.display())]
+    RestoreWrite {
+        /// The destination directory.
+        dir: PathBuf,
+        /// The path being written.
+        path: PathBuf,
+        /// What the kernel said.
+        error: io::Error,
+    },
     /// Files could not be read and the policy says fail.
     #[error("{} path(s) could not be read: {}", .0.len(), list_unreadable(.0))]
     SourceRead(Vec<Unreadable>),
@@ -356,6 +367,16 @@ impl Error {
                 }
                 _ => "Check the target device (`dmesg`, `journalctl -k`); older archives were left untouched.".into(),
             },
+            Error::RestoreWrite { dir, error, .. } => match error.raw_os_error() {
+                Some(libc::ENOSPC) | Some(libc::EDQUOT) => format!(
+                    "Free space on the filesystem holding the destination directory {}, or restore into another one; unless a message above says otherwise, what the restore had changed there was undone.",
+                    dir.display()
+                ),
+                _ => format!(
+                    "Check that the destination directory {} is writable and its device healthy (`dmesg`, `journalctl -k`); unless a message above says otherwise, what the restore had changed there was undone.",
+                    dir.display()
+                ),
+            },
             Error::SourceRead(_) => {
                 "Give vouch read access to these paths, exclude them, or set on-read-error = \"warn\".".into()
             }
@@ -410,7 +431,7 @@ impl Error {
             Error::TargetFull { .. } => ExitCode::TargetFull,
             Error::TargetFilesize { .. } => ExitCode::TargetFilesize,
             Error::TargetWrite { error, .. } => target_errno(error),
-            Error::Write { .. } => ExitCode::Write,
+            Error::Write { .. } | Error::RestoreWrite { .. } => ExitCode::Write,
             Error::SourceRead(_) => ExitCode::SourceRead,
             Error::Required(_) => ExitCode::Required,
             Error::Verify { .. } | Error::Damaged { .. } | Error::Removed { .. } => {

@@ -24,6 +24,42 @@ pub const SUMS_PATH: &str = ".vouch/SHA256SUMS";
 /// The directory holding both.
 pub const VOUCH_DIR: &str = ".vouch";
 
+/// What `.vouch/manifest.json` or `.vouch/SHA256SUMS` may hold whatever the archive's size.
+pub const CLOSING_BASE_CAP: u64 = 16 << 20;
+
+/// How many times the encrypted bytes read so far a closing file may hold beyond
+/// [`CLOSING_BASE_CAP`]. A manifest is JSON that gzip shrinks a few times, never this much; a
+/// file padded to compress a thousandfold is refused long before it fills memory.
+pub const CLOSING_RATIO: u64 = 64;
+
+/// Reads a closing file of an archive (`name`, for the message) whole, failing once it holds
+/// more than [`CLOSING_BASE_CAP`] plus [`CLOSING_RATIO`] times `consumed()`, the encrypted
+/// bytes read so far.
+pub fn read_closing_file(
+    r: &mut impl Read,
+    name: &str,
+    consumed: &dyn Fn() -> u64,
+) -> io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = r.read(&mut buf)?;
+        if n == 0 {
+            return Ok(out);
+        }
+        out.extend_from_slice(&buf[..n]);
+        let cap = CLOSING_BASE_CAP.saturating_add(consumed().saturating_mul(CLOSING_RATIO));
+        if out.len() as u64 > cap {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{name} holds more than {cap} bytes, far more than an archive of this size can list"
+                ),
+            ));
+        }
+    }
+}
+
 /// The type of an archived entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -22,8 +22,10 @@
 //!
 //! Only when the whole archive has been read, every file matched its SHA-256 and the ciphertext
 //! hashed the same as in the first pass does the commit start: directories are made, staged
-//! files renamed into place, symlinks and hard links created, parents checked with `lstat`
-//! before each step. With `--in-place`, whatever is in the way is first renamed into the staging
+//! files renamed into place, symlinks and hard links created, every step taken relative to
+//! directory descriptors opened one component at a time without following a symlink
+//! (`restore::at`), so that a directory swapped for a symlink while the restore runs is refused
+//! rather than followed. With `--in-place`, whatever is in the way is first renamed into the staging
 //! directory. Every step is recorded in a journal (in memory, and in a file in the staging
 //! directory) before it is taken; if one fails, the journal is undone in reverse (created paths
 //! removed, replaced ones renamed back), so the destination ends as it was. The staging
@@ -33,27 +35,36 @@
 //! looked for between steps: one that arrived makes the restore undo itself and then die by
 //! it. A restore killed outright leaves its staging directory with the journal file, which the
 //! next restore into the same destination rolls back before anything else (see
-//! `restore::journal`).
+//! `restore::journal`), provided the record kept outside the destination lists the journal's
+//! token for that directory (`restore::record`).
+//!
+//! No entry may use vouch's own working names ([`working_name`]); extended tar headers and the
+//! closing files are read only up to a cap (`tarstream::HeaderCap`,
+//! `manifest::read_closing_file`), so a small archive cannot make a restore hold gigabytes.
 //!
 //! Device nodes and FIFOs are never in archives vouch writes (the manifest lists them as
 //! skipped). An archive holding one is refused, unless `--devices` is given, the process runs as
 //! root, and the manifest lists the entry among its skipped special files.
 
+mod at;
 mod journal;
+mod record;
 
 use crate::crypt::{self, Identity};
 use crate::io::{HashReader, BUFFER_SIZE};
 use crate::manifest::{sums_line, Entry, EntryType, Manifest, MANIFEST_PATH, SUMS_PATH};
 use crate::signals;
+use at::{is_dir, Stat, Tree};
 use flate2::read::MultiGzDecoder;
 use journal::{Journal, Step, JOURNAL_NAME};
+use record::Record;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io::{self, BufReader, IsTerminal, Read, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -180,6 +191,26 @@ fn check_relative(p: &[u8]) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// Whether `p` names one of vouch's own working files in a destination: a first component
+/// starting with `.vouch-restore` (staging directories), or any component starting with
+/// `.vouch-restore-old.` (replaced paths kept beside themselves, copies about to be renamed
+/// into place). No archive entry may have such a name: restored, it would be taken for the
+/// leftover of an interrupted restore.
+pub fn working_name(p: &[u8]) -> bool {
+    let p = trim_slash(p);
+    p.starts_with(b".vouch-restore")
+        || p.split(|&b| b == b'/')
+            .any(|c| c.starts_with(OLD_PREFIX.as_bytes()))
+}
+
+/// The refusal of an entry with a working name.
+pub fn working_name_refused(name: &str) -> String {
+    format!(
+        "{name}: refused, a name vouch uses for its own files while it restores (.vouch-restore*); \
+         no archive vouch writes holds one"
+    )
+}
+
 /// The manifest's word for an entry type.
 fn kind_name(kind: EntryType) -> &'static str {
     match kind {
@@ -248,6 +279,9 @@ impl Plan {
                 .map_err(|why| damaged(format!("{}: refused, the path is {why}", e.path)))?;
             if p == MANIFEST_PATH.as_bytes() || p == SUMS_PATH.as_bytes() {
                 return Err(damaged(format!("{}: listed as an archived entry", e.path)));
+            }
+            if working_name(&p) {
+                return Err(damaged(working_name_refused(&e.path)));
             }
             for a in ancestors(&p) {
                 match index.get(a) {
@@ -461,17 +495,23 @@ impl<R: Read> Read for Counted<R> {
     }
 }
 
-type Tar<'a> = tar::Archive<MultiGzDecoder<age::stream::StreamReader<BufReader<&'a mut Source>>>>;
+type Tar<'a> = tar::Archive<
+    crate::tarstream::HeaderCap<
+        MultiGzDecoder<age::stream::StreamReader<BufReader<&'a mut Source>>>,
+    >,
+>;
 
 fn open_tar<'a>(hashed: &'a mut Source, identity: &Identity) -> Result<Tar<'a>, RestoreError> {
     let buffered = BufReader::with_capacity(BUFFER_SIZE, hashed);
     let plain =
         crypt::decrypt(identity, buffered).map_err(|e| damaged(format!("cannot decrypt: {e}")))?;
-    Ok(tar::Archive::new(MultiGzDecoder::new(plain)))
+    Ok(tar::Archive::new(crate::tarstream::HeaderCap::new(
+        MultiGzDecoder::new(plain),
+    )))
 }
 
 fn drain(tar: Tar<'_>) -> Result<(), RestoreError> {
-    let mut rest = tar.into_inner();
+    let mut rest = tar.into_inner().into_inner();
     io::copy(&mut rest, &mut io::sink())
         .map(|_| ())
         .map_err(|e| damaged(format!("{TRUNCATED} at its end: {e}")))
@@ -527,10 +567,11 @@ fn read_closing(
                 found.map_err(|e| damaged(format!("{TRUNCATED}: corrupt tar entry: {e}")))?;
             let path = found.path_bytes().into_owned();
             if path == MANIFEST_PATH.as_bytes() || path == SUMS_PATH.as_bytes() {
-                let mut data = Vec::new();
-                found.read_to_end(&mut data).map_err(|e| {
-                    damaged(format!("{}: cannot read it; {TRUNCATED}: {e}", show(&path)))
-                })?;
+                let data =
+                    crate::manifest::read_closing_file(&mut found, &show(&path), &|| count.get())
+                        .map_err(|e| {
+                        damaged(format!("{}: cannot read it; {TRUNCATED}: {e}", show(&path)))
+                    })?;
                 if path == MANIFEST_PATH.as_bytes() {
                     manifest = Some(data);
                 } else {
@@ -713,39 +754,6 @@ fn check_dest(
     Ok(())
 }
 
-/// Sets owner (as root), modification time and permission bits of `path`, without following
-/// a symlink there.
-fn set_meta(path: &Path, mode: Option<u32>, uid: u64, gid: u64, mtime: i64) -> io::Result<()> {
-    set_meta_ns(path, mode, uid, gid, (mtime, 0))
-}
-
-/// [`set_meta`] with the modification time to the nanosecond (seconds, nanoseconds).
-fn set_meta_ns(
-    path: &Path,
-    mode: Option<u32>,
-    uid: u64,
-    gid: u64,
-    mtime: (i64, i64),
-) -> io::Result<()> {
-    if is_root() {
-        let id = |v: u64| u32::try_from(v).map_err(|_| io::Error::other("id out of range"));
-        std::os::unix::fs::lchown(path, Some(id(uid)?), Some(id(gid)?))?;
-    }
-    let t = nix::sys::time::TimeSpec::new(mtime.0, mtime.1);
-    nix::sys::stat::utimensat(
-        nix::fcntl::AT_FDCWD,
-        path,
-        &t,
-        &t,
-        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
-    )
-    .map_err(io::Error::from)?;
-    if let Some(mode) = mode {
-        fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
-    }
-    Ok(())
-}
-
 fn parse_mode(e: &Entry) -> Result<u32, RestoreError> {
     u32::from_str_radix(&e.mode, 8)
         .ok()
@@ -762,64 +770,97 @@ fn beside(rel: &[u8], name: &str) -> Vec<u8> {
 }
 
 /// The staging directory inside the destination, the commit journal, and the interrupting
-/// signals held back while the restore writes.
+/// signals held back while the restore writes. Every change goes through `tree`.
 struct Staging {
-    /// The destination.
-    root: PathBuf,
-    /// The staging directory.
+    /// The destination, held open.
+    tree: Tree,
+    /// The staging directory's path, for messages.
     dir: PathBuf,
     /// Its name in the destination.
     name: Vec<u8>,
-    /// Locked (`flock`) while this restore runs, so that another restore into the same
-    /// destination does not take the staging directory for a leftover.
+    /// The staging directory, open and locked (`flock`) while this restore runs, so that
+    /// another restore into the same destination does not take it for a leftover.
     _lock: File,
+    /// Its record outside the destination, when one could be written.
+    record: Option<Record>,
     aside_count: u64,
     /// Paths that were in the way and were renamed aside.
     replaced: u64,
     /// Existing directories whose metadata the journal already holds.
     kept_meta: std::collections::HashSet<Vec<u8>>,
+    /// Directories this commit made.
+    made: std::collections::HashSet<Vec<u8>>,
     journal: Journal,
     interrupts: signals::Deferred,
 }
 
+/// Opens the directory `name` just made in `tree`'s top, for locking, without following a
+/// symlink there.
+fn open_locked(tree: &mut Tree, name: &[u8]) -> io::Result<File> {
+    use nix::fcntl::OFlag;
+    use std::os::fd::AsFd;
+    let root = tree.dir(b"")?;
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let fd = nix::fcntl::openat(
+        root.as_fd(),
+        OsStr::from_bytes(name),
+        flags,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(io::Error::from)?;
+    let lock = File::from(fd);
+    lock.try_lock().map_err(io::Error::from)?;
+    Ok(lock)
+}
+
 impl Staging {
-    /// Makes the staging directory (mode 0700, with `old/` for replaced paths) in `root`.
-    fn create(root: &Path, interrupts: signals::Deferred) -> Result<Staging, RestoreError> {
+    /// Makes the staging directory (mode 0700, with `old/` for replaced paths and the journal)
+    /// at the top of the destination `tree`, and records it outside the destination.
+    fn create(mut tree: Tree, interrupts: signals::Deferred) -> Result<Staging, RestoreError> {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
             .unwrap_or(0);
-        let name = format!("{STAGING_PREFIX}{}.{nanos:08x}", std::process::id());
-        let dir = root.join(&name);
-        fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&dir)
-            .map_err(io_err(&dir))?;
+        let name = format!("{STAGING_PREFIX}{}.{nanos:08x}", std::process::id()).into_bytes();
+        let dir = tree.show(&name);
+        tree.mkdir(&name, 0o700).map_err(io_err(&dir))?;
         let made = (|| {
-            fs::DirBuilder::new().mode(0o700).create(dir.join("old"))?;
-            let lock = fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
-                .open(&dir)?;
-            lock.try_lock().map_err(io::Error::from)?;
-            Ok(lock)
+            let lock = open_locked(&mut tree, &name)?;
+            tree.adopt(&name, std::os::fd::OwnedFd::from(lock.try_clone()?));
+            tree.mkdir(&[&name[..], b"/old"].concat(), 0o700)?;
+            let token = record::token()?;
+            let m = lock.metadata()?;
+            let record = Record::create(&token, &dir, m.dev(), m.ino());
+            let journal = Journal::create(&*tree.dir(&name)?, tree.path(), &token);
+            let journal = match journal {
+                Ok(j) => j,
+                Err(e) => {
+                    if let Some(r) = record {
+                        r.remove();
+                    }
+                    return Err(e);
+                }
+            };
+            Ok((lock, record, journal))
         })();
-        let lock = match made {
-            Ok(lock) => lock,
+        let (lock, record, journal) = match made {
+            Ok(made) => made,
             Err(e) => {
-                let _ = fs::remove_dir_all(&dir);
+                let _ = tree.remove_all(&name);
                 return Err(io_err(&dir)(e));
             }
         };
         Ok(Staging {
-            root: root.to_owned(),
+            tree,
             dir,
-            name: name.into_bytes(),
+            name,
             _lock: lock,
+            record,
             aside_count: 0,
             replaced: 0,
             kept_meta: std::collections::HashSet::new(),
-            journal: Journal::default(),
+            made: std::collections::HashSet::new(),
+            journal,
             interrupts,
         })
     }
@@ -832,19 +873,40 @@ impl Staging {
         }
     }
 
-    fn data(&self, i: usize) -> PathBuf {
-        self.dir.join(i.to_string())
+    /// Where the data of entry `i` is staged, relative to the destination.
+    fn data(&self, i: usize) -> Vec<u8> {
+        [&self.name[..], b"/", i.to_string().as_bytes()].concat()
     }
 
-    /// The destination path of `rel`.
+    /// The destination path of `rel`, for messages.
     fn full(&self, rel: &[u8]) -> PathBuf {
-        rel_path(&self.root, rel)
+        self.tree.show(rel)
     }
 
-    /// Starts the journal file: from here on, every change to the destination is recorded.
-    fn begin_commit(&mut self) -> Result<(), RestoreError> {
-        self.journal = Journal::create(&self.dir, &self.root).map_err(io_err(&self.dir))?;
-        Ok(())
+    fn io(&self, rel: &[u8]) -> impl FnOnce(io::Error) -> RestoreError {
+        let path = self.full(rel);
+        move |error| RestoreError::Io { path, error }
+    }
+
+    /// What is at `rel` in the destination, not following a symlink there.
+    fn lstat(&mut self, rel: &[u8]) -> Result<Option<Stat>, RestoreError> {
+        let err = self.io(rel);
+        self.tree.lstat(rel).map_err(err)
+    }
+
+    /// Sets owner (as root), modification time and, unless `None`, permission bits of `rel`.
+    fn set_meta(
+        &mut self,
+        rel: &[u8],
+        mode: Option<u32>,
+        uid: u64,
+        gid: u64,
+        mtime: i64,
+    ) -> Result<(), RestoreError> {
+        let err = self.io(rel);
+        self.tree
+            .set_meta(rel, mode, (uid, gid), (mtime, 0))
+            .map_err(err)
     }
 
     /// Records a step in the journal, before it is taken.
@@ -856,85 +918,115 @@ impl Staging {
 
     /// Records the metadata of the existing directory `rel` (lstat'ed as `m`), once, before
     /// anything in or about it changes, so that a rollback gives it back.
-    fn keep_dir_meta(&mut self, rel: &[u8], m: &fs::Metadata) -> Result<(), RestoreError> {
+    fn keep_dir_meta(&mut self, rel: &[u8], m: &Stat) -> Result<(), RestoreError> {
         if !self.kept_meta.insert(rel.to_vec()) {
             return Ok(());
         }
         self.record(Step::DirMeta {
             path: rel.to_vec(),
-            mode: m.mode() & 0o7777,
-            uid: m.uid(),
-            gid: m.gid(),
-            mtime: m.mtime(),
-            mtime_nsec: m.mtime_nsec(),
+            mode: m.st_mode & 0o7777,
+            uid: m.st_uid,
+            gid: m.st_gid,
+            mtime: m.st_mtime,
+            mtime_nsec: m.st_mtime_nsec,
         })
     }
 
-    /// Renames whatever is at `rel` aside (with `--in-place`).
+    /// Fails when `rel`, a directory this commit made, is no longer one: someone else
+    /// changed the destination while the restore ran, and nothing of it is replaced.
+    fn untouched(&mut self, rel: &[u8], now: Option<&Stat>) -> Result<(), RestoreError> {
+        if self.made.contains(rel) && !now.is_some_and(is_dir) {
+            return Err(self.io(rel)(io::Error::other(
+                "the directory this restore made there was replaced while it ran",
+            )));
+        }
+        Ok(())
+    }
+
+    /// Makes the directory `rel` (already journaled as created).
+    fn mkdir(&mut self, rel: &[u8], mode: u32) -> Result<(), RestoreError> {
+        self.kept_meta.insert(rel.to_vec());
+        let err = self.io(rel);
+        self.tree.mkdir(rel, mode).map_err(err)?;
+        self.made.insert(rel.to_vec());
+        Ok(())
+    }
+
+    /// Renames whatever is at `rel` aside (with `--in-place`), checking that what was moved is
+    /// what was looked at.
     fn clear(&mut self, rel: &[u8]) -> Result<(), RestoreError> {
-        let path = self.full(rel);
-        match fs::symlink_metadata(&path) {
-            Ok(_) => {
-                self.aside_count += 1;
-                let aside = format!("{}/old/{}", show(&self.name), self.aside_count).into_bytes();
-                self.record(Step::Aside {
-                    orig: rel.to_vec(),
-                    aside: aside.clone(),
-                })?;
-                if let Err(e) = fs::rename(&path, self.full(&aside)) {
-                    if e.raw_os_error() != Some(libc::EXDEV) {
-                        return Err(io_err(&path)(e));
-                    }
-                    // Another filesystem is mounted inside the destination: keep the
-                    // replaced path beside itself instead.
-                    let aside = beside(
-                        rel,
-                        &format!("{OLD_PREFIX}{}.{}", std::process::id(), self.aside_count),
-                    );
-                    self.record(Step::Aside {
-                        orig: rel.to_vec(),
-                        aside: aside.clone(),
-                    })?;
-                    fs::rename(&path, self.full(&aside)).map_err(io_err(&path))?;
-                }
+        let Some(before) = self.lstat(rel)? else {
+            return Ok(());
+        };
+        self.untouched(rel, Some(&before))?;
+        let aside = self.move_aside(rel)?;
+        match self.lstat(&aside)? {
+            Some(moved) if (moved.st_dev, moved.st_ino) == (before.st_dev, before.st_ino) => {
                 self.replaced += 1;
                 Ok(())
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io_err(&path)(e)),
+            // Swapped between the look and the rename: the rollback puts it back.
+            _ => Err(self.io(rel)(io::Error::other(
+                "it was replaced while the restore ran",
+            ))),
         }
+    }
+
+    /// Renames `rel` into the staging directory's `old/`, or beside itself across
+    /// filesystems, returning where it went.
+    fn move_aside(&mut self, rel: &[u8]) -> Result<Vec<u8>, RestoreError> {
+        self.aside_count += 1;
+        let aside = format!("{}/old/{}", show(&self.name), self.aside_count).into_bytes();
+        self.record(Step::Aside {
+            orig: rel.to_vec(),
+            aside: aside.clone(),
+        })?;
+        if let Err(e) = self.tree.rename(rel, &aside) {
+            if e.raw_os_error() != Some(libc::EXDEV) {
+                return Err(self.io(rel)(e));
+            }
+            // Another filesystem is mounted inside the destination: keep the replaced path
+            // beside itself instead.
+            let aside = beside(
+                rel,
+                &format!("{OLD_PREFIX}{}.{}", std::process::id(), self.aside_count),
+            );
+            self.record(Step::Aside {
+                orig: rel.to_vec(),
+                aside: aside.clone(),
+            })?;
+            let err = self.io(rel);
+            self.tree.rename(rel, &aside).map_err(err)?;
+            return Ok(aside);
+        }
+        Ok(aside)
     }
 
     /// Moves staged data to `rel` (already journaled as created). Across filesystems (a mount
     /// point inside the destination), it is copied to a temporary name beside it, synced,
     /// given its metadata, and renamed.
-    fn place(&mut self, staged: &Path, rel: &[u8], e: &Entry) -> Result<(), RestoreError> {
-        let dest = self.full(rel);
-        match fs::rename(staged, &dest) {
+    fn place(&mut self, staged: &[u8], rel: &[u8], e: &Entry) -> Result<(), RestoreError> {
+        match self.tree.rename(staged, rel) {
             Ok(()) => return Ok(()),
             Err(err) if err.raw_os_error() == Some(libc::EXDEV) => {}
-            Err(err) => return Err(io_err(&dest)(err)),
+            Err(err) => return Err(self.io(rel)(err)),
         }
-        let temp_rel = beside(rel, &format!("{OLD_PREFIX}{}.new", std::process::id()));
-        let temp = self.full(&temp_rel);
-        self.record(Step::Created(temp_rel))?;
+        let temp = beside(rel, &format!("{OLD_PREFIX}{}.new", std::process::id()));
+        self.record(Step::Created(temp.clone()))?;
+        let tree = &mut self.tree;
         let copied = (|| -> io::Result<()> {
-            let mut from = File::open(staged)?;
-            let mut to = fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&temp)?;
+            let mut from = tree.open_file(staged)?;
+            let mut to = tree.create_file(&temp)?;
             io::copy(&mut from, &mut to)?;
             to.sync_all()?;
             drop(to);
             let mode = u32::from_str_radix(&e.mode, 8).map_err(io::Error::other)?;
-            set_meta(&temp, Some(mode), e.uid, e.gid, e.mtime)?;
-            fs::rename(&temp, &dest)
+            tree.set_meta(&temp, Some(mode), (e.uid, e.gid), (e.mtime, 0))?;
+            tree.rename(&temp, rel)
         })();
         if let Err(err) = copied {
-            let _ = fs::remove_file(&temp);
-            return Err(io_err(&dest)(err));
+            let _ = self.tree.remove(&temp, false);
+            return Err(self.io(rel)(err));
         }
         Ok(())
     }
@@ -944,35 +1036,31 @@ impl Staging {
     /// lists later than what is below it is replaced here already.
     fn parents(&mut self, rel: &[u8], plan: &Plan) -> Result<(), RestoreError> {
         for a in ancestors(rel) {
-            let full = self.full(a);
-            let mode = match fs::symlink_metadata(&full) {
+            let now = self.lstat(a)?;
+            self.untouched(a, now.as_ref())?;
+            let mode = match now {
                 // An archived directory listed after what is below it: its time changes as
                 // entries are placed in it, so its metadata is kept now.
-                Ok(m) if m.is_dir() && plan.replaces_with_dir(a) => {
+                Some(m) if is_dir(&m) && plan.replaces_with_dir(a) => {
                     self.keep_dir_meta(a, &m)?;
                     continue;
                 }
-                Ok(m) if m.is_dir() => continue,
-                Ok(_) if plan.replaces_with_dir(a) => {
+                Some(m) if is_dir(&m) => continue,
+                Some(_) if plan.replaces_with_dir(a) => {
                     self.clear(a)?;
                     0o700
                 }
-                Ok(_) => {
+                Some(_) => {
                     return Err(RestoreError::Refused(format!(
                         "{}: refused, {} is not a directory",
                         show(rel),
-                        full.display()
+                        self.full(a).display()
                     )))
                 }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => 0o755,
-                Err(e) => return Err(io_err(&full)(e)),
+                None => 0o755,
             };
             self.record(Step::Created(a.to_vec()))?;
-            self.kept_meta.insert(a.to_vec());
-            fs::DirBuilder::new()
-                .mode(mode)
-                .create(&full)
-                .map_err(io_err(&full))?;
+            self.mkdir(a, mode)?;
         }
         Ok(())
     }
@@ -980,12 +1068,13 @@ impl Staging {
     /// Undoes the journal, newest step first. False when something could not be undone: the
     /// staging directory then holds what was not put back and must be kept.
     fn rollback(&mut self) -> bool {
-        self.journal.rollback(&self.root, &self.dir).failed == 0
+        self.journal.rollback(&mut self.tree, &self.dir).failed == 0
     }
 
-    /// Removes the staging directory (and the replaced files in it).
-    fn remove(&self) {
-        if let Err(e) = fs::remove_dir_all(&self.dir) {
+    /// Removes the staging directory (and the replaced files in it) and its record.
+    fn remove(&mut self) {
+        let record = self.record.take();
+        if let Err(e) = journal::remove_staging(&mut self.tree, &self.name, record) {
             log::warn!("cannot remove {}: {e}", self.dir.display());
         }
     }
@@ -1036,7 +1125,8 @@ pub fn restore(
             .create(&dest.dir)
             .map_err(io_err(&dest.dir))?;
     }
-    let mut staging = match Staging::create(&dest.dir, interrupts) {
+    let tree = Tree::open(&dest.dir).map_err(io_err(&dest.dir));
+    let mut staging = match tree.and_then(|tree| Staging::create(tree, interrupts)) {
         Ok(s) => s,
         Err(e) => {
             if dest.created {
@@ -1062,7 +1152,9 @@ pub fn restore(
     match result {
         Ok((placed, bytes)) => {
             crate::fault::point("restore-committed");
-            staging.journal.drop_replaced(&staging.root, &staging.name);
+            staging
+                .journal
+                .drop_replaced(&mut staging.tree, &staging.name);
             staging.remove();
             if let Some(signal) = staging.interrupts.arrived() {
                 log::warn!(
@@ -1149,8 +1241,8 @@ fn extract(
                 )));
             }
             if path == MANIFEST_PATH.as_bytes() || path == SUMS_PATH.as_bytes() {
-                let mut data = Vec::new();
-                found.read_to_end(&mut data).map_err(|e| {
+                let data = crate::manifest::read_closing_file(&mut found, &name, &|| count.get())
+                    .map_err(|e| {
                     damaged(format!("{name}: cannot read its data; {TRUNCATED}: {e}"))
                 })?;
                 let (want, ok_order) = if path == MANIFEST_PATH.as_bytes() {
@@ -1188,7 +1280,9 @@ fn extract(
             if want.kind == EntryType::File {
                 let digest = if plan.staged[i] {
                     let staged = staging.data(i);
-                    let d = stage(&mut found, &name, &staged, &mut buf, &staging.interrupts)?;
+                    let to = staging.full(&staged);
+                    let out = staging.tree.create_file(&staged).map_err(io_err(&to))?;
+                    let d = stage(&mut found, &name, out, &to, &mut buf, &staging.interrupts)?;
                     bytes += want.size;
                     d
                 } else {
@@ -1203,14 +1297,13 @@ fn extract(
                 }
                 if plan.staged[i] {
                     let staged = staging.data(i);
-                    set_meta(
+                    staging.set_meta(
                         &staged,
                         Some(parse_mode(want)?),
                         want.uid,
                         want.gid,
                         want.mtime,
-                    )
-                    .map_err(io_err(&staged))?;
+                    )?;
                 }
             }
             if i == half {
@@ -1266,6 +1359,9 @@ fn special<R: Read>(
         )));
     }
     check_relative(path).map_err(|why| damaged(format!("{name}: refused, the path is {why}")))?;
+    if working_name(path) {
+        return Err(damaged(working_name_refused(&name)));
+    }
     if plan.skipped.get(path).map(String::as_str) != Some(type_name) {
         return Err(damaged(format!(
             "{name}: a {type_name} the manifest does not list"
@@ -1314,21 +1410,16 @@ fn special<R: Read>(
     }))
 }
 
-/// Writes the data of the entry `name` into a new staging file, returning its SHA-256. Stops
-/// between two reads when an interrupting signal has arrived.
+/// Writes the data of the entry `name` into `out`, a new staging file, returning its
+/// SHA-256. Stops between two reads when an interrupting signal has arrived.
 fn stage(
     r: &mut impl Read,
     name: &str,
+    mut out: File,
     to: &Path,
     buf: &mut [u8],
     interrupts: &signals::Deferred,
 ) -> Result<String, RestoreError> {
-    let mut out = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(to)
-        .map_err(io_err(to))?;
     let mut h = Sha256::new();
     loop {
         if let Some(signal) = interrupts.arrived() {
@@ -1370,39 +1461,34 @@ fn commit(
     staging: &mut Staging,
     progress: bool,
 ) -> Result<u64, RestoreError> {
-    staging.begin_commit()?;
     let total = plan.selected.iter().filter(|s| **s).count() + specials.len();
     let mut meter = Meter::entries(progress, "moving into place", total as u64);
     let mut placed = 0u64;
     // Where the data of a file that a selected hard link needs, but that was not itself
     // selected, ended up: the first such hard link gets the staged file.
-    let mut moved: HashMap<usize, PathBuf> = HashMap::new();
+    let mut moved: HashMap<usize, Vec<u8>> = HashMap::new();
     for (i, e) in manifest.entries.iter().enumerate() {
         if !plan.selected[i] {
             continue;
         }
         staging.interrupted()?;
         let rel = &plan.paths[i];
-        let dest = staging.full(rel);
         staging.parents(rel, plan)?;
+        let err = staging.io(rel);
         match e.kind {
-            EntryType::Dir => match fs::symlink_metadata(&dest) {
-                Ok(m) if m.is_dir() => staging.keep_dir_meta(rel, &m)?,
+            EntryType::Dir => match staging.lstat(rel)? {
+                Some(m) if is_dir(&m) => staging.keep_dir_meta(rel, &m)?,
                 _ => {
                     staging.clear(rel)?;
                     staging.record(Step::Created(rel.clone()))?;
-                    staging.kept_meta.insert(rel.clone());
-                    fs::DirBuilder::new()
-                        .mode(0o700)
-                        .create(&dest)
-                        .map_err(io_err(&dest))?;
+                    staging.mkdir(rel, 0o700)?;
                 }
             },
             EntryType::File => {
                 staging.clear(rel)?;
                 staging.record(Step::Created(rel.clone()))?;
                 staging.place(&staging.data(i), rel, e)?;
-                moved.insert(i, dest.clone());
+                moved.insert(i, rel.clone());
             }
             EntryType::Hardlink => {
                 let link = e.link_bytes().unwrap_or_default();
@@ -1410,10 +1496,10 @@ fn commit(
                 staging.clear(rel)?;
                 staging.record(Step::Created(rel.clone()))?;
                 match moved.get(&j) {
-                    Some(first) => fs::hard_link(first, &dest).map_err(io_err(&dest))?,
+                    Some(first) => staging.tree.hard_link(first, rel).map_err(err)?,
                     None => {
                         staging.place(&staging.data(j), rel, &manifest.entries[j])?;
-                        moved.insert(j, dest.clone());
+                        moved.insert(j, rel.clone());
                     }
                 }
             }
@@ -1421,30 +1507,23 @@ fn commit(
                 let target = e.link_bytes().unwrap_or_default();
                 staging.clear(rel)?;
                 staging.record(Step::Created(rel.clone()))?;
-                std::os::unix::fs::symlink(OsStr::from_bytes(&target), &dest)
-                    .map_err(io_err(&dest))?;
-                set_meta(&dest, None, e.uid, e.gid, e.mtime).map_err(io_err(&dest))?;
+                staging.tree.symlink(&target, rel).map_err(err)?;
+                staging.set_meta(rel, None, e.uid, e.gid, e.mtime)?;
             }
         }
         placed += 1;
         meter.update(placed);
-        injected_failure(placed, &dest)?;
+        injected_failure(placed, &staging.full(rel))?;
         crate::fault::step("restore-commit", placed);
     }
     for s in specials {
         staging.interrupted()?;
-        let dest = staging.full(&s.path);
         staging.parents(&s.path, plan)?;
         staging.clear(&s.path)?;
         staging.record(Step::Created(s.path.clone()))?;
-        nix::sys::stat::mknod(
-            &dest,
-            s.kind,
-            nix::sys::stat::Mode::from_bits_truncate(0o600),
-            s.rdev,
-        )
-        .map_err(|e| io_err(&dest)(io::Error::from(e)))?;
-        set_meta(&dest, Some(s.mode), s.uid, s.gid, s.mtime).map_err(io_err(&dest))?;
+        let err = staging.io(&s.path);
+        staging.tree.mknod(&s.path, s.kind, s.rdev).map_err(err)?;
+        staging.set_meta(&s.path, Some(s.mode), s.uid, s.gid, s.mtime)?;
         placed += 1;
         meter.update(placed);
     }
@@ -1453,8 +1532,7 @@ fn commit(
     for (i, e) in manifest.entries.iter().enumerate().rev() {
         if plan.selected[i] && e.kind == EntryType::Dir {
             staging.interrupted()?;
-            let dest = staging.full(&plan.paths[i]);
-            set_meta(&dest, Some(parse_mode(e)?), e.uid, e.gid, e.mtime).map_err(io_err(&dest))?;
+            staging.set_meta(&plan.paths[i], Some(parse_mode(e)?), e.uid, e.gid, e.mtime)?;
         }
     }
     staging

@@ -269,6 +269,157 @@ impl<W: Write> TarWriter<W> {
     }
 }
 
+/// The largest extended header (pax `x`/`g`, GNU long name `L`/`K`) a reader accepts. vouch
+/// writes one only for values that do not fit ustar: a path and a link target of at most
+/// PATH_MAX (4 KiB) each, sizes, ids and names, so well under 16 KiB; GNU tar's, with extended
+/// attributes and ACLs, stay far below this too.
+pub const EXTENDED_HEADER_CAP: u64 = 1 << 20;
+
+/// A reader of a plain tar stream that follows its 512-byte block framing and fails, before a
+/// tar parser buffers it whole, on an extended header larger than [`EXTENDED_HEADER_CAP`].
+/// A pax `size` record is applied to the entry that follows it, as tar parsers do.
+pub struct HeaderCap<R> {
+    inner: R,
+    /// The header block being read, and how much of it is filled and handed on.
+    block: [u8; BLOCK],
+    filled: usize,
+    handed: usize,
+    /// Data bytes (with padding) of the current entry still to pass through.
+    data_left: u64,
+    /// The data of the current pax header, kept to find a `size` record.
+    pax: Option<Vec<u8>>,
+    /// A size from a pax header, for the next entry.
+    next_size: Option<u64>,
+}
+
+impl<R: Read> HeaderCap<R> {
+    /// Wraps a plain tar stream.
+    pub fn new(inner: R) -> Self {
+        HeaderCap {
+            inner,
+            block: [0; BLOCK],
+            filled: 0,
+            handed: 0,
+            data_left: 0,
+            pax: None,
+            next_size: None,
+        }
+    }
+
+    /// The wrapped stream (what follows the tar's end is read through it).
+    pub fn into_inner(self) -> R {
+        self.inner
+    }
+
+    /// Looks at a full header block: where the entry's data ends, and whether it is too big.
+    fn inspect(&mut self) -> io::Result<()> {
+        if self.block.iter().all(|&b| b == 0) {
+            return Ok(());
+        }
+        let kind = self.block[156];
+        let size = match self.next_size.take() {
+            Some(size) if !matches!(kind, b'x' | b'g') => size,
+            _ => header_size(&self.block[124..136]),
+        };
+        if matches!(kind, b'x' | b'g' | b'L' | b'K') {
+            if size > EXTENDED_HEADER_CAP {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "an extended (pax) header of {size} bytes, larger than vouch ever writes (at most {EXTENDED_HEADER_CAP})"
+                    ),
+                ));
+            }
+            if kind == b'x' {
+                self.pax = Some(Vec::with_capacity(size as usize));
+            }
+        }
+        self.data_left = size.div_ceil(BLOCK as u64) * BLOCK as u64;
+        if self.data_left == 0 {
+            self.pax_done();
+        }
+        Ok(())
+    }
+
+    /// At the end of a pax header's data: its `size` record, if any, for the next entry.
+    fn pax_done(&mut self) {
+        if let Some(data) = self.pax.take() {
+            self.next_size = pax_size(&data);
+        }
+    }
+}
+
+/// A ustar number field: octal digits, or base-256 when the high bit of the first byte is set.
+fn header_size(field: &[u8]) -> u64 {
+    if field[0] & 0x80 != 0 {
+        return field[1..].iter().fold(0u64, |n, &b| {
+            n.saturating_mul(256).saturating_add(u64::from(b))
+        });
+    }
+    let text: Vec<u8> = field
+        .iter()
+        .copied()
+        .filter(|b| (b'0'..=b'7').contains(b))
+        .collect();
+    u64::from_str_radix(std::str::from_utf8(&text).unwrap_or("0"), 8).unwrap_or(0)
+}
+
+/// The `size` record of pax header data.
+fn pax_size(data: &[u8]) -> Option<u64> {
+    data.split(|&b| b == b'\n').find_map(|rec| {
+        let (_, kv) = rec.split_at(rec.iter().position(|&b| b == b' ')? + 1);
+        std::str::from_utf8(kv.strip_prefix(b"size=")?)
+            .ok()?
+            .parse()
+            .ok()
+    })
+}
+
+impl<R: Read> Read for HeaderCap<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if self.handed < self.filled {
+            let n = (self.filled - self.handed).min(buf.len());
+            buf[..n].copy_from_slice(&self.block[self.handed..self.handed + n]);
+            self.handed += n;
+            return Ok(n);
+        }
+        if self.data_left > 0 {
+            let want = buf
+                .len()
+                .min(usize::try_from(self.data_left).unwrap_or(usize::MAX));
+            let n = self.inner.read(&mut buf[..want])?;
+            self.data_left -= n as u64;
+            if let Some(pax) = &mut self.pax {
+                pax.extend_from_slice(&buf[..n]);
+            }
+            if self.data_left == 0 {
+                self.pax_done();
+            }
+            return Ok(n);
+        }
+        // At a header: read the whole block before handing any of it on.
+        self.filled = 0;
+        self.handed = 0;
+        while self.filled < BLOCK {
+            let n = self.inner.read(&mut self.block[self.filled..])?;
+            if n == 0 {
+                break;
+            }
+            self.filled += n;
+        }
+        if self.filled == BLOCK {
+            self.inspect()?;
+        }
+        if self.filled == 0 {
+            return Ok(0);
+        }
+        self.read(buf)
+    }
+}
+
 /// Why copying a file's data into the archive stopped.
 #[derive(Debug)]
 pub enum DataError {

@@ -252,7 +252,9 @@ impl<R: BufRead> BufRead for Counting<R> {
 
 /// The plaintext tar stream of an age + gzip archive read through `hashed`.
 type TarStream<'a, R> = tar::Archive<
-    MultiGzDecoder<age::stream::StreamReader<Counting<BufReader<&'a mut HashReader<R>>>>>,
+    crate::tarstream::HeaderCap<
+        MultiGzDecoder<age::stream::StreamReader<Counting<BufReader<&'a mut HashReader<R>>>>>,
+    >,
 >;
 
 fn open_tar<'a, R: Read>(
@@ -264,14 +266,16 @@ fn open_tar<'a, R: Read>(
     let plain =
         crypt::decrypt(identity, buffered).map_err(|e| position.damaged("cannot decrypt", e))?;
     position.header_done();
-    Ok(tar::Archive::new(MultiGzDecoder::new(plain)))
+    Ok(tar::Archive::new(crate::tarstream::HeaderCap::new(
+        MultiGzDecoder::new(plain),
+    )))
 }
 
 /// Reads what follows the tar's end so that age authenticates the final chunk and gzip checks
 /// its trailer.
 fn drain<R: Read>(tar: TarStream<'_, R>, position: &Position) -> Result<(), Mismatch> {
     position.end();
-    let mut rest = tar.into_inner();
+    let mut rest = tar.into_inner().into_inner();
     io::copy(&mut rest, &mut io::sink())
         .map(|_| ())
         .map_err(|e| position.damaged("the archive is damaged", e))
@@ -403,6 +407,11 @@ pub fn check_entry<R: Read>(
 ) -> Result<(), String> {
     let name = &want.path;
     let trimmed = path.strip_suffix(b"/").unwrap_or(path);
+    if crate::restore::working_name(trimmed) {
+        return Err(crate::restore::working_name_refused(
+            &String::from_utf8_lossy(trimmed),
+        ));
+    }
     if want.path_bytes() != trimmed {
         return Err(format!(
             "{}: found where the manifest has {name}",
@@ -484,8 +493,10 @@ fn read_closing(file: impl Read, identity: &Identity) -> Result<Closing, Mismatc
             let path = found.path_bytes().into_owned();
             let unreadable = |e| position.damaged("cannot read its data", e);
             if path == MANIFEST_PATH.as_bytes() || path == SUMS_PATH.as_bytes() {
-                let mut data = Vec::new();
-                found.read_to_end(&mut data).map_err(unreadable)?;
+                let name = String::from_utf8_lossy(&path).into_owned();
+                let data =
+                    crate::manifest::read_closing_file(&mut found, &name, &|| position.offset())
+                        .map_err(unreadable)?;
                 if path == MANIFEST_PATH.as_bytes() {
                     manifest = Some(data);
                 } else {

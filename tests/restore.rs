@@ -295,6 +295,11 @@ fn a_receipt_that_does_not_match_is_33_and_nothing_is_written() {
 /// A hostile archive: `kind` from tests/restore/craft.py, aimed at `outside`, encrypted with
 /// the real `age` to the test's recipient.
 fn craft(env: &Env, kind: &str, outside: &Path) -> PathBuf {
+    craft_into(env, kind, outside, None)
+}
+
+/// [`craft`], for kinds that name the destination `dest` inside the archive.
+fn craft_into(env: &Env, kind: &str, outside: &Path, dest: Option<&Path>) -> PathBuf {
     let dir = env.dir.path().join("crafted");
     fs::create_dir_all(&dir).unwrap();
     let plain = dir.join(format!("{kind}.tar.gz"));
@@ -304,6 +309,7 @@ fn craft(env: &Env, kind: &str, outside: &Path) -> PathBuf {
         .arg(kind)
         .arg(&plain)
         .arg(outside)
+        .args(dest)
         .output()
         .unwrap();
     assert!(out.status.success(), "craft.py {kind}: {}", stderr(&out));
@@ -383,6 +389,28 @@ fn a_crafted_archive_of_the_right_shape_restores() {
         fs::read(a.dest.join("keep/mine")).unwrap(),
         b"the user's own file\n"
     );
+}
+
+#[test]
+fn vouchs_own_working_names_in_an_archive_are_refused() {
+    require_root();
+    let a = Arena::new();
+    let planted = craft_into(&a.env, "planted-journal", &a.sentinel, Some(&a.dest));
+    a.refused(&planted, &[], 33, ".vouch-restore.1.deadbeef");
+    a.refused(&planted, &["--in-place"], 33, ".vouch-restore.1.deadbeef");
+    for kind in ["staging-prefix", "old-name"] {
+        let archive = craft(&a.env, kind, &a.sentinel);
+        a.refused(&archive, &[], 33, "a name vouch uses for its own files");
+    }
+    // Nothing was planted, so the next restore leaves the user's files alone.
+    let before = snapshot(&a.dest);
+    let good = craft(&a.env, "good", &a.sentinel);
+    let out = a.env.vouch(&["restore", s(&good), "--to", s(&a.dest)]);
+    assert_code(&out, 0);
+    assert!(!stderr(&out).contains("rolled back"), "{}", stderr(&out));
+    let mut after = snapshot(&a.dest).unwrap();
+    after.retain(|k, _| !k.starts_with(b"d"));
+    assert_eq!(Some(after), before);
 }
 
 #[test]
@@ -1293,4 +1321,242 @@ fn verify_restore_to_with_a_flipped_bit_is_33() {
     assert_eq!(log[&key]["ok"], false, "{log}");
     // The read-back failed, so no restore was attempted: it is not recorded as a restore test.
     assert_eq!(log[&key]["restore-test"], false, "{log}");
+}
+
+#[test]
+fn an_identity_that_is_a_fifo_is_refused_at_once() {
+    let env = Env::new();
+    fs::write(env.src.join("a"), "a").unwrap();
+    let archive = run_ok(&env);
+    let fifo = env.dir.path().join("identity.fifo");
+    bash_ok(&format!("mkfifo -m 600 '{}'", fifo.display()));
+    let into = env.dir.path().join("into");
+    let args = [
+        "restore",
+        s(&archive),
+        "--to",
+        s(&into),
+        "--identity",
+        s(&fifo),
+    ];
+    let out = env
+        .wrapped(&["timeout", "20"], "true", &args)
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(124), "blocked on the FIFO");
+    assert_code(&out, 13);
+    assert!(stderr(&out).contains("FIFO"), "{}", stderr(&out));
+    assert!(!into.exists());
+}
+
+#[test]
+fn a_failed_write_speaks_of_the_destination_directory() {
+    let env = Env::new();
+    fs::write(env.src.join("a"), "a").unwrap();
+    let archive = run_ok(&env);
+    let into = env.dir.path().join("into");
+    let out = env
+        .command(&["restore", s(&archive), "--to", s(&into)])
+        .env("VOUCH_TEST_FAULT", "restore-fail-at:1")
+        .output()
+        .unwrap();
+    assert_code(&out, 30);
+    let err = stderr(&out);
+    assert!(err.contains("restoring into"), "{err}");
+    assert!(err.contains("destination directory"), "{err}");
+    assert!(!err.contains("target"), "{err}");
+    assert!(!err.contains("older archives"), "{err}");
+    assert!(!into.exists());
+}
+
+/// Every name below `root` (not following symlinks) starting with `prefix`.
+fn names_below(root: &Path, prefix: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            if e.file_name().to_string_lossy().starts_with(prefix) {
+                out.push(e.path());
+            }
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_directory_swapped_for_a_symlink_during_the_commit_is_never_written_through() {
+    require_root();
+    const TRIALS: usize = 8;
+    let env = Env::new();
+    env.write_config("", "");
+    let outside = env.dir.path().join("outside");
+    fs::create_dir(&outside).unwrap();
+    let archive = craft(&env, "many", &outside);
+    let attacker = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/restore/exchange.py");
+    bash_ok(&format!("chmod 755 '{}'", env.dir.path().display()));
+    let mut outcomes = Vec::new();
+    for trial in 0..TRIALS {
+        // The destination belongs to an unprivileged user, who swaps the restore's `d` with a
+        // symlink to a root-owned directory outside it, over and over.
+        let dest = env.dir.path().join(format!("dest{trial}"));
+        fs::create_dir(&dest).unwrap();
+        std::os::unix::fs::symlink(&outside, dest.join("dlink")).unwrap();
+        bash_ok(&format!(
+            "chown -h 65534:65534 '{d}' '{d}/dlink'",
+            d = dest.display()
+        ));
+        let stop = env.dir.path().join(format!("stop{trial}"));
+        let swapper = Command::new("setpriv")
+            .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+            // The system's interpreter: one under root's home is out of the attacker's reach.
+            .arg("/usr/bin/python3")
+            .arg(&attacker)
+            .arg(dest.join("d"))
+            .arg(dest.join("dlink"))
+            .arg(&stop)
+            .arg("60")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = env.vouch(&["restore", s(&archive), "--to", s(&dest)]);
+        fs::write(&stop, "").unwrap();
+        let swapped = swapper.wait_with_output().unwrap();
+        assert!(swapped.status.success(), "the attacker failed");
+        let written_outside: Vec<_> = fs::read_dir(&outside).unwrap().collect();
+        assert!(
+            written_outside.is_empty(),
+            "trial {trial}: {} entries written outside the destination (exit {:?}, {} swaps)",
+            written_outside.len(),
+            out.status.code(),
+            String::from_utf8_lossy(&swapped.stdout).trim()
+        );
+        let files = names_below(&dest, "f").len();
+        let staging = names_below(&dest, ".vouch-restore");
+        match out.status.code() {
+            Some(0) => assert_eq!(files, 1500, "trial {trial}: a restore that went through"),
+            Some(30) | Some(33) => {
+                assert_eq!(files, 0, "trial {trial}: {}", stderr(&out));
+                assert!(
+                    staging.is_empty(),
+                    "trial {trial}: {staging:?}: {}",
+                    stderr(&out)
+                );
+            }
+            code => panic!("trial {trial}: exit {code:?}: {}", stderr(&out)),
+        }
+        outcomes.push(out.status.code());
+    }
+    eprintln!("outcomes: {outcomes:?}");
+}
+
+#[test]
+fn a_journal_planted_in_the_destination_is_never_rolled_back() {
+    require_root();
+    // As someone who can write in the destination would leave it: vouch's name, owner and
+    // mode, a journal written for this destination, but no record of this host's vouch.
+    for header in [
+        "vouch-restore-journal 1",
+        "vouch-restore-journal 2 0123456789abcdef0123456789abcdef",
+    ] {
+        let a = Arena::new();
+        let dest = fs::canonicalize(&a.dest).unwrap();
+        let staging = dest.join(".vouch-restore.1.deadbeef");
+        fs::create_dir_all(staging.join("old")).unwrap();
+        fs::write(staging.join("old/1"), "ATTACKER CONTENT\n").unwrap();
+        fs::write(
+            staging.join("journal"),
+            format!(
+                "{header} {}\naside keep/mine .vouch-restore.1.deadbeef/old/1\ncreated keep/mine\n\
+                 dir-meta keep 7777 4242 4242 0 0\n",
+                dest.display()
+            ),
+        )
+        .unwrap();
+        bash_ok(&format!(
+            "chmod 700 '{s}' '{s}/old' && chmod 4755 '{s}/old/1'",
+            s = staging.display()
+        ));
+        let before = snapshot(&a.dest.join("keep"));
+        let good = craft(&a.env, "good", &a.sentinel);
+        let out = a.env.vouch(&["restore", s(&good), "--to", s(&a.dest)]);
+        assert_code(&out, 0);
+        let err = stderr(&out);
+        assert!(!err.contains("rolled back"), "{err}");
+        assert!(
+            err.contains("leaving") && err.contains(".vouch-restore.1.deadbeef"),
+            "{err}"
+        );
+        assert_eq!(
+            snapshot(&a.dest.join("keep")),
+            before,
+            "{header}: keep/ changed"
+        );
+        assert_eq!(
+            fs::read(a.dest.join("keep/mine")).unwrap(),
+            b"the user's own file\n"
+        );
+        assert!(staging.join("journal").is_file(), "left alone");
+    }
+}
+
+#[test]
+fn a_restore_killed_while_cleaning_up_is_not_said_to_have_changed_nothing() {
+    use std::os::unix::process::ExitStatusExt;
+    let env = Env::new();
+    fs::write(env.src.join("a"), "a").unwrap();
+    let archive = run_ok(&env);
+    let into = env.dir.path().join("into");
+    let out = env
+        .command(&["restore", s(&archive), "--to", s(&into)])
+        .env("VOUCH_TEST_FAULT", "kill:restore-journal-removed")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.signal(), Some(9), "{}", stderr(&out));
+    assert_eq!(stagings(&into).len(), 1);
+    assert_eq!(fs::read(restored(&into, &env.src.join("a"))).unwrap(), b"a");
+    let out = env.vouch(&["restore", s(&archive), "--to", s(&into), "--in-place"]);
+    assert_code(&out, 0);
+    let err = stderr(&out);
+    assert!(!err.contains("stopped before it changed anything"), "{err}");
+    assert!(err.contains("removed the empty"), "{err}");
+    assert!(stagings(&into).is_empty());
+}
+
+/// Runs `vouch ARGS` and returns its output with its peak resident set size in KiB.
+fn with_peak_rss(env: &Env, args: &[&str]) -> (std::process::Output, u64) {
+    const MEASURE: &str = "import resource, subprocess, sys; \
+        code = subprocess.run(sys.argv[1:]).returncode; \
+        print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); \
+        sys.exit(code)";
+    let out = env
+        .wrapped(&["/usr/bin/python3", "-c", MEASURE], "true", args)
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    let rss = err.lines().last().and_then(|l| l.trim().parse().ok());
+    (out, rss.unwrap_or_else(|| panic!("no peak RSS in: {err}")))
+}
+
+#[test]
+fn huge_pax_headers_and_manifests_are_refused_with_little_memory() {
+    let a = Arena::new();
+    for (kind, fragment) in [
+        ("huge-pax", "larger than vouch ever writes"),
+        (
+            "huge-manifest",
+            "far more than an archive of this size can list",
+        ),
+    ] {
+        let archive = craft(&a.env, kind, &a.sentinel);
+        let before = snapshot(&a.dest);
+        let (out, rss) = with_peak_rss(&a.env, &["restore", s(&archive), "--to", s(&a.dest)]);
+        assert_code(&out, 33);
+        assert!(stderr(&out).contains(fragment), "{kind}: {}", stderr(&out));
+        assert!(rss < 100 << 10, "{kind}: peak RSS {rss} KiB");
+        assert_eq!(snapshot(&a.dest), before);
+    }
 }

@@ -48,8 +48,8 @@ pub fn classify(error: RestoreError, target: Option<&str>, archive: &str, to: &P
             to.display(),
             signal.as_str()
         )),
-        RestoreError::Io { path, error } => Error::Write {
-            target: to.display().to_string(),
+        RestoreError::Io { path, error } => Error::RestoreWrite {
+            dir: to.to_owned(),
             path,
             error,
         },
@@ -120,7 +120,7 @@ pub fn identity(
     cli: &Cli,
 ) -> Result<Identity, Error> {
     if let Some(path) = flag {
-        return Ok(crypt::load_identity(path)?);
+        return load_identity(path);
     }
     let credentials = Dirs::from_env()
         .credentials
@@ -133,9 +133,21 @@ pub fn identity(
         Err(e) => return Err(e),
     };
     match configured.or(credentials) {
-        Some(path) => Ok(crypt::load_identity(&path)?),
+        Some(path) => load_identity(&path),
         None => Err(KeyError::NoIdentity.into()),
     }
+}
+
+/// Loads an identity file once it is known to be a regular file, so that a FIFO (or a device)
+/// under its name is refused at once instead of blocking the restore.
+fn load_identity(path: &Path) -> Result<Identity, Error> {
+    crate::bounded::open_regular(path, crate::bounded::Links::Follow).map_err(|error| {
+        KeyError::IdentityUnreadable {
+            path: path.to_owned(),
+            error,
+        }
+    })?;
+    Ok(crypt::load_identity(path)?)
 }
 
 /// Checks what can be checked about an archive's files without reading them: missing parts

@@ -5,31 +5,42 @@
 //! created path, a path renamed aside, an existing directory's metadata. Undoing a step appends
 //! `undone N`, and a commit that went through appends `complete`. Because the file is written
 //! before each step, it survives the death of the process (SIGKILL, a crash) at any point; it
-//! is not meant to survive a power loss, which may lose the last lines.
+//! is not meant to survive a power loss, which may lose the last lines. The journal is made
+//! with the staging directory, before anything else is put there; its first line holds the
+//! destination and the staging directory's token (see `restore::record`).
 //!
 //! Undoing is the same code for a failed or interrupted restore and for one found later:
 //! newest step first, each one tolerant of having been taken only partly or undone already
 //! (a created path that is not there, an aside that was never made). Every path is relative
-//! to the destination and acted on only after each directory above it was checked with
-//! `lstat` to be a real directory, so nothing outside the destination is touched and no
-//! symlink is followed. A later restore finds leftovers only among the destination's own
-//! `.vouch-restore.*` entries, and acts on one only when it is a directory owned by the same
-//! user, not in use by a running restore (which holds an `flock` on it), with a journal written
-//! for this destination.
+//! to the destination and reached through held directory descriptors (`restore::at`), so
+//! nothing outside the destination is touched and no symlink is followed.
+//!
+//! A later restore finds leftovers only among the destination's own `.vouch-restore.*`
+//! entries, and acts on one only when it is a directory owned by the same user, not in use by
+//! a running restore (which holds an `flock` on it), whose journal was written for this
+//! destination and carries a token that the record of this host's staging directories lists
+//! for that very directory. Anything else is left alone, with a warning naming it.
 
-use super::{ancestors, check_relative, set_meta_ns, RestoreError, OLD_PREFIX, STAGING_PREFIX};
+use super::at::{is_dir, Tree};
+use super::record::Record;
+use super::{check_relative, RestoreError, OLD_PREFIX, STAGING_PREFIX};
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The journal's name inside the staging directory.
 pub const JOURNAL_NAME: &str = "journal";
 
-/// The first word of a journal's first line, followed by the format version and the
-/// destination it was written for.
+/// The first word of a journal's first line, followed by the format version, the staging
+/// directory's token and the destination it was written for.
 const HEADER: &str = "vouch-restore-journal";
+
+/// The journal format written and read: version 1 (without a token) is never acted on.
+const VERSION: &str = "2";
 
 /// One undoable step of the commit. Paths are relative to the destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +88,8 @@ pub struct Undone {
 #[derive(Debug, Default)]
 pub struct Journal {
     file: Option<File>,
+    /// The staging directory's token, from the first line.
+    token: String,
     steps: Vec<Step>,
     undone: Vec<bool>,
     complete: bool,
@@ -84,7 +97,7 @@ pub struct Journal {
 
 /// Escapes a path for a journal line: bytes other than letters, digits and `/._-+,@:=~` as
 /// `%XX`, so that spaces, newlines and non-UTF-8 names survive.
-fn escape(p: &[u8]) -> String {
+pub fn escape(p: &[u8]) -> String {
     let mut out = String::with_capacity(p.len());
     for &b in p {
         if b.is_ascii_alphanumeric() || b"/._-+,@:=~".contains(&b) {
@@ -194,54 +207,48 @@ fn aside_shape_ok(orig: &[u8], aside: &[u8], staging: &[u8]) -> bool {
         || (parent(aside) == parent(orig) && name(aside).starts_with(OLD_PREFIX.as_bytes()))
 }
 
-/// `rel` under `root`, once every directory above it (inside `root`) has been checked with
-/// `lstat` to be a real directory, so that acting on the result follows no symlink.
-pub fn inside(root: &Path, rel: &[u8]) -> io::Result<PathBuf> {
-    check_relative(rel).map_err(|why| io::Error::other(format!("the path is {why}")))?;
-    for a in ancestors(rel) {
-        let full = root.join(std::ffi::OsStr::from_bytes(a));
-        if !fs::symlink_metadata(&full)?.is_dir() {
-            return Err(io::Error::other(format!(
-                "{} is not a directory",
-                full.display()
-            )));
-        }
-    }
-    Ok(root.join(std::ffi::OsStr::from_bytes(rel)))
-}
-
-/// Whether a path is missing (as opposed to unreadable).
-fn missing(r: &io::Result<fs::Metadata>) -> bool {
-    matches!(r, Err(e) if e.kind() == io::ErrorKind::NotFound)
-}
-
 impl Journal {
-    /// Starts the journal file in the staging directory `dir` of the destination `root`.
-    pub fn create(dir: &Path, root: &Path) -> io::Result<Journal> {
-        let mut file = fs::OpenOptions::new()
-            .append(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(dir.join(JOURNAL_NAME))?;
-        file.write_all(format!("{HEADER} 1 {}\n", escape(root.as_os_str().as_bytes())).as_bytes())?;
+    /// Starts the journal file in the staging directory `dir` (held open) of the destination
+    /// `root`, with the staging directory's `token`.
+    pub fn create(dir: &OwnedFd, root: &Path, token: &str) -> io::Result<Journal> {
+        let flags = OFlag::O_WRONLY
+            | OFlag::O_APPEND
+            | OFlag::O_CREAT
+            | OFlag::O_EXCL
+            | OFlag::O_NOFOLLOW
+            | OFlag::O_CLOEXEC;
+        let fd = nix::fcntl::openat(
+            dir.as_fd(),
+            JOURNAL_NAME,
+            flags,
+            Mode::from_bits_truncate(0o600),
+        )
+        .map_err(io::Error::from)?;
+        let mut file = File::from(fd);
+        file.write_all(header(root, token).as_bytes())?;
+        file.write_all(b"\n")?;
         Ok(Journal {
             file: Some(file),
+            token: token.to_owned(),
             ..Journal::default()
         })
     }
 
-    /// Reads the journal a restore left in `dir`, the staging directory `name` of `root`, and
-    /// keeps it open to record what is undone. An unfinished last line (the process died while
-    /// writing it) is left out: its step was never taken.
-    pub fn open(dir: &Path, root: &Path, name: &[u8]) -> Result<Journal, String> {
-        let path = dir.join(JOURNAL_NAME);
-        let mut file = fs::OpenOptions::new()
-            .read(true)
-            .append(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
+    /// Reads the journal a restore left in the staging directory `dir` (held open), called
+    /// `name` in `root`, and keeps it open to record what is undone. An unfinished last line
+    /// (the process died while writing it) is left out: its step was never taken.
+    pub fn open(dir: &OwnedFd, root: &Path, name: &[u8]) -> Result<Journal, String> {
+        let flags = OFlag::O_RDWR
+            | OFlag::O_APPEND
+            | OFlag::O_NOFOLLOW
+            | OFlag::O_NONBLOCK
+            | OFlag::O_CLOEXEC;
+        let fd = nix::fcntl::openat(dir.as_fd(), JOURNAL_NAME, flags, Mode::empty())
             .map_err(|e| format!("cannot open it: {e}"))?;
+        let mut file = File::from(fd);
+        if !file.metadata().is_ok_and(|m| m.is_file()) {
+            return Err("it is not a regular file".into());
+        }
         let mut text = Vec::new();
         file.read_to_end(&mut text)
             .map_err(|e| format!("cannot read it: {e}"))?;
@@ -249,17 +256,26 @@ impl Journal {
         let mut lines: Vec<&str> = text.split('\n').collect();
         // After the last newline: empty, or a line cut short.
         lines.pop();
-        let header = format!("{HEADER} 1 {}", escape(root.as_os_str().as_bytes()));
-        match lines.first() {
-            Some(first) if *first == header => {}
-            Some(first) if first.starts_with(HEADER) => {
+        let first = lines.first().copied().unwrap_or_default();
+        let words: Vec<&str> = first.splitn(4, ' ').collect();
+        let token = match words.as_slice() {
+            [HEADER, VERSION, token, dest] if *dest == escape(root.as_os_str().as_bytes()) => {
+                (*token).to_owned()
+            }
+            [HEADER, VERSION, _, _] => {
+                return Err(format!("it was written for another destination ({first:?})"))
+            }
+            [HEADER, ..] => {
                 return Err(format!(
-                    "it was written for another destination ({first:?})"
+                    "it is in a format this vouch does not act on ({first:?}), without the token that shows this host's vouch made it"
                 ))
             }
             _ => return Err("it does not start like a vouch restore journal".into()),
-        }
-        let mut journal = Journal::default();
+        };
+        let mut journal = Journal {
+            token,
+            ..Journal::default()
+        };
         for (n, line) in lines.iter().enumerate().skip(1) {
             let bad = |why: String| format!("line {}: {why}", n + 1);
             if *line == "complete" {
@@ -281,6 +297,16 @@ impl Journal {
         }
         journal.file = Some(file);
         Ok(journal)
+    }
+
+    /// The staging directory's token, from the journal's first line.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// Whether any step is recorded and not undone.
+    pub fn changed_anything(&self) -> bool {
+        self.undone.iter().any(|u| !u)
     }
 
     /// Whether the commit went through.
@@ -314,13 +340,13 @@ impl Journal {
 
     /// Undoes every step not undone yet, newest first, recording each one. A step that cannot
     /// be undone is logged with where its data is kept (`staging`), and the rest still are.
-    pub fn rollback(&mut self, root: &Path, staging: &Path) -> Undone {
+    pub fn rollback(&mut self, tree: &mut Tree, staging: &Path) -> Undone {
         let mut done = Undone::default();
         for i in (0..self.steps.len()).rev() {
             if self.undone[i] {
                 continue;
             }
-            match undo(root, &self.steps[i]) {
+            match undo(tree, &self.steps[i]) {
                 Ok(Some(Step::Created(_))) => done.removed += 1,
                 Ok(Some(Step::Aside { .. })) => done.put_back += 1,
                 Ok(_) => {}
@@ -329,7 +355,7 @@ impl Journal {
                     log::error!(
                         "restore: undoing `{}` in {} failed: {e} (what was there is kept in {})",
                         self.steps[i].line(),
-                        root.display(),
+                        tree.path().display(),
                         staging.display()
                     );
                     continue;
@@ -346,7 +372,7 @@ impl Journal {
     /// Deletes the replaced paths kept beside themselves (on another filesystem than the
     /// staging directory), once the restore has gone through. Those in the staging directory
     /// go with it.
-    pub fn drop_replaced(&self, root: &Path, staging: &[u8]) {
+    pub fn drop_replaced(&self, tree: &mut Tree, staging: &[u8]) {
         let in_staging = [staging, b"/"].concat();
         for step in &self.steps {
             let Step::Aside { aside, .. } = step else {
@@ -355,16 +381,10 @@ impl Journal {
             if aside.starts_with(&in_staging) {
                 continue;
             }
-            let gone = inside(root, aside).and_then(|p| match fs::symlink_metadata(&p) {
-                Ok(m) if m.is_dir() => fs::remove_dir_all(&p),
-                Ok(_) => fs::remove_file(&p),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-                Err(e) => Err(e),
-            });
-            if let Err(e) = gone {
+            if let Err(e) = tree.remove_all(aside) {
                 log::warn!(
                     "cannot remove the replaced {}: {e}",
-                    root.join(std::ffi::OsStr::from_bytes(aside)).display()
+                    tree.show(aside).display()
                 );
             }
         }
@@ -373,34 +393,23 @@ impl Journal {
 
 /// Undoes one step; `Ok(Some(step))` when something was changed back, `Ok(None)` when there
 /// was nothing to undo (the step had not been taken, or was undone already).
-fn undo(root: &Path, step: &Step) -> io::Result<Option<Step>> {
+fn undo(tree: &mut Tree, step: &Step) -> io::Result<Option<Step>> {
     match step {
-        Step::Created(p) => {
-            let full = inside(root, p)?;
-            match fs::symlink_metadata(&full) {
-                Ok(m) if m.is_dir() => fs::remove_dir(&full)?,
-                Ok(_) => fs::remove_file(&full)?,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-                Err(e) => return Err(e),
-            }
-        }
+        Step::Created(p) => match tree.lstat(p)? {
+            Some(_) => tree.remove_entry(p)?,
+            None => return Ok(None),
+        },
         Step::Aside { orig, aside } => {
-            let kept = inside(root, aside)?;
-            let there = fs::symlink_metadata(&kept);
-            if missing(&there) {
+            if tree.lstat(aside)?.is_none() {
                 return Ok(None);
             }
-            there?;
-            let back = inside(root, orig)?;
-            let now = fs::symlink_metadata(&back);
-            if !missing(&now) {
-                now?;
+            if tree.lstat(orig)?.is_some() {
                 return Err(io::Error::other(format!(
                     "{} is in the way",
-                    back.display()
+                    tree.show(orig).display()
                 )));
             }
-            fs::rename(&kept, &back)?;
+            tree.rename(aside, orig)?;
         }
         Step::DirMeta {
             path,
@@ -410,22 +419,30 @@ fn undo(root: &Path, step: &Step) -> io::Result<Option<Step>> {
             mtime,
             mtime_nsec,
         } => {
-            let full = inside(root, path)?;
-            let m = fs::symlink_metadata(&full)?;
-            if !m.is_dir() {
-                return Err(io::Error::other("no longer a directory"));
+            match tree.lstat(path)? {
+                Some(st) if is_dir(&st) => {}
+                _ => return Err(io::Error::other("no longer a directory")),
             }
-            let (uid, gid) = (u64::from(*uid), u64::from(*gid));
-            set_meta_ns(&full, Some(*mode), uid, gid, (*mtime, *mtime_nsec))?;
+            let owner = (u64::from(*uid), u64::from(*gid));
+            tree.set_meta(path, Some(*mode), owner, (*mtime, *mtime_nsec))?;
         }
     }
     Ok(Some(step.clone()))
 }
 
+/// The first line of a journal.
+fn header(root: &Path, token: &str) -> String {
+    format!(
+        "{HEADER} {VERSION} {token} {}",
+        escape(root.as_os_str().as_bytes())
+    )
+}
+
 /// Undoes what interrupted restores left in the destination `to` (when it exists): each
-/// `.vouch-restore.*` staging directory there is rolled back by its journal and removed, or
-/// just removed when it has no journal (the restore stopped before its commit) or its journal
-/// is complete. Says what it did on stderr or in the journal.
+/// `.vouch-restore.*` staging directory there that this host's vouch recorded is rolled back
+/// by its journal and removed, or just removed when its journal is complete or records no
+/// change. Says what it did on stderr or in the journal; leaves anything else alone, saying
+/// so.
 pub fn recover(to: &Path) -> Result<(), RestoreError> {
     let Ok(root) = fs::canonicalize(to) else {
         return Ok(());
@@ -444,90 +461,132 @@ pub fn recover(to: &Path) -> Result<(), RestoreError> {
             names.push(name.as_bytes().to_vec());
         }
     }
+    if names.is_empty() {
+        return Ok(());
+    }
     names.sort();
+    let mut tree = Tree::open(&root).map_err(io_err(&root))?;
     for name in names {
-        recover_one(&root, &name)?;
+        recover_one(&mut tree, &name)?;
     }
     Ok(())
 }
 
 /// Opens a leftover staging directory and locks it, unless it is not one this user's restore
-/// made. `Ok(None)`: leave it alone.
-fn lock_leftover(dir: &Path) -> Result<Option<File>, RestoreError> {
-    let m = match fs::symlink_metadata(dir) {
-        Ok(m) => m,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(error) => {
-            return Err(RestoreError::Io {
-                path: dir.to_owned(),
-                error,
-            })
-        }
+/// made. `Ok(None)`: leave it alone. Returns it with its device and inode.
+fn lock_leftover(tree: &mut Tree, name: &[u8]) -> Result<Option<(File, u64, u64)>, RestoreError> {
+    let dir = tree.show(name);
+    let io_err = |error| RestoreError::Io {
+        path: dir.clone(),
+        error,
     };
-    if !m.is_dir() || m.uid() != nix::unistd::geteuid().as_raw() || m.mode() & 0o022 != 0 {
+    let root = tree.dir(b"").map_err(io_err)?;
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let handle = match nix::fcntl::openat(
+        root.as_fd(),
+        std::ffi::OsStr::from_bytes(name),
+        flags,
+        Mode::empty(),
+    ) {
+        Ok(fd) => File::from(fd),
+        Err(nix::Error::ENOENT) => return Ok(None),
+        Err(nix::Error::ENOTDIR | nix::Error::ELOOP) => {
+            log::warn!(
+                "restore: leaving {} alone: it is not a directory",
+                dir.display()
+            );
+            return Ok(None);
+        }
+        Err(e) => return Err(io_err(io::Error::from(e))),
+    };
+    let m = handle.metadata().map_err(io_err)?;
+    use std::os::unix::fs::MetadataExt;
+    if m.uid() != nix::unistd::geteuid().as_raw() || m.mode() & 0o022 != 0 {
         log::warn!(
             "restore: leaving {} alone: it is not a staging directory this user's restore made",
             dir.display()
         );
         return Ok(None);
     }
-    let handle = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
-        .open(dir)
-        .map_err(|error| RestoreError::Io {
-            path: dir.to_owned(),
-            error,
-        })?;
     match handle.try_lock() {
-        Ok(()) => Ok(Some(handle)),
+        Ok(()) => Ok(Some((handle, m.dev(), m.ino()))),
         Err(fs::TryLockError::WouldBlock) => Err(RestoreError::Refused(format!(
             "another restore into {} is running (it is using {}); wait for it to finish",
-            dir.parent().unwrap_or(dir).display(),
+            tree.path().display(),
             dir.display()
         ))),
-        Err(fs::TryLockError::Error(error)) => Err(RestoreError::Io {
-            path: dir.to_owned(),
-            error,
-        }),
+        Err(fs::TryLockError::Error(error)) => Err(io_err(error)),
     }
 }
 
-/// Recovers one leftover staging directory, `name` in `root`.
-fn recover_one(root: &Path, name: &[u8]) -> Result<(), RestoreError> {
-    let dir = root.join(std::ffi::OsStr::from_bytes(name));
-    let Some(_lock) = lock_leftover(&dir)? else {
+/// Whether the directory `dir` (held open) holds nothing.
+fn is_empty(dir: &File) -> bool {
+    use std::os::fd::AsRawFd;
+    fs::read_dir(format!("/proc/self/fd/{}", dir.as_raw_fd()))
+        .is_ok_and(|mut entries| entries.next().is_none())
+}
+
+/// Recovers one leftover staging directory, `name` in the destination.
+fn recover_one(tree: &mut Tree, name: &[u8]) -> Result<(), RestoreError> {
+    let dir = tree.show(name);
+    let Some((lock, dev, ino)) = lock_leftover(tree, name)? else {
         return Ok(());
     };
-    let remove = || {
-        fs::remove_dir_all(&dir).map_err(|error| RestoreError::Io {
-            path: dir.clone(),
-            error,
-        })
+    let io_err = |error| RestoreError::Io {
+        path: dir.clone(),
+        error,
     };
-    match fs::symlink_metadata(dir.join(JOURNAL_NAME)) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            remove()?;
+    tree.adopt(name, OwnedFd::from(lock.try_clone().map_err(io_err)?));
+    let held = tree.dir(name).map_err(io_err)?;
+    let journal = match Journal::open(&held, tree.path(), name) {
+        Ok(j) => j,
+        Err(_) if is_empty(&lock) => {
+            // A restore that went through, killed between removing its journal and its
+            // staging directory: nothing is left in it.
+            remove_staging(tree, name, None)?;
+            log::warn!("restore: removed the empty {}", dir.display());
+            return Ok(());
+        }
+        Err(why) => {
             log::warn!(
-                "restore: removed {}, left by a restore that stopped before it changed anything in {}",
+                "restore: leaving {} alone: its journal cannot be used ({why}); nothing in {} was changed by it. \
+                 If an interrupted restore of yours left it, the paths it replaced are in {}/old: put back what is needed, then remove it",
                 dir.display(),
-                root.display()
+                tree.path().display(),
+                dir.display()
             );
             return Ok(());
         }
-        _ => {}
-    }
-    let mut journal = Journal::open(&dir, root, name).map_err(|why| {
-        RestoreError::Refused(format!(
-            "{}/{JOURNAL_NAME}, left by an interrupted restore, cannot be used: {why}. Nothing was changed; \
-             the paths that restore replaced are kept in {}/old: put back what is needed, then remove it",
+    };
+    let Some(record) = Record::find(journal.token(), &dir, dev, ino) else {
+        log::warn!(
+            "restore: leaving {} alone: no record of this host's vouch lists it (see {}), so its journal is not acted on. \
+             If an interrupted restore of yours left it, the paths it replaced are in {}/old: put back what is needed, then remove it",
             dir.display(),
+            super::record::stores()
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
             dir.display()
-        ))
-    })?;
+        );
+        return Ok(());
+    };
+    settle(tree, name, journal, record)
+}
+
+/// Rolls back (or, when it went through, only cleans up) the recorded leftover `name`.
+fn settle(
+    tree: &mut Tree,
+    name: &[u8],
+    mut journal: Journal,
+    record: Record,
+) -> Result<(), RestoreError> {
+    let dir = tree.show(name);
+    let root = tree.path().to_owned();
     if journal.is_complete() {
-        journal.drop_replaced(root, name);
-        remove()?;
+        journal.drop_replaced(tree, name);
+        remove_staging(tree, name, Some(record))?;
         log::warn!(
             "restore: removed {}, left by a restore into {} that had gone through",
             dir.display(),
@@ -535,7 +594,16 @@ fn recover_one(root: &Path, name: &[u8]) -> Result<(), RestoreError> {
         );
         return Ok(());
     }
-    let undone = journal.rollback(root, &dir);
+    if !journal.changed_anything() {
+        remove_staging(tree, name, Some(record))?;
+        log::warn!(
+            "restore: removed {}, left by a restore that stopped before it changed anything in {}",
+            dir.display(),
+            root.display()
+        );
+        return Ok(());
+    }
+    let undone = journal.rollback(tree, &dir);
     if undone.failed > 0 {
         return Err(RestoreError::Refused(format!(
             "could not undo all of the interrupted restore recorded in {} ({} step(s) failed, see above); \
@@ -545,7 +613,7 @@ fn recover_one(root: &Path, name: &[u8]) -> Result<(), RestoreError> {
             dir.display()
         )));
     }
-    remove()?;
+    remove_staging(tree, name, Some(record))?;
     log::warn!(
         "restore: rolled back an interrupted restore into {}: {} replaced path(s) put back, {} created path(s) removed, {} removed",
         root.display(),
@@ -553,6 +621,43 @@ fn recover_one(root: &Path, name: &[u8]) -> Result<(), RestoreError> {
         undone.removed,
         dir.display()
     );
+    Ok(())
+}
+
+/// Removes the staging directory `name` through the tree: everything in it but the journal,
+/// then the journal, then the directory, then its record. Killed part way, what is left still
+/// says what it was: a journal as long as anything else is left, then an empty directory.
+pub fn remove_staging(
+    tree: &mut Tree,
+    name: &[u8],
+    record: Option<Record>,
+) -> Result<(), RestoreError> {
+    let dir = tree.show(name);
+    let io_err = |error| RestoreError::Io {
+        path: dir.clone(),
+        error,
+    };
+    let held = tree.dir(name).map_err(io_err)?;
+    let listing = {
+        use std::os::fd::AsRawFd;
+        fs::read_dir(format!("/proc/self/fd/{}", held.as_raw_fd())).map_err(io_err)?
+    };
+    for entry in listing {
+        let entry = entry.map_err(io_err)?.file_name();
+        if entry.as_bytes() != JOURNAL_NAME.as_bytes() {
+            let rel = [name, b"/", entry.as_bytes()].concat();
+            tree.remove_all(&rel).map_err(io_err)?;
+        }
+    }
+    let journal = [name, b"/", JOURNAL_NAME.as_bytes()].concat();
+    if tree.lstat(&journal).map_err(io_err)?.is_some() {
+        tree.remove(&journal, false).map_err(io_err)?;
+    }
+    crate::fault::point("restore-journal-removed");
+    tree.remove(name, true).map_err(io_err)?;
+    if let Some(record) = record {
+        record.remove();
+    }
     Ok(())
 }
 
@@ -619,7 +724,10 @@ mod tests {
         let dir = root.join(".vouch-restore.1.2");
         fs::create_dir_all(dir.join("old")).unwrap();
         fs::write(root.join("f"), "old").unwrap();
-        let mut j = Journal::create(&dir, &root).unwrap();
+        let mut tree = Tree::open(&root).unwrap();
+        let held = tree.dir(name).unwrap();
+        let token = "0".repeat(32);
+        let mut j = Journal::create(&held, &root, &token).unwrap();
         let aside = b".vouch-restore.1.2/old/1".to_vec();
         j.record(Step::Aside {
             orig: b"f".to_vec(),
@@ -632,18 +740,34 @@ mod tests {
         // Recorded but never taken.
         j.record(Step::Created(b"g".to_vec())).unwrap();
         drop(j);
-        let mut again = Journal::open(&dir, &root, name).unwrap();
+        let mut again = Journal::open(&held, &root, name).unwrap();
         assert!(!again.is_complete());
-        let undone = again.rollback(&root, &dir);
+        assert_eq!(again.token(), token);
+        let undone = again.rollback(&mut tree, &dir);
         assert_eq!((undone.put_back, undone.removed, undone.failed), (1, 1, 0));
         assert_eq!(fs::read(root.join("f")).unwrap(), b"old");
         // Read once more: every step is marked undone, the restored old file stays.
-        let mut third = Journal::open(&dir, &root, name).unwrap();
-        assert_eq!(third.rollback(&root, &dir), Undone::default());
+        let mut third = Journal::open(&held, &root, name).unwrap();
+        assert!(!third.changed_anything());
+        assert_eq!(third.rollback(&mut tree, &dir), Undone::default());
         assert_eq!(fs::read(root.join("f")).unwrap(), b"old");
         // A journal written for another destination is not used.
         let other = tempfile::tempdir().unwrap();
-        assert!(Journal::open(&dir, other.path(), name).is_err());
+        assert!(Journal::open(&held, other.path(), name).is_err());
+    }
+
+    #[test]
+    fn a_journal_without_a_token_is_not_acted_on() {
+        let root = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(root.path()).unwrap();
+        let dir = root.join(".vouch-restore.1.2");
+        fs::create_dir(&dir).unwrap();
+        let header = format!("vouch-restore-journal 1 {}\ncreated f\n", root.display());
+        fs::write(dir.join(JOURNAL_NAME), header).unwrap();
+        let mut tree = Tree::open(&root).unwrap();
+        let held = tree.dir(b".vouch-restore.1.2").unwrap();
+        let err = Journal::open(&held, &root, b".vouch-restore.1.2").unwrap_err();
+        assert!(err.contains("token"), "{err}");
     }
 
     #[test]
@@ -653,7 +777,8 @@ mod tests {
         fs::write(outside.path().join("victim"), "keep").unwrap();
         std::os::unix::fs::symlink(outside.path(), root.path().join("link")).unwrap();
         let step = Step::Created(b"link/victim".to_vec());
-        assert!(undo(root.path(), &step).is_err());
+        let mut tree = Tree::open(root.path()).unwrap();
+        assert!(undo(&mut tree, &step).is_err());
         assert!(outside.path().join("victim").exists());
     }
 }

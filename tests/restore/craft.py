@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """Builds a gzip-compressed tar stream in vouch's archive layout, with one hostile member.
 
-usage: craft.py KIND OUTPUT.tar.gz OUTSIDE
+usage: craft.py KIND OUTPUT.tar.gz OUTSIDE [DEST]
 
 The stream holds the chosen members, then `.vouch/manifest.json` and `.vouch/SHA256SUMS`
 describing exactly those members, so that vouch's manifest checks pass and only the restore's
 own safety rules stand between the member and the filesystem. OUTSIDE is an absolute directory
-outside the restore destination that the hostile member aims at. Encrypt the output with
+outside the restore destination that the hostile member aims at; DEST, when given, is the
+restore destination itself (for members that name it). Encrypt the output with
 `age -r RECIPIENT` to get an archive vouch can read.
 """
 
@@ -64,7 +65,7 @@ def manifest_entry(info, data, sha_of=None):
     return entry
 
 
-def build(kind, outside):
+def build(kind, outside, dest):
     """Returns (members, manifest entries, skipped special files)."""
     members = []
     entries = []
@@ -138,6 +139,37 @@ def build(kind, outside):
         info, data = member("d/../../../../../../../../" + rel, tarfile.REGTYPE, evil)
         add(info, data, in_manifest=False)
         entries.append(manifest_entry(member("d/evil", tarfile.REGTYPE, evil)[0], evil))
+    elif kind == "planted-journal":
+        # vouch's own staging directory, holding a journal that would "put back" attacker
+        # content over a file the archive never names, and chmod a directory.
+        staging = ".vouch-restore.1.deadbeef"
+        journal = (
+            "vouch-restore-journal 1 %s\n"
+            "aside keep/mine %s/old/1\n"
+            "created keep/mine\n"
+            "dir-meta keep 7777 4242 4242 0 0\n" % (dest, staging)
+        ).encode()
+        add(*member(staging, tarfile.DIRTYPE, mode=0o700))
+        add(*member(staging + "/old", tarfile.DIRTYPE, mode=0o700))
+        add(*member(staging + "/old/1", tarfile.REGTYPE, b"ATTACKER CONTENT\n", mode=0o4755))
+        add(*member(staging + "/journal", tarfile.REGTYPE, journal, mode=0o600))
+    elif kind == "staging-prefix":
+        # Any first component starting with vouch's staging prefix.
+        add(*member(".vouch-restore-anything", tarfile.REGTYPE, evil))
+    elif kind == "old-name":
+        # A name vouch gives replaced paths kept beside themselves, deeper down.
+        add(*member("d/.vouch-restore-old.1.2", tarfile.REGTYPE, evil))
+    elif kind == "many":
+        # One directory with a few thousand small files: a long commit to race against.
+        for i in range(1500):
+            add(*member("d/f%04d" % i, tarfile.REGTYPE, b"%d\n" % i))
+    elif kind == "huge-pax":
+        # One pax record of 200 MiB (a comment, which tar parsers read and ignore).
+        info, data = member("d/padded.txt", tarfile.REGTYPE, good)
+        info.pax_headers = {"comment": "x" * (200 << 20)}
+        add(info, data)
+    elif kind == "huge-manifest":
+        pass
     elif kind == "wrong-hash":
         add(*member("d/bad.txt", tarfile.REGTYPE, evil), sha_of="0" * 64)
     elif kind == "late-wrong-hash":
@@ -151,7 +183,8 @@ def build(kind, outside):
 
 def main():
     kind, output, outside = sys.argv[1], sys.argv[2], os.path.abspath(sys.argv[3])
-    members, entries, skipped = build(kind, outside)
+    dest = os.path.abspath(sys.argv[4]) if len(sys.argv) > 4 else "/nonexistent"
+    members, entries, skipped = build(kind, outside, dest)
     manifest = {
         "format": "vouch-manifest",
         "version": 1,
@@ -166,6 +199,9 @@ def main():
         "required": [],
     }
     manifest_bytes = json.dumps(manifest, separators=(",", ":")).encode()
+    if kind == "huge-manifest":
+        # Valid JSON padded with 200 MiB of spaces: it compresses to almost nothing.
+        manifest_bytes += b" " * (200 << 20)
     sums = b"".join(
         e["sha256"].encode() + b"  " + e["path"].encode() + b"\n" for e in entries if "sha256" in e
     )
