@@ -161,6 +161,15 @@ impl<'a> Walker<'a> {
         if self.exclude.matches(&path) {
             return Ok(());
         }
+        if crate::restore::working_name(path.as_os_str().as_bytes()) {
+            // A restore in progress here: its staging or moved-aside files are never archived
+            // (the read-back and every restore refuse such names).
+            log::warn!(
+                "skipped {}: a file an unfinished vouch restore is working with",
+                path.display()
+            );
+            return Ok(());
+        }
         if let Some(kind) = special_kind(&meta) {
             return visit(Item::Special { path, kind });
         }
@@ -217,6 +226,25 @@ mod tests {
         })
         .unwrap();
         out
+    }
+
+    #[test]
+    fn a_restores_working_files_are_never_walked() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("src");
+        fs::create_dir_all(root.join("d")).unwrap();
+        fs::write(root.join("d/.vouch-restore-old.1.2"), "aside").unwrap();
+        fs::write(root.join("d/.vouch-restored-notes"), "mine").unwrap();
+        let r = root.display().to_string();
+        let got = collect(std::slice::from_ref(&root), &[]);
+        assert_eq!(
+            got,
+            vec![
+                format!("E {r}"),
+                format!("E {r}/d"),
+                format!("E {r}/d/.vouch-restored-notes"),
+            ]
+        );
     }
 
     #[test]
