@@ -90,7 +90,7 @@ fn a_stopped_run_removes_its_temporaries_records_the_failure_and_dies_by_the_sig
     for (point, signal) in [
         ("mid-archive", Signal::SIGTERM),
         ("before-verify", Signal::SIGINT),
-        ("before-commit", Signal::SIGTERM),
+        ("after-create", Signal::SIGHUP),
     ] {
         let env = two_targets();
         let out = stop_at(&env, point, signal);
