@@ -762,3 +762,17 @@ fn a_fifo_under_a_part_name_is_33_at_once() {
     assert_code(&out, 33);
     assert!(stdout(&out).contains("FIFO"), "{}", stdout(&out));
 }
+
+#[test]
+fn a_part_set_without_a_receipt_is_not_blamed_on_the_disk() {
+    // What a run killed between two part renames left before receipts came first.
+    let env = backed_up("split = \"1MiB\"");
+    let parts = parts_of(&env);
+    let name = parts[0].strip_suffix(".000").unwrap().to_owned();
+    fs::remove_file(env.target.join(format!("{name}-receipt.json"))).unwrap();
+    fs::remove_file(env.target.join(&parts[1])).unwrap();
+    assert_verify_fails(&env, &["verify", &name], "not damage: delete its parts");
+    let status = stdout(&env.vouch(&["status"]));
+    assert!(status.contains("not damage"), "{status}");
+    assert!(!status.contains("check the disk"), "{status}");
+}
