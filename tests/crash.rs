@@ -331,3 +331,97 @@ fn runs_killed_anywhere_leave_every_target_consistent() {
         started.elapsed().as_secs()
     );
 }
+
+/// Runs `vouch ARGS` with `VOUCH_TEST_FAULT=kill:POINT`; it must die by the kill.
+fn killed_at(world: &World, args: &[&str], point: &str) {
+    let out = world
+        .command(args)
+        .env("VOUCH_TEST_FAULT", format!("kill:{point}"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.signal(), Some(9), "{point}: {}", stderr(&out));
+}
+
+#[test]
+fn a_commit_killed_between_two_part_renames_is_finished_or_undone_by_the_next_run() {
+    let world = World::new();
+    let before = world.recover("first run");
+    // Killed after the single target's archive was committed and one part of the split
+    // target's was renamed: the split target still holds only what it held.
+    killed_at(&world, &["run"], "commit-part:2");
+    assert_eq!(world.holdings("after the kill")["two"], before["two"]);
+    assert!(world.files().iter().any(|f| f.contains("/.vouch-commit.")));
+    let out = world.command(&["run"]).output().unwrap();
+    assert_code(&out, 0);
+    assert!(
+        stderr(&out).contains("finished the commit of"),
+        "{}",
+        stderr(&out)
+    );
+    assert_code(&world.env.vouch(&["verify", "--all"]), 0);
+
+    // The same kill, and the run's temporary files removed afterwards (as a stop signal's
+    // cleanup does): the parts under final names cannot be completed and are removed.
+    let before = world.holdings("before the second kill");
+    killed_at(&world, &["run"], "commit-part:3");
+    for (_, dir) in &world.targets {
+        for e in fs::read_dir(dir).unwrap() {
+            if e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with(".vouch-tmp.")
+            {
+                fs::remove_file(e.unwrap().path()).unwrap();
+            }
+        }
+    }
+    assert_eq!(
+        world.holdings("after the second kill")["two"],
+        before["two"]
+    );
+    let out = world.command(&["run"]).output().unwrap();
+    assert_code(&out, 0);
+    assert!(
+        stderr(&out).contains("removed the incomplete"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(world.files().iter().all(|f| !f.contains("/.vouch-")));
+    assert_code(&world.env.vouch(&["verify", "--all"]), 0);
+}
+
+#[test]
+fn a_prune_killed_between_two_deletions_leaves_nothing_that_counts_and_is_finished() {
+    let world = World::new();
+    world.recover("first run");
+    let kept = world.recover("second run");
+    // A third run killed as retention marks its first deletion (on the single target): the
+    // split target holds two archives, the single one only the new one.
+    killed_at(&world, &["run"], "prune-marked:1");
+    let held = world.holdings("after the kill");
+    assert_eq!(held["one"].len(), 1, "{held:?}");
+    assert_eq!(held["two"].len(), 2, "{held:?}");
+    // A prune finishes that deletion (the first file deleted), then is killed after the second
+    // of the three parts it deletes on the split target.
+    killed_at(&world, &["prune"], "prune-delete:3");
+    let residue: Vec<String> = world
+        .files()
+        .into_iter()
+        .filter(|f| f.contains("/.vouch-deleting."))
+        .collect();
+    assert_eq!(residue.len(), 1, "{:?}", world.files());
+    let held = world.holdings("after the killed prune");
+    assert_eq!(held["two"].len(), 1, "{held:?}");
+    assert_code(&world.env.vouch(&["verify", "--all"]), 0);
+    let status = world.env.vouch(&["status"]);
+    assert_code(&status, 0);
+    let out = world.command(&["prune"]).output().unwrap();
+    assert_code(&out, 0);
+    assert!(world.files().iter().all(|f| !f.contains("/.vouch-")));
+    let held = world.holdings("after the next prune");
+    assert!(held.values().all(|a| a.len() == 1), "{held:?}");
+    assert!(kept
+        .values()
+        .all(|a| a.iter().all(|n| !held["one"].contains(n))));
+}
