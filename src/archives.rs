@@ -4,13 +4,23 @@
 //! `....tar.gz.age.000`, `.001`, ...) and its receipt. `list`, `status`, `verify`, `restore` and
 //! `prune` all start from [`scan`], which groups those files by archive and reads each receipt
 //! without decrypting anything. Archives whose receipt is missing or unreadable are listed too,
-//! so that the commands can point at them instead of skipping them silently.
+//! so that the commands can point at them instead of skipping them silently. An archive whose
+//! commit or deletion is under way, or was interrupted (a `.vouch-commit.` or `.vouch-deleting.`
+//! marker for it exists, see [`crate::sink::local`]), is not listed: it is not an archive until
+//! the commit is finished, and no longer one once its deletion has begun.
+//!
+//! This is the one place receipts are read. A receipt is read without following a link, without
+//! blocking and up to [`bounded::RECEIPT_CAP`]; it must pass [`Receipt::check`] (format, version,
+//! the archive's own part names, a creation time not in the future), else the archive is listed
+//! with the reason in `receipt_problem`. Data files are opened the same way (no blocking, regular
+//! files only), so a FIFO under an archive's name cannot hang a command.
 //!
 //! Verification results live in `$STATE_DIRECTORY/verified.json` ([`VerifyLog`]), keyed by
 //! `TARGET/ARCHIVE`: archives are never rewritten after their rename.
 
+use crate::bounded::{self, Links};
 use crate::receipt::Receipt;
-use crate::sink::local::{drop_cache, part_name, TEMP_PREFIX};
+use crate::sink::local::{self, drop_cache, part_name, TEMP_PREFIX};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
@@ -91,7 +101,7 @@ impl Archive {
     pub fn open_all(&self) -> io::Result<Opened> {
         let mut files = Vec::with_capacity(self.files.len());
         for f in &self.files {
-            let file = File::open(f)
+            let file = open_data(f)
                 .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", f.display())))?;
             files.push(std::sync::Arc::new(file));
         }
@@ -112,12 +122,20 @@ impl Archive {
             .collect()
     }
 
-    /// Whether none of the data files listed for the archive exists any more (retention
-    /// deletes all of them, then the receipt).
+    /// Whether the archive is being deleted or is gone: retention renames its receipt to a
+    /// deletion marker before it removes any data file, so either the marker exists or none of
+    /// the data files listed for the archive does.
     pub fn is_gone(&self) -> bool {
-        self.files
-            .iter()
-            .all(|f| fs::symlink_metadata(f).is_err_and(|e| e.kind() == io::ErrorKind::NotFound))
+        let marked = self.receipt_path.as_ref().is_some_and(|r| {
+            r.file_name().is_some_and(|n| {
+                let marker = format!("{}{}", local::DELETE_PREFIX, n.to_string_lossy());
+                fs::symlink_metadata(self.dir.join(marker)).is_ok()
+            })
+        });
+        marked
+            || self.files.iter().all(|f| {
+                fs::symlink_metadata(f).is_err_and(|e| e.kind() == io::ErrorKind::NotFound)
+            })
     }
 }
 
@@ -162,11 +180,17 @@ impl Read for ReadAt {
     }
 }
 
+/// Opens one data file of an archive: without blocking (a FIFO under its name fails at once)
+/// and only when it is a regular file.
+fn open_data(path: &Path) -> io::Result<File> {
+    bounded::open_regular(path, Links::Follow)
+}
+
 /// Opens `files` as one stream, in order, each with its cached pages dropped first.
 pub fn open_files(files: &[PathBuf]) -> io::Result<Box<dyn Read>> {
     let mut chain: Box<dyn Read> = Box::new(io::empty());
     for f in files {
-        let file = File::open(f)?;
+        let file = open_data(f)?;
         drop_cache(&file)?;
         chain = Box::new(Read::chain(chain, file));
     }
@@ -240,6 +264,8 @@ pub fn scan(dir: &Path) -> io::Result<Vec<Archive>> {
     let mut plain: BTreeSet<String> = BTreeSet::new();
     let mut parts: BTreeMap<String, BTreeSet<usize>> = BTreeMap::new();
     let mut receipts: BTreeMap<String, PathBuf> = BTreeMap::new();
+    let unsettled: BTreeSet<String> = local::unsettled(dir)?.into_iter().collect();
+    let now = OffsetDateTime::now_utc();
     for entry in fs::read_dir(dir)? {
         let file_name = entry?.file_name();
         let Some(file_name) = file_name.to_str() else {
@@ -262,11 +288,11 @@ pub fn scan(dir: &Path) -> io::Result<Vec<Archive>> {
         }
     }
     let mut out = Vec::new();
-    for name in names {
+    for name in names.into_iter().filter(|n| !unsettled.contains(n)) {
         let receipt_path = receipts.get(&name).cloned();
         let (receipt, receipt_problem) = match &receipt_path {
             None => (None, Some("no receipt".to_owned())),
-            Some(p) => match read_receipt(p, &name) {
+            Some(p) => match read_receipt(p, &name, now) {
                 Ok(r) => (Some(r), None),
                 Err(problem) => (None, Some(problem)),
             },
@@ -301,16 +327,16 @@ pub fn scan(dir: &Path) -> io::Result<Vec<Archive>> {
     Ok(out)
 }
 
-fn read_receipt(path: &Path, archive: &str) -> Result<Receipt, String> {
-    let bytes = fs::read(path).map_err(|e| format!("receipt unreadable: {e}"))?;
+/// Reads and checks the receipt at `path` for `archive` (see the module doc).
+fn read_receipt(path: &Path, archive: &str, now: OffsetDateTime) -> Result<Receipt, String> {
+    let bytes = bounded::read(path, Links::Refuse, bounded::RECEIPT_CAP)
+        .map_err(|e| format!("receipt unreadable: {e}"))?;
     let receipt: Receipt =
         serde_json::from_slice(&bytes).map_err(|e| format!("receipt is not valid: {e}"))?;
-    if receipt.archive != archive {
-        return Err(format!(
-            "receipt names another archive ({})",
-            receipt.archive
-        ));
-    }
+    let split = path
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().ends_with(crate::receipt::SPLIT_SUFFIX));
+    receipt.check(archive, split, now)?;
     Ok(receipt)
 }
 
@@ -382,9 +408,10 @@ impl VerifyLog {
     /// held the record of a failed verification.
     pub fn load_strict(state: &Path) -> io::Result<VerifyLog> {
         let path = state.join(VERIFY_LOG);
-        let bytes = match fs::read(&path) {
+        let bytes = match bounded::read(&path, Links::Refuse, bounded::STATE_CAP) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(VerifyLog::default()),
-            other => other?,
+            Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
+            Ok(bytes) => bytes,
         };
         let records: BTreeMap<String, VerifyRecord> = serde_json::from_slice(&bytes).map_err(|e| {
             io::Error::new(
@@ -403,7 +430,7 @@ impl VerifyLog {
 
     /// Reads the log; a missing or unreadable one is empty.
     pub fn load(state: &Path) -> VerifyLog {
-        let records = fs::read(state.join(VERIFY_LOG))
+        let records = bounded::read(&state.join(VERIFY_LOG), Links::Refuse, bounded::STATE_CAP)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();

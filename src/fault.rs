@@ -10,8 +10,11 @@
 //! (`SIGSTOP`) after the tar header of the file called NAME is written and before its data is
 //! read, so a test can change the file and then continue the run with `SIGCONT`. The verify
 //! points ([`VERIFY_POINTS`]) let a test change what `vouch verify` is about to read (delete an
-//! archive, alter a restored file before it is compared). Unset (always, outside tests), every
-//! function here does nothing.
+//! archive, alter a restored file before it is compared). The commit and deletion points
+//! ([`COMMIT_POINTS`], [`PRUNE_POINTS`]) cut an archive's commit or deletion between two of its
+//! steps. `VOUCH_TEST_PART_SIZE=BYTES` ([`part_size`]) makes split targets cut parts of that
+//! size, below the smallest `split` the config accepts, so that tests get many parts from small
+//! sources. Unset (always, outside tests), every function here does nothing.
 
 use std::fs::OpenOptions;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -28,6 +31,28 @@ pub const POINTS: [&str; 5] = [
     "before-commit",
     "after-commit",
 ];
+
+/// Points in an archive's commit, in order: the receipt is written under its marker name; the
+/// Nth file is renamed; every file is renamed and the receipt is not yet in place. All are
+/// counted over the whole process ([`pass`]): `kill:commit-part:3` is the third file renamed,
+/// whichever target it is on.
+pub const COMMIT_POINTS: [&str; 3] = ["commit-marked", "commit-part", "commit-renamed"];
+
+/// Points in the deletion of an archive: its receipt is renamed to the deletion marker; a data
+/// file is removed. Counted like [`COMMIT_POINTS`].
+pub const PRUNE_POINTS: [&str; 2] = ["prune-marked", "prune-delete"];
+
+/// The variable that sets the part size of split targets in tests.
+pub const PART_SIZE_VAR: &str = "VOUCH_TEST_PART_SIZE";
+
+/// The part size a test asked for, if any.
+pub fn part_size() -> Option<u64> {
+    std::env::var(PART_SIZE_VAR)
+        .ok()?
+        .parse()
+        .ok()
+        .filter(|&n| n > 0)
+}
 
 /// The fault asked for, read once.
 pub fn fault() -> Option<&'static str> {
@@ -75,6 +100,24 @@ pub fn step(point: &str, n: u64) {
         return;
     };
     if at == point && count.parse::<u64>() == Ok(n) {
+        act(action);
+    }
+}
+
+/// Kills or stops the process at a pass through `point` that the test named: `kill:POINT` at
+/// the first pass, `kill:POINT:N` at the Nth, counting every pass in this process (so the Nth
+/// part renamed over all targets, or the Nth file deleted over all archives).
+pub fn pass(point: &str) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static PASSES: AtomicU64 = AtomicU64::new(0);
+    let Some((action, rest)) = fault().and_then(|f| f.split_once(':')) else {
+        return;
+    };
+    let (at, wanted) = match rest.rsplit_once(':') {
+        Some((at, n)) => (at, n.parse::<u64>().ok()),
+        None => (rest, Some(1)),
+    };
+    if at == point && wanted == Some(PASSES.fetch_add(1, Ordering::SeqCst) + 1) {
         act(action);
     }
 }

@@ -544,7 +544,18 @@ impl Checker<'_> {
                 ),
             );
         }
-        if let Some(r) = log.get(name, &newest.name).filter(|r| !r.ok) {
+        let failed = log.get(name, &newest.name).filter(|r| !r.ok);
+        if let Some(r) = failed.filter(|_| is_unfinished_set(newest)) {
+            self.add(
+                Health::Critical,
+                Some(name),
+                "verify",
+                format!(
+                    "target {name}: the newest archive {} failed verification at {} and has no receipt: it is most likely the parts of a run killed while committing them (older versions of vouch committed parts one by one), not damage; delete its parts and run `vouch run`",
+                    newest.name, r.verified_at
+                ),
+            );
+        } else if let Some(r) = failed {
             self.add(
                 Health::Critical,
                 Some(name),
@@ -757,6 +768,12 @@ impl Checker<'_> {
     }
 }
 
+/// Whether an archive is a part set without any receipt: what a run killed between two part
+/// renames left before receipts were written ahead of the parts.
+pub fn is_unfinished_set(archive: &Archive) -> bool {
+    archive.receipt_path.is_none() && archive.is_split()
+}
+
 /// How far in the future an archive's time stamp may be before it counts as wrong (clocks of
 /// hosts sharing a target differ a little).
 const FUTURE_SLACK: time::Duration = time::Duration::minutes(5);
@@ -770,7 +787,12 @@ fn corrupt_state(state: &Path) -> Vec<(&'static str, String)> {
         crate::notify::RECORD,
     ] {
         let path = state.join(file);
-        let problem = match std::fs::read(&path) {
+        let read = crate::bounded::read(
+            &path,
+            crate::bounded::Links::Refuse,
+            crate::bounded::STATE_CAP,
+        );
+        let problem = match read {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => format!("cannot be read: {e}"),
             Ok(bytes) => match serde_json::from_slice::<serde_json::Value>(&bytes) {

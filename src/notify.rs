@@ -139,7 +139,13 @@ pub struct ChannelFailure {
 impl NotifyRecord {
     /// Reads the record, if there is one.
     pub fn load(state: &Path) -> Option<NotifyRecord> {
-        let bytes = std::fs::read(state.join(RECORD)).ok()?;
+        let path = state.join(RECORD);
+        let bytes = crate::bounded::read(
+            &path,
+            crate::bounded::Links::Refuse,
+            crate::bounded::STATE_CAP,
+        )
+        .ok()?;
         serde_json::from_slice(&bytes).ok()
     }
 

@@ -196,6 +196,28 @@ fn source_readable(path: &Path) -> io::Result<String> {
     }
 }
 
+/// Logs what the recovery of a target after interrupted runs did, one warning per thing.
+fn report_recovery(target: &Target, done: &crate::sink::local::Recovery) {
+    let t = &target.name;
+    for a in &done.finished {
+        log::warn!("target {t}: finished the commit of {a}, which an interrupted run had begun");
+    }
+    for a in &done.undone {
+        log::warn!(
+            "target {t}: removed the incomplete {a}, whose commit an interrupted run had begun"
+        );
+    }
+    for a in &done.deleted {
+        log::warn!("target {t}: finished deleting {a}, which an interrupted prune had begun");
+    }
+    for p in &done.removed {
+        log::warn!(
+            "target {t}: removed {} left by an interrupted run",
+            p.display()
+        );
+    }
+}
+
 /// The archive size to plan for: the newest receipt's size plus a fifth, else the sources' size.
 fn expected_size(target: &Target, settings: &Settings, estimate: &mut Option<u64>) -> u64 {
     if let Some(size) = newest_receipt(&target.path).map(|r| r.archive_size) {
@@ -214,7 +236,13 @@ pub fn newest_receipt(dir: &Path) -> Option<Receipt> {
         .collect();
     names.sort_by(|a, b| Receipt::archive_of(a).cmp(&Receipt::archive_of(b)));
     let newest = names.pop()?;
-    serde_json::from_slice(&fs::read(dir.join(newest)).ok()?).ok()
+    let bytes = crate::bounded::read(
+        &dir.join(newest),
+        crate::bounded::Links::Refuse,
+        crate::bounded::RECEIPT_CAP,
+    )
+    .ok()?;
+    serde_json::from_slice(&bytes).ok()
 }
 
 /// The total size of the files under `sources` (not following symlinks).
@@ -381,7 +409,10 @@ pub fn layout(target: &Target) -> Layout {
     let limit = largest_file(&target.path);
     match target.split {
         Split::Off => Layout::Single,
-        Split::Size(n) => Layout::Parts(limit.map_or(n, |l| n.min(l))),
+        Split::Size(n) => {
+            let n = crate::fault::part_size().unwrap_or(n);
+            Layout::Parts(limit.map_or(n, |l| n.min(l)))
+        }
         Split::Auto => limit.map_or(Layout::Single, Layout::PartsIfNeeded),
     }
 }
@@ -568,19 +599,19 @@ fn check_target(target: &Target, expected: u64, locked: bool, findings: &mut Vec
         findings.push(ok("target-filesize", name, detail));
     }
     if locked {
-        match crate::sink::local::remove_leftovers(path) {
-            Ok(removed) if !removed.is_empty() => {
-                for p in &removed {
-                    log::warn!(
-                        "target {}: removed {} left by an interrupted run",
-                        target.name,
-                        p.display()
-                    );
-                }
+        match crate::sink::local::recover(path) {
+            Ok(done) if !done.is_empty() => {
+                report_recovery(target, &done);
                 findings.push(ok(
                     "target-leftovers",
                     name,
-                    format!("removed {} file(s) left by interrupted runs", removed.len()),
+                    format!(
+                        "put in order after interrupted runs: {} commit(s) finished, {} undone, {} deletion(s) finished, {} temporary file(s) removed",
+                        done.finished.len(),
+                        done.undone.len(),
+                        done.deleted.len(),
+                        done.removed.len()
+                    ),
                 ));
             }
             Ok(_) => {}

@@ -7,9 +7,24 @@
 //! A single-file archive's receipt is `NAME.tar.gz.age.json`. A split archive's receipt is
 //! `NAME.tar.gz.age-receipt.json`, so that `cat NAME.tar.gz.age.*` matches exactly the parts and
 //! the stock-tool restore (`cat NAME.tar.gz.age.* | age -d ...`) works as written.
+//!
+//! Receipts are unauthenticated plain text on a target that other hosts may share, so nothing
+//! in one is taken on trust: [`Receipt::check`] refuses a receipt of another format or version,
+//! one whose part names are not the archive's own `NAME.NNN` (in order, in the same directory),
+//! and one dated more than a day ahead of now.
 
 use crate::manifest::RequiredStatus;
+use crate::sink::local::{part_name, MAX_PARTS};
 use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// The `format` every receipt carries.
+pub const FORMAT: &str = "vouch-receipt";
+/// The only receipt `version` this vouch reads and writes.
+pub const VERSION: u32 = 1;
+/// How far ahead of now a receipt's `created` may be (clocks of hosts sharing a target differ)
+/// before the receipt counts as invalid.
+pub const FUTURE_LIMIT: time::Duration = time::Duration::days(1);
 
 /// The receipt's file name suffix, appended to a single-file archive's name.
 pub const SUFFIX: &str = ".json";
@@ -88,10 +103,172 @@ impl Receipt {
             .filter(|a| a.ends_with(".tar.gz.age") && !a.starts_with('.'))
     }
 
+    /// Why this receipt cannot be the receipt of `archive` in its file (`split`: under the split
+    /// receipt's name), as of `now`; `Ok` when it can.
+    pub fn check(&self, archive: &str, split: bool, now: OffsetDateTime) -> Result<(), String> {
+        if self.format != FORMAT {
+            return Err(format!(
+                "receipt has format {:?}, not {FORMAT:?}",
+                self.format
+            ));
+        }
+        if self.version != VERSION {
+            return Err(format!(
+                "receipt has version {}, this vouch reads version {VERSION}",
+                self.version
+            ));
+        }
+        if self.archive != archive {
+            return Err(format!("receipt names another archive ({})", self.archive));
+        }
+        self.check_parts(archive, split)?;
+        let created = OffsetDateTime::parse(
+            &self.created,
+            &time::format_description::well_known::Rfc3339,
+        )
+        .map_err(|_| format!("receipt has no valid creation time ({:?})", self.created))?;
+        if created > now + FUTURE_LIMIT {
+            return Err(format!(
+                "receipt is dated in the future ({}): check the clock of the host that wrote it",
+                self.created
+            ));
+        }
+        Ok(())
+    }
+
+    /// The part list: none for a single file; for a split archive between one and
+    /// [`MAX_PARTS`] names, each `ARCHIVE.NNN` in order.
+    fn check_parts(&self, archive: &str, split: bool) -> Result<(), String> {
+        match (split, self.parts.len()) {
+            (false, 0) => return Ok(()),
+            (false, _) => {
+                return Err(format!(
+                    "receipt of a single-file archive lists parts ({:?}, ...)",
+                    self.parts[0]
+                ))
+            }
+            (true, 0) => return Err("receipt of a split archive lists no parts".into()),
+            (true, n) if n > MAX_PARTS => {
+                return Err(format!("receipt lists {n} parts, more than {MAX_PARTS}"))
+            }
+            _ => {}
+        }
+        for (i, p) in self.parts.iter().enumerate() {
+            let expected = part_name(archive, i);
+            if *p != expected {
+                return Err(format!("receipt names {p:?} as part {i}, not {expected:?}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The file names of the archive's data: its parts, or the archive alone.
+    pub fn data_names(&self) -> Vec<String> {
+        if self.parts.is_empty() {
+            vec![self.archive.clone()]
+        } else {
+            self.parts.clone()
+        }
+    }
+
     /// The receipt as pretty JSON with a final newline.
     pub fn to_json(&self) -> Vec<u8> {
         let mut out = serde_json::to_vec_pretty(self).expect("receipts always serialize");
         out.push(b'\n');
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn receipt(parts: &[&str]) -> Receipt {
+        Receipt {
+            format: FORMAT.into(),
+            version: VERSION,
+            run_id: "r".into(),
+            host: "h".into(),
+            name: "a".into(),
+            target: "t".into(),
+            archive: "a-20260101T000000Z.tar.gz.age".into(),
+            parts: parts.iter().map(|p| p.to_string()).collect(),
+            created: "2026-01-01T00:00:00Z".into(),
+            vouch_version: "0".into(),
+            archive_size: 0,
+            archive_sha256: String::new(),
+            files: 0,
+            dirs: 0,
+            symlinks: 0,
+            bytes_in: 0,
+            tar_bytes: 0,
+            required: Vec::new(),
+            unreadable: 0,
+            changed: 0,
+            skipped: 0,
+            verified_at: String::new(),
+            verification: "full".into(),
+        }
+    }
+
+    const A: &str = "a-20260101T000000Z.tar.gz.age";
+
+    #[test]
+    fn a_good_receipt_passes() {
+        let now = OffsetDateTime::now_utc();
+        assert_eq!(receipt(&[]).check(A, false, now), Ok(()));
+        let split = receipt(&[&format!("{A}.000"), &format!("{A}.001")]);
+        assert_eq!(split.check(A, true, now), Ok(()));
+    }
+
+    #[test]
+    fn parts_must_be_the_archives_own_names_in_order() {
+        let now = OffsetDateTime::now_utc();
+        let outside = receipt(&["../other/a-20260101T000000Z.tar.gz.age.000"]);
+        assert!(outside
+            .check(A, true, now)
+            .unwrap_err()
+            .contains("as part 0"));
+        let swapped = receipt(&[&format!("{A}.001"), &format!("{A}.000")]);
+        assert!(swapped.check(A, true, now).is_err());
+        assert!(receipt(&[])
+            .check(A, true, now)
+            .unwrap_err()
+            .contains("no parts"));
+        assert!(receipt(&[&format!("{A}.000")])
+            .check(A, false, now)
+            .is_err());
+        let many: Vec<String> = (0..=MAX_PARTS).map(|i| format!("{A}.{i:03}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert!(receipt(&many)
+            .check(A, true, now)
+            .unwrap_err()
+            .contains("more than"));
+    }
+
+    #[test]
+    fn unknown_formats_versions_and_future_dates_are_refused() {
+        let now = OffsetDateTime::now_utc();
+        let mut r = receipt(&[]);
+        r.format = "something".into();
+        assert!(r.check(A, false, now).unwrap_err().contains("format"));
+        let mut r = receipt(&[]);
+        r.version = 2;
+        assert!(r.check(A, false, now).unwrap_err().contains("version 2"));
+        let mut r = receipt(&[]);
+        r.created = "2099-01-01T00:00:00Z".into();
+        assert!(r.check(A, false, now).unwrap_err().contains("future"));
+        let mut r = receipt(&[]);
+        r.created = "yesterday".into();
+        assert!(r
+            .check(A, false, now)
+            .unwrap_err()
+            .contains("creation time"));
+        let mut r = receipt(&[]);
+        r.archive = "b-20260101T000000Z.tar.gz.age".into();
+        assert!(r
+            .check(A, false, now)
+            .unwrap_err()
+            .contains("another archive"));
     }
 }

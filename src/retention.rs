@@ -15,18 +15,19 @@
 //! - A never-verified archive with a good receipt is kept while it is newer than the newest
 //!   verified one; otherwise it goes.
 //!
-//! Deleting an archive removes its data files (the archive or every part) first, syncs the
-//! directory, then removes the receipt: an interrupted prune leaves at worst a receipt whose
-//! files are missing, which `list` and `status` flag, never an archive that looks complete and
-//! is not. Its record in the verification log goes with it.
+//! Deleting an archive first renames its receipt to a deletion marker (`.vouch-deleting.`,
+//! see [`crate::sink::local`]), so that from then on it is no archive for `list`, `status` or
+//! `verify`; then its data files (the archive or every part, only names of its own) are
+//! removed, then the marker. A deletion that was interrupted is finished by the next prune, the
+//! next run's retention, or the next run's preflight. Its record in the verification log goes
+//! with it.
 
 use crate::archives::{self, Archive, VerifyLog};
 use crate::config::{Keep, Settings, Target};
 use crate::dirs::Dirs;
 use crate::error::Error;
 use crate::journal::{Entry, Event};
-use crate::receipt::Receipt;
-use std::fs::{self, File};
+use crate::sink::local;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -278,7 +279,7 @@ pub fn receipt_problem(archive: &Archive) -> Option<String> {
     if let Some(p) = receipt
         .parts
         .iter()
-        .find(|p| !is_part_name(&archive.name, p))
+        .find(|p| !local::is_part_name(&archive.name, p))
     {
         return Some(format!("the receipt names {p:?} as a part"));
     }
@@ -401,69 +402,27 @@ pub fn plan(
     })
 }
 
-/// Whether `file` is the name of a part of the archive `archive` (`ARCHIVE.NNN`).
-fn is_part_name(archive: &str, file: &str) -> bool {
-    file.strip_prefix(archive)
-        .and_then(|rest| rest.strip_prefix('.'))
-        .is_some_and(|index| index.len() == 3 && index.bytes().all(|b| b.is_ascii_digit()))
-}
-
-/// The data files of an archive: the archive file itself or every part of its name in its
-/// directory. Only names of its own are ever returned, whatever a receipt says.
-fn data_files(archive: &Archive) -> io::Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    for entry in fs::read_dir(&archive.dir)? {
-        let name = entry?.file_name();
-        let Some(name) = name.to_str() else {
-            continue;
-        };
-        if name == archive.name || is_part_name(&archive.name, name) {
-            out.push(archive.dir.join(name));
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-fn remove(path: &Path) -> io::Result<()> {
-    match fs::remove_file(path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        other => other,
-    }
-}
-
-/// Deletes one archive: data files, then (once they are gone for good) the receipt.
+/// Deletes one archive: its receipt is renamed to the deletion marker first (from then on it
+/// is no archive for any command), then its data files go, then the marker
+/// ([`local::mark_deletion`], [`local::finish_deletion`]). An interrupted deletion is finished
+/// by the next prune, retention or run.
 pub fn delete_archive(target: &str, archive: &Archive) -> Result<(), Error> {
     let fail = |path: &Path, error| Error::Prune {
         target: target.to_owned(),
         path: path.to_owned(),
         error,
     };
-    let files = data_files(archive).map_err(|e| fail(&archive.dir, e))?;
-    let mut first = None;
-    for f in &files {
-        if let Err(e) = remove(f) {
-            first.get_or_insert(fail(f, e));
-        }
-    }
-    if let Some(e) = first {
-        // The receipt stays: it names the files that are left.
-        return Err(e);
-    }
-    sync_dir(&archive.dir).map_err(|e| fail(&archive.dir, e))?;
-    let receipts = [
-        archive.receipt_path.clone(),
-        Some(archive.dir.join(Receipt::file_name(&archive.name, false))),
-        Some(archive.dir.join(Receipt::file_name(&archive.name, true))),
-    ];
-    for r in receipts.iter().flatten() {
-        remove(r).map_err(|e| fail(r, e))?;
-    }
-    sync_dir(&archive.dir).map_err(|e| fail(&archive.dir, e))
+    // Retention deletes only archives with a good receipt; anything else is the operator's.
+    let Some(receipt) = &archive.receipt_path else {
+        return Err(fail(
+            &archive.dir.join(&archive.name),
+            io::Error::new(io::ErrorKind::NotFound, "it has no receipt to mark it with"),
+        ));
+    };
+    let marker = local::mark_deletion(&archive.dir, receipt).map_err(|e| fail(receipt, e))?;
+    local::finish_deletion(&archive.dir, &marker)
+        .map(|_| ())
+        .map_err(|(path, e)| fail(&path, e))
 }
 
 /// What applying one target's plan did.
@@ -479,6 +438,20 @@ pub struct Applied {
 /// one `pruned` journal entry when anything went. Failures are returned, not logged.
 pub fn apply(plan: &Plan, log: &mut VerifyLog) -> Applied {
     let mut applied = Applied::default();
+    // Deletions an interrupted prune began are finished first.
+    match local::finish_deletions(&plan.dir) {
+        Ok(done) => {
+            for name in done {
+                log.remove(&plan.target, &name);
+                applied.deleted.push(name);
+            }
+        }
+        Err(error) => applied.failed.push(Error::Prune {
+            target: plan.target.clone(),
+            path: plan.dir.clone(),
+            error,
+        }),
+    }
     for archive in plan.deletions() {
         match delete_archive(&plan.target, archive) {
             Ok(()) => {

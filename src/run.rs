@@ -93,7 +93,13 @@ pub struct LastRun {
 impl LastRun {
     /// Reads the last run's record, if any.
     pub fn load(state_dir: &Path) -> Option<LastRun> {
-        let text = std::fs::read(state_dir.join(LAST_RUN)).ok()?;
+        let path = state_dir.join(LAST_RUN);
+        let text = crate::bounded::read(
+            &path,
+            crate::bounded::Links::Refuse,
+            crate::bounded::STATE_CAP,
+        )
+        .ok()?;
         serde_json::from_slice(&text).ok()
     }
 
@@ -346,18 +352,11 @@ pub fn run(settings: &Settings, dirs: &Dirs) -> Result<Report, Error> {
         let t = &settings.targets[i];
         let temp = p.temp_path().to_owned();
         let parts = p.final_names();
-        let split = parts[0] != archive_name;
+        let split = p.is_split();
         let receipt_name = Receipt::file_name(&archive_name, split);
-        p.commit().map_err(|error| Error::Write {
-            target: t.name.clone(),
-            path: temp,
-            error,
-        })?;
-        let path = t.path.join(&archive_name);
-        fault::point("after-commit");
         let receipt = Receipt {
-            format: "vouch-receipt".into(),
-            version: 1,
+            format: crate::receipt::FORMAT.into(),
+            version: crate::receipt::VERSION,
             run_id: journal::run_id().into(),
             host: host.clone(),
             name: settings.backup.name.clone(),
@@ -380,17 +379,15 @@ pub fn run(settings: &Settings, dirs: &Dirs) -> Result<Report, Error> {
             verified_at: verified_at.clone(),
             verification: level.name().into(),
         };
-        local::write_atomic(
-            &t.path,
-            &receipt_name,
-            &receipt.to_json(),
-            journal::run_id(),
-        )
-        .map_err(|error| Error::Write {
-            target: t.name.clone(),
-            path: t.path.join(&receipt_name),
-            error,
-        })?;
+        // The archive's files and its receipt appear together, or not at all.
+        p.commit(&receipt_name, &receipt.to_json())
+            .map_err(|error| Error::Write {
+                target: t.name.clone(),
+                path: temp,
+                error,
+            })?;
+        let path = t.path.join(&archive_name);
+        fault::point("after-commit");
         Entry::event(
             Event::ArchiveWritten,
             format!("target {}: wrote {}", t.name, path.display()),

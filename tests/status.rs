@@ -642,3 +642,23 @@ fn a_bad_status_command_line_is_unknown() {
     assert_code(&env.vouch(&["list", "--bogus"]), 2);
     assert_code(&env.vouch(&["status"]), 0);
 }
+
+#[test]
+fn a_receipt_dated_far_in_the_future_is_named_as_the_problem() {
+    let env = world("", "");
+    run_ok(&env);
+    let archive = env.archives()[0].clone();
+    edit_receipt(&archive, |r| {
+        r["created"] = Value::from("2099-01-01T00:00:00Z")
+    });
+    let text = assert_status(
+        &env,
+        2,
+        "critical",
+        "dated in the future (2099-01-01T00:00:00Z)",
+    );
+    assert!(!text.contains("holds no archives"), "{text}");
+    assert!(text.contains("holds no verified archive"), "{text}");
+    let listed = stdout(&env.vouch(&["list"]));
+    assert!(listed.contains("RECEIPT INVALID"), "{listed}");
+}

@@ -620,3 +620,159 @@ fn a_restore_test_that_cannot_write_records_the_verification_but_no_restore_test
         Some("1")
     );
 }
+
+/// The archive's part files in the target, in order.
+fn parts_of(env: &Env) -> Vec<String> {
+    env.target_files()
+        .into_iter()
+        .filter(|f| !f.ends_with(".json"))
+        .collect()
+}
+
+#[test]
+fn a_receipt_naming_parts_outside_the_target_is_33_and_they_are_never_read() {
+    let env = backed_up("split = \"1MiB\"");
+    let parts = parts_of(&env);
+    assert_eq!(parts.len(), 2, "{parts:?}");
+    let name = parts[0].strip_suffix(".000").unwrap().to_owned();
+    // The good parts elsewhere, garbage under the archive's own names, and a receipt that
+    // points at the good copy.
+    let elsewhere = env.dir.path().join("elsewhere");
+    fs::create_dir(&elsewhere).unwrap();
+    for p in &parts {
+        fs::copy(env.target.join(p), elsewhere.join(p)).unwrap();
+        fs::write(env.target.join(p), util::noise(1000, 7)).unwrap();
+    }
+    let receipt = env.target.join(format!("{name}-receipt.json"));
+    let mut r: Value = serde_json::from_slice(&fs::read(&receipt).unwrap()).unwrap();
+    r["parts"] = parts.iter().map(|p| format!("../elsewhere/{p}")).collect();
+    fs::write(&receipt, serde_json::to_vec(&r).unwrap()).unwrap();
+    assert_verify_fails(&env, &["verify", &name], "as part 0");
+    assert_eq!(log(&env)[format!("local/{name}")]["ok"], false);
+    // An absolute or climbing path is refused the same way, and never opened.
+    r["parts"] = serde_json::json!(["../../../../etc/passwd"]);
+    fs::write(&receipt, serde_json::to_vec(&r).unwrap()).unwrap();
+    let out = env.vouch(&["verify", &name]);
+    assert_code(&out, 33);
+    assert!(stdout(&out).contains("etc/passwd"), "{}", stdout(&out));
+    assert!(!stdout(&out).contains("sha256"), "{}", stdout(&out));
+}
+
+#[test]
+fn a_receipt_of_an_unknown_format_or_version_is_33() {
+    let env = backed_up("");
+    let archive = only_archive(&env);
+    let receipt = PathBuf::from(format!("{}.json", archive.display()));
+    let good = fs::read(&receipt).unwrap();
+    for (field, value, fragment) in [
+        ("format", Value::from("something"), "format \"something\""),
+        ("version", Value::from(2), "version 2"),
+        ("created", Value::from("yesterday"), "creation time"),
+    ] {
+        let mut r: Value = serde_json::from_slice(&good).unwrap();
+        r[field] = value;
+        fs::write(&receipt, serde_json::to_vec(&r).unwrap()).unwrap();
+        assert_verify_fails(&env, &["verify", &name_of(&archive)], fragment);
+        let listed = env.vouch(&["list"]);
+        assert!(
+            stdout(&listed).contains("RECEIPT INVALID"),
+            "{field}: {}",
+            stdout(&listed)
+        );
+    }
+}
+
+/// Runs `vouch ARGS` and fails the test if it has not ended within `secs` seconds.
+fn within(env: &Env, args: &[&str], secs: u64) -> Output {
+    let mut child = env
+        .command(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("`vouch {}` did not end within {secs} s", args.join(" "));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_fifo_or_endless_file_under_a_receipt_name_ends_every_command_promptly() {
+    let env = backed_up("keep = { last = 1 }");
+    let archive = only_archive(&env);
+    let name = name_of(&archive);
+    let receipt = PathBuf::from(format!("{}.json", archive.display()));
+    for (kind, fragment) in [("fifo", "FIFO"), ("zero", "symbolic link")] {
+        fs::remove_file(&receipt).unwrap();
+        match kind {
+            "fifo" => {
+                nix::unistd::mkfifo(&receipt, nix::sys::stat::Mode::from_bits_truncate(0o600))
+                    .unwrap()
+            }
+            _ => std::os::unix::fs::symlink("/dev/zero", &receipt).unwrap(),
+        }
+        let out = within(&env, &["list"], 20);
+        assert_code(&out, 0);
+        assert!(stdout(&out).contains("RECEIPT INVALID"), "{}", stdout(&out));
+        assert!(stdout(&out).contains(fragment), "{kind}: {}", stdout(&out));
+        let out = within(&env, &["status"], 20);
+        assert_code(&out, 2);
+        assert!(stdout(&out).contains(fragment), "{kind}: {}", stdout(&out));
+        let out = within(&env, &["prune"], 20);
+        assert_code(&out, 0);
+        assert!(stdout(&out).contains(fragment), "{kind}: {}", stdout(&out));
+        let out = within(&env, &["verify", &name], 20);
+        assert_code(&out, 33);
+        assert!(stdout(&out).contains(fragment), "{kind}: {}", stdout(&out));
+        // A run reads the newest receipt to plan for the next archive's size.
+        let out = within(&env, &["run"], 60);
+        assert_code(&out, 0);
+        assert!(
+            archive.exists(),
+            "{kind}: an archive it cannot account for was deleted"
+        );
+        // Only the old archive and its receipt stay in question for the next kind.
+        for f in env.target_files() {
+            let f = env.target.join(f);
+            if f != archive && f != receipt {
+                fs::remove_file(f).unwrap();
+            }
+        }
+    }
+}
+
+#[test]
+fn a_fifo_under_a_part_name_is_33_at_once() {
+    let env = backed_up("split = \"1MiB\"");
+    let parts = parts_of(&env);
+    let name = parts[0].strip_suffix(".000").unwrap().to_owned();
+    fs::remove_file(env.target.join(&parts[1])).unwrap();
+    nix::unistd::mkfifo(
+        &env.target.join(&parts[1]),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    let out = within(&env, &["verify", &name], 20);
+    assert_code(&out, 33);
+    assert!(stdout(&out).contains("FIFO"), "{}", stdout(&out));
+}
+
+#[test]
+fn a_part_set_without_a_receipt_is_not_blamed_on_the_disk() {
+    // What a run killed between two part renames left before receipts came first.
+    let env = backed_up("split = \"1MiB\"");
+    let parts = parts_of(&env);
+    let name = parts[0].strip_suffix(".000").unwrap().to_owned();
+    fs::remove_file(env.target.join(format!("{name}-receipt.json"))).unwrap();
+    fs::remove_file(env.target.join(&parts[1])).unwrap();
+    assert_verify_fails(&env, &["verify", &name], "not damage: delete its parts");
+    let status = stdout(&env.vouch(&["status"]));
+    assert!(status.contains("not damage"), "{status}");
+    assert!(!status.contains("check the disk"), "{status}");
+}

@@ -314,6 +314,10 @@ fn check(c: &Archive, identity: &Identity, receipt: Option<(&str, u64)>, spool: 
     crate::fault::point("verify-opened");
     match verify::verify_archive(&|| opened.reader(), identity, receipt, spool) {
         Ok(v) => Checked::Passed(v, opened),
+        Err(m) if crate::health::is_unfinished_set(c) => Checked::Failed(verify::Mismatch(format!(
+            "{}; it is split and has no receipt, most likely the parts of a run killed while committing them (older versions of vouch committed parts one by one), not damage: delete its parts",
+            m.0
+        ))),
         Err(m) => Checked::Failed(m),
     }
 }

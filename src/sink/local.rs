@@ -1,12 +1,33 @@
 //! A directory target: archives are written as temporary files and renamed into place.
 //!
-//! The commit protocol is the one that survives power loss and `SIGKILL` at any instant:
-//! the temporary file is created exclusively (`O_EXCL`, mode 0600) in the target directory itself
-//! (so the rename never crosses filesystems), written, `fsync`ed, read back and verified, then
-//! renamed to its final name with `RENAME_NOREPLACE` (an existing archive is never replaced) and
-//! the directory is `fsync`ed so the rename itself is durable. Until the rename, no file carries a
-//! final name; a killed run leaves only a temporary file, which the next run removes while it
-//! holds the lock.
+//! Writing: every file is created exclusively (`O_EXCL`, mode 0600) under a temporary name
+//! `.vouch-tmp.RUN.FINAL` in the target directory itself (so no rename crosses filesystems),
+//! written, `fsync`ed, read back and verified. Until the commit, no file carries a final name;
+//! a killed run leaves only temporary files, which the next run removes while it holds the lock.
+//!
+//! The commit ([`Pending::commit`]) makes an archive and its receipt appear together, even when
+//! the archive has many parts and the process dies (`SIGKILL`, power loss) between any two
+//! steps:
+//!
+//! 1. the receipt, which lists every part, is written as `.vouch-commit.RUN.RECEIPT` (the
+//!    commit marker) and `fsync`ed, and the directory is `fsync`ed;
+//! 2. each part (or the single file) is renamed to its final name with `RENAME_NOREPLACE` (an
+//!    existing file is never replaced), then the directory is `fsync`ed;
+//! 3. the marker is renamed to the receipt's final name and the directory is `fsync`ed.
+//!
+//! A failure inside the commit undoes it at once. A process that died inside it leaves the
+//! marker, and [`recover`] (called by the next run's preflight, under the run lock) finishes
+//! the commit when every file the marker lists is there, under its temporary or its final name,
+//! and their sizes add up to the receipt's; otherwise it removes the files already under final
+//! names, then the marker. While a marker exists, `list`, `status` and `verify` do not see the
+//! archive at all. The marker deliberately does not start with `.vouch-tmp.RUN.`: removing the
+//! temporary files of a run that is stopped mid-commit leaves the marker, so the next run still
+//! knows which final names belong to the unfinished commit.
+//!
+//! Deleting an archive ([`mark_deletion`], then [`finish_deletion`]) is ordered the same way:
+//! the receipt is first renamed to `.vouch-deleting.RECEIPT` (the archive stops being an archive
+//! for every command), then the data files are removed, then the marker. A deletion that was
+//! interrupted is finished by the next prune, retention or preflight ([`recover`]).
 
 use nix::fcntl::{posix_fadvise, renameat2, PosixFadviseAdvice, RenameFlags};
 use std::ffi::OsStr;
@@ -16,8 +37,16 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use crate::bounded::{self, Links};
+use crate::fault;
+use crate::receipt::Receipt;
+
 /// Every temporary file vouch creates in a target starts with this, and nothing else does.
 pub const TEMP_PREFIX: &str = ".vouch-tmp.";
+/// An archive's receipt while its files are being renamed into place: `.vouch-commit.RUN.RECEIPT`.
+pub const COMMIT_PREFIX: &str = ".vouch-commit.";
+/// An archive's receipt while its files are being deleted: `.vouch-deleting.RECEIPT`.
+pub const DELETE_PREFIX: &str = ".vouch-deleting.";
 
 /// One file being written into a target directory under a temporary name.
 pub struct TempFile {
@@ -89,24 +118,15 @@ impl TempFile {
     /// Renames the file to its final name (never over an existing file) and syncs the directory.
     pub fn commit(mut self) -> io::Result<PathBuf> {
         let dir = File::open(&self.dir)?;
-        let renamed = renameat2(
-            &dir,
-            self.tmp.file_name().unwrap_or(OsStr::new("")),
-            &dir,
-            self.final_path.file_name().unwrap_or(OsStr::new("")),
-            RenameFlags::RENAME_NOREPLACE,
-        );
-        match renamed {
-            Ok(()) => {}
-            // Filesystems without RENAME_NOREPLACE: link(2) fails with EEXIST just the same.
-            Err(nix::errno::Errno::EINVAL) => {
-                fs::hard_link(&self.tmp, &self.final_path)?;
-                let _ = fs::remove_file(&self.tmp);
-            }
-            Err(e) => return Err(e.into()),
-        }
-        self.committed = true;
+        let path = self.rename_into_place(&dir)?;
         dir.sync_all()?;
+        Ok(path)
+    }
+
+    /// Renames the file to its final name (never over an existing file), without syncing.
+    fn rename_into_place(&mut self, dir: &File) -> io::Result<PathBuf> {
+        rename_noreplace(dir, &self.tmp, &self.final_path)?;
+        self.committed = true;
         Ok(self.final_path.clone())
     }
 }
@@ -126,6 +146,27 @@ impl Drop for TempFile {
         if !self.committed {
             let _ = fs::remove_file(&self.tmp);
         }
+    }
+}
+
+/// Renames `from` to `to` in the directory `dir` unless `to` exists.
+fn rename_noreplace(dir: &File, from: &Path, to: &Path) -> io::Result<()> {
+    let renamed = renameat2(
+        dir,
+        from.file_name().unwrap_or(OsStr::new("")),
+        dir,
+        to.file_name().unwrap_or(OsStr::new("")),
+        RenameFlags::RENAME_NOREPLACE,
+    );
+    match renamed {
+        Ok(()) => Ok(()),
+        // Filesystems without RENAME_NOREPLACE: link(2) fails with EEXIST just the same.
+        Err(nix::errno::Errno::EINVAL) => {
+            fs::hard_link(from, to)?;
+            let _ = fs::remove_file(from);
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -227,16 +268,41 @@ impl Pending {
         }
     }
 
-    /// Renames every part to its final name and returns the paths.
-    pub fn commit(mut self) -> io::Result<Vec<PathBuf>> {
+    /// Whether the archive ends up in parts (its receipt is then the split receipt).
+    pub fn is_split(&self) -> bool {
+        self.final_names()[0] != self.name
+    }
+
+    /// Commits the archive with its receipt `receipt` (JSON) named `receipt_name`, in the order
+    /// the module doc describes, and returns the data files' final paths. A failure undoes what
+    /// the commit did: nothing is left under a final name.
+    pub fn commit(mut self, receipt_name: &str, receipt: &[u8]) -> io::Result<Vec<PathBuf>> {
+        let dir = File::open(&self.dir)?;
+        let marker = write_marker(&self.dir, &self.run_id, receipt_name, receipt)?;
+        fault::pass("commit-marked");
         let names = self.final_names();
-        let mut out = Vec::new();
-        for (part, name) in self.parts.drain(..).zip(names) {
-            let mut part = part;
-            part.rename_final(&name);
-            out.push(part.commit()?);
+        let mut renamed = Vec::new();
+        let result = (|| {
+            for (part, name) in self.parts.iter_mut().zip(&names) {
+                part.rename_final(name);
+                renamed.push(part.rename_into_place(&dir)?);
+                fault::pass("commit-part");
+            }
+            dir.sync_all()?;
+            fault::pass("commit-renamed");
+            rename_noreplace(&dir, &marker, &self.dir.join(receipt_name))
+        })();
+        if let Err(e) = result {
+            for path in &renamed {
+                let _ = fs::remove_file(path);
+            }
+            let _ = dir.sync_all();
+            let _ = fs::remove_file(&marker);
+            let _ = dir.sync_all();
+            return Err(e);
         }
-        Ok(out)
+        dir.sync_all()?;
+        Ok(renamed)
     }
 }
 
@@ -290,6 +356,265 @@ pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8], run_id: &str) -> io::R
     pending.committed = true;
     File::open(dir)?.sync_all()?;
     Ok(pending.final_path.clone())
+}
+
+/// Writes the commit marker `DIR/.vouch-commit.RUN.RECEIPT` (exclusively, mode 0600), syncs it
+/// and the directory, and returns its path.
+fn write_marker(
+    dir: &Path,
+    run_id: &str,
+    receipt_name: &str,
+    receipt: &[u8],
+) -> io::Result<PathBuf> {
+    let path = dir.join(format!("{COMMIT_PREFIX}{run_id}.{receipt_name}"));
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(&path)?;
+    let written = file.write_all(receipt).and_then(|()| file.sync_all());
+    if let Err(e) = written.and_then(|()| File::open(dir)?.sync_all()) {
+        let _ = fs::remove_file(&path);
+        return Err(e);
+    }
+    Ok(path)
+}
+
+/// What [`recover`] did in a target directory.
+#[derive(Debug, Default)]
+pub struct Recovery {
+    /// Archives whose interrupted commit was finished.
+    pub finished: Vec<String>,
+    /// Archives whose interrupted commit was undone (files under final names removed).
+    pub undone: Vec<String>,
+    /// Archives whose interrupted deletion was finished.
+    pub deleted: Vec<String>,
+    /// Temporary files of interrupted runs that were removed.
+    pub removed: Vec<PathBuf>,
+}
+
+impl Recovery {
+    /// Whether anything was done.
+    pub fn is_empty(&self) -> bool {
+        self.finished.is_empty()
+            && self.undone.is_empty()
+            && self.deleted.is_empty()
+            && self.removed.is_empty()
+    }
+}
+
+/// Puts a target directory back in order after interrupted runs and prunes: finishes or undoes
+/// every interrupted commit, finishes every interrupted deletion, then removes the temporary
+/// files that are left. Call only while holding the run lock.
+pub fn recover(dir: &Path) -> io::Result<Recovery> {
+    let mut out = Recovery::default();
+    for (run_id, receipt_name) in markers(dir, COMMIT_PREFIX)? {
+        let (archive, finished) = recover_commit(dir, &run_id, &receipt_name)?;
+        if finished {
+            out.finished.push(archive);
+        } else {
+            out.undone.push(archive);
+        }
+    }
+    out.deleted = finish_deletions(dir)?;
+    out.removed = remove_leftovers(dir)?;
+    Ok(out)
+}
+
+/// The markers with `prefix` in `dir`: for a commit marker the run id and the receipt's name,
+/// for a deletion marker an empty run id and the receipt's name.
+fn markers(dir: &Path, prefix: &str) -> io::Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(prefix)) else {
+            continue;
+        };
+        let found = if prefix == COMMIT_PREFIX {
+            rest.split_once('.')
+                .map(|(run, receipt)| (run.to_owned(), receipt.to_owned()))
+        } else {
+            Some((String::new(), rest.to_owned()))
+        };
+        out.extend(found);
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The names of the archives whose commit or deletion is under way (or was interrupted) in
+/// `dir`: not archives for any command until [`recover`] has settled them.
+pub fn unsettled(dir: &Path) -> io::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for prefix in [COMMIT_PREFIX, DELETE_PREFIX] {
+        for (_, receipt_name) in markers(dir, prefix)? {
+            out.extend(Receipt::archive_of(&receipt_name).map(str::to_owned));
+        }
+    }
+    Ok(out)
+}
+
+/// Whether something exists at `path` (a link is not followed).
+fn exists(path: &Path) -> bool {
+    fs::symlink_metadata(path).is_ok()
+}
+
+/// Finishes or undoes the commit of the marker `.vouch-commit.RUN.RECEIPT`; returns the
+/// archive's name and whether it was finished.
+fn recover_commit(dir: &Path, run_id: &str, receipt_name: &str) -> io::Result<(String, bool)> {
+    let marker = dir.join(format!("{COMMIT_PREFIX}{run_id}.{receipt_name}"));
+    let archive = Receipt::archive_of(receipt_name)
+        .unwrap_or(receipt_name)
+        .to_owned();
+    let split = receipt_name.ends_with(crate::receipt::SPLIT_SUFFIX);
+    let receipt = bounded::read(&marker, Links::Refuse, bounded::RECEIPT_CAP)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Receipt>(&b).ok())
+        .filter(|_| Receipt::archive_of(receipt_name).is_some())
+        .filter(|r| {
+            r.check(&archive, split, time::OffsetDateTime::now_utc())
+                .is_ok()
+        });
+    let handle = File::open(dir)?;
+    let final_receipt = dir.join(receipt_name);
+    let Some(receipt) = receipt.filter(|_| !exists(&final_receipt)) else {
+        // A marker that cannot be read was never complete, so no file was renamed on its
+        // strength (or the commit already ended): it goes alone.
+        remove(&marker)?;
+        handle.sync_all()?;
+        return Ok((archive, false));
+    };
+    let names = receipt.data_names();
+    let temp = |n: &str| dir.join(format!("{TEMP_PREFIX}{run_id}.{n}"));
+    let size_of = |n: &String| {
+        [dir.join(n), temp(n)]
+            .iter()
+            .find_map(|p| fs::symlink_metadata(p).ok().filter(|m| m.is_file()))
+            .map(|m| m.len())
+    };
+    let sizes: Option<Vec<u64>> = names.iter().map(size_of).collect();
+    let complete = sizes.is_some_and(|s| s.iter().sum::<u64>() == receipt.archive_size);
+    if complete {
+        for n in &names {
+            if !exists(&dir.join(n)) {
+                rename_noreplace(&handle, &temp(n), &dir.join(n))?;
+            }
+        }
+        handle.sync_all()?;
+        rename_noreplace(&handle, &marker, &final_receipt)?;
+        handle.sync_all()?;
+        return Ok((archive, true));
+    }
+    for n in &names {
+        remove(&dir.join(n))?;
+    }
+    handle.sync_all()?;
+    remove(&marker)?;
+    handle.sync_all()?;
+    Ok((archive, false))
+}
+
+fn remove(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+/// Whether `file` is the name of a part of the archive `archive` (`ARCHIVE.NNN`).
+pub fn is_part_name(archive: &str, file: &str) -> bool {
+    file.strip_prefix(archive)
+        .and_then(|rest| rest.strip_prefix('.'))
+        .is_some_and(|index| index.len() == 3 && index.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The data files of `archive` in `dir`: the archive file itself and every part of its name.
+/// Only names of its own are ever returned, whatever a receipt says.
+pub fn data_files(dir: &Path, archive: &str) -> io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let Some(name) = name.to_str() else {
+            continue;
+        };
+        if name == archive || is_part_name(archive, name) {
+            out.push(dir.join(name));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Starts deleting an archive: renames its receipt `receipt` (a path in `dir`) to the deletion
+/// marker and syncs the directory. From then on the archive is no archive for any command, and
+/// [`finish_deletion`] (or a later [`recover`]) removes its files. Returns the marker's path.
+pub fn mark_deletion(dir: &Path, receipt: &Path) -> io::Result<PathBuf> {
+    let name = receipt
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a receipt's name"))?;
+    let marker = dir.join(format!("{DELETE_PREFIX}{name}"));
+    fs::rename(receipt, &marker)?;
+    File::open(dir)?.sync_all()?;
+    fault::pass("prune-marked");
+    Ok(marker)
+}
+
+/// Removes the data files of the archive whose deletion marker is `marker`, syncs the directory,
+/// then removes every receipt of it and the marker. A file that cannot be removed makes it fail
+/// (the error names the first such file) once every other data file is gone; the marker stays,
+/// so the next attempt finishes the job.
+pub fn finish_deletion(dir: &Path, marker: &Path) -> Result<String, (PathBuf, io::Error)> {
+    let receipt_name = marker
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix(DELETE_PREFIX))
+        .unwrap_or_default();
+    let Some(archive) = Receipt::archive_of(receipt_name) else {
+        return Err((
+            marker.to_owned(),
+            io::Error::new(io::ErrorKind::InvalidInput, "not a deletion marker"),
+        ));
+    };
+    let at = |p: &Path| {
+        let p = p.to_owned();
+        move |e| (p, e)
+    };
+    let files = data_files(dir, archive).map_err(at(dir))?;
+    let mut first = None;
+    for f in &files {
+        if let Err(e) = remove(f) {
+            first.get_or_insert((f.clone(), e));
+        }
+        fault::pass("prune-delete");
+    }
+    if let Some(failed) = first {
+        return Err(failed);
+    }
+    let sync = || File::open(dir).and_then(|d| d.sync_all()).map_err(at(dir));
+    sync()?;
+    for r in [
+        Receipt::file_name(archive, false),
+        Receipt::file_name(archive, true),
+    ] {
+        remove(&dir.join(&r)).map_err(at(&dir.join(&r)))?;
+    }
+    remove(marker).map_err(at(marker))?;
+    sync()?;
+    Ok(archive.to_owned())
+}
+
+/// Finishes every interrupted deletion in `dir`; returns the archives.
+pub fn finish_deletions(dir: &Path) -> io::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for (_, receipt_name) in markers(dir, DELETE_PREFIX)? {
+        let marker = dir.join(format!("{DELETE_PREFIX}{receipt_name}"));
+        let archive = finish_deletion(dir, &marker)
+            .map_err(|(path, e)| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        out.push(archive);
+    }
+    Ok(out)
 }
 
 /// Removes temporary files left by runs that were killed. Call only while holding the lock.
@@ -359,7 +684,7 @@ mod tests {
         let mut back = Vec::new();
         std::io::Read::read_to_end(&mut p.open_for_readback().unwrap(), &mut back).unwrap();
         assert_eq!(back, data);
-        let paths = p.commit().unwrap();
+        let paths = p.commit("a.tar.gz.age.json", b"{}\n").unwrap();
         let names = paths
             .iter()
             .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
@@ -401,5 +726,121 @@ mod tests {
         let removed = remove_leftovers(dir.path()).unwrap();
         assert_eq!(removed.len(), 1);
         assert!(dir.path().join("keep.tar.gz.age").exists());
+    }
+
+    /// A split archive of three parts written and read back, ready to commit, and its receipt.
+    fn ready(dir: &Path) -> (Pending, Vec<u8>) {
+        let name = "a-20260101T000000Z.tar.gz.age";
+        let mut p = Pending::create(dir, name, "run1", Layout::Parts(100)).unwrap();
+        p.write_all(&[7u8; 250]).unwrap();
+        p.sync().unwrap();
+        let receipt = serde_json::json!({
+            "format": "vouch-receipt", "version": 1, "run-id": "run1", "host": "h",
+            "name": "a", "target": "t", "archive": name,
+            "parts": [format!("{name}.000"), format!("{name}.001"), format!("{name}.002")],
+            "created": "2026-01-01T00:00:00Z", "vouch-version": "0", "archive-size": 250,
+            "archive-sha256": "", "files": 0, "dirs": 0, "symlinks": 0, "bytes-in": 0,
+            "tar-bytes": 0, "required": [], "unreadable": 0, "changed": 0, "skipped": 0,
+            "verified-at": "2026-01-01T00:00:01Z", "verification": "full"
+        });
+        (p, serde_json::to_vec(&receipt).unwrap())
+    }
+
+    const RECEIPT: &str = "a-20260101T000000Z.tar.gz.age-receipt.json";
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut out: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// What a process killed after `renamed` of the parts' renames leaves, with the marker.
+    fn killed_mid_commit(dir: &Path, renamed: usize) {
+        let (mut p, receipt) = ready(dir);
+        let d = File::open(dir).unwrap();
+        write_marker(dir, "run1", RECEIPT, &receipt).unwrap();
+        let names = p.final_names();
+        for (part, name) in p.parts.iter_mut().zip(&names).take(renamed) {
+            part.rename_final(name);
+            part.rename_into_place(&d).unwrap();
+        }
+        // The process dies: nothing else is removed.
+        for part in &mut p.parts {
+            part.committed = true;
+        }
+    }
+
+    #[test]
+    fn commit_puts_the_receipt_in_place_last_and_leaves_no_marker() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, receipt) = ready(dir.path());
+        p.commit(RECEIPT, &receipt).unwrap();
+        let n = names(dir.path());
+        assert_eq!(n.len(), 4, "{n:?}");
+        assert!(n.contains(&RECEIPT.to_owned()));
+        assert!(n.iter().all(|f| !f.starts_with('.')), "{n:?}");
+    }
+
+    #[test]
+    fn a_failed_commit_leaves_nothing_under_a_final_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, receipt) = ready(dir.path());
+        // The receipt's name is taken: the last step fails, and the parts are taken back.
+        fs::write(dir.path().join(RECEIPT), "other").unwrap();
+        assert!(p.commit(RECEIPT, &receipt).is_err());
+        assert_eq!(names(dir.path()), [RECEIPT]);
+    }
+
+    #[test]
+    fn recovery_finishes_a_commit_whose_files_are_all_there() {
+        for renamed in 0..=3 {
+            let dir = tempfile::tempdir().unwrap();
+            killed_mid_commit(dir.path(), renamed);
+            let done = recover(dir.path()).unwrap();
+            assert_eq!(done.finished.len(), 1, "{renamed}: {done:?}");
+            let n = names(dir.path());
+            assert_eq!(n.len(), 4, "{renamed}: {n:?}");
+            assert!(n.iter().all(|f| !f.starts_with('.')), "{n:?}");
+        }
+    }
+
+    #[test]
+    fn recovery_undoes_a_commit_whose_files_are_not_all_there() {
+        for renamed in 0..=2 {
+            let dir = tempfile::tempdir().unwrap();
+            killed_mid_commit(dir.path(), renamed);
+            // The temporary files of the run were removed (a stop signal's cleanup).
+            for f in names(dir.path()) {
+                if f.starts_with(TEMP_PREFIX) {
+                    fs::remove_file(dir.path().join(f)).unwrap();
+                }
+            }
+            assert!(!unsettled(dir.path()).unwrap().is_empty());
+            let done = recover(dir.path()).unwrap();
+            assert_eq!(done.undone.len(), 1, "{renamed}: {done:?}");
+            assert!(names(dir.path()).is_empty(), "{:?}", names(dir.path()));
+        }
+    }
+
+    #[test]
+    fn an_interrupted_deletion_is_finished_and_touches_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, receipt) = ready(dir.path());
+        p.commit(RECEIPT, &receipt).unwrap();
+        fs::write(dir.path().join("b-20260102T000000Z.tar.gz.age"), "b").unwrap();
+        let marker = mark_deletion(dir.path(), &dir.path().join(RECEIPT)).unwrap();
+        assert_eq!(
+            unsettled(dir.path()).unwrap(),
+            ["a-20260101T000000Z.tar.gz.age"]
+        );
+        // Killed after the first data file went.
+        fs::remove_file(dir.path().join("a-20260101T000000Z.tar.gz.age.000")).unwrap();
+        assert!(marker.exists());
+        let done = recover(dir.path()).unwrap();
+        assert_eq!(done.deleted, ["a-20260101T000000Z.tar.gz.age"]);
+        assert_eq!(names(dir.path()), ["b-20260102T000000Z.tar.gz.age"]);
     }
 }
