@@ -375,7 +375,11 @@ mod tests {
 
     #[test]
     fn verbose_may_be_repeated() {
-        for line in ["vouch -v -v status", "vouch -vv run", "vouch --verbose run -v"] {
+        for line in [
+            "vouch -v -v status",
+            "vouch -vv run",
+            "vouch --verbose run -v",
+        ] {
             let args: Vec<&str> = line.split_whitespace().collect();
             let cli = Cli::try_parse_from(&args).unwrap_or_else(|e| panic!("{line}: {e}"));
             assert!(cli.verbose, "{line}");
