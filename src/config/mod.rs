@@ -429,72 +429,63 @@ impl Context<'_> {
         }
     }
 
+    /// A parser error, with its line and the key or table it is about.
     fn parse_error(&self, e: &toml::de::Error) -> ConfigError {
         let message = e.message().trim().to_owned();
         let span = e.span();
-        let line = span.as_ref().map(|s| self.line_of(s.start));
-        let error = |line, key: Option<String>, message| ConfigError {
+        let at = span.as_ref().map(|s| s.start);
+        let line = at.map(|offset| self.line_of(offset));
+        let section = at.and_then(|offset| section_at(self.text, offset));
+        let (line, key, message) = if let Some((table, name)) = duplicate(&message) {
+            let (key, message) = duplicate_error(table.unwrap_or(section), name);
+            (line, Some(key), message)
+        } else if let Some(unknown) = quoted_after(&message, "unknown field") {
+            let (key, message) = self.unknown_error(at, section, unknown, &message);
+            (line, Some(key), message)
+        } else if let Some(field) = quoted_after(&message, "missing field") {
+            if TABLES.contains(&format!("[{field}]")) {
+                let says = format!(
+                    "missing table [{field}]: every config needs [backup] and [encryption]"
+                );
+                (None, Some(field), says)
+            } else {
+                (line, Some(dotted(section, field)), message)
+            }
+        } else {
+            (line, section.map(|s| self.key_on_line(span, s)), message)
+        };
+        ConfigError {
             file: self.file.to_owned(),
             line,
             key,
             message,
+        }
+    }
+
+    /// An unknown key, or an unknown table when the error is on a table header: the key and
+    /// the message.
+    fn unknown_error(
+        &self,
+        at: Option<usize>,
+        section: Option<String>,
+        unknown: String,
+        message: &str,
+    ) -> (String, String) {
+        let header = at
+            .and_then(|offset| through_line(self.text, offset).lines().last())
+            .and_then(header_name)
+            .filter(|h| h == &unknown || h.ends_with(&format!(".{unknown}")));
+        let Some(table) = header else {
+            return (dotted(section, unknown), format!("unknown key: {message}"));
         };
-        if let Some((table, name)) = duplicate(&message) {
-            let table =
-                table.unwrap_or_else(|| span.as_ref().and_then(|s| section_at(self.text, s.start)));
-            return match table {
-                None => error(line, Some(name.clone()), duplicate_table(&name)),
-                Some(t) => error(
-                    line,
-                    Some(format!("{t}.{name}")),
-                    format!("{name} is set twice in [{t}]: keep one"),
-                ),
-            };
-        }
-        if let Some(table) =
-            quoted_after(&message, "missing field").filter(|f| TABLES.contains(&format!("[{f}]")))
-        {
-            return error(
-                None,
-                Some(table.clone()),
-                format!("missing table [{table}]: every config needs [backup] and [encryption]"),
-            );
-        }
-        let header = span
-            .as_ref()
-            .and_then(|s| through_line(self.text, s.start).lines().last())
-            .and_then(header_name);
-        let section = span.as_ref().and_then(|s| section_at(self.text, s.start));
-        if let Some(unknown) = quoted_after(&message, "unknown field") {
-            if let Some(table) =
-                header.filter(|h| h == &unknown || h.ends_with(&format!(".{unknown}")))
-            {
-                let expected = if table.contains('.') {
-                    let keys = message.split(", expected ").nth(1).unwrap_or("nothing");
-                    format!("a key: {keys}")
-                } else {
-                    TABLES.to_owned()
-                };
-                return error(
-                    line,
-                    Some(table.clone()),
-                    format!("unknown table [{table}] (expected {expected})"),
-                );
-            }
-            let key = match section {
-                Some(s) => format!("{s}.{unknown}"),
-                None => unknown,
-            };
-            return error(line, Some(key), format!("unknown key: {message}"));
-        }
-        if let Some(field) = quoted_after(&message, "missing field") {
-            let key = match section {
-                Some(s) => format!("{s}.{field}"),
-                None => field,
-            };
-            return error(line, Some(key), message);
-        }
-        error(line, section.map(|s| self.key_on_line(span, s)), message)
+        let expected = if table.contains('.') {
+            let keys = message.split(", expected ").nth(1).unwrap_or("nothing");
+            format!("a key: {keys}")
+        } else {
+            TABLES.to_owned()
+        };
+        let says = format!("unknown table [{table}] (expected {expected})");
+        (table, says)
     }
 
     /// For a bad value in table `section`: the key on the error's line, when there is one.
@@ -908,6 +899,29 @@ fn duplicate(message: &str) -> Option<Duplicate> {
         return Some((Some(None), name));
     }
     Some((quoted_after(message, "in table").map(Some), name))
+}
+
+/// `section.key`, or `key` at the top level.
+fn dotted(section: Option<String>, key: String) -> String {
+    match section {
+        Some(s) => format!("{s}.{key}"),
+        None => key,
+    }
+}
+
+/// The key and message for a duplicate: a key given twice in `table`, or (without a table) a
+/// top-level table that appears twice.
+fn duplicate_error(table: Option<String>, name: String) -> (String, String) {
+    match table {
+        None => {
+            let says = duplicate_table(&name);
+            (name, says)
+        }
+        Some(t) => {
+            let says = format!("{name} is set twice in [{t}]: keep one");
+            (format!("{t}.{name}"), says)
+        }
+    }
 }
 
 /// What to say about a top-level table that appears twice.
