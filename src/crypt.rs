@@ -377,6 +377,16 @@ mod tests {
         assert!(matches!(err, KeyError::IdentityUnreadable { .. }), "{err}");
         assert!(err.to_string().contains("a FIFO"), "{err}");
         assert!(err.hint().contains("regular file"), "{}", err.hint());
+        let err = load_identity(dir.path()).err().unwrap();
+        assert!(err.to_string().contains("a directory"), "{err}");
+        let huge = dir.path().join("huge-identity.txt");
+        fs::File::create(&huge)
+            .unwrap()
+            .set_len(bounded::KEY_CAP + 1)
+            .unwrap();
+        fs::set_permissions(&huge, fs::Permissions::from_mode(0o600)).unwrap();
+        let err = load_identity(&huge).err().unwrap();
+        assert!(err.to_string().contains("larger than 1 MiB"), "{err}");
         let (_, recipient) = generate();
         let mut enc = encryption(vec![recipient], None);
         enc.recipients_file = Some(PathBuf::from("/dev/zero"));
