@@ -6,6 +6,9 @@
 //! Neither may panic, and a restore never writes outside its destination.
 #![no_main]
 
+#[path = "scratch.rs"]
+mod scratch;
+
 use libfuzzer_sys::fuzz_target;
 use std::io::{self, Cursor, Read, Write};
 use std::path::PathBuf;
@@ -15,21 +18,11 @@ use std::sync::OnceLock;
 /// A key made for fuzzing only; the seed archives are encrypted to its recipient.
 const SECRET: &str = "AGE-SECRET-KEY-1TS9ML20XE8D0HP4NGM7KUDNUPZ6NLAR3SLW9T8PPD5DPHDL0HMFQ2JRZ2J";
 
-/// Where scratch directories go: memory (`/dev/shm`) when there is one, for speed.
-fn scratch_root() -> PathBuf {
-    let shm = PathBuf::from("/dev/shm");
-    if shm.is_dir() {
-        shm
-    } else {
-        std::env::temp_dir()
-    }
-}
-
 /// What every run shares: the key and a scratch directory.
 struct World {
     identity: vouch::crypt::Identity,
     recipient: age::x25519::Recipient,
-    scratch: tempfile::TempDir,
+    scratch: PathBuf,
 }
 
 fn world() -> &'static World {
@@ -43,10 +36,7 @@ fn world() -> &'static World {
                 keys: vec![key],
             },
             recipient,
-            scratch: tempfile::Builder::new()
-                .prefix("vouch-fuzz-archive.")
-                .tempdir_in(scratch_root())
-                .expect("a scratch directory"),
+            scratch: scratch::dir("archive"),
         }
     })
 }
@@ -72,11 +62,11 @@ fuzz_target!(|data: &[u8]| {
     let world = world();
     let ciphertext = encrypted(&gzipped(data), &world.recipient);
     let open = || -> io::Result<Box<dyn Read>> { Ok(Box::new(Cursor::new(ciphertext.clone()))) };
-    let spool = tempfile::tempdir_in(world.scratch.path()).unwrap();
+    let spool = tempfile::tempdir_in(&world.scratch).unwrap();
     let _ = vouch::verify::verify_archive(&open, &world.identity, None, spool.path());
     drop(spool);
 
-    let dest = world.scratch.path().join("restore");
+    let dest = world.scratch.join("restore");
     let options = vouch::restore::Options {
         to: dest.clone(),
         ..Default::default()
@@ -86,7 +76,7 @@ fuzz_target!(|data: &[u8]| {
     if dest.exists() {
         std::fs::remove_dir_all(&dest).unwrap();
     }
-    let left: Vec<_> = std::fs::read_dir(world.scratch.path())
+    let left: Vec<_> = std::fs::read_dir(&world.scratch)
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();

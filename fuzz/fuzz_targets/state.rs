@@ -4,6 +4,9 @@
 //! `run::LastRun::load` and `archives::VerifyLog::load`. None of them may panic.
 #![no_main]
 
+#[path = "scratch.rs"]
+mod scratch;
+
 use libfuzzer_sys::fuzz_target;
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -11,30 +14,15 @@ use std::sync::OnceLock;
 /// The archive whose receipt the input becomes (the seed receipts name it).
 const ARCHIVE: &str = "seed-20261201T091707Z.tar.gz.age";
 
-/// Where scratch directories go: memory (`/dev/shm`) when there is one, for speed.
-fn scratch_root() -> PathBuf {
-    let shm = PathBuf::from("/dev/shm");
-    if shm.is_dir() {
-        shm
-    } else {
-        std::env::temp_dir()
-    }
-}
-
 /// One scratch directory for the whole run, standing for both a target and the state directory.
 fn dir() -> &'static PathBuf {
-    static DIR: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
-    &DIR.get_or_init(|| {
-        let dir = tempfile::Builder::new()
-            .prefix("vouch-fuzz-state.")
-            .tempdir_in(scratch_root())
-            .expect("a scratch directory");
-        let path = dir.path().to_owned();
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let path = scratch::dir("state");
         std::fs::write(path.join(ARCHIVE), b"not really an archive").unwrap();
         std::fs::write(path.join(format!("{ARCHIVE}.000")), b"part").unwrap();
-        (dir, path)
+        path
     })
-    .1
 }
 
 fuzz_target!(|data: &[u8]| {
