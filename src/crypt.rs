@@ -7,10 +7,10 @@
 //! that matches none of the recipients (the seeds' "keys in two directories"), is refused before
 //! anything is written.
 
+use crate::bounded::{self, Links};
 use crate::config::Encryption;
 use age::x25519;
-use std::fs;
-use std::io::{self, BufRead, Read, Write};
+use std::io::{self, BufRead, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -87,9 +87,17 @@ impl KeyError {
             KeyError::BadRecipient { .. } => {
                 "Use the recipient that `age-keygen -y IDENTITY` prints (it starts with age1).".into()
             }
+            KeyError::RecipientsFile { path, error } if not_a_key_file(error) => format!(
+                "Point [encryption] recipients-file at a regular file of age1... recipients, one per line, not {}.",
+                path.display()
+            ),
             KeyError::RecipientsFile { path, .. } => {
                 format!("Create {} with one age1... recipient per line, or fix its permissions.", path.display())
             }
+            KeyError::IdentityUnreadable { path, error } if not_a_key_file(error) => format!(
+                "Point [encryption] identity (or --identity) at the age identity file itself, a regular file from `age-keygen` or `vouch keygen`, not {}.",
+                path.display()
+            ),
             KeyError::IdentityUnreadable { path, .. } => format!(
                 "Check that {} exists and is readable by the user vouch runs as; under systemd, pass it with LoadCredential=identity:{}.",
                 path.display(),
@@ -111,6 +119,12 @@ impl KeyError {
             }
         }
     }
+}
+
+/// Whether a key file was refused for what it is (a FIFO, a device, a directory, too large)
+/// rather than for whether it could be opened.
+fn not_a_key_file(error: &io::Error) -> bool {
+    error.kind() == io::ErrorKind::InvalidData
 }
 
 /// The loaded keys.
@@ -138,11 +152,15 @@ impl Keys {
                 format!("[encryption] recipients[{i}]")
             })?);
         }
+        // Read like the identity: a regular file up to the cap, never a FIFO or a device.
         if let Some(path) = &enc.recipients_file {
-            let text = fs::read_to_string(path).map_err(|error| KeyError::RecipientsFile {
-                path: path.clone(),
-                error,
-            })?;
+            let text =
+                bounded::read_string(path, Links::Follow, bounded::KEY_CAP).map_err(|error| {
+                    KeyError::RecipientsFile {
+                        path: path.clone(),
+                        error,
+                    }
+                })?;
             for (n, line) in text.lines().enumerate() {
                 let line = line.trim();
                 if line.is_empty() || line.starts_with('#') {
@@ -193,13 +211,15 @@ fn parse_recipient(
     })
 }
 
-/// Reads an identity file: `AGE-SECRET-KEY-1...` lines, `#` comments and blank lines.
+/// Reads an identity file: `AGE-SECRET-KEY-1...` lines, `#` comments and blank lines. It must
+/// be a regular file (a FIFO, device or directory is refused at once, never waited on) of at
+/// most [`bounded::KEY_CAP`] bytes.
 pub fn load_identity(path: &Path) -> Result<Identity, KeyError> {
     let unreadable = |error| KeyError::IdentityUnreadable {
         path: path.to_owned(),
         error,
     };
-    let mut file = fs::File::open(path).map_err(unreadable)?;
+    let file = bounded::open_regular(path, Links::Follow).map_err(unreadable)?;
     let mode = file.metadata().map_err(unreadable)?.mode() & 0o7777;
     if mode & 0o077 != 0 {
         return Err(KeyError::IdentityTooOpen {
@@ -207,8 +227,11 @@ pub fn load_identity(path: &Path) -> Result<Identity, KeyError> {
             mode,
         });
     }
-    let mut text = String::new();
-    file.read_to_string(&mut text).map_err(unreadable)?;
+    let bytes = bounded::read_to_cap(file, bounded::KEY_CAP).map_err(unreadable)?;
+    let text = String::from_utf8(bytes).map_err(|_| KeyError::IdentityInvalid {
+        path: path.to_owned(),
+        line: 1,
+    })?;
     let mut keys = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -270,6 +293,8 @@ pub fn generate() -> (String, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
+    use std::io::Read;
     use std::os::unix::fs::PermissionsExt;
 
     fn encryption(recipients: Vec<String>, identity: Option<PathBuf>) -> Encryption {
@@ -341,6 +366,41 @@ mod tests {
             matches!(err, KeyError::IdentityInvalid { line: 1, .. }),
             "{err}"
         );
+    }
+
+    #[test]
+    fn key_files_that_are_not_regular_files_are_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let err = load_identity(&fifo).err().unwrap();
+        assert!(matches!(err, KeyError::IdentityUnreadable { .. }), "{err}");
+        assert!(err.to_string().contains("a FIFO"), "{err}");
+        assert!(err.hint().contains("regular file"), "{}", err.hint());
+        let err = load_identity(dir.path()).err().unwrap();
+        assert!(err.to_string().contains("a directory"), "{err}");
+        let huge = dir.path().join("huge-identity.txt");
+        fs::File::create(&huge)
+            .unwrap()
+            .set_len(bounded::KEY_CAP + 1)
+            .unwrap();
+        fs::set_permissions(&huge, fs::Permissions::from_mode(0o600)).unwrap();
+        let err = load_identity(&huge).err().unwrap();
+        assert!(err.to_string().contains("larger than 1 MiB"), "{err}");
+        let (_, recipient) = generate();
+        let mut enc = encryption(vec![recipient], None);
+        enc.recipients_file = Some(PathBuf::from("/dev/zero"));
+        let err = Keys::load(&enc, None).err().unwrap();
+        assert!(matches!(err, KeyError::RecipientsFile { .. }), "{err}");
+        assert!(err.to_string().contains("character device"), "{err}");
+        let big = dir.path().join("recipients.txt");
+        fs::File::create(&big)
+            .unwrap()
+            .set_len(bounded::KEY_CAP + 1)
+            .unwrap();
+        enc.recipients_file = Some(big);
+        let err = Keys::load(&enc, None).err().unwrap();
+        assert!(err.to_string().contains("larger than 1 MiB"), "{err}");
     }
 
     #[test]

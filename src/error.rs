@@ -260,6 +260,28 @@ fn list_unreadable(items: &[Unreadable]) -> String {
     }
 }
 
+/// Whether an unreadable path failed because it is longer than the kernel opens (PATH_MAX).
+fn too_long(item: &Unreadable) -> bool {
+    item.path.len() >= libc::PATH_MAX as usize
+        || item
+            .error
+            .ends_with(&format!("(os error {})", libc::ENAMETOOLONG))
+}
+
+/// The fix for unreadable source paths: access, unless the paths are too long to open at all.
+fn source_read_hint(items: &[Unreadable]) -> String {
+    let long = items.iter().filter(|u| too_long(u)).count();
+    let limit = libc::PATH_MAX;
+    if long == 0 {
+        "Give vouch read access to these paths, exclude them, or set on-read-error = \"warn\"."
+            .into()
+    } else if long == items.len() {
+        format!("These paths are longer than the kernel can open (PATH_MAX, {limit} bytes): shorten or move them, exclude them in [backup] exclude, or set on-read-error = \"warn\".")
+    } else {
+        format!("Paths longer than the kernel can open (PATH_MAX, {limit} bytes) must be shortened or excluded; give vouch read access to the others; or set on-read-error = \"warn\".")
+    }
+}
+
 impl Error {
     /// The target this error is about, if any.
     pub fn target(&self) -> Option<&str> {
@@ -377,9 +399,7 @@ impl Error {
                     dir.display()
                 ),
             },
-            Error::SourceRead(_) => {
-                "Give vouch read access to these paths, exclude them, or set on-read-error = \"warn\".".into()
-            }
+            Error::SourceRead(items) => source_read_hint(items),
             Error::Required(_) => {
                 "Check that the application writing these paths is working; the archive was not kept.".into()
             }

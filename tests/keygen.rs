@@ -141,3 +141,58 @@ fn keygen_refuses_to_put_the_key_inside_a_target() {
         .unwrap();
     assert_code(&out, 0);
 }
+
+#[test]
+fn a_full_recipients_file_is_a_write_error_and_leaves_no_identity() {
+    let env = Env::new();
+    let identity = env.dir.path().join("keys/identity.txt");
+    let out = keygen(&[&identity, Path::new("/dev/full")]);
+    assert_code(&out, 30);
+    let text = stderr(&out);
+    assert!(
+        text.contains("/dev/full") && text.contains("No space left on device"),
+        "{text}"
+    );
+    assert!(text.contains("no identity was written"), "{text}");
+    assert!(names(&env.dir.path().join("keys")).is_empty());
+    assert!(out.stdout.is_empty(), "no recipient is printed");
+}
+
+#[test]
+fn a_recipients_file_that_is_a_fifo_without_reader_stops_keygen_at_once() {
+    let env = Env::new();
+    let identity = env.dir.path().join("identity-new.txt");
+    let fifo = env.dir.path().join("recipients.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vouch"))
+        .args([
+            "--config",
+            "/nonexistent/vouch.toml",
+            "keygen",
+            "--identity",
+        ])
+        .arg(&identity)
+        .arg("--recipients-file")
+        .arg(&fifo)
+        .env_remove("VOUCH_CONFIG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("keygen blocked on a FIFO without a reader");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_code(&out, 2);
+    assert!(
+        stderr(&out).contains("cannot append to"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!identity.exists());
+}

@@ -4,7 +4,10 @@
 //! 0600), fsynced, and then published with `link(2)`, which never replaces an existing file: a
 //! key that archives may depend on is never overwritten, and a failed write never leaves a
 //! half-written identity under the final name to block the next attempt. Missing parent
-//! directories are created with mode 0700.
+//! directories are created with mode 0700. With a recipients file, the recipient line is
+//! appended and fsynced between the two steps: when appending fails (exit 30, WRITE) no identity
+//! is published and the line is taken back, so keygen never leaves a key that nothing encrypts
+//! to.
 //!
 //! When a config can be read, an identity path inside one of its targets is refused: a key kept
 //! beside the archives it protects is lost with them, and whoever takes the disk can read
@@ -42,17 +45,7 @@ pub fn execute(
         .map_err(|e| Error::Usage(format!("cannot create {}: {e}", parent.display())))?;
     // Opened before the identity exists, so that a recipients file that cannot be written
     // stops keygen before it has made a key nobody will encrypt to.
-    let mut recipients = recipients_file
-        .map(|path| {
-            OpenOptions::new()
-                .append(true)
-                .create(true)
-                .mode(0o644)
-                .open(path)
-                .map(|f| (path, f))
-                .map_err(|e| Error::Usage(format!("cannot append to {}: {e}", path.display())))
-        })
-        .transpose()?;
+    let mut recipients = recipients_file.map(open_recipients).transpose()?;
 
     let (secret, recipient) = crypt::generate();
     let created = time::OffsetDateTime::now_utc();
@@ -60,20 +53,19 @@ pub fn execute(
         "# created: {}\n# recipient: {recipient}\n{secret}\n",
         crate::run::rfc3339(created)
     );
-    publish(&identity, text.as_bytes())?;
-
-    if let Some((path, file)) = recipients.as_mut() {
-        writeln!(file, "{recipient}")
-            .and_then(|()| file.sync_all())
-            .map_err(|e| {
-                Error::Usage(format!(
-                    "wrote the identity {} but could not append its recipient to {}: {e}; \
-                     add this line to it by hand: {recipient}",
-                    identity.display(),
-                    path.display()
-                ))
-            })?;
+    // The identity is staged, the recipient appended, and only then is the identity published:
+    // a failure at any step leaves neither a key without its recipient line nor the reverse.
+    let staged = Staged::write(&identity, text.as_bytes())?;
+    if let Some(file) = recipients.as_mut() {
+        file.append(&recipient)?;
     }
+    if let Err(e) = staged.publish() {
+        if let Some(file) = recipients.as_mut() {
+            file.undo();
+        }
+        return Err(e);
+    }
+    sync_parent(&identity)?;
     crate::out!("{recipient}");
     eprintln!(
         "vouch: wrote the identity {} (mode 0600); its recipient is printed above.\n\
@@ -121,28 +113,112 @@ fn refuse_inside_a_target(cli: &Cli, identity: &Path) -> Result<(), Error> {
     Ok(())
 }
 
-/// Writes `data` to a new temporary file beside `path` and links it to `path`, which fails
-/// if `path` exists. The temporary name is removed whatever happens.
-fn publish(path: &Path, data: &[u8]) -> Result<(), Error> {
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let temp = path.with_file_name(format!(".{name}.vouch-keygen.{}", std::process::id()));
-    let result = write_new(&temp, data).and_then(|()| {
-        std::fs::hard_link(&temp, path).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::AlreadyExists {
-                exists(path)
-            } else {
-                Error::Usage(format!("cannot create {}: {e}", path.display()))
+/// The recipients file, opened for appending.
+struct Recipients<'a> {
+    path: &'a Path,
+    file: File,
+    /// Its length before keygen wrote to it (a regular file's), to take a failed line back.
+    len: Option<u64>,
+}
+
+/// Opens the recipients file for appending, creating it (mode 0644) when missing. A FIFO
+/// without a reader fails at once instead of blocking.
+fn open_recipients(path: &Path) -> Result<Recipients<'_>, Error> {
+    let file = OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| Error::Usage(format!("cannot append to {}: {e}", path.display())))?;
+    let len = file
+        .metadata()
+        .ok()
+        .filter(|m| m.is_file())
+        .map(|m| m.len());
+    Ok(Recipients { path, file, len })
+}
+
+impl Recipients<'_> {
+    /// Appends `recipient` as a line and fsyncs. On failure, what was written is taken back and
+    /// the user is told that no identity was created.
+    fn append(&mut self, recipient: &str) -> Result<(), Error> {
+        let result = writeln!(self.file, "{recipient}").and_then(|()| self.file.sync_all());
+        result.map_err(|error| {
+            self.undo();
+            log::warn!(
+                "no identity was written: keygen publishes it only once its recipient is in {}",
+                self.path.display()
+            );
+            Error::Write {
+                target: self
+                    .path
+                    .parent()
+                    .unwrap_or(Path::new("/"))
+                    .display()
+                    .to_string(),
+                path: self.path.to_owned(),
+                error,
             }
         })
-    });
-    let _ = std::fs::remove_file(&temp);
-    result?;
+    }
+
+    /// Cuts the file back to its length before keygen appended to it.
+    fn undo(&mut self) {
+        if let Some(len) = self.len {
+            if let Err(e) = self.file.set_len(len).and_then(|()| self.file.sync_all()) {
+                log::warn!(
+                    "could not take back the line appended to {}: {e}; remove its last line by hand",
+                    self.path.display()
+                );
+            }
+        }
+    }
+}
+
+/// An identity written and fsynced under a temporary name beside its final one, not yet
+/// published. Dropping it removes the temporary name.
+struct Staged<'a> {
+    path: &'a Path,
+    temp: PathBuf,
+}
+
+impl<'a> Staged<'a> {
+    /// Writes `data` to a new temporary file beside `path`.
+    fn write(path: &'a Path, data: &[u8]) -> Result<Staged<'a>, Error> {
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let temp = path.with_file_name(format!(".{name}.vouch-keygen.{}", std::process::id()));
+        let staged = Staged { path, temp };
+        write_new(&staged.temp, data)?;
+        Ok(staged)
+    }
+
+    /// Links the identity to its final name, which fails if that name exists.
+    fn publish(self) -> Result<(), Error> {
+        std::fs::hard_link(&self.temp, self.path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                exists(self.path)
+            } else {
+                Error::Usage(format!("cannot create {}: {e}", self.path.display()))
+            }
+        })
+    }
+}
+
+/// Fsyncs the directory holding `path`, so that its new name survives a crash.
+fn sync_parent(path: &Path) -> Result<(), Error> {
     if let Some(dir) = path.parent() {
         File::open(dir)
             .and_then(|d| d.sync_all())
             .map_err(|e| Error::Internal(format!("fsync {}: {e}", dir.display())))?;
     }
     Ok(())
+}
+
+impl Drop for Staged<'_> {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.temp);
+    }
 }
 
 /// Creates `path` exclusively with mode 0600 and writes and fsyncs `data`.

@@ -25,8 +25,8 @@ pub struct Cli {
     /// The config file [default: $VOUCH_CONFIG, else /etc/vouch/vouch.toml]
     #[arg(long, global = true, value_name = "PATH")]
     pub config: Option<PathBuf>,
-    /// Also log debug messages.
-    #[arg(short, long, global = true)]
+    /// Also log debug messages. It may be given more than once (-vv): more adds nothing.
+    #[arg(short, long, global = true, overrides_with = "verbose")]
     pub verbose: bool,
     /// What to do.
     #[command(subcommand)]
@@ -372,6 +372,20 @@ mod tests {
             Some("status")
         );
         assert!(!words("vouch --json status").json);
+    }
+
+    #[test]
+    fn verbose_may_be_repeated() {
+        for line in [
+            "vouch -v -v status",
+            "vouch -vv run",
+            "vouch --verbose run -v",
+        ] {
+            let args: Vec<&str> = line.split_whitespace().collect();
+            let cli = Cli::try_parse_from(&args).unwrap_or_else(|e| panic!("{line}: {e}"));
+            assert!(cli.verbose, "{line}");
+        }
+        assert!(!Cli::try_parse_from(["vouch", "run"]).unwrap().verbose);
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod units;
 
 pub use units::{format_duration, parse_duration, parse_size};
 
+use crate::bounded::Links;
 use serde::Deserialize;
 use std::collections::HashSet;
 use std::fmt;
@@ -312,15 +313,42 @@ struct RawHealth {
     on_anomaly: Option<Spanned<String>>,
 }
 
-/// Reads and validates the config at `path`.
+/// Reads and validates the config at `path`. The file is read with [`crate::bounded`]: a
+/// FIFO, a device, a directory or a file over [`crate::bounded::CONFIG_CAP`] is refused at once.
 pub fn load(path: &Path) -> Result<Settings, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+    let bytes =
+        crate::bounded::read(path, Links::Follow, crate::bounded::CONFIG_CAP).map_err(|e| {
+            ConfigError {
+                file: path.to_owned(),
+                line: None,
+                key: None,
+                message: format!("cannot read the config: {e}"),
+            }
+        })?;
+    from_bytes(&bytes, path)
+}
+
+/// Parses and validates config `bytes` that came from `path`; text that is not UTF-8 is an
+/// error at the line of its first invalid byte.
+pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Settings, ConfigError> {
+    let text = std::str::from_utf8(bytes).map_err(|e| not_utf8(bytes, &e, path))?;
+    from_str(text, path)
+}
+
+/// The error for config bytes that are not UTF-8: the line and column of the first bad byte.
+fn not_utf8(bytes: &[u8], error: &std::str::Utf8Error, path: &Path) -> ConfigError {
+    let good = &bytes[..error.valid_up_to()];
+    let line_start = good.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let column = good.len() - line_start + 1;
+    ConfigError {
         file: path.to_owned(),
-        line: None,
+        line: Some(good.iter().filter(|&&b| b == b'\n').count() + 1),
         key: None,
-        message: format!("cannot read the config: {e}"),
-    })?;
-    from_str(&text, path)
+        message: format!(
+            "byte 0x{:02x} (byte {column} of the line) is not UTF-8: save the file as UTF-8",
+            bytes[error.valid_up_to()]
+        ),
+    }
 }
 
 /// Parses and validates config `text` that came from `path`.
@@ -335,16 +363,40 @@ struct Context<'a> {
     file: &'a Path,
 }
 
-/// The table header (`backup`, `target`, ...) in force at byte `offset`.
-fn section_at(text: &str, offset: usize) -> Option<String> {
-    let before = &text[..offset.min(text.len())];
-    before.lines().rev().find_map(|l| {
-        let l = l.trim();
-        let inner = l.strip_prefix("[[").and_then(|r| r.split("]]").next());
-        let inner = inner.or_else(|| l.strip_prefix('[').and_then(|r| r.split(']').next()));
-        inner.map(|s| s.trim().to_owned())
-    })
+/// `text` up to byte `offset`, moved back to a character boundary when it falls inside one.
+fn prefix(text: &str, offset: usize) -> &str {
+    let mut end = offset.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
+
+/// `text` up to the end of the line holding byte `offset`.
+fn through_line(text: &str, offset: usize) -> &str {
+    let start = prefix(text, offset).len();
+    let end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+    &text[..end]
+}
+
+/// The name in a table header line (`[backup]`, `[[target]]`), if `line` is one.
+fn header_name(line: &str) -> Option<String> {
+    let l = line.trim();
+    let inner = l.strip_prefix("[[").and_then(|r| r.split("]]").next());
+    let inner = inner.or_else(|| l.strip_prefix('[').and_then(|r| r.split(']').next()));
+    inner.map(|s| s.trim().to_owned())
+}
+
+/// The table header (`backup`, `target`, ...) in force on the line holding byte `offset`.
+fn section_at(text: &str, offset: usize) -> Option<String> {
+    through_line(text, offset)
+        .lines()
+        .rev()
+        .find_map(header_name)
+}
+
+/// The tables a config may have at its top level; only the first two are required.
+const TABLES: &str = "[backup], [encryption], [[target]], [health], [metrics], [notify]";
 
 /// The text between the first pair of backticks in `message`, after `prefix`.
 fn quoted_after(message: &str, prefix: &str) -> Option<String> {
@@ -356,7 +408,7 @@ fn quoted_after(message: &str, prefix: &str) -> Option<String> {
 
 impl Context<'_> {
     fn line_of(&self, offset: usize) -> usize {
-        self.text[..offset.min(self.text.len())]
+        prefix(self.text, offset)
             .bytes()
             .filter(|&b| b == b'\n')
             .count()
@@ -377,43 +429,73 @@ impl Context<'_> {
         }
     }
 
+    /// A parser error, with its line and the key or table it is about.
     fn parse_error(&self, e: &toml::de::Error) -> ConfigError {
         let message = e.message().trim().to_owned();
         let span = e.span();
-        let section = span
-            .clone()
-            .and_then(|s| section_at(self.text, s.start + 1));
-        let field = quoted_after(&message, "unknown field")
-            .or_else(|| quoted_after(&message, "missing field"));
-        let key = match (section, field) {
-            (Some(s), Some(f)) if message.starts_with("missing field") && s.contains('.') => {
-                Some(format!("{s}.{f}"))
+        let at = span.as_ref().map(|s| s.start);
+        let line = at.map(|offset| self.line_of(offset));
+        let section = at.and_then(|offset| section_at(self.text, offset));
+        let (line, key, message) = if let Some((table, name)) = duplicate(&message) {
+            let (key, message) = duplicate_error(table.unwrap_or(section), name);
+            (line, Some(key), message)
+        } else if let Some(unknown) = quoted_after(&message, "unknown field") {
+            let (key, message) = self.unknown_error(at, section, unknown, &message);
+            (line, Some(key), message)
+        } else if let Some(field) = quoted_after(&message, "missing field") {
+            if TABLES.contains(&format!("[{field}]")) {
+                let says = format!(
+                    "missing table [{field}]: every config needs [backup] and [encryption]"
+                );
+                (None, Some(field), says)
+            } else {
+                (line, Some(dotted(section, field)), message)
             }
-            (Some(s), Some(f)) => Some(format!("{s}.{f}")),
-            (None, Some(f)) => Some(f),
-            (Some(s), None) => {
-                // A bad value: name the key on the error's line when there is one.
-                let line_text = span
-                    .as_ref()
-                    .and_then(|sp| self.text[..sp.start.min(self.text.len())].lines().last())
-                    .unwrap_or("");
-                match line_text.split_once('=') {
-                    Some((k, _)) if !k.trim().is_empty() => Some(format!("{s}.{}", k.trim())),
-                    _ => Some(s),
-                }
-            }
-            (None, None) => None,
-        };
-        let message = if message.starts_with("unknown field") {
-            format!("unknown key: {message}")
         } else {
-            message
+            (line, section.map(|s| self.key_on_line(span, s)), message)
         };
         ConfigError {
             file: self.file.to_owned(),
-            line: span.map(|s| self.line_of(s.start)),
+            line,
             key,
             message,
+        }
+    }
+
+    /// An unknown key, or an unknown table when the error is on a table header: the key and
+    /// the message.
+    fn unknown_error(
+        &self,
+        at: Option<usize>,
+        section: Option<String>,
+        unknown: String,
+        message: &str,
+    ) -> (String, String) {
+        let header = at
+            .and_then(|offset| through_line(self.text, offset).lines().last())
+            .and_then(header_name)
+            .filter(|h| h == &unknown || h.ends_with(&format!(".{unknown}")));
+        let Some(table) = header else {
+            return (dotted(section, unknown), format!("unknown key: {message}"));
+        };
+        let expected = if table.contains('.') {
+            let keys = message.split(", expected ").nth(1).unwrap_or("nothing");
+            format!("a key: {keys}")
+        } else {
+            TABLES.to_owned()
+        };
+        let says = format!("unknown table [{table}] (expected {expected})");
+        (table, says)
+    }
+
+    /// For a bad value in table `section`: the key on the error's line, when there is one.
+    fn key_on_line(&self, span: Option<std::ops::Range<usize>>, section: String) -> String {
+        let line_text = span
+            .and_then(|sp| prefix(self.text, sp.start).lines().last())
+            .unwrap_or("");
+        match line_text.split_once('=') {
+            Some((k, _)) if !k.trim().is_empty() => format!("{section}.{}", k.trim()),
+            _ => section,
         }
     }
 
@@ -422,6 +504,11 @@ impl Context<'_> {
         let fail = |m: String| self.error(Some(value.span()), key, m);
         if raw.trim().is_empty() {
             return Err(fail("a path must not be empty".into()));
+        }
+        if raw.contains('\0') {
+            return Err(fail(format!(
+                "{raw:?} holds a NUL byte, which no path can contain"
+            )));
         }
         let joined = if Path::new(raw).is_absolute() {
             PathBuf::from(raw)
@@ -446,6 +533,23 @@ impl Context<'_> {
                 .join(joined)
         };
         Ok(normalize(&joined))
+    }
+
+    /// `[metrics] textfile`: a file path, never an existing directory.
+    fn textfile(&self, value: &Spanned<String>) -> Result<PathBuf, ConfigError> {
+        let path = self.path(value, "metrics.textfile")?;
+        if path.is_dir() {
+            return Err(self.error(
+                Some(value.span()),
+                "metrics.textfile",
+                format!(
+                    "{} is a directory: name the file itself, e.g. {}/vouch.prom",
+                    path.display(),
+                    path.display()
+                ),
+            ));
+        }
+        Ok(path)
     }
 
     fn validate(&self, raw: RawConfig) -> Result<Settings, ConfigError> {
@@ -694,7 +798,7 @@ impl Context<'_> {
                 .metrics
                 .as_ref()
                 .and_then(|m| m.textfile.as_ref())
-                .map(|p| self.path(p, "metrics.textfile"))
+                .map(|p| self.textfile(p))
                 .transpose()?,
         };
         let notify = match raw.notify {
@@ -782,6 +886,50 @@ impl Context<'_> {
             metrics,
             notify,
         })
+    }
+}
+
+/// A duplicate-key message from the parser: the key, and the table it is in when the message
+/// names one (`Some(None)` for the top level).
+type Duplicate = (Option<Option<String>>, String);
+
+fn duplicate(message: &str) -> Option<Duplicate> {
+    let name = quoted_after(message, "duplicate key")?;
+    if message.contains("in document root") {
+        return Some((Some(None), name));
+    }
+    Some((quoted_after(message, "in table").map(Some), name))
+}
+
+/// `section.key`, or `key` at the top level.
+fn dotted(section: Option<String>, key: String) -> String {
+    match section {
+        Some(s) => format!("{s}.{key}"),
+        None => key,
+    }
+}
+
+/// The key and message for a duplicate: a key given twice in `table`, or (without a table) a
+/// top-level table that appears twice.
+fn duplicate_error(table: Option<String>, name: String) -> (String, String) {
+    match table {
+        None => {
+            let says = duplicate_table(&name);
+            (name, says)
+        }
+        Some(t) => {
+            let says = format!("{name} is set twice in [{t}]: keep one");
+            (format!("{t}.{name}"), says)
+        }
+    }
+}
+
+/// What to say about a top-level table that appears twice.
+fn duplicate_table(name: &str) -> String {
+    if name == "target" {
+        "[target] conflicts with another [target] or [[target]]: write each target as its own [[target]], with two brackets".into()
+    } else {
+        format!("the table [{name}] appears twice: merge the two into one [{name}]")
     }
 }
 

@@ -393,3 +393,111 @@ fn bad_reporting_settings_name_their_key_and_line() {
         assert_eq!(e.line, Some(lines), "{extra}: {e}");
     }
 }
+
+#[test]
+fn text_that_is_not_utf8_names_the_line_of_the_first_bad_byte() {
+    let mut bytes = MINIMAL.as_bytes().to_vec();
+    let at = MINIMAL.find("/var/backups").unwrap();
+    bytes[at + 1] = 0xff;
+    let e = from_bytes(&bytes, Path::new(FILE)).unwrap_err();
+    assert_eq!(e.line, Some(10), "{e}");
+    assert!(
+        e.message.contains("0xff") && e.message.contains("not UTF-8"),
+        "{e}"
+    );
+    assert!(e.message.contains("byte 10 of the line"), "{e}");
+    assert!(e.to_string().starts_with(&format!("{FILE}:10: ")), "{e}");
+    assert!(from_bytes(MINIMAL.as_bytes(), Path::new(FILE)).is_ok());
+}
+
+#[test]
+fn a_config_that_is_not_a_regular_file_or_too_large_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo.toml");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let big = dir.path().join("big.toml");
+    let file = std::fs::File::create(&big).unwrap();
+    file.set_len(crate::bounded::CONFIG_CAP + 1).unwrap();
+    let cases: [(&Path, &str); 4] = [
+        (&fifo, "a FIFO"),
+        (Path::new("/dev/zero"), "a character device"),
+        (dir.path(), "a directory"),
+        (&big, "larger than 4 MiB"),
+    ];
+    for (path, what) in cases {
+        let e = load(path).unwrap_err();
+        assert_eq!(e.file, path, "{e}");
+        assert!(e.message.contains("cannot read the config"), "{e}");
+        assert!(e.message.contains(what), "{what}: {e}");
+    }
+}
+
+#[test]
+fn a_table_given_twice_is_named() {
+    for table in ["backup", "encryption", "health"] {
+        let text = format!("{MINIMAL}\n[health]\n\n[{table}]\n");
+        let e = err(&text);
+        check(&e, table, Some(text.lines().count()), "appears twice");
+        assert!(e.message.contains(&format!("[{table}]")), "{e}");
+    }
+    let e = err(&format!("{MINIMAL}\n[target]\nname = \"b\"\n"));
+    check(&e, "target", Some(12), "[[target]]");
+    let e = err(&format!("{MINIMAL}keep = {{ last = 1, last = 2 }}\n"));
+    check(&e, "target.last", Some(11), "set twice");
+    let e = err(&MINIMAL.replace("[backup]\n", "[backup]\nname = \"a\"\nname = \"b\"\n"));
+    check(&e, "backup.name", Some(4), "set twice in [backup]");
+}
+
+#[test]
+fn unknown_and_missing_tables_read_as_tables() {
+    let e = err(&format!("{MINIMAL}\n[w]\nwhatever = 1\n"));
+    check(&e, "w", Some(12), "unknown table [w]");
+    assert!(e.message.contains("[encryption]"), "{e}");
+    let e = err(&format!("{MINIMAL}\n[backup.extra]\n"));
+    check(&e, "backup.extra", Some(12), "unknown table [backup.extra]");
+    let no_encryption = MINIMAL.replace("[encryption]\nrecipients = [\"age1example\"]\n", "");
+    check(
+        &err(&no_encryption),
+        "encryption",
+        None,
+        "missing table [encryption]",
+    );
+    check(&err(""), "backup", None, "missing table [backup]");
+    let no_path = format!("{MINIMAL}\n[[target]]\nname = \"b\"\n");
+    check(
+        &err(&no_path),
+        "target.path",
+        Some(12),
+        "missing field `path`",
+    );
+}
+
+#[test]
+fn a_path_with_a_nul_byte_is_refused() {
+    let text = MINIMAL.replace(
+        "sources = [\"/etc\"]",
+        "sources = [\"/etc\"]\nrequired = [\"/etc/a\\u0000b\"]",
+    );
+    check(&err(&text), "backup.required", Some(4), "NUL byte");
+    let text = MINIMAL.replace("/var/backups/vouch", "/var/back\\u0000ups");
+    check(&err(&text), "target.local.path", Some(10), "NUL byte");
+}
+
+#[test]
+fn a_metrics_textfile_that_is_a_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!("{MINIMAL}\n[metrics]\ntextfile = {:?}\n", dir.path());
+    let e = err(&text);
+    check(&e, "metrics.textfile", Some(13), "is a directory");
+    let file = dir.path().join("vouch.prom");
+    let text = format!("{MINIMAL}\n[metrics]\ntextfile = {file:?}\n");
+    assert_eq!(parse(&text).unwrap().metrics.textfile, Some(file));
+}
+
+#[test]
+fn an_error_at_a_multibyte_character_is_reported_not_a_panic() {
+    for text in ["é = 1\n", "[backup]\né = 1\n", "[backup]\nsources = [é]\n"] {
+        let e = err(text);
+        assert!(e.line.is_some(), "{text}: {e}");
+    }
+}
