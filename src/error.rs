@@ -166,6 +166,15 @@ pub enum Error {
         /// What the kernel said.
         error: io::Error,
     },
+    /// `vouch keygen` could not write the identity or append to the recipients file (what it
+    /// had written was taken back, and no identity was published).
+    #[error("writing {}: {error}", path.display())]
+    KeyWrite {
+        /// The identity or recipients file.
+        path: PathBuf,
+        /// What the kernel said.
+        error: io::Error,
+    },
     /// Files could not be read and the policy says fail.
     #[error("{} path(s) could not be read: {}", .0.len(), list_unreadable(.0))]
     SourceRead(Vec<Unreadable>),
@@ -399,6 +408,10 @@ impl Error {
                     dir.display()
                 ),
             },
+            Error::KeyWrite { path, .. } => format!(
+                "Free space on the filesystem holding {}, or make it writable, then run vouch keygen again; no identity was written.",
+                path.display()
+            ),
             Error::SourceRead(items) => source_read_hint(items),
             Error::Required(_) => {
                 "Check that the application writing these paths is working; the archive was not kept.".into()
@@ -451,7 +464,9 @@ impl Error {
             Error::TargetFull { .. } => ExitCode::TargetFull,
             Error::TargetFilesize { .. } => ExitCode::TargetFilesize,
             Error::TargetWrite { error, .. } => target_errno(error),
-            Error::Write { .. } | Error::RestoreWrite { .. } => ExitCode::Write,
+            Error::Write { .. } | Error::RestoreWrite { .. } | Error::KeyWrite { .. } => {
+                ExitCode::Write
+            }
             Error::SourceRead(_) => ExitCode::SourceRead,
             Error::Required(_) => ExitCode::Required,
             Error::Verify { .. } | Error::Damaged { .. } | Error::Removed { .. } => {

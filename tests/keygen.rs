@@ -154,6 +154,10 @@ fn a_full_recipients_file_is_a_write_error_and_leaves_no_identity() {
         "{text}"
     );
     assert!(text.contains("no identity was written"), "{text}");
+    assert!(
+        text.contains("run vouch keygen again") && !text.contains("archives"),
+        "the fix speaks of keys, not archives: {text}"
+    );
     assert!(names(&env.dir.path().join("keys")).is_empty());
     assert!(out.stdout.is_empty(), "no recipient is printed");
 }

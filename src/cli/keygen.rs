@@ -150,13 +150,7 @@ impl Recipients<'_> {
                 "no identity was written: keygen publishes it only once its recipient is in {}",
                 self.path.display()
             );
-            Error::Write {
-                target: self
-                    .path
-                    .parent()
-                    .unwrap_or(Path::new("/"))
-                    .display()
-                    .to_string(),
+            Error::KeyWrite {
                 path: self.path.to_owned(),
                 error,
             }
@@ -231,12 +225,7 @@ fn write_new(path: &Path, data: &[u8]) -> Result<(), Error> {
         .map_err(|e| Error::Usage(format!("cannot create {}: {e}", path.display())))?;
     file.write_all(data)
         .and_then(|()| file.sync_all())
-        .map_err(|e| Error::Write {
-            target: path
-                .parent()
-                .unwrap_or(Path::new("/"))
-                .display()
-                .to_string(),
+        .map_err(|e| Error::KeyWrite {
             path: path.to_owned(),
             error: e,
         })
