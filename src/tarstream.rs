@@ -334,7 +334,15 @@ impl<R: Read> HeaderCap<R> {
                 self.pax = Some(Vec::with_capacity(size as usize));
             }
         }
-        self.data_left = size.div_ceil(BLOCK as u64) * BLOCK as u64;
+        self.data_left = size
+            .div_ceil(BLOCK as u64)
+            .checked_mul(BLOCK as u64)
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("an entry of {size} bytes, more than any file can hold"),
+                )
+            })?;
         if self.data_left == 0 {
             self.pax_done();
         }
@@ -506,6 +514,23 @@ fn ustar_block(h: &Header<'_>, typeflag: u8) -> [u8; BLOCK] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_size_field_near_the_largest_number_is_an_error_not_an_overflow() {
+        // Found by fuzzing the archive reader: a base-256 size of eleven 0xff bytes.
+        let mut block = [0u8; BLOCK];
+        block[..4].copy_from_slice(b"file");
+        block[124] = 0x80;
+        block[125..136].fill(0xff);
+        block[156] = b'0';
+        let mut stream = block.to_vec();
+        stream.extend_from_slice(&[0u8; BLOCK * 2]);
+        let mut out = Vec::new();
+        let e = HeaderCap::new(&stream[..])
+            .read_to_end(&mut out)
+            .unwrap_err();
+        assert!(e.to_string().contains("more than any file can hold"), "{e}");
+    }
 
     fn header<'a>(path: &'a [u8], kind: Kind, size: u64, link: Option<&'a [u8]>) -> Header<'a> {
         Header {
