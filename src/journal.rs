@@ -237,6 +237,7 @@ impl Log for Logger {
                 if result.is_err() {
                     let _ = writeln!(std::io::stderr(), "vouch: {}", record.args());
                 }
+                SENT.store(true, std::sync::atomic::Ordering::Relaxed);
             }
             Sink::Terminal => {
                 let prefix = match record.level() {
@@ -254,6 +255,27 @@ impl Log for Logger {
     }
 
     fn flush(&self) {}
+}
+
+/// Set once an entry went to journald natively.
+static SENT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// How long a process that logged to journald stays alive before it exits.
+///
+/// journald learns which unit (and invocation) an entry belongs to by reading the sender's
+/// `/proc/PID/cgroup` when it processes the datagram. A process that exits right after its
+/// last entry, as a failing preflight does, can be gone by then, and the entry loses
+/// `_SYSTEMD_UNIT` and `_SYSTEMD_INVOCATION_ID`: `journalctl -u vouch.service` would not show
+/// the one entry that names the cause. Waiting this long before exiting gives journald the
+/// time to attach them (measured: lost now and then on a loaded two-core machine without it).
+pub const SETTLE: std::time::Duration = std::time::Duration::from_millis(150);
+
+/// Called last, just before the process exits: when entries went to journald, waits
+/// [`SETTLE`] so that journald can attribute them to the unit (see there).
+pub fn settle() {
+    if SENT.load(std::sync::atomic::Ordering::Relaxed) {
+        std::thread::sleep(SETTLE);
+    }
 }
 
 /// Installs the logger: journald when stderr is the journal (`$JOURNAL_STREAM` matches it),

@@ -14,12 +14,14 @@ fn main() -> std::process::ExitCode {
         }
     };
     vouch::journal::init(vouch::journal::new_run_id(), cli.verbose);
-    match cli::execute(&cli) {
+    let done = match cli::execute(&cli) {
         Ok(code) => code.into(),
         Err(error) => {
             let code = error.exit_code();
             cli::report_failure(&cli, &error, code);
             code.into()
         }
-    }
+    };
+    vouch::journal::settle();
+    done
 }
