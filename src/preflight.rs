@@ -7,7 +7,20 @@
 //! at once; the exit code is the first failure's.
 //!
 //! Target checks run in order (exists, mount point, volatile, write probe, space, file size) and
-//! stop at a target's first failure, since later checks would only repeat it.
+//! stop at a target's first failure, since later checks would only repeat it. They are written
+//! to hold inside `vouch.service`'s sandbox as in a shell:
+//!
+//! - a mount point counts only when a whole filesystem of another device is mounted there
+//!   ([`mounted_at`]); the bind of each `ReadWritePaths=` path onto itself that systemd makes
+//!   in the unit does not, so an unplugged disk is refused by the timer's run too. The checked
+//!   directory is the target's `mount`, else its path;
+//! - the write probe commits its file with the archive's own commit primitive
+//!   ([`crate::sink::local::rename_noreplace`]), so a target on which the commit would fail
+//!   (exFAT through FUSE has neither `RENAME_NOREPLACE` nor hard links) fails here, or passes
+//!   here and at the commit alike;
+//! - the largest file comes from vouch's table of filesystem types by `statfs` magic and from
+//!   `RLIMIT_FSIZE` ([`file_limit`]), never from glibc's `pathconf(_PC_FILESIZEBITS)`, which
+//!   answers 32 bits for every type it does not know.
 
 use crate::config::{Settings, Split, Target};
 use crate::crypt::{KeyError, Keys};
