@@ -375,7 +375,8 @@ pub fn mount_of(path: &Path) -> Option<Mount> {
 /// `mounts`: the topmost mount there shows a whole filesystem (its root is `/`) and another
 /// device than the mount holding the parent directory. A bind of a directory onto itself, as
 /// `ReadWritePaths=` makes for every path it names inside a unit, has the parent's device and a
-/// root that is not `/`, so an empty mount-point directory is not taken for the disk.
+/// root that is not `/`, so an empty mount-point directory is not taken for the disk. On btrfs
+/// the root of a mount is the subvolume it shows, so there a subvolume of another device counts.
 pub fn mounted_at(mounts: &[Mount], point: &Path) -> bool {
     let Some(parent) = point.parent() else {
         return true;
@@ -383,7 +384,8 @@ pub fn mounted_at(mounts: &[Mount], point: &Path) -> bool {
     let Some(top) = mounts.iter().rev().find(|m| m.point == point) else {
         return false;
     };
-    top.root == "/" && holding(mounts, parent).is_none_or(|p| p.device != top.device)
+    let whole = top.root == "/" || top.fstype == "btrfs";
+    whole && holding(mounts, parent).is_none_or(|p| p.device != top.device)
 }
 
 /// True when a filesystem is mounted at `path` (see [`mounted_at`]). Without a readable
@@ -821,6 +823,19 @@ mod tests {
         let mounts = parse_mountinfo(text);
         assert!(mounted_at(&mounts, Path::new("/srv")));
         assert!(!mounted_at(&mounts, Path::new("/mnt/usb")));
+    }
+
+    #[test]
+    fn a_btrfs_subvolume_of_another_disk_is_a_mount_and_one_of_the_root_disk_bound_is_not() {
+        let text = "22 1 0:30 /@ / rw - btrfs /dev/vda2 rw,subvol=/@\n\
+                    30 22 0:41 /@backups /mnt/usb rw - btrfs /dev/sdb1 rw,subvol=/@backups\n\
+                    31 22 0:30 /@/srv/b /srv/b rw - btrfs /dev/vda2 rw,subvol=/@\n";
+        let mounts = parse_mountinfo(text);
+        assert!(mounted_at(&mounts, Path::new("/mnt/usb")));
+        assert!(
+            !mounted_at(&mounts, Path::new("/srv/b")),
+            "a self-bind on the root disk"
+        );
     }
 
     #[test]
