@@ -60,11 +60,17 @@ expect_status() {
     fi
 }
 
-# failure_hint: the VOUCH_HINT of the last run's entry with an exit name.
+# failure_hint: the exit name and VOUCH_HINT of the last run's entry with an exit name,
+# waiting up to 10 s for journald to have it.
 failure_hint() {
-    in_ct journalctl --sync
-    in_ct journalctl --quiet --no-pager -o json "_SYSTEMD_INVOCATION_ID=$RUN_INV" |
-        jq -r 'select(.VOUCH_EXIT_NAME != null) | "\(.VOUCH_EXIT_NAME) \(.VOUCH_HINT)"'
+    local found="" deadline=$((SECONDS + 10))
+    while [ -z "$found" ] && [ "$SECONDS" -lt "$deadline" ]; do
+        in_ct journalctl --sync
+        found=$(in_ct journalctl --quiet --no-pager -o json "_SYSTEMD_INVOCATION_ID=$RUN_INV" |
+            jq -r 'select(.VOUCH_EXIT_NAME != null) | "\(.VOUCH_EXIT_NAME) \(.VOUCH_HINT)"')
+        [ -n "$found" ] || sleep 0.2
+    done
+    printf '%s\n' "$found"
 }
 
 # write_config PATH [EXTRA]: one source, one target at PATH with require-mount and EXTRA lines.
@@ -120,7 +126,7 @@ write_config "$POINT/backups" "mount = \"$POINT\""
 log "check: with mount = $POINT and the target below it, still 14 and nothing written"
 run_vouch
 expect_status 14
-assert_contains "$(failure_hint)" "$POINT is not a mount point" "the failure"
+assert_contains "$(failure_hint)" "mount it at $POINT (" "the fix (naming the mount point, not the target)"
 assert_eq "" "$(files_below "$POINT")" "files below the unmounted mount point $POINT"
 
 # --- 3. A filesystem really mounted there: the same guard lets the run through. ---
