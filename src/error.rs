@@ -134,6 +134,9 @@ pub enum Error {
         limit: u64,
         /// The expected archive size.
         expected: u64,
+        /// The limit is the process's `RLIMIT_FSIZE` (the unit's `LimitFSIZE=`), not the
+        /// filesystem's.
+        by_process: bool,
     },
     /// The target could not be prepared for writing (classified by errno).
     #[error("target {target}: cannot write in {path}: {error}")]
@@ -335,8 +338,9 @@ impl Error {
                 path.display()
             ),
             Error::TargetNotMounted { path, .. } => format!(
-                "Mount the disk at {} (vouch never writes into an unmounted mount point), or set require-mount = false.",
-                path.display()
+                "Plug in the disk and mount it at {} (`systemctl status {}` and `journalctl -k` say why it is not mounted); vouch never writes into an empty mount-point directory.",
+                path.display(),
+                crate::preflight::mount_unit(path)
             ),
             Error::TargetVolatile { path, .. } => format!(
                 "Point the target at persistent storage instead of {} (if it is volatile only inside vouch.service, remove the ProtectHome=tmpfs, PrivateTmp= or TemporaryFileSystem= that covers it; `vouch doctor` names it), or set allow-volatile = true if losing it at reboot is intended.",
@@ -371,8 +375,13 @@ impl Error {
                 "Free space on the filesystem holding {}, lower min-free, or prune old archives.",
                 path.display()
             ),
-            Error::TargetFilesize { .. } => {
-                "Use a filesystem that holds files this large (ext4, xfs, exFAT; not FAT32), or raise the process's file size limit.".into()
+            Error::TargetFilesize { target, by_process, .. } => {
+                let cause = if *by_process {
+                    "the limit is the process's file size limit (RLIMIT_FSIZE; under systemd, vouch.service's LimitFSIZE=), so raise it"
+                } else {
+                    "the limit is the filesystem's, so use one that holds files this large (ext4, xfs, exFAT; not FAT32)"
+                };
+                format!("Set split = \"auto\" (or a part size) for target {target}, or {cause}.")
             }
             Error::TargetWrite { path, error, .. } => match error.raw_os_error() {
                 Some(libc::EROFS) => format!(

@@ -7,7 +7,20 @@
 //! at once; the exit code is the first failure's.
 //!
 //! Target checks run in order (exists, mount point, volatile, write probe, space, file size) and
-//! stop at a target's first failure, since later checks would only repeat it.
+//! stop at a target's first failure, since later checks would only repeat it. They are written
+//! to hold inside `vouch.service`'s sandbox as in a shell:
+//!
+//! - a mount point counts only when a whole filesystem of another device is mounted there
+//!   ([`mounted_at`]); the bind of each `ReadWritePaths=` path onto itself that systemd makes
+//!   in the unit does not, so an unplugged disk is refused by the timer's run too. The checked
+//!   directory is the target's `mount`, else its path;
+//! - the write probe commits its file with the archive's own commit primitive
+//!   ([`crate::sink::local::rename_noreplace`]), so a target on which the commit would fail
+//!   (exFAT through FUSE has neither `RENAME_NOREPLACE` nor hard links) fails here, or passes
+//!   here and at the commit alike;
+//! - the largest file comes from vouch's table of filesystem types by `statfs` magic and from
+//!   `RLIMIT_FSIZE` ([`file_limit`]), never from glibc's `pathconf(_PC_FILESIZEBITS)`, which
+//!   answers 32 bits for every type it does not know.
 
 use crate::config::{Settings, Split, Target};
 use crate::crypt::{KeyError, Keys};
@@ -15,8 +28,8 @@ use crate::dirs::Dirs;
 use crate::error::Error;
 use crate::lock::RunLock;
 use crate::receipt::Receipt;
-use crate::sink::local::Layout;
 use crate::sink::local::TEMP_PREFIX;
+use crate::sink::local::{Layout, TempFile};
 use crate::systemd::human_bytes;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
@@ -284,6 +297,8 @@ pub struct Mount {
     pub source: String,
     /// The directory of the source filesystem that is mounted (`/` for a whole filesystem).
     pub root: String,
+    /// The filesystem's device number, `MAJOR:MINOR`.
+    pub device: String,
 }
 
 impl Mount {
@@ -331,43 +346,79 @@ pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
                 fstype: (*r.first()?).to_owned(),
                 source: unescape_mount(r.get(1).unwrap_or(&"")),
                 root: unescape_mount(l.get(3)?),
+                device: (*l.get(2)?).to_owned(),
             })
         })
         .collect()
 }
 
-/// The mount that holds `path` (the last-mounted one with the longest matching mount point).
-pub fn mount_of(path: &Path) -> Option<Mount> {
-    let text = fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let path = fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
-    let mut best: Option<Mount> = None;
-    for m in parse_mountinfo(&text) {
-        if path.starts_with(&m.point)
-            && best
-                .as_ref()
-                .is_none_or(|b| m.point.as_os_str().len() >= b.point.as_os_str().len())
-        {
+/// The mount that holds `path` among `mounts`: the last-mounted one with the longest mount
+/// point that `path` starts with.
+fn holding<'a>(mounts: &'a [Mount], path: &Path) -> Option<&'a Mount> {
+    let mut best: Option<&Mount> = None;
+    for m in mounts.iter().filter(|m| path.starts_with(&m.point)) {
+        if best.is_none_or(|b| m.point.as_os_str().len() >= b.point.as_os_str().len()) {
             best = Some(m);
         }
     }
     best
 }
 
-/// True when `path` is a mount point: a mountinfo entry for it, or a device change from its
-/// parent.
+/// The mount that holds `path` (the last-mounted one with the longest matching mount point).
+pub fn mount_of(path: &Path) -> Option<Mount> {
+    let text = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let path = fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+    holding(&parse_mountinfo(&text), &path).cloned()
+}
+
+/// True when a filesystem is really mounted at `point` (absolute, canonical) according to
+/// `mounts`: the topmost mount there shows a whole filesystem (its root is `/`) and another
+/// device than the mount holding the parent directory. A bind of a directory onto itself, as
+/// `ReadWritePaths=` makes for every path it names inside a unit, has the parent's device and a
+/// root that is not `/`, so an empty mount-point directory is not taken for the disk. On btrfs
+/// the root of a mount is the subvolume it shows, so there a subvolume of another device counts.
+pub fn mounted_at(mounts: &[Mount], point: &Path) -> bool {
+    let Some(parent) = point.parent() else {
+        return true;
+    };
+    let Some(top) = mounts.iter().rev().find(|m| m.point == point) else {
+        return false;
+    };
+    let whole = top.root == "/" || top.fstype == "btrfs";
+    whole && holding(mounts, parent).is_none_or(|p| p.device != top.device)
+}
+
+/// True when a filesystem is mounted at `path` (see [`mounted_at`]). Without a readable
+/// `/proc/self/mountinfo`, a device change from the parent directory decides.
 pub fn is_mount_point(path: &Path) -> bool {
     let Ok(canon) = fs::canonicalize(path) else {
         return false;
     };
     if let Ok(text) = fs::read_to_string("/proc/self/mountinfo") {
-        if parse_mountinfo(&text).iter().any(|m| m.point == canon) {
-            return true;
-        }
+        return mounted_at(&parse_mountinfo(&text), &canon);
     }
     match (fs::metadata(&canon), canon.parent().map(fs::metadata)) {
         (Ok(m), Some(Ok(p))) => m.dev() != p.dev(),
         _ => false,
     }
+}
+
+/// The systemd mount unit of the mount point `path` (as `systemd-escape --path --suffix=mount`).
+pub fn mount_unit(path: &Path) -> String {
+    let trimmed = path.to_string_lossy().trim_matches('/').to_owned();
+    if trimmed.is_empty() {
+        return "-.mount".into();
+    }
+    let mut out = String::new();
+    for (i, b) in trimmed.bytes().enumerate() {
+        match b {
+            b'/' => out.push('-'),
+            b'.' if i == 0 => out.push_str("\\x2e"),
+            b if b.is_ascii_alphanumeric() || b":_.".contains(&b) => out.push(b as char),
+            b => out.push_str(&format!("\\x{b:02x}")),
+        }
+    }
+    out + ".mount"
 }
 
 const RAMFS_MAGIC: i64 = 0x8584_58f6;
@@ -385,22 +436,82 @@ pub fn volatile_fs(path: &Path) -> Option<&'static str> {
     }
 }
 
-/// The largest file `path`'s filesystem and this process's `RLIMIT_FSIZE` allow, if limited.
-pub fn largest_file(path: &Path) -> Option<u64> {
-    let fs_limit = nix::unistd::pathconf(path, nix::unistd::PathconfVar::FILESIZEBITS)
-        .ok()
-        .flatten()
-        .and_then(|bits| u32::try_from(bits).ok())
-        .filter(|&bits| bits < 64)
-        .map(|bits| (1u64 << bits) - 1);
+/// What limits the size of one file on a target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitSource {
+    /// The filesystem's format (named by its type).
+    Filesystem(&'static str),
+    /// This process's `RLIMIT_FSIZE` (under systemd, the unit's `LimitFSIZE=`).
+    Process,
+}
+
+/// The largest file a target can hold, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileLimit {
+    /// Bytes.
+    pub bytes: u64,
+    /// Where the limit comes from.
+    pub source: LimitSource,
+}
+
+const FAT_LARGEST_FILE: u64 = (4 << 30) - 1;
+
+/// Filesystem types by `statfs` magic, with the largest file their format allows (`None`: no
+/// limit an archive could reach). Only types listed with a limit have one; a type not listed
+/// has none, and a file too large for it fails the run with EFBIG (30) when it happens. glibc's
+/// `pathconf(_PC_FILESIZEBITS)` is not used: it answers 32 for every type it does not know
+/// (exFAT, FUSE, NFS, SMB, ZFS, ...), which would split or refuse archives for nothing.
+const FILESYSTEMS: &[(u32, &str, Option<u64>)] = &[
+    (0x4d44, "FAT", Some(FAT_LARGEST_FILE)),
+    (0xef53, "ext2/ext3/ext4", None),
+    (0x5846_5342, "xfs", None),
+    (0x9123_683e, "btrfs", None),
+    (0x2011_bab0, "exFAT", None),
+    (0xf2f5_2010, "f2fs", None),
+    (0x5346_544e, "NTFS", None),
+    (0x6969, "NFS", None),
+    (0xfe53_4d42, "SMB2", None),
+    (0xff53_4d42, "CIFS", None),
+    (0x2fc1_2fc1, "ZFS", None),
+    (0x6573_5546, "FUSE", None),
+    (0x0102_1994, "tmpfs", None),
+];
+
+/// The name and largest file of the filesystem type with `statfs` magic `magic`.
+pub fn filesystem_limit(magic: u32) -> (Option<&'static str>, Option<u64>) {
+    FILESYSTEMS
+        .iter()
+        .find(|(m, _, _)| *m == magic)
+        .map_or((None, None), |&(_, name, limit)| (Some(name), limit))
+}
+
+/// The largest file `path`'s filesystem and this process's `RLIMIT_FSIZE` allow, if limited,
+/// with the tighter of the two as the source.
+pub fn file_limit(path: &Path) -> Option<FileLimit> {
+    let fs_limit = nix::sys::statfs::statfs(path).ok().and_then(|st| {
+        let (name, limit) = filesystem_limit(st.filesystem_type().0 as u32);
+        Some(FileLimit {
+            bytes: limit?,
+            source: LimitSource::Filesystem(name?),
+        })
+    });
     let rlimit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_FSIZE)
         .ok()
         .map(|(soft, _)| soft)
-        .filter(|&soft| soft != libc::RLIM_INFINITY);
+        .filter(|&soft| soft != libc::RLIM_INFINITY)
+        .map(|bytes| FileLimit {
+            bytes,
+            source: LimitSource::Process,
+        });
     match (fs_limit, rlimit) {
-        (Some(a), Some(b)) => Some(a.min(b)),
+        (Some(a), Some(b)) => Some(if b.bytes < a.bytes { b } else { a }),
         (a, b) => a.or(b),
     }
+}
+
+/// The largest file `path`'s filesystem and this process's `RLIMIT_FSIZE` allow, if limited.
+pub fn largest_file(path: &Path) -> Option<u64> {
+    file_limit(path).map(|l| l.bytes)
 }
 
 /// How archives are laid out on `target`: split below the largest file the filesystem and
@@ -417,28 +528,23 @@ pub fn layout(target: &Target) -> Layout {
     }
 }
 
-/// Creates, writes, fsyncs, renames and removes a probe file in `dir`.
+/// Creates, writes and fsyncs a probe file in `dir`, commits it with the archive's own commit
+/// ([`TempFile::commit`], so [`rename_noreplace`](crate::sink::local::rename_noreplace) and its
+/// fallbacks), removes it and fsyncs the directory. Both of its names start with the temporary
+/// prefix, so a probe left by a killed run is removed like any other leftover.
 pub fn write_probe(dir: &Path) -> io::Result<()> {
     let name = format!("{TEMP_PREFIX}probe.{}", std::process::id());
-    let probe = dir.join(&name);
-    let renamed = dir.join(format!("{name}.renamed"));
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&probe)?;
-        f.write_all(&[0u8; 4096])?;
-        f.sync_all()?;
-        fs::rename(&probe, &renamed)?;
-        fs::remove_file(&renamed)?;
-        fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&probe);
-        let _ = fs::remove_file(&renamed);
-    }
-    result
+    let mut probe = TempFile::create(dir, &name, "probe")?;
+    probe.write_all(&[0u8; 4096])?;
+    probe.sync()?;
+    let committed = probe.commit()?;
+    fs::remove_file(&committed)?;
+    fs::File::open(dir)?.sync_all()
+}
+
+/// The directory `require-mount` checks for `target`: its `mount`, else its path.
+pub fn mount_point(target: &Target) -> &Path {
+    target.mount.as_deref().unwrap_or(&target.path)
 }
 
 fn check_target(target: &Target, expected: u64, locked: bool, findings: &mut Vec<Finding>) {
@@ -473,13 +579,14 @@ fn check_target(target: &Target, expected: u64, locked: bool, findings: &mut Vec
         format!("{} is a directory", path.display()),
     ));
     if target.require_mount {
-        if !is_mount_point(path) {
+        let point = mount_point(target);
+        if !is_mount_point(point) {
             findings.push(fail(
                 "target-mounted",
                 name,
                 Error::TargetNotMounted {
                     target: target.name.clone(),
-                    path: path.clone(),
+                    path: point.to_owned(),
                 },
             ));
             return;
@@ -487,7 +594,7 @@ fn check_target(target: &Target, expected: u64, locked: bool, findings: &mut Vec
         findings.push(ok(
             "target-mounted",
             name,
-            format!("{} is a mount point", path.display()),
+            format!("a filesystem is mounted at {}", point.display()),
         ));
     }
     if let Some(fstype) = volatile_fs(path) {
@@ -540,7 +647,7 @@ fn check_target(target: &Target, expected: u64, locked: bool, findings: &mut Vec
     findings.push(ok(
         "target-writable",
         name,
-        "probe file created, written, fsynced, renamed, removed",
+        "probe file created, written, fsynced, committed as archives are, removed",
     ));
     if let Ok(st) = nix::sys::statvfs::statvfs(path) {
         let free = st.blocks_available().saturating_mul(st.fragment_size());
@@ -573,7 +680,11 @@ fn check_target(target: &Target, expected: u64, locked: bool, findings: &mut Vec
             ),
         ));
     }
-    if let Some(limit) = largest_file(path) {
+    if let Some(FileLimit {
+        bytes: limit,
+        source,
+    }) = file_limit(path)
+    {
         if expected > limit && target.split == Split::Off {
             findings.push(fail(
                 "target-filesize",
@@ -583,6 +694,7 @@ fn check_target(target: &Target, expected: u64, locked: bool, findings: &mut Vec
                     path: path.clone(),
                     limit,
                     expected,
+                    by_process: source == LimitSource::Process,
                 },
             ));
             return;
@@ -673,5 +785,91 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         write_probe(dir.path()).unwrap();
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    /// Mountinfo as inside vouch.service with `ProtectSystem=strict` and
+    /// `ReadWritePaths=/mnt/usb /mnt/stick/backups`: the root, a real disk at /mnt/stick, and
+    /// the self-binds systemd makes for each path it opens.
+    const SANDBOX: &str = "22 1 254:0 / / ro,relatime shared:1 - ext4 /dev/vda rw\n\
+        40 22 8:17 / /mnt/stick ro,relatime shared:20 - exfat /dev/sdb1 rw\n\
+        41 22 254:0 /mnt/usb /mnt/usb rw,relatime shared:1 - ext4 /dev/vda rw\n\
+        42 40 8:17 /backups /mnt/stick/backups rw,relatime shared:20 - exfat /dev/sdb1 rw\n\
+        43 40 8:17 / /mnt/stick rw,relatime shared:20 - exfat /dev/sdb1 rw\n";
+
+    #[test]
+    fn a_self_bind_of_an_empty_mount_point_is_not_a_mount() {
+        let mounts = parse_mountinfo(SANDBOX);
+        assert!(
+            !mounted_at(&mounts, Path::new("/mnt/usb")),
+            "self-bind of the root fs"
+        );
+        assert!(
+            mounted_at(&mounts, Path::new("/mnt/stick")),
+            "the disk, bound onto itself"
+        );
+        assert!(
+            !mounted_at(&mounts, Path::new("/mnt/stick/backups")),
+            "a directory of the disk bound onto itself is not the disk's mount point"
+        );
+        assert!(!mounted_at(&mounts, Path::new("/mnt")), "no entry at all");
+        assert!(mounted_at(&mounts, Path::new("/")));
+    }
+
+    #[test]
+    fn a_bind_of_another_filesystems_subdirectory_is_not_a_mount() {
+        let text = "22 1 254:0 / / rw - ext4 /dev/vda rw\n\
+                    30 22 8:1 / /srv rw - ext4 /dev/sda1 rw\n\
+                    31 22 8:1 /data /mnt/usb rw - ext4 /dev/sda1 rw\n";
+        let mounts = parse_mountinfo(text);
+        assert!(mounted_at(&mounts, Path::new("/srv")));
+        assert!(!mounted_at(&mounts, Path::new("/mnt/usb")));
+    }
+
+    #[test]
+    fn a_btrfs_subvolume_of_another_disk_is_a_mount_and_one_of_the_root_disk_bound_is_not() {
+        let text = "22 1 0:30 /@ / rw - btrfs /dev/vda2 rw,subvol=/@\n\
+                    30 22 0:41 /@backups /mnt/usb rw - btrfs /dev/sdb1 rw,subvol=/@backups\n\
+                    31 22 0:30 /@/srv/b /srv/b rw - btrfs /dev/vda2 rw,subvol=/@\n";
+        let mounts = parse_mountinfo(text);
+        assert!(mounted_at(&mounts, Path::new("/mnt/usb")));
+        assert!(
+            !mounted_at(&mounts, Path::new("/srv/b")),
+            "a self-bind on the root disk"
+        );
+    }
+
+    #[test]
+    fn mount_units_are_named_as_systemd_escape_names_them() {
+        assert_eq!(mount_unit(Path::new("/mnt/usb")), "mnt-usb.mount");
+        assert_eq!(mount_unit(Path::new("/")), "-.mount");
+        assert_eq!(
+            mount_unit(Path::new("/mnt/my disk")),
+            "mnt-my\\x20disk.mount"
+        );
+        assert_eq!(mount_unit(Path::new("/srv/a-b/.x")), "srv-a\\x2db-.x.mount");
+    }
+
+    #[test]
+    fn only_fat_has_a_file_size_limit_and_unknown_types_have_none() {
+        assert_eq!(filesystem_limit(0x4d44), (Some("FAT"), Some((4 << 30) - 1)));
+        for magic in [
+            0xef53,
+            0x2011_bab0,
+            0x6969,
+            0xfe53_4d42,
+            0x2fc1_2fc1,
+            0x6573_5546,
+        ] {
+            let (name, limit) = filesystem_limit(magic);
+            assert!(name.is_some(), "{magic:#x} is known");
+            assert_eq!(limit, None, "{magic:#x} has no limit");
+        }
+        assert_eq!(filesystem_limit(0x1234_5678), (None, None));
+    }
+
+    #[test]
+    fn an_ext4_or_tmpfs_directory_has_no_file_size_limit_without_an_rlimit() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(file_limit(dir.path()), None);
     }
 }

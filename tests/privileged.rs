@@ -91,10 +91,15 @@ fn require_mount_on_a_plain_directory_is_14() {
     env.write_config("", "min-free = 0\nrequire-mount = true");
     let out = env.vouch(&["run"]);
     assert_code(&out, 14);
+    let err = stderr(&out);
+    assert!(err.contains("not a mount point"), "{err}");
     assert!(
-        stderr(&out).contains("not a mount point"),
-        "{}",
-        stderr(&out)
+        err.contains("systemctl status"),
+        "the fix says how to see why: {err}"
+    );
+    assert!(
+        !err.contains("require-mount = false"),
+        "the fix is never to turn the guard off: {err}"
     );
     assert_nothing_written(&env.target);
     // Mounted, the same config works.
@@ -104,6 +109,59 @@ fn require_mount_on_a_plain_directory_is_14() {
         "min-free = 0\nrequire-mount = true\nallow-volatile = true",
     );
     assert_code(&in_namespace(&env, &setup, &["run"]), 0);
+}
+
+#[test]
+fn a_self_bind_like_read_write_paths_makes_is_not_a_mount_but_a_real_disk_is() {
+    require_root();
+    let env = setup_env();
+    env.write_config("", "min-free = 0\nrequire-mount = true");
+    let t = env.target.display();
+    // What ReadWritePaths= does inside vouch.service: the empty directory bound onto itself.
+    let out = in_namespace(&env, &format!("mount --bind '{t}' '{t}'"), &["run"]);
+    assert_code(&out, 14);
+    assert!(
+        stderr(&out).contains("not a mount point"),
+        "{}",
+        stderr(&out)
+    );
+    assert_nothing_written(&env.target);
+    // A real disk there, bound onto itself the same way, is a mount.
+    let disk = ext4_image(&env, 16);
+    let out = in_namespace(&env, &format!("{disk}; mount --bind '{t}' '{t}'"), &["run"]);
+    assert_code(&out, 0);
+    assert_nothing_written(&env.target);
+}
+
+/// Rewrites the config's target to `BELOW` under the target directory, with `mount` naming the
+/// target directory.
+fn target_below_mount(env: &Env, below: &str) {
+    let t = env.target.display().to_string();
+    let text = fs::read_to_string(&env.config).unwrap().replace(
+        &format!("path = \"{t}\""),
+        &format!("path = \"{t}/{below}\"\nmount = \"{t}\""),
+    );
+    fs::write(&env.config, text).unwrap();
+}
+
+#[test]
+fn mount_names_a_mount_point_above_the_target() {
+    require_root();
+    let env = setup_env();
+    env.write_config("", "min-free = 0");
+    target_below_mount(&env, "backups");
+    let t = env.target.display();
+    let disk = ext4_image(&env, 16);
+    let bind = format!("mkdir -p '{t}/backups'; mount --bind '{t}/backups' '{t}/backups'");
+    let out = in_namespace(&env, &format!("{disk}; {bind}"), &["run"]);
+    assert_code(&out, 0);
+    // Unmounted, with the target directory present and self-bound: 14, naming the mount point.
+    let out = in_namespace(&env, &bind, &["run"]);
+    assert_code(&out, 14);
+    let err = stderr(&out);
+    assert!(err.contains(&format!("{t} is not a mount point")), "{err}");
+    let backups = env.target.join("backups");
+    assert_nothing_written(&backups);
 }
 
 /// Makes a small ext4 image and returns the shell that loop-mounts it on the target.
@@ -368,4 +426,106 @@ fn a_target_hidden_by_the_sandbox_is_15_naming_the_setting() {
         "{err}"
     );
     assert_nothing_written(&below);
+}
+
+/// An exFAT image on a loop device, mounted through FUSE by `mount.exfat-fuse`, as a Debian host
+/// with exfat-fuse mounts a stick: no `RENAME_NOREPLACE`, no hard links. Unmounted and detached
+/// on drop.
+struct ExfatDisk {
+    point: std::path::PathBuf,
+    device: String,
+}
+
+impl ExfatDisk {
+    fn mount(env: &Env, point: &Path) -> ExfatDisk {
+        let image = env.dir.path().join("exfat.img");
+        let run = |cmd: &mut Command| {
+            let out = cmd
+                .output()
+                .expect("exfatprogs, exfat-fuse and util-linux are needed");
+            assert!(
+                out.status.success(),
+                "{cmd:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        };
+        run(Command::new("truncate").arg("-s").arg("64M").arg(&image));
+        run(Command::new("mkfs.exfat").arg(&image));
+        let device = run(Command::new("losetup").args(["-f", "--show"]).arg(&image));
+        let disk = ExfatDisk {
+            point: point.to_owned(),
+            device,
+        };
+        run(Command::new("mount.exfat-fuse")
+            .arg(&disk.device)
+            .arg(point));
+        disk
+    }
+}
+
+impl Drop for ExfatDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.point).status();
+        let _ = Command::new("losetup").args(["-d", &self.device]).status();
+    }
+}
+
+#[test]
+fn an_exfat_stick_through_fuse_takes_the_commit_and_has_no_file_size_limit() {
+    require_root();
+    let env = setup_env();
+    let _disk = ExfatDisk::mount(&env, &env.target);
+    let link = Command::new("ln")
+        .arg(env.src.join("data"))
+        .arg(env.target.join("link"))
+        .output()
+        .unwrap();
+    assert!(
+        !link.status.success(),
+        "this exFAT is expected to have no hard links"
+    );
+    assert_eq!(vouch::preflight::file_limit(&env.target), None);
+    env.write_config("", "min-free = 0\nsplit = \"off\"");
+    let out = env.vouch(&["preflight"]);
+    assert_code(&out, 0);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !table.contains("largest file"),
+        "no 4 GiB limit is guessed: {table}"
+    );
+    for _ in 0..2 {
+        assert_code(&env.vouch(&["run"]), 0);
+        // Archive names carry the second they were made in.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    assert_eq!(Env::archives_in(&env.target).len(), 2);
+    let left: Vec<String> = env
+        .target_files()
+        .into_iter()
+        .filter(|n| n.starts_with(".vouch-"))
+        .collect();
+    assert!(left.is_empty(), "temporary files left: {left:?}");
+    assert_code(&env.vouch(&["verify", "--all"]), 0);
+}
+
+#[test]
+fn a_process_file_size_limit_is_18_naming_limitfsize_and_split() {
+    require_root();
+    let env = setup_env();
+    fs::write(env.src.join("big.bin"), util::noise(3 << 20, 7)).unwrap();
+    env.write_config("", "min-free = 0\nsplit = \"off\"");
+    let out = env
+        .wrapped(&[], "ulimit -f 1024", &["run"])
+        .output()
+        .unwrap();
+    assert_code(&out, 18);
+    let err = stderr(&out);
+    assert!(err.contains("LimitFSIZE="), "{err}");
+    assert!(err.contains("split = \"auto\""), "{err}");
+    assert!(
+        !err.contains("not FAT32"),
+        "the filesystem is not to blame: {err}"
+    );
+    assert_nothing_written(&env.target);
 }

@@ -112,8 +112,11 @@ pub struct Target {
     pub name: String,
     /// Absolute directory.
     pub path: PathBuf,
-    /// Refuse unless `path` is a mount point.
+    /// Refuse unless the target's mount point (`mount`, else `path`) has a filesystem mounted.
     pub require_mount: bool,
+    /// The mount point `require-mount` checks, when it is a directory above `path` (`mount`;
+    /// setting it implies `require-mount = true`).
+    pub mount: Option<PathBuf>,
     /// Allow tmpfs, ramfs and overlay.
     pub allow_volatile: bool,
     /// Splitting into parts.
@@ -278,8 +281,8 @@ struct RawEncryption {
 struct RawTarget {
     name: Spanned<String>,
     path: Spanned<String>,
-    #[serde(default)]
-    require_mount: bool,
+    require_mount: Option<Spanned<bool>>,
+    mount: Option<Spanned<String>>,
     #[serde(default)]
     allow_volatile: bool,
     split: Option<Spanned<String>>,
@@ -535,6 +538,41 @@ impl Context<'_> {
         Ok(normalize(&joined))
     }
 
+    /// A target's `require-mount` and `mount`: `mount` must be `path` or a directory above it,
+    /// and implies `require-mount = true` (an explicit `false` beside it is a contradiction).
+    fn mount_guard(
+        &self,
+        t: &RawTarget,
+        path: &Path,
+        key: &dyn Fn(&str) -> String,
+    ) -> Result<(bool, Option<PathBuf>), ConfigError> {
+        let required = t.require_mount.as_ref().map(|v| *v.get_ref());
+        let Some(raw) = &t.mount else {
+            return Ok((required.unwrap_or(false), None));
+        };
+        let mount = self.path(raw, &key("mount"))?;
+        if !path.starts_with(&mount) {
+            return Err(self.error(
+                Some(raw.span()),
+                &key("mount"),
+                format!(
+                    "{} is not {} or a directory above it: mount names the mount point that holds the target",
+                    mount.display(),
+                    path.display()
+                ),
+            ));
+        }
+        if let (Some(false), Some(v)) = (required, &t.require_mount) {
+            return Err(self.error(
+                Some(v.span()),
+                &key("require-mount"),
+                "mount = PATH asks for the mount check: drop require-mount = false or the mount key"
+                    .into(),
+            ));
+        }
+        Ok((true, Some(mount)))
+    }
+
     /// `[metrics] textfile`: a file path, never an existing directory.
     fn textfile(&self, value: &Spanned<String>) -> Result<PathBuf, ConfigError> {
         let path = self.path(value, "metrics.textfile")?;
@@ -700,6 +738,7 @@ impl Context<'_> {
                     ),
                 ));
             }
+            let (require_mount, mount) = self.mount_guard(&t, &path, &key)?;
             let split = match &t.split {
                 None => Split::Auto,
                 Some(v) => match v.get_ref().as_str() {
@@ -751,7 +790,8 @@ impl Context<'_> {
             targets.push(Target {
                 name: tname.clone(),
                 path,
-                require_mount: t.require_mount,
+                require_mount,
+                mount,
                 allow_volatile: t.allow_volatile,
                 split,
                 min_free,

@@ -501,3 +501,42 @@ fn an_error_at_a_multibyte_character_is_reported_not_a_panic() {
         assert!(e.line.is_some(), "{text}: {e}");
     }
 }
+
+#[test]
+fn mount_names_a_mount_point_above_the_target_and_implies_require_mount() {
+    let s = parse(&MINIMAL.replace(
+        "path = \"/var/backups/vouch\"",
+        "path = \"/mnt/usb/backups\"\nmount = \"/mnt/usb/\"",
+    ))
+    .unwrap();
+    let t = &s.targets[0];
+    assert_eq!(t.mount.as_deref(), Some(Path::new("/mnt/usb")));
+    assert!(t.require_mount);
+    let s = parse(&MINIMAL.replace(
+        "path = \"/var/backups/vouch\"",
+        "path = \"/mnt/usb\"\nmount = \"/mnt/usb\"",
+    ))
+    .unwrap();
+    assert_eq!(s.targets[0].mount.as_deref(), Some(Path::new("/mnt/usb")));
+}
+
+#[test]
+fn a_mount_that_is_not_above_the_target_or_contradicts_require_mount_is_refused() {
+    for other in ["/mnt/usb2", "/mnt/usb/backups/deeper", "/srv"] {
+        let e = err(&MINIMAL.replace(
+            "path = \"/var/backups/vouch\"",
+            &format!("path = \"/mnt/usb/backups\"\nmount = \"{other}\""),
+        ));
+        assert_eq!(e.key.as_deref(), Some("target.local.mount"), "{e}");
+        assert!(
+            e.message
+                .contains("not /mnt/usb/backups or a directory above it"),
+            "{e}"
+        );
+    }
+    let e = err(&MINIMAL.replace(
+        "path = \"/var/backups/vouch\"",
+        "path = \"/mnt/usb/backups\"\nmount = \"/mnt/usb\"\nrequire-mount = false",
+    ));
+    assert_eq!(e.key.as_deref(), Some("target.local.require-mount"), "{e}");
+}

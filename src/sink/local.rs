@@ -11,8 +11,9 @@
 //!
 //! 1. the receipt, which lists every part, is written as `.vouch-commit.RUN.RECEIPT` (the
 //!    commit marker) and `fsync`ed, and the directory is `fsync`ed;
-//! 2. each part (or the single file) is renamed to its final name with `RENAME_NOREPLACE` (an
-//!    existing file is never replaced), then the directory is `fsync`ed;
+//! 2. each part (or the single file) is renamed to its final name with [`rename_noreplace`]
+//!    (`RENAME_NOREPLACE`, or its fallbacks on filesystems without it: an existing file is never
+//!    replaced), then the directory is `fsync`ed;
 //! 3. the marker is renamed to the receipt's final name and the directory is `fsync`ed.
 //!
 //! A failure inside the commit undoes it at once. A process that died inside it leaves the
@@ -149,24 +150,57 @@ impl Drop for TempFile {
     }
 }
 
-/// Renames `from` to `to` in the directory `dir` unless `to` exists.
-fn rename_noreplace(dir: &File, from: &Path, to: &Path) -> io::Result<()> {
-    let renamed = renameat2(
-        dir,
-        from.file_name().unwrap_or(OsStr::new("")),
-        dir,
-        to.file_name().unwrap_or(OsStr::new("")),
-        RenameFlags::RENAME_NOREPLACE,
-    );
-    match renamed {
+/// Gives the file `from` the name `to` in the directory `dir`, never over an existing file: the
+/// one primitive every commit uses (archive files, parts, receipts, recovery) and that
+/// preflight's write probe uses too, so a target that passed preflight can take a commit.
+///
+/// In order of preference:
+/// 1. `renameat2(RENAME_NOREPLACE)`, atomic;
+/// 2. where that is not supported (EINVAL), `link` then `unlink` of the temporary name:
+///    `link` fails with EEXIST just the same, so an existing file is never replaced;
+/// 3. where the filesystem has no hard links either (EPERM, EOPNOTSUPP, ENOSYS: exFAT or FAT
+///    through FUSE, some network filesystems), `lstat` checks that `to` is absent, then a plain
+///    `renameat`. The check and the rename are two steps: this is safe against other vouch runs
+///    only because every commit happens while the run lock is held. A program other than vouch
+///    that creates a file of the same final name between the two steps would see it replaced;
+///    the final names carry the run's timestamp, so nothing but vouch is expected to use them.
+pub fn rename_noreplace(dir: &File, from: &Path, to: &Path) -> io::Result<()> {
+    let (from_name, to_name) = (leaf(from), leaf(to));
+    match renameat2(dir, from_name, dir, to_name, RenameFlags::RENAME_NOREPLACE) {
         Ok(()) => Ok(()),
-        // Filesystems without RENAME_NOREPLACE: link(2) fails with EEXIST just the same.
-        Err(nix::errno::Errno::EINVAL) => {
-            fs::hard_link(from, to)?;
-            let _ = fs::remove_file(from);
-            Ok(())
-        }
+        Err(nix::errno::Errno::EINVAL) => match fs::hard_link(from, to) {
+            Ok(()) => {
+                let _ = fs::remove_file(from);
+                Ok(())
+            }
+            Err(e) if no_hard_links(&e) => rename_if_absent(dir, from_name, to),
+            Err(e) => Err(e),
+        },
         Err(e) => Err(e.into()),
+    }
+}
+
+fn leaf(path: &Path) -> &OsStr {
+    path.file_name().unwrap_or(OsStr::new(""))
+}
+
+/// True for the errors `link` gives on a filesystem that has no hard links at all.
+fn no_hard_links(error: &io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(libc::EPERM) | Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS)
+    )
+}
+
+/// The last resort of [`rename_noreplace`]: EEXIST if `to` exists (a link is not followed),
+/// else a plain rename. Only under the run lock.
+fn rename_if_absent(dir: &File, from_name: &OsStr, to: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(to) {
+        Ok(_) => Err(io::Error::from_raw_os_error(libc::EEXIST)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            nix::fcntl::renameat(dir, from_name, dir, leaf(to)).map_err(io::Error::from)
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -642,6 +676,30 @@ pub fn remove_leftovers(dir: &Path) -> io::Result<Vec<PathBuf>> {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn the_last_resort_rename_never_replaces_an_existing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let handle = File::open(dir.path()).unwrap();
+        let (from, to) = (dir.path().join("from"), dir.path().join("to"));
+        fs::write(&from, "new").unwrap();
+        fs::write(&to, "old").unwrap();
+        let e = rename_if_absent(&handle, leaf(&from), &to).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EEXIST));
+        assert_eq!(fs::read_to_string(&to).unwrap(), "old");
+        fs::remove_file(&to).unwrap();
+        std::os::unix::fs::symlink("/nonexistent", &to).unwrap();
+        let e = rename_if_absent(&handle, leaf(&from), &to).unwrap_err();
+        assert_eq!(
+            e.raw_os_error(),
+            Some(libc::EEXIST),
+            "a dangling link exists too"
+        );
+        fs::remove_file(&to).unwrap();
+        rename_if_absent(&handle, leaf(&from), &to).unwrap();
+        assert_eq!(fs::read_to_string(&to).unwrap(), "new");
+        assert!(!from.exists());
+    }
 
     #[test]
     fn pending_is_private_and_invisible_until_commit() {
