@@ -69,9 +69,20 @@ pub const PROPERTIES: &str =
 /// Runs `systemctl show -p PROPERTIES -- UNITS...` (or the test's stand-in) and returns its
 /// output, or why it could not.
 pub fn systemctl_show(properties: &str, units: &[&str]) -> Result<String, String> {
+    systemctl_show_with(&[], properties, units)
+}
+
+/// [`systemctl_show`] with more options (`--timestamp=unix`).
+pub fn systemctl_show_with(
+    options: &[&str],
+    properties: &str,
+    units: &[&str],
+) -> Result<String, String> {
     let program = std::env::var_os(SYSTEMCTL_VAR).unwrap_or_else(|| "systemctl".into());
     let out = Command::new(&program)
-        .args(["show", "-p", properties, "--"])
+        .arg("show")
+        .args(options)
+        .args(["-p", properties, "--"])
         .args(units)
         .stdin(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
