@@ -84,8 +84,8 @@ impl Event {
             Event::Pruned => "dd96f1b38d4848489e852c7931f456f4",
             Event::RunSucceeded => "4622a3509a154d1dbafd8fc4e8ee2f43",
             Event::RunFailed => "bed9d071a2b24a02ac797df75717e3ad",
-            Event::VerifySucceeded => "0c5e6b1f3d2a4e8f9a7b6c5d4e3f2a1b",
-            Event::VerifyFailed => "e41f7a9c2b6d4c1e8f3a5b7d9c0e2f46",
+            Event::VerifySucceeded => "57ea36d50c684fa2a7217221ed90cb71",
+            Event::VerifyFailed => "4263a1cac18743a694cc811146bd5bf2",
         }
     }
 

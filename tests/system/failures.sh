@@ -26,7 +26,7 @@ esac
 
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 # The verify-failed event's MESSAGE_ID (src/journal.rs, vouch.catalog).
-ID_VERIFY_FAILED=e41f7a9c2b6d4c1e8f3a5b7d9c0e2f46
+ID_VERIFY_FAILED=4263a1cac18743a694cc811146bd5bf2
 # A phrase of the verify-failed catalog entry (packaging/vouch.catalog).
 CATALOG_PHRASE="A verification of archives already on the targets failed"
 TARGET=/srv/backups
