@@ -20,6 +20,8 @@ fn subject(event: Event) -> &'static str {
         Event::Pruned => "vouch removed old archives on target @VOUCH_TARGET@",
         Event::RunSucceeded => "vouch backup succeeded and was verified",
         Event::RunFailed => "vouch backup failed: @VOUCH_EXIT_NAME@",
+        Event::VerifySucceeded => "vouch verified the archives it was asked to read back",
+        Event::VerifyFailed => "vouch verify failed: @VOUCH_EXIT_NAME@",
     }
 }
 
@@ -70,6 +72,19 @@ was given a final name: temporary files were removed, and older archives were no
 Cause: @MESSAGE@\n\nFix: @VOUCH_HINT@\n\nThe exit codes:\n\n{}",
             exit_list(|c| c.code() != 0 && !c.is_preflight())
         ),
+        Event::VerifySucceeded => "Every archive `vouch verify` selected (the newest one on each \
+target for the weekly vouch-verify.service) was read back from its target, decrypted, \
+decompressed, and every entry was hashed and compared with the manifest: @MESSAGE@. The \
+results are recorded in /var/lib/vouch/verified.json, which `vouch status` and retention read."
+            .into(),
+        Event::VerifyFailed => "A verification of archives already on the targets failed: an \
+archive is damaged or incomplete, a target holds no archive to restore from, or the archives \
+could not be read at all. A damaged archive is recorded as failed in \
+/var/lib/vouch/verified.json: retention keeps it for the operator, `vouch list` marks it FAILED \
+and `vouch status` is critical until a good archive is verified.\n\n\
+Cause: @MESSAGE@\n\nFix: @VOUCH_HINT@\n\n\
+`vouch verify --all` checks every archive (`--target NAME` limits it to one target); \
+`vouch list` shows which copies are intact.".into(),
     }
 }
 
@@ -112,6 +127,31 @@ mod tests {
         for c in ExitCode::ALL.into_iter().filter(|c| c.code() != 0) {
             assert!(text.contains(&format!(" {} ", c.name())), "{c}");
         }
+    }
+
+    #[test]
+    fn verify_results_have_their_own_entries_with_the_fix() {
+        let text = render();
+        let entry = |e: Event| {
+            let start = text.find(&format!("-- {}\n", e.message_id())).unwrap();
+            let rest = &text[start + 3..];
+            rest[..rest.find("\n-- ").unwrap_or(rest.len())].to_owned()
+        };
+        let failed = entry(Event::VerifyFailed);
+        assert!(
+            failed.contains("Subject: vouch verify failed: @VOUCH_EXIT_NAME@"),
+            "{failed}"
+        );
+        assert!(
+            failed.contains("Cause: @MESSAGE@\n\nFix: @VOUCH_HINT@"),
+            "{failed}"
+        );
+        assert!(failed.contains("verified.json"), "{failed}");
+        let ok = entry(Event::VerifySucceeded);
+        assert!(ok.contains("@MESSAGE@"), "{ok}");
+        assert_eq!(Event::VerifyFailed.name(), "verify-failed");
+        assert_eq!(Event::VerifySucceeded.name(), "verify-succeeded");
+        assert_eq!(Event::VerifyFailed.level(), log::Level::Error);
     }
 
     #[test]

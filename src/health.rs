@@ -14,6 +14,14 @@
 //! [`Health`] is the worst of them, `healthy` when there are none. `unknown` is reserved for
 //! when vouch cannot judge at all: no usable config, or no record of any run and no archive on
 //! any target (vouch never completed a run here).
+//!
+//! **Units.** Besides `last-run.json`, which only a vouch that ran can write, `status` reads
+//! how the units' last starts ended: the `vouch.service.result` and
+//! `vouch-verify.service.result` files their `ExecStopPost=` writes with the shell (so they
+//! exist even when the vouch binary could not be started), `last-failure.json` from
+//! `vouch notify-failure`, and `systemctl show` when systemd can be asked. The newest of them
+//! per unit counts; a failure that no later run superseded and that the other checks do not
+//! already report is critical.
 
 use crate::archives::{self, Archive, VerifyLog, VerifyRecord};
 use crate::config::{Settings, Target};
@@ -124,7 +132,7 @@ pub struct Reason {
     /// The target it is about, if any.
     pub target: Option<String>,
     /// Which check found it (`age`, `last-run`, `required`, `size`, `space`, `identity`,
-    /// `verify`, `notify`, `archives`, `config`, `state`, `usage`).
+    /// `verify`, `notify`, `archives`, `config`, `state`, `usage`, `unit`).
     pub check: &'static str,
     /// The sentence.
     pub message: String,
@@ -806,6 +814,204 @@ fn corrupt_state(state: &Path) -> Vec<(&'static str, String)> {
     out
 }
 
+/// The vouch units whose results `status` reads.
+pub const UNITS: [&str; 2] = ["vouch.service", "vouch-verify.service"];
+
+/// How one start of a vouch unit ended, as one of its records tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitEnd {
+    /// The unit.
+    pub unit: String,
+    /// When it ended (or was recorded).
+    pub at: OffsetDateTime,
+    /// Whether systemd counted it a success.
+    pub ok: bool,
+    /// The exit status when the process exited with one (`203`, `15`).
+    pub exit_status: Option<u8>,
+    /// What happened, in words.
+    pub detail: String,
+}
+
+/// An exit status in words: vouch's own name, or systemd's with what it means.
+fn exit_words(status: u8) -> String {
+    use crate::cli::notify_failure::{systemd_exit_meaning, systemd_exit_name};
+    if let Some(c) = crate::exit::ExitCode::from_code(status) {
+        return format!("exit status {status} ({})", c.name());
+    }
+    match systemd_exit_name(status) {
+        Some(name) => format!(
+            "{status}/{name}{}",
+            systemd_exit_meaning(status)
+                .map(|m| format!(" ({m})"))
+                .unwrap_or_default()
+        ),
+        None => format!("exit status {status}"),
+    }
+}
+
+/// The ending described by systemd's result, exit kind and status (`exit-code`, `exited`,
+/// `203`; `timeout`, `killed`, `TERM`).
+fn ending(result: &str, kind: &str, status: &str) -> (Option<u8>, String) {
+    let number = status.parse::<u8>().ok().filter(|_| kind == "exited");
+    let how = match (kind, number) {
+        ("exited", Some(n)) => exit_words(n),
+        ("killed", _) => format!("killed by signal {status}"),
+        ("dumped", _) => format!("dumped core on signal {status}"),
+        _ => format!("exit status {status}"),
+    };
+    let detail = if result == "exit-code" {
+        how
+    } else {
+        format!("{how}, result {result}")
+    };
+    (number, detail)
+}
+
+/// Parses the record a unit's `ExecStopPost=` writes (`unit=`, `result=`, `exit-code=`,
+/// `exit-status=`, `at=` lines).
+pub fn parse_unit_record(text: &str) -> Option<UnitEnd> {
+    let map: BTreeMap<&str, &str> = text.lines().filter_map(|l| l.split_once('=')).collect();
+    let result = map.get("result").copied().unwrap_or("");
+    let (exit_status, detail) = ending(
+        result,
+        map.get("exit-code").copied().unwrap_or(""),
+        map.get("exit-status").copied().unwrap_or(""),
+    );
+    Some(UnitEnd {
+        unit: (*map.get("unit")?).to_owned(),
+        at: archives::parse_time(map.get("at")?)?,
+        ok: result == "success",
+        exit_status,
+        detail,
+    })
+}
+
+/// The file a unit's `ExecStopPost=` writes into the state directory.
+pub fn unit_record_path(state: &Path, unit: &str) -> std::path::PathBuf {
+    state.join(format!("{unit}.result"))
+}
+
+/// Reads `last-failure.json`, written by `vouch notify-failure`.
+fn last_failure(state: &Path) -> Option<UnitEnd> {
+    let path = state.join(crate::cli::notify_failure::LAST_FAILURE);
+    let bytes = crate::bounded::read(
+        &path,
+        crate::bounded::Links::Refuse,
+        crate::bounded::STATE_CAP,
+    )
+    .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let text = |k: &str| v.get(k).and_then(serde_json::Value::as_str).unwrap_or("");
+    let detail = match text("detail") {
+        "" => format!(
+            "result {}, exit status {}",
+            text("result"),
+            text("exit-status")
+        ),
+        d => d.to_owned(),
+    };
+    Some(UnitEnd {
+        unit: text("unit").to_owned(),
+        at: archives::parse_time(text("recorded"))?,
+        ok: false,
+        exit_status: text("exit-status").parse().ok().filter(|s| *s != 0),
+        detail,
+    })
+}
+
+/// What systemd itself says about `unit`'s last start, when it can be asked.
+fn systemd_end(unit: &str) -> Option<UnitEnd> {
+    use crate::cli::notify_failure::{parse_show, systemctl_show_with};
+    let text = systemctl_show_with(
+        &["--timestamp=unix"],
+        "Result,ExecMainStatus,ExecMainCode,InactiveExitTimestamp",
+        &[unit],
+    )
+    .ok()?;
+    systemd_show_end(unit, &parse_show(&text))
+}
+
+/// The last start from `systemctl show --timestamp=unix` properties; `None` when the unit is
+/// unknown or never started.
+pub fn systemd_show_end(unit: &str, props: &BTreeMap<String, String>) -> Option<UnitEnd> {
+    let started: i64 = props
+        .get("InactiveExitTimestamp")?
+        .strip_prefix('@')?
+        .parse()
+        .ok()?;
+    let at = OffsetDateTime::from_unix_timestamp(started).ok()?;
+    let result = props.get("Result").map(String::as_str).unwrap_or("");
+    let kind = match props.get("ExecMainCode").map(String::as_str) {
+        Some("1") => "exited",
+        Some("2") => "killed",
+        Some("3") => "dumped",
+        _ => "",
+    };
+    let status = props
+        .get("ExecMainStatus")
+        .map(String::as_str)
+        .unwrap_or("");
+    let (exit_status, detail) = ending(result, kind, status);
+    Some(UnitEnd {
+        unit: unit.to_owned(),
+        at,
+        ok: result == "success",
+        exit_status,
+        detail,
+    })
+}
+
+/// Every record of how the vouch units ended: their `ExecStopPost=` files, notify-failure's
+/// record and systemd's own view.
+fn unit_ends(state: &Path) -> Vec<UnitEnd> {
+    let mut out: Vec<UnitEnd> = UNITS
+        .iter()
+        .filter_map(|u| {
+            let path = unit_record_path(state, u);
+            let text = crate::bounded::read_string(
+                &path,
+                crate::bounded::Links::Refuse,
+                crate::bounded::STATE_CAP,
+            )
+            .ok()?;
+            parse_unit_record(&text).filter(|r| r.unit == *u)
+        })
+        .collect();
+    out.extend(last_failure(state).filter(|f| UNITS.contains(&f.unit.as_str())));
+    out.extend(UNITS.iter().filter_map(|u| systemd_end(u)));
+    out
+}
+
+/// The unit failures nothing else in the report explains: per unit, the newest record, when
+/// it is a failure that no later run superseded and that is not the last run's own failure
+/// (which `last-run` reports) or a damaged archive found by verify (which `verify` reports).
+pub fn unexplained_failures(ends: &[UnitEnd], last: Option<&LastRun>) -> Vec<UnitEnd> {
+    let finished = last.and_then(|l| archives::parse_time(&l.finished));
+    UNITS
+        .iter()
+        .filter_map(|u| {
+            ends.iter()
+                .filter(|e| e.unit == *u)
+                .max_by_key(|e| (e.at, !e.ok))
+        })
+        .filter(|e| !e.ok)
+        .filter(|e| match (e.unit.as_str(), last, finished) {
+            ("vouch.service", Some(l), Some(f)) => {
+                let superseded = f > e.at;
+                let own = l.exit_code != 0
+                    && e.exit_status == Some(l.exit_code)
+                    && (e.at - f).whole_seconds().abs() <= 300;
+                !superseded && !own
+            }
+            ("vouch-verify.service", _, _) => {
+                e.exit_status != Some(crate::exit::ExitCode::Verify.code())
+            }
+            _ => true,
+        })
+        .cloned()
+        .collect()
+}
+
 /// Judges every target from the receipts and the state directory, as of `now`.
 pub fn evaluate(settings: &Settings, dirs: &Dirs, now: OffsetDateTime) -> Report {
     let mut c = Checker {
@@ -821,7 +1027,8 @@ pub fn evaluate(settings: &Settings, dirs: &Dirs, now: OffsetDateTime) -> Report
     // run (even a damaged one, reported below), or an archive, shows that vouch has ever
     // backed up here.
     let run_recorded = dirs.state.join(crate::run::LAST_RUN).exists();
-    if !run_recorded && !any_archive {
+    let unit_failures = unexplained_failures(&unit_ends(&dirs.state), last.as_ref());
+    if !run_recorded && !any_archive && unit_failures.is_empty() {
         return Report::unknown(
             &settings.file,
             "state",
@@ -832,6 +1039,21 @@ pub fn evaluate(settings: &Settings, dirs: &Dirs, now: OffsetDateTime) -> Report
         );
     }
     c.last_run(last.as_ref(), any_archive);
+    for f in &unit_failures {
+        c.add(
+            Health::Critical,
+            None,
+            "unit",
+            format!(
+                "{} failed: {} (at {}): read `journalctl -x -u {}`, fix the cause, then run `systemctl start {}`",
+                f.unit,
+                f.detail,
+                run::rfc3339(f.at),
+                f.unit,
+                f.unit
+            ),
+        );
+    }
     let verifications: Vec<&str> = targets
         .iter()
         .filter_map(|t| t.latest_verified.as_ref()?.verification.as_deref())

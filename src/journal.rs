@@ -36,11 +36,15 @@ pub enum Event {
     RunSucceeded,
     /// The run failed after preflight.
     RunFailed,
+    /// `vouch verify` read every selected archive back and each one matched.
+    VerifySucceeded,
+    /// `vouch verify` found a damaged or missing archive, or could not check one.
+    VerifyFailed,
 }
 
 impl Event {
     /// Every event.
-    pub const ALL: [Event; 8] = [
+    pub const ALL: [Event; 10] = [
         Event::RunStarted,
         Event::PreflightFailed,
         Event::ArchiveWritten,
@@ -49,6 +53,8 @@ impl Event {
         Event::Pruned,
         Event::RunSucceeded,
         Event::RunFailed,
+        Event::VerifySucceeded,
+        Event::VerifyFailed,
     ];
 
     /// The `VOUCH_EVENT` value.
@@ -62,6 +68,8 @@ impl Event {
             Event::Pruned => "pruned",
             Event::RunSucceeded => "run-succeeded",
             Event::RunFailed => "run-failed",
+            Event::VerifySucceeded => "verify-succeeded",
+            Event::VerifyFailed => "verify-failed",
         }
     }
 
@@ -76,13 +84,15 @@ impl Event {
             Event::Pruned => "dd96f1b38d4848489e852c7931f456f4",
             Event::RunSucceeded => "4622a3509a154d1dbafd8fc4e8ee2f43",
             Event::RunFailed => "bed9d071a2b24a02ac797df75717e3ad",
+            Event::VerifySucceeded => "57ea36d50c684fa2a7217221ed90cb71",
+            Event::VerifyFailed => "4263a1cac18743a694cc811146bd5bf2",
         }
     }
 
     /// The journal priority of the event.
     pub const fn level(self) -> Level {
         match self {
-            Event::PreflightFailed | Event::RunFailed => Level::Error,
+            Event::PreflightFailed | Event::RunFailed | Event::VerifyFailed => Level::Error,
             _ => Level::Info,
         }
     }

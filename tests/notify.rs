@@ -1088,3 +1088,43 @@ fn a_failed_prune_alerts_36_with_the_size_warning() {
     let left: Vec<String> = env.archives().iter().map(|a| file_name(a)).collect();
     assert_eq!(left, [file_name(&stuck), file_name(&newest)]);
 }
+
+/// A stand-in for `systemctl show` of a unit that last ran fine and then could not start
+/// because a mount it needs failed: the unit's properties, then the needed units' states.
+fn systemctl_with_failed_mount(env: &Env) -> PathBuf {
+    script(
+        env,
+        "systemctl",
+        "case \"$*\" in\n\
+         *Id,ActiveState,Result*) printf 'Id=-.mount\\nActiveState=active\\nResult=success\\n\\nId=mnt-usb.mount\\nActiveState=failed\\nResult=exit-code\\n' ;;\n\
+         *) printf 'Result=success\\nExecMainStatus=0\\nExecMainCode=1\\nInvocationID=dep01\\nExecStart={ path=/usr/bin/vouch ; argv[]=/usr/bin/vouch run ; code=exited ; status=0 }\\nRequires=-.mount mnt-usb.mount\\n' ;;\n\
+         esac",
+    )
+}
+
+#[test]
+fn a_failed_mount_is_named_instead_of_exit_status_0() {
+    let env = Env::new();
+    env.write_config("", "");
+    let systemctl = systemctl_with_failed_mount(&env);
+    let out = vouch(
+        &env,
+        &["notify-failure", "vouch.service"],
+        &[("VOUCH_TEST_SYSTEMCTL", systemctl.to_str().unwrap())],
+    );
+    assert_code(&out, 0);
+    let err = stderr(&out);
+    assert!(
+        err.contains("vouch.service failed: the unit it needs, mnt-usb.mount, failed (its result: exit-code), so vouch never ran"),
+        "{err}"
+    );
+    assert!(!err.contains("exit status 0"), "{err}");
+    let last: Value =
+        serde_json::from_str(&fs::read_to_string(env.state.join("last-failure.json")).unwrap())
+            .unwrap();
+    assert_eq!(last["failed-dependency"], "mnt-usb.mount");
+    assert!(
+        last["detail"].as_str().unwrap().contains("mnt-usb.mount"),
+        "{last}"
+    );
+}

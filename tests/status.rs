@@ -662,3 +662,190 @@ fn a_receipt_dated_far_in_the_future_is_named_as_the_problem() {
     let listed = stdout(&env.vouch(&["list"]));
     assert!(listed.contains("RECEIPT INVALID"), "{listed}");
 }
+
+/// The shell command of `ExecStopPost=` in units/vouch.service, as systemd would run it for
+/// that unit: specifiers expanded, `$$` unescaped.
+fn stop_post_script(unit_file: &str, unit: &str) -> String {
+    let text = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(unit_file)).unwrap();
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStopPost=-/bin/sh -c '"))
+        .expect("an ExecStopPost= shell command");
+    let script = line
+        .strip_suffix('\'')
+        .expect("quoted to the end of the line");
+    assert!(
+        !script.contains("vouch "),
+        "the record must not need vouch: {script}"
+    );
+    script
+        .replace("%%", "\u{0}")
+        .replace("%n", unit)
+        .replace('\u{0}', "%")
+        .replace("$$", "$")
+}
+
+/// Runs the unit's record command as systemd does after a start that ended so.
+fn record_unit_end(env: &Env, unit_file: &str, unit: &str, result: &str, kind: &str, status: &str) {
+    let out = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(stop_post_script(unit_file, unit))
+        .env("STATE_DIRECTORY", &env.state)
+        .env("SERVICE_RESULT", result)
+        .env("EXIT_CODE", kind)
+        .env("EXIT_STATUS", status)
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+}
+
+#[test]
+fn a_unit_that_could_not_start_vouch_is_critical_until_a_later_run() {
+    let env = world("", "");
+    run_ok(&env);
+    assert_status(&env, 0, "healthy", "");
+    // One second later, so the record is clearly newer than the run.
+    std::thread::sleep(Duration::from_millis(1100));
+    record_unit_end(
+        &env,
+        "units/vouch.service",
+        "vouch.service",
+        "exit-code",
+        "exited",
+        "203",
+    );
+    let record = fs::read_to_string(env.state.join("vouch.service.result")).unwrap();
+    assert!(
+        record.contains("result=exit-code\n") && record.contains("exit-status=203\n"),
+        "{record}"
+    );
+    let text = assert_status(
+        &env,
+        2,
+        "critical",
+        "vouch.service failed: 203/EXEC (the vouch binary could not be started)",
+    );
+    assert!(
+        text.contains("last run: OK"),
+        "the last run itself stays what it was:\n{text}"
+    );
+    // A run after it supersedes the failure.
+    std::thread::sleep(Duration::from_millis(1100));
+    run_ok(&env);
+    assert_status(&env, 0, "healthy", "");
+    // A success recorded by the unit also clears it.
+    record_unit_end(
+        &env,
+        "units/vouch.service",
+        "vouch.service",
+        "exit-code",
+        "exited",
+        "203",
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    record_unit_end(
+        &env,
+        "units/vouch.service",
+        "vouch.service",
+        "success",
+        "exited",
+        "0",
+    );
+    assert_status(&env, 0, "healthy", "");
+}
+
+#[test]
+fn the_last_runs_own_failure_is_reported_once() {
+    let env = world("", "");
+    run_ok(&env);
+    fs::remove_dir_all(&env.src).unwrap();
+    assert_code(&env.vouch(&["run"]), 12);
+    record_unit_end(
+        &env,
+        "units/vouch.service",
+        "vouch.service",
+        "exit-code",
+        "exited",
+        "12",
+    );
+    let (code, json) = status_json(&env);
+    assert_eq!(code, 2);
+    let critical = reasons(&json, "critical");
+    assert!(
+        critical.iter().any(|r| r.contains("SOURCE (12)")),
+        "{critical:?}"
+    );
+    assert!(
+        !critical.iter().any(|r| r.contains("vouch.service failed")),
+        "{critical:?}"
+    );
+}
+
+#[test]
+fn a_failed_restore_test_unit_is_critical() {
+    let env = world("", "");
+    run_ok(&env);
+    record_unit_end(
+        &env,
+        "units/vouch-verify.service",
+        "vouch-verify.service",
+        "exit-code",
+        "exited",
+        "13",
+    );
+    assert_status(
+        &env,
+        2,
+        "critical",
+        "vouch-verify.service failed: exit status 13 (KEY)",
+    );
+}
+
+#[test]
+fn notify_failures_record_of_a_failed_dependency_is_critical() {
+    let env = world("", "");
+    run_ok(&env);
+    std::thread::sleep(Duration::from_millis(1100));
+    let now = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let record = serde_json::json!({
+        "unit": "vouch.service",
+        "result": "success",
+        "exit-status": "0",
+        "exit-name": null,
+        "invocation": "",
+        "detail": "the unit it needs, mnt-stick.mount, failed (its result: exit-code), so vouch never ran: read `journalctl -u mnt-stick.mount`",
+        "failed-dependency": "mnt-stick.mount",
+        "recorded": now,
+    });
+    fs::write(env.state.join("last-failure.json"), record.to_string()).unwrap();
+    assert_status(&env, 2, "critical", "mnt-stick.mount, failed");
+}
+
+#[test]
+fn systemds_own_record_of_a_failed_start_is_read() {
+    let env = world("", "");
+    run_ok(&env);
+    let later = time::OffsetDateTime::now_utc().unix_timestamp() + 2;
+    let fake = env.state.parent().unwrap().join("fake-systemctl");
+    fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\ncase \"$*\" in *vouch.service) printf 'Result=exit-code\\nExecMainStatus=203\\nExecMainCode=1\\nInactiveExitTimestamp=@{later}\\n';; *) printf 'Result=success\\n';; esac\n"
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = env
+        .command(&["status"])
+        .env("VOUCH_TEST_SYSTEMCTL", &fake)
+        .output()
+        .unwrap();
+    assert_code(&out, 2);
+    assert!(
+        stdout(&out).contains("vouch.service failed: 203/EXEC"),
+        "{}",
+        stdout(&out)
+    );
+}

@@ -27,6 +27,9 @@ use std::process::Command;
 /// ask). It gets the same arguments and must print `Key=value` lines.
 pub const SYSTEMCTL_VAR: &str = "VOUCH_TEST_SYSTEMCTL";
 
+/// The record of the last failed unit, in the state directory.
+pub const LAST_FAILURE: &str = "last-failure.json";
+
 /// What systemd says about a failed unit.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
@@ -41,6 +44,11 @@ pub struct UnitFailure {
     pub exit_name: Option<String>,
     /// `InvocationID=` of the failed run.
     pub invocation: String,
+    /// What went wrong, in words: the main process's end, a failed `ExecStartPre=` command,
+    /// or the dependency that failed so that vouch never ran.
+    pub detail: String,
+    /// The unit whose failure kept this one from starting (e.g. `mnt-usb.mount`).
+    pub failed_dependency: Option<String>,
     /// RFC 3339 time this was recorded.
     pub recorded: String,
 }
@@ -53,35 +61,197 @@ pub fn parse_show(text: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// The properties notify-failure reads: the result, the main process, every start command and
+/// the units this one needs.
+pub const PROPERTIES: &str =
+    "Result,ExecMainStatus,ExecMainCode,InvocationID,ExecStartPre,ExecStart,Requires,Requisite,BindsTo";
+
+/// Runs `systemctl show -p PROPERTIES -- UNITS...` (or the test's stand-in) and returns its
+/// output, or why it could not.
+pub fn systemctl_show(properties: &str, units: &[&str]) -> Result<String, String> {
+    systemctl_show_with(&[], properties, units)
+}
+
+/// [`systemctl_show`] with more options (`--timestamp=unix`).
+pub fn systemctl_show_with(
+    options: &[&str],
+    properties: &str,
+    units: &[&str],
+) -> Result<String, String> {
+    let program = std::env::var_os(SYSTEMCTL_VAR).unwrap_or_else(|| "systemctl".into());
+    let out = Command::new(&program)
+        .arg("show")
+        .args(options)
+        .args(["-p", properties, "--"])
+        .args(units)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", program.to_string_lossy()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "systemctl show failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// Asks systemd about `unit`. When that fails, says why in the journal and goes on with what
 /// it has: the failure must still be reported.
 fn show(unit: &str) -> BTreeMap<String, String> {
-    let program = std::env::var_os(SYSTEMCTL_VAR).unwrap_or_else(|| "systemctl".into());
-    let out = Command::new(&program)
-        .args([
-            "show",
-            "-p",
-            "Result,ExecMainStatus,ExecMainCode,InvocationID",
-            "--",
-            unit,
-        ])
-        .stdin(std::process::Stdio::null())
-        .output();
-    match out {
-        Ok(out) if out.status.success() => parse_show(&String::from_utf8_lossy(&out.stdout)),
-        Ok(out) => {
-            log::warn!(
-                "systemctl show {unit} failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-            BTreeMap::new()
-        }
+    match systemctl_show(PROPERTIES, &[unit]) {
+        Ok(text) => parse_show(&text),
         Err(e) => {
-            log::warn!("cannot run {} show {unit}: {e}", program.to_string_lossy());
+            log::warn!("asking systemd about {unit}: {e}");
             BTreeMap::new()
         }
     }
+}
+
+/// The units `props` says this one needs (`Requires=`, `Requisite=`, `BindsTo=`, which
+/// include those added by `RequiresMountsFor=`).
+pub fn needed_units(props: &BTreeMap<String, String>) -> Vec<String> {
+    let mut out: Vec<String> = ["Requires", "Requisite", "BindsTo"]
+        .iter()
+        .filter_map(|k| props.get(*k))
+        .flat_map(|v| v.split_whitespace().map(str::to_owned))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The failed units in the output of `systemctl show -p Id,ActiveState,Result` for several
+/// units (one block per unit, separated by empty lines): each failed unit's name and result.
+pub fn failed_units(text: &str) -> Vec<(String, String)> {
+    text.split("\n\n")
+        .map(parse_show)
+        .filter(|p| p.get("ActiveState").map(String::as_str) == Some("failed"))
+        .filter_map(|p| {
+            let id = p.get("Id")?.clone();
+            Some((id, p.get("Result").cloned().unwrap_or_default()))
+        })
+        .collect()
+}
+
+/// The first needed unit that is in the failed state, with its result.
+fn failed_dependency(props: &BTreeMap<String, String>) -> Option<(String, String)> {
+    let needed = needed_units(props);
+    if needed.is_empty() {
+        return None;
+    }
+    let names: Vec<&str> = needed.iter().map(String::as_str).collect();
+    match systemctl_show("Id,ActiveState,Result", &names) {
+        Ok(text) => failed_units(&text).into_iter().next(),
+        Err(e) => {
+            log::warn!("asking systemd about the units vouch needs: {e}");
+            None
+        }
+    }
+}
+
+/// One command of an `Exec*=` property as `systemctl show` prints it:
+/// `{ path=/bin/sh ; argv[]=... ; ... ; code=exited ; status=2 }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecCommand {
+    /// The program.
+    pub path: String,
+    /// `exited`, `killed`, `dumped`, or empty when it never ran.
+    pub code: String,
+    /// The exit status or signal (`2`, `203/EXEC`, `TERM`), `0` or empty when it never ran.
+    pub status: String,
+}
+
+impl ExecCommand {
+    /// Whether it ran and failed.
+    pub fn failed(&self) -> bool {
+        match self.code.as_str() {
+            "exited" => !self.status.is_empty() && self.status != "0",
+            "killed" | "dumped" => true,
+            _ => false,
+        }
+    }
+
+    /// How it ended, in words.
+    pub fn ending(&self) -> String {
+        let number = self.status.split('/').next().unwrap_or("");
+        match self.code.as_str() {
+            "exited" => match number.parse::<u8>().ok().and_then(systemd_exit_name) {
+                Some(name) if !self.status.contains('/') => format!("exit status {number}/{name}"),
+                _ => format!("exit status {}", self.status),
+            },
+            "killed" => format!("killed by signal {}", self.status),
+            "dumped" => format!("dumped core on signal {}", self.status),
+            _ => "did not run".into(),
+        }
+    }
+}
+
+/// Parses an `Exec*=` property value: one entry per `{ ... }` group.
+pub fn parse_exec(value: &str) -> Vec<ExecCommand> {
+    value
+        .split('{')
+        .filter_map(|group| group.split_once('}').map(|(inside, _)| inside))
+        .map(|inside| {
+            let field = |name: &str| {
+                inside
+                    .split(" ; ")
+                    .map(str::trim)
+                    .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+                    .unwrap_or("")
+                    .to_owned()
+            };
+            ExecCommand {
+                path: field("path"),
+                code: field("code"),
+                status: field("status"),
+            }
+        })
+        .collect()
+}
+
+/// systemd's name for the exit statuses it gives a service whose process it could not start
+/// (`man systemd.exec`, "Process Exit Codes").
+pub fn systemd_exit_name(status: u8) -> Option<&'static str> {
+    Some(match status {
+        200 => "CHDIR",
+        201 => "NICE",
+        202 => "FDS",
+        203 => "EXEC",
+        204 => "MEMORY",
+        205 => "LIMITS",
+        208 => "STDIN",
+        209 => "STDOUT",
+        210 => "CHROOT",
+        211 => "IOPRIO",
+        214 => "SETSCHEDULER",
+        216 => "GROUP",
+        217 => "USER",
+        218 => "CAPABILITIES",
+        219 => "CGROUP",
+        222 => "STDERR",
+        225 => "NETWORK",
+        226 => "NAMESPACE",
+        227 => "NO_NEW_PRIVILEGES",
+        228 => "SECCOMP",
+        232 => "ADDRESS_FAMILIES",
+        233 => "RUNTIME_DIRECTORY",
+        238 => "STATE_DIRECTORY",
+        241 => "CONFIGURATION_DIRECTORY",
+        243 => "CREDENTIALS",
+        _ => return None,
+    })
+}
+
+/// What an exit status systemd gave means, when it is one of its own.
+pub fn systemd_exit_meaning(status: u8) -> Option<&'static str> {
+    Some(match status {
+        203 => "the vouch binary could not be started",
+        200 | 226 | 233 | 238 | 241 => "systemd could not set up the unit's sandbox or directories",
+        _ => return None,
+    })
 }
 
 /// The vouch exit code for a unit's main process: its status when it exited
@@ -107,7 +277,18 @@ fn how_it_ended(props: &BTreeMap<String, String>) -> String {
     match props.get("ExecMainCode").map(String::as_str) {
         Some("1") => match vouch_code(props) {
             Some(c) => format!("exit status {status} ({})", c.name()),
-            None => format!("exit status {status}"),
+            None => match status.parse::<u8>().ok().and_then(systemd_exit_name) {
+                Some(name) => format!(
+                    "exit status {status}/{name}{}",
+                    status
+                        .parse::<u8>()
+                        .ok()
+                        .and_then(systemd_exit_meaning)
+                        .map(|m| format!(" ({m})"))
+                        .unwrap_or_default()
+                ),
+                None => format!("exit status {status}"),
+            },
         },
         Some("2") => format!("killed by signal {status}"),
         Some("3") => format!("dumped core on signal {status}"),
@@ -116,11 +297,62 @@ fn how_it_ended(props: &BTreeMap<String, String>) -> String {
     }
 }
 
+/// Whether the unit's record shows no failure of vouch's own process: it never ran
+/// (`ExecMainCode=0`), or `Result=success` (what systemd leaves from the previous run when a
+/// dependency failed and this start never began).
+fn main_did_not_fail(props: &BTreeMap<String, String>) -> bool {
+    let never_ran = props
+        .get("ExecMainCode")
+        .is_none_or(|c| c.is_empty() || c == "0");
+    let success = props
+        .get("Result")
+        .is_none_or(|r| r.is_empty() || r == "success");
+    never_ran || success
+}
+
+/// What went wrong with a unit, from its properties and the failed dependency (if any):
+/// `Result=`, then the first failed `ExecStartPre=` command, else the main process's end, or,
+/// when vouch's process never ran, the dependency that failed.
+pub fn describe(props: &BTreeMap<String, String>, dependency: Option<&(String, String)>) -> String {
+    let result = props
+        .get("Result")
+        .filter(|r| !r.is_empty())
+        .map(String::as_str)
+        .unwrap_or("unknown");
+    let pre = props
+        .get("ExecStartPre")
+        .map(|v| parse_exec(v))
+        .unwrap_or_default();
+    if let Some(cmd) = pre.iter().find(|c| c.failed()) {
+        return format!(
+            "Result={result}, the ExecStartPre= command {} failed with {}, so vouch never ran",
+            cmd.path,
+            cmd.ending()
+        );
+    }
+    if !main_did_not_fail(props) {
+        return format!("Result={result}, {}", how_it_ended(props));
+    }
+    match dependency {
+        Some((unit, dep_result)) => format!(
+            "the unit it needs, {unit}, failed (its result: {dep_result}), so vouch never ran: read `journalctl -u {unit}`"
+        ),
+        None if props.get("ExecMainCode").is_none_or(|c| c.is_empty() || c == "0") => {
+            format!("Result={result}, vouch's process did not run")
+        }
+        None => format!(
+            "Result={result}, {} (systemd records no failure of this start; its journal around this time tells why it was reported)",
+            how_it_ended(props)
+        ),
+    }
+}
+
 /// The failure as the notification channels see it. The exit code is the unit's when it is
 /// one of vouch's, else INTERNAL (killed, timed out, not started): never 0.
 pub fn unit_outcome(
     unit: &str,
     props: &BTreeMap<String, String>,
+    dependency: Option<&(String, String)>,
     name: &str,
     run_id: Option<&str>,
 ) -> Outcome {
@@ -129,15 +361,8 @@ pub fn unit_outcome(
     if let Some(id) = run_id {
         o.run_id = id.to_owned();
     }
-    let result = props
-        .get("Result")
-        .filter(|r| !r.is_empty())
-        .map(String::as_str)
-        .unwrap_or("unknown");
-    o.reasons.push(format!(
-        "{unit} failed: Result={result}, {}",
-        how_it_ended(props)
-    ));
+    o.reasons
+        .push(format!("{unit} failed: {}", describe(props, dependency)));
     o.hint = Some(format!(
         "Read `journalctl -x -u {unit}` for the cause and the fix."
     ));
@@ -147,37 +372,45 @@ pub fn unit_outcome(
 /// Records the failure of `unit` and tells the configured channels.
 pub fn execute(cli: &Cli, unit: &str) -> Result<ExitCode, Error> {
     let props = show(unit);
+    let dependency = if main_did_not_fail(&props) {
+        failed_dependency(&props)
+    } else {
+        None
+    };
     let get = |k: &str| props.get(k).cloned().unwrap_or_default();
     let status = get("ExecMainStatus");
     let exit_name = vouch_code(&props).map(|c| c.name().to_owned());
+    let detail = describe(&props, dependency.as_ref());
     let failure = UnitFailure {
         unit: unit.to_owned(),
         result: get("Result"),
         exit_status: status.clone(),
         exit_name: exit_name.clone(),
         invocation: get("InvocationID"),
+        detail: detail.clone(),
+        failed_dependency: dependency.as_ref().map(|(d, _)| d.clone()),
         recorded: crate::run::rfc3339(time::OffsetDateTime::now_utc()),
     };
-    journal::Entry::error(format!(
-        "{unit} failed: result {}, exit status {}{}",
-        failure.result,
-        status,
-        exit_name
-            .as_deref()
-            .map(|n| format!(" ({n})"))
-            .unwrap_or_default()
-    ))
-    .field("VOUCH_UNIT", unit)
-    .field("VOUCH_UNIT_RESULT", &failure.result)
-    .field("VOUCH_EXIT_CODE", &status)
-    .field_opt("VOUCH_EXIT_NAME", exit_name.as_deref())
-    .field(
-        "VOUCH_HINT",
-        format!("Read `journalctl -x -u {unit}` for the cause and the fix."),
-    )
-    .emit();
+    journal::Entry::error(format!("{unit} failed: {detail}"))
+        .field("VOUCH_UNIT", unit)
+        .field("VOUCH_UNIT_RESULT", &failure.result)
+        .field("VOUCH_EXIT_CODE", &status)
+        .field_opt("VOUCH_EXIT_NAME", exit_name.as_deref())
+        .field_opt("VOUCH_FAILED_UNIT", failure.failed_dependency.as_deref())
+        .field(
+            "VOUCH_HINT",
+            format!("Read `journalctl -x -u {unit}` for the cause and the fix."),
+        )
+        .emit();
     let dirs = Dirs::from_env();
-    tell_channels(cli, &dirs, unit, &props, &failure.invocation);
+    tell_channels(
+        cli,
+        &dirs,
+        unit,
+        &props,
+        dependency.as_ref(),
+        &failure.invocation,
+    );
     let mut json =
         serde_json::to_vec_pretty(&failure).map_err(|e| Error::Internal(e.to_string()))?;
     json.push(b'\n');
@@ -185,11 +418,12 @@ pub fn execute(cli: &Cli, unit: &str) -> Result<ExitCode, Error> {
         path: dirs.state.clone(),
         error,
     })?;
-    crate::sink::local::write_atomic(&dirs.state, "last-failure.json", &json, journal::run_id())
-        .map_err(|error| Error::State {
+    crate::sink::local::write_atomic(&dirs.state, LAST_FAILURE, &json, journal::run_id()).map_err(
+        |error| Error::State {
             path: dirs.state.clone(),
             error,
-        })?;
+        },
+    )?;
     Ok(ExitCode::Ok)
 }
 
@@ -199,6 +433,7 @@ fn tell_channels(
     dirs: &Dirs,
     unit: &str,
     props: &BTreeMap<String, String>,
+    dependency: Option<&(String, String)>,
     invocation: &str,
 ) {
     let previous = NotifyRecord::load(&dirs.state)
@@ -279,6 +514,7 @@ fn tell_channels(
     let outcome = unit_outcome(
         unit,
         props,
+        dependency,
         &settings.backup.name,
         previous.as_ref().map(|r| r.run_id.as_str()),
     );
@@ -301,14 +537,14 @@ mod tests {
     #[test]
     fn outcomes_carry_vouch_codes_and_never_zero() {
         let p = parse_show("Result=exit-code\nExecMainStatus=32\nExecMainCode=1\n");
-        let o = unit_outcome("vouch.service", &p, "web1", None);
+        let o = unit_outcome("vouch.service", &p, None, "web1", None);
         assert_eq!((o.exit_code, o.exit_name.as_str()), (32, "REQUIRED"));
         assert_eq!(
             o.reasons,
             ["vouch.service failed: Result=exit-code, exit status 32 (REQUIRED)"]
         );
         let p = parse_show("Result=timeout\nExecMainStatus=15\nExecMainCode=2\n");
-        let o = unit_outcome("vouch.service", &p, "web1", Some("r1"));
+        let o = unit_outcome("vouch.service", &p, None, "web1", Some("r1"));
         assert_eq!((o.exit_code, o.exit_name.as_str()), (1, "INTERNAL"));
         assert_eq!(o.run_id, "r1");
         assert_eq!(
@@ -316,13 +552,95 @@ mod tests {
             ["vouch.service failed: Result=timeout, killed by signal 15"]
         );
         for text in ["", "Result=success\nExecMainStatus=0\nExecMainCode=1\n"] {
-            let o = unit_outcome("x.service", &parse_show(text), "web1", None);
+            let o = unit_outcome("x.service", &parse_show(text), None, "web1", None);
             assert_ne!(o.exit_code, 0);
             assert_eq!(o.result, "failure");
         }
         let p = parse_show("Result=exit-code\nExecMainStatus=203\nExecMainCode=1\n");
-        let o = unit_outcome("vouch.service", &p, "web1", None);
+        let o = unit_outcome("vouch.service", &p, None, "web1", None);
         assert_eq!(o.exit_code, 1);
-        assert!(o.reasons[0].ends_with("exit status 203"), "{:?}", o.reasons);
+        assert!(
+            o.reasons[0].ends_with("exit status 203/EXEC (the vouch binary could not be started)"),
+            "{:?}",
+            o.reasons
+        );
+    }
+
+    /// `systemctl show` of a unit whose `ExecStartPre=` failed, as systemd 252 prints it.
+    const PRE_FAILED: &str = "Result=exit-code\nExecMainStatus=0\nExecMainCode=0\n\
+ExecStartPre={ path=/bin/sh ; argv[]=/bin/sh -c pg_dump app > /var/lib/app/dumps/db.sql ; ignore_errors=no ; start_time=[Tue 2026-12-01 10:00:00 UTC] ; stop_time=[Tue 2026-12-01 10:00:00 UTC] ; pid=412 ; code=exited ; status=2 }\n\
+ExecStart={ path=/usr/bin/vouch ; argv[]=/usr/bin/vouch run ; ignore_errors=no ; start_time=[n/a] ; stop_time=[n/a] ; pid=0 ; code=(null) ; status=0/0 }\n\
+Requires=system.slice sysinit.target -.mount\n";
+
+    /// A unit that last ran fine and then could not start because a mount failed.
+    const DEPENDENCY_FAILED: &str = "Result=success\nExecMainStatus=0\nExecMainCode=1\n\
+ExecStart={ path=/usr/bin/vouch ; argv[]=/usr/bin/vouch run ; ignore_errors=no ; start_time=[Tue 2026-12-01 09:00:00 UTC] ; stop_time=[Tue 2026-12-01 09:00:05 UTC] ; pid=300 ; code=exited ; status=0 }\n\
+Requires=system.slice mnt-stick.mount sysinit.target -.mount\nRequisite=\nBindsTo=\n";
+
+    #[test]
+    fn exec_properties_parse() {
+        let p = parse_show(PRE_FAILED);
+        let pre = parse_exec(&p["ExecStartPre"]);
+        assert_eq!(pre.len(), 1);
+        assert_eq!(
+            (
+                pre[0].path.as_str(),
+                pre[0].code.as_str(),
+                pre[0].status.as_str()
+            ),
+            ("/bin/sh", "exited", "2")
+        );
+        assert!(pre[0].failed());
+        let main = parse_exec(&p["ExecStart"]);
+        assert!(!main[0].failed(), "{main:?}");
+        assert_eq!(main[0].ending(), "did not run");
+        let killed = parse_exec(
+            "{ path=/a ; code=killed ; status=9 } { path=/b ; code=exited ; status=203 }",
+        );
+        assert_eq!(killed[0].ending(), "killed by signal 9");
+        assert_eq!(killed[1].ending(), "exit status 203/EXEC");
+    }
+
+    #[test]
+    fn a_failed_start_command_is_named_not_exit_status_0() {
+        let p = parse_show(PRE_FAILED);
+        let text = describe(&p, None);
+        assert_eq!(
+            text,
+            "Result=exit-code, the ExecStartPre= command /bin/sh failed with exit status 2, so vouch never ran"
+        );
+        let o = unit_outcome("vouch.service", &p, None, "web1", None);
+        assert_eq!(o.reasons, [format!("vouch.service failed: {text}")]);
+    }
+
+    #[test]
+    fn a_failed_dependency_is_named() {
+        let p = parse_show(DEPENDENCY_FAILED);
+        assert_eq!(
+            needed_units(&p),
+            [
+                "-.mount",
+                "mnt-stick.mount",
+                "sysinit.target",
+                "system.slice"
+            ]
+        );
+        let shown = "Id=-.mount\nActiveState=active\nResult=success\n\n\
+Id=mnt-stick.mount\nActiveState=failed\nResult=exit-code\n\n\
+Id=sysinit.target\nActiveState=active\nResult=success\n";
+        let failed = failed_units(shown);
+        assert_eq!(
+            failed,
+            [("mnt-stick.mount".to_owned(), "exit-code".to_owned())]
+        );
+        let text = describe(&p, failed.first());
+        assert!(text.starts_with("the unit it needs, mnt-stick.mount, failed (its result: exit-code), so vouch never ran"), "{text}");
+        assert!(!text.contains("exit status 0"), "{text}");
+        // Without a failed dependency, a success record is not passed off as the cause.
+        let text = describe(&p, None);
+        assert!(
+            text.contains("systemd records no failure of this start"),
+            "{text}"
+        );
     }
 }

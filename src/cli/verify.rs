@@ -34,6 +34,15 @@ use crate::restore::{self, RestoreError};
 use crate::verify;
 use std::path::{Path, PathBuf};
 
+/// A line of the per-archive table: on stdout, unless stdout is the journal.
+macro_rules! table {
+    ($($arg:tt)*) => {
+        if table_wanted() {
+            crate::out!($($arg)*);
+        }
+    };
+}
+
 /// Which archives to verify.
 #[derive(Debug, Clone)]
 pub enum Selection {
@@ -61,7 +70,53 @@ pub fn execute(
     let result = verify_selected(&settings, &dirs, &selection, target, restore_to);
     // The textfile is made from the verification log, which holds every archive read above.
     crate::metrics::write(&settings, &dirs);
-    result
+    Ok(report(result))
+}
+
+/// The one journal entry of the verification's result, and the unit's final status text;
+/// returns the exit code. A failure is reported here (with its fix), not again by the caller.
+fn report(result: Result<Summary, Error>) -> ExitCode {
+    match result {
+        Ok(s) => {
+            let text = format!(
+                "verified {} archive{} on {} target{}",
+                s.archives,
+                if s.archives == 1 { "" } else { "s" },
+                s.targets,
+                if s.targets == 1 { "" } else { "s" }
+            );
+            crate::systemd::status(&text);
+            Entry::event(Event::VerifySucceeded, &text)
+                .field("VOUCH_FILES", s.archives)
+                .emit();
+            ExitCode::Ok
+        }
+        Err(error) => {
+            let code = error.exit_code();
+            crate::systemd::status(&format!("verify failed: {} ({error})", code.name()));
+            Entry::event(Event::VerifyFailed, format!("{}: {error}", code.name()))
+                .field("VOUCH_EXIT_CODE", code.code())
+                .field("VOUCH_EXIT_NAME", code.name())
+                .field_opt("VOUCH_TARGET", error.target())
+                .field_opt("VOUCH_HINT", error.hint())
+                .emit();
+            code
+        }
+    }
+}
+
+/// What a verification that passed covered.
+struct Summary {
+    /// Archives read back in full.
+    archives: usize,
+    /// Targets they were on.
+    targets: usize,
+}
+
+/// Whether the per-archive table goes to stdout: not when stdout is the journal (under the
+/// units), where each result already has its own entry.
+fn table_wanted() -> bool {
+    !systemd_journal_logger::connected_to_journal()
 }
 
 /// What checking one archive found.
@@ -92,7 +147,7 @@ fn verify_selected(
     selection: &Selection,
     target: Option<&str>,
     restore_to: Option<&Path>,
-) -> Result<ExitCode, Error> {
+) -> Result<Summary, Error> {
     dirs.create().map_err(|error| Error::State {
         path: dirs.state.clone(),
         error,
@@ -110,6 +165,8 @@ fn verify_selected(
         error,
     })?;
     let several = work.len() > 1;
+    // The target of every archive that passed.
+    let mut passed: Vec<String> = Vec::new();
     for (t, c) in work {
         crate::systemd::status(&format!("verifying {} on {}", c.name, t.name));
         let receipt = c
@@ -123,14 +180,14 @@ fn verify_selected(
                     c.name
                 );
                 if explicit {
-                    crate::out!("FAIL  {}  {}  {detail}", t.name, c.name);
+                    table!("FAIL  {}  {}  {detail}", t.name, c.name);
                     failures.push(Error::Removed {
                         target: t.name.clone(),
                         archive: c.name.clone(),
                         detail,
                     });
                 } else {
-                    crate::out!("skip  {}  {}  {detail}", t.name, c.name);
+                    table!("skip  {}  {}  {detail}", t.name, c.name);
                     log::warn!("target {}: skipped {detail}", t.name);
                 }
                 continue;
@@ -148,6 +205,7 @@ fn verify_selected(
                 };
                 let Some(dir) = restore_to else {
                     report_passed(t, &c, &v);
+                    passed.push(t.name.clone());
                     record(&mut log, t, &c, verdict);
                     continue;
                 };
@@ -165,6 +223,7 @@ fn verify_selected(
                             into.display()
                         );
                         report_passed(t, &c, &v);
+                        passed.push(t.name.clone());
                         Verdict {
                             restore_test: true,
                             ..verdict
@@ -187,7 +246,7 @@ fn verify_selected(
             }
         };
         if let Some(detail) = &verdict.detail {
-            crate::out!("FAIL  {}  {}  {detail}", t.name, c.name);
+            table!("FAIL  {}  {}  {detail}", t.name, c.name);
             failures.push(Error::Damaged {
                 target: Some(t.name.clone()),
                 archive: c.name.clone(),
@@ -197,9 +256,22 @@ fn verify_selected(
         record(&mut log, t, &c, verdict);
     }
     save(&log, dirs);
-    match failures.into_iter().next() {
+    let mut failures = failures.into_iter();
+    let first = failures.next();
+    // In the journal the first failure is the verify-failed entry; the others get one each.
+    for other in failures.filter(|_| !table_wanted()) {
+        log::error!("also failed: {other}");
+    }
+    match first {
         Some(e) => Err(e),
-        None => Ok(ExitCode::Ok),
+        None => Ok(Summary {
+            archives: passed.len(),
+            targets: {
+                passed.sort();
+                passed.dedup();
+                passed.len()
+            },
+        }),
     }
 }
 
@@ -244,7 +316,7 @@ fn select<'a>(
                     path: t.path.clone(),
                     error,
                 };
-                crate::out!("FAIL  {}  (none)  {e}", t.name);
+                table!("FAIL  {}  (none)  {e}", t.name);
                 failures.push(e);
                 continue;
             }
@@ -259,7 +331,7 @@ fn select<'a>(
                 t.name,
                 t.path.display()
             );
-            crate::out!("FAIL  {}  (none)  {detail}", t.name);
+            table!("FAIL  {}  (none)  {detail}", t.name);
             failures.push(Error::Damaged {
                 target: Some(t.name.clone()),
                 archive: String::from("(none)"),
@@ -324,7 +396,7 @@ fn check(c: &Archive, identity: &Identity, receipt: Option<(&str, u64)>, spool: 
 
 /// Prints the `ok` line and logs the verification event.
 fn report_passed(t: &Target, c: &Archive, v: &verify::Verified) {
-    crate::out!("ok    {}  {}  ({} entries)", t.name, c.name, v.entries);
+    table!("ok    {}  {}  ({} entries)", t.name, c.name, v.entries);
     Entry::event(
         Event::ArchiveVerified,
         format!("target {}: verified {} (full)", t.name, c.name),

@@ -107,6 +107,16 @@ for u in vouch.service vouch-verify.service; do
         fail "$u: no OnFailure=vouch-notify@%n.service"
     grep -qx 'Type=oneshot' "$UNITS/$u" || fail "$u: not Type=oneshot"
     grep -qx 'NotifyAccess=main' "$UNITS/$u" || fail "$u: no NotifyAccess=main (STATUS= and EXTEND_TIMEOUT_USEC= would be dropped)"
+    # How a start ended is recorded without vouch, so a missing binary is still seen.
+    stop_post=$(grep '^ExecStopPost=' "$UNITS/$u") || fail "$u: no ExecStopPost= recording the unit's result"
+    # shellcheck disable=SC2016 # the $$VAR are literal: systemd passes them to the shell as $VAR.
+    case $stop_post in
+        "ExecStopPost=-/bin/sh -c "*'%n.result'*'$$SERVICE_RESULT'*'$$EXIT_CODE'*'$$EXIT_STATUS'*) ;;
+        *) fail "$u: ExecStopPost= does not record \$SERVICE_RESULT/\$EXIT_CODE/\$EXIT_STATUS in %n.result: $stop_post" ;;
+    esac
+    case $stop_post in
+        *vouch\ *|*/usr/bin/vouch*) fail "$u: ExecStopPost= needs the vouch binary: $stop_post" ;;
+    esac
 done
 if grep -q '^OnFailure=' "$UNITS/vouch-notify@.service"; then
     fail "vouch-notify@.service has OnFailure=: a failing notification would start itself again"
