@@ -85,6 +85,10 @@ pub struct LastRun {
     pub archive: Option<String>,
     /// Uncompressed tar bytes, used to estimate the next run's size.
     pub tar_bytes: Option<u64>,
+    /// The targets holding `archive` when the run failed after committing it on some of them
+    /// (absent otherwise, and in records of older versions).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub committed_targets: Vec<String>,
     /// Wall time of the run in seconds (absent in records of older versions).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_seconds: Option<f64>,
@@ -380,12 +384,16 @@ pub fn run(settings: &Settings, dirs: &Dirs) -> Result<Report, Error> {
             verification: level.name().into(),
         };
         // The archive's files and its receipt appear together, or not at all.
-        p.commit(&receipt_name, &receipt.to_json())
-            .map_err(|error| Error::Write {
-                target: t.name.clone(),
-                path: temp,
+        if let Err(error) = p.commit(&receipt_name, &receipt.to_json()) {
+            return Err(commit_failed(
+                settings,
+                i,
+                &archive_name,
+                &committed,
+                temp,
                 error,
-            })?;
+            ));
+        }
         let path = t.path.join(&archive_name);
         fault::point("after-commit");
         Entry::event(
@@ -435,6 +443,36 @@ pub fn run(settings: &Settings, dirs: &Dirs) -> Result<Report, Error> {
         duration: started.elapsed(),
         lock: std::sync::Arc::new(lock),
     })
+}
+
+/// The error for a commit that failed on target `index`: a plain write error when no target
+/// holds the archive yet, else one that names the targets that do and the ones that do not.
+fn commit_failed(
+    settings: &Settings,
+    index: usize,
+    archive: &str,
+    committed: &[Committed],
+    temp: PathBuf,
+    error: io::Error,
+) -> Error {
+    let target = settings.targets[index].name.clone();
+    if committed.is_empty() {
+        return Error::Write {
+            target,
+            path: temp,
+            error,
+        };
+    }
+    Error::PartialCommit {
+        target,
+        archive: archive.to_owned(),
+        committed: committed.iter().map(|c| c.target.clone()).collect(),
+        failed: settings.targets[index..]
+            .iter()
+            .map(|t| t.name.clone())
+            .collect(),
+        error,
+    }
 }
 
 /// Copies a spooled `.vouch/` file into the archive and returns its SHA-256.

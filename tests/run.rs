@@ -627,3 +627,70 @@ fn archives_split_below_the_file_size_limit_and_restore_with_cat() {
         .count();
     assert_eq!(parts, 2);
 }
+
+/// Runs `vouch run` stopped before the commit (SIGSTOP), makes the directory `blocked`
+/// immutable, continues it, and returns its output.
+fn run_with_target_blocked_at_commit(env: &Env, blocked: &Path) -> std::process::Output {
+    let child = env
+        .command(&["run"])
+        .env("VOUCH_TEST_FAULT", "stop:before-commit")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    util::wait_stopped(child.id());
+    let _frozen = util::Immutable::set(blocked);
+    util::resume(child.id());
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_commit_failing_on_a_later_target_names_the_targets_that_keep_the_archive() {
+    let env = Env::new();
+    fs::write(env.src.join("a"), "a\n").unwrap();
+    let second = env.dir.path().join("second");
+    fs::create_dir(&second).unwrap();
+    env.write_config(
+        "",
+        &format!(
+            "\n[[target]]\nname = \"second\"\npath = \"{}\"\n",
+            second.display()
+        ),
+    );
+    let out = run_with_target_blocked_at_commit(&env, &second);
+    assert_code(&out, 30);
+    let err = stderr(&out);
+    let archives = env.archives();
+    assert_eq!(archives.len(), 1, "{err}");
+    let kept_on_second = Env::archives_in(&second)
+        .into_iter()
+        .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .count();
+    assert_eq!(kept_on_second, 0, "{err}");
+    let name = archives[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert!(
+        err.contains(&format!(
+            "target second: committing {name} failed: Operation not permitted"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("the archive is kept on local (committed and verified) and is not on second"),
+        "{err}"
+    );
+    let last: serde_json::Value =
+        serde_json::from_slice(&fs::read(env.state.join("last-run.json")).unwrap()).unwrap();
+    assert_eq!(last["exit-code"], 30);
+    assert_eq!(last["archive"], name.as_str());
+    assert_eq!(last["committed-targets"], serde_json::json!(["local"]));
+    let status = env.vouch(&["status"]);
+    assert!(
+        String::from_utf8_lossy(&status.stdout).contains("failed with WRITE (30)"),
+        "{}",
+        String::from_utf8_lossy(&status.stdout)
+    );
+}
