@@ -293,7 +293,7 @@ pub fn run(settings: &Settings, dirs: &Dirs) -> Result<Report, Error> {
         .required
         .iter()
         .filter(|r| !r.present)
-        .map(|r| r.path.clone())
+        .map(|r| why_required_failed(&r.path))
         .collect();
     if !missing.is_empty() {
         return Err(Error::Required(missing));
@@ -358,6 +358,7 @@ pub fn run(settings: &Settings, dirs: &Dirs) -> Result<Report, Error> {
         let parts = p.final_names();
         let split = p.is_split();
         let receipt_name = Receipt::file_name(&archive_name, split);
+        let wrote = written_files(&t.path, &parts, &receipt_name);
         let receipt = Receipt {
             format: crate::receipt::FORMAT.into(),
             version: crate::receipt::VERSION,
@@ -398,7 +399,7 @@ pub fn run(settings: &Settings, dirs: &Dirs) -> Result<Report, Error> {
         fault::point("after-commit");
         Entry::event(
             Event::ArchiveWritten,
-            format!("target {}: wrote {}", t.name, path.display()),
+            format!("target {}: wrote {wrote}", t.name),
         )
         .field("VOUCH_TARGET", &t.name)
         .field("VOUCH_ARCHIVE", path.display())
@@ -443,6 +444,35 @@ pub fn run(settings: &Settings, dirs: &Dirs) -> Result<Report, Error> {
         duration: started.elapsed(),
         lock: std::sync::Arc::new(lock),
     })
+}
+
+/// The files a commit put in `dir`, as the "wrote" line names them: the archive itself, or for
+/// a split archive its first and last parts and the receipt that lists them.
+fn written_files(dir: &Path, parts: &[String], receipt: &str) -> String {
+    match parts {
+        [one] => dir.join(one).display().to_string(),
+        [first, .., last] => format!(
+            "{} to {} ({} parts, listed in {})",
+            dir.join(first).display(),
+            last,
+            parts.len(),
+            receipt
+        ),
+        [] => dir.display().to_string(),
+    }
+}
+
+/// A required path that is not in the archive, with the reason as it stands now: missing,
+/// empty (a 0-byte file or a directory with nothing archived in it), or present and still not
+/// archived (excluded, unreadable, or another file type).
+fn why_required_failed(path: &str) -> String {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => format!("{path} (missing)"),
+        Err(e) => format!("{path} (cannot be examined: {e})"),
+        Ok(m) if m.is_file() && m.len() == 0 => format!("{path} (empty: 0 bytes)"),
+        Ok(m) if m.is_dir() => format!("{path} (empty: nothing archived in this directory)"),
+        Ok(_) => format!("{path} (not archived: excluded, unreadable or not a regular file)"),
+    }
 }
 
 /// The error for a commit that failed on target `index`: a plain write error when no target

@@ -280,12 +280,16 @@ fn missing_or_empty_required_files_exit_32_and_keep_nothing() {
     let env = Env::new();
     fs::write(env.src.join("present"), "data").unwrap();
     fs::write(env.src.join("empty.db"), "").unwrap();
-    for (name, why) in [("vault.enc", "missing"), ("empty.db", "empty")] {
+    for (name, why) in [("vault.enc", "missing"), ("empty.db", "empty: 0 bytes")] {
         let required = env.src.join(name);
         env.write_config(&format!("required = [\"{}\"]", required.display()), "");
         let out = env.vouch(&["run"]);
         assert_code(&out, 32);
-        assert!(stderr(&out).contains(name), "{why}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(&format!("{} ({why})", required.display())),
+            "{why}: {}",
+            stderr(&out)
+        );
         assert!(
             env.target_files().is_empty(),
             "{why}: {:?}",
@@ -298,7 +302,13 @@ fn missing_or_empty_required_files_exit_32_and_keep_nothing() {
         &format!("required = [\"{}\"]", env.src.join("uploads").display()),
         "",
     );
-    assert_code(&env.vouch(&["run"]), 32);
+    let out = env.vouch(&["run"]);
+    assert_code(&out, 32);
+    assert!(
+        stderr(&out).contains("uploads (empty: nothing archived in this directory)"),
+        "{}",
+        stderr(&out)
+    );
     fs::write(env.src.join("uploads/u1"), "u").unwrap();
     assert_code(&env.vouch(&["run"]), 0);
 }
@@ -619,7 +629,26 @@ fn archives_split_below_the_file_size_limit_and_restore_with_cat() {
     let env = Env::new();
     env.write_config("", "min-free = 0\nsplit = \"1MiB\"");
     fs::write(env.src.join("random.bin"), random_bytes(1_500_000, 3)).unwrap();
-    assert_code(&env.vouch(&["run"]), 0);
+    let out = env.vouch(&["run"]);
+    assert_code(&out, 0);
+    // The "wrote" line names files that exist: the parts and the receipt listing them.
+    let wrote = stderr(&out)
+        .lines()
+        .find(|l| l.contains("target local: wrote "))
+        .unwrap_or_default()
+        .to_owned();
+    let first = env.target.join(
+        env.target_files()
+            .into_iter()
+            .find(|f| f.ends_with(".000"))
+            .expect("a first part"),
+    );
+    assert!(
+        wrote.contains(&format!("wrote {} to ", first.display()))
+            && wrote.contains("(2 parts, listed in ")
+            && wrote.contains("-receipt.json)"),
+        "{wrote}"
+    );
     let parts = env
         .target_files()
         .into_iter()
