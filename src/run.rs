@@ -254,6 +254,7 @@ pub fn run(settings: &Settings, dirs: &Dirs) -> Result<Report, Error> {
         ArchiveError::Write(e) => write_error(e),
         ArchiveError::Spool(e) => spool_error(e),
     })?;
+    progress.finish();
 
     let mut spooled = manifest.finish(&archived.tail).map_err(spool_error)?;
     let meta_header = |path: &'static str, size: u64| {
@@ -339,6 +340,7 @@ pub fn run(settings: &Settings, dirs: &Dirs) -> Result<Report, Error> {
             }
             None => verify::check_ciphertext(file, &expected),
         };
+        vprogress.finish();
         result.map_err(|m| verify_error(m.0))?;
     }
     if level == Level::CiphertextOnly {

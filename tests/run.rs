@@ -723,3 +723,115 @@ fn a_commit_failing_on_a_later_target_names_the_targets_that_keep_the_archive() 
         String::from_utf8_lossy(&status.stdout)
     );
 }
+
+/// `STATUS=PHASE: AMOUNT...` messages' amounts in bytes (approximate above 1 KiB), in order.
+fn progress_amounts(messages: &[String], phase: &str) -> Vec<f64> {
+    let prefix = format!("STATUS={phase}: ");
+    messages
+        .iter()
+        .filter(|m| m.contains("EXTEND_TIMEOUT_USEC="))
+        .filter_map(|m| m.lines().find_map(|l| l.strip_prefix(prefix.as_str())))
+        .map(|text| {
+            let mut words = text.split(' ');
+            let value: f64 = words.next().unwrap().parse().unwrap();
+            let unit = match words.next().unwrap() {
+                "B" => 1.0,
+                "KiB" => 1024.0,
+                "MiB" => 1024.0 * 1024.0,
+                other => panic!("unexpected unit {other:?} in {text:?}"),
+            };
+            value * unit
+        })
+        .collect()
+}
+
+#[test]
+fn progress_advances_within_one_large_file_while_archiving_and_reading_back() {
+    use std::os::unix::net::UnixDatagram;
+    let env = Env::new();
+    let size = 12 * 1024 * 1024;
+    fs::write(env.src.join("big"), util::noise(size, 5)).unwrap();
+    env.write_config("", "");
+    let socket_path = env.dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_nonblocking(true).unwrap();
+    // Read while the run goes on: a full socket queue would block its notifications.
+    let mut child = env
+        .command(&["run"])
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("VOUCH_TEST_PROGRESS_MS", "20")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut messages = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    let status = loop {
+        while let Ok(n) = socket.recv(&mut buf) {
+            messages.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    while let Ok(n) = socket.recv(&mut buf) {
+        messages.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    assert_eq!(status.code(), Some(0));
+    // The tree has one directory and one file (plus the manifest and sums when read back): a
+    // count per entry gives at most four figures, so more can only come from within the file.
+    for phase in ["archiving", "verifying"] {
+        let amounts = progress_amounts(&messages, phase);
+        let below_the_file: Vec<&f64> = amounts.iter().filter(|a| **a < size as f64).collect();
+        assert!(
+            below_the_file.len() >= 5,
+            "{phase}: too few figures within the file: {amounts:?}"
+        );
+        assert!(
+            // The text rounds to a tenth of a unit: equal neighbours are fine, a drop is not.
+            amounts.windows(2).all(|w| w[0] <= w[1]) && amounts[0] < amounts[amounts.len() - 1],
+            "{phase}: figures do not increase: {amounts:?}"
+        );
+    }
+}
+
+#[test]
+fn run_shows_a_progress_line_on_a_terminal_and_only_there() {
+    let env = Env::new();
+    fs::write(env.src.join("a"), util::noise(300_000, 1)).unwrap();
+    env.write_config("", "");
+    let inner = env.command(&["run"]);
+    let seen = env.dir.path().join("tty-output");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/restore/on_tty.py");
+    let mut cmd = Command::new("python3");
+    cmd.arg(&script)
+        .arg(&seen)
+        .arg(inner.get_program())
+        .args(inner.get_args())
+        .stdin(std::process::Stdio::null());
+    for (k, v) in inner.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    let out = cmd.output().unwrap();
+    assert_code(&out, 0);
+    let tty = String::from_utf8_lossy(&fs::read(&seen).unwrap()).into_owned();
+    for phase in ["\rarchiving: ", "\rverifying: "] {
+        assert!(tty.contains(phase), "no {phase:?} on the terminal: {tty:?}");
+    }
+    // The progress line is ended before the next log line.
+    let wrote = tty.find("target local: wrote").expect("the wrote line");
+    let before = &tty[..wrote];
+    let line_start = before.rfind(['\n', '\r']).unwrap();
+    assert_eq!(&before[line_start..line_start + 1], "\n", "{tty:?}");
+    let piped = env.vouch(&["run"]);
+    assert_code(&piped, 0);
+    assert!(
+        !stderr(&piped).contains("archiving: "),
+        "{}",
+        stderr(&piped)
+    );
+}
