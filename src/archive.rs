@@ -67,7 +67,8 @@ struct Required {
 }
 
 /// Writes every walked item into `tar` and `manifest`. `progress` is called with the tar bytes
-/// written so far after each file.
+/// written so far after each item and after each chunk of a file's data, so that one huge file
+/// moves it too (the callback rate-limits).
 pub fn archive_sources<W: Write>(
     walker: &Walker<'_>,
     required: &[PathBuf],
@@ -89,10 +90,11 @@ pub fn archive_sources<W: Write>(
                 present: false,
             })
             .collect(),
+        progress,
     };
     walker.walk(&mut |item| {
         state.item(item)?;
-        progress(state.tar.written());
+        (state.progress)(state.tar.written());
         Ok::<(), ArchiveError>(())
     })?;
     state.tail.required = state
@@ -151,6 +153,8 @@ struct State<'a, W: Write> {
     links: HashMap<(u64, u64), (Vec<u8>, Option<String>)>,
     names: Names,
     required: Vec<Required>,
+    /// Called with the tar bytes written so far, also from inside a file's data.
+    progress: &'a mut dyn FnMut(u64),
 }
 
 fn open_source(path: &Path) -> io::Result<File> {
@@ -341,9 +345,15 @@ impl<W: Write> State<'_, W> {
             .map_err(ArchiveError::Write)?;
         crate::fault::stop_before_data(path);
         let mut hasher = Sha256::new();
+        let mut written = self.tar.written();
+        let progress = &mut *self.progress;
         let result = self
             .tar
-            .append_file_data(&mut file, before.len(), &mut |b| hasher.update(b));
+            .append_file_data(&mut file, before.len(), &mut |b| {
+                hasher.update(b);
+                written += b.len() as u64;
+                progress(written);
+            });
         let sha = crate::io::hex(&hasher.finalize());
         entry.kind = EntryType::File;
         entry.size = before.len();

@@ -367,6 +367,37 @@ pub fn find(arg: &Path, dirs: &[&Path]) -> io::Result<Option<Archive>> {
     Ok(None)
 }
 
+/// Every copy of the archive called `name` (a file name, not a path) in `dirs`, in the order
+/// of `dirs`.
+pub fn find_copies(name: &str, dirs: &[&Path]) -> io::Result<Vec<Archive>> {
+    let mut copies = Vec::new();
+    for dir in dirs {
+        if !dir.is_dir() {
+            continue;
+        }
+        copies.extend(scan(dir)?.into_iter().filter(|a| a.name == name));
+    }
+    Ok(copies)
+}
+
+/// The file name of the newest archive of backup `backup` in any of `dirs` (by creation time,
+/// then by name).
+pub fn latest_name(backup: &str, dirs: &[&Path]) -> io::Result<Option<String>> {
+    let mut newest: Option<Archive> = None;
+    for dir in dirs {
+        if !dir.is_dir() {
+            continue;
+        }
+        for a in scan_own(dir, backup)? {
+            let key = |a: &Archive| (a.created, a.name.clone());
+            if newest.as_ref().is_none_or(|n| key(&a) > key(n)) {
+                newest = Some(a);
+            }
+        }
+    }
+    Ok(newest.map(|a| a.name))
+}
+
 /// The state file with every archive's last verification.
 pub const VERIFY_LOG: &str = "verified.json";
 

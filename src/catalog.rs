@@ -67,8 +67,10 @@ cd DIR && sha256sum -c .vouch/SHA256SUMS",
             Event::RunSucceeded.message_id()
         ),
         Event::RunFailed => format!(
-            "The backup run failed after its preflight checks passed. No archive from this run \
-was given a final name: temporary files were removed, and older archives were not touched.\n\n\
+            "The backup run failed after its preflight checks passed. Unless the cause names targets \
+that keep this run's archive (@VOUCH_COMMITTED_TARGETS@: committed, verified, with a receipt), no \
+archive from this run was given a final name on any target: temporary files were removed, and \
+older archives were not touched.\n\n\
 Cause: @MESSAGE@\n\nFix: @VOUCH_HINT@\n\nThe exit codes:\n\n{}",
             exit_list(|c| c.code() != 0 && !c.is_preflight())
         ),

@@ -158,6 +158,22 @@ pub enum Error {
         /// What the kernel said.
         error: io::Error,
     },
+    /// The commit failed on one target after earlier targets had committed the archive: those
+    /// keep it (complete, verified, with its receipt); the failed target and the ones after it
+    /// do not.
+    #[error("target {target}: committing {archive} failed: {error}; the archive is kept on {} (committed and verified) and is not on {}", committed.join(", "), failed.join(", "))]
+    PartialCommit {
+        /// The target whose commit failed.
+        target: String,
+        /// The archive's file name.
+        archive: String,
+        /// Targets that hold the archive under its final name.
+        committed: Vec<String>,
+        /// Targets that do not (the failed one first).
+        failed: Vec<String>,
+        /// What the kernel said.
+        error: io::Error,
+    },
     /// Writing into a restore's destination directory failed (what the restore had changed
     /// there was undone).
     #[error("restoring into {}: {}: {error}", dir.display(), path.display())]
@@ -308,6 +324,7 @@ impl Error {
             | Error::TargetFilesize { target, .. }
             | Error::TargetWrite { target, .. }
             | Error::Write { target, .. }
+            | Error::PartialCommit { target, .. }
             | Error::Verify { target, .. }
             | Error::Removed { target, .. }
             | Error::Prune { target, .. } => Some(target),
@@ -407,6 +424,11 @@ impl Error {
                 }
                 _ => "Check the target device (`dmesg`, `journalctl -k`); older archives were left untouched.".into(),
             },
+            Error::PartialCommit { committed, failed, .. } => format!(
+                "Check the device and permissions of {} (`dmesg`, `journalctl -k`, `lsattr -d`); the copies on {} are good and `vouch restore --target` can use them.",
+                failed.join(", "),
+                committed.join(", ")
+            ),
             Error::RestoreWrite { dir, error, .. } => match error.raw_os_error() {
                 Some(libc::ENOSPC) | Some(libc::EDQUOT) => format!(
                     "Free space on the filesystem holding the destination directory {}, or restore into another one; unless a message above says otherwise, what the restore had changed there was undone.",
@@ -455,6 +477,16 @@ impl Error {
 }
 
 impl Error {
+    /// The targets that hold this run's archive although the run failed, with its name.
+    pub fn committed(&self) -> Option<(&str, &[String])> {
+        match self {
+            Error::PartialCommit {
+                archive, committed, ..
+            } => Some((archive, committed)),
+            _ => None,
+        }
+    }
+
     /// The one place an error becomes an exit code.
     pub fn exit_code(&self) -> ExitCode {
         match self {
@@ -473,9 +505,10 @@ impl Error {
             Error::TargetFull { .. } => ExitCode::TargetFull,
             Error::TargetFilesize { .. } => ExitCode::TargetFilesize,
             Error::TargetWrite { error, .. } => target_errno(error),
-            Error::Write { .. } | Error::RestoreWrite { .. } | Error::KeyWrite { .. } => {
-                ExitCode::Write
-            }
+            Error::Write { .. }
+            | Error::PartialCommit { .. }
+            | Error::RestoreWrite { .. }
+            | Error::KeyWrite { .. } => ExitCode::Write,
             Error::SourceRead(_) => ExitCode::SourceRead,
             Error::Required(_) => ExitCode::Required,
             Error::Verify { .. } | Error::Damaged { .. } | Error::Removed { .. } => {

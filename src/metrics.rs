@@ -261,6 +261,7 @@ mod tests {
                 exit_name: "OK".into(),
                 archive: None,
                 tar_bytes: None,
+                committed_targets: Vec::new(),
                 duration_seconds: Some(5.25),
             }),
             targets: vec![t, target("local")],

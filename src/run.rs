@@ -85,6 +85,10 @@ pub struct LastRun {
     pub archive: Option<String>,
     /// Uncompressed tar bytes, used to estimate the next run's size.
     pub tar_bytes: Option<u64>,
+    /// The targets holding `archive` when the run failed after committing it on some of them
+    /// (absent otherwise, and in records of older versions).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub committed_targets: Vec<String>,
     /// Wall time of the run in seconds (absent in records of older versions).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_seconds: Option<f64>,
@@ -250,6 +254,7 @@ pub fn run(settings: &Settings, dirs: &Dirs) -> Result<Report, Error> {
         ArchiveError::Write(e) => write_error(e),
         ArchiveError::Spool(e) => spool_error(e),
     })?;
+    progress.finish();
 
     let mut spooled = manifest.finish(&archived.tail).map_err(spool_error)?;
     let meta_header = |path: &'static str, size: u64| {
@@ -289,7 +294,7 @@ pub fn run(settings: &Settings, dirs: &Dirs) -> Result<Report, Error> {
         .required
         .iter()
         .filter(|r| !r.present)
-        .map(|r| r.path.clone())
+        .map(|r| why_required_failed(&r.path))
         .collect();
     if !missing.is_empty() {
         return Err(Error::Required(missing));
@@ -335,6 +340,7 @@ pub fn run(settings: &Settings, dirs: &Dirs) -> Result<Report, Error> {
             }
             None => verify::check_ciphertext(file, &expected),
         };
+        vprogress.finish();
         result.map_err(|m| verify_error(m.0))?;
     }
     if level == Level::CiphertextOnly {
@@ -354,6 +360,7 @@ pub fn run(settings: &Settings, dirs: &Dirs) -> Result<Report, Error> {
         let parts = p.final_names();
         let split = p.is_split();
         let receipt_name = Receipt::file_name(&archive_name, split);
+        let wrote = written_files(&t.path, &parts, &receipt_name);
         let receipt = Receipt {
             format: crate::receipt::FORMAT.into(),
             version: crate::receipt::VERSION,
@@ -380,17 +387,21 @@ pub fn run(settings: &Settings, dirs: &Dirs) -> Result<Report, Error> {
             verification: level.name().into(),
         };
         // The archive's files and its receipt appear together, or not at all.
-        p.commit(&receipt_name, &receipt.to_json())
-            .map_err(|error| Error::Write {
-                target: t.name.clone(),
-                path: temp,
+        if let Err(error) = p.commit(&receipt_name, &receipt.to_json()) {
+            return Err(commit_failed(
+                settings,
+                i,
+                &archive_name,
+                &committed,
+                temp,
                 error,
-            })?;
+            ));
+        }
         let path = t.path.join(&archive_name);
         fault::point("after-commit");
         Entry::event(
             Event::ArchiveWritten,
-            format!("target {}: wrote {}", t.name, path.display()),
+            format!("target {}: wrote {wrote}", t.name),
         )
         .field("VOUCH_TARGET", &t.name)
         .field("VOUCH_ARCHIVE", path.display())
@@ -435,6 +446,65 @@ pub fn run(settings: &Settings, dirs: &Dirs) -> Result<Report, Error> {
         duration: started.elapsed(),
         lock: std::sync::Arc::new(lock),
     })
+}
+
+/// The files a commit put in `dir`, as the "wrote" line names them: the archive itself, or for
+/// a split archive its first and last parts and the receipt that lists them.
+fn written_files(dir: &Path, parts: &[String], receipt: &str) -> String {
+    match parts {
+        [one] => dir.join(one).display().to_string(),
+        [first, .., last] => format!(
+            "{} to {} ({} parts, listed in {})",
+            dir.join(first).display(),
+            last,
+            parts.len(),
+            receipt
+        ),
+        [] => dir.display().to_string(),
+    }
+}
+
+/// A required path that is not in the archive, with the reason as it stands now: missing,
+/// empty (a 0-byte file or a directory with nothing archived in it), or present and still not
+/// archived (excluded, unreadable, or another file type).
+fn why_required_failed(path: &str) -> String {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => format!("{path} (missing)"),
+        Err(e) => format!("{path} (cannot be examined: {e})"),
+        Ok(m) if m.is_file() && m.len() == 0 => format!("{path} (empty: 0 bytes)"),
+        Ok(m) if m.is_dir() => format!("{path} (empty: nothing archived in this directory)"),
+        Ok(_) => format!("{path} (not archived: excluded, unreadable or not a regular file)"),
+    }
+}
+
+/// The error for a commit that failed on target `index`: a plain write error when no target
+/// holds the archive yet, else one that names the targets that do and the ones that do not.
+fn commit_failed(
+    settings: &Settings,
+    index: usize,
+    archive: &str,
+    committed: &[Committed],
+    temp: PathBuf,
+    error: io::Error,
+) -> Error {
+    let target = settings.targets[index].name.clone();
+    if committed.is_empty() {
+        return Error::Write {
+            target,
+            path: temp,
+            error,
+        };
+    }
+    Error::PartialCommit {
+        target,
+        archive: archive.to_owned(),
+        committed: committed.iter().map(|c| c.target.clone()).collect(),
+        failed: settings.targets[index..]
+            .iter()
+            .map(|t| t.name.clone())
+            .collect(),
+        error,
+    }
 }
 
 /// Copies a spooled `.vouch/` file into the archive and returns its SHA-256.

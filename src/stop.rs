@@ -145,6 +145,7 @@ impl Context {
             exit_name: signal.as_str().into(),
             archive: None,
             tar_bytes: LastRun::load(&self.dirs.state).and_then(|l| l.tar_bytes),
+            committed_targets: Vec::new(),
             duration_seconds: None,
         };
         if let Err(e) = last.save(&self.dirs.state) {

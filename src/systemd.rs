@@ -10,6 +10,21 @@ pub const EXTEND_BY: Duration = Duration::from_secs(300);
 /// The minimum time between two progress notifications.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(2);
 
+/// The minimum time between two rewrites of the progress line on a terminal.
+const TTY_INTERVAL: Duration = Duration::from_millis(500);
+
+/// The variable with which tests shorten [`PROGRESS_INTERVAL`] (milliseconds), so that a few
+/// seconds of work show several notifications. Unset outside tests.
+pub const TEST_INTERVAL_VAR: &str = "VOUCH_TEST_PROGRESS_MS";
+
+fn progress_interval() -> Duration {
+    std::env::var(TEST_INTERVAL_VAR)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_millis)
+        .unwrap_or(PROGRESS_INTERVAL)
+}
+
 fn send(states: &[sd_notify::NotifyState<'_>]) {
     if std::env::var_os("NOTIFY_SOCKET").is_none() {
         return;
@@ -32,29 +47,54 @@ pub fn progress_status(text: &str) {
     ]);
 }
 
-/// Rate-limits progress messages for a long phase.
+/// Rate-limits progress messages for a long phase: to systemd (status text and a start timeout
+/// extension) and, when stderr is a terminal, as one line rewritten in place.
 pub struct Progress {
     phase: &'static str,
     total: Option<u64>,
     last: Option<Instant>,
     last_done: u64,
+    interval: Duration,
+    /// When the terminal line was last written (`None`: not yet); no line without a terminal.
+    tty: Option<Option<Instant>>,
 }
 
 impl Progress {
     /// Starts a phase (`archiving`, `verifying local`) with an expected total in bytes.
     pub fn new(phase: &'static str, total: Option<u64>) -> Progress {
         status(&format!("{phase}..."));
+        use std::io::IsTerminal;
         Progress {
             phase,
             total,
             last: None,
             last_done: 0,
+            interval: progress_interval(),
+            tty: std::io::stderr().is_terminal().then_some(None),
         }
+    }
+
+    /// Ends the terminal line, if one was written, so that what follows starts on its own line.
+    pub fn finish(&mut self) {
+        if let Some(Some(_)) = self.tty {
+            eprintln!();
+            self.tty = Some(None);
+        }
+    }
+
+    fn show_on_tty(&mut self, done: u64) {
+        let Some(last) = self.tty else { return };
+        if last.is_some_and(|t| t.elapsed() < TTY_INTERVAL) {
+            return;
+        }
+        self.tty = Some(Some(Instant::now()));
+        eprint!("\r{}   ", self.text(done));
     }
 
     /// Reports `done` bytes; sends at most one message per interval, and only when work moved.
     pub fn update(&mut self, done: u64) {
-        let due = self.last.is_none_or(|t| t.elapsed() >= PROGRESS_INTERVAL);
+        self.show_on_tty(done);
+        let due = self.last.is_none_or(|t| t.elapsed() >= self.interval);
         if !due || done == self.last_done {
             return;
         }
@@ -74,6 +114,12 @@ impl Progress {
             ),
             _ => format!("{}: {}", self.phase, human_bytes(done)),
         }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.finish();
     }
 }
 

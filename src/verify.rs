@@ -327,8 +327,9 @@ pub fn verify_full(
                     "unexpected entry {path_str} after the manifest"
                 )));
             }
-            let digest = hash_entry(&mut found, &mut buf)
-                .map_err(|e| position.damaged("cannot read its data", e))?;
+            let digest =
+                hash_entry_with_progress(&mut found, &mut buf, &mut |n| progress(done + n))
+                    .map_err(|e| position.damaged("cannot read its data", e))?;
             done += found.size();
             progress(done);
             if path == MANIFEST_PATH.as_bytes() {
@@ -377,13 +378,26 @@ pub fn verify_full(
 
 /// The SHA-256 of everything `r` yields, read through `buf`.
 pub fn hash_entry(r: &mut impl Read, buf: &mut [u8]) -> io::Result<String> {
+    hash_entry_with_progress(r, buf, &mut |_| {})
+}
+
+/// [`hash_entry`], calling `progress` with the bytes hashed so far after each read, so that a
+/// huge entry moves progress (and systemd's start timeout) while it is read.
+pub fn hash_entry_with_progress(
+    r: &mut impl Read,
+    buf: &mut [u8],
+    progress: &mut dyn FnMut(u64),
+) -> io::Result<String> {
     let mut h = Sha256::new();
+    let mut hashed = 0u64;
     loop {
         let n = r.read(buf)?;
         if n == 0 {
             break;
         }
         h.update(&buf[..n]);
+        hashed += n as u64;
+        progress(hashed);
     }
     Ok(crate::io::hex(&h.finalize()))
 }

@@ -124,3 +124,18 @@ fn no_config_means_nothing_can_be_judged() {
     );
     assert_code(&out, 3);
 }
+
+#[test]
+fn a_target_on_the_same_filesystem_as_a_source_is_a_warning() {
+    let env = world();
+    let out = env.vouch(&["doctor"]);
+    let report = stdout(&out);
+    let same = line(&report, "warn", "same-disk local");
+    assert!(
+        same.contains(&format!(
+            "same filesystem as source(s) {}",
+            env.src.display()
+        )) && same.contains("one disk failure loses both"),
+        "{report}"
+    );
+}

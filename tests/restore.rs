@@ -1571,3 +1571,129 @@ fn huge_pax_headers_and_manifests_are_refused_with_little_memory() {
         assert_eq!(snapshot(&a.dest), before);
     }
 }
+
+/// A world with targets `local` and `second`, one run's archive on both, and its file name.
+fn two_copies(env: &Env) -> (PathBuf, String) {
+    let second = env.dir.path().join("second");
+    fs::create_dir(&second).unwrap();
+    fs::write(env.src.join("f"), "contents\n").unwrap();
+    env.write_config(
+        "",
+        &format!(
+            "\n[[target]]\nname = \"second\"\npath = \"{}\"\n",
+            second.display()
+        ),
+    );
+    assert_code(&env.vouch(&["run"]), 0);
+    let a = env.archives();
+    let name = a[0].file_name().unwrap().to_string_lossy().into_owned();
+    (second, name)
+}
+
+/// Flips one byte in the middle of `path`.
+fn flip_middle(path: &Path) {
+    let mut data = fs::read(path).unwrap();
+    let mid = data.len() / 2;
+    data[mid] ^= 0xff;
+    fs::write(path, data).unwrap();
+}
+
+#[test]
+fn a_damaged_copy_gives_way_to_the_intact_one_on_another_target() {
+    let env = Env::new();
+    let (_second, name) = two_copies(&env);
+    flip_middle(&env.target.join(&name));
+    let dest = env.dir.path().join("out");
+    let out = env.vouch(&["restore", &name, "--to", s(&dest)]);
+    assert_code(&out, 0);
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "the copy of {name} on target local failed its check"
+        )) && err.contains("trying the copy on target second"),
+        "{err}"
+    );
+    assert!(
+        err.contains("restored from the copy on target second instead: target local: "),
+        "{err}"
+    );
+    assert_eq!(
+        fs::read(restored(&dest, &env.src).join("f")).unwrap(),
+        b"contents\n"
+    );
+}
+
+#[test]
+fn when_every_copy_is_damaged_each_is_named_and_nothing_is_kept() {
+    let env = Env::new();
+    let (second, name) = two_copies(&env);
+    flip_middle(&env.target.join(&name));
+    fs::remove_file(second.join(&name)).unwrap();
+    let dest = env.dir.path().join("out");
+    let out = env.vouch(&["restore", &name, "--to", s(&dest)]);
+    assert_code(&out, 33);
+    let err = stderr(&out);
+    assert!(
+        err.contains("every copy failed its check: target local: ")
+            && err.contains("; target second: ")
+            && err.contains("is missing"),
+        "{err}"
+    );
+    assert!(snapshot(&dest).is_none_or(|t| without_staging(Some(t)).is_empty()));
+}
+
+#[test]
+fn target_and_latest_choose_the_copy() {
+    let env = Env::new();
+    let (second, first_name) = two_copies(&env);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    fs::write(env.src.join("f"), "newer\n").unwrap();
+    assert_code(&env.vouch(&["run"]), 0);
+    // The newest archive exists only on local.
+    let newest = env.archives().last().unwrap().clone();
+    let newest_name = newest.file_name().unwrap().to_string_lossy().into_owned();
+    assert_ne!(newest_name, first_name);
+    for f in Env::archives_in(&second) {
+        if f.file_name().unwrap().to_string_lossy() == newest_name {
+            fs::remove_file(&f).unwrap();
+            fs::remove_file(format!("{}.json", f.display())).unwrap();
+        }
+    }
+    let restore = |args: &[&str], dest: &str| {
+        let dest = env.dir.path().join(dest);
+        let mut all = vec!["restore"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--to", s(&dest)]);
+        let out = env.vouch(&all);
+        assert_code(&out, 0);
+        fs::read_to_string(restored(&dest, &env.src).join("f")).unwrap()
+    };
+    assert_eq!(restore(&["latest"], "a"), "newer\n");
+    assert_eq!(
+        restore(&["latest", "--target", "second"], "b"),
+        "contents\n"
+    );
+    // With --target, a damaged copy there is not replaced by another target's.
+    flip_middle(&env.target.join(&first_name));
+    let dest = env.dir.path().join("c");
+    let out = env.vouch(&[
+        "restore",
+        &first_name,
+        "--target",
+        "local",
+        "--to",
+        s(&dest),
+    ]);
+    assert_code(&out, 33);
+    assert_eq!(
+        restore(&[&first_name, "--target", "second"], "d"),
+        "contents\n"
+    );
+    let out = env.vouch(&["restore", "latest", "--target", "nope", "--to", s(&dest)]);
+    assert_code(&out, 2);
+    assert!(
+        stderr(&out).contains("--target nope: no such target"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -280,12 +280,16 @@ fn missing_or_empty_required_files_exit_32_and_keep_nothing() {
     let env = Env::new();
     fs::write(env.src.join("present"), "data").unwrap();
     fs::write(env.src.join("empty.db"), "").unwrap();
-    for (name, why) in [("vault.enc", "missing"), ("empty.db", "empty")] {
+    for (name, why) in [("vault.enc", "missing"), ("empty.db", "empty: 0 bytes")] {
         let required = env.src.join(name);
         env.write_config(&format!("required = [\"{}\"]", required.display()), "");
         let out = env.vouch(&["run"]);
         assert_code(&out, 32);
-        assert!(stderr(&out).contains(name), "{why}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(&format!("{} ({why})", required.display())),
+            "{why}: {}",
+            stderr(&out)
+        );
         assert!(
             env.target_files().is_empty(),
             "{why}: {:?}",
@@ -298,7 +302,13 @@ fn missing_or_empty_required_files_exit_32_and_keep_nothing() {
         &format!("required = [\"{}\"]", env.src.join("uploads").display()),
         "",
     );
-    assert_code(&env.vouch(&["run"]), 32);
+    let out = env.vouch(&["run"]);
+    assert_code(&out, 32);
+    assert!(
+        stderr(&out).contains("uploads (empty: nothing archived in this directory)"),
+        "{}",
+        stderr(&out)
+    );
     fs::write(env.src.join("uploads/u1"), "u").unwrap();
     assert_code(&env.vouch(&["run"]), 0);
 }
@@ -619,11 +629,209 @@ fn archives_split_below_the_file_size_limit_and_restore_with_cat() {
     let env = Env::new();
     env.write_config("", "min-free = 0\nsplit = \"1MiB\"");
     fs::write(env.src.join("random.bin"), random_bytes(1_500_000, 3)).unwrap();
-    assert_code(&env.vouch(&["run"]), 0);
+    let out = env.vouch(&["run"]);
+    assert_code(&out, 0);
+    // The "wrote" line names files that exist: the parts and the receipt listing them.
+    let wrote = stderr(&out)
+        .lines()
+        .find(|l| l.contains("target local: wrote "))
+        .unwrap_or_default()
+        .to_owned();
+    let first = env.target.join(
+        env.target_files()
+            .into_iter()
+            .find(|f| f.ends_with(".000"))
+            .expect("a first part"),
+    );
+    assert!(
+        wrote.contains(&format!("wrote {} to ", first.display()))
+            && wrote.contains("(2 parts, listed in ")
+            && wrote.contains("-receipt.json)"),
+        "{wrote}"
+    );
     let parts = env
         .target_files()
         .into_iter()
         .filter(|f| !f.ends_with(".json"))
         .count();
     assert_eq!(parts, 2);
+}
+
+/// Runs `vouch run` stopped before the commit (SIGSTOP), makes the directory `blocked`
+/// immutable, continues it, and returns its output.
+fn run_with_target_blocked_at_commit(env: &Env, blocked: &Path) -> std::process::Output {
+    let child = env
+        .command(&["run"])
+        .env("VOUCH_TEST_FAULT", "stop:before-commit")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    util::wait_stopped(child.id());
+    let _frozen = util::Immutable::set(blocked);
+    util::resume(child.id());
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_commit_failing_on_a_later_target_names_the_targets_that_keep_the_archive() {
+    let env = Env::new();
+    fs::write(env.src.join("a"), "a\n").unwrap();
+    let second = env.dir.path().join("second");
+    fs::create_dir(&second).unwrap();
+    env.write_config(
+        "",
+        &format!(
+            "\n[[target]]\nname = \"second\"\npath = \"{}\"\n",
+            second.display()
+        ),
+    );
+    let out = run_with_target_blocked_at_commit(&env, &second);
+    assert_code(&out, 30);
+    let err = stderr(&out);
+    let archives = env.archives();
+    assert_eq!(archives.len(), 1, "{err}");
+    let kept_on_second = Env::archives_in(&second)
+        .into_iter()
+        .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .count();
+    assert_eq!(kept_on_second, 0, "{err}");
+    let name = archives[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert!(
+        err.contains(&format!(
+            "target second: committing {name} failed: Operation not permitted"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("the archive is kept on local (committed and verified) and is not on second"),
+        "{err}"
+    );
+    let last: serde_json::Value =
+        serde_json::from_slice(&fs::read(env.state.join("last-run.json")).unwrap()).unwrap();
+    assert_eq!(last["exit-code"], 30);
+    assert_eq!(last["archive"], name.as_str());
+    assert_eq!(last["committed-targets"], serde_json::json!(["local"]));
+    let status = env.vouch(&["status"]);
+    assert!(
+        String::from_utf8_lossy(&status.stdout).contains("failed with WRITE (30)"),
+        "{}",
+        String::from_utf8_lossy(&status.stdout)
+    );
+}
+
+/// `STATUS=PHASE: AMOUNT...` messages' amounts in bytes (approximate above 1 KiB), in order.
+fn progress_amounts(messages: &[String], phase: &str) -> Vec<f64> {
+    let prefix = format!("STATUS={phase}: ");
+    messages
+        .iter()
+        .filter(|m| m.contains("EXTEND_TIMEOUT_USEC="))
+        .filter_map(|m| m.lines().find_map(|l| l.strip_prefix(prefix.as_str())))
+        .map(|text| {
+            let mut words = text.split(' ');
+            let value: f64 = words.next().unwrap().parse().unwrap();
+            let unit = match words.next().unwrap() {
+                "B" => 1.0,
+                "KiB" => 1024.0,
+                "MiB" => 1024.0 * 1024.0,
+                other => panic!("unexpected unit {other:?} in {text:?}"),
+            };
+            value * unit
+        })
+        .collect()
+}
+
+#[test]
+fn progress_advances_within_one_large_file_while_archiving_and_reading_back() {
+    use std::os::unix::net::UnixDatagram;
+    let env = Env::new();
+    let size = 12 * 1024 * 1024;
+    fs::write(env.src.join("big"), util::noise(size, 5)).unwrap();
+    env.write_config("", "");
+    let socket_path = env.dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_nonblocking(true).unwrap();
+    // Read while the run goes on: a full socket queue would block its notifications.
+    let mut child = env
+        .command(&["run"])
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("VOUCH_TEST_PROGRESS_MS", "20")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut messages = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    let status = loop {
+        while let Ok(n) = socket.recv(&mut buf) {
+            messages.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    while let Ok(n) = socket.recv(&mut buf) {
+        messages.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    assert_eq!(status.code(), Some(0));
+    // The tree has one directory and one file (plus the manifest and sums when read back): a
+    // count per entry gives at most four figures, so more can only come from within the file.
+    for phase in ["archiving", "verifying"] {
+        let amounts = progress_amounts(&messages, phase);
+        let below_the_file: Vec<&f64> = amounts.iter().filter(|a| **a < size as f64).collect();
+        assert!(
+            below_the_file.len() >= 5,
+            "{phase}: too few figures within the file: {amounts:?}"
+        );
+        assert!(
+            // The text rounds to a tenth of a unit: equal neighbours are fine, a drop is not.
+            amounts.windows(2).all(|w| w[0] <= w[1]) && amounts[0] < amounts[amounts.len() - 1],
+            "{phase}: figures do not increase: {amounts:?}"
+        );
+    }
+}
+
+#[test]
+fn run_shows_a_progress_line_on_a_terminal_and_only_there() {
+    let env = Env::new();
+    fs::write(env.src.join("a"), util::noise(300_000, 1)).unwrap();
+    env.write_config("", "");
+    let inner = env.command(&["run"]);
+    let seen = env.dir.path().join("tty-output");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/restore/on_tty.py");
+    let mut cmd = Command::new("python3");
+    cmd.arg(&script)
+        .arg(&seen)
+        .arg(inner.get_program())
+        .args(inner.get_args())
+        .stdin(std::process::Stdio::null());
+    for (k, v) in inner.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    let out = cmd.output().unwrap();
+    assert_code(&out, 0);
+    let tty = String::from_utf8_lossy(&fs::read(&seen).unwrap()).into_owned();
+    for phase in ["\rarchiving: ", "\rverifying: "] {
+        assert!(tty.contains(phase), "no {phase:?} on the terminal: {tty:?}");
+    }
+    // The progress line is ended before the next log line.
+    let wrote = tty.find("target local: wrote").expect("the wrote line");
+    let before = &tty[..wrote];
+    let line_start = before.rfind(['\n', '\r']).unwrap();
+    assert_eq!(&before[line_start..line_start + 1], "\n", "{tty:?}");
+    let piped = env.vouch(&["run"]);
+    assert_code(&piped, 0);
+    assert!(
+        !stderr(&piped).contains("archiving: "),
+        "{}",
+        stderr(&piped)
+    );
 }

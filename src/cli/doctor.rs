@@ -101,6 +101,7 @@ pub fn execute(cli: &Cli) -> Health {
     };
     let dirs = Dirs::from_env();
     lines.extend(preflight_lines(&settings, &dirs));
+    lines.extend(same_disk_lines(&settings));
     lines.extend(systemd_lines(&settings));
     lines.extend(last_run_lines(&dirs));
     lines.extend(crate::cli::status::doctor_lines(&settings, &dirs));
@@ -120,6 +121,43 @@ fn print(lines: &[Line]) {
             crate::out!("{:4}  {:width$}  fix: {fix}", "", "");
         }
     }
+}
+
+/// A warning for each target on the same filesystem (`st_dev`) as a source: one disk failure
+/// would lose the data and its backup together.
+fn same_disk_lines(settings: &Settings) -> Vec<Line> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = |p: &std::path::Path| std::fs::metadata(p).ok().map(|m| m.dev());
+    let mut lines = Vec::new();
+    for t in &settings.targets {
+        let Some(target_dev) = dev(&t.path) else {
+            continue;
+        };
+        let shared: Vec<String> = settings
+            .backup
+            .sources
+            .iter()
+            .filter(|s| dev(s) == Some(target_dev))
+            .map(|s| s.display().to_string())
+            .collect();
+        if shared.is_empty() {
+            continue;
+        }
+        lines.push(with_fix(
+            line(
+                Level::Warn,
+                format!("same-disk {}", t.name),
+                format!(
+                    "target {} ({}) is on the same filesystem as source(s) {}: one disk failure loses both",
+                    t.name,
+                    t.path.display(),
+                    shared.join(", ")
+                ),
+            ),
+            "Add a target on another disk or host (a USB disk, a network mount), so that a copy survives the loss of this one.",
+        ));
+    }
+    lines
 }
 
 /// The preflight checks. A held lock is a run in progress: worth knowing, not a failure.

@@ -86,7 +86,8 @@ pub enum Command {
     /// Restore an archive (or the named paths in it) into DIR, checking every file against the
     /// manifest before it is moved into place.
     Restore {
-        /// The archive: a path, or its file name on a configured target.
+        /// The archive: a path, its file name on the configured targets, or `latest` (the
+        /// newest archive of this backup).
         archive: PathBuf,
         /// The directory to restore into.
         #[arg(long, value_name = "DIR")]
@@ -105,6 +106,9 @@ pub enum Command {
         /// The age identity to decrypt with [default: the config's].
         #[arg(long, value_name = "PATH")]
         identity: Option<PathBuf>,
+        /// Use only the copy on this configured target (with `latest`: its newest archive).
+        #[arg(long, value_name = "NAME")]
+        target: Option<String>,
     },
     /// Apply the retention policy (`keep`) to every target's archives.
     Prune {
@@ -189,6 +193,7 @@ pub fn execute(cli: &Cli) -> Result<Done, Error> {
             in_place,
             devices,
             ref identity,
+            ref target,
         } => restore::execute(
             cli,
             &restore::Request {
@@ -198,6 +203,7 @@ pub fn execute(cli: &Cli) -> Result<Done, Error> {
                 in_place,
                 devices,
                 identity: identity.clone(),
+                target: target.clone(),
             },
         ),
         Command::Prune {

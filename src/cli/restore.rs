@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 /// What to restore, from the command line.
 #[derive(Debug, Clone)]
 pub struct Request {
-    /// The archive: a path, or its file name on a configured target.
+    /// The archive: a path, its file name on the configured targets, or `latest`.
     pub archive: PathBuf,
     /// The directory to restore into.
     pub to: PathBuf,
@@ -31,6 +31,8 @@ pub struct Request {
     pub devices: bool,
     /// The identity to decrypt with, instead of the config's.
     pub identity: Option<PathBuf>,
+    /// Only the copy on this configured target.
+    pub target: Option<String>,
 }
 
 /// Turns a failed restore into the command's error.
@@ -56,52 +58,105 @@ pub fn classify(error: RestoreError, target: Option<&str>, archive: &str, to: &P
     }
 }
 
-/// Finds the archive: a path (absolute, relative with a `/`, or an existing file in the current
-/// directory), else a file name on the configured targets. Returns it with the name of the
-/// target holding it.
+/// One copy of the archive to restore from, with the name of the target holding it.
+struct Copy {
+    archive: Archive,
+    target: Option<String>,
+}
+
+/// Whether the argument names a file rather than an archive on the targets.
+fn is_path(arg: &Path) -> bool {
+    arg.to_string_lossy().contains('/') || arg.exists()
+}
+
+/// Finds every copy to try, in order: the file given as a path (absolute, relative with a `/`,
+/// or an existing file in the current directory); else the copies of the named archive (or of
+/// `latest`, the newest archive of this backup) on the configured targets, in config order,
+/// or only on `--target`.
 fn locate(
     arg: &Path,
+    only: Option<&str>,
     settings: &mut Option<Settings>,
     cli: &Cli,
-) -> Result<(Archive, Option<String>), Error> {
-    let as_path = arg.to_string_lossy().contains('/') || arg.exists();
-    let arg: PathBuf = if as_path && arg.parent().is_none_or(|p| p.as_os_str().is_empty()) {
-        Path::new(".").join(arg)
-    } else {
-        arg.to_owned()
-    };
-    let dirs_of =
-        |s: &Settings| -> Vec<PathBuf> { s.targets.iter().map(|t| t.path.clone()).collect() };
-    let search: Vec<PathBuf> = if as_path {
-        Vec::new()
-    } else {
-        dirs_of(load_settings(settings, cli)?)
-    };
-    let refs: Vec<&Path> = search.iter().map(PathBuf::as_path).collect();
-    let found = archives::find(&arg, &refs)
-        .map_err(|e| Error::Usage(format!("cannot look for {}: {e}", arg.display())))?;
-    let Some(archive) = found else {
-        return Err(Error::Usage(if as_path {
-            format!("no vouch archive at {}", arg.display())
+) -> Result<Vec<Copy>, Error> {
+    if is_path(arg) {
+        if only.is_some() {
+            return Err(Error::Usage(
+                "--target picks a configured target: give the archive's file name or `latest`, not a path".into(),
+            ));
+        }
+        let arg: PathBuf = if arg.parent().is_none_or(|p| p.as_os_str().is_empty()) {
+            Path::new(".").join(arg)
         } else {
-            format!(
-                "no archive {} on the configured targets ({})",
-                arg.display(),
-                search
-                    .iter()
-                    .map(|d| d.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        }));
+            arg.to_owned()
+        };
+        let found = archives::find(&arg, &[])
+            .map_err(|e| Error::Usage(format!("cannot look for {}: {e}", arg.display())))?;
+        return match found {
+            Some(archive) => Ok(vec![Copy {
+                archive,
+                target: None,
+            }]),
+            None => Err(Error::Usage(format!(
+                "no vouch archive at {}",
+                arg.display()
+            ))),
+        };
+    }
+    let s = load_settings(settings, cli)?;
+    let targets: Vec<&crate::config::Target> = s
+        .targets
+        .iter()
+        .filter(|t| only.is_none_or(|n| t.name == n))
+        .collect();
+    if let (Some(name), true) = (only, targets.is_empty()) {
+        return Err(Error::Usage(format!(
+            "--target {name}: no such target in the config (targets: {})",
+            s.targets
+                .iter()
+                .map(|t| t.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let dirs: Vec<&Path> = targets.iter().map(|t| t.path.as_path()).collect();
+    let where_ = || {
+        dirs.iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
     };
-    let target = settings.as_ref().and_then(|s| {
-        s.targets
-            .iter()
-            .find(|t| t.path == archive.dir)
-            .map(|t| t.name.clone())
-    });
-    Ok((archive, target))
+    let look_error = |e: std::io::Error| Error::Usage(format!("cannot look for archives: {e}"));
+    let name = if arg == Path::new("latest") {
+        archives::latest_name(&s.backup.name, &dirs)
+            .map_err(look_error)?
+            .ok_or_else(|| {
+                Error::Usage(format!(
+                    "no archive of backup {} on {} to restore as `latest`",
+                    s.backup.name,
+                    where_()
+                ))
+            })?
+    } else {
+        arg.to_string_lossy().into_owned()
+    };
+    let copies = archives::find_copies(&name, &dirs).map_err(look_error)?;
+    if copies.is_empty() {
+        return Err(Error::Usage(format!(
+            "no archive {name} on the configured targets ({})",
+            where_()
+        )));
+    }
+    Ok(copies
+        .into_iter()
+        .map(|archive| {
+            let target = targets
+                .iter()
+                .find(|t| t.path == archive.dir)
+                .map(|t| t.name.clone());
+            Copy { archive, target }
+        })
+        .collect())
 }
 
 fn load_settings<'a>(slot: &'a mut Option<Settings>, cli: &Cli) -> Result<&'a Settings, Error> {
@@ -172,17 +227,96 @@ pub fn check_files(archive: &Archive) -> Result<(), String> {
     Ok(())
 }
 
-/// Runs `vouch restore`.
+/// Runs `vouch restore`: from the first copy that passes its checks. A copy whose check fails
+/// before anything is kept (a missing part, a receipt mismatch, damaged data: the restore is
+/// undone) gives way to the next copy of the same archive on another target, with a warning.
 pub fn execute(cli: &Cli, request: &Request) -> Result<ExitCode, Error> {
     let mut paths = Vec::new();
     for p in &request.paths {
         paths.push(restore::stored_path(p).map_err(|e| Error::Usage(e.to_string()))?);
     }
     let mut settings = None;
-    let (archive, target) = locate(&request.archive, &mut settings, cli)?;
+    let copies = locate(
+        &request.archive,
+        request.target.as_deref(),
+        &mut settings,
+        cli,
+    )?;
     let identity = identity(request.identity.as_deref(), &mut settings, cli)?;
-    check_files(&archive).map_err(|detail| Error::Damaged {
-        target: target.clone(),
+    let options = Options {
+        to: request.to.clone(),
+        paths,
+        in_place: request.in_place,
+        devices: request.devices,
+        progress: true,
+    };
+    let mut failed: Vec<(String, String)> = Vec::new();
+    for (i, copy) in copies.iter().enumerate() {
+        let error = match restore_copy(copy, &identity, &options) {
+            Ok(done) => {
+                if !failed.is_empty() {
+                    log::warn!(
+                        "restored from the copy on {} instead: {}",
+                        where_is(copy),
+                        describe_failures(&failed)
+                    );
+                }
+                report(copy, &done);
+                return Ok(ExitCode::Ok);
+            }
+            Err(e) => e,
+        };
+        let Error::Damaged { detail, .. } = &error else {
+            return Err(error);
+        };
+        if let Some(next) = copies.get(i + 1) {
+            log::warn!(
+                "the copy of {} on {} failed its check ({detail}); nothing of it was kept, trying the copy on {}",
+                copy.archive.name,
+                where_is(copy),
+                where_is(next)
+            );
+        }
+        failed.push((where_is(copy), detail.clone()));
+        if copies.len() == 1 {
+            return Err(error);
+        }
+    }
+    Err(Error::Damaged {
+        target: None,
+        archive: copies[0].archive.name.clone(),
+        detail: format!(
+            "every copy failed its check: {}",
+            describe_failures(&failed)
+        ),
+    })
+}
+
+/// The target holding a copy, or its directory when it is on none.
+fn where_is(copy: &Copy) -> String {
+    match &copy.target {
+        Some(t) => format!("target {t}"),
+        None => copy.archive.dir.display().to_string(),
+    }
+}
+
+fn describe_failures(failed: &[(String, String)]) -> String {
+    failed
+        .iter()
+        .map(|(at, why)| format!("{at}: {why}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Checks one copy's files, then restores from it.
+fn restore_copy(
+    copy: &Copy,
+    identity: &Identity,
+    options: &Options,
+) -> Result<restore::Restored, Error> {
+    let archive = &copy.archive;
+    check_files(archive).map_err(|detail| Error::Damaged {
+        target: copy.target.clone(),
         archive: archive.name.clone(),
         detail,
     })?;
@@ -191,21 +325,19 @@ pub fn execute(cli: &Cli, request: &Request) -> Result<ExitCode, Error> {
         .receipt
         .as_ref()
         .map(|r| (r.archive_sha256.as_str(), r.archive_size));
-    let options = Options {
-        to: request.to.clone(),
-        paths,
-        in_place: request.in_place,
-        devices: request.devices,
-        progress: true,
-    };
-    let done = restore::restore(
+    restore::restore(
         &|| archive.open(),
-        &identity,
+        identity,
         receipt,
         archive.size_on_disk(),
-        &options,
+        options,
     )
-    .map_err(|e| classify(e, target.as_deref(), &archive.name, &request.to))?;
+    .map_err(|e| classify(e, copy.target.as_deref(), &archive.name, &options.to))
+}
+
+/// Says what was restored, on the terminal and in the journal.
+fn report(copy: &Copy, done: &restore::Restored) {
+    let archive = &copy.archive;
     let replaced = if done.replaced > 0 {
         format!(", {} existing path(s) replaced", done.replaced)
     } else {
@@ -227,7 +359,6 @@ pub fn execute(cli: &Cli, request: &Request) -> Result<ExitCode, Error> {
     .level(log::Level::Debug)
     .field("VOUCH_ARCHIVE", archive.dir.join(&archive.name).display())
     .field("VOUCH_FILES", done.entries)
-    .field_opt("VOUCH_TARGET", target.as_deref())
+    .field_opt("VOUCH_TARGET", copy.target.as_deref())
     .emit();
-    Ok(ExitCode::Ok)
 }

@@ -35,12 +35,17 @@ pub fn execute(cli: &Cli) -> Result<ExitCode, Error> {
     };
     let mut outcome = outcome(&settings, started, report.as_ref(), &result, code);
     outcome.reasons.extend(warnings);
+    let partial = result.as_ref().err().and_then(Error::committed);
     let last = LastRun {
         run_id: journal::run_id().into(),
         finished: outcome.finished.clone(),
         exit_code: code.code(),
         exit_name: code.name().into(),
-        archive: report.as_ref().map(|r| r.archive.clone()),
+        archive: report
+            .as_ref()
+            .map(|r| r.archive.clone())
+            .or_else(|| partial.map(|(a, _)| a.to_owned())),
+        committed_targets: partial.map(|(_, t)| t.to_vec()).unwrap_or_default(),
         tar_bytes: report
             .as_ref()
             .map(|r| r.tar_bytes)
@@ -132,6 +137,10 @@ fn outcome(
         o.bytes_in = Some(r.stats.bytes);
         o.files = Some(r.stats.files);
     }
+    if let Some((archive, targets)) = result.as_ref().err().and_then(Error::committed) {
+        o.archive = Some(archive.to_owned());
+        o.targets = targets.to_vec();
+    }
     if let Err(e) = result {
         o.reasons.push(format!("{}: {e}", code.name()));
         o.hint = e.hint();
@@ -160,6 +169,14 @@ pub fn report_failure(error: &Error, code: ExitCode) {
         .field("VOUCH_EXIT_CODE", code.code())
         .field("VOUCH_EXIT_NAME", code.name())
         .field_opt("VOUCH_TARGET", error.target())
+        .field_opt(
+            "VOUCH_ARCHIVE",
+            error.committed().map(|(a, _)| a.to_owned()),
+        )
+        .field_opt(
+            "VOUCH_COMMITTED_TARGETS",
+            error.committed().map(|(_, t)| t.join(",")),
+        )
         .field_opt("VOUCH_HINT", error.hint())
         .emit();
     systemd::status(&format!("failed: {} ({})", code.name(), error));
@@ -173,7 +190,11 @@ pub fn report_failure(error: &Error, code: ExitCode) {
         finished: rfc3339(OffsetDateTime::now_utc()),
         exit_code: code.code(),
         exit_name: code.name().into(),
-        archive: None,
+        archive: error.committed().map(|(a, _)| a.to_owned()),
+        committed_targets: error
+            .committed()
+            .map(|(_, t)| t.to_vec())
+            .unwrap_or_default(),
         tar_bytes: LastRun::load(&dirs.state).and_then(|l| l.tar_bytes),
         duration_seconds: None,
     };
