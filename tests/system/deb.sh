@@ -251,6 +251,12 @@ printf '%s\n' "$out" | indent
 assert_not_contains "$out" "warning" "dpkg -i's output"
 assert_eq "install ok installed" "$(in_ct dpkg-query -W -f='${Status}' vouch)" "vouch's dpkg status"
 
+check "the docs are installed beside the README"
+for doc in "$REPO"/docs/*.md; do
+    doc=docs/${doc##*/}
+    in_ct test -s "/usr/share/doc/vouch/$doc" || fail "/usr/share/doc/vouch/$doc is not in the package"
+done
+
 for t in vouch.timer vouch-verify.timer; do
     check "$t is enabled and active"
     props=$(show "$t" UnitFileState,ActiveState,SubState,NextElapseUSecRealtime)
