@@ -38,7 +38,7 @@ spare. Every later entry of this run carries the same VOUCH_RUN_ID."
 nothing on the targets was touched. This is the failure that backups usually hide: \
 a read-only sandbox, a missing key, an unmounted disk, a full disk, a filesystem that cannot \
 hold large files.\n\nCause: @MESSAGE@\n\nFix: @VOUCH_HINT@\n\n\
-Run `vouch preflight` to see every check with its result. The exit codes:\n\n{}",
+Run `vouch preflight --as-service` to see every check, inside the unit's sandbox, with its result. The exit codes:\n\n{}",
             exit_list(|c| c.is_preflight())
         ),
         Event::ArchiveWritten => "The archive @VOUCH_ARCHIVE@ (its SHA-256 is in the entry's VOUCH_ARCHIVE_SHA256 field) \

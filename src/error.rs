@@ -269,6 +269,16 @@ pub enum Error {
         /// What the kernel said.
         error: io::Error,
     },
+    /// A command could not be run inside vouch.service's sandbox (`preflight --as-service`).
+    #[error("{message}")]
+    Service {
+        /// What went wrong.
+        message: String,
+        /// The fix.
+        hint: String,
+        /// Usage when this host cannot do it at all, else internal.
+        code: ExitCode,
+    },
     /// Anything else: a bug or an unexpected condition.
     #[error("{0}")]
     Internal(String),
@@ -337,7 +347,7 @@ impl Error {
     pub fn hint(&self) -> Option<String> {
         Some(match self {
             Error::Usage(_) => "Run `vouch --help` for the commands and options.".into(),
-            Error::Config(e) => format!("Fix {} and run `vouch preflight` to check it.", e.file.display()),
+            Error::Config(e) => format!("Fix {} and check it with `vouch preflight --as-service`.", e.file.display()),
             Error::Lock(LockError::Held { .. }) => {
                 "Wait for the other run to finish (`systemctl status vouch.service`); the lock is released when it exits.".into()
             }
@@ -409,6 +419,10 @@ impl Error {
                 Some(libc::ENOSPC) | Some(libc::EDQUOT) => {
                     format!("Free space on the filesystem holding {}.", path.display())
                 }
+                Some(libc::EFBIG) => format!(
+                    "A file size limit stopped even the small probe file in {}: raise the process's limit (under systemd, vouch.service's LimitFSIZE=, see `systemctl show -p LimitFSIZE vouch.service`; in a shell, `ulimit -f`).",
+                    path.display()
+                ),
                 _ => format!(
                     "Give the user vouch runs as write permission on {}.",
                     path.display()
@@ -467,10 +481,15 @@ impl Error {
                 "Look at {} (it records failed verifications, which retention must not forget), move it aside, then run `vouch verify --all` to rebuild it; the new archive is good.",
                 path.display()
             ),
+            Error::State { path, error } if error.raw_os_error() == Some(libc::EFBIG) => format!(
+                "A file size limit stopped a small file in {}: raise the process's limit (under systemd, vouch.service's LimitFSIZE=; in a shell, `ulimit -f`).",
+                path.display()
+            ),
             Error::State { path, .. } => format!(
                 "Make {} writable (under systemd, StateDirectory=vouch provides it).",
                 path.display()
             ),
+            Error::Service { hint, .. } => hint.clone(),
             Error::Internal(_) => return None,
         })
     }
@@ -516,6 +535,7 @@ impl Error {
             }
             Error::Anomaly { .. } => ExitCode::Anomaly,
             Error::Prune { .. } | Error::PruneRefused { .. } => ExitCode::Prune,
+            Error::Service { code, .. } => *code,
         }
     }
 }

@@ -396,7 +396,7 @@ impl Checker<'_> {
                     Some(name),
                     "archives",
                     format!(
-                        "target {name}: cannot read {}: {e}: mount the target or fix its permissions, then run `vouch preflight`",
+                        "target {name}: cannot read {}: {e}: mount the target or fix its permissions, then check with `vouch doctor`",
                         target.path.display()
                     ),
                 );
@@ -455,7 +455,7 @@ impl Checker<'_> {
                 Some(name),
                 "age",
                 format!(
-                    "target {name}: {} {what}: run `vouch run` and check `systemctl status vouch.service` and `journalctl -u vouch`",
+                    "target {name}: {} {what}: start a run with `systemctl start vouch.service` and check `systemctl status vouch.service` and `journalctl -u vouch`",
                     target.path.display()
                 ),
             );
@@ -491,7 +491,7 @@ impl Checker<'_> {
                 Some(name),
                 "required",
                 format!(
-                    "target {name}: the newest verified archive {} lacks required path(s) {}: check that they exist and are non-empty, then run `vouch run`",
+                    "target {name}: the newest verified archive {} lacks required path(s) {}: check that they exist and are non-empty, then start a run with `systemctl start vouch.service`",
                     latest.name,
                     i.required_missing.join(", ")
                 ),
@@ -519,7 +519,7 @@ impl Checker<'_> {
                 Some(name),
                 "archives",
                 format!(
-                    "target {name}: the newest archive {} is missing {}: find out what removed it and run `vouch run`",
+                    "target {name}: the newest archive {} is missing {}: find out what removed it and start a run with `systemctl start vouch.service`",
                     newest.name,
                     list.join(", ")
                 ),
@@ -534,7 +534,7 @@ impl Checker<'_> {
                 Some(name),
                 "archives",
                 format!(
-                    "target {name}: the newest archive {} is {} bytes on disk but its receipt says {}: it was truncated or replaced; run `vouch verify {}` and `vouch run`",
+                    "target {name}: the newest archive {} is {} bytes on disk but its receipt says {}: it was truncated or replaced; run `vouch verify {}` and start a run with `systemctl start vouch.service`",
                     newest.name,
                     newest.size_on_disk(),
                     r.archive_size,
@@ -559,7 +559,7 @@ impl Checker<'_> {
                 Some(name),
                 "verify",
                 format!(
-                    "target {name}: the newest archive {} failed verification at {} and has no receipt: it is most likely the parts of a run killed while committing them (older versions of vouch committed parts one by one), not damage; delete its parts and run `vouch run`",
+                    "target {name}: the newest archive {} failed verification at {} and has no receipt: it is most likely the parts of a run killed while committing them (older versions of vouch committed parts one by one), not damage; delete its parts and start a run with `systemctl start vouch.service`",
                     newest.name, r.verified_at
                 ),
             );
@@ -569,7 +569,7 @@ impl Checker<'_> {
                 Some(name),
                 "verify",
                 format!(
-                    "target {name}: the newest archive {} failed verification at {}{}: check the disk (`dmesg`, `smartctl`) and run `vouch run` for a good archive",
+                    "target {name}: the newest archive {} failed verification at {}{}: check the disk (`dmesg`, `smartctl`) and start a run with `systemctl start vouch.service` for a good archive",
                     newest.name,
                     r.verified_at,
                     r.detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default()
@@ -706,7 +706,7 @@ impl Checker<'_> {
                 None,
                 "last-run",
                 format!(
-                    "the last run (finished {}) failed with {} ({}): read `journalctl -u vouch` for the cause and its fix, then run `vouch run`",
+                    "the last run (finished {}) failed with {} ({}): read `journalctl -u vouch` for the cause and its fix (`vouch doctor` checks the unit's sandbox too), then start a run with `systemctl start vouch.service`",
                     l.finished, l.exit_name, l.exit_code
                 ),
             ),
@@ -1033,7 +1033,7 @@ pub fn evaluate(settings: &Settings, dirs: &Dirs, now: OffsetDateTime) -> Report
             &settings.file,
             "state",
             format!(
-                "vouch has never completed a run here: no record of one in {} and no archives on any target; run one with `systemctl start vouch.service` (or `vouch run`), then check again",
+                "vouch has never completed a run here: no record of one in {} and no archives on any target; run one with `systemctl start vouch.service`, then check again",
                 dirs.state.join(crate::run::LAST_RUN).display()
             ),
         );

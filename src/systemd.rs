@@ -50,7 +50,7 @@ pub fn progress_status(text: &str) {
 /// Rate-limits progress messages for a long phase: to systemd (status text and a start timeout
 /// extension) and, when stderr is a terminal, as one line rewritten in place.
 pub struct Progress {
-    phase: &'static str,
+    phase: String,
     total: Option<u64>,
     last: Option<Instant>,
     last_done: u64,
@@ -61,7 +61,8 @@ pub struct Progress {
 
 impl Progress {
     /// Starts a phase (`archiving`, `verifying local`) with an expected total in bytes.
-    pub fn new(phase: &'static str, total: Option<u64>) -> Progress {
+    pub fn new(phase: impl Into<String>, total: Option<u64>) -> Progress {
+        let phase = phase.into();
         status(&format!("{phase}..."));
         use std::io::IsTerminal;
         Progress {

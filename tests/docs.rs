@@ -69,6 +69,55 @@ fn synopsis(sub: &clap::Command) -> String {
     line
 }
 
+/// vouch(8)'s EXAMPLES: a first setup, a restore with stock tools only, a USB disk.
+const EXAMPLES: &str = r#"First setup, as root, after installing the package:
+.PP
+.RS
+.nf
+vouch keygen
+$EDITOR /etc/vouch/vouch.toml
+systemctl daemon\-reload
+vouch preflight \-\-as\-service && systemctl start vouch.service
+journalctl \-x \-u vouch.service
+vouch status
+.fi
+.RE
+.PP
+\fBvouch keygen\fR writes the identity and prints the recipient to put in the config;
+\fBdaemon\-reload\fR lets vouch\-generator open the targets in the unit's sandbox;
+\fB\-\-as\-service\fR runs the checks inside that sandbox, as the timer's runs see it.
+Copy the identity off the host.
+.PP
+Restoring without vouch, with the stock tools (for a split archive, feed age the parts in order: \fBcat NAME.tar.gz.age.0* | age \-d ...\fR):
+.PP
+.RS
+.nf
+age \-d \-i identity.txt /var/backups/vouch/host\-20261201T030000Z.tar.gz.age |
+    tar \-xz \-C /srv/restore
+cd /srv/restore && sha256sum \-c .vouch/SHA256SUMS
+.fi
+.RE
+.PP
+The same with vouch, checked entry by entry against the manifest and staged before anything
+is replaced: \fBvouch restore latest \-\-to /srv/restore\fR.
+.PP
+A USB disk that is not always plugged in: in \fBvouch.toml\fR(5),
+.PP
+.RS
+.nf
+[[target]]
+name = "usb"
+path = "/mnt/usb/backups"
+mount = "/mnt/usb"
+split = "auto"
+.fi
+.RE
+.PP
+With the disk unplugged a run fails with 14 (TARGET_MISSING) and writes nothing, instead of
+filling the root filesystem; on FAT32 "auto" splits archives below 4 GiB. Check a stick
+before trusting it with \fBvouch preflight \-\-as\-service\fR.
+"#;
+
 /// vouch(8): the command line from clap, then the sections that restate the interface,
 /// generated from the code.
 fn render_vouch_8() -> String {
@@ -109,13 +158,13 @@ fn render_vouch_8() -> String {
             text.push_str(".RE\n");
         }
     }
-    text.push_str(
-        "\\fBvouch status\\fR uses the monitoring-plugin convention instead: \
-0 healthy, 1 warning, 2 critical, 3 unknown (no usable config, no run and no archive yet, or a bad command line); \
-\\fBvouch doctor\\fR uses 0, 1 and 2 the same way, and 3 when the config cannot be read.\n",
-    );
     text.push_str(".SH \"EXIT STATUS\"\n");
-    text.push_str("\\fBvouch run\\fR exits 0 only when a new archive is on every target, read back and verified.\n");
+    text.push_str(
+        "\\fBvouch status\\fR uses the monitoring-plugin convention: \
+0 healthy, 1 warning, 2 critical, 3 unknown (no usable config, no run and no archive yet, or a bad command line). \
+\\fBvouch doctor\\fR uses 0, 1 and 2 the same way, and 3 when the config cannot be read. \
+Every other command exits with the codes below; \\fBvouch run\\fR exits 0 only when a new archive is on every target, read back and verified.\n",
+    );
     for c in ExitCode::ALL {
         text.push_str(&format!(
             ".TP\n\\fB{}\\fR {}\n{}\n",
@@ -147,12 +196,12 @@ fn render_vouch_8() -> String {
             e.message_id()
         ));
     }
-    text.push_str("and the fields that apply: VOUCH_EXIT_CODE, VOUCH_EXIT_NAME, VOUCH_TARGET, VOUCH_ARCHIVE, VOUCH_ARCHIVE_SHA256, VOUCH_FILES, VOUCH_BYTES_IN, VOUCH_BYTES_OUT, VOUCH_DURATION_USEC, VOUCH_HINT.\n");
-    text.push_str(
+    text.push_str("and the fields that apply: VOUCH_EXIT_CODE, VOUCH_EXIT_NAME, VOUCH_TARGET, VOUCH_ARCHIVE, VOUCH_ARCHIVE_SHA256, VOUCH_FILES, VOUCH_BYTES_IN, VOUCH_BYTES_OUT, VOUCH_DURATION_USEC, VOUCH_HINT, VOUCH_COMMITTED_TARGETS (a failed run whose archive some targets kept), VOUCH_UNIT and VOUCH_FAILED_UNIT (notify-failure: the failed unit and the dependency that failed).\n");
+    text.push_str(&format!(
         ".SH UNITS\n\\fBvouch.service\\fR runs \\fBvouch run\\fR; \\fBvouch.timer\\fR starts it daily. \
 \\fBvouch\\-verify.timer\\fR verifies the latest archive weekly. \\fBvouch\\-notify@.service\\fR reports failed units.\n\
-.SH \"SEE ALSO\"\n\\fBvouch.toml\\fR(5), \\fBage\\fR(1), \\fBtar\\fR(1), \\fBjournalctl\\fR(1), \\fBsystemd.exec\\fR(5)\n",
-    );
+.SH EXAMPLES\n{EXAMPLES}.SH \"SEE ALSO\"\n\\fBvouch.toml\\fR(5), \\fBage\\fR(1), \\fBtar\\fR(1), \\fBjournalctl\\fR(1), \\fBsystemd.exec\\fR(5)\n"
+    ));
     text
 }
 

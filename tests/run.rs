@@ -544,6 +544,14 @@ fn a_file_size_limit_ends_in_exit_18_or_30_never_a_signal() {
     assert!(stderr(&out).contains("largest file"), "{}", stderr(&out));
     assert!(env.target_files().is_empty(), "{:?}", env.target_files());
 
+    // A limit below even the target's 4 KiB probe file: 18, and the fix is the limit, not
+    // permissions.
+    let out = run_with_file_limit(&env, 1);
+    assert_code(&out, 18);
+    assert!(stderr(&out).contains("LimitFSIZE="), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("permission"), "{}", stderr(&out));
+    assert!(env.target_files().is_empty(), "{:?}", env.target_files());
+
     // Only found out mid-run: the last archive was small, this one is not -> 30.
     fs::write(env.src.join("random.bin"), random_bytes(1000, 7)).unwrap();
     assert_code(&env.vouch(&["run"]), 0);

@@ -112,6 +112,28 @@ fn a_good_archive_verifies_and_the_result_is_recorded() {
 }
 
 #[test]
+fn on_a_terminal_verify_and_run_show_a_progress_line() {
+    let env = backed_up("");
+    let out = env.on_terminal(&["verify"]);
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert_code(&out, 0);
+    assert!(
+        screen.contains("\rverifying ") && screen.contains("(two passes): "),
+        "no progress line on the terminal:\n{screen:?}"
+    );
+    assert!(screen.contains(" of ~"), "no expected total:\n{screen:?}");
+    let out = env.on_terminal(&["run"]);
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert_code(&out, 0);
+    assert!(screen.contains("\rarchiving: "), "{screen:?}");
+    assert!(screen.contains("\rverifying: "), "{screen:?}");
+    // Without a terminal there is no such line.
+    let out = env.vouch(&["verify"]);
+    assert_code(&out, 0);
+    assert!(!stderr(&out).contains('\r'), "{}", stderr(&out));
+}
+
+#[test]
 fn a_flipped_bit_anywhere_is_33_and_the_message_says_where() {
     let env = backed_up("");
     let archive = only_archive(&env);

@@ -682,11 +682,18 @@ fn service_result_line() -> Line {
             "ExecMainCode",
             "ExecMainExitTimestamp",
             "ActiveState",
+            "ExecStartPre",
         ],
     ) {
         Ok(p) => p,
         Err(e) => return line(Level::Warn, "last result", e),
     };
+    result_line(&props)
+}
+
+/// The service's last result from its properties: running, never started, failed before
+/// vouch ran (an `ExecStartPre=` command), or how vouch's process ended.
+fn result_line(props: &BTreeMap<String, String>) -> Line {
     let get = |k: &str| props.get(k).cloned().unwrap_or_default();
     if get("ActiveState") == "activating" {
         return line(
@@ -695,7 +702,26 @@ fn service_result_line() -> Line {
             format!("{SERVICE} is running now"),
         );
     }
-    if never(props.get("ExecMainExitTimestamp")) {
+    let pre_failed = props.get("ExecStartPre").is_some_and(|v| {
+        crate::cli::notify_failure::parse_exec(v)
+            .iter()
+            .any(|c| c.failed())
+    });
+    let never_ran = never(props.get("ExecMainExitTimestamp"));
+    if never_ran || pre_failed {
+        if !matches!(get("Result").as_str(), "" | "success") {
+            return with_fix(
+                line(
+                    Level::Fail,
+                    "last result",
+                    format!(
+                        "{SERVICE}'s last start failed: {}",
+                        crate::cli::notify_failure::describe(props, None)
+                    ),
+                ),
+                format!("Read `journalctl -x -u {SERVICE}` for the cause and the fix."),
+            );
+        }
         return line(
             Level::Warn,
             "last result",
@@ -734,7 +760,7 @@ fn last_run_lines(dirs: &Dirs) -> Vec<Line> {
                 "last run",
                 format!("no run recorded in {}", dirs.state.display()),
             ),
-            "Start one: `systemctl start vouch.service` (or `vouch run`).",
+            "Start one: `systemctl start vouch.service`.",
         )],
         Some(l) if l.exit_code == 0 => vec![line(
             Level::Ok,
@@ -757,7 +783,7 @@ fn last_run_lines(dirs: &Dirs) -> Vec<Line> {
                     l.finished, l.exit_code, l.exit_name
                 ),
             ),
-            "Read `journalctl -x -u vouch.service` (or run `vouch preflight`) for the cause and the fix.",
+            "Read `journalctl -x -u vouch.service` (or run `vouch preflight --as-service`) for the cause and the fix.",
         )],
     }
 }
@@ -774,6 +800,27 @@ mod tests {
             read_write: path_list("-/var/backups/vouch /srv/backups"),
             ..Sandbox::default()
         }
+    }
+
+    #[test]
+    fn a_failed_start_command_is_a_failed_result_not_never_run() {
+        let props = crate::cli::notify_failure::parse_show(
+            "Result=exit-code\nExecMainStatus=0\nExecMainCode=0\nExecMainExitTimestamp=\nActiveState=failed\n\
+ExecStartPre={ path=/usr/local/bin/dump-db ; argv[]=/usr/local/bin/dump-db ; ignore_errors=no ; start_time=[Tue 2026-12-01 10:00:00 UTC] ; stop_time=[Tue 2026-12-01 10:00:00 UTC] ; pid=412 ; code=exited ; status=2 }\n",
+        );
+        let l = result_line(&props);
+        assert_eq!(l.level, Level::Fail);
+        assert!(
+            l.detail
+                .contains("/usr/local/bin/dump-db failed with exit status 2"),
+            "{}",
+            l.detail
+        );
+        assert!(l.fix.is_some());
+        let idle = crate::cli::notify_failure::parse_show(
+            "Result=success\nExecMainStatus=0\nExecMainCode=0\nExecMainExitTimestamp=\nActiveState=inactive\n",
+        );
+        assert_eq!(result_line(&idle).level, Level::Warn);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The command line: one module per subcommand.
 
+pub mod as_service; // `vouch preflight --as-service`: the checks in vouch.service's sandbox
 pub mod doctor; // `vouch doctor`
 pub mod keygen; // `vouch keygen`
 pub mod list; // `vouch list`
@@ -45,6 +46,10 @@ pub enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Run the checks inside a transient unit with vouch.service's sandbox, settings and
+        /// credentials (through systemd-run), as a timer run would see the system.
+        #[arg(long)]
+        as_service: bool,
     },
     /// Read archives back from their targets and check every entry against the manifest
     /// (decrypt, decompress, hash); exit 33 on any difference. Default: --latest.
@@ -165,7 +170,10 @@ pub fn execute(cli: &Cli) -> Result<Done, Error> {
         // status never fails: what it cannot tell is its `unknown` verdict.
         Command::Status { json } => return Ok(Done::Health(status::execute(cli, json))),
         Command::Run => run::execute(cli),
-        Command::Preflight { json } => preflight::execute(cli, json),
+        Command::Preflight { json, as_service } if as_service => {
+            as_service::preflight(cli.config.as_deref(), cli.verbose, json)
+        }
+        Command::Preflight { json, .. } => preflight::execute(cli, json),
         Command::NotifyFailure { ref unit } => notify_failure::execute(cli, unit),
         Command::Keygen {
             ref identity,

@@ -462,7 +462,7 @@ fn tell_channels(
                 .field(
                     "VOUCH_HINT",
                     format!(
-                        "Fix {} and run `vouch preflight` to check it.",
+                        "Fix {} and check it with `vouch preflight --as-service`.",
                         path.display()
                     ),
                 )

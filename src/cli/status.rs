@@ -25,7 +25,7 @@ pub fn execute(cli: &Cli, json: bool) -> Health {
         Err(e) => Report::unknown(
             &path,
             "config",
-            format!("cannot judge without a usable config: {e}: fix it, then check with `vouch preflight`"),
+            format!("cannot judge without a usable config: {e}: fix it, then check with `vouch preflight --as-service`"),
         ),
     };
     print_report(&report, json)

@@ -31,8 +31,12 @@ use crate::error::Error;
 use crate::exit::ExitCode;
 use crate::journal::{Entry, Event};
 use crate::restore::{self, RestoreError};
+use crate::systemd::Progress;
 use crate::verify;
+use std::cell::RefCell;
+use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 /// A line of the per-archive table: on stdout, unless stdout is the journal.
 macro_rules! table {
@@ -384,13 +388,51 @@ fn check(c: &Archive, identity: &Identity, receipt: Option<(&str, u64)>, spool: 
         }
     };
     crate::fault::point("verify-opened");
-    match verify::verify_archive(&|| opened.reader(), identity, receipt, spool) {
+    // Both passes read the whole archive: progress counts the bytes of both.
+    let total = receipt.map(|(_, size)| 2 * size);
+    let progress = Rc::new(RefCell::new(Counted {
+        done: 0,
+        progress: Progress::new(format!("verifying {} (two passes)", c.name), total),
+    }));
+    let open = || -> std::io::Result<Box<dyn Read>> {
+        Ok(Box::new(CountingReader {
+            inner: opened.reader()?,
+            counted: Rc::clone(&progress),
+        }))
+    };
+    let result = verify::verify_archive(&open, identity, receipt, spool);
+    progress.borrow_mut().progress.finish();
+    match result {
         Ok(v) => Checked::Passed(v, opened),
         Err(m) if crate::health::is_unfinished_set(c) => Checked::Failed(verify::Mismatch(format!(
             "{}; it is split and has no receipt, most likely the parts of a run killed while committing them (older versions of vouch committed parts one by one), not damage: delete its parts",
             m.0
         ))),
         Err(m) => Checked::Failed(m),
+    }
+}
+
+/// The bytes read so far across a verification's passes, and where they are reported.
+struct Counted {
+    done: u64,
+    progress: Progress,
+}
+
+/// A reader that reports every read to the verification's progress (systemd's status and
+/// start timeout, and the terminal line), so a huge archive never looks stuck.
+struct CountingReader {
+    inner: Box<dyn Read>,
+    counted: Rc<RefCell<Counted>>,
+}
+
+impl Read for CountingReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let mut c = self.counted.borrow_mut();
+        c.done += n as u64;
+        let done = c.done;
+        c.progress.update(done);
+        Ok(n)
     }
 }
 

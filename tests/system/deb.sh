@@ -16,7 +16,8 @@
 #      drop-in; an ExecStart= naming a missing binary fails the unit with 203 and vouch-notify@
 #      still alerts the channels; a drop-in with InaccessiblePaths= is reported by doctor as
 #      hiding the target, and a run under it fails with 15 naming InaccessiblePaths=; a target
-#      added without daemon-reload fails with 15, and daemon-reload fixes it; then
+#      added without daemon-reload passes `vouch preflight` in a shell but fails
+#      `vouch preflight --as-service` and the run with 15, and daemon-reload fixes it; then
 #      vouch-verify.service reads both targets back and `vouch status` says healthy;
 #   4. a missing identity fails with 13 KEY, and `journalctl -x` explains it from the catalog;
 #   5. the installed vouch.service scores at most 2.0 in `systemd-analyze security`;
@@ -307,8 +308,10 @@ log "ReadWritePaths=$rwp"
 assert_contains " $rwp " "$TARGET " "vouch.service's ReadWritePaths"
 assert_contains "$(in_ct cat "$DROPIN_GEN")" "ReadWritePaths=-\"$TARGET\"" "vouch-generator's drop-in $DROPIN_GEN"
 
-check "vouch preflight passes from a shell (the README's step before the first run)"
+check "vouch preflight passes from a shell, and in vouch.service's sandbox (--as-service, the README's step before the first run)"
 out=$(in_ct vouch preflight 2>&1) || { printf '%s\n' "$out" | indent; fail "vouch preflight failed with the config above"; }
+out=$(in_ct vouch preflight --as-service 2>&1) || { printf '%s\n' "$out" | indent; fail "vouch preflight --as-service failed with the config above"; }
+assert_contains "$out" "target-writable" "vouch preflight --as-service's table"
 
 check "vouch doctor sees the sandbox open for $TARGET and the stopped timer"
 run_doctor
@@ -496,6 +499,18 @@ assert_contains " $(prop vouch.service ReadWritePaths) " "$TARGET " "vouch.servi
 write_config "$TARGET" "$TARGET2"
 in_ct install -d -m 0700 "$TARGET2"
 log "config with a second target $TARGET2, no daemon-reload yet"
+check "vouch preflight passes from a shell, and --as-service fails with the unit's 15, naming ReadWritePaths=$TARGET2"
+out=$(in_ct vouch preflight 2>&1) || { printf '%s\n' "$out" | indent; fail "vouch preflight from a shell failed: the sandbox is what should make the difference"; }
+rc=0
+out=$(in_ct vouch preflight --as-service 2>&1) || rc=$?
+printf '%s\n' "$out" | indent
+assert_eq 15 "$rc" "vouch preflight --as-service's exit status"
+assert_contains "$out" "ReadWritePaths=$TARGET2" "vouch preflight --as-service's fix"
+assert_contains "$out" "vouch.service's sandbox" "vouch preflight --as-service's output"
+rc=0
+json=$(in_ct vouch preflight --as-service --json 2>/dev/null) || rc=$?
+assert_eq 15 "$rc" "vouch preflight --as-service --json's exit status"
+assert_eq TARGET_READONLY "$(jq -r '."exit-name"' <<<"$json")" "vouch preflight --as-service --json's exit-name"
 run_vouch
 check "a target the generator's drop-in does not list yet fails with 15, naming the read-only mount"
 expect_run exit-code 15

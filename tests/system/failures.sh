@@ -5,7 +5,7 @@
 #      203/EXEC, the unit's ExecStopPost= record says so, and with the binary back
 #      `vouch status` exits 2 naming the 203 failure;
 #   2. a Requires= on a mount unit that fails: notify-failure's journal entry names that mount,
-#      not "exit status 0";
+#      not "exit status 0"; a failing ExecStartPre= is named by `vouch doctor`;
 #   3. a corrupted archive: `vouch-verify.service` fails with 33, logs exactly one
 #      verify-failed entry, and `journalctl -x` shows its catalog text.
 #
@@ -166,6 +166,19 @@ assert_eq mnt-failme.mount "$(jq -r .VOUCH_FAILED_UNIT <<<"$entries")" "VOUCH_FA
 out=$(in_ct vouch status 2>&1) || true
 assert_contains "$out" mnt-failme.mount "vouch status after the mount failed"
 in_ct sh -ec 'rm /etc/systemd/system/vouch.service.d/zz-mount.conf; systemctl daemon-reload; systemctl reset-failed'
+
+check "a failing ExecStartPre=: vouch doctor names the command, not \"has not run since boot\""
+in_ct sh -ec '
+    printf "[Service]\nExecStartPre=/bin/false\n" >/etc/systemd/system/vouch.service.d/zz-pre.conf
+    systemctl daemon-reload'
+start vouch.service
+[ "$START_RC" -ne 0 ] || fail "vouch.service started although its ExecStartPre= failed"
+wait_inactive vouch-notify@vouch.service.service
+out=$(in_ct vouch doctor 2>&1) || true
+printf '%s\n' "$out" | grep 'last result' | indent
+assert_contains "$out" "the ExecStartPre= command /bin/false failed with exit status 1" "vouch doctor"
+assert_not_contains "$out" "has not run since boot" "vouch doctor"
+in_ct sh -ec 'rm /etc/systemd/system/vouch.service.d/zz-pre.conf; systemctl daemon-reload; systemctl reset-failed'
 
 # --- 3. A corrupted archive found by the weekly verify. ---
 check "vouch-verify.service finds a corrupted archive: one verify-failed entry with its catalog text"

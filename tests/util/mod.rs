@@ -115,6 +115,31 @@ path = "{target}"
         cmd
     }
 
+    /// Runs `vouch ARGS` with a terminal as its standard output and error, through util-linux's
+    /// `script`; what the terminal got is the output's stdout (stderr included, `\r` kept).
+    pub fn on_terminal(&self, args: &[&str]) -> Output {
+        let inner = self.command(args);
+        let quote = |s: &OsStr| format!("'{}'", s.to_string_lossy().replace('\'', "'\\''"));
+        let mut line = quote(inner.get_program());
+        for a in inner.get_args() {
+            line.push(' ');
+            line.push_str(&quote(a));
+        }
+        let mut cmd = Command::new("script");
+        cmd.args(["--quiet", "--return", "--command"])
+            .arg(line)
+            .arg("/dev/null")
+            .stdin(Stdio::null());
+        for (k, v) in inner.get_envs() {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        cmd.output()
+            .expect("util-linux's `script` is needed for terminal tests (apt-get install bsdutils)")
+    }
+
     /// Runs `vouch ARGS` to completion.
     pub fn vouch(&self, args: &[&str]) -> Output {
         self.command(args).output().unwrap()
