@@ -14,10 +14,10 @@
 //!   every error path (see `sink::local`).
 
 use crate::config::ConfigError;
-use crate::crypt::KeyError;
 use crate::exit::ExitCode;
-use crate::lock::LockError;
-use crate::manifest::Unreadable;
+use crate::host::lock::LockError;
+use crate::pipeline::crypt::KeyError;
+use crate::pipeline::manifest::Unreadable;
 use std::io;
 use std::path::PathBuf;
 
@@ -89,7 +89,7 @@ pub enum Error {
         /// Its directory.
         path: PathBuf,
         /// The read-only mount holding it, when found.
-        mount: Option<Box<crate::preflight::Mount>>,
+        mount: Option<Box<crate::check::preflight::Mount>>,
         /// Running as a systemd service (`$INVOCATION_ID`), where the sandbox is the usual cause.
         under_systemd: bool,
     },
@@ -110,7 +110,7 @@ pub enum Error {
         error: io::Error,
     },
     /// Not enough space or inodes for the expected archive.
-    #[error("target {target}: {path} has {} free and about {} is needed, {inodes} inodes free", crate::systemd::human_bytes(*free), crate::systemd::human_bytes(*need))]
+    #[error("target {target}: {path} has {} free and about {} is needed, {inodes} inodes free", crate::systemd::sdnotify::human_bytes(*free), crate::systemd::sdnotify::human_bytes(*need))]
     TargetFull {
         /// The target's name.
         target: String,
@@ -124,7 +124,7 @@ pub enum Error {
         inodes: u64,
     },
     /// The target cannot hold a file as large as the expected archive.
-    #[error("target {target}: the largest file {path} can hold is {} and the archive is expected to be about {}", crate::systemd::human_bytes(*limit), crate::systemd::human_bytes(*expected))]
+    #[error("target {target}: the largest file {path} can hold is {} and the archive is expected to be about {}", crate::systemd::sdnotify::human_bytes(*limit), crate::systemd::sdnotify::human_bytes(*expected))]
     TargetFilesize {
         /// The target's name.
         target: String,
@@ -232,7 +232,7 @@ pub enum Error {
         detail: String,
     },
     /// The new archive's size is outside the tolerance and `on-anomaly = "fail"`.
-    #[error("{archive} is {} where recent archives are about {} (more than {tolerance}% apart)", crate::systemd::human_bytes(*size), crate::systemd::human_bytes(*median))]
+    #[error("{archive} is {} where recent archives are about {} (more than {tolerance}% apart)", crate::systemd::sdnotify::human_bytes(*size), crate::systemd::sdnotify::human_bytes(*median))]
     Anomaly {
         /// The new archive.
         archive: String,
@@ -367,7 +367,7 @@ impl Error {
             Error::TargetNotMounted { path, .. } => format!(
                 "Plug in the disk and mount it at {} (`systemctl status {}` and `journalctl -k` say why it is not mounted); vouch never writes into an empty mount-point directory.",
                 path.display(),
-                crate::preflight::mount_unit(path)
+                crate::check::preflight::mount_unit(path)
             ),
             Error::TargetVolatile { path, .. } => format!(
                 "Point the target at persistent storage instead of {} (if it is volatile only inside vouch.service, remove the ProtectHome=tmpfs, PrivateTmp= or TemporaryFileSystem= that covers it; `vouch doctor` names it), or set allow-volatile = true if losing it at reboot is intended.",

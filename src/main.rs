@@ -4,7 +4,7 @@ use clap::Parser;
 use vouch::cli::{self, Cli};
 
 fn main() -> std::process::ExitCode {
-    vouch::signals::ignore_sigxfsz();
+    vouch::systemd::signals::ignore_sigxfsz();
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
@@ -13,7 +13,7 @@ fn main() -> std::process::ExitCode {
             return cli::refused(&args, &e).into();
         }
     };
-    vouch::journal::init(vouch::journal::new_run_id(), cli.verbose);
+    vouch::systemd::journal::init(vouch::systemd::journal::new_run_id(), cli.verbose);
     let done = match cli::execute(&cli) {
         Ok(code) => code.into(),
         Err(error) => {
@@ -22,6 +22,6 @@ fn main() -> std::process::ExitCode {
             code.into()
         }
     };
-    vouch::journal::settle();
+    vouch::systemd::journal::settle();
     done
 }

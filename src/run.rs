@@ -7,23 +7,23 @@
 //! fsynced and read back from its target; only then does each get its final name and its
 //! receipt. Any failure before the rename leaves nothing under a final name.
 
-use crate::archive::{archive_sources, ArchiveError, Stats};
-use crate::compress::ParallelGzWriter;
+use crate::check::preflight;
+use crate::check::verify::{self, Expected, Level};
 use crate::config::{ReadErrorPolicy, Settings};
-use crate::crypt::{self, KeyError};
-use crate::dirs::Dirs;
 use crate::error::Error;
-use crate::fault;
-use crate::io::{FailureSlot, FanOut, HashWriter};
-use crate::journal::{self, Entry, Event};
-use crate::manifest::{Head, ManifestWriter, MANIFEST_PATH, SUMS_PATH};
-use crate::preflight;
-use crate::receipt::Receipt;
-use crate::sink::local::{self, Pending};
-use crate::systemd::{self, Progress};
-use crate::tarstream::{Header, TarWriter};
-use crate::verify::{self, Expected, Level};
-use crate::walk::{Exclude, Walker};
+use crate::host::dirs::Dirs;
+use crate::host::fault;
+use crate::pipeline::archive::{archive_sources, ArchiveError, Stats};
+use crate::pipeline::compress::ParallelGzWriter;
+use crate::pipeline::crypt::{self, KeyError};
+use crate::pipeline::io::{FailureSlot, FanOut, HashWriter};
+use crate::pipeline::manifest::{Head, ManifestWriter, MANIFEST_PATH, SUMS_PATH};
+use crate::pipeline::tarstream::{Header, TarWriter};
+use crate::pipeline::walk::{Exclude, Walker};
+use crate::systemd::journal::{self, Entry, Event};
+use crate::systemd::sdnotify::{self as systemd, Progress};
+use crate::target::local::{self, Pending};
+use crate::target::receipt::Receipt;
 use serde::{Deserialize, Serialize};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -66,7 +66,7 @@ pub struct Report {
     pub duration: Duration,
     /// The run lock, held for as long as the report lives, so that what follows the commit
     /// (retention) runs under it.
-    pub lock: std::sync::Arc<crate::lock::RunLock>,
+    pub lock: std::sync::Arc<crate::host::lock::RunLock>,
 }
 
 /// The outcome of the last run, kept in the state directory for `status`.
@@ -98,10 +98,10 @@ impl LastRun {
     /// Reads the last run's record, if any.
     pub fn load(state_dir: &Path) -> Option<LastRun> {
         let path = state_dir.join(LAST_RUN);
-        let text = crate::bounded::read(
+        let text = crate::host::bounded::read(
             &path,
-            crate::bounded::Links::Refuse,
-            crate::bounded::STATE_CAP,
+            crate::host::bounded::Links::Refuse,
+            crate::host::bounded::STATE_CAP,
         )
         .ok()?;
         serde_json::from_slice(&text).ok()
@@ -227,7 +227,11 @@ pub fn run(settings: &Settings, dirs: &Dirs) -> Result<Report, Error> {
     let mut manifest = ManifestWriter::new(head, &dirs.state).map_err(spool_error)?;
     let cipher = HashWriter::new(fan);
     let encrypted = crypt::encrypt(&keys.recipients, cipher).map_err(write_error)?;
-    let gz = ParallelGzWriter::new(encrypted, GZIP_LEVEL, crate::compress::default_threads());
+    let gz = ParallelGzWriter::new(
+        encrypted,
+        GZIP_LEVEL,
+        crate::pipeline::compress::default_threads(),
+    );
     let mut tar = TarWriter::new(gz);
 
     let estimate = LastRun::load(&dirs.state).and_then(|l| l.tar_bytes);
@@ -352,7 +356,7 @@ pub fn run(settings: &Settings, dirs: &Dirs) -> Result<Report, Error> {
     fault::point("before-commit");
 
     // Commit: final names, then receipts. A stop (SIGTERM) waits until every target is done.
-    let _commit = crate::stop::commit_section();
+    let _commit = crate::systemd::stop::commit_section();
     let mut committed = Vec::new();
     for (i, p) in pendings.into_iter().enumerate() {
         let t = &settings.targets[i];
@@ -362,8 +366,8 @@ pub fn run(settings: &Settings, dirs: &Dirs) -> Result<Report, Error> {
         let receipt_name = Receipt::file_name(&archive_name, split);
         let wrote = written_files(&t.path, &parts, &receipt_name);
         let receipt = Receipt {
-            format: crate::receipt::FORMAT.into(),
-            version: crate::receipt::VERSION,
+            format: crate::target::receipt::FORMAT.into(),
+            version: crate::target::receipt::VERSION,
             run_id: journal::run_id().into(),
             host: host.clone(),
             name: settings.backup.name.clone(),
@@ -517,11 +521,12 @@ fn append_spooled<W: Write>(
     tar.append_header(header)?;
     let mut hasher = sha2::Sha256::new();
     match tar.append_file_data(&mut data, header.size, &mut |b| hasher.update(b)) {
-        Ok(outcome) if !outcome.shrank && !outcome.grew => Ok(crate::io::hex(&hasher.finalize())),
-        Ok(_) => Err(io::Error::other("the manifest spool changed size")),
-        Err(crate::tarstream::DataError::Read(e)) | Err(crate::tarstream::DataError::Write(e)) => {
-            Err(e)
+        Ok(outcome) if !outcome.shrank && !outcome.grew => {
+            Ok(crate::pipeline::io::hex(&hasher.finalize()))
         }
+        Ok(_) => Err(io::Error::other("the manifest spool changed size")),
+        Err(crate::pipeline::tarstream::DataError::Read(e))
+        | Err(crate::pipeline::tarstream::DataError::Write(e)) => Err(e),
     }
 }
 

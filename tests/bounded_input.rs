@@ -95,7 +95,7 @@ fn a_config_that_is_a_device_fifo_directory_or_huge_is_a_config_error() {
     let big = env.dir.path().join("big.toml");
     std::fs::File::create(&big)
         .unwrap()
-        .set_len(vouch::bounded::CONFIG_CAP + 1)
+        .set_len(vouch::host::bounded::CONFIG_CAP + 1)
         .unwrap();
     let cases: [(&Path, &str); 4] = [
         (Path::new("/dev/zero"), "character device"),

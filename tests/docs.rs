@@ -189,7 +189,7 @@ Every other command exits with the codes below; \\fBvouch run\\fR exits 0 only w
 .TP\nJOURNAL_STREAM, NOTIFY_SOCKET, INVOCATION_ID\nSet by systemd: log to the journal, report status and progress, and give sandbox fixes.\n",
     );
     text.push_str(".SH \"JOURNAL FIELDS\"\nEvery entry: SYSLOG_IDENTIFIER=vouch, PRIORITY, VOUCH_RUN_ID. Events add MESSAGE_ID and VOUCH_EVENT:\n");
-    for e in vouch::journal::Event::ALL {
+    for e in vouch::systemd::journal::Event::ALL {
         text.push_str(&format!(
             ".TP\n{}\nMESSAGE_ID={}\n",
             roff(e.name()),

@@ -341,7 +341,7 @@ fn preflight_prints_every_check_and_exits_with_the_first_failure() {
 #[test]
 fn an_identity_of_another_key_or_a_garbage_recipient_is_13() {
     let env = setup_env();
-    let (_, other) = vouch::crypt::generate();
+    let (_, other) = vouch::pipeline::crypt::generate();
     let good = env.recipient.clone();
     for (recipient, fragment) in [
         (other.as_str(), "matches none"),
@@ -485,7 +485,7 @@ fn an_exfat_stick_through_fuse_takes_the_commit_and_has_no_file_size_limit() {
         !link.status.success(),
         "this exFAT is expected to have no hard links"
     );
-    assert_eq!(vouch::preflight::file_limit(&env.target), None);
+    assert_eq!(vouch::check::preflight::file_limit(&env.target), None);
     env.write_config("", "min-free = 0\nsplit = \"off\"");
     let out = env.vouch(&["preflight"]);
     assert_code(&out, 0);

@@ -108,7 +108,7 @@ fn receipt_and_manifest_describe_the_archive() {
         serde_json::from_slice(&fs::read(&receipt_path).unwrap()).unwrap();
     let bytes = fs::read(archive).unwrap();
     assert_eq!(receipt["archive-size"], bytes.len() as u64);
-    let sha = vouch::io::hex(&<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+    let sha = vouch::pipeline::io::hex(&<sha2::Sha256 as sha2::Digest>::digest(&bytes));
     assert_eq!(receipt["archive-sha256"], sha.as_str());
     assert_eq!(receipt["files"], 1);
     assert_eq!(receipt["skipped"], 1);
@@ -149,7 +149,7 @@ fn receipt_and_manifest_describe_the_archive() {
     assert_eq!(file["size"], 6);
     assert_eq!(
         file["sha256"],
-        vouch::io::hex(&<sha2::Sha256 as sha2::Digest>::digest(b"alpha\n")).as_str()
+        vouch::pipeline::io::hex(&<sha2::Sha256 as sha2::Digest>::digest(b"alpha\n")).as_str()
     );
     assert_eq!(manifest["skipped"][0]["type"], "fifo");
 }

@@ -4,7 +4,7 @@ mod util;
 
 use util::{assert_code, bash_ok, stderr, Env};
 use vouch::error::Error;
-use vouch::manifest::Unreadable;
+use vouch::pipeline::manifest::Unreadable;
 
 fn unreadable(path: String, error: &str) -> Unreadable {
     Unreadable {

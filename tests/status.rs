@@ -393,7 +393,8 @@ fn run_and_status_write_a_textfile_promtool_accepts() {
         sample(&text, &format!("vouch_latest_archive_files{t}")),
         Some(receipt["files"].to_string())
     );
-    let created = vouch::archives::parse_time(receipt["created"].as_str().unwrap()).unwrap();
+    let created =
+        vouch::target::archives::parse_time(receipt["created"].as_str().unwrap()).unwrap();
     assert_eq!(
         sample(&text, &format!("vouch_last_success_timestamp_seconds{t}")),
         Some(created.unix_timestamp().to_string())

@@ -242,7 +242,7 @@ fn content_that_differs_from_the_manifest_names_exactly_that_file() {
     let receipt_path = PathBuf::from(format!("{}.json", archive.display()));
     let mut receipt: Value = serde_json::from_slice(&fs::read(&receipt_path).unwrap()).unwrap();
     receipt["archive-size"] = Value::from(bytes.len() as u64);
-    receipt["archive-sha256"] = Value::from(vouch::io::hex(
+    receipt["archive-sha256"] = Value::from(vouch::pipeline::io::hex(
         &<sha2::Sha256 as sha2::Digest>::digest(&bytes),
     ));
     fs::write(&receipt_path, serde_json::to_vec_pretty(&receipt).unwrap()).unwrap();
@@ -275,7 +275,7 @@ fn the_wrong_identity_is_33_and_an_identity_of_no_recipient_is_13() {
     let env = backed_up("");
     let archive = only_archive(&env);
     // A new key pair, and the config now names only it: the old archive cannot be decrypted.
-    let (secret, recipient) = vouch::crypt::generate();
+    let (secret, recipient) = vouch::pipeline::crypt::generate();
     fs::write(&env.identity, format!("{secret}\n")).unwrap();
     let text = fs::read_to_string(&env.config)
         .unwrap()
@@ -288,7 +288,7 @@ fn the_wrong_identity_is_33_and_an_identity_of_no_recipient_is_13() {
     );
     // An identity that matches none of the configured recipients is refused with the keys,
     // before any archive is read.
-    let (other, _) = vouch::crypt::generate();
+    let (other, _) = vouch::pipeline::crypt::generate();
     fs::write(&env.identity, format!("{other}\n")).unwrap();
     let out = env.vouch(&["verify"]);
     assert_code(&out, 13);

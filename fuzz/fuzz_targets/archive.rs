@@ -20,7 +20,7 @@ const SECRET: &str = "AGE-SECRET-KEY-1TS9ML20XE8D0HP4NGM7KUDNUPZ6NLAR3SLW9T8PPD5
 
 /// What every run shares: the key and a scratch directory.
 struct World {
-    identity: vouch::crypt::Identity,
+    identity: vouch::pipeline::crypt::Identity,
     recipient: age::x25519::Recipient,
     scratch: PathBuf,
 }
@@ -31,7 +31,7 @@ fn world() -> &'static World {
         let key = age::x25519::Identity::from_str(SECRET).expect("the test identity parses");
         let recipient = key.to_public();
         World {
-            identity: vouch::crypt::Identity {
+            identity: vouch::pipeline::crypt::Identity {
                 path: PathBuf::from("/nonexistent/vouch-fuzz/identity.txt"),
                 keys: vec![key],
             },
@@ -53,7 +53,7 @@ fn gzipped(data: &[u8]) -> Vec<u8> {
 
 /// `plain` encrypted to the test recipient.
 fn encrypted(plain: &[u8], recipient: &age::x25519::Recipient) -> Vec<u8> {
-    let mut w = vouch::crypt::encrypt(std::slice::from_ref(recipient), Vec::new()).unwrap();
+    let mut w = vouch::pipeline::crypt::encrypt(std::slice::from_ref(recipient), Vec::new()).unwrap();
     w.write_all(plain).unwrap();
     w.finish().unwrap()
 }
@@ -63,7 +63,7 @@ fuzz_target!(|data: &[u8]| {
     let ciphertext = encrypted(&gzipped(data), &world.recipient);
     let open = || -> io::Result<Box<dyn Read>> { Ok(Box::new(Cursor::new(ciphertext.clone()))) };
     let spool = tempfile::tempdir_in(&world.scratch).unwrap();
-    let _ = vouch::verify::verify_archive(&open, &world.identity, None, spool.path());
+    let _ = vouch::check::verify::verify_archive(&open, &world.identity, None, spool.path());
     drop(spool);
 
     let dest = world.scratch.join("restore");

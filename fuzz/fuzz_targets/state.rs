@@ -27,20 +27,20 @@ fn dir() -> &'static PathBuf {
 
 fuzz_target!(|data: &[u8]| {
     let dir = dir();
-    let receipt = vouch::receipt::Receipt::file_name(ARCHIVE, false);
+    let receipt = vouch::target::receipt::Receipt::file_name(ARCHIVE, false);
     for name in [
         &receipt as &str,
         vouch::run::LAST_RUN,
-        vouch::archives::VERIFY_LOG,
+        vouch::target::archives::VERIFY_LOG,
     ] {
         std::fs::write(dir.join(name), data).unwrap();
     }
-    if let Ok(archives) = vouch::archives::scan(dir) {
+    if let Ok(archives) = vouch::target::archives::scan(dir) {
         assert!(
             archives.len() <= 1,
             "one archive, whatever its receipt says"
         );
     }
     let _ = vouch::run::LastRun::load(dir);
-    let _ = vouch::archives::VerifyLog::load(dir);
+    let _ = vouch::target::archives::VerifyLog::load(dir);
 });

@@ -6,12 +6,12 @@ use std::path::PathBuf;
 
 fn main() {
     let Some(normal_dir) = std::env::args_os().nth(1).map(PathBuf::from) else {
-        vouch::generator::log_kmsg("called without an output directory; nothing written");
+        vouch::systemd::generator::log_kmsg("called without an output directory; nothing written");
         return;
     };
-    let config = vouch::dirs::config_path(None);
-    if let Err(e) = vouch::generator::generate(&config, &normal_dir) {
-        vouch::generator::log_kmsg(&format!(
+    let config = vouch::host::dirs::config_path(None);
+    if let Err(e) = vouch::systemd::generator::generate(&config, &normal_dir) {
+        vouch::systemd::generator::log_kmsg(&format!(
             "not writing vouch.service's ReadWritePaths= drop-in: {e}"
         ));
     }

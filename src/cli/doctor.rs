@@ -10,12 +10,12 @@
 //!
 //! The exit status follows `vouch status`: 0 all ok, 1 warnings, 2 failures, 3 no config.
 
+use crate::check::preflight;
 use crate::cli::Cli;
 use crate::config::{self, Settings};
-use crate::dirs::{self, Dirs};
 use crate::error::Error;
 use crate::exit::Health;
-use crate::preflight;
+use crate::host::dirs::{self, Dirs};
 use crate::run::LastRun;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -173,7 +173,7 @@ fn preflight_lines(settings: &Settings, dirs: &Dirs) -> Vec<Line> {
             };
             match f.outcome {
                 Ok(detail) => line(Level::Ok, check, detail),
-                Err(Error::Lock(crate::lock::LockError::Held { .. })) => with_fix(
+                Err(Error::Lock(crate::host::lock::LockError::Held { .. })) => with_fix(
                     line(Level::Warn, check, "a vouch run is in progress"),
                     "Run `vouch doctor` again when it has finished (`systemctl status vouch.service`).",
                 ),

@@ -15,9 +15,9 @@
 //! is told to keep a copy away from the backup targets.
 
 use crate::cli::Cli;
-use crate::crypt;
 use crate::error::Error;
 use crate::exit::ExitCode;
+use crate::pipeline::crypt;
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -93,7 +93,7 @@ fn absolute(path: &Path) -> Result<PathBuf, Error> {
 /// Refuses an identity path inside a configured target directory. Without a readable config
 /// (keygen usually runs before one is written) there is nothing to compare with.
 fn refuse_inside_a_target(cli: &Cli, identity: &Path) -> Result<(), Error> {
-    let file = crate::dirs::config_path(cli.config.as_deref());
+    let file = crate::host::dirs::config_path(cli.config.as_deref());
     let Ok(settings) = crate::config::load(&file) else {
         log::debug!("keygen: no usable config at {}", file.display());
         return Ok(());

@@ -6,16 +6,16 @@
 //! other than the receipt's. A target directory that cannot be read is reported in the output
 //! and ends the command with its error's code once everything else is printed.
 
-use crate::archives::{self, Archive, VerifyLog};
 use crate::cli::Cli;
 use crate::config::{self, Target};
-use crate::dirs::{self, Dirs};
 use crate::error::Error;
 use crate::exit::ExitCode;
-use crate::manifest::RequiredStatus;
-use crate::retention;
+use crate::host::dirs::{self, Dirs};
+use crate::pipeline::manifest::RequiredStatus;
 use crate::run::rfc3339;
-use crate::systemd::human_bytes;
+use crate::systemd::sdnotify::human_bytes;
+use crate::target::archives::{self, Archive, VerifyLog};
+use crate::target::retention;
 use serde::Serialize;
 
 /// The JSON document: `{"targets": [...]}`.

@@ -343,7 +343,7 @@ pub fn report_failure(cli: &Cli, error: &Error, code: ExitCode) {
         | Command::List { .. }
         | Command::Restore { .. }
         | Command::Prune { .. } => {
-            crate::journal::Entry::error(format!("{}: {error}", code.name()))
+            crate::systemd::journal::Entry::error(format!("{}: {error}", code.name()))
                 .field("VOUCH_EXIT_CODE", code.code())
                 .field("VOUCH_EXIT_NAME", code.name())
                 .field_opt("VOUCH_TARGET", error.target())

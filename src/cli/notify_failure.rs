@@ -13,12 +13,12 @@
 
 use crate::cli::Cli;
 use crate::config;
-use crate::dirs::{self, Dirs};
 use crate::error::Error;
 use crate::exit::ExitCode;
-use crate::journal;
-use crate::notify::{self, Channel, ChannelFailure, NotifyRecord};
-use crate::outcome::Outcome;
+use crate::host::dirs::{self, Dirs};
+use crate::report::notify::{self, Channel, ChannelFailure, NotifyRecord};
+use crate::report::outcome::Outcome;
+use crate::systemd::journal;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -418,12 +418,11 @@ pub fn execute(cli: &Cli, unit: &str) -> Result<ExitCode, Error> {
         path: dirs.state.clone(),
         error,
     })?;
-    crate::sink::local::write_atomic(&dirs.state, LAST_FAILURE, &json, journal::run_id()).map_err(
-        |error| Error::State {
+    crate::target::local::write_atomic(&dirs.state, LAST_FAILURE, &json, journal::run_id())
+        .map_err(|error| Error::State {
             path: dirs.state.clone(),
             error,
-        },
-    )?;
+        })?;
     Ok(ExitCode::Ok)
 }
 

@@ -1,11 +1,11 @@
 //! `vouch preflight [--json]`: every check, a table of results, the first failure's exit code.
 
+use crate::check::preflight::{self, Finding};
 use crate::cli::Cli;
 use crate::config;
-use crate::dirs::{self, Dirs};
 use crate::error::Error;
 use crate::exit::ExitCode;
-use crate::preflight::{self, Finding};
+use crate::host::dirs::{self, Dirs};
 use serde::Serialize;
 
 /// One row of the JSON output.

@@ -7,11 +7,11 @@
 
 use crate::cli::Cli;
 use crate::config;
-use crate::dirs::{self, Dirs};
 use crate::error::Error;
 use crate::exit::ExitCode;
-use crate::lock::RunLock;
-use crate::retention;
+use crate::host::dirs::{self, Dirs};
+use crate::host::lock::RunLock;
+use crate::target::retention;
 use time::OffsetDateTime;
 
 /// Runs `vouch prune`.

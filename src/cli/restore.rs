@@ -5,15 +5,15 @@
 //! the identity when `--identity` is not given. So an archive copied from another host restores
 //! with `--identity` alone, on a machine without any vouch config.
 
-use crate::archives::{self, Archive};
 use crate::cli::Cli;
 use crate::config::{self, Settings};
-use crate::crypt::{self, Identity, KeyError, CREDENTIAL_NAME};
-use crate::dirs::{self, Dirs};
 use crate::error::Error;
 use crate::exit::ExitCode;
-use crate::journal::Entry;
+use crate::host::dirs::{self, Dirs};
+use crate::pipeline::crypt::{self, Identity, KeyError, CREDENTIAL_NAME};
 use crate::restore::{self, Options, RestoreError};
+use crate::systemd::journal::Entry;
+use crate::target::archives::{self, Archive};
 use std::path::{Path, PathBuf};
 
 /// What to restore, from the command line.
@@ -196,12 +196,12 @@ pub fn identity(
 /// Loads an identity file once it is known to be a regular file, so that a FIFO (or a device)
 /// under its name is refused at once instead of blocking the restore.
 fn load_identity(path: &Path) -> Result<Identity, Error> {
-    crate::bounded::open_regular(path, crate::bounded::Links::Follow).map_err(|error| {
-        KeyError::IdentityUnreadable {
+    crate::host::bounded::open_regular(path, crate::host::bounded::Links::Follow).map_err(
+        |error| KeyError::IdentityUnreadable {
             path: path.to_owned(),
             error,
-        }
-    })?;
+        },
+    )?;
     Ok(crypt::load_identity(path)?)
 }
 
@@ -320,7 +320,7 @@ fn restore_copy(
         archive: archive.name.clone(),
         detail,
     })?;
-    crate::systemd::status(&format!("restoring {}", archive.name));
+    crate::systemd::sdnotify::status(&format!("restoring {}", archive.name));
     let receipt = archive
         .receipt
         .as_ref()
@@ -346,7 +346,7 @@ fn report(copy: &Copy, done: &restore::Restored) {
     crate::out!(
         "restored {} entries ({}) from {} into {}{replaced}",
         done.entries,
-        crate::systemd::human_bytes(done.bytes),
+        crate::systemd::sdnotify::human_bytes(done.bytes),
         archive.name,
         done.dir.display()
     );

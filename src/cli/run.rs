@@ -2,14 +2,15 @@
 
 use crate::cli::Cli;
 use crate::config::{self, AnomalyPolicy, Settings};
-use crate::dirs::{self, Dirs};
 use crate::error::Error;
 use crate::exit::ExitCode;
-use crate::journal::{self, Entry, Event};
-use crate::outcome::Outcome;
+use crate::host::dirs::{self, Dirs};
+use crate::report::outcome::Outcome;
+use crate::report::{health, metrics, notify};
 use crate::run::{self, rfc3339, LastRun};
-use crate::systemd::{self, human_bytes};
-use crate::{health, metrics, notify, retention};
+use crate::systemd::journal::{self, Entry, Event};
+use crate::systemd::sdnotify::{self as systemd, human_bytes};
+use crate::target::retention;
 use time::OffsetDateTime;
 
 /// Runs one backup, then (in this order, once the result is final) retention, the size check's
@@ -18,7 +19,7 @@ pub fn execute(cli: &Cli) -> Result<ExitCode, Error> {
     let settings = config::load(&dirs::config_path(cli.config.as_deref()))?;
     let dirs = Dirs::from_env();
     // Before any thread starts: every thread of the run inherits the held-back signals.
-    let watch = crate::stop::Watch::start(&settings, &dirs);
+    let watch = crate::systemd::stop::Watch::start(&settings, &dirs);
     let started = OffsetDateTime::now_utc();
     notify::run_started(&settings.notify, &dirs);
     let mut warnings = Vec::new();
@@ -213,7 +214,8 @@ fn record(last: &LastRun, state: &std::path::Path) -> std::io::Result<()> {
     if last.exit_code == ExitCode::Locked.code() {
         let mut json = serde_json::to_vec_pretty(last).map_err(std::io::Error::other)?;
         json.push(b'\n');
-        crate::sink::local::write_atomic(state, LAST_REFUSED, &json, journal::run_id()).map(|_| ())
+        crate::target::local::write_atomic(state, LAST_REFUSED, &json, journal::run_id())
+            .map(|_| ())
     } else {
         last.save(state)
     }

@@ -6,11 +6,11 @@
 
 use crate::cli::{doctor, Cli};
 use crate::config;
-use crate::dirs::{self, Dirs};
 use crate::exit::Health;
-use crate::health::{self, age_text, Report, TargetReport};
-use crate::metrics;
-use crate::systemd::human_bytes;
+use crate::host::dirs::{self, Dirs};
+use crate::report::health::{self, age_text, Report, TargetReport};
+use crate::report::metrics;
+use crate::systemd::sdnotify::human_bytes;
 use time::OffsetDateTime;
 
 /// Runs `vouch status`.

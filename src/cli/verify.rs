@@ -20,19 +20,19 @@
 //! files are left there for the operator to inspect. The record says `restore-test` only when
 //! that step ran: an archive that failed its verification is not restored.
 
-use crate::archives::{self, Archive, Opened, VerifyLog, VerifyRecord};
+use crate::check::verify;
 use crate::cli::restore as restore_cli;
 use crate::cli::Cli;
 use crate::config::{self, Settings, Target};
-use crate::crypt::Identity;
-use crate::crypt::{KeyError, Keys};
-use crate::dirs::{self, Dirs};
 use crate::error::Error;
 use crate::exit::ExitCode;
-use crate::journal::{Entry, Event};
+use crate::host::dirs::{self, Dirs};
+use crate::pipeline::crypt::Identity;
+use crate::pipeline::crypt::{KeyError, Keys};
 use crate::restore::{self, RestoreError};
-use crate::systemd::Progress;
-use crate::verify;
+use crate::systemd::journal::{Entry, Event};
+use crate::systemd::sdnotify::Progress;
+use crate::target::archives::{self, Archive, Opened, VerifyLog, VerifyRecord};
 use std::cell::RefCell;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -73,7 +73,7 @@ pub fn execute(
     let dirs = Dirs::from_env();
     let result = verify_selected(&settings, &dirs, &selection, target, restore_to);
     // The textfile is made from the verification log, which holds every archive read above.
-    crate::metrics::write(&settings, &dirs);
+    crate::report::metrics::write(&settings, &dirs);
     Ok(report(result))
 }
 
@@ -89,7 +89,7 @@ fn report(result: Result<Summary, Error>) -> ExitCode {
                 s.targets,
                 if s.targets == 1 { "" } else { "s" }
             );
-            crate::systemd::status(&text);
+            crate::systemd::sdnotify::status(&text);
             Entry::event(Event::VerifySucceeded, &text)
                 .field("VOUCH_FILES", s.archives)
                 .emit();
@@ -97,7 +97,7 @@ fn report(result: Result<Summary, Error>) -> ExitCode {
         }
         Err(error) => {
             let code = error.exit_code();
-            crate::systemd::status(&format!("verify failed: {} ({error})", code.name()));
+            crate::systemd::sdnotify::status(&format!("verify failed: {} ({error})", code.name()));
             Entry::event(Event::VerifyFailed, format!("{}: {error}", code.name()))
                 .field("VOUCH_EXIT_CODE", code.code())
                 .field("VOUCH_EXIT_NAME", code.name())
@@ -172,7 +172,7 @@ fn verify_selected(
     // The target of every archive that passed.
     let mut passed: Vec<String> = Vec::new();
     for (t, c) in work {
-        crate::systemd::status(&format!("verifying {} on {}", c.name, t.name));
+        crate::systemd::sdnotify::status(&format!("verifying {} on {}", c.name, t.name));
         let receipt = c
             .receipt
             .as_ref()
@@ -367,7 +367,7 @@ fn check(c: &Archive, identity: &Identity, receipt: Option<(&str, u64)>, spool: 
             missing.len()
         )));
     }
-    crate::fault::point("verify-before-open");
+    crate::host::fault::point("verify-before-open");
     let opened = match c.open_all() {
         Ok(o) => o,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -387,7 +387,7 @@ fn check(c: &Archive, identity: &Identity, receipt: Option<(&str, u64)>, spool: 
             return Checked::Failed(verify::Mismatch(format!("cannot open the archive: {e}")))
         }
     };
-    crate::fault::point("verify-opened");
+    crate::host::fault::point("verify-opened");
     // Both passes read the whole archive: progress counts the bytes of both.
     let total = receipt.map(|(_, size)| 2 * size);
     let progress = Rc::new(RefCell::new(Counted {
@@ -404,7 +404,7 @@ fn check(c: &Archive, identity: &Identity, receipt: Option<(&str, u64)>, spool: 
     progress.borrow_mut().progress.finish();
     match result {
         Ok(v) => Checked::Passed(v, opened),
-        Err(m) if crate::health::is_unfinished_set(c) => Checked::Failed(verify::Mismatch(format!(
+        Err(m) if crate::report::health::is_unfinished_set(c) => Checked::Failed(verify::Mismatch(format!(
             "{}; it is split and has no receipt, most likely the parts of a run killed while committing them (older versions of vouch committed parts one by one), not damage: delete its parts",
             m.0
         ))),
@@ -536,7 +536,7 @@ fn restore_test(
         archive.size_on_disk(),
         &options,
     )?;
-    crate::fault::point("verify-before-compare");
+    crate::host::fault::point("verify-before-compare");
     restore::check_tree(&done)?;
     Ok(done.entries)
 }

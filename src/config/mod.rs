@@ -13,7 +13,7 @@ mod units;
 
 pub use units::{format_duration, parse_duration, parse_size};
 
-use crate::bounded::Links;
+use crate::host::bounded::Links;
 use serde::Deserialize;
 use std::collections::HashSet;
 use std::fmt;
@@ -316,18 +316,16 @@ struct RawHealth {
     on_anomaly: Option<Spanned<String>>,
 }
 
-/// Reads and validates the config at `path`. The file is read with [`crate::bounded`]: a
-/// FIFO, a device, a directory or a file over [`crate::bounded::CONFIG_CAP`] is refused at once.
+/// Reads and validates the config at `path`. The file is read with [`crate::host::bounded`]: a
+/// FIFO, a device, a directory or a file over [`crate::host::bounded::CONFIG_CAP`] is refused at once.
 pub fn load(path: &Path) -> Result<Settings, ConfigError> {
-    let bytes =
-        crate::bounded::read(path, Links::Follow, crate::bounded::CONFIG_CAP).map_err(|e| {
-            ConfigError {
-                file: path.to_owned(),
-                line: None,
-                key: None,
-                message: format!("cannot read the config: {e}"),
-            }
-        })?;
+    let bytes = crate::host::bounded::read(path, Links::Follow, crate::host::bounded::CONFIG_CAP)
+        .map_err(|e| ConfigError {
+        file: path.to_owned(),
+        line: None,
+        key: None,
+        message: format!("cannot read the config: {e}"),
+    })?;
     from_bytes(&bytes, path)
 }
 
@@ -637,7 +635,7 @@ impl Context<'_> {
             })?;
             exclude.push(e.get_ref().clone());
         }
-        let exclude_set = crate::walk::Exclude::new(&exclude).map_err(|e| {
+        let exclude_set = crate::pipeline::walk::Exclude::new(&exclude).map_err(|e| {
             self.error(None, "backup.exclude", format!("bad pattern: {}", e.kind()))
         })?;
         let mut required = Vec::new();

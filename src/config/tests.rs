@@ -417,7 +417,7 @@ fn a_config_that_is_not_a_regular_file_or_too_large_is_refused_at_once() {
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
     let big = dir.path().join("big.toml");
     let file = std::fs::File::create(&big).unwrap();
-    file.set_len(crate::bounded::CONFIG_CAP + 1).unwrap();
+    file.set_len(crate::host::bounded::CONFIG_CAP + 1).unwrap();
     let cases: [(&Path, &str); 4] = [
         (&fifo, "a FIFO"),
         (Path::new("/dev/zero"), "a character device"),

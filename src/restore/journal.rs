@@ -653,7 +653,7 @@ pub fn remove_staging(
     if tree.lstat(&journal).map_err(io_err)?.is_some() {
         tree.remove(&journal, false).map_err(io_err)?;
     }
-    crate::fault::point("restore-journal-removed");
+    crate::host::fault::point("restore-journal-removed");
     tree.remove(name, true).map_err(io_err)?;
     if let Some(record) = record {
         record.remove();

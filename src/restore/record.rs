@@ -16,7 +16,7 @@
 //! interrupted, its leftover will have to be dealt with by hand.
 
 use super::journal::escape;
-use crate::dirs::Dirs;
+use crate::host::dirs::Dirs;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
@@ -58,7 +58,7 @@ pub fn stores() -> Vec<PathBuf> {
 pub fn token() -> io::Result<String> {
     let mut bytes = [0u8; 16];
     fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-    Ok(crate::io::hex(&bytes))
+    Ok(crate::pipeline::io::hex(&bytes))
 }
 
 /// Whether `t` has the shape of a token (so it can name a file).
@@ -137,9 +137,10 @@ impl Record {
         stores().into_iter().find_map(|store| {
             trusted(&store).ok()?;
             let file = store.join(token);
-            let f = crate::bounded::open_regular(&file, crate::bounded::Links::Refuse).ok()?;
+            let f = crate::host::bounded::open_regular(&file, crate::host::bounded::Links::Refuse)
+                .ok()?;
             let mine = f.metadata().ok()?.uid() == nix::unistd::geteuid().as_raw();
-            let got = crate::bounded::read_to_cap(f, RECORD_CAP).ok()?;
+            let got = crate::host::bounded::read_to_cap(f, RECORD_CAP).ok()?;
             (mine && got == want.as_bytes()).then_some(Record { file })
         })
     }

@@ -40,7 +40,7 @@ esac
 . "$(dirname "$0")/lib.sh"
 
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
-# The run-succeeded and preflight-failed events' MESSAGE_IDs (src/journal.rs, vouch.catalog).
+# The run-succeeded and preflight-failed events' MESSAGE_IDs (src/systemd/journal.rs, vouch.catalog).
 ID_RUN_SUCCEEDED=4622a3509a154d1dbafd8fc4e8ee2f43
 ID_PREFLIGHT_FAILED=97b78431475446d6a39379faa9b21177
 # A phrase of the preflight-failed catalog entry (packaging/vouch.catalog).

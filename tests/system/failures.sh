@@ -25,7 +25,7 @@ esac
 . "$(dirname "$0")/lib.sh"
 
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
-# The verify-failed event's MESSAGE_ID (src/journal.rs, vouch.catalog).
+# The verify-failed event's MESSAGE_ID (src/systemd/journal.rs, vouch.catalog).
 ID_VERIFY_FAILED=4263a1cac18743a694cc811146bd5bf2
 # A phrase of the verify-failed catalog entry (packaging/vouch.catalog).
 CATALOG_PHRASE="A verification of archives already on the targets failed"

@@ -44,7 +44,7 @@ for u in "${services[@]}" "${timers[@]}"; do
 done
 printf '#!/bin/sh\nexit 0\n' >"$root/usr/bin/vouch"
 chmod 0755 "$root/usr/bin/vouch"
-# The shape vouch-generator writes (src/generator.rs): quoted, "-"-prefixed, % doubled.
+# The shape vouch-generator writes (src/systemd/generator.rs): quoted, "-"-prefixed, % doubled.
 cat >"$root/etc/systemd/system/vouch.service.d/50-vouch-targets.conf" <<'EOF'
 [Unit]
 RequiresMountsFor="/mnt/usb disk/vouch"

@@ -42,7 +42,7 @@ impl Env {
         for d in [&env.src, &env.target] {
             fs::create_dir_all(d).unwrap();
         }
-        let (secret, recipient) = vouch::crypt::generate();
+        let (secret, recipient) = vouch::pipeline::crypt::generate();
         fs::write(&env.identity, format!("{secret}\n")).unwrap();
         fs::set_permissions(&env.identity, fs::Permissions::from_mode(0o600)).unwrap();
         Env { recipient, ..env }

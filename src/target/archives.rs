@@ -6,7 +6,7 @@
 //! without decrypting anything. Archives whose receipt is missing or unreadable are listed too,
 //! so that the commands can point at them instead of skipping them silently. An archive whose
 //! commit or deletion is under way, or was interrupted (a `.vouch-commit.` or `.vouch-deleting.`
-//! marker for it exists, see [`crate::sink::local`]), is not listed: it is not an archive until
+//! marker for it exists, see [`crate::target::local`]), is not listed: it is not an archive until
 //! the commit is finished, and no longer one once its deletion has begun.
 //!
 //! This is the one place receipts are read. A receipt is read without following a link, without
@@ -18,9 +18,9 @@
 //! Verification results live in `$STATE_DIRECTORY/verified.json` ([`VerifyLog`]), keyed by
 //! `TARGET/ARCHIVE`: archives are never rewritten after their rename.
 
-use crate::bounded::{self, Links};
-use crate::receipt::Receipt;
-use crate::sink::local::{self, drop_cache, part_name, TEMP_PREFIX};
+use crate::host::bounded::{self, Links};
+use crate::target::local::{self, drop_cache, part_name, TEMP_PREFIX};
+use crate::target::receipt::Receipt;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
@@ -333,9 +333,10 @@ fn read_receipt(path: &Path, archive: &str, now: OffsetDateTime) -> Result<Recei
         .map_err(|e| format!("receipt unreadable: {e}"))?;
     let receipt: Receipt =
         serde_json::from_slice(&bytes).map_err(|e| format!("receipt is not valid: {e}"))?;
-    let split = path
-        .file_name()
-        .is_some_and(|n| n.to_string_lossy().ends_with(crate::receipt::SPLIT_SUFFIX));
+    let split = path.file_name().is_some_and(|n| {
+        n.to_string_lossy()
+            .ends_with(crate::target::receipt::SPLIT_SUFFIX)
+    });
     receipt.check(archive, split, now)?;
     Ok(receipt)
 }
@@ -503,8 +504,13 @@ impl VerifyLog {
         }
         let mut json = serde_json::to_vec_pretty(&merged.records).map_err(io::Error::other)?;
         json.push(b'\n');
-        crate::sink::local::write_atomic(state, VERIFY_LOG, &json, crate::journal::run_id())
-            .map(|_| ())
+        crate::target::local::write_atomic(
+            state,
+            VERIFY_LOG,
+            &json,
+            crate::systemd::journal::run_id(),
+        )
+        .map(|_| ())
     }
 }
 

@@ -20,10 +20,10 @@
 //! same failed invocation, can tell which channels already carry the failure and skip them.
 
 use crate::config::Notify;
-use crate::dirs::Dirs;
-use crate::journal::{self, Entry};
-use crate::outcome::Outcome;
-use crate::systemd::human_bytes;
+use crate::host::dirs::Dirs;
+use crate::report::outcome::Outcome;
+use crate::systemd::journal::{self, Entry};
+use crate::systemd::sdnotify::human_bytes;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::os::fd::AsFd;
@@ -140,10 +140,10 @@ impl NotifyRecord {
     /// Reads the record, if there is one.
     pub fn load(state: &Path) -> Option<NotifyRecord> {
         let path = state.join(RECORD);
-        let bytes = crate::bounded::read(
+        let bytes = crate::host::bounded::read(
             &path,
-            crate::bounded::Links::Refuse,
-            crate::bounded::STATE_CAP,
+            crate::host::bounded::Links::Refuse,
+            crate::host::bounded::STATE_CAP,
         )
         .ok()?;
         serde_json::from_slice(&bytes).ok()
@@ -154,7 +154,7 @@ impl NotifyRecord {
         let mut json = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
         json.push(b'\n');
         std::fs::create_dir_all(state)?;
-        crate::sink::local::write_atomic(state, RECORD, &json, journal::run_id()).map(|_| ())
+        crate::target::local::write_atomic(state, RECORD, &json, journal::run_id()).map(|_| ())
     }
 
     /// The channels that already carry a failure of the unit run `invocation`: empty unless

@@ -7,8 +7,8 @@
 //! that matches none of the recipients (the seeds' "keys in two directories"), is refused before
 //! anything is written.
 
-use crate::bounded::{self, Links};
 use crate::config::Encryption;
+use crate::host::bounded::{self, Links};
 use age::x25519;
 use std::io::{self, BufRead, Write};
 use std::os::unix::fs::MetadataExt;

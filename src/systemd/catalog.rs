@@ -5,7 +5,7 @@
 //! `VOUCH_UPDATE_DOCS=1 cargo test` to rewrite it after changing an event or an exit code.
 
 use crate::exit::ExitCode;
-use crate::journal::Event;
+use crate::systemd::journal::Event;
 
 /// Where the catalog is installed.
 pub const INSTALL_PATH: &str = "/usr/lib/systemd/catalog/vouch.catalog";
@@ -103,7 +103,7 @@ fn exit_list(filter: impl Fn(ExitCode) -> bool) -> String {
 pub fn render() -> String {
     let mut out = String::from(
         "# vouch's journal catalog: one entry per MESSAGE_ID.\n\
-         # Generated from src/catalog.rs; do not edit by hand.\n",
+         # Generated from src/systemd/catalog.rs; do not edit by hand.\n",
     );
     for event in Event::ALL {
         out.push_str(&format!(

@@ -13,8 +13,8 @@
 //! one whose part names are not the archive's own `NAME.NNN` (in order, in the same directory),
 //! and one dated more than a day ahead of now.
 
-use crate::manifest::RequiredStatus;
-use crate::sink::local::{part_name, MAX_PARTS};
+use crate::pipeline::manifest::RequiredStatus;
+use crate::target::local::{part_name, MAX_PARTS};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 

@@ -17,9 +17,9 @@
 //! 64 KiB age chunk being read. age authenticates chunk by chunk, so a flipped bit or a cut
 //! is found in the chunk that holds it, while the entry whose data lies there is being read.
 
-use crate::crypt::{self, Identity};
-use crate::io::{HashReader, BUFFER_SIZE};
-use crate::manifest::{Entry, EntryType, Spooled, MANIFEST_PATH, SUMS_PATH};
+use crate::pipeline::crypt::{self, Identity};
+use crate::pipeline::io::{HashReader, BUFFER_SIZE};
+use crate::pipeline::manifest::{Entry, EntryType, Spooled, MANIFEST_PATH, SUMS_PATH};
 use flate2::read::MultiGzDecoder;
 use sha2::{Digest, Sha256};
 use std::cell::{Cell, RefCell};
@@ -252,7 +252,7 @@ impl<R: BufRead> BufRead for Counting<R> {
 
 /// The plaintext tar stream of an age + gzip archive read through `hashed`.
 type TarStream<'a, R> = tar::Archive<
-    crate::tarstream::HeaderCap<
+    crate::pipeline::tarstream::HeaderCap<
         MultiGzDecoder<age::stream::StreamReader<Counting<BufReader<&'a mut HashReader<R>>>>>,
     >,
 >;
@@ -266,9 +266,9 @@ fn open_tar<'a, R: Read>(
     let plain =
         crypt::decrypt(identity, buffered).map_err(|e| position.damaged("cannot decrypt", e))?;
     position.header_done();
-    Ok(tar::Archive::new(crate::tarstream::HeaderCap::new(
-        MultiGzDecoder::new(plain),
-    )))
+    Ok(tar::Archive::new(
+        crate::pipeline::tarstream::HeaderCap::new(MultiGzDecoder::new(plain)),
+    ))
 }
 
 /// Reads what follows the tar's end so that age authenticates the final chunk and gzip checks
@@ -399,7 +399,7 @@ pub fn hash_entry_with_progress(
         hashed += n as u64;
         progress(hashed);
     }
-    Ok(crate::io::hex(&h.finalize()))
+    Ok(crate::pipeline::io::hex(&h.finalize()))
 }
 
 fn compare<R: Read>(
@@ -508,9 +508,10 @@ fn read_closing(file: impl Read, identity: &Identity) -> Result<Closing, Mismatc
             let unreadable = |e| position.damaged("cannot read its data", e);
             if path == MANIFEST_PATH.as_bytes() || path == SUMS_PATH.as_bytes() {
                 let name = String::from_utf8_lossy(&path).into_owned();
-                let data =
-                    crate::manifest::read_closing_file(&mut found, &name, &|| position.offset())
-                        .map_err(unreadable)?;
+                let data = crate::pipeline::manifest::read_closing_file(&mut found, &name, &|| {
+                    position.offset()
+                })
+                .map_err(unreadable)?;
                 if path == MANIFEST_PATH.as_bytes() {
                     manifest = Some(data);
                 } else {
@@ -536,7 +537,7 @@ fn read_closing(file: impl Read, identity: &Identity) -> Result<Closing, Mismatc
 }
 
 fn sha256_hex(data: &[u8]) -> String {
-    crate::io::hex(&Sha256::digest(data))
+    crate::pipeline::io::hex(&Sha256::digest(data))
 }
 
 /// Verifies an archive on its own: a first pass reads its manifest and checksum list (they close
@@ -559,10 +560,12 @@ pub fn verify_archive(
             )));
         }
     }
-    let manifest: crate::manifest::Manifest = serde_json::from_slice(&closing.manifest)
-        .map_err(|e| mismatch(format!("{MANIFEST_PATH} is not a vouch manifest: {e}")))?;
-    let mut writer = crate::manifest::ManifestWriter::new(manifest.head.clone(), spool_dir)
-        .map_err(|e| mismatch(format!("cannot spool the manifest: {e}")))?;
+    let manifest: crate::pipeline::manifest::Manifest =
+        serde_json::from_slice(&closing.manifest)
+            .map_err(|e| mismatch(format!("{MANIFEST_PATH} is not a vouch manifest: {e}")))?;
+    let mut writer =
+        crate::pipeline::manifest::ManifestWriter::new(manifest.head.clone(), spool_dir)
+            .map_err(|e| mismatch(format!("cannot spool the manifest: {e}")))?;
     for e in &manifest.entries {
         writer
             .push(e)

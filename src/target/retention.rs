@@ -16,18 +16,18 @@
 //!   verified one; otherwise it goes.
 //!
 //! Deleting an archive first renames its receipt to a deletion marker (`.vouch-deleting.`,
-//! see [`crate::sink::local`]), so that from then on it is no archive for `list`, `status` or
+//! see [`crate::target::local`]), so that from then on it is no archive for `list`, `status` or
 //! `verify`; then its data files (the archive or every part, only names of its own) are
 //! removed, then the marker. A deletion that was interrupted is finished by the next prune, the
 //! next run's retention, or the next run's preflight. Its record in the verification log goes
 //! with it.
 
-use crate::archives::{self, Archive, VerifyLog};
 use crate::config::{Keep, Settings, Target};
-use crate::dirs::Dirs;
 use crate::error::Error;
-use crate::journal::{Entry, Event};
-use crate::sink::local;
+use crate::host::dirs::Dirs;
+use crate::systemd::journal::{Entry, Event};
+use crate::target::archives::{self, Archive, VerifyLog};
+use crate::target::local;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -527,7 +527,7 @@ pub fn after_run(settings: &Settings, dirs: &Dirs) -> Result<(), Error> {
     let mut errors = Vec::new();
     let mut deleted_any = false;
     for t in &settings.targets {
-        crate::systemd::status(&format!("pruning {}", t.name));
+        crate::systemd::sdnotify::status(&format!("pruning {}", t.name));
         let plan = match plan(t, &settings.backup.name, &log, now) {
             Ok(p) => p,
             Err(e) => {

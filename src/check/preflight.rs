@@ -15,7 +15,7 @@
 //!   in the unit does not, so an unplugged disk is refused by the timer's run too. The checked
 //!   directory is the target's `mount`, else its path;
 //! - the write probe commits its file with the archive's own commit primitive
-//!   ([`crate::sink::local::rename_noreplace`]), so a target on which the commit would fail
+//!   ([`crate::target::local::rename_noreplace`]), so a target on which the commit would fail
 //!   (exFAT through FUSE has neither `RENAME_NOREPLACE` nor hard links) fails here, or passes
 //!   here and at the commit alike;
 //! - the largest file comes from vouch's table of filesystem types by `statfs` magic and from
@@ -23,14 +23,14 @@
 //!   answers 32 bits for every type it does not know.
 
 use crate::config::{Settings, Split, Target};
-use crate::crypt::{KeyError, Keys};
-use crate::dirs::Dirs;
 use crate::error::Error;
-use crate::lock::RunLock;
-use crate::receipt::Receipt;
-use crate::sink::local::TEMP_PREFIX;
-use crate::sink::local::{Layout, TempFile};
-use crate::systemd::human_bytes;
+use crate::host::dirs::Dirs;
+use crate::host::lock::RunLock;
+use crate::pipeline::crypt::{KeyError, Keys};
+use crate::systemd::sdnotify::human_bytes;
+use crate::target::local::TEMP_PREFIX;
+use crate::target::local::{Layout, TempFile};
+use crate::target::receipt::Receipt;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -210,7 +210,7 @@ fn source_readable(path: &Path) -> io::Result<String> {
 }
 
 /// Logs what the recovery of a target after interrupted runs did, one warning per thing.
-fn report_recovery(target: &Target, done: &crate::sink::local::Recovery) {
+fn report_recovery(target: &Target, done: &crate::target::local::Recovery) {
     let t = &target.name;
     for a in &done.finished {
         log::warn!("target {t}: finished the commit of {a}, which an interrupted run had begun");
@@ -249,10 +249,10 @@ pub fn newest_receipt(dir: &Path) -> Option<Receipt> {
         .collect();
     names.sort_by(|a, b| Receipt::archive_of(a).cmp(&Receipt::archive_of(b)));
     let newest = names.pop()?;
-    let bytes = crate::bounded::read(
+    let bytes = crate::host::bounded::read(
         &dir.join(newest),
-        crate::bounded::Links::Refuse,
-        crate::bounded::RECEIPT_CAP,
+        crate::host::bounded::Links::Refuse,
+        crate::host::bounded::RECEIPT_CAP,
     )
     .ok()?;
     serde_json::from_slice(&bytes).ok()
@@ -521,7 +521,7 @@ pub fn layout(target: &Target) -> Layout {
     match target.split {
         Split::Off => Layout::Single,
         Split::Size(n) => {
-            let n = crate::fault::part_size().unwrap_or(n);
+            let n = crate::host::fault::part_size().unwrap_or(n);
             Layout::Parts(limit.map_or(n, |l| n.min(l)))
         }
         Split::Auto => limit.map_or(Layout::Single, Layout::PartsIfNeeded),
@@ -529,7 +529,7 @@ pub fn layout(target: &Target) -> Layout {
 }
 
 /// Creates, writes and fsyncs a probe file in `dir`, commits it with the archive's own commit
-/// ([`TempFile::commit`], so [`rename_noreplace`](crate::sink::local::rename_noreplace) and its
+/// ([`TempFile::commit`], so [`rename_noreplace`](crate::target::local::rename_noreplace) and its
 /// fallbacks), removes it and fsyncs the directory. Both of its names start with the temporary
 /// prefix, so a probe left by a killed run is removed like any other leftover.
 pub fn write_probe(dir: &Path) -> io::Result<()> {
@@ -711,7 +711,7 @@ fn check_target(target: &Target, expected: u64, locked: bool, findings: &mut Vec
         findings.push(ok("target-filesize", name, detail));
     }
     if locked {
-        match crate::sink::local::recover(path) {
+        match crate::target::local::recover(path) {
             Ok(done) if !done.is_empty() => {
                 report_recovery(target, &done);
                 findings.push(ok(

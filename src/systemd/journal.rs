@@ -202,7 +202,7 @@ pub fn new_run_id() -> String {
             .as_nanos();
         bytes.copy_from_slice(&(nanos ^ u128::from(std::process::id())).to_le_bytes());
     }
-    crate::io::hex(&bytes)
+    crate::pipeline::io::hex(&bytes)
 }
 
 /// Where log lines go.

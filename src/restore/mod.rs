@@ -31,7 +31,7 @@
 //! removed, replaced ones renamed back), so the destination ends as it was. The staging
 //! directory (and with it the replaced files) is removed at the end.
 //!
-//! While the restore writes, SIGINT, SIGTERM and SIGHUP are held back (`crate::signals`) and
+//! While the restore writes, SIGINT, SIGTERM and SIGHUP are held back (`crate::systemd::signals`) and
 //! looked for between steps: one that arrived makes the restore undo itself and then die by
 //! it. A restore killed outright leaves its staging directory with the journal file, which the
 //! next restore into the same destination rolls back before anything else (see
@@ -50,10 +50,10 @@ mod at;
 mod journal;
 mod record;
 
-use crate::crypt::{self, Identity};
-use crate::io::{HashReader, BUFFER_SIZE};
-use crate::manifest::{sums_line, Entry, EntryType, Manifest, MANIFEST_PATH, SUMS_PATH};
-use crate::signals;
+use crate::pipeline::crypt::{self, Identity};
+use crate::pipeline::io::{HashReader, BUFFER_SIZE};
+use crate::pipeline::manifest::{sums_line, Entry, EntryType, Manifest, MANIFEST_PATH, SUMS_PATH};
+use crate::systemd::signals;
 use at::{is_dir, Stat, Tree};
 use flate2::read::MultiGzDecoder;
 use journal::{Journal, Step, JOURNAL_NAME};
@@ -428,7 +428,7 @@ impl Meter {
             on: on && io::stderr().is_terminal(),
             phase,
             total,
-            unit: crate::systemd::human_bytes,
+            unit: crate::systemd::sdnotify::human_bytes,
             suffix: "",
             last: None,
         }
@@ -496,7 +496,7 @@ impl<R: Read> Read for Counted<R> {
 }
 
 type Tar<'a> = tar::Archive<
-    crate::tarstream::HeaderCap<
+    crate::pipeline::tarstream::HeaderCap<
         MultiGzDecoder<age::stream::StreamReader<BufReader<&'a mut Source>>>,
     >,
 >;
@@ -505,9 +505,9 @@ fn open_tar<'a>(hashed: &'a mut Source, identity: &Identity) -> Result<Tar<'a>, 
     let buffered = BufReader::with_capacity(BUFFER_SIZE, hashed);
     let plain =
         crypt::decrypt(identity, buffered).map_err(|e| damaged(format!("cannot decrypt: {e}")))?;
-    Ok(tar::Archive::new(crate::tarstream::HeaderCap::new(
-        MultiGzDecoder::new(plain),
-    )))
+    Ok(tar::Archive::new(
+        crate::pipeline::tarstream::HeaderCap::new(MultiGzDecoder::new(plain)),
+    ))
 }
 
 fn drain(tar: Tar<'_>) -> Result<(), RestoreError> {
@@ -518,7 +518,7 @@ fn drain(tar: Tar<'_>) -> Result<(), RestoreError> {
 }
 
 fn sha256_hex(data: &[u8]) -> String {
-    crate::io::hex(&Sha256::digest(data))
+    crate::pipeline::io::hex(&Sha256::digest(data))
 }
 
 /// The closing files of an archive and the hash of its ciphertext, from the first pass.
@@ -568,8 +568,10 @@ fn read_closing(
             let path = found.path_bytes().into_owned();
             if path == MANIFEST_PATH.as_bytes() || path == SUMS_PATH.as_bytes() {
                 let data =
-                    crate::manifest::read_closing_file(&mut found, &show(&path), &|| count.get())
-                        .map_err(|e| {
+                    crate::pipeline::manifest::read_closing_file(&mut found, &show(&path), &|| {
+                        count.get()
+                    })
+                    .map_err(|e| {
                         damaged(format!("{}: cannot read it; {TRUNCATED}: {e}", show(&path)))
                     })?;
                 if path == MANIFEST_PATH.as_bytes() {
@@ -1151,7 +1153,7 @@ pub fn restore(
     });
     match result {
         Ok((placed, bytes)) => {
-            crate::fault::point("restore-committed");
+            crate::host::fault::point("restore-committed");
             staging
                 .journal
                 .drop_replaced(&mut staging.tree, &staging.name);
@@ -1241,10 +1243,10 @@ fn extract(
                 )));
             }
             if path == MANIFEST_PATH.as_bytes() || path == SUMS_PATH.as_bytes() {
-                let data = crate::manifest::read_closing_file(&mut found, &name, &|| count.get())
-                    .map_err(|e| {
-                    damaged(format!("{name}: cannot read its data; {TRUNCATED}: {e}"))
-                })?;
+                let data = crate::pipeline::manifest::read_closing_file(&mut found, &name, &|| {
+                    count.get()
+                })
+                .map_err(|e| damaged(format!("{name}: cannot read its data; {TRUNCATED}: {e}")))?;
                 let (want, ok_order) = if path == MANIFEST_PATH.as_bytes() {
                     (&closing.manifest, !seen_manifest)
                 } else {
@@ -1276,7 +1278,7 @@ fn extract(
             };
             let i = next;
             next += 1;
-            crate::verify::check_entry(want, &found, &path, None).map_err(damaged)?;
+            crate::check::verify::check_entry(want, &found, &path, None).map_err(damaged)?;
             if want.kind == EntryType::File {
                 let digest = if plan.staged[i] {
                     let staged = staging.data(i);
@@ -1286,7 +1288,7 @@ fn extract(
                     bytes += want.size;
                     d
                 } else {
-                    crate::verify::hash_entry(&mut found, &mut buf).map_err(|e| {
+                    crate::check::verify::hash_entry(&mut found, &mut buf).map_err(|e| {
                         damaged(format!("{name}: cannot read its data; {TRUNCATED}: {e}"))
                     })?
                 };
@@ -1307,7 +1309,7 @@ fn extract(
                 }
             }
             if i == half {
-                crate::fault::point("restore-mid");
+                crate::host::fault::point("restore-mid");
             }
         }
         if let Some(missing) = manifest.entries.get(next) {
@@ -1435,14 +1437,14 @@ fn stage(
         out.write_all(&buf[..n]).map_err(io_err(to))?;
     }
     out.sync_all().map_err(io_err(to))?;
-    Ok(crate::io::hex(&h.finalize()))
+    Ok(crate::pipeline::io::hex(&h.finalize()))
 }
 
 /// For the test suite: `VOUCH_TEST_FAULT=restore-fail-at:N` makes the commit fail with an I/O
 /// error once N entries are in place, so that the rollback can be observed.
 fn injected_failure(placed: u64, path: &Path) -> Result<(), RestoreError> {
-    let at =
-        crate::fault::fault().and_then(|f| f.strip_prefix("restore-fail-at:")?.parse::<u64>().ok());
+    let at = crate::host::fault::fault()
+        .and_then(|f| f.strip_prefix("restore-fail-at:")?.parse::<u64>().ok());
     if at == Some(placed) {
         return Err(RestoreError::Io {
             path: path.to_owned(),
@@ -1514,7 +1516,7 @@ fn commit(
         placed += 1;
         meter.update(placed);
         injected_failure(placed, &staging.full(rel))?;
-        crate::fault::step("restore-commit", placed);
+        crate::host::fault::step("restore-commit", placed);
     }
     for s in specials {
         staging.interrupted()?;
@@ -1599,7 +1601,7 @@ pub fn check_tree(restored: &Restored) -> Result<(), RestoreError> {
         match e.kind {
             EntryType::File | EntryType::Hardlink => {
                 let digest = File::open(&path)
-                    .and_then(|mut f| crate::verify::hash_entry(&mut f, &mut buf))
+                    .and_then(|mut f| crate::check::verify::hash_entry(&mut f, &mut buf))
                     .map_err(|err| damaged(format!("{}: cannot read it back: {err}", e.path)))?;
                 if e.sha256.as_deref() != Some(digest.as_str()) {
                     return Err(damaged(format!(

@@ -19,11 +19,11 @@
 //! preflight, which removes leftovers under the lock as it always has.
 
 use crate::config::Settings;
-use crate::dirs::Dirs;
-use crate::journal::{self, Entry, Event};
+use crate::host::dirs::Dirs;
 use crate::run::{rfc3339, LastRun};
-use crate::signals;
-use crate::sink::local::TEMP_PREFIX;
+use crate::systemd::journal::{self, Entry, Event};
+use crate::systemd::signals;
+use crate::target::local::TEMP_PREFIX;
 use nix::sys::signal::Signal;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
@@ -154,7 +154,7 @@ impl Context {
                 self.dirs.state.display()
             );
         }
-        crate::metrics::write(&self.settings, &self.dirs);
+        crate::report::metrics::write(&self.settings, &self.dirs);
     }
 }
 

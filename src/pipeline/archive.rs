@@ -7,12 +7,12 @@
 //! inode seen twice) become tar hard links to the first path. Sockets, fifos and devices are
 //! recorded as skipped. Read errors are collected, never fatal here.
 
-use crate::manifest::{
+use crate::pipeline::manifest::{
     archive_path, encode_path, Entry, EntryType, ManifestWriter, RequiredStatus, Skipped, Tail,
     Unreadable,
 };
-use crate::tarstream::{DataError, Header, Kind, TarWriter};
-use crate::walk::{Item, MissingSource, Walker};
+use crate::pipeline::tarstream::{DataError, Header, Kind, TarWriter};
+use crate::pipeline::walk::{Item, MissingSource, Walker};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::fs::{File, Metadata, OpenOptions};
@@ -343,7 +343,7 @@ impl<W: Write> State<'_, W> {
         self.tar
             .append_header(&header)
             .map_err(ArchiveError::Write)?;
-        crate::fault::stop_before_data(path);
+        crate::host::fault::stop_before_data(path);
         let mut hasher = Sha256::new();
         let mut written = self.tar.written();
         let progress = &mut *self.progress;
@@ -354,7 +354,7 @@ impl<W: Write> State<'_, W> {
                 written += b.len() as u64;
                 progress(written);
             });
-        let sha = crate::io::hex(&hasher.finalize());
+        let sha = crate::pipeline::io::hex(&hasher.finalize());
         entry.kind = EntryType::File;
         entry.size = before.len();
         entry.mode = format!("{:04o}", before.mode() & 0o7777);

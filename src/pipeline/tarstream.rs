@@ -107,7 +107,7 @@ impl<W: Write> TarWriter<W> {
         TarWriter {
             inner,
             written: 0,
-            buf: vec![0u8; crate::io::BUFFER_SIZE],
+            buf: vec![0u8; crate::pipeline::io::BUFFER_SIZE],
         }
     }
 

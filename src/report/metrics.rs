@@ -6,10 +6,10 @@
 //! `.prom` (so the collector never reads it half-written), fsynced, then renamed over the old
 //! one. A file that cannot be written is a logged warning; it never changes an exit code.
 
-use crate::archives;
 use crate::config::Settings;
-use crate::dirs::Dirs;
-use crate::health::{self, Report};
+use crate::host::dirs::Dirs;
+use crate::report::health::{self, Report};
+use crate::target::archives;
 use std::fmt::Write as _;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -203,7 +203,7 @@ pub fn render(report: &Report) -> String {
 mod tests {
     use super::*;
     use crate::exit::Health;
-    use crate::health::{ArchiveInfo, Reason, TargetReport};
+    use crate::report::health::{ArchiveInfo, Reason, TargetReport};
     use crate::run::LastRun;
 
     #[test]

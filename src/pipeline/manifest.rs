@@ -121,7 +121,7 @@ pub fn encode_path(bytes: &[u8]) -> (String, Option<String>) {
         Ok(s) => (s.to_owned(), None),
         Err(_) => (
             String::from_utf8_lossy(bytes).into_owned(),
-            Some(crate::io::hex(bytes)),
+            Some(crate::pipeline::io::hex(bytes)),
         ),
     }
 }

@@ -23,14 +23,14 @@
 //! per unit counts; a failure that no later run superseded and that the other checks do not
 //! already report is critical.
 
-use crate::archives::{self, Archive, VerifyLog, VerifyRecord};
 use crate::config::{Settings, Target};
-use crate::crypt::{self, Keys};
-use crate::dirs::Dirs;
 use crate::exit::Health;
-use crate::notify::NotifyRecord;
+use crate::host::dirs::Dirs;
+use crate::pipeline::crypt::{self, Keys};
+use crate::report::notify::NotifyRecord;
 use crate::run::{self, LastRun};
-use crate::systemd::human_bytes;
+use crate::systemd::sdnotify::human_bytes;
+use crate::target::archives::{self, Archive, VerifyLog, VerifyRecord};
 use serde::{Serialize, Serializer};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -792,13 +792,13 @@ fn corrupt_state(state: &Path) -> Vec<(&'static str, String)> {
     for file in [
         crate::run::LAST_RUN,
         archives::VERIFY_LOG,
-        crate::notify::RECORD,
+        crate::report::notify::RECORD,
     ] {
         let path = state.join(file);
-        let read = crate::bounded::read(
+        let read = crate::host::bounded::read(
             &path,
-            crate::bounded::Links::Refuse,
-            crate::bounded::STATE_CAP,
+            crate::host::bounded::Links::Refuse,
+            crate::host::bounded::STATE_CAP,
         );
         let problem = match read {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
@@ -894,10 +894,10 @@ pub fn unit_record_path(state: &Path, unit: &str) -> std::path::PathBuf {
 /// Reads `last-failure.json`, written by `vouch notify-failure`.
 fn last_failure(state: &Path) -> Option<UnitEnd> {
     let path = state.join(crate::cli::notify_failure::LAST_FAILURE);
-    let bytes = crate::bounded::read(
+    let bytes = crate::host::bounded::read(
         &path,
-        crate::bounded::Links::Refuse,
-        crate::bounded::STATE_CAP,
+        crate::host::bounded::Links::Refuse,
+        crate::host::bounded::STATE_CAP,
     )
     .ok()?;
     let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
@@ -968,10 +968,10 @@ fn unit_ends(state: &Path) -> Vec<UnitEnd> {
         .iter()
         .filter_map(|u| {
             let path = unit_record_path(state, u);
-            let text = crate::bounded::read_string(
+            let text = crate::host::bounded::read_string(
                 &path,
-                crate::bounded::Links::Refuse,
-                crate::bounded::STATE_CAP,
+                crate::host::bounded::Links::Refuse,
+                crate::host::bounded::STATE_CAP,
             )
             .ok()?;
             parse_unit_record(&text).filter(|r| r.unit == *u)
@@ -1149,7 +1149,7 @@ mod tests {
 
     #[test]
     fn own_archives_are_recognised_by_name_and_stamp() {
-        use crate::archives::is_own;
+        use crate::target::archives::is_own;
         assert!(is_own("web1-20261121T030405Z.tar.gz.age", "web1"));
         assert!(is_own("web-1-20261121T030405Z.tar.gz.age", "web-1"));
         assert!(!is_own("web-1-20261121T030405Z.tar.gz.age", "web"));

@@ -38,9 +38,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::bounded::{self, Links};
-use crate::fault;
-use crate::receipt::Receipt;
+use crate::host::bounded::{self, Links};
+use crate::host::fault;
+use crate::target::receipt::Receipt;
 
 /// Every temporary file vouch creates in a target starts with this, and nothing else does.
 pub const TEMP_PREFIX: &str = ".vouch-tmp.";
@@ -501,7 +501,7 @@ fn recover_commit(dir: &Path, run_id: &str, receipt_name: &str) -> io::Result<(S
     let archive = Receipt::archive_of(receipt_name)
         .unwrap_or(receipt_name)
         .to_owned();
-    let split = receipt_name.ends_with(crate::receipt::SPLIT_SUFFIX);
+    let split = receipt_name.ends_with(crate::target::receipt::SPLIT_SUFFIX);
     let receipt = bounded::read(&marker, Links::Refuse, bounded::RECEIPT_CAP)
         .ok()
         .and_then(|b| serde_json::from_slice::<Receipt>(&b).ok())

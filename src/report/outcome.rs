@@ -49,7 +49,7 @@ impl Outcome {
     /// An outcome with just the result filled in.
     pub fn new(code: ExitCode, name: &str) -> Outcome {
         Outcome {
-            run_id: crate::journal::run_id().to_owned(),
+            run_id: crate::systemd::journal::run_id().to_owned(),
             host: crate::run::host_name(),
             name: name.to_owned(),
             result: if code == ExitCode::Ok {

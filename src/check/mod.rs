@@ -1,0 +1,5 @@
+//! Checks that prove something before or after a run: preflight (before a byte is written) and
+//! verification (an archive read back against its manifest).
+
+pub mod preflight; // every check before a byte is written
+pub mod verify; // reading archives back against their manifest

@@ -1,0 +1,7 @@
+//! The host vouch runs on: its directories, the run lock, reading small untrusted files, and
+//! the fault points the test suite uses.
+
+pub mod bounded; // small files read without blocking, following links or growing without end
+pub mod dirs; // state, runtime and config locations
+pub mod fault; // fault injection for the test suite
+pub mod lock; // one run at a time

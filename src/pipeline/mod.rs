@@ -1,0 +1,11 @@
+//! The byte path of an archive: sources walked, tarred, compressed, encrypted and hashed on the
+//! way to a target, and the manifest that says what went in. Nothing here knows where the bytes
+//! end up (that is [`crate::target`]) or what a run decides about them (that is [`crate::run`]).
+
+pub mod archive; // walked sources -> tar entries + manifest lines, each file read once
+pub mod compress; // gzip on every core, as independent members
+pub mod crypt; // age recipients, identities, encryption
+pub mod io; // hashing, counting and fan-out adapters
+pub mod manifest; // .vouch/manifest.json and .vouch/SHA256SUMS
+pub mod tarstream; // the pax tar writer
+pub mod walk; // walking the sources
