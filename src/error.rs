@@ -89,7 +89,7 @@ pub enum Error {
         /// Its directory.
         path: PathBuf,
         /// The read-only mount holding it, when found.
-        mount: Option<Box<crate::check::preflight::Mount>>,
+        mount: Option<Box<crate::host::filesystem::Mount>>,
         /// Running as a systemd service (`$INVOCATION_ID`), where the sandbox is the usual cause.
         under_systemd: bool,
     },
@@ -367,7 +367,7 @@ impl Error {
             Error::TargetNotMounted { path, .. } => format!(
                 "Plug in the disk and mount it at {} (`systemctl status {}` and `journalctl -k` say why it is not mounted); vouch never writes into an empty mount-point directory.",
                 path.display(),
-                crate::check::preflight::mount_unit(path)
+                crate::host::filesystem::mount_unit(path)
             ),
             Error::TargetVolatile { path, .. } => format!(
                 "Point the target at persistent storage instead of {} (if it is volatile only inside vouch.service, remove the ProtectHome=tmpfs, PrivateTmp= or TemporaryFileSystem= that covers it; `vouch doctor` names it), or set allow-volatile = true if losing it at reboot is intended.",

@@ -485,7 +485,7 @@ fn an_exfat_stick_through_fuse_takes_the_commit_and_has_no_file_size_limit() {
         !link.status.success(),
         "this exFAT is expected to have no hard links"
     );
-    assert_eq!(vouch::check::preflight::file_limit(&env.target), None);
+    assert_eq!(vouch::host::filesystem::file_limit(&env.target), None);
     env.write_config("", "min-free = 0\nsplit = \"off\"");
     let out = env.vouch(&["preflight"]);
     assert_code(&out, 0);

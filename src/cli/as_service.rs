@@ -14,9 +14,9 @@
 //! `SetCredential=` (its secret would go on a command line), dependencies, timeouts, `Nice=`
 //! and the I/O class, which change nothing a check can see.
 
-use crate::cli::notify_failure::{parse_exec, parse_show, systemctl_show, systemd_exit_name};
 use crate::error::Error;
 use crate::exit::ExitCode;
+use crate::systemd::units::{parse_exec, parse_show, systemctl_show, systemd_exit_name};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;

@@ -104,7 +104,7 @@ pub fn execute(cli: &Cli) -> Health {
     lines.extend(same_disk_lines(&settings));
     lines.extend(systemd_lines(&settings));
     lines.extend(last_run_lines(&dirs));
-    lines.extend(crate::cli::status::doctor_lines(&settings, &dirs));
+    lines.extend(status_lines(&settings, &dirs));
     print(&lines);
     match lines.iter().map(|l| l.level).max() {
         Some(Level::Fail) => Health::Critical,
@@ -207,9 +207,9 @@ fn show(unit: &str, props: &[&str]) -> Result<BTreeMap<String, String>, String> 
             String::from_utf8_lossy(&out.stderr).trim()
         ));
     }
-    Ok(crate::cli::notify_failure::parse_show(
-        &String::from_utf8_lossy(&out.stdout),
-    ))
+    Ok(crate::systemd::units::parse_show(&String::from_utf8_lossy(
+        &out.stdout,
+    )))
 }
 
 fn systemd_lines(settings: &Settings) -> Vec<Line> {
@@ -703,7 +703,7 @@ fn result_line(props: &BTreeMap<String, String>) -> Line {
         );
     }
     let pre_failed = props.get("ExecStartPre").is_some_and(|v| {
-        crate::cli::notify_failure::parse_exec(v)
+        crate::systemd::units::parse_exec(v)
             .iter()
             .any(|c| c.failed())
     });
@@ -716,7 +716,7 @@ fn result_line(props: &BTreeMap<String, String>) -> Line {
                     "last result",
                     format!(
                         "{SERVICE}'s last start failed: {}",
-                        crate::cli::notify_failure::describe(props, None)
+                        crate::systemd::units::describe(props, None)
                     ),
                 ),
                 format!("Read `journalctl -x -u {SERVICE}` for the cause and the fix."),
@@ -788,6 +788,46 @@ fn last_run_lines(dirs: &Dirs) -> Vec<Line> {
     }
 }
 
+/// The status verdict as `vouch doctor` lines: one per reason (a reason's sentence already
+/// says what to do), or one `ok` line when there is nothing to report.
+fn status_lines(settings: &Settings, dirs: &Dirs) -> Vec<Line> {
+    let report = crate::report::health::evaluate(settings, dirs, time::OffsetDateTime::now_utc());
+    crate::report::metrics::write_report(settings, &report);
+    if report.reasons.is_empty() {
+        return vec![Line {
+            level: Level::Ok,
+            check: "status".into(),
+            detail: format!(
+                "healthy: {}",
+                report
+                    .targets
+                    .iter()
+                    .map(crate::cli::status::target_line)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+            fix: None,
+        }];
+    }
+    report
+        .reasons
+        .iter()
+        .map(|r| Line {
+            level: match r.level {
+                Health::Healthy => Level::Ok,
+                Health::Warning => Level::Warn,
+                Health::Critical | Health::Unknown => Level::Fail,
+            },
+            check: match &r.target {
+                Some(t) => format!("status {t}"),
+                None => "status".into(),
+            },
+            detail: r.message.clone(),
+            fix: None,
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -804,7 +844,7 @@ mod tests {
 
     #[test]
     fn a_failed_start_command_is_a_failed_result_not_never_run() {
-        let props = crate::cli::notify_failure::parse_show(
+        let props = crate::systemd::units::parse_show(
             "Result=exit-code\nExecMainStatus=0\nExecMainCode=0\nExecMainExitTimestamp=\nActiveState=failed\n\
 ExecStartPre={ path=/usr/local/bin/dump-db ; argv[]=/usr/local/bin/dump-db ; ignore_errors=no ; start_time=[Tue 2026-12-01 10:00:00 UTC] ; stop_time=[Tue 2026-12-01 10:00:00 UTC] ; pid=412 ; code=exited ; status=2 }\n",
         );
@@ -817,7 +857,7 @@ ExecStartPre={ path=/usr/local/bin/dump-db ; argv[]=/usr/local/bin/dump-db ; ign
             l.detail
         );
         assert!(l.fix.is_some());
-        let idle = crate::cli::notify_failure::parse_show(
+        let idle = crate::systemd::units::parse_show(
             "Result=success\nExecMainStatus=0\nExecMainCode=0\nExecMainExitTimestamp=\nActiveState=inactive\n",
         );
         assert_eq!(result_line(&idle).level, Level::Warn);

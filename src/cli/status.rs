@@ -4,7 +4,7 @@
 //! `--json` prints the whole [`Report`]. The exit code is the verdict (0/1/2/3). With
 //! `[metrics] textfile`, the textfile is rewritten from the same report.
 
-use crate::cli::{doctor, Cli};
+use crate::cli::Cli;
 use crate::config;
 use crate::exit::Health;
 use crate::host::dirs::{self, Dirs};
@@ -79,7 +79,9 @@ pub fn text(report: &Report) -> String {
     out
 }
 
-fn target_line(t: &TargetReport) -> String {
+/// One target's line of the text report: name, path, verdict, archive count and the newest
+/// verified archive.
+pub fn target_line(t: &TargetReport) -> String {
     let mut line = format!(
         "target {} ({}): {}, {} archive{}",
         t.name,
@@ -111,44 +113,4 @@ fn target_line(t: &TargetReport) -> String {
         ));
     }
     line
-}
-
-/// The status verdict as `vouch doctor` lines: one per reason (a reason's sentence already
-/// says what to do), or one `ok` line when there is nothing to report.
-pub fn doctor_lines(settings: &config::Settings, dirs: &Dirs) -> Vec<doctor::Line> {
-    let report = health::evaluate(settings, dirs, OffsetDateTime::now_utc());
-    metrics::write_report(settings, &report);
-    if report.reasons.is_empty() {
-        return vec![doctor::Line {
-            level: doctor::Level::Ok,
-            check: "status".into(),
-            detail: format!(
-                "healthy: {}",
-                report
-                    .targets
-                    .iter()
-                    .map(target_line)
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            ),
-            fix: None,
-        }];
-    }
-    report
-        .reasons
-        .iter()
-        .map(|r| doctor::Line {
-            level: match r.level {
-                Health::Healthy => doctor::Level::Ok,
-                Health::Warning => doctor::Level::Warn,
-                Health::Critical | Health::Unknown => doctor::Level::Fail,
-            },
-            check: match &r.target {
-                Some(t) => format!("status {t}"),
-                None => "status".into(),
-            },
-            detail: r.message.clone(),
-            fix: None,
-        })
-        .collect()
 }

@@ -4,4 +4,5 @@
 pub mod bounded; // small files read without blocking, following links or growing without end
 pub mod dirs; // state, runtime and config locations
 pub mod fault; // fault injection for the test suite
+pub mod filesystem; // mounts, volatile filesystems and the largest file, as the kernel says
 pub mod lock; // one run at a time

@@ -834,7 +834,7 @@ pub struct UnitEnd {
 
 /// An exit status in words: vouch's own name, or systemd's with what it means.
 fn exit_words(status: u8) -> String {
-    use crate::cli::notify_failure::{systemd_exit_meaning, systemd_exit_name};
+    use crate::systemd::units::{systemd_exit_meaning, systemd_exit_name};
     if let Some(c) = crate::exit::ExitCode::from_code(status) {
         return format!("exit status {status} ({})", c.name());
     }
@@ -893,7 +893,7 @@ pub fn unit_record_path(state: &Path, unit: &str) -> std::path::PathBuf {
 
 /// Reads `last-failure.json`, written by `vouch notify-failure`.
 fn last_failure(state: &Path) -> Option<UnitEnd> {
-    let path = state.join(crate::cli::notify_failure::LAST_FAILURE);
+    let path = state.join(crate::systemd::units::LAST_FAILURE);
     let bytes = crate::host::bounded::read(
         &path,
         crate::host::bounded::Links::Refuse,
@@ -921,7 +921,7 @@ fn last_failure(state: &Path) -> Option<UnitEnd> {
 
 /// What systemd itself says about `unit`'s last start, when it can be asked.
 fn systemd_end(unit: &str) -> Option<UnitEnd> {
-    use crate::cli::notify_failure::{parse_show, systemctl_show_with};
+    use crate::systemd::units::{parse_show, systemctl_show_with};
     let text = systemctl_show_with(
         &["--timestamp=unix"],
         "Result,ExecMainStatus,ExecMainCode,InactiveExitTimestamp",

@@ -7,3 +7,4 @@ pub mod journal; // journald entries, MESSAGE_IDs, terminal lines
 pub mod sdnotify; // sd_notify status and timeout extension, progress
 pub mod signals; // SIGXFSZ must become EFBIG, not death
 pub mod stop; // SIGTERM and Ctrl-C during a run: temporary files removed, the failure recorded
+pub mod units; // what systemd says about vouch's units: properties, Exec*= results, exit statuses
