@@ -17,6 +17,8 @@
 #   VOUCH_TEST_TMP     where per-run copies go            (/var/tmp)
 #   VOUCH_TEST_SHARE   host directory seen read-only at /mnt/share inside (a fresh empty one)
 #   VOUCH_TEST_KEEP=1  keep the container's copy and log after the run, for a post-mortem
+#   VOUCH_TEST_NSPAWN_ARGS  extra systemd-nspawn options for boot, one per line (a line may
+#                      hold spaces), e.g. `--bind=/dev/fuse` to give the container a device
 #   MIRROR             Debian mirror for debootstrap      (the URI apt already uses)
 
 set -euo pipefail
@@ -81,14 +83,19 @@ require_root() {
     [ "$(id -u)" -eq 0 ] || fail "the system tests need root (debootstrap, mount namespaces, systemd-nspawn); run them as root"
 }
 
-# tools_ensure: installs what the test bed uses from Debian's packages, only what is missing.
+# tools_ensure [COMMAND=PACKAGE...]: installs what the test bed uses from Debian's packages,
+# and each PACKAGE whose COMMAND a test needs besides, only what is missing.
+# shellcheck disable=SC2120 # rootfs_ensure passes none; tests pass their own tools.
 tools_ensure() {
     require_root
-    local need=()
+    local need=() pair
     command -v systemd-nspawn >/dev/null || need+=(systemd-container)
     command -v debootstrap >/dev/null || need+=(debootstrap)
     command -v jq >/dev/null || need+=(jq)
     command -v nsenter >/dev/null || need+=(util-linux)
+    for pair in "$@"; do
+        command -v "${pair%%=*}" >/dev/null || need+=("${pair#*=}")
+    done
     [ ${#need[@]} -eq 0 ] && return 0
     command -v apt-get >/dev/null || fail "missing ${need[*]} and no apt-get to install them"
     log "installing ${need[*]} with apt-get"
@@ -138,6 +145,7 @@ rootfs_complete() {
 # rootfs_ensure: a bookworm rootfs with systemd in the cache, built when missing or incomplete.
 # Built beside the cache and renamed into place, so an interrupted build never looks complete.
 rootfs_ensure() {
+    # shellcheck disable=SC2119 # the test bed's own tools only.
     tools_ensure
     local lock_fd
     mkdir -p "$VOUCH_TEST_CACHE"
@@ -239,14 +247,21 @@ boot() {
     # --keep-unit) and refuses to clean a /run that is not a tmpfs: give it a private mount
     # namespace with a tmpfs on /run/systemd/nspawn. stdin is /dev/null, so there is no
     # interactive console; the console output goes to the log.
+    local extra=() arg
+    while IFS= read -r arg; do
+        [ -z "$arg" ] || extra+=("$arg")
+    done <<<"${VOUCH_TEST_NSPAWN_ARGS:-}"
+    [ ${#extra[@]} -eq 0 ] || log "boot $name: extra systemd-nspawn options: ${extra[*]}"
     start=$SECONDS
-    # shellcheck disable=SC2016 # $1..$3 are expanded by the inner sh, on purpose.
+    # shellcheck disable=SC2016 # $1..$3 and $@ are expanded by the inner sh, on purpose.
     unshare -m --propagation private sh -c '
+        root=$1 share=$2 machine=$3
+        shift 3
         mkdir -p /run/systemd/nspawn &&
         mount -t tmpfs tmpfs /run/systemd/nspawn &&
         exec systemd-nspawn --quiet --register=no --keep-unit \
-            -D "$1" --bind-ro="$2":/mnt/share -b -M "$3"' \
-        sh "$CT_ROOT" "$SHARE_DIR" "$name" </dev/null >"$CT_LOG" 2>&1 &
+            -D "$root" --bind-ro="$share":/mnt/share "$@" -b -M "$machine"' \
+        sh "$CT_ROOT" "$SHARE_DIR" "$name" "${extra[@]}" </dev/null >"$CT_LOG" 2>&1 &
     # unshare and sh exec, so this is the nspawn process itself.
     CT_NSPAWN_PID=$!
     log "boot $name: systemd-nspawn started (pid $CT_NSPAWN_PID, log $CT_LOG)"
