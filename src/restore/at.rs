@@ -274,7 +274,7 @@ impl Tree {
     /// Checks that every directory above `rel` is a real directory, opening each one.
     #[cfg(test)]
     pub fn reach(&mut self, rel: &[u8]) -> io::Result<()> {
-        for a in super::ancestors(rel) {
+        for a in super::path::ancestors(rel) {
             self.dir(a)?;
         }
         Ok(())

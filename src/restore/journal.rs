@@ -22,8 +22,9 @@
 //! for that very directory. Anything else is left alone, with a warning naming it.
 
 use super::at::{is_dir, Tree};
+use super::path::{check_relative, OLD_PREFIX, STAGING_PREFIX};
 use super::record::Record;
-use super::{check_relative, RestoreError, OLD_PREFIX, STAGING_PREFIX};
+use super::RestoreError;
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 use std::fs::{self, File};
