@@ -352,103 +352,13 @@ impl Sandbox {
     /// What `path` is inside the sandbox: the most specific rule covering it wins; on a tie
     /// the more restrictive one (as a careful reading of systemd's precedence).
     pub fn access(&self, path: &Path) -> Access {
-        // (prefix length, restrictiveness, verdict)
-        let mut rules: Vec<(usize, u8, Access)> = Vec::new();
-        let depth = |p: &Path| p.components().count();
-        let mut add = |prefix: &Path, rank: u8, verdict: Access| {
-            if path.starts_with(prefix) {
-                rules.push((depth(prefix), rank, verdict));
-            }
-        };
-        match self.protect_system.as_str() {
-            "strict" => add(
-                Path::new("/"),
-                1,
-                Access::ReadOnly(
-                    "ProtectSystem=strict makes the whole file system read-only".into(),
-                ),
-            ),
-            "full" | "yes" => {
-                let dirs: &[&str] = if self.protect_system == "full" {
-                    &["/usr", "/boot", "/efi", "/etc"]
-                } else {
-                    &["/usr", "/boot", "/efi"]
-                };
-                for d in dirs {
-                    add(
-                        Path::new(d),
-                        1,
-                        Access::ReadOnly(format!(
-                            "ProtectSystem={} makes {d} read-only",
-                            self.protect_system
-                        )),
-                    );
-                }
-            }
-            _ => {}
-        }
-        for d in ["/home", "/root", "/run/user"] {
-            match self.protect_home.as_str() {
-                "yes" => add(
-                    Path::new(d),
-                    3,
-                    Access::Hidden(format!("ProtectHome=yes hides {d}")),
-                ),
-                "read-only" => add(
-                    Path::new(d),
-                    1,
-                    Access::ReadOnly(format!("ProtectHome=read-only makes {d} read-only")),
-                ),
-                "tmpfs" => add(
-                    Path::new(d),
-                    2,
-                    Access::Private(format!(
-                        "ProtectHome=tmpfs replaces {d} with an empty tmpfs"
-                    )),
-                ),
-                _ => {}
-            }
-        }
-        if self.private_tmp {
-            for d in ["/tmp", "/var/tmp"] {
-                add(
-                    Path::new(d),
-                    2,
-                    Access::Private(format!("PrivateTmp=yes gives the service its own {d}")),
-                );
-            }
-        }
-        for p in &self.read_write {
-            add(
-                p,
-                0,
-                Access::Writable(format!("ReadWritePaths={}", p.display())),
-            );
-        }
-        for p in &self.read_only {
-            add(
-                p,
-                1,
-                Access::ReadOnly(format!("ReadOnlyPaths={} makes it read-only", p.display())),
-            );
-        }
-        for p in &self.tmpfs {
-            add(
-                p,
-                2,
-                Access::Private(format!(
-                    "TemporaryFileSystem={} replaces it with an empty tmpfs",
-                    p.display()
-                )),
-            );
-        }
-        for p in &self.inaccessible {
-            add(
-                p,
-                3,
-                Access::Hidden(format!("InaccessiblePaths={} hides it", p.display())),
-            );
-        }
+        // (prefix length, restrictiveness, verdict) of every rule covering `path`.
+        let mut rules: Vec<(usize, u8, Access)> = self
+            .rules()
+            .into_iter()
+            .filter(|rule| path.starts_with(&rule.prefix))
+            .map(|rule| (rule.prefix.components().count(), rule.rank, rule.verdict))
+            .collect();
         // A private mount (PrivateTmp=, ProtectHome=tmpfs, TemporaryFileSystem=) or a hiding
         // one (InaccessiblePaths=, ProtectHome=yes) replaces everything below it: systemd 252
         // was seen to leave `InaccessiblePaths=/srv` + `ReadWritePaths=/srv/backups` and
@@ -468,6 +378,136 @@ impl Sandbox {
             .max_by_key(|(len, rank, _)| (*len, *rank))
             .map(|(_, _, verdict)| verdict)
             .unwrap_or_else(|| Access::Writable("no sandbox rule covers it".into()))
+    }
+
+    /// Every rule of the sandbox, whatever path it covers.
+    fn rules(&self) -> Vec<Rule> {
+        let mut rules = self.system_rules();
+        rules.extend(self.home_rules());
+        if self.private_tmp {
+            for d in ["/tmp", "/var/tmp"] {
+                rules.push(Rule::new(
+                    d,
+                    2,
+                    Access::Private(format!("PrivateTmp=yes gives the service its own {d}")),
+                ));
+            }
+        }
+        rules.extend(self.path_rules());
+        rules
+    }
+
+    /// What `ProtectSystem=` makes read-only.
+    fn system_rules(&self) -> Vec<Rule> {
+        let dirs: &[&str] = match self.protect_system.as_str() {
+            "strict" => {
+                return vec![Rule::new(
+                    "/",
+                    1,
+                    Access::ReadOnly(
+                        "ProtectSystem=strict makes the whole file system read-only".into(),
+                    ),
+                )]
+            }
+            "full" => &["/usr", "/boot", "/efi", "/etc"],
+            "yes" => &["/usr", "/boot", "/efi"],
+            _ => &[],
+        };
+        dirs.iter()
+            .map(|d| {
+                Rule::new(
+                    d,
+                    1,
+                    Access::ReadOnly(format!(
+                        "ProtectSystem={} makes {d} read-only",
+                        self.protect_system
+                    )),
+                )
+            })
+            .collect()
+    }
+
+    /// What `ProtectHome=` does to the home directories.
+    fn home_rules(&self) -> Vec<Rule> {
+        ["/home", "/root", "/run/user"]
+            .into_iter()
+            .filter_map(|d| match self.protect_home.as_str() {
+                "yes" => Some(Rule::new(
+                    d,
+                    3,
+                    Access::Hidden(format!("ProtectHome=yes hides {d}")),
+                )),
+                "read-only" => Some(Rule::new(
+                    d,
+                    1,
+                    Access::ReadOnly(format!("ProtectHome=read-only makes {d} read-only")),
+                )),
+                "tmpfs" => Some(Rule::new(
+                    d,
+                    2,
+                    Access::Private(format!(
+                        "ProtectHome=tmpfs replaces {d} with an empty tmpfs"
+                    )),
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The rules of the path lists: `ReadWritePaths=`, `ReadOnlyPaths=`,
+    /// `TemporaryFileSystem=`, `InaccessiblePaths=`.
+    fn path_rules(&self) -> Vec<Rule> {
+        let mut rules = Vec::new();
+        for p in &self.read_write {
+            rules.push(Rule::new(
+                p,
+                0,
+                Access::Writable(format!("ReadWritePaths={}", p.display())),
+            ));
+        }
+        for p in &self.read_only {
+            rules.push(Rule::new(
+                p,
+                1,
+                Access::ReadOnly(format!("ReadOnlyPaths={} makes it read-only", p.display())),
+            ));
+        }
+        for p in &self.tmpfs {
+            rules.push(Rule::new(
+                p,
+                2,
+                Access::Private(format!(
+                    "TemporaryFileSystem={} replaces it with an empty tmpfs",
+                    p.display()
+                )),
+            ));
+        }
+        for p in &self.inaccessible {
+            rules.push(Rule::new(
+                p,
+                3,
+                Access::Hidden(format!("InaccessiblePaths={} hides it", p.display())),
+            ));
+        }
+        rules
+    }
+}
+
+/// One sandbox setting's effect below a prefix, with how restrictive it is (0 writable, 1 read
+/// only, 2 private, 3 hidden): on a tie at the same depth the more restrictive one wins.
+struct Rule {
+    prefix: PathBuf,
+    rank: u8,
+    verdict: Access,
+}
+
+impl Rule {
+    fn new(prefix: impl AsRef<Path>, rank: u8, verdict: Access) -> Rule {
+        Rule {
+            prefix: prefix.as_ref().to_owned(),
+            rank,
+            verdict,
+        }
     }
 }
 
