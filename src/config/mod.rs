@@ -9,7 +9,13 @@
 //! shipped inside a project (the demo) works from any checkout; the packaged config uses
 //! absolute paths. `.` and `..` are resolved lexically, without following symlinks.
 
+mod dumps;
 mod units;
+
+pub use dumps::{
+    CommandDump, Dump, DumpKind, Dumps, Hook, MinSize, SqliteCheck, SqliteDump, When,
+    DEFAULT_BUSY_TIMEOUT, DEFAULT_DUMP_TIMEOUT, DEFAULT_HOOK_TIMEOUT,
+};
 
 pub use units::{format_duration, parse_duration, parse_size};
 
@@ -64,6 +70,12 @@ pub struct Settings {
     pub metrics: Metrics,
     /// `[notify]`.
     pub notify: Notify,
+    /// `[dumps]`.
+    pub dumps: Dumps,
+    /// `[[dump]]`, in config order.
+    pub dump: Vec<Dump>,
+    /// `[[hook]]`, in config order.
+    pub hooks: Vec<Hook>,
 }
 
 /// What to back up.
@@ -234,6 +246,9 @@ struct RawConfig {
     health: Option<RawHealth>,
     metrics: Option<RawMetrics>,
     notify: Option<RawNotify>,
+    dumps: Option<dumps::RawDumps>,
+    dump: Option<Vec<dumps::RawDump>>,
+    hook: Option<Vec<dumps::RawHook>>,
 }
 
 #[derive(Deserialize)]
@@ -397,7 +412,8 @@ fn section_at(text: &str, offset: usize) -> Option<String> {
 }
 
 /// The tables a config may have at its top level; only the first two are required.
-const TABLES: &str = "[backup], [encryption], [[target]], [health], [metrics], [notify]";
+const TABLES: &str =
+    "[backup], [encryption], [[target]], [health], [metrics], [notify], [dumps], [[dump]], [[hook]]";
 
 /// The text between the first pair of backticks in `message`, after `prefix`.
 fn quoted_after(message: &str, prefix: &str) -> Option<String> {
@@ -904,6 +920,9 @@ impl Context<'_> {
             }
         };
 
+        let dumps = self.dumps(raw.dumps)?;
+        let dump = self.dump_list(raw.dump.unwrap_or_default(), &dumps)?;
+        let hooks = self.hook_list(raw.hook.unwrap_or_default(), &dumps)?;
         Ok(Settings {
             file: self.file.to_owned(),
             backup: Backup {
@@ -923,6 +942,9 @@ impl Context<'_> {
             },
             metrics,
             notify,
+            dumps,
+            dump,
+            hooks,
         })
     }
 }

@@ -1,0 +1,674 @@
+//! `[dumps]`, `[[dump]]` and `[[hook]]`: database dumps and the commands around a run.
+//!
+//! A dump is a source whose contents vouch proves before archiving it; a hook is an argv (no
+//! shell) run before the dumps and sources are read (`before`, with an optional `cleanup`),
+//! after the archive is committed (`after`), or when the run fails (`failure`). Every key that
+//! belongs to one kind only is refused on the others, so a config never carries a setting that
+//! does nothing.
+
+use super::{check_name, parse_duration, parse_size, ConfigError, Context};
+use serde::Deserialize;
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::time::Duration;
+use toml::Spanned;
+
+/// `[dumps]`: where dumps are spooled and how long they may take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dumps {
+    /// The spool directory; `None`: `spool` in the state directory.
+    pub spool_dir: Option<PathBuf>,
+    /// The default time limit of one dump.
+    pub timeout: Duration,
+    /// The default time limit of one hook command.
+    pub hook_timeout: Duration,
+}
+
+/// Default `[dumps] timeout`.
+pub const DEFAULT_DUMP_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Default `[dumps] hook-timeout`.
+pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(300);
+/// Default `busy-timeout` of an SQLite dump.
+pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Default for Dumps {
+    fn default() -> Dumps {
+        Dumps {
+            spool_dir: None,
+            timeout: DEFAULT_DUMP_TIMEOUT,
+            hook_timeout: DEFAULT_HOOK_TIMEOUT,
+        }
+    }
+}
+
+/// One `[[dump]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dump {
+    /// Unique name; names the archive entries and the journal's `VOUCH_DUMP`.
+    pub name: String,
+    /// Time limit; the process group is killed past it.
+    pub timeout: Duration,
+    /// The smallest acceptable dump.
+    pub min_size: Option<MinSize>,
+    /// What to dump and how.
+    pub kind: DumpKind,
+}
+
+/// `min-size`: bytes, or a percentage of the same dump in the latest verified archive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MinSize {
+    /// At least this many bytes.
+    Bytes(u64),
+    /// At least this percentage of the last verified dump of the same name.
+    Percent(u32),
+}
+
+/// The kinds of dump.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DumpKind {
+    /// An SQLite database copied with the online backup API.
+    Sqlite(SqliteDump),
+    /// Any command whose standard output is the dump.
+    Command(CommandDump),
+}
+
+impl DumpKind {
+    /// The `kind` value.
+    pub fn name(&self) -> &'static str {
+        match self {
+            DumpKind::Sqlite(_) => "sqlite",
+            DumpKind::Command(_) => "command",
+        }
+    }
+}
+
+/// `kind = "sqlite"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqliteDump {
+    /// The live database file (absolute).
+    pub path: PathBuf,
+    /// Which integrity check the copy must pass.
+    pub check: SqliteCheck,
+    /// How long to wait for a writer's lock.
+    pub busy_timeout: Duration,
+    /// The fewest tables the copy may have.
+    pub min_tables: u64,
+}
+
+/// The check an SQLite copy must pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SqliteCheck {
+    /// `PRAGMA integrity_check`.
+    Integrity,
+    /// `PRAGMA quick_check` (for large files).
+    Quick,
+}
+
+impl SqliteCheck {
+    /// The pragma's name.
+    pub fn pragma(self) -> &'static str {
+        match self {
+            SqliteCheck::Integrity => "integrity_check",
+            SqliteCheck::Quick => "quick_check",
+        }
+    }
+}
+
+/// `kind = "command"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandDump {
+    /// The argv; its stdout is the dump.
+    pub command: Vec<String>,
+    /// The file name extension in the archive: `.vouch/dumps/NAME.EXTENSION`.
+    pub extension: String,
+    /// A literal that must appear in the last 4 KiB of the output.
+    pub expect_tail: Option<String>,
+}
+
+/// When a hook runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum When {
+    /// Before the dumps and the sources are read.
+    Before,
+    /// After the archive is committed and verified, when the run succeeded.
+    After,
+    /// When the run failed.
+    Failure,
+}
+
+impl When {
+    /// The `when` value.
+    pub fn name(self) -> &'static str {
+        match self {
+            When::Before => "before",
+            When::After => "after",
+            When::Failure => "failure",
+        }
+    }
+}
+
+/// One `[[hook]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hook {
+    /// Unique name (`VOUCH_HOOK`).
+    pub name: String,
+    /// When it runs.
+    pub when: When,
+    /// The argv, no shell.
+    pub run: Vec<String>,
+    /// Before-hooks: the argv run once the sources are read, whatever happened.
+    pub cleanup: Option<Vec<String>>,
+    /// Time limit of `run` and of `cleanup`, each.
+    pub timeout: Duration,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(super) struct RawDumps {
+    spool_dir: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+    hook_timeout: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(super) struct RawDump {
+    name: Spanned<String>,
+    kind: Spanned<String>,
+    timeout: Option<Spanned<String>>,
+    min_size: Option<Spanned<super::SizeValue>>,
+    min_tables: Option<Spanned<i64>>,
+    path: Option<Spanned<String>>,
+    check: Option<Spanned<String>>,
+    busy_timeout: Option<Spanned<String>>,
+    command: Option<Spanned<Vec<String>>>,
+    extension: Option<Spanned<String>>,
+    expect_tail: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(super) struct RawHook {
+    name: Spanned<String>,
+    when: Spanned<String>,
+    run: Spanned<Vec<String>>,
+    cleanup: Option<Spanned<Vec<String>>>,
+    timeout: Option<Spanned<String>>,
+}
+
+/// The longest `expect-tail`: it must fit in the 4 KiB tail that is searched.
+const MAX_EXPECT_TAIL: usize = 1024;
+
+impl Context<'_> {
+    /// A time limit from 1 s to 24 h.
+    fn limit(&self, v: &Spanned<String>, key: &str) -> Result<Duration, ConfigError> {
+        let d = parse_duration(v.get_ref()).map_err(|m| self.error(Some(v.span()), key, m))?;
+        if d.is_zero() || d > Duration::from_secs(86_400) {
+            return Err(self.error(
+                Some(v.span()),
+                key,
+                "use a time limit from 1s to 24h".into(),
+            ));
+        }
+        Ok(d)
+    }
+
+    /// An argv: a non-empty list whose first item names a program.
+    fn argv(&self, v: &Spanned<Vec<String>>, key: &str) -> Result<Vec<String>, ConfigError> {
+        let argv = v.get_ref();
+        if argv.is_empty() || argv[0].trim().is_empty() {
+            return Err(self.error(
+                Some(v.span()),
+                key,
+                "give the program and its arguments as a list, e.g. [\"systemctl\", \"stop\", \"app.service\"] (no shell)".into(),
+            ));
+        }
+        if argv.iter().any(|a| a.contains('\0')) {
+            return Err(self.error(Some(v.span()), key, "an argument holds a NUL byte".into()));
+        }
+        Ok(argv.clone())
+    }
+
+    pub(super) fn dumps(&self, raw: Option<RawDumps>) -> Result<Dumps, ConfigError> {
+        let Some(raw) = raw else {
+            return Ok(Dumps::default());
+        };
+        Ok(Dumps {
+            spool_dir: raw
+                .spool_dir
+                .as_ref()
+                .map(|p| self.path(p, "dumps.spool-dir"))
+                .transpose()?,
+            timeout: match &raw.timeout {
+                None => DEFAULT_DUMP_TIMEOUT,
+                Some(v) => self.limit(v, "dumps.timeout")?,
+            },
+            hook_timeout: match &raw.hook_timeout {
+                None => DEFAULT_HOOK_TIMEOUT,
+                Some(v) => self.limit(v, "dumps.hook-timeout")?,
+            },
+        })
+    }
+
+    pub(super) fn dump_list(
+        &self,
+        raw: Vec<RawDump>,
+        defaults: &Dumps,
+    ) -> Result<Vec<Dump>, ConfigError> {
+        let mut names = HashSet::new();
+        let mut out: Vec<Dump> = Vec::new();
+        for d in raw {
+            let name = d.name.get_ref().clone();
+            let key = |k: &str| format!("dump.{name}.{k}");
+            check_name(&name).map_err(|m| self.error(Some(d.name.span()), &key("name"), m))?;
+            if !names.insert(name.clone()) {
+                return Err(self.error(
+                    Some(d.name.span()),
+                    &key("name"),
+                    format!("two dumps are called {name:?}"),
+                ));
+            }
+            let dump = self.dump(&d, &name, defaults)?;
+            if let DumpKind::Sqlite(s) = &dump.kind {
+                let same = out
+                    .iter()
+                    .find(|o| matches!(&o.kind, DumpKind::Sqlite(t) if t.path == s.path));
+                if let (Some(other), Some(p)) = (same, &d.path) {
+                    return Err(self.error(
+                        Some(p.span()),
+                        &key("path"),
+                        format!("dump {} already copies {}", other.name, s.path.display()),
+                    ));
+                }
+            }
+            out.push(dump);
+        }
+        Ok(out)
+    }
+
+    /// Refuses the keys present in `d` that `kind` does not use.
+    fn only_for(&self, d: &RawDump, name: &str, kind: &str) -> Result<(), ConfigError> {
+        let sqlite = kind == "sqlite";
+        let command = kind == "command";
+        let keys: [(&str, Option<std::ops::Range<usize>>, bool); 6] = [
+            ("path", d.path.as_ref().map(|v| v.span()), sqlite),
+            ("check", d.check.as_ref().map(|v| v.span()), sqlite),
+            (
+                "busy-timeout",
+                d.busy_timeout.as_ref().map(|v| v.span()),
+                sqlite,
+            ),
+            (
+                "min-tables",
+                d.min_tables.as_ref().map(|v| v.span()),
+                sqlite,
+            ),
+            ("command", d.command.as_ref().map(|v| v.span()), command),
+            ("extension", d.extension.as_ref().map(|v| v.span()), command),
+        ];
+        let tail = (
+            "expect-tail",
+            d.expect_tail.as_ref().map(|v| v.span()),
+            command,
+        );
+        for (k, span, allowed) in keys.into_iter().chain([tail]) {
+            if let (Some(span), false) = (span, allowed) {
+                return Err(self.error(
+                    Some(span),
+                    &format!("dump.{name}.{k}"),
+                    format!("{k} does not apply to kind = {kind:?}: remove it"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn dump(&self, d: &RawDump, name: &str, defaults: &Dumps) -> Result<Dump, ConfigError> {
+        let key = |k: &str| format!("dump.{name}.{k}");
+        let kind_text = d.kind.get_ref().as_str();
+        if !matches!(kind_text, "sqlite" | "command") {
+            return Err(self.error(
+                Some(d.kind.span()),
+                &key("kind"),
+                format!("{kind_text:?} is not one of \"sqlite\", \"command\""),
+            ));
+        }
+        self.only_for(d, name, kind_text)?;
+        let timeout = match &d.timeout {
+            None => defaults.timeout,
+            Some(v) => self.limit(v, &key("timeout"))?,
+        };
+        let min_size = d
+            .min_size
+            .as_ref()
+            .map(|v| self.min_size(v, &key("min-size")))
+            .transpose()?;
+        let kind = match kind_text {
+            "sqlite" => DumpKind::Sqlite(self.sqlite(d, name)?),
+            _ => {
+                if min_size.is_none() {
+                    return Err(self.error(
+                        Some(d.kind.span()),
+                        &key("min-size"),
+                        "a command dump needs min-size (e.g. \"1KiB\" or \"50%\"): vouch cannot guess what a complete dump weighs".into(),
+                    ));
+                }
+                DumpKind::Command(self.command_dump(d, name)?)
+            }
+        };
+        Ok(Dump {
+            name: name.to_owned(),
+            timeout,
+            min_size,
+            kind,
+        })
+    }
+
+    fn min_size(&self, v: &Spanned<super::SizeValue>, key: &str) -> Result<MinSize, ConfigError> {
+        let text = match v.get_ref() {
+            super::SizeValue::Bytes(n) => return Ok(MinSize::Bytes(*n)),
+            super::SizeValue::Text(t) => t.trim(),
+        };
+        if let Some(p) = text.strip_suffix('%') {
+            return match p.trim().parse::<u32>() {
+                Ok(n) if (1..=100).contains(&n) => Ok(MinSize::Percent(n)),
+                _ => Err(self.error(
+                    Some(v.span()),
+                    key,
+                    format!("{text:?} is not a percentage from 1% to 100%"),
+                )),
+            };
+        }
+        parse_size(text)
+            .map(MinSize::Bytes)
+            .map_err(|m| self.error(Some(v.span()), key, m))
+    }
+
+    fn sqlite(&self, d: &RawDump, name: &str) -> Result<SqliteDump, ConfigError> {
+        let key = |k: &str| format!("dump.{name}.{k}");
+        let Some(path) = &d.path else {
+            return Err(self.error(
+                Some(d.kind.span()),
+                &key("path"),
+                "an sqlite dump needs path = \"/var/lib/APP/DB.sqlite\"".into(),
+            ));
+        };
+        let path = self.path(path, &key("path"))?;
+        let check = match &d.check {
+            None => SqliteCheck::Integrity,
+            Some(v) => match v.get_ref().as_str() {
+                "integrity" => SqliteCheck::Integrity,
+                "quick" => SqliteCheck::Quick,
+                other => {
+                    return Err(self.error(
+                        Some(v.span()),
+                        &key("check"),
+                        format!("{other:?} is not one of \"integrity\", \"quick\""),
+                    ))
+                }
+            },
+        };
+        let busy_timeout = match &d.busy_timeout {
+            None => DEFAULT_BUSY_TIMEOUT,
+            Some(v) => self.limit(v, &key("busy-timeout"))?,
+        };
+        let min_tables = match &d.min_tables {
+            None => 1,
+            Some(v) => u64::try_from(*v.get_ref()).map_err(|_| {
+                self.error(
+                    Some(v.span()),
+                    &key("min-tables"),
+                    "use 0 (no table count) or more".into(),
+                )
+            })?,
+        };
+        Ok(SqliteDump {
+            path,
+            check,
+            busy_timeout,
+            min_tables,
+        })
+    }
+
+    fn command_dump(&self, d: &RawDump, name: &str) -> Result<CommandDump, ConfigError> {
+        let key = |k: &str| format!("dump.{name}.{k}");
+        let Some(command) = &d.command else {
+            return Err(self.error(
+                Some(d.kind.span()),
+                &key("command"),
+                "a command dump needs command = [\"PROGRAM\", \"ARG\", ...]; its standard output is the dump".into(),
+            ));
+        };
+        let command = self.argv(command, &key("command"))?;
+        let Some(ext) = &d.extension else {
+            return Err(self.error(
+                Some(d.kind.span()),
+                &key("extension"),
+                "a command dump needs extension (e.g. \"ldif\"): the archive holds .vouch/dumps/NAME.EXTENSION".into(),
+            ));
+        };
+        let text = ext.get_ref();
+        if text.is_empty()
+            || text.len() > 16
+            || !text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.')
+            || text.starts_with('.')
+            || text.ends_with('.')
+        {
+            return Err(self.error(
+                Some(ext.span()),
+                &key("extension"),
+                format!("{text:?}: use 1 to 16 of A-Z a-z 0-9 and inner dots, e.g. \"ldif\" or \"tar.gz\""),
+            ));
+        }
+        let expect_tail = match &d.expect_tail {
+            None => None,
+            Some(v) if v.get_ref().is_empty() || v.get_ref().len() > MAX_EXPECT_TAIL => {
+                return Err(self.error(
+                    Some(v.span()),
+                    &key("expect-tail"),
+                    format!("give 1 to {MAX_EXPECT_TAIL} bytes that end every complete dump"),
+                ))
+            }
+            Some(v) => Some(v.get_ref().clone()),
+        };
+        Ok(CommandDump {
+            command,
+            extension: text.clone(),
+            expect_tail,
+        })
+    }
+
+    pub(super) fn hook_list(
+        &self,
+        raw: Vec<RawHook>,
+        defaults: &Dumps,
+    ) -> Result<Vec<Hook>, ConfigError> {
+        let mut names = HashSet::new();
+        let mut out = Vec::new();
+        for h in raw {
+            let name = h.name.get_ref().clone();
+            let key = |k: &str| format!("hook.{name}.{k}");
+            check_name(&name).map_err(|m| self.error(Some(h.name.span()), &key("name"), m))?;
+            if !names.insert(name.clone()) {
+                return Err(self.error(
+                    Some(h.name.span()),
+                    &key("name"),
+                    format!("two hooks are called {name:?}"),
+                ));
+            }
+            let when = match h.when.get_ref().as_str() {
+                "before" => When::Before,
+                "after" => When::After,
+                "failure" => When::Failure,
+                other => {
+                    return Err(self.error(
+                        Some(h.when.span()),
+                        &key("when"),
+                        format!("{other:?} is not one of \"before\", \"after\", \"failure\""),
+                    ))
+                }
+            };
+            let run = self.argv(&h.run, &key("run"))?;
+            let cleanup = match &h.cleanup {
+                None => None,
+                Some(c) if when != When::Before => {
+                    return Err(self.error(
+                        Some(c.span()),
+                        &key("cleanup"),
+                        "cleanup belongs to before-hooks (it undoes what run did): remove it or set when = \"before\"".into(),
+                    ))
+                }
+                Some(c) => Some(self.argv(c, &key("cleanup"))?),
+            };
+            let timeout = match &h.timeout {
+                None => defaults.hook_timeout,
+                Some(v) => self.limit(v, &key("timeout"))?,
+            };
+            out.push(Hook {
+                name,
+                when,
+                run,
+                cleanup,
+                timeout,
+            });
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{from_str, Settings};
+    use std::path::Path;
+
+    const BASE: &str = r#"
+[backup]
+sources = ["/etc"]
+
+[encryption]
+recipients = ["age1example"]
+
+[[target]]
+name = "local"
+path = "/var/backups/vouch"
+"#;
+
+    fn parse(extra: &str) -> Result<Settings, ConfigError> {
+        from_str(
+            &format!("{BASE}\n{extra}"),
+            Path::new("/etc/vouch/vouch.toml"),
+        )
+    }
+
+    fn err(extra: &str) -> String {
+        parse(extra).expect_err("should be rejected").to_string()
+    }
+
+    #[test]
+    fn dumps_and_hooks_parse_with_their_defaults() {
+        let s = parse(
+            r##"
+[dumps]
+spool-dir = "/var/spool/vouch"
+timeout = "30m"
+
+[[dump]]
+name = "grafana"
+kind = "sqlite"
+path = "/var/lib/grafana/grafana.db"
+
+[[dump]]
+name = "ldap"
+kind = "command"
+command = ["slapcat", "-n", "1"]
+extension = "ldif"
+min-size = "50%"
+expect-tail = "# end"
+
+[[hook]]
+name = "quiesce"
+when = "before"
+run = ["systemctl", "stop", "app.service"]
+cleanup = ["systemctl", "start", "app.service"]
+timeout = "2m"
+"##,
+        )
+        .unwrap();
+        assert_eq!(s.dumps.spool_dir, Some(PathBuf::from("/var/spool/vouch")));
+        assert_eq!(s.dump[0].timeout, Duration::from_secs(1800));
+        let DumpKind::Sqlite(g) = &s.dump[0].kind else {
+            panic!("not sqlite")
+        };
+        assert_eq!(g.check, SqliteCheck::Integrity);
+        assert_eq!(g.min_tables, 1);
+        assert_eq!(g.busy_timeout, DEFAULT_BUSY_TIMEOUT);
+        assert_eq!(s.dump[1].min_size, Some(MinSize::Percent(50)));
+        assert_eq!(s.hooks[0].when, When::Before);
+        assert_eq!(s.hooks[0].timeout, Duration::from_secs(120));
+        assert!(s.hooks[0].cleanup.is_some());
+    }
+
+    #[test]
+    fn each_mistake_names_its_key() {
+        let cases = [
+            (
+                "[[dump]]\nname = \"a\"\nkind = \"oracle\"\n",
+                "dump.a.kind: \"oracle\" is not one of",
+            ),
+            (
+                "[[dump]]\nname = \"a\"\nkind = \"command\"\ncommand = [\"x\"]\nextension = \"out\"\n",
+                "dump.a.min-size: a command dump needs min-size",
+            ),
+            (
+                "[[dump]]\nname = \"a\"\nkind = \"sqlite\"\npath = \"/x.db\"\nextension = \"db\"\n",
+                "dump.a.extension: extension does not apply to kind = \"sqlite\"",
+            ),
+            (
+                "[[dump]]\nname = \"a\"\nkind = \"sqlite\"\n",
+                "dump.a.path: an sqlite dump needs path",
+            ),
+            (
+                "[[dump]]\nname = \"a\"\nkind = \"command\"\ncommand = []\nextension = \"x\"\nmin-size = 1\n",
+                "dump.a.command: give the program",
+            ),
+            (
+                "[[dump]]\nname = \"a\"\nkind = \"command\"\ncommand = [\"x\"]\nextension = \"../x\"\nmin-size = 1\n",
+                "dump.a.extension:",
+            ),
+            (
+                "[[dump]]\nname = \"a\"\nkind = \"sqlite\"\npath = \"/x.db\"\nmin-size = \"150%\"\n",
+                "dump.a.min-size: \"150%\" is not a percentage",
+            ),
+            (
+                "[[dump]]\nname = \"a\"\nkind = \"sqlite\"\npath = \"/x.db\"\n[[dump]]\nname = \"a\"\nkind = \"sqlite\"\npath = \"/y.db\"\n",
+                "two dumps are called \"a\"",
+            ),
+            (
+                "[[dump]]\nname = \"a\"\nkind = \"sqlite\"\npath = \"/x.db\"\n[[dump]]\nname = \"b\"\nkind = \"sqlite\"\npath = \"/x.db\"\n",
+                "dump.b.path: dump a already copies /x.db",
+            ),
+            (
+                "[[hook]]\nname = \"h\"\nwhen = \"after\"\nrun = [\"true\"]\ncleanup = [\"true\"]\n",
+                "hook.h.cleanup: cleanup belongs to before-hooks",
+            ),
+            (
+                "[[hook]]\nname = \"h\"\nwhen = \"sometimes\"\nrun = [\"true\"]\n",
+                "hook.h.when: \"sometimes\" is not one of",
+            ),
+            (
+                "[[hook]]\nname = \"h\"\nwhen = \"before\"\nrun = [\"true\"]\ntimeout = \"2d\"\n",
+                "hook.h.timeout: use a time limit from 1s to 24h",
+            ),
+            (
+                "[[hook]]\nname = \"h\"\nwhen = \"before\"\nrun = \"systemctl stop app\"\n",
+                "hook.run",
+            ),
+            ("[dumps]\nspool = \"/x\"\n", "unknown"),
+        ];
+        for (extra, want) in cases {
+            let got = err(extra);
+            assert!(got.contains(want), "{extra}\n-> {got}\nwanted {want}");
+        }
+    }
+}
