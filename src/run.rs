@@ -64,6 +64,9 @@ pub struct Report {
     pub level: Level,
     /// Wall time.
     pub duration: Duration,
+    /// A before-hook's cleanup that failed once the sources were read: the archive is
+    /// committed and good, and the run still ends with exit 20.
+    pub cleanup_failure: Option<crate::dump::hook::CleanupFailure>,
     /// The run lock, held for as long as the report lives, so that what follows the commit
     /// (retention) runs under it.
     pub lock: std::sync::Arc<crate::host::lock::RunLock>,
@@ -175,8 +178,13 @@ pub fn run(settings: &Settings, dirs: &Dirs) -> Result<Report, Error> {
     let cleared = preflight::check(settings, dirs).into_result()?;
     let lock = cleared.lock;
     let keys = cleared.keys;
-    let exclude = Exclude::new(&settings.backup.exclude)
-        .map_err(|e| Error::Internal(format!("exclude patterns: {e}")))?;
+    let patterns = [
+        settings.backup.exclude.clone(),
+        crate::dump::live_file_excludes(settings),
+    ]
+    .concat();
+    let exclude =
+        Exclude::new(&patterns).map_err(|e| Error::Internal(format!("exclude patterns: {e}")))?;
     let walker = Walker::new(
         &settings.backup.sources,
         &exclude,
@@ -191,6 +199,8 @@ pub fn run(settings: &Settings, dirs: &Dirs) -> Result<Report, Error> {
     )
     .field("VOUCH_ARCHIVE", &archive_name)
     .emit();
+    // Before-hooks and dumps, each dump checked, before anything is written to a target.
+    let (cleanups, mut dumps) = crate::dump::prepare(settings, dirs)?;
 
     let mut pendings = Vec::new();
     for t in &settings.targets {
@@ -237,7 +247,7 @@ pub fn run(settings: &Settings, dirs: &Dirs) -> Result<Report, Error> {
     let estimate = LastRun::load(&dirs.state).and_then(|l| l.tar_bytes);
     let mut progress = Progress::new("archiving", estimate);
     let mut first = true;
-    let archived = archive_sources(
+    let mut archived = archive_sources(
         &walker,
         &settings.backup.required,
         &mut tar,
@@ -258,7 +268,16 @@ pub fn run(settings: &Settings, dirs: &Dirs) -> Result<Report, Error> {
         ArchiveError::Write(e) => write_error(e),
         ArchiveError::Spool(e) => spool_error(e),
     })?;
+    let failures = crate::dump::entry::Failures {
+        write: &write_error,
+        manifest: &spool_error,
+        spool_dir: &crate::dump::spool_dir(settings, dirs),
+    };
+    crate::dump::entry::append_all(&mut tar, &mut manifest, &mut dumps, &failures)?;
     progress.finish();
+    // Everything is read: the before-hooks' cleanups run now, not after the verification.
+    let cleanup_failure = cleanups.finish();
+    crate::dump::entry::record_all(&mut archived.tail, &dumps);
 
     let mut spooled = manifest.finish(&archived.tail).map_err(spool_error)?;
     let meta_header = |path: &'static str, size: u64| {
@@ -389,6 +408,7 @@ pub fn run(settings: &Settings, dirs: &Dirs) -> Result<Report, Error> {
             skipped: tail.skipped.len() as u64,
             verified_at: verified_at.clone(),
             verification: level.name().into(),
+            dumps: dumps.iter().map(crate::dump::entry::receipt).collect(),
         };
         // The archive's files and its receipt appear together, or not at all.
         if let Err(error) = p.commit(&receipt_name, &receipt.to_json()) {
@@ -448,6 +468,7 @@ pub fn run(settings: &Settings, dirs: &Dirs) -> Result<Report, Error> {
         archive_sha256,
         level,
         duration: started.elapsed(),
+        cleanup_failure,
         lock: std::sync::Arc::new(lock),
     })
 }

@@ -196,7 +196,7 @@ Every other command exits with the codes below; \\fBvouch run\\fR exits 0 only w
             e.message_id()
         ));
     }
-    text.push_str("and the fields that apply: VOUCH_EXIT_CODE, VOUCH_EXIT_NAME, VOUCH_TARGET, VOUCH_ARCHIVE, VOUCH_ARCHIVE_SHA256, VOUCH_FILES, VOUCH_BYTES_IN, VOUCH_BYTES_OUT, VOUCH_DURATION_USEC, VOUCH_HINT, VOUCH_COMMITTED_TARGETS (a failed run whose archive some targets kept), VOUCH_UNIT and VOUCH_FAILED_UNIT (notify-failure: the failed unit and the dependency that failed).\n");
+    text.push_str("and the fields that apply: VOUCH_EXIT_CODE, VOUCH_EXIT_NAME, VOUCH_TARGET, VOUCH_ARCHIVE, VOUCH_ARCHIVE_SHA256, VOUCH_FILES, VOUCH_BYTES_IN, VOUCH_BYTES_OUT, VOUCH_DURATION_USEC, VOUCH_HINT, VOUCH_COMMITTED_TARGETS (a failed run whose archive some targets kept), VOUCH_DUMP, VOUCH_DUMP_KIND and VOUCH_DUMP_SHA256 (dump-written, and a failed dump), VOUCH_HOOK (hook-ran, and a failed hook), VOUCH_UNIT and VOUCH_FAILED_UNIT (notify-failure: the failed unit and the dependency that failed).\n");
     text.push_str(&format!(
         ".SH UNITS\n\\fBvouch.service\\fR runs \\fBvouch run\\fR; \\fBvouch.timer\\fR starts it daily. \
 \\fBvouch\\-verify.timer\\fR verifies the latest archive weekly. \\fBvouch\\-notify@.service\\fR reports failed units.\n\

@@ -34,6 +34,9 @@ pub fn execute(cli: &Cli) -> Result<ExitCode, Error> {
         Ok(()) => ExitCode::Ok,
         Err(e) => e.exit_code(),
     };
+    if code != ExitCode::Ok {
+        crate::dump::hook::failure(&settings, code);
+    }
     let mut outcome = outcome(&settings, started, report.as_ref(), &result, code);
     outcome.reasons.extend(warnings);
     let partial = result.as_ref().err().and_then(Error::committed);
@@ -98,6 +101,14 @@ fn after_commit(
     report: &run::Report,
     warnings: &mut Vec<String>,
 ) -> Result<(), Error> {
+    if let Some((name, error)) = &report.cleanup_failure {
+        return Err(Error::Hook {
+            name: name.clone(),
+            step: "cleanup",
+            error: Box::new(error.clone()),
+            archive: Some(report.archive.clone()),
+        });
+    }
     if let Some(a) = health::size_anomaly(settings, &report.archive, report.archive_size) {
         let error = Error::Anomaly {
             archive: report.archive.clone(),
@@ -117,7 +128,8 @@ fn after_commit(
             }
         }
     }
-    retention::after_run(settings, dirs)
+    retention::after_run(settings, dirs)?;
+    crate::dump::hook::after(settings, &report.archive)
 }
 
 /// The run's result as notifications and metrics see it.
@@ -155,6 +167,8 @@ pub fn report_preflight_failure(error: &Error, code: ExitCode) {
         .field("VOUCH_EXIT_CODE", code.code())
         .field("VOUCH_EXIT_NAME", code.name())
         .field_opt("VOUCH_TARGET", error.target())
+        .field_opt("VOUCH_DUMP", error.dump())
+        .field_opt("VOUCH_HOOK", error.hook())
         .field_opt("VOUCH_HINT", error.hint())
         .emit();
 }
@@ -170,6 +184,8 @@ pub fn report_failure(error: &Error, code: ExitCode) {
         .field("VOUCH_EXIT_CODE", code.code())
         .field("VOUCH_EXIT_NAME", code.name())
         .field_opt("VOUCH_TARGET", error.target())
+        .field_opt("VOUCH_DUMP", error.dump())
+        .field_opt("VOUCH_HOOK", error.hook())
         .field_opt(
             "VOUCH_ARCHIVE",
             error.committed().map(|(a, _)| a.to_owned()),
