@@ -166,6 +166,12 @@ impl Opened {
     }
 }
 
+impl crate::target::Opened for Opened {
+    fn reader(&self) -> io::Result<Box<dyn Read>> {
+        Opened::reader(self)
+    }
+}
+
 /// Reads a shared open file from its own offset (`pread`), leaving the descriptor's alone.
 struct ReadAt {
     file: std::sync::Arc<File>,
@@ -339,6 +345,15 @@ fn read_receipt(path: &Path, archive: &str, now: OffsetDateTime) -> Result<Recei
     });
     receipt.check(archive, split, now)?;
     Ok(receipt)
+}
+
+/// The archive a file name names: the archive itself, one of its parts, or its receipt; any
+/// other name is taken as an archive's.
+pub fn archive_of_file(file_name: &str) -> String {
+    match classify(file_name) {
+        Some(Kind::Archive(a)) | Some(Kind::Part(a, _)) | Some(Kind::Receipt(a)) => a.to_owned(),
+        None => file_name.to_owned(),
+    }
 }
 
 /// Finds one archive given on the command line: a path to the archive (or a part, or its
