@@ -22,8 +22,8 @@ use crate::pipeline::tarstream::{Header, TarWriter};
 use crate::pipeline::walk::{Exclude, Walker};
 use crate::systemd::journal::{self, Entry, Event};
 use crate::systemd::sdnotify::{self as systemd, Progress};
-use crate::target::local::{self, Pending};
 use crate::target::receipt::Receipt;
+use crate::target::{self, local, Target};
 use serde::{Deserialize, Serialize};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -136,22 +136,13 @@ pub fn host_name() -> String {
 
 /// Picks a creation time whose archive name is free on every target (a run in the same second
 /// as the previous one waits for the next second rather than colliding).
-fn pick_name(settings: &Settings) -> (OffsetDateTime, String) {
+fn pick_name(settings: &Settings, stores: &[Box<dyn Target>]) -> (OffsetDateTime, String) {
     loop {
         let now = OffsetDateTime::now_utc()
             .replace_nanosecond(0)
             .unwrap_or(OffsetDateTime::now_utc());
         let name = format!("{}-{}.tar.gz.age", settings.backup.name, stamp(now));
-        let taken = settings.targets.iter().any(|t| {
-            [
-                name.clone(),
-                Receipt::file_name(&name, false),
-                Receipt::file_name(&name, true),
-                local::part_name(&name, 0),
-            ]
-            .iter()
-            .any(|n| t.path.join(n).exists())
-        });
+        let taken = stores.iter().any(|s| s.name_taken(&name));
         if !taken {
             return (now, name);
         }
@@ -183,7 +174,8 @@ pub fn run(settings: &Settings, dirs: &Dirs) -> Result<Report, Error> {
         settings.backup.one_file_system,
     );
 
-    let (created, archive_name) = pick_name(settings);
+    let stores: Vec<Box<dyn Target>> = settings.targets.iter().map(target::open).collect();
+    let (created, archive_name) = pick_name(settings, &stores);
     let host = host_name();
     Entry::event(
         Event::RunStarted,
@@ -193,21 +185,17 @@ pub fn run(settings: &Settings, dirs: &Dirs) -> Result<Report, Error> {
     .emit();
 
     let mut pendings = Vec::new();
-    for t in &settings.targets {
+    for (t, store) in settings.targets.iter().zip(&stores) {
         pendings.push(
-            Pending::create(
-                &t.path,
-                &archive_name,
-                journal::run_id(),
-                preflight::layout(t),
-            )
-            .map_err(|e| target_write(&t.name, &t.path, e))?,
+            store
+                .begin(&archive_name, journal::run_id())
+                .map_err(|e| target_write(&t.name, &t.path, e))?,
         );
     }
     fault::point("after-create");
 
     let names: Vec<String> = settings.targets.iter().map(|t| t.name.clone()).collect();
-    let temps: Vec<PathBuf> = pendings.iter().map(|p| p.temp_path().to_owned()).collect();
+    let temps: Vec<PathBuf> = pendings.iter().map(|p| p.path().to_owned()).collect();
     let fan = FanOut::new(pendings);
     let slot = fan.failure_slot();
     let write_error = |error: io::Error| -> Error { classify_write(&slot, &names, &temps, error) };
@@ -308,10 +296,9 @@ pub fn run(settings: &Settings, dirs: &Dirs) -> Result<Report, Error> {
     for (i, p) in pendings.iter_mut().enumerate() {
         p.sync().map_err(|error| Error::Write {
             target: settings.targets[i].name.clone(),
-            path: p.temp_path().to_owned(),
+            path: p.path().to_owned(),
             error,
         })?;
-        fault::corrupt(p.temp_path());
     }
     fault::point("before-verify");
     let level = if keys.identity.is_some() {
@@ -360,11 +347,10 @@ pub fn run(settings: &Settings, dirs: &Dirs) -> Result<Report, Error> {
     let mut committed = Vec::new();
     for (i, p) in pendings.into_iter().enumerate() {
         let t = &settings.targets[i];
-        let temp = p.temp_path().to_owned();
+        let temp = p.path().to_owned();
         let parts = p.final_names();
         let split = p.is_split();
         let receipt_name = Receipt::file_name(&archive_name, split);
-        let wrote = written_files(&t.path, &parts, &receipt_name);
         let receipt = Receipt {
             format: crate::target::receipt::FORMAT.into(),
             version: crate::target::receipt::VERSION,
@@ -391,21 +377,24 @@ pub fn run(settings: &Settings, dirs: &Dirs) -> Result<Report, Error> {
             verification: level.name().into(),
         };
         // The archive's files and its receipt appear together, or not at all.
-        if let Err(error) = p.commit(&receipt_name, &receipt.to_json()) {
-            return Err(commit_failed(
-                settings,
-                i,
-                &archive_name,
-                &committed,
-                temp,
-                error,
-            ));
-        }
-        let path = t.path.join(&archive_name);
+        let placed = match p.commit(&receipt_name, &receipt.to_json()) {
+            Ok(placed) => placed,
+            Err(error) => {
+                return Err(commit_failed(
+                    settings,
+                    i,
+                    &archive_name,
+                    &committed,
+                    temp,
+                    error,
+                ))
+            }
+        };
+        let path = placed.path;
         fault::point("after-commit");
         Entry::event(
             Event::ArchiveWritten,
-            format!("target {}: wrote {wrote}", t.name),
+            format!("target {}: wrote {}", t.name, placed.wrote),
         )
         .field("VOUCH_TARGET", &t.name)
         .field("VOUCH_ARCHIVE", path.display())
@@ -450,22 +439,6 @@ pub fn run(settings: &Settings, dirs: &Dirs) -> Result<Report, Error> {
         duration: started.elapsed(),
         lock: std::sync::Arc::new(lock),
     })
-}
-
-/// The files a commit put in `dir`, as the "wrote" line names them: the archive itself, or for
-/// a split archive its first and last parts and the receipt that lists them.
-fn written_files(dir: &Path, parts: &[String], receipt: &str) -> String {
-    match parts {
-        [one] => dir.join(one).display().to_string(),
-        [first, .., last] => format!(
-            "{} to {} ({} parts, listed in {})",
-            dir.join(first).display(),
-            last,
-            parts.len(),
-            receipt
-        ),
-        [] => dir.display().to_string(),
-    }
 }
 
 /// A required path that is not in the archive, with the reason as it stands now: missing,
