@@ -6,24 +6,36 @@
 //! closes the archive; unreadable and required paths are judged; every temporary file is
 //! fsynced and read back from its target; only then does each get its final name and its
 //! receipt. Any failure before the rename leaves nothing under a final name.
+//!
+//! [`run`] is that order as a list of phases, each a function taking what the phase before it
+//! produced: `preflight` (the lock and the keys), `dumps` (the before-hooks, then every
+//! `[[dump]]` made and checked in the spool, before anything is written to a target), `archive`
+//! (the sources and the dumps, with the before-hooks' cleanups run once they are read; the
+//! pending archive on every
+//! target and the `Facts` of the archive), `judge`, `verify` (how and when it was
+//! verified), `commit` (where it went), then `after_commit`: the size check and retention,
+//! which can still fail the run but never undo the commit. A new phase is one more call there.
+//! Targets are reached only through [`crate::target::Target`].
 
-use crate::check::preflight;
-use crate::check::verify::{self, Expected, Level};
-use crate::config::{ReadErrorPolicy, Settings};
+use crate::check::preflight::Cleared;
+use crate::check::verify::{self as check, Expected, Level};
+use crate::config::{self, AnomalyPolicy, ReadErrorPolicy, Settings};
 use crate::error::Error;
 use crate::host::dirs::Dirs;
 use crate::host::fault;
-use crate::pipeline::archive::{archive_sources, ArchiveError, Stats};
+use crate::pipeline::archive::{archive_sources, ArchiveError, Archived, Stats};
 use crate::pipeline::compress::ParallelGzWriter;
-use crate::pipeline::crypt::{self, KeyError};
+use crate::pipeline::crypt::{self, KeyError, Keys};
 use crate::pipeline::io::{FailureSlot, FanOut, HashWriter};
-use crate::pipeline::manifest::{Head, ManifestWriter, MANIFEST_PATH, SUMS_PATH};
+use crate::pipeline::manifest::{Head, ManifestWriter, Spooled, Tail, MANIFEST_PATH, SUMS_PATH};
 use crate::pipeline::tarstream::{Header, TarWriter};
 use crate::pipeline::walk::{Exclude, Walker};
+use crate::report::health;
 use crate::systemd::journal::{self, Entry, Event};
 use crate::systemd::sdnotify::{self as systemd, Progress};
-use crate::target::local::{self, Pending};
 use crate::target::receipt::Receipt;
+use crate::target::{self, local, retention, Pending, Placed, Target};
+use age::stream::StreamWriter;
 use serde::{Deserialize, Serialize};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -139,22 +151,13 @@ pub fn host_name() -> String {
 
 /// Picks a creation time whose archive name is free on every target (a run in the same second
 /// as the previous one waits for the next second rather than colliding).
-fn pick_name(settings: &Settings) -> (OffsetDateTime, String) {
+fn pick_name(settings: &Settings, stores: &[Box<dyn Target>]) -> (OffsetDateTime, String) {
     loop {
         let now = OffsetDateTime::now_utc()
             .replace_nanosecond(0)
             .unwrap_or(OffsetDateTime::now_utc());
         let name = format!("{}-{}.tar.gz.age", settings.backup.name, stamp(now));
-        let taken = settings.targets.iter().any(|t| {
-            [
-                name.clone(),
-                Receipt::file_name(&name, false),
-                Receipt::file_name(&name, true),
-                local::part_name(&name, 0),
-            ]
-            .iter()
-            .any(|n| t.path.join(n).exists())
-        });
+        let taken = stores.iter().any(|s| s.name_taken(&name));
         if !taken {
             return (now, name);
         }
@@ -171,13 +174,167 @@ fn target_write(target: &str, path: &Path, error: io::Error) -> Error {
     }
 }
 
-/// Runs one backup.
-pub fn run(settings: &Settings, dirs: &Dirs) -> Result<Report, Error> {
+/// How a run ended.
+#[derive(Debug)]
+pub struct Ran {
+    /// What the run committed, when it got that far (also when a phase after the commit
+    /// failed: the archive stays committed and good).
+    pub report: Option<Report>,
+    /// `Ok`, or the failure that ended the run, before the commit or after it.
+    pub result: Result<(), Error>,
+    /// What the phases after the commit found without failing the run (a size anomaly with
+    /// `on-anomaly = "warn"`), for the notifications.
+    pub warnings: Vec<String>,
+}
+
+/// Runs one backup: the phases up to the commit, then the phases after it.
+pub fn run(settings: &Settings, dirs: &Dirs) -> Ran {
+    let report = match backup(settings, dirs) {
+        Ok(report) => report,
+        Err(e) => {
+            return Ran {
+                report: None,
+                result: Err(e),
+                warnings: Vec::new(),
+            }
+        }
+    };
+    let mut warnings = Vec::new();
+    let result = after_commit(settings, dirs, &report, &mut warnings);
+    Ran {
+        report: Some(report),
+        result,
+        warnings,
+    }
+}
+
+/// The phases up to a verified archive committed on every target, in order. A failure in any
+/// of them leaves nothing under a final name, unless the commit itself failed on a target after
+/// it succeeded on another (the error says which).
+fn backup(settings: &Settings, dirs: &Dirs) -> Result<Report, Error> {
     let started = Instant::now();
+    let cleared = preflight(settings, dirs)?;
+    let stores: Vec<Box<dyn Target>> = settings.targets.iter().map(target::open).collect();
+    let prepared = dumps(settings, dirs)?;
+    let Written {
+        facts,
+        mut spooled,
+        mut pendings,
+    } = archive(settings, dirs, &cleared.keys, &stores, prepared)?;
+    judge(settings, &facts.archived.tail)?;
+    let verified = verify(settings, &cleared.keys, &facts, &mut spooled, &mut pendings)?;
+    let committed = commit(settings, &facts, &verified, pendings)?;
+    Ok(Report {
+        archive: facts.name,
+        committed,
+        stats: facts.archived.stats,
+        tar_bytes: facts.closed.tar_bytes,
+        archive_size: facts.closed.archive_size,
+        archive_sha256: facts.closed.archive_sha256,
+        level: verified.level,
+        duration: started.elapsed(),
+        cleanup_failure: facts.cleanup_failure,
+        lock: std::sync::Arc::new(cleared.lock),
+    })
+}
+
+/// The phases once the archive is committed and verified everywhere: a before-hook's failed
+/// cleanup, the size check's verdict, retention, then the after-hooks. Each can still fail the
+/// run (20, 35, 36); the archive stays.
+fn after_commit(
+    settings: &Settings,
+    dirs: &Dirs,
+    report: &Report,
+    warnings: &mut Vec<String>,
+) -> Result<(), Error> {
+    cleanup_check(report)?;
+    size_check(settings, report, warnings)?;
+    retention::after_run(settings, dirs)?;
+    crate::dump::hook::after(settings, &report.archive)
+}
+
+/// Dumps: the before-hooks in config order, then every `[[dump]]` made and checked in the
+/// spool. A failure runs the cleanups owed so far and stops the run (20) with nothing written.
+fn dumps<'a>(settings: &'a Settings, dirs: &Dirs) -> Result<crate::dump::Prepared<'a>, Error> {
+    crate::dump::prepare(settings, dirs)
+}
+
+/// A before-hook's cleanup that failed after the read: exit 20, the archive kept.
+fn cleanup_check(report: &Report) -> Result<(), Error> {
+    match &report.cleanup_failure {
+        None => Ok(()),
+        Some((name, error)) => Err(Error::Hook {
+            name: name.clone(),
+            step: "cleanup",
+            error: Box::new(error.clone()),
+            archive: Some(report.archive.clone()),
+        }),
+    }
+}
+
+/// Preflight: every check that can run before a byte is written (lock, keys, sources,
+/// targets). What it clears holds the run lock.
+fn preflight(settings: &Settings, dirs: &Dirs) -> Result<Cleared, Error> {
     systemd::status("preflight: checking lock, keys, sources and targets");
-    let cleared = preflight::check(settings, dirs).into_result()?;
-    let lock = cleared.lock;
-    let keys = cleared.keys;
+    crate::check::preflight::check(settings, dirs).into_result()
+}
+
+/// What the archive phase leaves for the ones after it.
+struct Written {
+    /// What the archive is.
+    facts: Facts,
+    /// The manifest, spooled, which the read-back checks every entry against.
+    spooled: Spooled,
+    /// The archive being written to each target, in config order.
+    pendings: Vec<Box<dyn Pending>>,
+}
+
+/// One archive's name, time, counts and digests: the same on every target.
+struct Facts {
+    /// The archive's file name.
+    name: String,
+    /// Its creation time (in its name, its manifest and its receipts).
+    created: OffsetDateTime,
+    /// The host that wrote it.
+    host: String,
+    /// Counts, and the scan's unreadable, changed, skipped and required paths.
+    archived: Archived,
+    /// Its digests and sizes.
+    closed: Closed,
+    /// The dumps it holds, as receipts record them.
+    dumps: Vec<crate::target::receipt::ReceiptDump>,
+    /// A before-hook's cleanup that failed once everything was read.
+    cleanup_failure: Option<crate::dump::hook::CleanupFailure>,
+}
+
+/// What closing the archive stream measured.
+struct Closed {
+    /// SHA-256 of `.vouch/manifest.json`.
+    manifest_sha256: String,
+    /// SHA-256 of `.vouch/SHA256SUMS`.
+    sums_sha256: String,
+    /// SHA-256 of the encrypted archive.
+    archive_sha256: String,
+    /// Encrypted archive bytes.
+    archive_size: u64,
+    /// Uncompressed tar bytes.
+    tar_bytes: u64,
+}
+
+/// The archive stream, from tar down to every target's pending archive.
+type Stream = TarWriter<ParallelGzWriter<StreamWriter<HashWriter<FanOut<Box<dyn Pending>>>>>>;
+
+/// Archive: the sources are read once and streamed through tar -> gzip -> age into a pending
+/// archive on every target at the same time, then the checked dumps; the before-hooks'
+/// cleanups run once everything is read; the manifest closes the archive.
+fn archive(
+    settings: &Settings,
+    dirs: &Dirs,
+    keys: &Keys,
+    stores: &[Box<dyn Target>],
+    (cleanups, mut dumps): crate::dump::Prepared<'_>,
+) -> Result<Written, Error> {
+    // The live files of SQLite dumps are left out: their snapshots are archived instead.
     let patterns = [
         settings.backup.exclude.clone(),
         crate::dump::live_file_excludes(settings),
@@ -190,120 +347,196 @@ pub fn run(settings: &Settings, dirs: &Dirs) -> Result<Report, Error> {
         &exclude,
         settings.backup.one_file_system,
     );
-
-    let (created, archive_name) = pick_name(settings);
+    let (created, name) = pick_name(settings, stores);
     let host = host_name();
     Entry::event(
         Event::RunStarted,
         format!("backup {} started", settings.backup.name),
     )
-    .field("VOUCH_ARCHIVE", &archive_name)
+    .field("VOUCH_ARCHIVE", &name)
     .emit();
-    // Before-hooks and dumps, each dump checked, before anything is written to a target.
-    let (cleanups, mut dumps) = crate::dump::prepare(settings, dirs)?;
+    let pendings = begin(settings, stores, &name)?;
+    let (fan, errors) = fan_out(settings, dirs, pendings);
+    let head = manifest_head(settings, &host, created);
+    let mut manifest = ManifestWriter::new(head, &dirs.state).map_err(|e| errors.spool(e))?;
+    let mut tar = open_stream(keys, fan, &errors)?;
+    let mut archived = write_sources(settings, dirs, &walker, &mut tar, &mut manifest, &errors)?;
+    write_dumps(settings, dirs, &mut tar, &mut manifest, &mut dumps, &errors)?;
+    crate::dump::entry::record_all(&mut archived.tail, &dumps);
+    let cleanup_failure = cleanups.finish();
+    let mut spooled = manifest
+        .finish(&archived.tail)
+        .map_err(|e| errors.spool(e))?;
+    let (closed, pendings) = close_stream(tar, &mut spooled, created, &errors)?;
+    Ok(Written {
+        facts: Facts {
+            name,
+            created,
+            host,
+            archived,
+            closed,
+            dumps: dumps.iter().map(crate::dump::entry::receipt).collect(),
+            cleanup_failure,
+        },
+        spooled,
+        pendings,
+    })
+}
 
+/// Writes every checked dump into the stream and the manifest, after the sources.
+fn write_dumps(
+    settings: &Settings,
+    dirs: &Dirs,
+    tar: &mut Stream,
+    manifest: &mut ManifestWriter,
+    dumps: &mut [crate::dump::Dumped],
+    errors: &StreamErrors,
+) -> Result<(), Error> {
+    let failures = crate::dump::entry::Failures {
+        write: &|e| errors.write(e),
+        manifest: &|e| errors.spool(e),
+        spool_dir: &crate::dump::spool_dir(settings, dirs),
+    };
+    crate::dump::entry::append_all(tar, manifest, dumps, &failures)
+}
+
+/// Begins the archive `name` on every target.
+fn begin(
+    settings: &Settings,
+    stores: &[Box<dyn Target>],
+    name: &str,
+) -> Result<Vec<Box<dyn Pending>>, Error> {
     let mut pendings = Vec::new();
-    for t in &settings.targets {
+    for (t, store) in settings.targets.iter().zip(stores) {
         pendings.push(
-            Pending::create(
-                &t.path,
-                &archive_name,
-                journal::run_id(),
-                preflight::layout(t),
-            )
-            .map_err(|e| target_write(&t.name, &t.path, e))?,
+            store
+                .begin(name, journal::run_id())
+                .map_err(|e| target_write(&t.name, &t.path, e))?,
         );
     }
     fault::point("after-create");
+    Ok(pendings)
+}
 
+/// One writer over every pending archive, and what turns the stream's errors into the run's.
+fn fan_out(
+    settings: &Settings,
+    dirs: &Dirs,
+    pendings: Vec<Box<dyn Pending>>,
+) -> (FanOut<Box<dyn Pending>>, StreamErrors) {
     let names: Vec<String> = settings.targets.iter().map(|t| t.name.clone()).collect();
-    let temps: Vec<PathBuf> = pendings.iter().map(|p| p.temp_path().to_owned()).collect();
+    let temps: Vec<PathBuf> = pendings.iter().map(|p| p.path().to_owned()).collect();
     let fan = FanOut::new(pendings);
-    let slot = fan.failure_slot();
-    let write_error = |error: io::Error| -> Error { classify_write(&slot, &names, &temps, error) };
+    let errors = StreamErrors {
+        slot: fan.failure_slot(),
+        names,
+        temps,
+        state: dirs.state.clone(),
+    };
+    (fan, errors)
+}
 
-    let head = Head {
+/// The head of the archive's manifest.
+fn manifest_head(settings: &Settings, host: &str, created: OffsetDateTime) -> Head {
+    Head {
         format: "vouch-manifest".into(),
         version: 1,
         run_id: journal::run_id().into(),
-        host: host.clone(),
+        host: host.to_owned(),
         name: settings.backup.name.clone(),
         created: rfc3339(created),
-    };
-    let spool_error = |error| Error::State {
-        path: dirs.state.clone(),
-        error,
-    };
-    let mut manifest = ManifestWriter::new(head, &dirs.state).map_err(spool_error)?;
+    }
+}
+
+/// Stacks hash, age, gzip and tar on the fan-out.
+fn open_stream(
+    keys: &Keys,
+    fan: FanOut<Box<dyn Pending>>,
+    errors: &StreamErrors,
+) -> Result<Stream, Error> {
     let cipher = HashWriter::new(fan);
-    let encrypted = crypt::encrypt(&keys.recipients, cipher).map_err(write_error)?;
+    let encrypted = crypt::encrypt(&keys.recipients, cipher).map_err(|e| errors.write(e))?;
     let gz = ParallelGzWriter::new(
         encrypted,
         GZIP_LEVEL,
         crate::pipeline::compress::default_threads(),
     );
-    let mut tar = TarWriter::new(gz);
+    Ok(TarWriter::new(gz))
+}
 
+/// Writes every source into the stream and the manifest, with progress.
+fn write_sources(
+    settings: &Settings,
+    dirs: &Dirs,
+    walker: &Walker<'_>,
+    tar: &mut Stream,
+    manifest: &mut ManifestWriter,
+    errors: &StreamErrors,
+) -> Result<Archived, Error> {
     let estimate = LastRun::load(&dirs.state).and_then(|l| l.tar_bytes);
     let mut progress = Progress::new("archiving", estimate);
     let mut first = true;
-    let mut archived = archive_sources(
-        &walker,
-        &settings.backup.required,
-        &mut tar,
-        &mut manifest,
-        &mut |n| {
-            if first && n > 0 {
-                first = false;
-                fault::point("mid-archive");
-            }
-            progress.update(n);
-        },
-    )
+    let archived = archive_sources(walker, &settings.backup.required, tar, manifest, &mut |n| {
+        if first && n > 0 {
+            first = false;
+            fault::point("mid-archive");
+        }
+        progress.update(n);
+    })
     .map_err(|e| match e {
         ArchiveError::Source(m) => Error::Source {
             path: m.path,
             error: m.error,
         },
-        ArchiveError::Write(e) => write_error(e),
-        ArchiveError::Spool(e) => spool_error(e),
+        ArchiveError::Write(e) => errors.write(e),
+        ArchiveError::Spool(e) => errors.spool(e),
     })?;
-    let failures = crate::dump::entry::Failures {
-        write: &write_error,
-        manifest: &spool_error,
-        spool_dir: &crate::dump::spool_dir(settings, dirs),
-    };
-    crate::dump::entry::append_all(&mut tar, &mut manifest, &mut dumps, &failures)?;
     progress.finish();
-    // Everything is read: the before-hooks' cleanups run now, not after the verification.
-    let cleanup_failure = cleanups.finish();
-    crate::dump::entry::record_all(&mut archived.tail, &dumps);
+    Ok(archived)
+}
 
-    let mut spooled = manifest.finish(&archived.tail).map_err(spool_error)?;
+/// Closes the archive: the spooled manifest and sums go in last, then tar, gzip, age and the
+/// hash are finished. Returns what was measured and the pending archives.
+fn close_stream(
+    mut tar: Stream,
+    spooled: &mut Spooled,
+    created: OffsetDateTime,
+    errors: &StreamErrors,
+) -> Result<(Closed, Vec<Box<dyn Pending>>), Error> {
+    let write = |e| errors.write(e);
     let meta_header = |path: &'static str, size: u64| {
         Header::own_file(path.as_bytes(), size, created.unix_timestamp())
     };
     let manifest_sha256 = append_spooled(
         &mut tar,
         &meta_header(MANIFEST_PATH, spooled.manifest_len),
-        spooled.manifest_reader().map_err(spool_error)?,
+        spooled.manifest_reader().map_err(|e| errors.spool(e))?,
     )
-    .map_err(write_error)?;
+    .map_err(write)?;
     let sums_sha256 = append_spooled(
         &mut tar,
         &meta_header(SUMS_PATH, spooled.sums_len),
-        spooled.sums_reader().map_err(spool_error)?,
+        spooled.sums_reader().map_err(|e| errors.spool(e))?,
     )
-    .map_err(write_error)?;
+    .map_err(write)?;
     let tar_bytes = tar.written() + 1024;
-    let gz = tar.finish().map_err(write_error)?;
-    let encrypted = gz.finish().map_err(write_error)?;
-    let cipher = encrypted.finish().map_err(write_error)?;
+    let gz = tar.finish().map_err(write)?;
+    let encrypted = gz.finish().map_err(write)?;
+    let cipher = encrypted.finish().map_err(write)?;
     let (fan, archive_sha256, archive_size) = cipher.finish();
-    let mut pendings = fan.into_inner();
+    let closed = Closed {
+        manifest_sha256,
+        sums_sha256,
+        archive_sha256,
+        archive_size,
+        tar_bytes,
+    };
+    Ok((closed, fan.into_inner()))
+}
 
-    // Judge the scan before anything is kept.
-    let tail = &archived.tail;
+/// Judge: the scan before anything is kept. Unreadable paths fail the run unless
+/// `on-read-error = "warn"`; every required path must be in the archive.
+fn judge(settings: &Settings, tail: &Tail) -> Result<(), Error> {
     if !tail.unreadable.is_empty() {
         match settings.backup.on_read_error {
             ReadErrorPolicy::Fail => return Err(Error::SourceRead(tail.unreadable.clone())),
@@ -322,15 +555,32 @@ pub fn run(settings: &Settings, dirs: &Dirs) -> Result<Report, Error> {
     if !missing.is_empty() {
         return Err(Error::Required(missing));
     }
+    Ok(())
+}
 
-    // Make every copy durable, then read every copy back from its target.
-    for (i, p) in pendings.iter_mut().enumerate() {
+/// How the archive was verified, and when.
+struct Verified {
+    /// Fully, or as ciphertext only (no identity).
+    level: Level,
+    /// RFC 3339 time the read-back ended.
+    at: String,
+}
+
+/// Verify: every pending archive is made durable, then read back from its target and checked
+/// against the manifest.
+fn verify(
+    settings: &Settings,
+    keys: &Keys,
+    facts: &Facts,
+    spooled: &mut Spooled,
+    pendings: &mut [Box<dyn Pending>],
+) -> Result<Verified, Error> {
+    for (t, p) in settings.targets.iter().zip(pendings.iter_mut()) {
         p.sync().map_err(|error| Error::Write {
-            target: settings.targets[i].name.clone(),
-            path: p.temp_path().to_owned(),
+            target: t.name.clone(),
+            path: p.path().to_owned(),
             error,
         })?;
-        fault::corrupt(p.temp_path());
     }
     fault::point("before-verify");
     let level = if keys.identity.is_some() {
@@ -338,154 +588,189 @@ pub fn run(settings: &Settings, dirs: &Dirs) -> Result<Report, Error> {
     } else {
         Level::CiphertextOnly
     };
-    for (i, p) in pendings.iter().enumerate() {
-        let target = &settings.targets[i].name;
-        systemd::status(&format!("verifying {target}: reading the archive back"));
-        let verify_error = |detail: String| Error::Verify {
-            target: target.clone(),
-            archive: archive_name.clone(),
-            detail,
-        };
-        let file = p
-            .open_for_readback()
-            .map_err(|e| verify_error(format!("cannot open it again: {e}")))?;
-        let mut expected = Expected {
-            manifest: &mut spooled,
-            manifest_sha256: &manifest_sha256,
-            sums_sha256: &sums_sha256,
-            archive_sha256: &archive_sha256,
-            archive_size,
-        };
-        let mut vprogress = Progress::new("verifying", Some(tar_bytes));
-        let result = match &keys.identity {
-            Some(identity) => {
-                verify::verify_full(file, identity, &mut expected, &mut |n| vprogress.update(n))
-            }
-            None => verify::check_ciphertext(file, &expected),
-        };
-        vprogress.finish();
-        result.map_err(|m| verify_error(m.0))?;
+    for (t, p) in settings.targets.iter().zip(pendings.iter()) {
+        read_back(&t.name, &**p, keys, facts, spooled)?;
     }
     if level == Level::CiphertextOnly {
         log::warn!(
             "archives were checked as ciphertext only (no identity): they were not decrypted, so their contents are unproven; set [encryption] identity"
         );
     }
-    let verified_at = rfc3339(OffsetDateTime::now_utc());
-    fault::point("before-commit");
+    Ok(Verified {
+        level,
+        at: rfc3339(OffsetDateTime::now_utc()),
+    })
+}
 
-    // Commit: final names, then receipts. A stop (SIGTERM) waits until every target is done.
+/// Reads one pending archive back from its target and checks it: entry by entry against the
+/// manifest with the identity, else as ciphertext.
+fn read_back(
+    target: &str,
+    pending: &dyn Pending,
+    keys: &Keys,
+    facts: &Facts,
+    spooled: &mut Spooled,
+) -> Result<(), Error> {
+    systemd::status(&format!("verifying {target}: reading the archive back"));
+    let verify_error = |detail: String| Error::Verify {
+        target: target.to_owned(),
+        archive: facts.name.clone(),
+        detail,
+    };
+    let file = pending
+        .open_for_readback()
+        .map_err(|e| verify_error(format!("cannot open it again: {e}")))?;
+    let closed = &facts.closed;
+    let mut expected = Expected {
+        manifest: spooled,
+        manifest_sha256: &closed.manifest_sha256,
+        sums_sha256: &closed.sums_sha256,
+        archive_sha256: &closed.archive_sha256,
+        archive_size: closed.archive_size,
+    };
+    let mut progress = Progress::new("verifying", Some(closed.tar_bytes));
+    let result = match &keys.identity {
+        Some(identity) => {
+            check::verify_full(file, identity, &mut expected, &mut |n| progress.update(n))
+        }
+        None => check::check_ciphertext(file, &expected),
+    };
+    progress.finish();
+    result.map_err(|m| verify_error(m.0))
+}
+
+/// Commit: each target's archive gets its final names and its receipt, target after target.
+/// A stop (SIGTERM) waits until every target is done.
+fn commit(
+    settings: &Settings,
+    facts: &Facts,
+    verified: &Verified,
+    pendings: Vec<Box<dyn Pending>>,
+) -> Result<Vec<Committed>, Error> {
+    fault::point("before-commit");
     let _commit = crate::systemd::stop::commit_section();
     let mut committed = Vec::new();
     for (i, p) in pendings.into_iter().enumerate() {
         let t = &settings.targets[i];
-        let temp = p.temp_path().to_owned();
-        let parts = p.final_names();
+        let temp = p.path().to_owned();
         let split = p.is_split();
-        let receipt_name = Receipt::file_name(&archive_name, split);
-        let wrote = written_files(&t.path, &parts, &receipt_name);
-        let receipt = Receipt {
-            format: crate::target::receipt::FORMAT.into(),
-            version: crate::target::receipt::VERSION,
-            run_id: journal::run_id().into(),
-            host: host.clone(),
-            name: settings.backup.name.clone(),
-            target: t.name.clone(),
-            archive: archive_name.clone(),
-            parts: if split { parts } else { Vec::new() },
-            created: rfc3339(created),
-            vouch_version: env!("CARGO_PKG_VERSION").into(),
-            archive_size,
-            archive_sha256: archive_sha256.clone(),
-            files: archived.stats.files,
-            dirs: archived.stats.dirs,
-            symlinks: archived.stats.symlinks,
-            bytes_in: archived.stats.bytes,
-            tar_bytes,
-            required: tail.required.clone(),
-            unreadable: tail.unreadable.len() as u64,
-            changed: tail.changed.len() as u64,
-            skipped: tail.skipped.len() as u64,
-            verified_at: verified_at.clone(),
-            verification: level.name().into(),
-            dumps: dumps.iter().map(crate::dump::entry::receipt).collect(),
-        };
+        let receipt_name = Receipt::file_name(&facts.name, split);
+        let receipt = receipt(settings, t, facts, verified, p.final_names(), split);
         // The archive's files and its receipt appear together, or not at all.
-        if let Err(error) = p.commit(&receipt_name, &receipt.to_json()) {
-            return Err(commit_failed(
-                settings,
-                i,
-                &archive_name,
-                &committed,
-                temp,
-                error,
-            ));
-        }
-        let path = t.path.join(&archive_name);
+        let placed = p
+            .commit(&receipt_name, &receipt.to_json())
+            .map_err(|error| commit_failed(settings, i, &facts.name, &committed, temp, error))?;
         fault::point("after-commit");
-        Entry::event(
-            Event::ArchiveWritten,
-            format!("target {}: wrote {wrote}", t.name),
-        )
-        .field("VOUCH_TARGET", &t.name)
-        .field("VOUCH_ARCHIVE", path.display())
-        .field("VOUCH_ARCHIVE_SHA256", &archive_sha256)
-        .field("VOUCH_BYTES_OUT", archive_size)
-        .emit();
-        let verified = Entry::event(
-            Event::ArchiveVerified,
-            format!(
-                "target {}: verified {} ({})",
-                t.name,
-                archive_name,
-                level.name()
-            ),
-        )
-        .field("VOUCH_TARGET", &t.name)
-        .field("VOUCH_ARCHIVE", path.display())
-        .field("VOUCH_ARCHIVE_SHA256", &archive_sha256)
-        .field("VOUCH_FILES", archived.stats.files);
-        let verified = if level == Level::CiphertextOnly {
-            verified
-                .level(log::Level::Warn)
-                .field("VOUCH_HINT", KeyError::NoIdentity.hint())
-        } else {
-            verified
-        };
-        verified.emit();
+        announce(t, facts, verified.level, &placed);
         committed.push(Committed {
             target: t.name.clone(),
-            path,
+            path: placed.path,
         });
     }
-
-    Ok(Report {
-        archive: archive_name,
-        committed,
-        stats: archived.stats,
-        tar_bytes,
-        archive_size,
-        archive_sha256,
-        level,
-        duration: started.elapsed(),
-        cleanup_failure,
-        lock: std::sync::Arc::new(lock),
-    })
+    Ok(committed)
 }
 
-/// The files a commit put in `dir`, as the "wrote" line names them: the archive itself, or for
-/// a split archive its first and last parts and the receipt that lists them.
-fn written_files(dir: &Path, parts: &[String], receipt: &str) -> String {
-    match parts {
-        [one] => dir.join(one).display().to_string(),
-        [first, .., last] => format!(
-            "{} to {} ({} parts, listed in {})",
-            dir.join(first).display(),
-            last,
-            parts.len(),
-            receipt
+/// The receipt of the archive on target `t`, whose final file names are `parts`.
+fn receipt(
+    settings: &Settings,
+    t: &config::Target,
+    facts: &Facts,
+    verified: &Verified,
+    parts: Vec<String>,
+    split: bool,
+) -> Receipt {
+    let (stats, tail, closed) = (&facts.archived.stats, &facts.archived.tail, &facts.closed);
+    Receipt {
+        format: crate::target::receipt::FORMAT.into(),
+        version: crate::target::receipt::VERSION,
+        run_id: journal::run_id().into(),
+        host: facts.host.clone(),
+        name: settings.backup.name.clone(),
+        target: t.name.clone(),
+        archive: facts.name.clone(),
+        parts: if split { parts } else { Vec::new() },
+        created: rfc3339(facts.created),
+        vouch_version: env!("CARGO_PKG_VERSION").into(),
+        archive_size: closed.archive_size,
+        archive_sha256: closed.archive_sha256.clone(),
+        files: stats.files,
+        dirs: stats.dirs,
+        symlinks: stats.symlinks,
+        bytes_in: stats.bytes,
+        tar_bytes: closed.tar_bytes,
+        required: tail.required.clone(),
+        unreadable: tail.unreadable.len() as u64,
+        changed: tail.changed.len() as u64,
+        skipped: tail.skipped.len() as u64,
+        verified_at: verified.at.clone(),
+        verification: verified.level.name().into(),
+        dumps: facts.dumps.clone(),
+    }
+}
+
+/// The journal entries of an archive committed on target `t`: written, then verified.
+fn announce(t: &config::Target, facts: &Facts, level: Level, placed: &Placed) {
+    let path = placed.path.display();
+    Entry::event(
+        Event::ArchiveWritten,
+        format!("target {}: wrote {}", t.name, placed.wrote),
+    )
+    .field("VOUCH_TARGET", &t.name)
+    .field("VOUCH_ARCHIVE", &path)
+    .field("VOUCH_ARCHIVE_SHA256", &facts.closed.archive_sha256)
+    .field("VOUCH_BYTES_OUT", facts.closed.archive_size)
+    .emit();
+    let verified = Entry::event(
+        Event::ArchiveVerified,
+        format!(
+            "target {}: verified {} ({})",
+            t.name,
+            facts.name,
+            level.name()
         ),
-        [] => dir.display().to_string(),
+    )
+    .field("VOUCH_TARGET", &t.name)
+    .field("VOUCH_ARCHIVE", &path)
+    .field("VOUCH_ARCHIVE_SHA256", &facts.closed.archive_sha256)
+    .field("VOUCH_FILES", facts.archived.stats.files);
+    let verified = if level == Level::CiphertextOnly {
+        verified
+            .level(log::Level::Warn)
+            .field("VOUCH_HINT", KeyError::NoIdentity.hint())
+    } else {
+        verified
+    };
+    verified.emit();
+}
+
+/// The size check: a new archive whose size is outside `size-tolerance` of recent ones fails
+/// the run (`on-anomaly = "fail"`, exit 35) or is a warning, logged and added to `warnings` so
+/// that notifications carry it.
+fn size_check(
+    settings: &Settings,
+    report: &Report,
+    warnings: &mut Vec<String>,
+) -> Result<(), Error> {
+    let Some(a) = health::size_anomaly(settings, &report.archive, report.archive_size) else {
+        return Ok(());
+    };
+    let error = Error::Anomaly {
+        archive: report.archive.clone(),
+        size: a.size,
+        median: a.median,
+        tolerance: a.tolerance,
+    };
+    match settings.health.on_anomaly {
+        AnomalyPolicy::Fail => Err(error),
+        AnomalyPolicy::Warn => {
+            warnings.push(format!("size anomaly: {error}"));
+            Entry::error(format!("size anomaly: {error}"))
+                .level(log::Level::Warn)
+                .field("VOUCH_ARCHIVE", &report.archive)
+                .field_opt("VOUCH_HINT", error.hint())
+                .emit();
+            Ok(())
+        }
     }
 }
 
@@ -551,21 +836,39 @@ fn append_spooled<W: Write>(
     }
 }
 
-/// Turns an error that surfaced from the archive stream into a write error naming the target
-/// that failed, when a target failed.
-fn classify_write(
-    slot: &FailureSlot,
-    names: &[String],
-    temps: &[PathBuf],
-    error: io::Error,
-) -> Error {
-    let failure = slot.lock().ok().and_then(|mut f| f.take());
-    match failure {
-        Some(f) => Error::Write {
-            target: names.get(f.index).cloned().unwrap_or_default(),
-            path: temps.get(f.index).cloned().unwrap_or_default(),
-            error: f.error,
-        },
-        None => Error::Internal(format!("the archive stream failed: {error}")),
+/// Turns the errors that surface from the archive stream into the run's: a write error naming
+/// the target that failed, or a state error for the manifest's spool.
+struct StreamErrors {
+    /// Where the fan-out keeps its first failure.
+    slot: FailureSlot,
+    /// The targets' names, in fan-out order.
+    names: Vec<String>,
+    /// Their (first) temporary files.
+    temps: Vec<PathBuf>,
+    /// The state directory, which holds the spool.
+    state: PathBuf,
+}
+
+impl StreamErrors {
+    /// An error that surfaced from the archive stream: the failing target's write error, when
+    /// a target failed.
+    fn write(&self, error: io::Error) -> Error {
+        let failure = self.slot.lock().ok().and_then(|mut f| f.take());
+        match failure {
+            Some(f) => Error::Write {
+                target: self.names.get(f.index).cloned().unwrap_or_default(),
+                path: self.temps.get(f.index).cloned().unwrap_or_default(),
+                error: f.error,
+            },
+            None => Error::Internal(format!("the archive stream failed: {error}")),
+        }
+    }
+
+    /// An error of the manifest's spool in the state directory.
+    fn spool(&self, error: io::Error) -> Error {
+        Error::State {
+            path: self.state.clone(),
+            error,
+        }
     }
 }

@@ -31,8 +31,8 @@ use crate::host::filesystem::{
 use crate::host::lock::RunLock;
 use crate::pipeline::crypt::{KeyError, Keys};
 use crate::systemd::sdnotify::human_bytes;
+use crate::target::local::Layout;
 use crate::target::local::TEMP_PREFIX;
-use crate::target::local::{Layout, TempFile};
 use crate::target::receipt::Receipt;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
@@ -316,18 +316,10 @@ pub fn layout(target: &Target) -> Layout {
     }
 }
 
-/// Creates, writes and fsyncs a probe file in `dir`, commits it with the archive's own commit
-/// ([`TempFile::commit`], so [`rename_noreplace`](crate::target::local::rename_noreplace) and its
-/// fallbacks), removes it and fsyncs the directory. Both of its names start with the temporary
-/// prefix, so a probe left by a killed run is removed like any other leftover.
+/// Creates, writes and fsyncs a probe file in `dir`, commits it as archives are committed and
+/// removes it ([`crate::target::Target::probe`]).
 pub fn write_probe(dir: &Path) -> io::Result<()> {
-    let name = format!("{TEMP_PREFIX}probe.{}", std::process::id());
-    let mut probe = TempFile::create(dir, &name, "probe")?;
-    probe.write_all(&[0u8; 4096])?;
-    probe.sync()?;
-    let committed = probe.commit()?;
-    fs::remove_file(&committed)?;
-    fs::File::open(dir)?.sync_all()
+    crate::target::open_dir(dir).probe()
 }
 
 /// The directory `require-mount` checks for `target`: its `mount`, else its path.

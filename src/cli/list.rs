@@ -115,7 +115,7 @@ fn list_target(t: &Target, name: &str, log: &VerifyLog) -> (TargetListing, Optio
         archives: Vec::new(),
         others: 0,
     };
-    match archives::scan(&t.path) {
+    match crate::target::open(t).scan() {
         Ok(found) => {
             let (own, others): (Vec<_>, Vec<_>) =
                 found.iter().partition(|a| archives::is_own(&a.name, name));

@@ -13,7 +13,7 @@ use crate::host::dirs::{self, Dirs};
 use crate::pipeline::crypt::{self, Identity, KeyError, CREDENTIAL_NAME};
 use crate::restore::{self, Options, RestoreError};
 use crate::systemd::journal::Entry;
-use crate::target::archives::{self, Archive};
+use crate::target::archives::Archive;
 use std::path::{Path, PathBuf};
 
 /// What to restore, from the command line.
@@ -58,9 +58,11 @@ pub fn classify(error: RestoreError, target: Option<&str>, archive: &str, to: &P
     }
 }
 
-/// One copy of the archive to restore from, with the name of the target holding it.
+/// One copy of the archive to restore from, the target holding it, and its name when it is a
+/// configured target.
 struct Copy {
     archive: Archive,
+    store: Box<dyn crate::target::Target>,
     target: Option<String>,
 }
 
@@ -90,11 +92,12 @@ fn locate(
         } else {
             arg.to_owned()
         };
-        let found = archives::find(&arg, &[])
+        let found = crate::target::find(&arg, &[])
             .map_err(|e| Error::Usage(format!("cannot look for {}: {e}", arg.display())))?;
         return match found {
-            Some(archive) => Ok(vec![Copy {
-                archive,
+            Some(found) => Ok(vec![Copy {
+                archive: found.archive,
+                store: found.store,
                 target: None,
             }]),
             None => Err(Error::Usage(format!(
@@ -119,16 +122,16 @@ fn locate(
                 .join(", ")
         )));
     }
-    let dirs: Vec<&Path> = targets.iter().map(|t| t.path.as_path()).collect();
     let where_ = || {
-        dirs.iter()
-            .map(|d| d.display().to_string())
+        targets
+            .iter()
+            .map(|t| t.path.display().to_string())
             .collect::<Vec<_>>()
             .join(", ")
     };
     let look_error = |e: std::io::Error| Error::Usage(format!("cannot look for archives: {e}"));
     let name = if arg == Path::new("latest") {
-        archives::latest_name(&s.backup.name, &dirs)
+        crate::target::latest_name(&s.backup.name, &targets)
             .map_err(look_error)?
             .ok_or_else(|| {
                 Error::Usage(format!(
@@ -140,7 +143,7 @@ fn locate(
     } else {
         arg.to_string_lossy().into_owned()
     };
-    let copies = archives::find_copies(&name, &dirs).map_err(look_error)?;
+    let copies = crate::target::find_copies(&name, &targets).map_err(look_error)?;
     if copies.is_empty() {
         return Err(Error::Usage(format!(
             "no archive {name} on the configured targets ({})",
@@ -149,12 +152,10 @@ fn locate(
     }
     Ok(copies
         .into_iter()
-        .map(|archive| {
-            let target = targets
-                .iter()
-                .find(|t| t.path == archive.dir)
-                .map(|t| t.name.clone());
-            Copy { archive, target }
+        .map(|found| Copy {
+            target: found.target.map(|i| targets[i].name.clone()),
+            store: found.store,
+            archive: found.archive,
         })
         .collect())
 }
@@ -326,7 +327,7 @@ fn restore_copy(
         .as_ref()
         .map(|r| (r.archive_sha256.as_str(), r.archive_size));
     restore::restore(
-        &|| archive.open(),
+        &|| copy.store.read(archive),
         identity,
         receipt,
         archive.size_on_disk(),
@@ -357,7 +358,10 @@ fn report(copy: &Copy, done: &restore::Restored) {
         done.dir.display()
     ))
     .level(log::Level::Debug)
-    .field("VOUCH_ARCHIVE", archive.dir.join(&archive.name).display())
+    .field(
+        "VOUCH_ARCHIVE",
+        copy.store.archive_path(&archive.name).display(),
+    )
     .field("VOUCH_FILES", done.entries)
     .field_opt("VOUCH_TARGET", copy.target.as_deref())
     .emit();

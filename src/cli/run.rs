@@ -1,20 +1,20 @@
 //! `vouch run`: load the config, back up, and record the outcome.
 
 use crate::cli::Cli;
-use crate::config::{self, AnomalyPolicy, Settings};
+use crate::config::{self, Settings};
 use crate::error::Error;
 use crate::exit::ExitCode;
 use crate::host::dirs::{self, Dirs};
 use crate::report::outcome::Outcome;
-use crate::report::{health, metrics, notify};
+use crate::report::{metrics, notify};
 use crate::run::{self, rfc3339, LastRun};
 use crate::systemd::journal::{self, Entry, Event};
 use crate::systemd::sdnotify::{self as systemd, human_bytes};
-use crate::target::retention;
 use time::OffsetDateTime;
 
-/// Runs one backup, then (in this order, once the result is final) retention, the size check's
-/// verdict, metrics, notifications and the state record.
+/// Runs one backup (its phases, including the size check's verdict and retention after the
+/// commit, are in [`run::run`]), then, once the result is final, records and reports it: the
+/// state record, notifications, metrics and the journal.
 pub fn execute(cli: &Cli) -> Result<ExitCode, Error> {
     let settings = config::load(&dirs::config_path(cli.config.as_deref()))?;
     let dirs = Dirs::from_env();
@@ -22,14 +22,11 @@ pub fn execute(cli: &Cli) -> Result<ExitCode, Error> {
     let watch = crate::systemd::stop::Watch::start(&settings, &dirs);
     let started = OffsetDateTime::now_utc();
     notify::run_started(&settings.notify, &dirs);
-    let mut warnings = Vec::new();
-    let (report, result) = match run::run(&settings, &dirs) {
-        Ok(report) => {
-            let result = after_commit(&settings, &dirs, &report, &mut warnings);
-            (Some(report), result)
-        }
-        Err(e) => (None, Err(e)),
-    };
+    let run::Ran {
+        report,
+        result,
+        warnings,
+    } = run::run(&settings, &dirs);
     let code = match &result {
         Ok(()) => ExitCode::Ok,
         Err(e) => e.exit_code(),
@@ -89,47 +86,6 @@ pub fn execute(cli: &Cli) -> Result<ExitCode, Error> {
         .emit();
     systemd::status(&format!("last run succeeded: {}", report.archive));
     Ok(ExitCode::Ok)
-}
-
-/// What happens once the new archive is committed and verified everywhere: the size check's
-/// verdict, then retention. Either can still fail the run (35, 36); the archive stays.
-/// Warnings that do not fail the run (a size anomaly with `on-anomaly = "warn"`) are added
-/// to `warnings`, so that notifications carry them.
-fn after_commit(
-    settings: &Settings,
-    dirs: &Dirs,
-    report: &run::Report,
-    warnings: &mut Vec<String>,
-) -> Result<(), Error> {
-    if let Some((name, error)) = &report.cleanup_failure {
-        return Err(Error::Hook {
-            name: name.clone(),
-            step: "cleanup",
-            error: Box::new(error.clone()),
-            archive: Some(report.archive.clone()),
-        });
-    }
-    if let Some(a) = health::size_anomaly(settings, &report.archive, report.archive_size) {
-        let error = Error::Anomaly {
-            archive: report.archive.clone(),
-            size: a.size,
-            median: a.median,
-            tolerance: a.tolerance,
-        };
-        match settings.health.on_anomaly {
-            AnomalyPolicy::Fail => return Err(error),
-            AnomalyPolicy::Warn => {
-                warnings.push(format!("size anomaly: {error}"));
-                Entry::error(format!("size anomaly: {error}"))
-                    .level(log::Level::Warn)
-                    .field("VOUCH_ARCHIVE", &report.archive)
-                    .field_opt("VOUCH_HINT", error.hint())
-                    .emit()
-            }
-        }
-    }
-    retention::after_run(settings, dirs)?;
-    crate::dump::hook::after(settings, &report.archive)
 }
 
 /// The run's result as notifications and metrics see it.

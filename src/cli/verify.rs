@@ -32,7 +32,8 @@ use crate::pipeline::crypt::{KeyError, Keys};
 use crate::restore::{self, RestoreError};
 use crate::systemd::journal::{Entry, Event};
 use crate::systemd::sdnotify::Progress;
-use crate::target::archives::{self, Archive, Opened, VerifyLog, VerifyRecord};
+use crate::target::archives::{self, Archive, VerifyLog, VerifyRecord};
+use crate::target::Opened;
 use std::cell::RefCell;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -126,7 +127,7 @@ fn table_wanted() -> bool {
 /// What checking one archive found.
 enum Checked {
     /// Read in full and every entry matched; its files stay open for a restore test.
-    Passed(verify::Verified, Opened),
+    Passed(verify::Verified, Box<dyn Opened>),
     /// The first difference.
     Failed(verify::Mismatch),
     /// Deleted after it was listed and before it was opened (retention, by a `vouch run` or
@@ -142,6 +143,14 @@ struct Verdict {
     detail: Option<String>,
     /// Whether the restore step ran (the files were written out and compared).
     restore_test: bool,
+}
+
+/// One archive to verify: the configured target it counts for, the target holding it, and
+/// the archive.
+struct Work<'a> {
+    target: &'a Target,
+    store: Rc<dyn crate::target::Target>,
+    archive: Archive,
 }
 
 /// The work of `execute` once the config is loaded.
@@ -171,13 +180,18 @@ fn verify_selected(
     let several = work.len() > 1;
     // The target of every archive that passed.
     let mut passed: Vec<String> = Vec::new();
-    for (t, c) in work {
+    for Work {
+        target: t,
+        store,
+        archive: c,
+    } in work
+    {
         crate::systemd::sdnotify::status(&format!("verifying {} on {}", c.name, t.name));
         let receipt = c
             .receipt
             .as_ref()
             .map(|r| (r.archive_sha256.as_str(), r.archive_size));
-        let verdict = match check(&c, &identity, receipt, &dirs.state) {
+        let verdict = match check(&*store, &c, &identity, receipt, &dirs.state) {
             Checked::Removed => {
                 let detail = format!(
                     "{} was deleted after this verification started and before it was opened (retention by a `vouch run` or `vouch prune` running at the same time deletes archives); nothing was checked",
@@ -210,7 +224,7 @@ fn verify_selected(
                 let Some(dir) = restore_to else {
                     report_passed(t, &c, &v);
                     passed.push(t.name.clone());
-                    record(&mut log, t, &c, verdict);
+                    record(&mut log, &*store, t, &c, verdict);
                     continue;
                 };
                 // The restore test: write every file out and read it back against the manifest.
@@ -219,7 +233,7 @@ fn verify_selected(
                 } else {
                     dir.to_owned()
                 };
-                match restore_test(&c, &opened, &identity, receipt, &into) {
+                match restore_test(&c, &*opened, &identity, receipt, &into) {
                     Ok(entries) => {
                         crate::out!(
                             "restored {entries} entries of {} into {}",
@@ -242,7 +256,7 @@ fn verify_selected(
                         // The archive verified; writing it out failed for a reason of the
                         // scratch directory's, so no restore test is on record.
                         report_passed(t, &c, &v);
-                        record(&mut log, t, &c, verdict);
+                        record(&mut log, &*store, t, &c, verdict);
                         save(&log, dirs);
                         return Err(restore_cli::classify(e, Some(&t.name), &c.name, &into));
                     }
@@ -257,7 +271,7 @@ fn verify_selected(
                 detail: detail.clone(),
             });
         }
-        record(&mut log, t, &c, verdict);
+        record(&mut log, &*store, t, &c, verdict);
     }
     save(&log, dirs);
     let mut failures = failures.into_iter();
@@ -287,32 +301,36 @@ fn select<'a>(
     targets: &[&'a Target],
     selection: &Selection,
     failures: &mut Vec<Error>,
-) -> Result<Vec<(&'a Target, Archive)>, Error> {
+) -> Result<Vec<Work<'a>>, Error> {
     let first = targets[0];
     if let Selection::One(path) = selection {
-        let dirs: Vec<&Path> = targets.iter().map(|t| t.path.as_path()).collect();
-        let found = archives::find(path, &dirs).map_err(|error| Error::TargetWrite {
+        let found = crate::target::find(path, targets).map_err(|error| Error::TargetWrite {
             target: first.name.clone(),
             path: first.path.clone(),
             error,
         })?;
-        let Some(a) = found else {
+        let Some(found) = found else {
             return Err(Error::Usage(format!(
                 "no archive {} on {}",
                 path.display(),
-                dirs.iter()
-                    .map(|d| d.display().to_string())
+                targets
+                    .iter()
+                    .map(|t| t.path.display().to_string())
                     .collect::<Vec<_>>()
                     .join(", ")
             )));
         };
         // An archive outside every target is checked under the first target's name.
-        let owner = targets.iter().find(|t| t.path == a.dir).unwrap_or(&first);
-        return Ok(vec![(*owner, a)]);
+        return Ok(vec![Work {
+            target: found.target.map_or(first, |i| targets[i]),
+            store: found.store.into(),
+            archive: found.archive,
+        }]);
     }
     let mut work = Vec::new();
     for t in targets {
-        let all = match archives::scan_own(&t.path, &settings.backup.name) {
+        let holder: Rc<dyn crate::target::Target> = crate::target::open(t).into();
+        let all = match holder.scan_own(&settings.backup.name) {
             Ok(all) => all,
             Err(error) => {
                 let e = Error::TargetWrite {
@@ -342,7 +360,11 @@ fn select<'a>(
                 detail,
             });
         }
-        work.extend(found.into_iter().map(|a| (*t, a)));
+        work.extend(found.into_iter().map(|archive| Work {
+            target: t,
+            store: Rc::clone(&holder),
+            archive,
+        }));
     }
     Ok(work)
 }
@@ -350,7 +372,13 @@ fn select<'a>(
 /// Checks one archive: its receipt and files as listed, then every part opened before any is
 /// read (so that retention deleting it meanwhile cannot cut the read short), then the full
 /// read-back.
-fn check(c: &Archive, identity: &Identity, receipt: Option<(&str, u64)>, spool: &Path) -> Checked {
+fn check(
+    store: &dyn crate::target::Target,
+    c: &Archive,
+    identity: &Identity,
+    receipt: Option<(&str, u64)>,
+    spool: &Path,
+) -> Checked {
     // A missing receipt only means the archive's own hash cannot be compared (the contents
     // are still checked against the manifest); a broken one is a failure.
     if let (true, Some(problem)) = (
@@ -368,14 +396,14 @@ fn check(c: &Archive, identity: &Identity, receipt: Option<(&str, u64)>, spool: 
         )));
     }
     crate::host::fault::point("verify-before-open");
-    let opened = match c.open_all() {
+    let opened = match store.open(c) {
         Ok(o) => o,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             // Retention deletes every data file, one after the other, then the receipt: a
             // moment later they are all gone. Anything less is a damaged archive.
-            if c.is_gone() || {
+            if store.is_gone(c) || {
                 std::thread::sleep(std::time::Duration::from_millis(200));
-                c.is_gone()
+                store.is_gone(c)
             } {
                 return Checked::Removed;
             }
@@ -444,7 +472,10 @@ fn report_passed(t: &Target, c: &Archive, v: &verify::Verified) {
         format!("target {}: verified {} (full)", t.name, c.name),
     )
     .field("VOUCH_TARGET", &t.name)
-    .field("VOUCH_ARCHIVE", t.path.join(&c.name).display())
+    .field(
+        "VOUCH_ARCHIVE",
+        crate::target::open(t).archive_path(&c.name).display(),
+    )
     .field("VOUCH_ARCHIVE_SHA256", &v.archive_sha256)
     .field("VOUCH_FILES", v.entries)
     .emit();
@@ -452,8 +483,14 @@ fn report_passed(t: &Target, c: &Archive, v: &verify::Verified) {
 
 /// Records a verification in the log, unless the archive has been deleted meanwhile (a record
 /// for an archive that is gone would never be cleared).
-fn record(log: &mut VerifyLog, t: &Target, c: &Archive, verdict: Verdict) {
-    if c.is_gone() {
+fn record(
+    log: &mut VerifyLog,
+    store: &dyn crate::target::Target,
+    t: &Target,
+    c: &Archive,
+    verdict: Verdict,
+) {
+    if store.is_gone(c) {
         crate::out!(
             "note  {}  {}  deleted by retention while it was being verified; not recorded",
             t.name,
@@ -513,7 +550,7 @@ fn check_scratch(dir: &Path) -> Result<(), Error> {
 /// compares the restored tree with the manifest.
 fn restore_test(
     archive: &Archive,
-    opened: &Opened,
+    opened: &dyn Opened,
     identity: &Identity,
     receipt: Option<(&str, u64)>,
     into: &Path,

@@ -154,7 +154,9 @@ pub fn live_file_excludes(settings: &Settings) -> Vec<String> {
 fn last_verified_size(settings: &Settings, dirs: &Dirs, name: &str) -> Option<u64> {
     let target = settings.targets.first()?;
     let log = crate::target::archives::VerifyLog::load(&dirs.state);
-    let archives = crate::target::archives::scan_own(&target.path, &settings.backup.name).ok()?;
+    let archives = crate::target::open(target)
+        .scan_own(&settings.backup.name)
+        .ok()?;
     archives
         .iter()
         .rev()

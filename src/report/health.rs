@@ -100,7 +100,8 @@ pub fn judge(size: u64, earlier: &[u64], tolerance: u32) -> Option<SizeAnomaly> 
 pub fn size_anomaly(settings: &Settings, archive: &str, size: u64) -> Option<SizeAnomaly> {
     let mut earlier: BTreeMap<String, u64> = BTreeMap::new();
     for target in &settings.targets {
-        for a in archives::scan_own(&target.path, &settings.backup.name).unwrap_or_default() {
+        let store = crate::target::open(target);
+        for a in store.scan_own(&settings.backup.name).unwrap_or_default() {
             if a.name.as_str() >= archive {
                 continue;
             }
@@ -358,12 +359,6 @@ fn verify_info(archive: &str, r: &VerifyRecord) -> VerifyInfo {
     }
 }
 
-/// Free bytes for an unprivileged writer on the filesystem holding `path`.
-pub fn free_bytes(path: &Path) -> Option<u64> {
-    let st = nix::sys::statvfs::statvfs(path).ok()?;
-    Some(st.blocks_available().saturating_mul(st.fragment_size()))
-}
-
 struct Checker<'a> {
     now: OffsetDateTime,
     settings: &'a Settings,
@@ -388,7 +383,8 @@ impl Checker<'_> {
     fn target(&mut self, target: &Target, log: &VerifyLog) -> TargetReport {
         let name = target.name.as_str();
         let mut report = TargetReport::new(&target.name, &target.path.display().to_string());
-        let all = match archives::scan_own(&target.path, &self.settings.backup.name) {
+        let store = crate::target::open(target);
+        let all = match store.scan_own(&self.settings.backup.name) {
             Ok(all) => all,
             Err(e) => {
                 self.add(
@@ -425,7 +421,7 @@ impl Checker<'_> {
         if let Some(newest) = all.last() {
             self.newest(target, newest, &all, log, &mut report);
         }
-        self.space(target, &mut report);
+        self.space(target, &*store, &mut report);
         self.verifications(target, &all, log, &mut report);
         report
     }
@@ -603,9 +599,14 @@ impl Checker<'_> {
     }
 
     /// Free space against the next archive and `min-free`.
-    fn space(&mut self, target: &Target, report: &mut TargetReport) {
+    fn space(
+        &mut self,
+        target: &Target,
+        store: &dyn crate::target::Target,
+        report: &mut TargetReport,
+    ) {
         let name = target.name.as_str();
-        report.free_bytes = free_bytes(&target.path);
+        report.free_bytes = store.free_bytes();
         let (Some(free), Some(next)) = (report.free_bytes, report.next_archive_bytes) else {
             return;
         };

@@ -23,11 +23,7 @@ use crate::host::dirs::Dirs;
 use crate::run::{rfc3339, LastRun};
 use crate::systemd::journal::{self, Entry, Event};
 use crate::systemd::signals;
-use crate::target::local::TEMP_PREFIX;
 use nix::sys::signal::Signal;
-use std::fs;
-use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use time::OffsetDateTime;
 
@@ -108,14 +104,17 @@ impl Context {
 
     /// Removes this run's temporary files from every target until a pass finds none.
     fn sweep(&self) -> usize {
-        let prefix = format!("{TEMP_PREFIX}{}.", journal::run_id());
+        let stores: Vec<_> = self
+            .settings
+            .targets
+            .iter()
+            .map(crate::target::open)
+            .collect();
         let mut total = 0;
         for _ in 0..10 {
-            let removed: usize = self
-                .settings
-                .targets
+            let removed: usize = stores
                 .iter()
-                .map(|t| remove_with_prefix(&t.path, &prefix))
+                .map(|s| s.remove_temporaries(journal::run_id()))
                 .sum();
             total += removed;
             if removed == 0 {
@@ -165,24 +164,4 @@ fn hint(signal: Signal) -> &'static str {
         Signal::SIGHUP => "The terminal that ran vouch closed; run backups from vouch.service (systemctl start vouch.service) or under nohup",
         _ => "The run was interrupted (Ctrl-C); start it again with systemctl start vouch.service",
     }
-}
-
-/// Removes the regular files in `dir` whose names start with `prefix`; returns how many.
-fn remove_with_prefix(dir: &Path, prefix: &str) -> usize {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return 0;
-    };
-    let doomed: Vec<PathBuf> = entries
-        .flatten()
-        .filter(|e| e.file_name().as_bytes().starts_with(prefix.as_bytes()))
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-        .map(|e| e.path())
-        .collect();
-    let removed = doomed.iter().filter(|p| fs::remove_file(p).is_ok()).count();
-    if removed > 0 {
-        if let Ok(d) = fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
-    removed
 }

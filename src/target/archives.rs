@@ -2,12 +2,13 @@
 //!
 //! A target directory holds, per run, the archive (`NAME-STAMP.tar.gz.age`, or its parts
 //! `....tar.gz.age.000`, `.001`, ...) and its receipt. `list`, `status`, `verify`, `restore` and
-//! `prune` all start from [`scan`], which groups those files by archive and reads each receipt
-//! without decrypting anything. Archives whose receipt is missing or unreadable are listed too,
-//! so that the commands can point at them instead of skipping them silently. An archive whose
-//! commit or deletion is under way, or was interrupted (a `.vouch-commit.` or `.vouch-deleting.`
-//! marker for it exists, see [`crate::target::local`]), is not listed: it is not an archive until
-//! the commit is finished, and no longer one once its deletion has begun.
+//! `prune` all start from the listing ([`crate::target::Target::scan`]; for a directory,
+//! [`scan`]), which groups those files by archive and reads each receipt without decrypting
+//! anything. Archives whose receipt is missing or unreadable are listed too, so that the
+//! commands can point at them instead of skipping them silently. An archive whose commit or
+//! deletion is under way, or was interrupted (a `.vouch-commit.` or `.vouch-deleting.` marker
+//! for it exists, see [`crate::target::local`]), is not listed: it is not an archive until the
+//! commit is finished, and no longer one once its deletion has begun.
 //!
 //! This is the one place receipts are read. A receipt is read without following a link, without
 //! blocking and up to [`bounded::RECEIPT_CAP`]; it must pass [`Receipt::check`] (format, version,
@@ -90,26 +91,27 @@ impl Archive {
     }
 
     /// Opens the data files as one stream, in order, each with its cached pages dropped first
-    /// so that the bytes come from the device.
-    pub fn open(&self) -> io::Result<Box<dyn Read>> {
+    /// so that the bytes come from the device ([`crate::target::Target::read`]).
+    pub(in crate::target) fn open(&self) -> io::Result<Box<dyn Read>> {
         open_files(&self.files)
     }
 
     /// Opens every data file before any is read, for as many passes as a check needs. An open
     /// file stays readable after it is unlinked, so an archive that retention deletes while it
-    /// is being read (`vouch verify` does not take the run lock) is read to its end.
-    pub fn open_all(&self) -> io::Result<Opened> {
+    /// is being read (`vouch verify` does not take the run lock) is read to its end
+    /// ([`crate::target::Target::open`]).
+    pub(in crate::target) fn open_all(&self) -> io::Result<OpenFiles> {
         let mut files = Vec::with_capacity(self.files.len());
         for f in &self.files {
             let file = open_data(f)
                 .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", f.display())))?;
             files.push(std::sync::Arc::new(file));
         }
-        Ok(Opened { files })
+        Ok(OpenFiles { files })
     }
 
     /// The files the receipt names that did not exist when the archive was listed (by
-    /// [`scan`] or [`find`]), unlike [`Archive::missing_files`], which looks again now.
+    /// [`scan`]), unlike [`Archive::missing_files`], which looks again now.
     pub fn missing_when_listed(&self) -> Vec<PathBuf> {
         let expected: Vec<PathBuf> = match &self.receipt {
             Some(r) if !r.parts.is_empty() => r.parts.iter().map(|p| self.dir.join(p)).collect(),
@@ -124,8 +126,8 @@ impl Archive {
 
     /// Whether the archive is being deleted or is gone: retention renames its receipt to a
     /// deletion marker before it removes any data file, so either the marker exists or none of
-    /// the data files listed for the archive does.
-    pub fn is_gone(&self) -> bool {
+    /// the data files listed for the archive does ([`crate::target::Target::is_gone`]).
+    pub(in crate::target) fn is_gone(&self) -> bool {
         let marked = self.receipt_path.as_ref().is_some_and(|r| {
             r.file_name().is_some_and(|n| {
                 let marker = format!("{}{}", local::DELETE_PREFIX, n.to_string_lossy());
@@ -139,14 +141,14 @@ impl Archive {
     }
 }
 
-/// An archive's data files, all open: each [`Opened::reader`] reads them from the start, in
+/// An archive's data files, all open: each [`OpenFiles::reader`] reads them from the start, in
 /// order, through the same descriptors, whatever happened to their names meanwhile.
 #[derive(Debug, Clone)]
-pub struct Opened {
+pub(in crate::target) struct OpenFiles {
     files: Vec<std::sync::Arc<File>>,
 }
 
-impl Opened {
+impl OpenFiles {
     /// One pass over the archive from its first byte, with the cached pages of every file
     /// dropped first so that the bytes come from the device. Passes may overlap: each reads at
     /// its own offsets.
@@ -163,6 +165,12 @@ impl Opened {
             ));
         }
         Ok(chain)
+    }
+}
+
+impl crate::target::Opened for OpenFiles {
+    fn reader(&self) -> io::Result<Box<dyn Read>> {
+        OpenFiles::reader(self)
     }
 }
 
@@ -187,7 +195,7 @@ fn open_data(path: &Path) -> io::Result<File> {
 }
 
 /// Opens `files` as one stream, in order, each with its cached pages dropped first.
-pub fn open_files(files: &[PathBuf]) -> io::Result<Box<dyn Read>> {
+fn open_files(files: &[PathBuf]) -> io::Result<Box<dyn Read>> {
     let mut chain: Box<dyn Read> = Box::new(io::empty());
     for f in files {
         let file = open_data(f)?;
@@ -216,14 +224,6 @@ pub fn is_own(archive: &str, name: &str) -> bool {
         .and_then(|rest| rest.strip_prefix('-'))
         .is_some_and(|rest| !rest.contains('-'))
         && created_from_name(archive).is_some()
-}
-
-/// The archives of backup `name` in `dir`, oldest first.
-pub fn scan_own(dir: &Path, name: &str) -> io::Result<Vec<Archive>> {
-    Ok(scan(dir)?
-        .into_iter()
-        .filter(|a| is_own(&a.name, name))
-        .collect())
 }
 
 /// Parses an RFC 3339 time as written by vouch.
@@ -258,7 +258,8 @@ fn classify(file_name: &str) -> Option<Kind<'_>> {
     None
 }
 
-/// Every archive in `dir`, oldest first (by name, which sorts by time for one backup name).
+/// Every archive in `dir`, oldest first (by name, which sorts by time for one backup name): the
+/// listing of a directory target, which the commands reach as [`crate::target::Target::scan`].
 pub fn scan(dir: &Path) -> io::Result<Vec<Archive>> {
     let mut names: BTreeSet<String> = BTreeSet::new();
     let mut plain: BTreeSet<String> = BTreeSet::new();
@@ -341,62 +342,13 @@ fn read_receipt(path: &Path, archive: &str, now: OffsetDateTime) -> Result<Recei
     Ok(receipt)
 }
 
-/// Finds one archive given on the command line: a path to the archive (or a part, or its
-/// receipt), or a bare file name looked up in each of `dirs`.
-pub fn find(arg: &Path, dirs: &[&Path]) -> io::Result<Option<Archive>> {
-    let text = arg.to_string_lossy();
-    let file_name = arg
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let name = match classify(&file_name) {
+/// The archive a file name names: the archive itself, one of its parts, or its receipt; any
+/// other name is taken as an archive's.
+pub fn archive_of_file(file_name: &str) -> String {
+    match classify(file_name) {
         Some(Kind::Archive(a)) | Some(Kind::Part(a, _)) | Some(Kind::Receipt(a)) => a.to_owned(),
-        None => file_name.clone(),
-    };
-    let search: Vec<PathBuf> = match arg.parent() {
-        Some(d) if !d.as_os_str().is_empty() && text.contains('/') => vec![d.to_owned()],
-        _ => dirs.iter().map(|d| d.to_path_buf()).collect(),
-    };
-    for dir in search {
-        if !dir.is_dir() {
-            continue;
-        }
-        if let Some(a) = scan(&dir)?.into_iter().find(|a| a.name == name) {
-            return Ok(Some(a));
-        }
+        None => file_name.to_owned(),
     }
-    Ok(None)
-}
-
-/// Every copy of the archive called `name` (a file name, not a path) in `dirs`, in the order
-/// of `dirs`.
-pub fn find_copies(name: &str, dirs: &[&Path]) -> io::Result<Vec<Archive>> {
-    let mut copies = Vec::new();
-    for dir in dirs {
-        if !dir.is_dir() {
-            continue;
-        }
-        copies.extend(scan(dir)?.into_iter().filter(|a| a.name == name));
-    }
-    Ok(copies)
-}
-
-/// The file name of the newest archive of backup `backup` in any of `dirs` (by creation time,
-/// then by name).
-pub fn latest_name(backup: &str, dirs: &[&Path]) -> io::Result<Option<String>> {
-    let mut newest: Option<Archive> = None;
-    for dir in dirs {
-        if !dir.is_dir() {
-            continue;
-        }
-        for a in scan_own(dir, backup)? {
-            let key = |a: &Archive| (a.created, a.name.clone());
-            if newest.as_ref().is_none_or(|n| key(&a) > key(n)) {
-                newest = Some(a);
-            }
-        }
-    }
-    Ok(newest.map(|a| a.name))
 }
 
 /// The state file with every archive's last verification.

@@ -1,4 +1,5 @@
-//! A directory target: archives are written as temporary files and renamed into place.
+//! A directory target: archives are written as temporary files and renamed into place. [`Local`]
+//! implements [`super::Target`] with the functions below.
 //!
 //! Writing: every file is created exclusively (`O_EXCL`, mode 0600) under a temporary name
 //! `.vouch-tmp.RUN.FINAL` in the target directory itself (so no rename crosses filesystems),
@@ -40,7 +41,11 @@ use std::path::{Path, PathBuf};
 
 use crate::host::bounded::{self, Links};
 use crate::host::fault;
+use crate::target::archives::{self, Archive};
 use crate::target::receipt::Receipt;
+
+/// What [`recover`] did (defined with the [`super::Target`] trait, whose step it is).
+pub use super::Recovery;
 
 /// Every temporary file vouch creates in a target starts with this, and nothing else does.
 pub const TEMP_PREFIX: &str = ".vouch-tmp.";
@@ -415,29 +420,6 @@ fn write_marker(
     Ok(path)
 }
 
-/// What [`recover`] did in a target directory.
-#[derive(Debug, Default)]
-pub struct Recovery {
-    /// Archives whose interrupted commit was finished.
-    pub finished: Vec<String>,
-    /// Archives whose interrupted commit was undone (files under final names removed).
-    pub undone: Vec<String>,
-    /// Archives whose interrupted deletion was finished.
-    pub deleted: Vec<String>,
-    /// Temporary files of interrupted runs that were removed.
-    pub removed: Vec<PathBuf>,
-}
-
-impl Recovery {
-    /// Whether anything was done.
-    pub fn is_empty(&self) -> bool {
-        self.finished.is_empty()
-            && self.undone.is_empty()
-            && self.deleted.is_empty()
-            && self.removed.is_empty()
-    }
-}
-
 /// Puts a target directory back in order after interrupted runs and prunes: finishes or undoes
 /// every interrupted commit, finishes every interrupted deletion, then removes the temporary
 /// files that are left. Call only while holding the run lock.
@@ -670,6 +652,198 @@ pub fn remove_leftovers(dir: &Path) -> io::Result<Vec<PathBuf>> {
         File::open(dir)?.sync_all()?;
     }
     Ok(removed)
+}
+
+/// A directory target: a `[[target]]` of the config, or a directory named on the command line.
+#[derive(Debug)]
+pub struct Local {
+    dir: PathBuf,
+    /// The target's config; `None` for a directory that is not configured.
+    config: Option<crate::config::Target>,
+}
+
+impl Local {
+    /// The directory target `config` describes.
+    pub fn new(config: &crate::config::Target) -> Local {
+        Local {
+            dir: config.path.clone(),
+            config: Some(config.clone()),
+        }
+    }
+
+    /// A directory that is no configured target; archives begun in it are one file.
+    pub fn dir(dir: &Path) -> Local {
+        Local {
+            dir: dir.to_owned(),
+            config: None,
+        }
+    }
+
+    /// How archives are laid out here (see [`crate::check::preflight::layout`]).
+    fn layout(&self) -> Layout {
+        self.config
+            .as_ref()
+            .map_or(Layout::Single, crate::check::preflight::layout)
+    }
+}
+
+impl super::Target for Local {
+    fn probe(&self) -> io::Result<()> {
+        probe(&self.dir)
+    }
+
+    fn name_taken(&self, archive: &str) -> bool {
+        [
+            archive.to_owned(),
+            Receipt::file_name(archive, false),
+            Receipt::file_name(archive, true),
+            part_name(archive, 0),
+        ]
+        .iter()
+        .any(|n| self.dir.join(n).exists())
+    }
+
+    fn begin(&self, archive: &str, run_id: &str) -> io::Result<Box<dyn super::Pending>> {
+        let pending = Pending::create(&self.dir, archive, run_id, self.layout())?;
+        Ok(Box::new(pending))
+    }
+
+    fn archive_path(&self, archive: &str) -> PathBuf {
+        self.dir.join(archive)
+    }
+
+    fn present(&self) -> bool {
+        self.dir.is_dir()
+    }
+
+    fn scan(&self) -> io::Result<Vec<Archive>> {
+        archives::scan(&self.dir)
+    }
+
+    fn read(&self, archive: &Archive) -> io::Result<Box<dyn io::Read>> {
+        archive.open()
+    }
+
+    fn open(&self, archive: &Archive) -> io::Result<Box<dyn super::Opened>> {
+        Ok(Box::new(archive.open_all()?))
+    }
+
+    fn is_gone(&self, archive: &Archive) -> bool {
+        archive.is_gone()
+    }
+
+    fn free_bytes(&self) -> Option<u64> {
+        let st = nix::sys::statvfs::statvfs(&self.dir).ok()?;
+        Some(st.blocks_available().saturating_mul(st.fragment_size()))
+    }
+
+    fn delete(&self, archive: &Archive) -> Result<(), (PathBuf, io::Error)> {
+        let Some(receipt) = &archive.receipt_path else {
+            return Err((
+                archive.dir.join(&archive.name),
+                io::Error::new(io::ErrorKind::NotFound, "it has no receipt to mark it with"),
+            ));
+        };
+        let marker = mark_deletion(&archive.dir, receipt).map_err(|e| (receipt.clone(), e))?;
+        finish_deletion(&archive.dir, &marker).map(|_| ())
+    }
+
+    fn finish_deletions(&self) -> io::Result<Vec<String>> {
+        finish_deletions(&self.dir)
+    }
+
+    fn unsettled(&self) -> io::Result<Vec<String>> {
+        unsettled(&self.dir)
+    }
+
+    fn recover(&self) -> io::Result<Recovery> {
+        recover(&self.dir)
+    }
+
+    fn remove_temporaries(&self, run_id: &str) -> usize {
+        remove_with_prefix(&self.dir, &format!("{TEMP_PREFIX}{run_id}."))
+    }
+}
+
+impl super::Pending for Pending {
+    fn path(&self) -> &Path {
+        self.temp_path()
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        Pending::sync(self)?;
+        fault::corrupt(self.temp_path());
+        Ok(())
+    }
+
+    fn open_for_readback(&self) -> io::Result<Box<dyn io::Read>> {
+        Pending::open_for_readback(self)
+    }
+
+    fn final_names(&self) -> Vec<String> {
+        Pending::final_names(self)
+    }
+
+    fn is_split(&self) -> bool {
+        Pending::is_split(self)
+    }
+
+    fn commit(self: Box<Self>, receipt_name: &str, receipt: &[u8]) -> io::Result<super::Placed> {
+        let wrote = written_files(&self.dir, &self.final_names(), receipt_name);
+        let path = self.dir.join(&self.name);
+        Pending::commit(*self, receipt_name, receipt)?;
+        Ok(super::Placed { path, wrote })
+    }
+}
+
+/// The files a commit put in `dir`, as the "wrote" line names them: the archive itself, or for
+/// a split archive its first and last parts and the receipt that lists them.
+fn written_files(dir: &Path, parts: &[String], receipt: &str) -> String {
+    match parts {
+        [one] => dir.join(one).display().to_string(),
+        [first, .., last] => format!(
+            "{} to {} ({} parts, listed in {})",
+            dir.join(first).display(),
+            last,
+            parts.len(),
+            receipt
+        ),
+        [] => dir.display().to_string(),
+    }
+}
+
+/// Creates, writes and fsyncs a probe file in `dir`, commits it with the archive's own commit
+/// ([`TempFile::commit`], so [`rename_noreplace`] and its fallbacks), removes it and fsyncs the
+/// directory. Both of its names start with the temporary prefix, so a probe left by a killed
+/// run is removed like any other leftover.
+pub fn probe(dir: &Path) -> io::Result<()> {
+    let name = format!("{TEMP_PREFIX}probe.{}", std::process::id());
+    let mut probe = TempFile::create(dir, &name, "probe")?;
+    probe.write_all(&[0u8; 4096])?;
+    probe.sync()?;
+    let committed = probe.commit()?;
+    fs::remove_file(&committed)?;
+    File::open(dir)?.sync_all()
+}
+
+/// Removes the regular files in `dir` whose names start with `prefix`; returns how many.
+fn remove_with_prefix(dir: &Path, prefix: &str) -> usize {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    let doomed: Vec<PathBuf> = entries
+        .flatten()
+        .filter(|e| e.file_name().as_bytes().starts_with(prefix.as_bytes()))
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .map(|e| e.path())
+        .collect();
+    let removed = doomed.iter().filter(|p| fs::remove_file(p).is_ok()).count();
+    if removed > 0 {
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    removed
 }
 
 #[cfg(test)]

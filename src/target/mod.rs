@@ -1,7 +1,309 @@
 //! Where archives live: a target kind writes, commits, lists and deletes archives; the rest of
-//! vouch reaches a target's files only through this folder.
+//! vouch reaches a target's files only through this folder, by the [`Target`] trait.
+//!
+//! [`open`] turns a `[[target]]` of the config into a `Box<dyn Target>`; a directory
+//! ([`local`]) is the only kind so far. A target's steps, in the order a run takes them, and
+//! what each promises:
+//!
+//! - [`Target::probe`] writes, syncs, commits and removes a probe the way an archive is
+//!   committed, so a target that passes takes the commit too; it leaves nothing on success.
+//! - [`Target::begin`] starts a [`Pending`] archive under temporary names: nothing under a final
+//!   name, nothing any command lists. Its bytes (it is a `Write`) go to the temporary names, cut
+//!   into parts as the target's layout says.
+//! - [`Pending::sync`]: every byte written is on the device before it is read back.
+//! - [`Pending::open_for_readback`] reads the synced bytes back from the device, not from the
+//!   page cache.
+//! - [`Pending::commit`]: the archive and its receipt appear together under their final names,
+//!   never replacing an existing file; once it returns `Ok`, both are durable.
+//! - [`Target::scan`], [`Target::find`]: nothing temporary and nothing whose commit or deletion
+//!   is under way ([`Target::unsettled`]) is listed; archives without a usable receipt are
+//!   listed with the reason.
+//! - [`Target::read`], [`Target::open`]: an archive's data, part after part, from the device;
+//!   [`Target::open`] holds it open, so a deletion after the opening cannot cut a pass short.
+//! - [`Target::delete`]: the archive stops being one, for every command, before any of its data
+//!   goes.
+//! - [`Target::recover`] settles whatever interrupted runs and deletions left; only under the
+//!   run lock. [`Target::remove_temporaries`] removes one run's temporary files (a stopped
+//!   run's cleanup).
+//!
+//! **Atomicity.** A final name appears only for complete, synced data, by a rename that
+//! refuses to replace an existing file ([`local::rename_noreplace`]). The receipt is the commit
+//! marker: it is renamed into place last, so an archive with its receipt is complete. Before
+//! any data file gets its final name, the receipt is written under a marker name
+//! (`.vouch-commit.RUN.RECEIPT`); while a marker exists, the archive is not listed. Deletion is
+//! the same the other way round: the receipt is renamed to `.vouch-deleting.RECEIPT` first.
+//!
+//! **Durability** (a directory target). Each part is fsynced when the next one is started and
+//! all of them by [`Pending::sync`]; the temporary names themselves are not made durable (a
+//! temporary file lost in a power cut is nothing to lose). The commit marker is fsynced, then
+//! the directory; after the data files are renamed the directory is fsynced; after the receipt
+//! is renamed into place the directory is fsynced again. A deletion fsyncs the directory after
+//! the receipt is renamed to the deletion marker, after the data files are removed, and after
+//! the marker is removed.
+//!
+//! **What a crash leaves, and who cleans it up** (a directory target):
+//!
+//! - killed (`SIGKILL`, power loss) between [`Target::begin`] and the start of the commit:
+//!   temporary files `.vouch-tmp.RUN.*`, never listed; the next run's preflight removes every
+//!   temporary file in the target while it holds the run lock ([`Target::recover`]). A run
+//!   that fails on its own drops its [`Pending`]s, and a dropped pending removes its temporary
+//!   files at once. A run stopped by SIGTERM, SIGINT or SIGHUP waits until a commit in
+//!   progress has ended, then removes its own temporary files ([`Target::remove_temporaries`],
+//!   called from [`crate::systemd::stop`]).
+//! - killed inside the commit (after the marker is written, between two renames, or before the
+//!   receipt is renamed into place): the marker, and the data files under their temporary or
+//!   final names. The archive is not listed. The next run's preflight ([`Target::recover`])
+//!   finishes the commit when every file the marker's receipt lists is there and their sizes
+//!   add up to its `archive-size` (the archive had been read back before the marker was
+//!   written), and otherwise removes the files already under final names, then the marker; the
+//!   temporary files go with the other leftovers. A marker that cannot be read as a receipt of
+//!   its archive, or whose receipt is already in place, is removed alone.
+//! - a commit that fails with an error undoes itself at once: the data files already renamed
+//!   and the marker are removed, and what was not renamed stays temporary (removed when the
+//!   pending is dropped). Only a failure of the last directory fsync, after the receipt is in
+//!   place, is reported while the archive stays committed.
+//! - killed inside a deletion: the deletion marker and perhaps some data files; the archive is
+//!   not listed. The next prune or run's retention ([`Target::finish_deletions`]), or the next
+//!   run's preflight ([`Target::recover`]), finishes the deletion. A data file that cannot be
+//!   removed fails the deletion (after every other data file is gone) and leaves the marker,
+//!   so the next attempt finishes it.
+//! - killed inside the probe: a file whose name starts with `.vouch-tmp.`, removed like any
+//!   other temporary file.
+//!
+//! Remote kinds (S3, SFTP) are to implement the same steps with their own means: an SFTP
+//! target with a temporary name, `fsync@openssh.com` and a rename that refuses to replace; an
+//! S3 target with an object that appears only once its upload completes and a receipt object,
+//! written last, as the commit marker (see DESIGN.md, "Remote targets").
 
 pub mod archives; // the archives on a target, their receipts and verification records
 pub mod local; // a directory target (local disks, mounted network filesystems)
 pub mod receipt; // the unencrypted receipt beside each archive
 pub mod retention; // which archives to keep; pruning the rest
+
+use crate::config;
+use archives::Archive;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+/// One place archives are written to, listed on and deleted from. Every method may be called
+/// without the run lock unless it says otherwise.
+pub trait Target: std::fmt::Debug {
+    /// The preflight write test: creates, writes, syncs and commits a probe exactly as an
+    /// archive is committed, then removes it. Leaves nothing behind when it succeeds.
+    fn probe(&self) -> io::Result<()>;
+
+    /// Whether any file of an archive called `archive` (its data, its first part or either
+    /// receipt name) exists already, so that a run picks another name.
+    fn name_taken(&self, archive: &str) -> bool;
+
+    /// Starts writing the archive `archive` for the run `run_id`, under temporary names and
+    /// laid out as the target is configured (one file or parts).
+    fn begin(&self, archive: &str, run_id: &str) -> io::Result<Box<dyn Pending>>;
+
+    /// Where the archive `archive` is (or would be) on this target, as messages and the
+    /// journal (`VOUCH_ARCHIVE`) name it.
+    fn archive_path(&self, archive: &str) -> PathBuf;
+
+    /// Whether the target is there to be listed at all (a directory target: its directory
+    /// exists). Commands that look an archive up across targets skip those that are not.
+    fn present(&self) -> bool;
+
+    /// Every committed archive on the target, of any backup name, oldest first (see
+    /// [`archives`] for how files are grouped and receipts read). Fails when the target cannot
+    /// be read, also when it is not there.
+    fn scan(&self) -> io::Result<Vec<Archive>>;
+
+    /// The archives of backup `backup` ([`archives::is_own`]), oldest first.
+    fn scan_own(&self, backup: &str) -> io::Result<Vec<Archive>> {
+        Ok(self
+            .scan()?
+            .into_iter()
+            .filter(|a| archives::is_own(&a.name, backup))
+            .collect())
+    }
+
+    /// The archive whose file name is `name`, when the target is there and holds it.
+    fn find(&self, name: &str) -> io::Result<Option<Archive>> {
+        if !self.present() {
+            return Ok(None);
+        }
+        Ok(self.scan()?.into_iter().find(|a| a.name == name))
+    }
+
+    /// One pass over a listed archive's data, its files in order, opened as the pass starts.
+    fn read(&self, archive: &Archive) -> io::Result<Box<dyn Read>>;
+
+    /// Opens every data file of a listed archive before any is read, for as many passes as a
+    /// check needs: an archive deleted after this (`vouch verify` does not take the run lock)
+    /// is still read to its end.
+    fn open(&self, archive: &Archive) -> io::Result<Box<dyn Opened>>;
+
+    /// Whether a listed archive is being deleted or is gone.
+    fn is_gone(&self, archive: &Archive) -> bool;
+
+    /// Free bytes for an unprivileged writer, when the target can tell.
+    fn free_bytes(&self) -> Option<u64>;
+
+    /// Deletes a listed archive: its receipt is turned into the deletion marker first, then
+    /// its data goes, then the marker. An archive without a receipt is refused. The error names
+    /// the file it is about.
+    fn delete(&self, archive: &Archive) -> Result<(), (PathBuf, io::Error)>;
+
+    /// Finishes every deletion that was interrupted; returns the archives.
+    fn finish_deletions(&self) -> io::Result<Vec<String>>;
+
+    /// The archives whose commit or deletion is under way, or was interrupted: not archives for
+    /// any command until [`Target::recover`] has settled them.
+    fn unsettled(&self) -> io::Result<Vec<String>>;
+
+    /// Puts the target in order after interrupted runs and deletions: finishes or undoes every
+    /// interrupted commit, finishes every interrupted deletion, removes every temporary file.
+    /// Only while holding the run lock.
+    fn recover(&self) -> io::Result<Recovery>;
+
+    /// Removes the temporary files of the run `run_id`; returns how many went. Never fails:
+    /// what it cannot remove is left for the next run's [`Target::recover`].
+    fn remove_temporaries(&self, run_id: &str) -> usize;
+}
+
+/// An archive being written to one target. Dropped without [`Pending::commit`], it removes
+/// what it wrote.
+pub trait Pending: Write {
+    /// The (first) temporary file, as errors name it.
+    fn path(&self) -> &Path;
+
+    /// Makes every byte written so far durable.
+    fn sync(&mut self) -> io::Result<()>;
+
+    /// Reads the synced archive back from the target's storage, its parts in order.
+    fn open_for_readback(&self) -> io::Result<Box<dyn Read>>;
+
+    /// The archive's final file names, in order: its own name alone, or its parts.
+    fn final_names(&self) -> Vec<String>;
+
+    /// Whether the archive ends up in parts (its receipt is then the split receipt).
+    fn is_split(&self) -> bool;
+
+    /// Commits the archive with its receipt `receipt` (JSON) named `receipt_name`: the
+    /// receipt under its marker name, the data under its final names, then the receipt under
+    /// its own (see the module doc). A failure undoes what the commit did.
+    fn commit(self: Box<Self>, receipt_name: &str, receipt: &[u8]) -> io::Result<Placed>;
+}
+
+/// An archive opened for several passes.
+pub trait Opened {
+    /// One pass from its first byte; passes may overlap.
+    fn reader(&self) -> io::Result<Box<dyn Read>>;
+}
+
+/// Where a commit put an archive.
+#[derive(Debug, Clone)]
+pub struct Placed {
+    /// The archive's path (for a split archive, the name its parts share).
+    pub path: PathBuf,
+    /// The files it wrote, as the run's "wrote" line names them.
+    pub wrote: String,
+}
+
+/// What [`Target::recover`] did.
+#[derive(Debug, Default)]
+pub struct Recovery {
+    /// Archives whose interrupted commit was finished.
+    pub finished: Vec<String>,
+    /// Archives whose interrupted commit was undone (files under final names removed).
+    pub undone: Vec<String>,
+    /// Archives whose interrupted deletion was finished.
+    pub deleted: Vec<String>,
+    /// Temporary files of interrupted runs that were removed.
+    pub removed: Vec<PathBuf>,
+}
+
+impl Recovery {
+    /// Whether anything was done.
+    pub fn is_empty(&self) -> bool {
+        self.finished.is_empty()
+            && self.undone.is_empty()
+            && self.deleted.is_empty()
+            && self.removed.is_empty()
+    }
+}
+
+/// The target a `[[target]]` of the config describes.
+pub fn open(config: &config::Target) -> Box<dyn Target> {
+    Box::new(local::Local::new(config))
+}
+
+/// A directory holding archives that is no configured target: an archive given on the command
+/// line by its path.
+pub fn open_dir(dir: &Path) -> Box<dyn Target> {
+    Box::new(local::Local::dir(dir))
+}
+
+/// An archive found on a target.
+#[derive(Debug)]
+pub struct Found {
+    /// The configured target it is on (an index into the targets searched), if any.
+    pub target: Option<usize>,
+    /// The target holding it.
+    pub store: Box<dyn Target>,
+    /// The archive.
+    pub archive: Archive,
+}
+
+/// Finds one archive given on the command line: a path to the archive (or a part, or its
+/// receipt), looked up in the directory it names, or a bare file name looked up on each of
+/// `targets` in turn. A path is on the configured target whose directory it names, if any.
+pub fn find(arg: &Path, targets: &[&config::Target]) -> io::Result<Option<Found>> {
+    let file_name = arg
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name = archives::archive_of_file(&file_name);
+    match arg.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() && arg.to_string_lossy().contains('/') => {
+            let store = open_dir(dir);
+            Ok(store.find(&name)?.map(|archive| Found {
+                target: targets.iter().position(|t| t.path == dir),
+                store,
+                archive,
+            }))
+        }
+        _ => Ok(find_copies(&name, targets)?.into_iter().next()),
+    }
+}
+
+/// Every copy of the archive called `name` (a file name, not a path) on `targets`, in their
+/// order.
+pub fn find_copies(name: &str, targets: &[&config::Target]) -> io::Result<Vec<Found>> {
+    let mut copies = Vec::new();
+    for (i, t) in targets.iter().enumerate() {
+        let store = open(t);
+        if let Some(archive) = store.find(name)? {
+            copies.push(Found {
+                target: Some(i),
+                store,
+                archive,
+            });
+        }
+    }
+    Ok(copies)
+}
+
+/// The file name of the newest archive of backup `backup` on any of `targets` (by creation
+/// time, then by name).
+pub fn latest_name(backup: &str, targets: &[&config::Target]) -> io::Result<Option<String>> {
+    let mut newest: Option<Archive> = None;
+    for t in targets {
+        let store = open(t);
+        if !store.present() {
+            continue;
+        }
+        for a in store.scan_own(backup)? {
+            let key = |a: &Archive| (a.created, a.name.clone());
+            if newest.as_ref().is_none_or(|n| key(&a) > key(n)) {
+                newest = Some(a);
+            }
+        }
+    }
+    Ok(newest.map(|a| a.name))
+}

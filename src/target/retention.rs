@@ -16,9 +16,9 @@
 //!   verified one; otherwise it goes.
 //!
 //! Deleting an archive first renames its receipt to a deletion marker (`.vouch-deleting.`,
-//! see [`crate::target::local`]), so that from then on it is no archive for `list`, `status` or
-//! `verify`; then its data files (the archive or every part, only names of its own) are
-//! removed, then the marker. A deletion that was interrupted is finished by the next prune, the
+//! see [`crate::target::Target::delete`]), so that from then on it is no archive for `list`,
+//! `status` or `verify`; then its data files (the archive or every part, only names of its own)
+//! are removed, then the marker. A deletion that was interrupted is finished by the next prune, the
 //! next run's retention, or the next run's preflight. Its record in the verification log goes
 //! with it.
 
@@ -326,6 +326,8 @@ pub struct Plan {
     pub target: String,
     /// Its directory.
     pub dir: PathBuf,
+    /// The target the archives are on.
+    pub store: Box<dyn crate::target::Target>,
     /// Every archive on it, oldest first.
     pub archives: Vec<Planned>,
 }
@@ -373,8 +375,10 @@ pub fn plan(
     log: &VerifyLog,
     now: OffsetDateTime,
 ) -> Result<Plan, Error> {
-    let found =
-        archives::scan_own(&target.path, name).map_err(|error| scan_error(target, error))?;
+    let store = crate::target::open(target);
+    let found = store
+        .scan_own(name)
+        .map_err(|error| scan_error(target, error))?;
     let candidates: Vec<Candidate> = found
         .iter()
         .map(|a| Candidate {
@@ -398,31 +402,26 @@ pub fn plan(
     Ok(Plan {
         target: target.name.clone(),
         dir: target.path.clone(),
+        store,
         archives,
     })
 }
 
-/// Deletes one archive: its receipt is renamed to the deletion marker first (from then on it
-/// is no archive for any command), then its data files go, then the marker
-/// ([`local::mark_deletion`], [`local::finish_deletion`]). An interrupted deletion is finished
-/// by the next prune, retention or run.
-pub fn delete_archive(target: &str, archive: &Archive) -> Result<(), Error> {
-    let fail = |path: &Path, error| Error::Prune {
+/// Deletes one archive of the target `target`: its receipt is renamed to the deletion marker
+/// first (from then on it is no archive for any command), then its data files go, then the
+/// marker ([`crate::target::Target::delete`]). Retention deletes only archives with a good
+/// receipt; one without a receipt is refused. An interrupted deletion is finished by the next
+/// prune, retention or run.
+pub fn delete_archive(
+    store: &dyn crate::target::Target,
+    target: &str,
+    archive: &Archive,
+) -> Result<(), Error> {
+    store.delete(archive).map_err(|(path, error)| Error::Prune {
         target: target.to_owned(),
-        path: path.to_owned(),
+        path,
         error,
-    };
-    // Retention deletes only archives with a good receipt; anything else is the operator's.
-    let Some(receipt) = &archive.receipt_path else {
-        return Err(fail(
-            &archive.dir.join(&archive.name),
-            io::Error::new(io::ErrorKind::NotFound, "it has no receipt to mark it with"),
-        ));
-    };
-    let marker = local::mark_deletion(&archive.dir, receipt).map_err(|e| fail(receipt, e))?;
-    local::finish_deletion(&archive.dir, &marker)
-        .map(|_| ())
-        .map_err(|(path, e)| fail(&path, e))
+    })
 }
 
 /// What applying one target's plan did.
@@ -439,7 +438,7 @@ pub struct Applied {
 pub fn apply(plan: &Plan, log: &mut VerifyLog) -> Applied {
     let mut applied = Applied::default();
     // Deletions an interrupted prune began are finished first.
-    match local::finish_deletions(&plan.dir) {
+    match plan.store.finish_deletions() {
         Ok(done) => {
             for name in done {
                 log.remove(&plan.target, &name);
@@ -453,7 +452,7 @@ pub fn apply(plan: &Plan, log: &mut VerifyLog) -> Applied {
         }),
     }
     for archive in plan.deletions() {
-        match delete_archive(&plan.target, archive) {
+        match delete_archive(&*plan.store, &plan.target, archive) {
             Ok(()) => {
                 log.remove(&plan.target, &archive.name);
                 applied.deleted.push(archive.name.clone());
