@@ -375,7 +375,7 @@ fn archive(
             host,
             archived,
             closed,
-            dumps: dumps.iter().map(crate::dump::entry::receipt).collect(),
+            dumps: crate::dump::entry::receipts(&dumps),
             cleanup_failure,
         },
         spooled,

@@ -70,6 +70,8 @@ pub enum DumpKind {
     Sqlite(SqliteDump),
     /// Any command whose standard output is the dump.
     Command(CommandDump),
+    /// PostgreSQL databases through `pg_dump` (and `pg_dumpall --globals-only` for `"*"`).
+    Postgresql(PostgresqlDump),
 }
 
 impl DumpKind {
@@ -78,6 +80,7 @@ impl DumpKind {
         match self {
             DumpKind::Sqlite(_) => "sqlite",
             DumpKind::Command(_) => "command",
+            DumpKind::Postgresql(_) => "postgresql",
         }
     }
 }
@@ -123,6 +126,45 @@ pub struct CommandDump {
     pub extension: String,
     /// A literal that must appear in the last 4 KiB of the output.
     pub expect_tail: Option<String>,
+}
+
+/// `kind = "postgresql"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostgresqlDump {
+    /// The databases, or empty for every database (`"*"`).
+    pub databases: Vec<String>,
+    /// With `"*"`: databases left out.
+    pub exclude_databases: Vec<String>,
+    /// With `"*"`: also the roles and tablespaces (`pg_dumpall --globals-only`).
+    pub globals: bool,
+    /// `pg_dump`'s output format.
+    pub format: PgFormat,
+    /// Socket directory or host name.
+    pub host: Option<String>,
+    /// Port.
+    pub port: Option<u16>,
+    /// Database user.
+    pub user: Option<String>,
+    /// A file holding the password (passed as `PGPASSWORD`, never in argv).
+    pub password_file: Option<PathBuf>,
+    /// The fewest tables each database's dump may hold.
+    pub min_tables: u64,
+}
+
+impl PostgresqlDump {
+    /// Whether every database is dumped (`databases = ["*"]`).
+    pub fn all(&self) -> bool {
+        self.databases.is_empty()
+    }
+}
+
+/// `pg_dump --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PgFormat {
+    /// `--format=custom`: compressed, read in full by `pg_restore` before it is kept.
+    Custom,
+    /// `--format=plain`: SQL text with a completion line.
+    Plain,
 }
 
 /// When a hook runs.
@@ -184,6 +226,14 @@ pub(super) struct RawDump {
     command: Option<Spanned<Vec<String>>>,
     extension: Option<Spanned<String>>,
     expect_tail: Option<Spanned<String>>,
+    databases: Option<Spanned<Vec<String>>>,
+    exclude_databases: Option<Spanned<Vec<String>>>,
+    globals: Option<Spanned<bool>>,
+    format: Option<Spanned<String>>,
+    host: Option<Spanned<String>>,
+    port: Option<Spanned<i64>>,
+    user: Option<Spanned<String>>,
+    password_file: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -290,7 +340,8 @@ impl Context<'_> {
     fn only_for(&self, d: &RawDump, name: &str, kind: &str) -> Result<(), ConfigError> {
         let sqlite = kind == "sqlite";
         let command = kind == "command";
-        let keys: [(&str, Option<std::ops::Range<usize>>, bool); 6] = [
+        let pg = kind == "postgresql";
+        let keys: [(&str, Option<std::ops::Range<usize>>, bool); 15] = [
             ("path", d.path.as_ref().map(|v| v.span()), sqlite),
             ("check", d.check.as_ref().map(|v| v.span()), sqlite),
             (
@@ -301,17 +352,33 @@ impl Context<'_> {
             (
                 "min-tables",
                 d.min_tables.as_ref().map(|v| v.span()),
-                sqlite,
+                sqlite || pg,
             ),
             ("command", d.command.as_ref().map(|v| v.span()), command),
             ("extension", d.extension.as_ref().map(|v| v.span()), command),
+            (
+                "expect-tail",
+                d.expect_tail.as_ref().map(|v| v.span()),
+                command,
+            ),
+            ("databases", d.databases.as_ref().map(|v| v.span()), pg),
+            (
+                "exclude-databases",
+                d.exclude_databases.as_ref().map(|v| v.span()),
+                pg,
+            ),
+            ("globals", d.globals.as_ref().map(|v| v.span()), pg),
+            ("format", d.format.as_ref().map(|v| v.span()), pg),
+            ("host", d.host.as_ref().map(|v| v.span()), pg),
+            ("port", d.port.as_ref().map(|v| v.span()), pg),
+            ("user", d.user.as_ref().map(|v| v.span()), pg),
+            (
+                "password-file",
+                d.password_file.as_ref().map(|v| v.span()),
+                pg,
+            ),
         ];
-        let tail = (
-            "expect-tail",
-            d.expect_tail.as_ref().map(|v| v.span()),
-            command,
-        );
-        for (k, span, allowed) in keys.into_iter().chain([tail]) {
+        for (k, span, allowed) in keys {
             if let (Some(span), false) = (span, allowed) {
                 return Err(self.error(
                     Some(span),
@@ -326,11 +393,11 @@ impl Context<'_> {
     fn dump(&self, d: &RawDump, name: &str, defaults: &Dumps) -> Result<Dump, ConfigError> {
         let key = |k: &str| format!("dump.{name}.{k}");
         let kind_text = d.kind.get_ref().as_str();
-        if !matches!(kind_text, "sqlite" | "command") {
+        if !matches!(kind_text, "sqlite" | "command" | "postgresql") {
             return Err(self.error(
                 Some(d.kind.span()),
                 &key("kind"),
-                format!("{kind_text:?} is not one of \"sqlite\", \"command\""),
+                format!("{kind_text:?} is not one of \"sqlite\", \"command\", \"postgresql\""),
             ));
         }
         self.only_for(d, name, kind_text)?;
@@ -345,6 +412,7 @@ impl Context<'_> {
             .transpose()?;
         let kind = match kind_text {
             "sqlite" => DumpKind::Sqlite(self.sqlite(d, name)?),
+            "postgresql" => DumpKind::Postgresql(self.postgresql(d, name)?),
             _ => {
                 if min_size.is_none() {
                     return Err(self.error(
@@ -412,21 +480,136 @@ impl Context<'_> {
             None => DEFAULT_BUSY_TIMEOUT,
             Some(v) => self.limit(v, &key("busy-timeout"))?,
         };
-        let min_tables = match &d.min_tables {
-            None => 1,
-            Some(v) => u64::try_from(*v.get_ref()).map_err(|_| {
-                self.error(
-                    Some(v.span()),
-                    &key("min-tables"),
-                    "use 0 (no table count) or more".into(),
-                )
-            })?,
-        };
+        let min_tables = self.min_tables(d, name)?;
         Ok(SqliteDump {
             path,
             check,
             busy_timeout,
             min_tables,
+        })
+    }
+
+    /// `min-tables`, default 1.
+    fn min_tables(&self, d: &RawDump, name: &str) -> Result<u64, ConfigError> {
+        match &d.min_tables {
+            None => Ok(1),
+            Some(v) => u64::try_from(*v.get_ref()).map_err(|_| {
+                self.error(
+                    Some(v.span()),
+                    &format!("dump.{name}.min-tables"),
+                    "use 0 (no table count) or more".into(),
+                )
+            }),
+        }
+    }
+
+    /// The databases of a postgresql dump: names, or `["*"]` alone.
+    fn pg_databases(&self, d: &RawDump, name: &str) -> Result<Vec<String>, ConfigError> {
+        let key = format!("dump.{name}.databases");
+        let Some(dbs) = &d.databases else {
+            return Err(self.error(
+                Some(d.kind.span()),
+                &key,
+                "a postgresql dump needs databases = [\"app\"], or [\"*\"] for every database"
+                    .into(),
+            ));
+        };
+        let list = dbs.get_ref();
+        if list.len() == 1 && list[0] == "*" {
+            return Ok(Vec::new());
+        }
+        let bad =
+            |n: &String| n.is_empty() || n.len() > 63 || n == "*" || n.contains(['/', '=', '\0']);
+        if list.is_empty() || list.iter().any(bad) {
+            return Err(self.error(
+                Some(dbs.span()),
+                &key,
+                "list database names (1 to 63 bytes, no / or =), or [\"*\"] alone for every database"
+                    .into(),
+            ));
+        }
+        let mut seen = HashSet::new();
+        if let Some(dup) = list.iter().find(|n| !seen.insert(*n)) {
+            return Err(self.error(Some(dbs.span()), &key, format!("{dup:?} is listed twice")));
+        }
+        Ok(list.clone())
+    }
+
+    fn postgresql(&self, d: &RawDump, name: &str) -> Result<PostgresqlDump, ConfigError> {
+        let key = |k: &str| format!("dump.{name}.{k}");
+        let databases = self.pg_databases(d, name)?;
+        let only_all = [
+            (
+                "exclude-databases",
+                d.exclude_databases.as_ref().map(|v| v.span()),
+            ),
+            ("globals", d.globals.as_ref().map(|v| v.span())),
+        ];
+        for (k, span) in only_all {
+            if let (Some(span), false) = (span, databases.is_empty()) {
+                return Err(self.error(
+                    Some(span),
+                    &key(k),
+                    format!("{k} applies to databases = [\"*\"] only: remove it"),
+                ));
+            }
+        }
+        let format = match &d.format {
+            None => PgFormat::Custom,
+            Some(v) => match v.get_ref().as_str() {
+                "custom" => PgFormat::Custom,
+                "plain" => PgFormat::Plain,
+                other => {
+                    return Err(self.error(
+                        Some(v.span()),
+                        &key("format"),
+                        format!("{other:?} is not one of \"custom\", \"plain\""),
+                    ))
+                }
+            },
+        };
+        let port = match &d.port {
+            None => None,
+            Some(v) => Some(
+                u16::try_from(*v.get_ref())
+                    .ok()
+                    .filter(|p| *p > 0)
+                    .ok_or_else(|| {
+                        self.error(
+                            Some(v.span()),
+                            &key("port"),
+                            "use a port from 1 to 65535".into(),
+                        )
+                    })?,
+            ),
+        };
+        let text = |v: &Option<Spanned<String>>, k: &str| -> Result<Option<String>, ConfigError> {
+            match v {
+                Some(s) if s.get_ref().trim().is_empty() || s.get_ref().contains('\0') => {
+                    Err(self.error(Some(s.span()), &key(k), "must not be empty".into()))
+                }
+                Some(s) => Ok(Some(s.get_ref().clone())),
+                None => Ok(None),
+            }
+        };
+        Ok(PostgresqlDump {
+            databases,
+            exclude_databases: d
+                .exclude_databases
+                .as_ref()
+                .map(|v| v.get_ref().clone())
+                .unwrap_or_default(),
+            globals: d.globals.as_ref().is_none_or(|v| *v.get_ref()),
+            format,
+            host: text(&d.host, "host")?,
+            port,
+            user: text(&d.user, "user")?,
+            password_file: d
+                .password_file
+                .as_ref()
+                .map(|p| self.path(p, &key("password-file")))
+                .transpose()?,
+            min_tables: self.min_tables(d, name)?,
         })
     }
 
@@ -669,6 +852,61 @@ timeout = "2m"
         for (extra, want) in cases {
             let got = err(extra);
             assert!(got.contains(want), "{extra}\n-> {got}\nwanted {want}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod postgresql_tests {
+    use crate::config::{from_str, DumpKind, PgFormat};
+    use std::path::Path;
+
+    fn parse(extra: &str) -> Result<crate::config::Settings, crate::config::ConfigError> {
+        let base = "[backup]\nsources = [\"/etc\"]\n[encryption]\nrecipients = [\"age1x\"]\n[[target]]\nname = \"l\"\npath = \"/var/backups/vouch\"\n";
+        from_str(
+            &format!("{base}{extra}"),
+            Path::new("/etc/vouch/vouch.toml"),
+        )
+    }
+
+    #[test]
+    fn postgresql_dumps_parse_and_their_mistakes_name_the_key() {
+        let s = parse("[[dump]]\nname = \"app\"\nkind = \"postgresql\"\ndatabases = [\"*\"]\nexclude-databases = [\"scratch\"]\nformat = \"plain\"\nport = 5433\nmin-tables = 0\n").unwrap();
+        let DumpKind::Postgresql(p) = &s.dump[0].kind else {
+            panic!("not postgresql")
+        };
+        assert!(p.all() && p.globals);
+        assert_eq!(p.format, PgFormat::Plain);
+        assert_eq!(p.port, Some(5433));
+        assert_eq!(p.min_tables, 0);
+        let cases = [
+            (
+                "databases = [\"app\"]\nglobals = false\n",
+                "globals applies to databases = [\"*\"] only",
+            ),
+            (
+                "databases = [\"*\", \"app\"]\n",
+                "dump.app.databases: list database names",
+            ),
+            (
+                "databases = [\"app\", \"app\"]\n",
+                "\"app\" is listed twice",
+            ),
+            (
+                "databases = [\"app\"]\nformat = \"tar\"\n",
+                "dump.app.format",
+            ),
+            ("databases = [\"app\"]\nport = 70000\n", "dump.app.port"),
+            (
+                "databases = [\"app\"]\npath = \"/x\"\n",
+                "path does not apply to kind = \"postgresql\"",
+            ),
+            ("", "dump.app.databases: a postgresql dump needs databases"),
+        ];
+        for (extra, want) in cases {
+            let text = format!("[[dump]]\nname = \"app\"\nkind = \"postgresql\"\n{extra}");
+            let got = parse(&text).expect_err(extra).to_string();
+            assert!(got.contains(want), "{extra} -> {got}");
         }
     }
 }

@@ -85,12 +85,25 @@ pub enum Stdout<'a> {
     Sink(&'a mut dyn FnMut(&[u8]) -> io::Result<()>),
 }
 
-/// Runs `argv` to its end or its deadline. An error is returned only when it cannot start.
+/// Runs `argv` to its end or its deadline, with `/dev/null` as stdin. An error is returned only
+/// when it cannot start.
 pub fn run(
     argv: &[String],
     env: &[(&str, String)],
     timeout: Duration,
     owner: Owner<'_>,
+    stdout: Stdout<'_>,
+) -> io::Result<Finished> {
+    run_with_input(argv, env, timeout, owner, Stdio::null(), stdout)
+}
+
+/// [`run`] with `stdin` as the child's standard input (a spooled dump for a reader to check).
+pub fn run_with_input(
+    argv: &[String],
+    env: &[(&str, String)],
+    timeout: Duration,
+    owner: Owner<'_>,
+    stdin: Stdio,
     stdout: Stdout<'_>,
 ) -> io::Result<Finished> {
     let (program, args) = argv
@@ -100,7 +113,7 @@ pub fn run(
     cmd.args(args)
         .env("LC_ALL", "C")
         .env_remove("NOTIFY_SOCKET")
-        .stdin(Stdio::null())
+        .stdin(stdin)
         .stderr(Stdio::piped())
         .process_group(0);
     for (k, v) in env {

@@ -9,18 +9,11 @@
 use super::child::{self, Owner, Stdout};
 use super::spool::Spool;
 use super::{check_min_size, Check, DumpError, Dumped, Spooling, DUMPS_DIR};
-use crate::config::{CommandDump, Dump, Settings};
-use crate::host::dirs::Dirs;
+use crate::config::{CommandDump, Dump};
 use std::time::Duration;
 
 /// Runs the command and checks what it wrote.
-pub fn dump(
-    settings: &Settings,
-    dirs: &Dirs,
-    spool: &Spool,
-    dump: &Dump,
-    spec: &CommandDump,
-) -> Result<Dumped, DumpError> {
+pub fn dump(spool: &Spool, dump: &Dump, spec: &CommandDump) -> Result<Dumped, DumpError> {
     let spool_error = |error| DumpError::Spool {
         dir: spool.dir().to_owned(),
         error,
@@ -65,7 +58,7 @@ pub fn dump(
         check: "exit-status",
         min: None,
     }];
-    if let Some(min) = check_min_size(settings, dirs, dump, size)? {
+    if let Some(min) = check_min_size(dump, size)? {
         checks.push(Check {
             check: "min-size",
             min: Some(min),
@@ -86,6 +79,7 @@ pub fn dump(
     Ok(Dumped {
         name: dump.name.clone(),
         kind: "command",
+        database: None,
         restore: format!(
             "age -d -i KEY ARCHIVE | tar -xzOf - {path} > {}.{}",
             dump.name, spec.extension

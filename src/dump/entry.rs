@@ -134,6 +134,7 @@ pub fn record(d: &Dumped) -> DumpRecord {
     DumpRecord {
         name: d.name.clone(),
         kind: d.kind.into(),
+        database: d.database.clone(),
         path: String::from_utf8_lossy(&d.path).into_owned(),
         bytes: d.size,
         sha256: d.sha256.clone(),
@@ -154,13 +155,23 @@ pub fn record(d: &Dumped) -> DumpRecord {
     }
 }
 
-/// The receipt's record of a dump.
-pub fn receipt(d: &Dumped) -> ReceiptDump {
-    ReceiptDump {
-        name: d.name.clone(),
-        kind: d.kind.into(),
-        files: 1,
-        bytes: d.size,
-        checked: true,
+/// The receipt's records: one per `[[dump]]`, its files counted and their bytes added up.
+pub fn receipts(dumps: &[Dumped]) -> Vec<ReceiptDump> {
+    let mut out: Vec<ReceiptDump> = Vec::new();
+    for d in dumps {
+        match out.iter_mut().find(|r| r.name == d.name) {
+            Some(r) => {
+                r.files += 1;
+                r.bytes += d.size;
+            }
+            None => out.push(ReceiptDump {
+                name: d.name.clone(),
+                kind: d.kind.into(),
+                files: 1,
+                bytes: d.size,
+                checked: true,
+            }),
+        }
     }
+    out
 }

@@ -89,6 +89,62 @@ pub enum DumpError {
         /// The minimum.
         min: u64,
     },
+    /// The database server refused the connection or the login.
+    #[error("cannot connect: {detail}")]
+    Connect {
+        /// The client's last stderr line.
+        detail: String,
+    },
+    /// A configured database does not exist.
+    #[error("database {database:?} does not exist")]
+    NoDatabase {
+        /// The database.
+        database: String,
+    },
+    /// The client is older than the server, so it cannot dump it.
+    #[error("{client} cannot dump server version {server}")]
+    ClientTooOld {
+        /// The client and its version.
+        client: String,
+        /// The server's major version.
+        server: u32,
+    },
+    /// A password file that is unreadable or open to others.
+    #[error("password file {}: {detail}", path.display())]
+    Credential {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The dump lacks the line every complete dump of its format has.
+    #[error("the dump of {database:?} ended without {expected:?}")]
+    NoMarker {
+        /// The database.
+        database: String,
+        /// The line.
+        expected: String,
+    },
+    /// A full read of the dump by its own restore tool failed.
+    #[error("{program} could not read the dump of {database:?} to its end: {detail}")]
+    ReadBack {
+        /// The reader (`pg_restore`).
+        program: String,
+        /// The database.
+        database: String,
+        /// Its last stderr line.
+        detail: String,
+    },
+    /// A database's dump holds fewer tables than required.
+    #[error("the dump of {database:?} has {tables} tables (min-tables {min})")]
+    DatabaseTables {
+        /// The database.
+        database: String,
+        /// Tables found.
+        tables: u64,
+        /// The minimum.
+        min: u64,
+    },
     /// The spooled dump changed between its check and the archive.
     #[error("the spooled dump changed before it was archived (SHA-256 {expected} checked, {found} read)")]
     Changed {
@@ -144,6 +200,31 @@ impl DumpError {
             DumpError::Tables { path, .. } => format!(
                 "{} holds fewer tables than min-tables of [[dump]] \"{name}\": is this the right file? Lower min-tables if it is.",
                 path.display()
+            ),
+            DumpError::Connect { detail } if detail.contains("Peer authentication failed") => format!(
+                "vouch connects as root: in psql run CREATE ROLE root LOGIN; GRANT pg_read_all_data TO root; or set user in [[dump]] \"{name}\" and map root to it in pg_ident.conf."
+            ),
+            DumpError::Connect { .. } => format!(
+                "Check that the server runs and that host, port, user and password-file of [[dump]] \"{name}\" let vouch log in."
+            ),
+            DumpError::NoDatabase { database } => format!(
+                "Database {database:?} does not exist on that server: fix databases in [[dump]] \"{name}\"."
+            ),
+            DumpError::ClientTooOld { server, .. } => format!(
+                "Install postgresql-client-{server} (a client at least as new as the server) so pg_dump can dump it for [[dump]] \"{name}\"."
+            ),
+            DumpError::Credential { path, .. } => format!(
+                "Make {} readable by root only (chmod 0600, chown root) for [[dump]] \"{name}\".",
+                path.display()
+            ),
+            DumpError::NoMarker { expected, .. } => format!(
+                "The dump of \"{name}\" ended without {expected:?}: it was cut off (killed, a full disk, a broken pipe); run it again and check the server's log."
+            ),
+            DumpError::ReadBack { program, .. } => format!(
+                "{program} could not read the dump of \"{name}\" to its end: it is truncated or corrupt; run it again and check the server's log and the spool's disk."
+            ),
+            DumpError::DatabaseTables { database, .. } => format!(
+                "The dump of {database:?} holds fewer tables than min-tables of [[dump]] \"{name}\": is this the right database? Lower min-tables if it is."
             ),
             DumpError::Changed { .. } => format!(
                 "The spool of \"{name}\" was changed or damaged while the run was going on: check the disk under [dumps] spool-dir."

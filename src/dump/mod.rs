@@ -13,6 +13,7 @@ pub mod command;
 pub mod entry;
 pub mod error;
 pub mod hook;
+pub mod postgresql;
 pub mod spool;
 pub mod sqlite;
 
@@ -51,6 +52,8 @@ pub struct Dumped {
     pub name: String,
     /// Its kind.
     pub kind: &'static str,
+    /// The database it holds, for the kinds with several (`None` for a cluster's globals).
+    pub database: Option<String>,
     /// Its path in the archive (relative to `/`).
     pub path: Vec<u8>,
     /// The spooled bytes, rewound.
@@ -167,30 +170,50 @@ fn last_verified_size(settings: &Settings, dirs: &Dirs, name: &str) -> Option<u6
         })
 }
 
-/// The `min-size` check: the threshold it applied, or the error.
-pub fn check_min_size(
-    settings: &Settings,
-    dirs: &Dirs,
-    dump: &Dump,
-    size: u64,
-) -> Result<Option<u64>, DumpError> {
-    let (min, reference) = match dump.min_size {
-        None => return Ok(None),
-        Some(MinSize::Bytes(n)) => (n, None),
-        Some(MinSize::Percent(p)) => match last_verified_size(settings, dirs, &dump.name) {
-            // No verified dump to compare with yet: only "not empty".
-            None => (1, None),
-            Some(last) => (last.saturating_mul(u64::from(p)) / 100, Some(last)),
-        },
+/// An absolute `min-size`, held against each file of a dump: the threshold it applied, or the
+/// error. (A percentage is held against the whole dump by [`check_share`].)
+pub fn check_min_size(dump: &Dump, size: u64) -> Result<Option<u64>, DumpError> {
+    let Some(MinSize::Bytes(min)) = dump.min_size else {
+        return Ok(None);
     };
     if size < min {
         return Err(DumpError::TooSmall {
             bytes: size,
             min,
-            reference,
+            reference: None,
         });
     }
     Ok(Some(min))
+}
+
+/// A percentage `min-size`: the dump's files together against the same dump in the latest
+/// verified archive (with none yet, only "not empty"). Records the check on each file.
+fn check_share(
+    settings: &Settings,
+    dirs: &Dirs,
+    dump: &Dump,
+    files: &mut [Dumped],
+) -> Result<(), DumpError> {
+    let Some(MinSize::Percent(p)) = dump.min_size else {
+        return Ok(());
+    };
+    let total: u64 = files.iter().map(|f| f.size).sum();
+    let reference = last_verified_size(settings, dirs, &dump.name);
+    let min = reference.map_or(1, |last| last.saturating_mul(u64::from(p)) / 100);
+    if total < min {
+        return Err(DumpError::TooSmall {
+            bytes: total,
+            min,
+            reference,
+        });
+    }
+    for f in files {
+        f.checks.push(Check {
+            check: "min-size",
+            min: Some(min),
+        });
+    }
+    Ok(())
 }
 
 /// What a run holds between its before-hooks and the end of its read: the cleanups owed and
@@ -227,17 +250,22 @@ pub fn make_all(settings: &Settings, dirs: &Dirs) -> Result<Vec<Dumped>, Error> 
         let started = Instant::now();
         let start_time = crate::run::rfc3339(time::OffsetDateTime::now_utc());
         let made = match &dump.kind {
-            DumpKind::Sqlite(s) => sqlite::dump(settings, dirs, &spool, dump, s),
-            DumpKind::Command(c) => command::dump(settings, dirs, &spool, dump, c),
+            DumpKind::Sqlite(s) => sqlite::dump(&spool, dump, s).map(|d| vec![d]),
+            DumpKind::Command(c) => command::dump(&spool, dump, c).map(|d| vec![d]),
+            DumpKind::Postgresql(p) => postgresql::dump(&spool, dump, p),
         };
-        let mut dumped = made.map_err(|error| Error::Dump {
+        let fail = |error| Error::Dump {
             name: dump.name.clone(),
             error,
-        })?;
-        dumped.started = start_time;
-        dumped.duration = started.elapsed();
-        announce(&dumped);
-        out.push(dumped);
+        };
+        let mut files = made.map_err(fail)?;
+        check_share(settings, dirs, dump, &mut files).map_err(fail)?;
+        for mut dumped in files {
+            dumped.started = start_time.clone();
+            dumped.duration = started.elapsed();
+            announce(&dumped);
+            out.push(dumped);
+        }
     }
     Ok(out)
 }

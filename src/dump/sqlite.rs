@@ -12,8 +12,7 @@
 
 use super::spool::Spool;
 use super::{check_min_size, Check, DumpError, Dumped};
-use crate::config::{Dump, Settings, SqliteDump};
-use crate::host::dirs::Dirs;
+use crate::config::{Dump, SqliteDump};
 use rusqlite::backup::{Backup, StepResult};
 use rusqlite::{Connection, OpenFlags};
 use sha2::{Digest, Sha256};
@@ -27,13 +26,7 @@ use std::time::{Duration, Instant};
 const RETRY: Duration = Duration::from_millis(100);
 
 /// Copies the database, checks the copy and hands it over for archiving.
-pub fn dump(
-    settings: &Settings,
-    dirs: &Dirs,
-    spool: &Spool,
-    dump: &Dump,
-    spec: &SqliteDump,
-) -> Result<Dumped, DumpError> {
+pub fn dump(spool: &Spool, dump: &Dump, spec: &SqliteDump) -> Result<Dumped, DumpError> {
     let path = &spec.path;
     let fail = |detail: String| DumpError::Sqlite {
         path: path.clone(),
@@ -66,7 +59,7 @@ pub fn dump(
             min: Some(spec.min_tables),
         },
     ];
-    if let Some(min) = check_min_size(settings, dirs, dump, size)? {
+    if let Some(min) = check_min_size(dump, size)? {
         checks.push(Check {
             check: "min-size",
             min: Some(min),
@@ -80,6 +73,7 @@ pub fn dump(
     Ok(Dumped {
         name: dump.name.clone(),
         kind: "sqlite",
+        database: None,
         path: super::archive_path_of(path),
         file,
         size,

@@ -203,8 +203,11 @@ pub struct Tail {
 pub struct DumpRecord {
     /// The `[[dump]]` name.
     pub name: String,
-    /// Its kind (`sqlite`, `command`).
+    /// Its kind (`sqlite`, `command`, `postgresql`).
     pub kind: String,
+    /// The database this file holds, for the kinds that dump several.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
     /// Its entry's path in the archive.
     pub path: String,
     /// Bytes.
