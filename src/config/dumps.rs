@@ -72,6 +72,8 @@ pub enum DumpKind {
     Command(CommandDump),
     /// PostgreSQL databases through `pg_dump` (and `pg_dumpall --globals-only` for `"*"`).
     Postgresql(PostgresqlDump),
+    /// MariaDB or MySQL databases through `mariadb-dump`.
+    Mariadb(MariadbDump),
 }
 
 impl DumpKind {
@@ -81,6 +83,7 @@ impl DumpKind {
             DumpKind::Sqlite(_) => "sqlite",
             DumpKind::Command(_) => "command",
             DumpKind::Postgresql(_) => "postgresql",
+            DumpKind::Mariadb(_) => "mariadb",
         }
     }
 }
@@ -152,6 +155,32 @@ pub struct PostgresqlDump {
 }
 
 impl PostgresqlDump {
+    /// Whether every database is dumped (`databases = ["*"]`).
+    pub fn all(&self) -> bool {
+        self.databases.is_empty()
+    }
+}
+
+/// `kind = "mariadb"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MariadbDump {
+    /// The databases, or empty for every database (`"*"`, without the server's own schemas).
+    pub databases: Vec<String>,
+    /// With `"*"`: databases left out.
+    pub exclude_databases: Vec<String>,
+    /// A socket path (starting with `/`) or a host name.
+    pub host: Option<String>,
+    /// Port (TCP).
+    pub port: Option<u16>,
+    /// Database user.
+    pub user: Option<String>,
+    /// A file holding the password (passed as `MYSQL_PWD`, never in argv).
+    pub password_file: Option<PathBuf>,
+    /// The fewest tables each database's dump may hold.
+    pub min_tables: u64,
+}
+
+impl MariadbDump {
     /// Whether every database is dumped (`databases = ["*"]`).
     pub fn all(&self) -> bool {
         self.databases.is_empty()
@@ -341,6 +370,7 @@ impl Context<'_> {
         let sqlite = kind == "sqlite";
         let command = kind == "command";
         let pg = kind == "postgresql";
+        let server = pg || kind == "mariadb";
         let keys: [(&str, Option<std::ops::Range<usize>>, bool); 15] = [
             ("path", d.path.as_ref().map(|v| v.span()), sqlite),
             ("check", d.check.as_ref().map(|v| v.span()), sqlite),
@@ -352,7 +382,7 @@ impl Context<'_> {
             (
                 "min-tables",
                 d.min_tables.as_ref().map(|v| v.span()),
-                sqlite || pg,
+                sqlite || server,
             ),
             ("command", d.command.as_ref().map(|v| v.span()), command),
             ("extension", d.extension.as_ref().map(|v| v.span()), command),
@@ -361,21 +391,21 @@ impl Context<'_> {
                 d.expect_tail.as_ref().map(|v| v.span()),
                 command,
             ),
-            ("databases", d.databases.as_ref().map(|v| v.span()), pg),
+            ("databases", d.databases.as_ref().map(|v| v.span()), server),
             (
                 "exclude-databases",
                 d.exclude_databases.as_ref().map(|v| v.span()),
-                pg,
+                server,
             ),
             ("globals", d.globals.as_ref().map(|v| v.span()), pg),
             ("format", d.format.as_ref().map(|v| v.span()), pg),
-            ("host", d.host.as_ref().map(|v| v.span()), pg),
-            ("port", d.port.as_ref().map(|v| v.span()), pg),
-            ("user", d.user.as_ref().map(|v| v.span()), pg),
+            ("host", d.host.as_ref().map(|v| v.span()), server),
+            ("port", d.port.as_ref().map(|v| v.span()), server),
+            ("user", d.user.as_ref().map(|v| v.span()), server),
             (
                 "password-file",
                 d.password_file.as_ref().map(|v| v.span()),
-                pg,
+                server,
             ),
         ];
         for (k, span, allowed) in keys {
@@ -393,11 +423,11 @@ impl Context<'_> {
     fn dump(&self, d: &RawDump, name: &str, defaults: &Dumps) -> Result<Dump, ConfigError> {
         let key = |k: &str| format!("dump.{name}.{k}");
         let kind_text = d.kind.get_ref().as_str();
-        if !matches!(kind_text, "sqlite" | "command" | "postgresql") {
+        if !matches!(kind_text, "sqlite" | "command" | "postgresql" | "mariadb") {
             return Err(self.error(
                 Some(d.kind.span()),
                 &key("kind"),
-                format!("{kind_text:?} is not one of \"sqlite\", \"command\", \"postgresql\""),
+                format!("{kind_text:?} is not one of \"sqlite\", \"command\", \"postgresql\", \"mariadb\""),
             ));
         }
         self.only_for(d, name, kind_text)?;
@@ -413,6 +443,7 @@ impl Context<'_> {
         let kind = match kind_text {
             "sqlite" => DumpKind::Sqlite(self.sqlite(d, name)?),
             "postgresql" => DumpKind::Postgresql(self.postgresql(d, name)?),
+            "mariadb" => DumpKind::Mariadb(self.mariadb(d, name)?),
             _ => {
                 if min_size.is_none() {
                     return Err(self.error(
@@ -510,8 +541,10 @@ impl Context<'_> {
             return Err(self.error(
                 Some(d.kind.span()),
                 &key,
-                "a postgresql dump needs databases = [\"app\"], or [\"*\"] for every database"
-                    .into(),
+                format!(
+                    "a {} dump needs databases = [\"app\"], or [\"*\"] for every database",
+                    d.kind.get_ref()
+                ),
             ));
         };
         let list = dbs.get_ref();
@@ -610,6 +643,20 @@ impl Context<'_> {
                 .map(|p| self.path(p, &key("password-file")))
                 .transpose()?,
             min_tables: self.min_tables(d, name)?,
+        })
+    }
+
+    /// The same server keys as postgresql (format and globals are refused for this kind before).
+    fn mariadb(&self, d: &RawDump, name: &str) -> Result<MariadbDump, ConfigError> {
+        let p = self.postgresql(d, name)?;
+        Ok(MariadbDump {
+            databases: p.databases,
+            exclude_databases: p.exclude_databases,
+            host: p.host,
+            port: p.port,
+            user: p.user,
+            password_file: p.password_file,
+            min_tables: p.min_tables,
         })
     }
 
@@ -903,6 +950,16 @@ mod postgresql_tests {
             ),
             ("", "dump.app.databases: a postgresql dump needs databases"),
         ];
+        let m = parse("[[dump]]\nname = \"db\"\nkind = \"mariadb\"\ndatabases = [\"shop\"]\nhost = \"/run/mysqld/mysqld.sock\"\n").unwrap();
+        assert!(
+            matches!(&m.dump[0].kind, DumpKind::Mariadb(x) if x.host.as_deref() == Some("/run/mysqld/mysqld.sock"))
+        );
+        let e = parse("[[dump]]\nname = \"db\"\nkind = \"mariadb\"\ndatabases = [\"shop\"]\nformat = \"plain\"\n").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("format does not apply to kind = \"mariadb\""),
+            "{e}"
+        );
         for (extra, want) in cases {
             let text = format!("[[dump]]\nname = \"app\"\nkind = \"postgresql\"\n{extra}");
             let got = parse(&text).expect_err(extra).to_string();

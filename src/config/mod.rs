@@ -13,8 +13,9 @@ mod dumps;
 mod units;
 
 pub use dumps::{
-    CommandDump, Dump, DumpKind, Dumps, Hook, MinSize, PgFormat, PostgresqlDump, SqliteCheck,
-    SqliteDump, When, DEFAULT_BUSY_TIMEOUT, DEFAULT_DUMP_TIMEOUT, DEFAULT_HOOK_TIMEOUT,
+    CommandDump, Dump, DumpKind, Dumps, Hook, MariadbDump, MinSize, PgFormat, PostgresqlDump,
+    SqliteCheck, SqliteDump, When, DEFAULT_BUSY_TIMEOUT, DEFAULT_DUMP_TIMEOUT,
+    DEFAULT_HOOK_TIMEOUT,
 };
 
 pub use units::{format_duration, parse_duration, parse_size};

@@ -13,6 +13,7 @@ pub mod command;
 pub mod entry;
 pub mod error;
 pub mod hook;
+pub mod mariadb;
 pub mod postgresql;
 pub mod spool;
 pub mod sqlite;
@@ -127,6 +128,65 @@ impl Spooling {
         let sha = crate::pipeline::io::hex(&self.hasher.finalize());
         Ok((self.file, self.size, sha, tail))
     }
+}
+
+/// Runs a dump program's `argv` into a fresh spool file within `limit` and checks that it
+/// exited 0 (`timeout` is the configured limit the error names): the spooled file (rewound),
+/// its size, SHA-256 and last bytes.
+pub fn spool_command(
+    spool: &Spool,
+    argv: &[String],
+    env: &[(&str, String)],
+    limit: Duration,
+    timeout: Duration,
+    owner: child::Owner<'_>,
+) -> Result<(File, u64, String, Vec<u8>), DumpError> {
+    let spool_error = |error| DumpError::Spool {
+        dir: spool.dir().to_owned(),
+        error,
+    };
+    let mut spooling = Spooling::new(spool.anonymous().map_err(spool_error)?);
+    let done = {
+        let mut sink = |b: &[u8]| spooling.push(b);
+        child::run(argv, env, limit, owner, child::Stdout::Sink(&mut sink)).map_err(|error| {
+            DumpError::Start {
+                program: argv[0].clone(),
+                error,
+            }
+        })?
+    };
+    if let Some(error) = done.sink_error {
+        return Err(spool_error(error));
+    }
+    if done.timed_out {
+        return Err(DumpError::TimedOut { timeout });
+    }
+    if !done.status.success() {
+        return Err(DumpError::Exited {
+            program: argv[0].clone(),
+            status: done.describe(),
+            stderr: done.last_line(),
+        });
+    }
+    spooling.finish().map_err(spool_error)
+}
+
+/// The first line of a `password-file`, which must be readable by its owner only.
+pub fn password(path: Option<&Path>) -> Result<Option<String>, DumpError> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    let fail = |detail: String| DumpError::Credential {
+        path: path.to_owned(),
+        detail,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| fail(e.to_string()))?;
+    let mode = std::os::unix::fs::MetadataExt::mode(&meta) & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(fail(format!("mode {mode:04o} lets others read it")));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+    Ok(Some(text.lines().next().unwrap_or("").to_owned()))
 }
 
 /// The spool directory for `settings`: `[dumps] spool-dir`, else `spool` in the state directory.
@@ -253,6 +313,7 @@ pub fn make_all(settings: &Settings, dirs: &Dirs) -> Result<Vec<Dumped>, Error> 
             DumpKind::Sqlite(s) => sqlite::dump(&spool, dump, s).map(|d| vec![d]),
             DumpKind::Command(c) => command::dump(&spool, dump, c).map(|d| vec![d]),
             DumpKind::Postgresql(p) => postgresql::dump(&spool, dump, p),
+            DumpKind::Mariadb(m) => mariadb::dump(&spool, dump, m),
         };
         let fail = |error| Error::Dump {
             name: dump.name.clone(),

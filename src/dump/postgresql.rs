@@ -22,11 +22,11 @@
 
 use super::child::{self, Finished, Owner, Stdout};
 use super::spool::Spool;
-use super::{check_min_size, Check, DumpError, Dumped, Spooling, DUMPS_DIR};
+use super::{check_min_size, Check, DumpError, Dumped, DUMPS_DIR};
 use crate::config::{Dump, PgFormat, PostgresqlDump};
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Seek};
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::FileExt;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -114,26 +114,6 @@ impl Server<'_> {
     }
 }
 
-/// The password from `password-file`: root-only, first line.
-fn password(spec: &PostgresqlDump) -> Result<Option<String>, DumpError> {
-    let Some(path) = &spec.password_file else {
-        return Ok(None);
-    };
-    let fail = |detail: String| DumpError::Credential {
-        path: path.clone(),
-        detail,
-    };
-    let meta = std::fs::metadata(path).map_err(|e| fail(e.to_string()))?;
-    if meta.mode() & 0o077 != 0 {
-        return Err(fail(format!(
-            "mode {:04o} lets others read it",
-            meta.mode() & 0o7777
-        )));
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
-    Ok(Some(text.lines().next().unwrap_or("").to_owned()))
-}
-
 /// The major version in `pg_dump --version` output (`pg_dump (PostgreSQL) 15.18 (Debian ...)`).
 fn client_major(text: &str) -> Option<u32> {
     let after = text.split(')').nth(1)?.trim();
@@ -143,7 +123,7 @@ fn client_major(text: &str) -> Option<u32> {
 /// Dumps every database of the entry, then the globals for `"*"`.
 pub fn dump(spool: &Spool, dump: &Dump, spec: &PostgresqlDump) -> Result<Vec<Dumped>, DumpError> {
     let mut env = vec![("PGCONNECT_TIMEOUT", "30".to_owned())];
-    if let Some(p) = password(spec)? {
+    if let Some(p) = super::password(spec.password_file.as_deref())? {
         env.push(("PGPASSWORD", p));
     }
     let server = Server {
@@ -221,39 +201,14 @@ fn spool_run(
     argv: &[String],
     timeout: Duration,
 ) -> Result<(File, u64, String, Vec<u8>), DumpError> {
-    let spool_error = |error| DumpError::Spool {
-        dir: spool.dir().to_owned(),
-        error,
-    };
-    let mut spooling = Spooling::new(spool.anonymous().map_err(spool_error)?);
-    let done = {
-        let mut sink = |b: &[u8]| spooling.push(b);
-        child::run(
-            argv,
-            &server.env,
-            server.left(timeout),
-            server.owner,
-            Stdout::Sink(&mut sink),
-        )
-        .map_err(|error| DumpError::Start {
-            program: argv[0].clone(),
-            error,
-        })?
-    };
-    if let Some(error) = done.sink_error {
-        return Err(spool_error(error));
-    }
-    if done.timed_out {
-        return Err(DumpError::TimedOut { timeout });
-    }
-    if !done.status.success() {
-        return Err(DumpError::Exited {
-            program: argv[0].clone(),
-            status: done.describe(),
-            stderr: done.last_line(),
-        });
-    }
-    spooling.finish().map_err(spool_error)
+    super::spool_command(
+        spool,
+        argv,
+        &server.env,
+        server.left(timeout),
+        timeout,
+        server.owner,
+    )
 }
 
 /// Dumps and checks one database.
