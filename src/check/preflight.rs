@@ -26,12 +26,11 @@ use crate::config::{Settings, Split, Target};
 use crate::error::Error;
 use crate::host::dirs::Dirs;
 use crate::host::filesystem::{
-    file_limit, is_mount_point, largest_file, mount_of, volatile_fs, FileLimit, LimitSource, Mount,
+    file_limit, is_mount_point, mount_of, volatile_fs, FileLimit, LimitSource, Mount,
 };
 use crate::host::lock::RunLock;
 use crate::pipeline::crypt::{KeyError, Keys};
 use crate::systemd::sdnotify::human_bytes;
-use crate::target::local::Layout;
 use crate::target::local::TEMP_PREFIX;
 use crate::target::receipt::Receipt;
 use std::fs::{self, OpenOptions};
@@ -228,7 +227,7 @@ fn source_readable(path: &Path) -> io::Result<String> {
 }
 
 /// Logs what the recovery of a target after interrupted runs did, one warning per thing.
-fn report_recovery(target: &Target, done: &crate::target::local::Recovery) {
+fn report_recovery(target: &Target, done: &crate::target::Recovery) {
     let t = &target.name;
     for a in &done.finished {
         log::warn!("target {t}: finished the commit of {a}, which an interrupted run had begun");
@@ -251,29 +250,21 @@ fn report_recovery(target: &Target, done: &crate::target::local::Recovery) {
 
 /// The archive size to plan for: the newest receipt's size plus a fifth, else the sources' size.
 fn expected_size(target: &Target, settings: &Settings, estimate: &mut Option<u64>) -> u64 {
-    if let Some(size) = newest_receipt(&target.path).map(|r| r.archive_size) {
+    if let Some(size) = newest_receipt(crate::target::open(target).as_ref()).map(|r| r.archive_size)
+    {
         return size + size / 5;
     }
     *estimate.get_or_insert_with(|| sources_size(&settings.backup.sources))
 }
 
-/// The newest receipt in a target directory, if any.
-pub fn newest_receipt(dir: &Path) -> Option<Receipt> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .ok()?
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| Receipt::archive_of(n).is_some())
-        .collect();
-    names.sort_by(|a, b| Receipt::archive_of(a).cmp(&Receipt::archive_of(b)));
-    let newest = names.pop()?;
-    let bytes = crate::host::bounded::read(
-        &dir.join(newest),
-        crate::host::bounded::Links::Refuse,
-        crate::host::bounded::RECEIPT_CAP,
-    )
-    .ok()?;
-    serde_json::from_slice(&bytes).ok()
+/// The newest receipt on a target (the archive with the greatest name that has one), if any.
+pub fn newest_receipt(target: &dyn crate::target::Target) -> Option<Receipt> {
+    let archives = target.scan().ok()?;
+    archives
+        .into_iter()
+        .filter(|a| a.receipt_path.is_some())
+        .max_by(|a, b| a.name.cmp(&b.name))?
+        .receipt
 }
 
 /// The total size of the files under `sources` (not following symlinks).
@@ -300,20 +291,6 @@ pub fn sources_size(sources: &[PathBuf]) -> u64 {
             Err(_) => 0,
         })
         .sum()
-}
-
-/// How archives are laid out on `target`: split below the largest file the filesystem and
-/// `RLIMIT_FSIZE` allow (`auto`), into forced parts, or never (`off`).
-pub fn layout(target: &Target) -> Layout {
-    let limit = largest_file(&target.path);
-    match target.split {
-        Split::Off => Layout::Single,
-        Split::Size(n) => {
-            let n = crate::host::fault::part_size().unwrap_or(n);
-            Layout::Parts(limit.map_or(n, |l| n.min(l)))
-        }
-        Split::Auto => limit.map_or(Layout::Single, Layout::PartsIfNeeded),
-    }
 }
 
 /// Creates, writes and fsyncs a probe file in `dir`, commits it as archives are committed and
@@ -560,7 +537,7 @@ fn target_leftovers(target: &Target, locked: bool) -> Step {
         return Step::Skip;
     }
     let name = Some(target.name.as_str());
-    match crate::target::local::recover(&target.path) {
+    match crate::target::open(target).recover() {
         Ok(done) if !done.is_empty() => {
             report_recovery(target, &done);
             Step::Pass(ok(

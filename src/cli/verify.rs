@@ -177,102 +177,24 @@ fn verify_selected(
         path: dirs.state.join(archives::VERIFY_LOG),
         error,
     })?;
-    let several = work.len() > 1;
-    // The target of every archive that passed.
-    let mut passed: Vec<String> = Vec::new();
-    for Work {
-        target: t,
-        store,
-        archive: c,
-    } in work
-    {
-        crate::systemd::sdnotify::status(&format!("verifying {} on {}", c.name, t.name));
-        let receipt = c
-            .receipt
-            .as_ref()
-            .map(|r| (r.archive_sha256.as_str(), r.archive_size));
-        let verdict = match check(&*store, &c, &identity, receipt, &dirs.state) {
-            Checked::Removed => {
-                let detail = format!(
-                    "{} was deleted after this verification started and before it was opened (retention by a `vouch run` or `vouch prune` running at the same time deletes archives); nothing was checked",
-                    c.name
-                );
-                if explicit {
-                    table!("FAIL  {}  {}  {detail}", t.name, c.name);
-                    failures.push(Error::Removed {
-                        target: t.name.clone(),
-                        archive: c.name.clone(),
-                        detail,
-                    });
-                } else {
-                    table!("skip  {}  {}  {detail}", t.name, c.name);
-                    log::warn!("target {}: skipped {detail}", t.name);
-                }
-                continue;
-            }
-            Checked::Failed(m) => Verdict {
-                ok: false,
-                detail: Some(m.0),
-                restore_test: false,
-            },
-            Checked::Passed(v, opened) => {
-                let verdict = Verdict {
-                    ok: true,
-                    detail: None,
-                    restore_test: false,
-                };
-                let Some(dir) = restore_to else {
-                    report_passed(t, &c, &v);
-                    passed.push(t.name.clone());
-                    record(&mut log, &*store, t, &c, verdict);
-                    continue;
-                };
-                // The restore test: write every file out and read it back against the manifest.
-                let into = if several {
-                    dir.join(&t.name).join(&c.name)
-                } else {
-                    dir.to_owned()
-                };
-                match restore_test(&c, &*opened, &identity, receipt, &into) {
-                    Ok(entries) => {
-                        crate::out!(
-                            "restored {entries} entries of {} into {}",
-                            c.name,
-                            into.display()
-                        );
-                        report_passed(t, &c, &v);
-                        passed.push(t.name.clone());
-                        Verdict {
-                            restore_test: true,
-                            ..verdict
-                        }
-                    }
-                    Err(RestoreError::Damaged(detail)) => Verdict {
-                        ok: false,
-                        detail: Some(format!("restore test into {}: {detail}", into.display())),
-                        restore_test: true,
-                    },
-                    Err(e) => {
-                        // The archive verified; writing it out failed for a reason of the
-                        // scratch directory's, so no restore test is on record.
-                        report_passed(t, &c, &v);
-                        record(&mut log, &*store, t, &c, verdict);
-                        save(&log, dirs);
-                        return Err(restore_cli::classify(e, Some(&t.name), &c.name, &into));
-                    }
-                }
-            }
-        };
-        if let Some(detail) = &verdict.detail {
-            table!("FAIL  {}  {}  {detail}", t.name, c.name);
-            failures.push(Error::Damaged {
-                target: Some(t.name.clone()),
-                archive: c.name.clone(),
-                detail: detail.clone(),
-            });
-        }
-        record(&mut log, &*store, t, &c, verdict);
+    let ctx = Ctx {
+        identity: &identity,
+        dirs,
+        restore_to,
+        several: work.len() > 1,
+        explicit,
+    };
+    let mut tally = Tally {
+        failures,
+        passed: Vec::new(),
+    };
+    for w in work {
+        verify_one(&ctx, w, &mut log, &mut tally)?;
     }
+    let Tally {
+        failures,
+        mut passed,
+    } = tally;
     save(&log, dirs);
     let mut failures = failures.into_iter();
     let first = failures.next();
@@ -290,6 +212,127 @@ fn verify_selected(
                 passed.len()
             },
         }),
+    }
+}
+
+/// What every archive's verification needs.
+struct Ctx<'a> {
+    identity: &'a Identity,
+    dirs: &'a Dirs,
+    /// `--restore-to`: also write every file out there and read it back.
+    restore_to: Option<&'a Path>,
+    /// More than one archive is verified (each restore test then gets its own directory).
+    several: bool,
+    /// The archive was named on the command line (its deletion meanwhile is a failure).
+    explicit: bool,
+}
+
+/// What the verifications found so far.
+struct Tally {
+    failures: Vec<Error>,
+    /// The target of every archive that passed.
+    passed: Vec<String>,
+}
+
+/// Verifies one archive on one target, prints its line and records the result. An error ends
+/// the whole command (the restore test's scratch directory failed).
+fn verify_one(ctx: &Ctx, w: Work, log: &mut VerifyLog, tally: &mut Tally) -> Result<(), Error> {
+    let Work {
+        target: t,
+        store,
+        archive: c,
+    } = w;
+    crate::systemd::sdnotify::status(&format!("verifying {} on {}", c.name, t.name));
+    let receipt = c
+        .receipt
+        .as_ref()
+        .map(|r| (r.archive_sha256.as_str(), r.archive_size));
+    let verdict = match check(&*store, &c, ctx.identity, receipt, &ctx.dirs.state) {
+        Checked::Removed => {
+            removed(ctx, t, &c, tally);
+            return Ok(());
+        }
+        Checked::Failed(m) => Verdict {
+            ok: false,
+            detail: Some(m.0),
+            restore_test: false,
+        },
+        Checked::Passed(v, opened) => {
+            let verdict = Verdict {
+                ok: true,
+                detail: None,
+                restore_test: false,
+            };
+            let Some(dir) = ctx.restore_to else {
+                report_passed(t, &c, &v);
+                tally.passed.push(t.name.clone());
+                record(log, &*store, t, &c, verdict);
+                return Ok(());
+            };
+            let into = if ctx.several {
+                dir.join(&t.name).join(&c.name)
+            } else {
+                dir.to_owned()
+            };
+            match restore_test(&c, &*opened, ctx.identity, receipt, &into) {
+                Ok(entries) => {
+                    crate::out!(
+                        "restored {entries} entries of {} into {}",
+                        c.name,
+                        into.display()
+                    );
+                    report_passed(t, &c, &v);
+                    tally.passed.push(t.name.clone());
+                    Verdict {
+                        restore_test: true,
+                        ..verdict
+                    }
+                }
+                Err(RestoreError::Damaged(detail)) => Verdict {
+                    ok: false,
+                    detail: Some(format!("restore test into {}: {detail}", into.display())),
+                    restore_test: true,
+                },
+                Err(e) => {
+                    // The archive verified; writing it out failed for a reason of the
+                    // scratch directory's, so no restore test is on record.
+                    report_passed(t, &c, &v);
+                    record(log, &*store, t, &c, verdict);
+                    save(log, ctx.dirs);
+                    return Err(restore_cli::classify(e, Some(&t.name), &c.name, &into));
+                }
+            }
+        }
+    };
+    if let Some(detail) = &verdict.detail {
+        table!("FAIL  {}  {}  {detail}", t.name, c.name);
+        tally.failures.push(Error::Damaged {
+            target: Some(t.name.clone()),
+            archive: c.name.clone(),
+            detail: detail.clone(),
+        });
+    }
+    record(log, &*store, t, &c, verdict);
+    Ok(())
+}
+
+/// An archive deleted between the listing and its opening: a failure when it was named on the
+/// command line, else skipped with a warning.
+fn removed(ctx: &Ctx, t: &Target, c: &Archive, tally: &mut Tally) {
+    let detail = format!(
+        "{} was deleted after this verification started and before it was opened (retention by a `vouch run` or `vouch prune` running at the same time deletes archives); nothing was checked",
+        c.name
+    );
+    if ctx.explicit {
+        table!("FAIL  {}  {}  {detail}", t.name, c.name);
+        tally.failures.push(Error::Removed {
+            target: t.name.clone(),
+            archive: c.name.clone(),
+            detail,
+        });
+    } else {
+        table!("skip  {}  {}  {detail}", t.name, c.name);
+        log::warn!("target {}: skipped {detail}", t.name);
     }
 }
 

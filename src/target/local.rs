@@ -39,6 +39,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use crate::config;
 use crate::host::bounded::{self, Links};
 use crate::host::fault;
 use crate::target::archives::{self, Archive};
@@ -206,6 +207,20 @@ fn rename_if_absent(dir: &File, from_name: &OsStr, to: &Path) -> io::Result<()> 
             nix::fcntl::renameat(dir, from_name, dir, leaf(to)).map_err(io::Error::from)
         }
         Err(e) => Err(e),
+    }
+}
+
+/// How archives are laid out on `target`: split below the largest file the filesystem and
+/// `RLIMIT_FSIZE` allow (`auto`), into forced parts, or never (`off`).
+pub fn layout(target: &config::Target) -> Layout {
+    let limit = crate::host::filesystem::largest_file(&target.path);
+    match target.split {
+        config::Split::Off => Layout::Single,
+        config::Split::Size(n) => {
+            let n = crate::host::fault::part_size().unwrap_or(n);
+            Layout::Parts(limit.map_or(n, |l| n.min(l)))
+        }
+        config::Split::Auto => limit.map_or(Layout::Single, Layout::PartsIfNeeded),
     }
 }
 
@@ -679,11 +694,9 @@ impl Local {
         }
     }
 
-    /// How archives are laid out here (see [`crate::check::preflight::layout`]).
+    /// How archives are laid out here (see [`layout`]).
     fn layout(&self) -> Layout {
-        self.config
-            .as_ref()
-            .map_or(Layout::Single, crate::check::preflight::layout)
+        self.config.as_ref().map_or(Layout::Single, layout)
     }
 }
 

@@ -159,30 +159,9 @@ pub fn decide(candidates: &[Candidate], keep: &Keep, now: OffsetDateTime) -> Vec
             reasons: Vec::new(),
         })
         .collect();
-    let mut verified: Vec<(usize, OffsetDateTime)> = candidates
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| c.standing == Standing::Verified)
-        .filter_map(|(i, c)| c.created.map(|t| (i, t)))
-        .collect();
-    // Newest first; archives of the same second by name, the later name first.
-    verified.sort_by(|a, b| {
-        b.1.cmp(&a.1)
-            .then_with(|| candidates[b.0].name.cmp(&candidates[a.0].name))
-    });
+    let verified = verified_newest_first(candidates);
     let newest = verified.first().copied();
-    if let Some((i, _)) = newest {
-        out[i].keep = true;
-        out[i].reasons.push("newest verified".into());
-    }
-    // An archive checked only as ciphertext (no identity at the time) counts as verified, but
-    // the newest archive whose contents were proven is kept as well.
-    if let Some(&(i, _)) = verified.iter().find(|(i, _)| candidates[*i].proven) {
-        if Some(i) != newest.map(|(n, _)| n) {
-            out[i].keep = true;
-            out[i].reasons.push("newest fully verified".into());
-        }
-    }
+    keep_newest(&mut out, candidates, &verified);
     // A cutoff before the start of time is no cutoff.
     let cutoff = keep.max_age.and_then(|d| {
         now.checked_sub(time::Duration::seconds(
@@ -194,6 +173,58 @@ pub fn decide(candidates: &[Candidate], keep: &Keep, now: OffsetDateTime) -> Vec
         .copied()
         .filter(|(_, t)| cutoff.is_none_or(|c| *t >= c))
         .collect();
+    keep_by_rules(&mut out, &eligible, keep);
+    for (i, c) in candidates.iter().enumerate() {
+        let d = &mut out[i];
+        if d.keep {
+            continue;
+        }
+        let (keep_it, reason) = the_rest(c, newest, cutoff, keep);
+        d.keep = keep_it;
+        d.reasons.push(reason);
+    }
+    out
+}
+
+/// The verified candidates with a creation time, newest first; archives of the same second by
+/// name, the later name first.
+fn verified_newest_first(candidates: &[Candidate]) -> Vec<(usize, OffsetDateTime)> {
+    let mut verified: Vec<(usize, OffsetDateTime)> = candidates
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.standing == Standing::Verified)
+        .filter_map(|(i, c)| c.created.map(|t| (i, t)))
+        .collect();
+    verified.sort_by(|a, b| {
+        b.1.cmp(&a.1)
+            .then_with(|| candidates[b.0].name.cmp(&candidates[a.0].name))
+    });
+    verified
+}
+
+/// Keeps the newest verified archive, and the newest whose contents were proven: an archive
+/// checked only as ciphertext (no identity at the time) counts as verified, but the newest
+/// archive whose contents were proven is kept as well.
+fn keep_newest(
+    out: &mut [Decision],
+    candidates: &[Candidate],
+    verified: &[(usize, OffsetDateTime)],
+) {
+    let newest = verified.first().copied();
+    if let Some((i, _)) = newest {
+        out[i].keep = true;
+        out[i].reasons.push("newest verified".into());
+    }
+    if let Some(&(i, _)) = verified.iter().find(|(i, _)| candidates[*i].proven) {
+        if Some(i) != newest.map(|(n, _)| n) {
+            out[i].keep = true;
+            out[i].reasons.push("newest fully verified".into());
+        }
+    }
+}
+
+/// Keeps what `keep.last` and the period rules select among `eligible` (newest first).
+fn keep_by_rules(out: &mut [Decision], eligible: &[(usize, OffsetDateTime)], keep: &Keep) {
     let last = keep.last.unwrap_or(0) as usize;
     for (n, &(i, _)) in eligible.iter().take(last).enumerate() {
         out[i].keep = true;
@@ -207,7 +238,7 @@ pub fn decide(candidates: &[Candidate], keep: &Keep, now: OffsetDateTime) -> Vec
     ] {
         let count = count.unwrap_or(0) as usize;
         let mut seen: Vec<String> = Vec::new();
-        for &(i, t) in &eligible {
+        for &(i, t) in eligible {
             let label = period.label(t);
             if seen.last() == Some(&label) {
                 continue;
@@ -220,49 +251,48 @@ pub fn decide(candidates: &[Candidate], keep: &Keep, now: OffsetDateTime) -> Vec
             seen.push(label);
         }
     }
-    for (i, c) in candidates.iter().enumerate() {
-        let d = &mut out[i];
-        if d.keep {
-            continue;
-        }
-        let (keep_it, reason) = match (&c.standing, c.created) {
-            (Standing::Unaccounted(problem), _) => {
-                (true, format!("{problem}: left for the operator"))
-            }
-            (Standing::Failed(detail), _) => (
-                true,
-                format!("last verification failed ({detail}): left for the operator"),
+}
+
+/// Whether a candidate no rule kept is deleted, and why: only verified archives beyond the
+/// rules and unverified ones older than the newest verified archive go.
+fn the_rest(
+    c: &Candidate,
+    newest: Option<(usize, OffsetDateTime)>,
+    cutoff: Option<OffsetDateTime>,
+    keep: &Keep,
+) -> (bool, String) {
+    match (&c.standing, c.created) {
+        (Standing::Unaccounted(problem), _) => (true, format!("{problem}: left for the operator")),
+        (Standing::Failed(detail), _) => (
+            true,
+            format!("last verification failed ({detail}): left for the operator"),
+        ),
+        (_, None) => (
+            true,
+            "creation time unknown: not retention's to delete".into(),
+        ),
+        (Standing::Unverified, Some(t)) => match newest {
+            Some((_, n)) if t <= n => (
+                false,
+                "never verified and older than the newest verified archive".into(),
             ),
-            (_, None) => (
+            Some(_) => (
                 true,
-                "creation time unknown: not retention's to delete".into(),
+                "never verified, newer than the newest verified".into(),
             ),
-            (Standing::Unverified, Some(t)) => match newest {
-                Some((_, n)) if t <= n => (
-                    false,
-                    "never verified and older than the newest verified archive".into(),
+            None => (true, "never verified, and no archive is".into()),
+        },
+        (Standing::Verified, Some(t)) => match cutoff {
+            Some(c) if t < c => (
+                false,
+                format!(
+                    "older than keep.max-age={}",
+                    duration_text(keep.max_age.unwrap_or_default())
                 ),
-                Some(_) => (
-                    true,
-                    "never verified, newer than the newest verified".into(),
-                ),
-                None => (true, "never verified, and no archive is".into()),
-            },
-            (Standing::Verified, Some(t)) => match cutoff {
-                Some(c) if t < c => (
-                    false,
-                    format!(
-                        "older than keep.max-age={}",
-                        duration_text(keep.max_age.unwrap_or_default())
-                    ),
-                ),
-                _ => (false, rules_text(keep)),
-            },
-        };
-        d.keep = keep_it;
-        d.reasons.push(reason);
+            ),
+            _ => (false, rules_text(keep)),
+        },
     }
-    out
 }
 
 /// Why the receipt cannot vouch for the archive, if it cannot: missing, unreadable, naming
