@@ -387,3 +387,35 @@ fn hook_arguments_are_never_given_to_a_shell() {
     assert_code(&out, 0);
     assert_eq!(fs::read_to_string(&out_file).unwrap(), "$HOME|a;b|`id`|");
 }
+
+#[test]
+fn preflight_checks_dumps_and_hooks_before_anything_runs() {
+    let env = Env::new();
+    let db_path = env.src.join("app.db");
+    drop(wal_database(&db_path, 3));
+    env.write_config(
+        "",
+        &format!(
+            "[[dump]]\nname = \"app\"\nkind = \"sqlite\"\npath = \"{}\"\n[[hook]]\nname = \"stop\"\nwhen = \"before\"\nrun = [\"true\"]\n",
+            db_path.display()
+        ),
+    );
+    let out = env.vouch(&["preflight"]);
+    assert_code(&out, 0);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert!(text.contains("opens read-only, 1 tables"), "{text}");
+
+    let missing = env.src.join("missing.db");
+    env.write_config(
+        "",
+        &format!(
+            "[[dump]]\nname = \"app\"\nkind = \"sqlite\"\npath = \"{}\"\n[[hook]]\nname = \"stop\"\nwhen = \"before\"\nrun = [\"no-such-program-here\"]\n",
+            missing.display()
+        ),
+    );
+    let out = env.vouch(&["preflight"]);
+    assert_code(&out, 20);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert!(text.contains("no-such-program-here"), "{text}");
+    assert!(!missing.exists(), "preflight created the database");
+}

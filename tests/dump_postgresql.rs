@@ -194,6 +194,8 @@ fn a_missing_database_is_refused_before_anything_is_dumped() {
     let pg = Postgres::start();
     let env = Env::new();
     env.write_config("", &pg.dump("app", "[\"nosuchdb\"]", ""));
+    let out = env.vouch(&["preflight"]);
+    assert_code(&out, 20);
     let out = env.vouch(&["run"]);
     assert_code(&out, 20);
     assert!(

@@ -50,6 +50,19 @@ fn connection(spec: &MariadbDump) -> Vec<String> {
     out
 }
 
+/// Preflight: logs in and returns the databases that would be dumped.
+pub fn probe(dump: &Dump, spec: &MariadbDump) -> Result<Vec<String>, DumpError> {
+    let mut env = Vec::new();
+    if let Some(p) = super::password(spec.password_file.as_deref())? {
+        env.push(("MYSQL_PWD", p));
+    }
+    let owner = Owner {
+        field: "VOUCH_DUMP",
+        name: &dump.name,
+    };
+    databases(spec, &env, owner)
+}
+
 /// Dumps every database of the entry.
 pub fn dump(spool: &Spool, dump: &Dump, spec: &MariadbDump) -> Result<Vec<Dumped>, DumpError> {
     let mut env = Vec::new();

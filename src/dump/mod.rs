@@ -15,6 +15,7 @@ pub mod error;
 pub mod hook;
 pub mod mariadb;
 pub mod postgresql;
+pub mod preflight;
 pub mod spool;
 pub mod sqlite;
 

@@ -120,13 +120,13 @@ fn client_major(text: &str) -> Option<u32> {
     after.split(['.', ' ']).next()?.parse().ok()
 }
 
-/// Dumps every database of the entry, then the globals for `"*"`.
-pub fn dump(spool: &Spool, dump: &Dump, spec: &PostgresqlDump) -> Result<Vec<Dumped>, DumpError> {
+/// How to reach the server of `dump`.
+fn server<'a>(dump: &'a Dump, spec: &'a PostgresqlDump) -> Result<Server<'a>, DumpError> {
     let mut env = vec![("PGCONNECT_TIMEOUT", "30".to_owned())];
     if let Some(p) = super::password(spec.password_file.as_deref())? {
         env.push(("PGPASSWORD", p));
     }
-    let server = Server {
+    Ok(Server {
         spec,
         env,
         owner: Owner {
@@ -134,7 +134,18 @@ pub fn dump(spool: &Spool, dump: &Dump, spec: &PostgresqlDump) -> Result<Vec<Dum
             name: &dump.name,
         },
         deadline: Instant::now() + dump.timeout,
-    };
+    })
+}
+
+/// Preflight: logs in, checks the client against the server, and returns the databases that
+/// would be dumped.
+pub fn probe(dump: &Dump, spec: &PostgresqlDump) -> Result<Vec<String>, DumpError> {
+    databases(&server(dump, spec)?)
+}
+
+/// Dumps every database of the entry, then the globals for `"*"`.
+pub fn dump(spool: &Spool, dump: &Dump, spec: &PostgresqlDump) -> Result<Vec<Dumped>, DumpError> {
+    let server = server(dump, spec)?;
     let databases = databases(&server)?;
     let single = !spec.all() && databases.len() == 1;
     let mut out = Vec::new();

@@ -25,12 +25,9 @@ pub struct Spool {
 
 impl Spool {
     /// Creates `dir` (mode 0700) if missing and removes the private directories of runs that
-    /// crashed.
+    /// crashed. Only a run holding the run lock may call it.
     pub fn open(dir: &Path, run_id: &str) -> io::Result<Spool> {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)?;
+        create(dir)?;
         for entry in fs::read_dir(dir)?.flatten() {
             let name = entry.file_name();
             if name.to_string_lossy().starts_with(RUN_DIR_PREFIX) {
@@ -43,6 +40,13 @@ impl Spool {
         })
     }
 
+    /// Whether `dir` can be created and take an anonymous file, without touching what is in
+    /// it (a run holding the lock may be using it).
+    pub fn probe(dir: &Path) -> io::Result<()> {
+        create(dir)?;
+        anonymous_in(dir).map(drop)
+    }
+
     /// The spool directory.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -50,47 +54,7 @@ impl Spool {
 
     /// An anonymous file, open for reading and writing.
     pub fn anonymous(&self) -> io::Result<File> {
-        let tmpfile = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .mode(0o600)
-            .custom_flags(libc::O_TMPFILE | libc::O_CLOEXEC)
-            .open(&self.dir);
-        match tmpfile {
-            Ok(f) => Ok(f),
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::EOPNOTSUPP) | Some(libc::EISDIR)
-                ) =>
-            {
-                self.named_then_removed()
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    /// A file created exclusively under a fresh name and unlinked at once.
-    fn named_then_removed(&self) -> io::Result<File> {
-        for n in 0..100u32 {
-            let path = self.dir.join(format!(".dump-{}-{n}", std::process::id()));
-            match OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-                .open(&path)
-            {
-                Ok(f) => {
-                    fs::remove_file(&path)?;
-                    return Ok(f);
-                }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        Err(io::Error::other("no free spool file name"))
+        anonymous_in(&self.dir)
     }
 
     /// A path in this run's private directory (created on first use), for tools that need one.
@@ -102,6 +66,59 @@ impl Spool {
         }
         Ok(self.run_dir.join(name))
     }
+}
+
+/// Creates the spool directory, mode 0700, with its parents.
+fn create(dir: &Path) -> io::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// An anonymous file in `dir`: `O_TMPFILE`, else a named file removed at once.
+fn anonymous_in(dir: &Path) -> io::Result<File> {
+    let tmpfile = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_TMPFILE | libc::O_CLOEXEC)
+        .open(dir);
+    match tmpfile {
+        Ok(f) => Ok(f),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EOPNOTSUPP) | Some(libc::EISDIR)
+            ) =>
+        {
+            named_then_removed(dir)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// A file created exclusively under a fresh name in `dir` and unlinked at once.
+fn named_then_removed(dir: &Path) -> io::Result<File> {
+    for n in 0..100u32 {
+        let path = dir.join(format!(".dump-{}-{n}", std::process::id()));
+        match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+            .open(&path)
+        {
+            Ok(f) => {
+                fs::remove_file(&path)?;
+                return Ok(f);
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::other("no free spool file name"))
 }
 
 impl Drop for Spool {
@@ -138,7 +155,7 @@ mod tests {
     fn the_fallback_unlinks_at_once() {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path(), "abc").unwrap();
-        let _f = spool.named_then_removed().unwrap();
+        let _f = named_then_removed(spool.dir()).unwrap();
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }

@@ -93,6 +93,34 @@ pub fn dump(spool: &Spool, dump: &Dump, spec: &SqliteDump) -> Result<Dumped, Dum
     })
 }
 
+/// Preflight: the database opens read-only (never created) and its schema reads; returns the
+/// number of tables.
+pub fn probe(spec: &SqliteDump) -> Result<u64, DumpError> {
+    let fail = |detail: String| DumpError::Sqlite {
+        path: spec.path.clone(),
+        detail,
+    };
+    let meta = std::fs::metadata(&spec.path).map_err(|e| fail(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(fail("not a regular file".into()));
+    }
+    let db = Connection::open_with_flags(
+        &spec.path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| fail(e.to_string()))?;
+    db.busy_timeout(spec.busy_timeout)
+        .map_err(|e| fail(e.to_string()))?;
+    let tables: i64 = db
+        .query_row(
+            "SELECT count(*) FROM sqlite_schema WHERE type = 'table'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(|e| fail(e.to_string()))?;
+    Ok(u64::try_from(tables).unwrap_or(0))
+}
+
 /// Copies `src` into a new database at `dst` with the backup API, retrying while a writer
 /// holds a lock, until `deadline`.
 fn copy(
