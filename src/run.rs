@@ -10,11 +10,11 @@
 //! [`run`] is that order as a list of phases, each a function taking what the phase before it
 //! produced: `preflight` (the lock and the keys), `dumps` (the before-hooks, then every
 //! `[[dump]]` made and checked in the spool, before anything is written to a target), `archive`
-//! (the sources and the dumps, with the before-hooks' cleanups run once they are read; the
-//! pending archive on every
-//! target and the `Facts` of the archive), `judge`, `verify` (how and when it was
-//! verified), `commit` (where it went), then `after_commit`: the size check and retention,
-//! which can still fail the run but never undo the commit. A new phase is one more call there.
+//! (the sources and the dumps, the before-hooks' cleanups run once they are read; the pending
+//! archive on every target and the `Facts` of the archive), `judge`, `verify` (how and when it
+//! was verified), `commit` (where it went), then `after_commit`: a failed cleanup, the size
+//! check, retention and the after-hooks, which can still fail the run but never undo the
+//! commit. A new phase is one more call there.
 //! Targets are reached only through [`crate::target::Target`].
 
 use crate::check::preflight::Cleared;
