@@ -21,6 +21,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
+/// How often a running child is reported to systemd (`STATUS=`, `EXTEND_TIMEOUT_USEC=`).
+pub const ALIVE_EVERY: Duration = Duration::from_secs(30);
 /// How long a group has between `SIGTERM` and `SIGKILL`.
 pub const KILL_GRACE: Duration = Duration::from_secs(5);
 /// Stderr lines kept for the hint.
@@ -135,7 +137,16 @@ pub fn run_with_input(
     let pid = Pid::from_raw(i32::try_from(child.id()).map_err(io::Error::other)?);
     let stderr = child.stderr.take().map(|e| read_stderr(e, owner));
     let timed_out = Arc::new(AtomicBool::new(false));
-    let (done, watch) = watchdog(pid, timeout, timed_out.clone());
+    let label = format!(
+        "{} {}",
+        if owner.field == "VOUCH_HOOK" {
+            "hook"
+        } else {
+            "dump"
+        },
+        owner.name
+    );
+    let (done, watch) = watchdog(pid, timeout, timed_out.clone(), label);
     let mut sink_error = None;
     if let (Some(out), Stdout::Sink(sink)) = (child.stdout.take(), stdout) {
         if let Err(e) = pump(out, sink) {
@@ -174,16 +185,33 @@ fn pump(mut out: impl Read, sink: &mut dyn FnMut(&[u8]) -> io::Result<()>) -> io
 }
 
 /// A thread that kills the group `pid` once `timeout` passes without a word on the channel
-/// (dropping the sender is the word).
+/// (dropping the sender is the word). While it waits, it tells systemd every
+/// [`ALIVE_EVERY`] that the child is running and extends the unit's start timeout, so vouch's
+/// own deadline fires first (even while a dump prints nothing, as pg_dump reading catalogs).
 fn watchdog(
     pid: Pid,
     timeout: Duration,
     timed_out: Arc<AtomicBool>,
+    label: String,
 ) -> (mpsc::Sender<()>, std::thread::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel::<()>();
     let handle = std::thread::spawn(move || {
-        if rx.recv_timeout(timeout) != Err(mpsc::RecvTimeoutError::Timeout) {
-            return;
+        let started = std::time::Instant::now();
+        loop {
+            let left = timeout.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                break;
+            }
+            match rx.recv_timeout(left.min(ALIVE_EVERY)) {
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    crate::systemd::sdnotify::progress_status(&format!(
+                        "{label}: running ({}s of {})",
+                        started.elapsed().as_secs(),
+                        crate::config::format_duration(timeout)
+                    ));
+                }
+                _ => return,
+            }
         }
         timed_out.store(true, Ordering::SeqCst);
         let _ = killpg(pid, Signal::SIGTERM);
