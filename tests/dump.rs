@@ -195,6 +195,15 @@ fn a_command_dump_is_archived_under_vouch_dumps_and_checked() {
         .map(|c| c["check"].as_str().unwrap())
         .collect();
     assert_eq!(checks, ["exit-status", "min-size", "expect-tail"]);
+    let listed = env.vouch(&["list"]);
+    assert_code(&listed, 0);
+    let table = String::from_utf8_lossy(&listed.stdout);
+    assert!(table.contains("dumps: ldap (command,"), "{table}");
+    let json: serde_json::Value =
+        serde_json::from_slice(&env.vouch(&["list", "--json"]).stdout).unwrap();
+    let dumps = &json["targets"][0]["archives"][0]["dumps"];
+    assert_eq!(dumps[0]["name"], "ldap");
+    assert_eq!(dumps[0]["files"], 1);
     let into = env.dir.path().join("r");
     env.stock_restore(&archive, &into);
     let text = fs::read_to_string(into.join(".vouch/dumps/ldap.out")).unwrap();
