@@ -428,3 +428,24 @@ fn preflight_checks_dumps_and_hooks_before_anything_runs() {
     assert!(text.contains("no-such-program-here"), "{text}");
     assert!(!missing.exists(), "preflight created the database");
 }
+
+#[test]
+fn a_config_with_dumps_needs_no_sources() {
+    let env = Env::new();
+    let db_path = env.dir.path().join("only.db");
+    drop(wal_database(&db_path, 7));
+    let config = format!(
+        "[backup]\nname = \"test\"\nsources = []\n\n[encryption]\nrecipients = [\"{}\"]\nidentity = \"{}\"\n\n[[target]]\nname = \"local\"\npath = \"{}\"\n\n[[dump]]\nname = \"only\"\nkind = \"sqlite\"\npath = \"{}\"\n",
+        env.recipient,
+        env.identity.display(),
+        env.target.display(),
+        db_path.display()
+    );
+    fs::write(&env.config, config).unwrap();
+    let out = env.vouch(&["run"]);
+    assert_code(&out, 0);
+    let manifest = env.manifest(&env.archives().pop().unwrap());
+    assert_eq!(manifest["dumps"][0]["name"], "only");
+    let out = env.vouch(&["verify", "--latest"]);
+    assert_code(&out, 0);
+}

@@ -615,7 +615,9 @@ impl Context<'_> {
             }
             None => host_name(),
         };
-        if b.sources.get_ref().is_empty() {
+        // A config that only dumps databases needs no sources.
+        let dumps_only = raw.dump.as_ref().is_some_and(|d| !d.is_empty());
+        if b.sources.get_ref().is_empty() && !dumps_only {
             return Err(self.error(
                 Some(b.sources.span()),
                 "backup.sources",
