@@ -449,3 +449,35 @@ fn a_config_with_dumps_needs_no_sources() {
     let out = env.vouch(&["verify", "--latest"]);
     assert_code(&out, 0);
 }
+
+#[test]
+fn preflight_refuses_a_spool_smaller_than_the_last_dumps() {
+    assert!(
+        util::is_root(),
+        "this test mounts a small tmpfs and runs as root"
+    );
+    let env = Env::new();
+    fs::write(env.src.join("a.txt"), b"a").unwrap();
+    let spool = env.dir.path().join("spool");
+    let dump = format!(
+        "[dumps]\nspool-dir = \"{}\"\n{}",
+        spool.display(),
+        command_dump(&env, "big", "head -c 300000 /dev/zero", "1", "")
+    );
+    env.write_config("", &dump);
+    assert_code(&env.vouch(&["run"]), 0);
+    // The next run's spool is a 64 KiB tmpfs, less than the 300000 bytes the last dump took.
+    let setup = format!("mount -t tmpfs -o size=64k tmpfs '{}'", spool.display());
+    let out = env
+        .wrapped(
+            &["unshare", "-m", "--propagation", "private"],
+            &setup,
+            &["run"],
+        )
+        .output()
+        .unwrap();
+    assert_code(&out, 20);
+    let err = stderr(&out);
+    assert!(err.contains("the last dumps took"), "{err}");
+    assert_eq!(env.archives().len(), 1);
+}

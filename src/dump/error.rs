@@ -21,6 +21,16 @@ pub enum DumpError {
         /// What failed.
         error: io::Error,
     },
+    /// The spool has less room than the last verified dumps took.
+    #[error("the spool {} has {} free and the last verified dumps took {}", dir.display(), human_bytes(*free), human_bytes(*need))]
+    SpoolFull {
+        /// The spool directory.
+        dir: PathBuf,
+        /// Bytes available there.
+        free: u64,
+        /// The last verified archive's dumps, added up.
+        need: u64,
+    },
     /// The dump's program could not be started.
     #[error("{program} could not be started: {error}")]
     Start {
@@ -166,6 +176,12 @@ impl DumpError {
             DumpError::Spool { dir, .. } => format!(
                 "Make {} writable for vouch (ReadWritePaths=) or set [dumps] spool-dir.",
                 dir.display()
+            ),
+            DumpError::SpoolFull { dir, free, need } => format!(
+                "The spool {} has {} free and the last dumps took {}: free space there or set [dumps] spool-dir.",
+                dir.display(),
+                human_bytes(*free),
+                human_bytes(*need)
             ),
             DumpError::Start { program, error } if error.kind() == io::ErrorKind::NotFound => format!(
                 "{program} is not installed or not on PATH: install it, or give its absolute path in [[dump]] \"{name}\"."

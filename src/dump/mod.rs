@@ -215,7 +215,7 @@ pub fn live_file_excludes(settings: &Settings) -> Vec<String> {
 }
 
 /// The dump `name`'s size in the latest verified archive on the first target, if any.
-fn last_verified_size(settings: &Settings, dirs: &Dirs, name: &str) -> Option<u64> {
+pub fn last_verified_size(settings: &Settings, dirs: &Dirs, name: &str) -> Option<u64> {
     let target = settings.targets.first()?;
     let log = crate::target::archives::VerifyLog::load(&dirs.state);
     let archives = crate::target::open(target)

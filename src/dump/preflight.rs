@@ -23,15 +23,18 @@ pub fn check(settings: &Settings, dirs: &Dirs) -> Vec<Verdict> {
     }
     if let Some(first) = settings.dump.first() {
         let dir = super::spool_dir(settings, dirs);
-        let spooled = Spool::probe(&dir);
+        let spooled = Spool::probe(&dir)
+            .map_err(|error| DumpError::Spool {
+                dir: dir.clone(),
+                error,
+            })
+            .and_then(|()| room(settings, dirs, &dir));
         out.push((
             "dump-spool",
-            spooled
-                .map(|()| format!("{} takes a file", dir.display()))
-                .map_err(|error| Error::Dump {
-                    name: first.name.clone(),
-                    error: DumpError::Spool { dir, error },
-                }),
+            spooled.map_err(|error| Error::Dump {
+                name: first.name.clone(),
+                error,
+            }),
         ));
     }
     for dump in &settings.dump {
@@ -107,6 +110,33 @@ pub fn check(settings: &Settings, dirs: &Dirs) -> Vec<Verdict> {
         ));
     }
     out
+}
+
+/// The spool's free space against what the dumps took in the latest verified archive (the
+/// run spools them all before archiving); without one, only that it takes a file.
+fn room(settings: &Settings, dirs: &Dirs, dir: &Path) -> Result<String, DumpError> {
+    let need: u64 = settings
+        .dump
+        .iter()
+        .filter_map(|d| super::last_verified_size(settings, dirs, &d.name))
+        .sum();
+    let Ok(st) = nix::sys::statvfs::statvfs(dir) else {
+        return Ok(format!("{} takes a file", dir.display()));
+    };
+    let free = st.blocks_available().saturating_mul(st.fragment_size());
+    if free < need {
+        return Err(DumpError::SpoolFull {
+            dir: dir.to_owned(),
+            free,
+            need,
+        });
+    }
+    Ok(format!(
+        "{} takes a file; {} free, the last dumps took {}",
+        dir.display(),
+        crate::systemd::sdnotify::human_bytes(free),
+        crate::systemd::sdnotify::human_bytes(need)
+    ))
 }
 
 /// Where `program` is: itself when it has a `/`, else the first executable of that name on
