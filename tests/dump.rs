@@ -481,3 +481,24 @@ fn preflight_refuses_a_spool_smaller_than_the_last_dumps() {
     assert!(err.contains("the last dumps took"), "{err}");
     assert_eq!(env.archives().len(), 1);
 }
+
+#[test]
+fn a_percentage_min_size_holds_the_dump_to_the_last_verified_one() {
+    let env = Env::new();
+    fs::write(env.src.join("a.txt"), b"a").unwrap();
+    let data = env.dir.path().join("export");
+    fs::write(&data, vec![b'x'; 10_000]).unwrap();
+    let script = format!("cat '{}'", data.display());
+    env.write_config("", &command_dump(&env, "export", &script, "50%", ""));
+    assert_code(&env.vouch(&["run"]), 0);
+    fs::write(&data, vec![b'x'; 6_000]).unwrap();
+    assert_code(&env.vouch(&["run"]), 0);
+    // 2000 bytes is below 50% of the last verified 6000.
+    fs::write(&data, vec![b'x'; 2_000]).unwrap();
+    let out = env.vouch(&["run"]);
+    assert_code(&out, 20);
+    let err = stderr(&out);
+    assert!(err.contains("below its min-size of 2.9 KiB"), "{err}");
+    assert!(err.contains("the last verified one was 5.9 KiB"), "{err}");
+    assert_eq!(env.archives().len(), 2);
+}
