@@ -215,12 +215,13 @@ fn backup(settings: &Settings, dirs: &Dirs) -> Result<Report, Error> {
     let started = Instant::now();
     let cleared = preflight(settings, dirs)?;
     let stores: Vec<Box<dyn Target>> = settings.targets.iter().map(target::open).collect();
+    let named = start(settings, &stores);
     let prepared = dumps(settings, dirs)?;
     let Written {
         facts,
         mut spooled,
         mut pendings,
-    } = archive(settings, dirs, &cleared.keys, &stores, prepared)?;
+    } = archive(settings, dirs, &cleared.keys, &stores, named, prepared)?;
     judge(settings, &facts.archived.tail)?;
     let verified = verify(settings, &cleared.keys, &facts, &mut spooled, &mut pendings)?;
     let committed = commit(settings, &facts, &verified, pendings)?;
@@ -236,6 +237,19 @@ fn backup(settings: &Settings, dirs: &Dirs) -> Result<Report, Error> {
         cleanup_failure: facts.cleanup_failure,
         lock: std::sync::Arc::new(cleared.lock),
     })
+}
+
+/// Start: the archive's name, whose time is the run's start, and the run-started entry, before
+/// any hook or dump runs.
+fn start(settings: &Settings, stores: &[Box<dyn Target>]) -> (OffsetDateTime, String) {
+    let (created, name) = pick_name(settings, stores);
+    Entry::event(
+        Event::RunStarted,
+        format!("backup {} started", settings.backup.name),
+    )
+    .field("VOUCH_ARCHIVE", &name)
+    .emit();
+    (created, name)
 }
 
 /// The phases once the archive is committed and verified everywhere: a before-hook's failed
@@ -332,6 +346,7 @@ fn archive(
     dirs: &Dirs,
     keys: &Keys,
     stores: &[Box<dyn Target>],
+    (created, name): (OffsetDateTime, String),
     (cleanups, mut dumps): crate::dump::Prepared<'_>,
 ) -> Result<Written, Error> {
     // The live files of SQLite dumps are left out: their snapshots are archived instead.
@@ -347,14 +362,7 @@ fn archive(
         &exclude,
         settings.backup.one_file_system,
     );
-    let (created, name) = pick_name(settings, stores);
     let host = host_name();
-    Entry::event(
-        Event::RunStarted,
-        format!("backup {} started", settings.backup.name),
-    )
-    .field("VOUCH_ARCHIVE", &name)
-    .emit();
     let pendings = begin(settings, stores, &name)?;
     let (fan, errors) = fan_out(settings, dirs, pendings);
     let head = manifest_head(settings, &host, created);

@@ -348,6 +348,33 @@ fn a_failing_before_hook_writes_nothing_runs_the_cleanups_and_the_failure_hooks(
 }
 
 #[test]
+fn a_run_refused_by_the_lock_runs_no_hook_at_all() {
+    let env = Env::new();
+    fs::write(env.src.join("a.txt"), b"a").unwrap();
+    let config = [
+        logging_hook(&env, "quiesce", "before", "before", true),
+        logging_hook(&env, "alert", "failure", "failure", false),
+    ]
+    .concat();
+    env.write_config("", &config);
+    fs::create_dir_all(&env.runtime).unwrap();
+    let lock = fs::File::create(env.runtime.join("lock")).unwrap();
+    lock.try_lock().unwrap();
+    let out = env.vouch(&["run"]);
+    assert_code(&out, 11);
+    assert!(hook_log(&env).is_empty(), "{:?}", hook_log(&env));
+    drop(lock);
+    let out = env.vouch(&["run"]);
+    assert_code(&out, 0);
+    assert_eq!(hook_log(&env), ["before", "before-cleanup"]);
+    // The run's first entry is run-started; the hooks' entries follow it.
+    let err = stderr(&out);
+    let started = err.find("started").expect("a run-started line");
+    let hook = err.find("exited 0 in").expect("a hook-ran line");
+    assert!(started < hook, "{err}");
+}
+
+#[test]
 fn a_hook_past_its_timeout_is_killed_and_fails_the_run() {
     let env = Env::new();
     env.write_config(

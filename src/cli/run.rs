@@ -31,7 +31,10 @@ pub fn execute(cli: &Cli) -> Result<ExitCode, Error> {
         Ok(()) => ExitCode::Ok,
         Err(e) => e.exit_code(),
     };
-    if code != ExitCode::Ok {
+    // A run refused because another holds the lock did nothing: the run that holds it runs its
+    // own failure hooks if it fails (a failure hook that restarts a stopped service must not
+    // fire in the middle of that run).
+    if code != ExitCode::Ok && code != ExitCode::Locked {
         crate::dump::hook::failure(&settings, code);
     }
     let mut outcome = outcome(&settings, started, report.as_ref(), &result, code);
