@@ -248,3 +248,32 @@ fn every_config_key_is_documented_in_vouch_toml_5() {
         );
     }
 }
+
+/// The roff requests the man pages use; a text line that starts with `.` or `'`
+/// would be read as an unknown request and dropped from the page.
+const REQUESTS: &[&str] = &[
+    "TH", "SH", "SS", "PP", "TP", "RS", "RE", "nf", "fi", "ie", "el", "br", "IP",
+];
+
+#[test]
+fn no_man_page_line_is_read_as_an_unknown_request() {
+    for (name, page) in [
+        ("vouch.8", include_str!("../man/vouch.8")),
+        ("vouch.toml.5", include_str!("../man/vouch.toml.5")),
+    ] {
+        for (n, line) in page.lines().enumerate() {
+            let Some(rest) = line.strip_prefix('.').or_else(|| line.strip_prefix('\'')) else {
+                continue;
+            };
+            let request: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric())
+                .collect();
+            assert!(
+                REQUESTS.contains(&request.as_str()),
+                "{name}:{}: {line:?} starts like a roff request; escape it with \\&",
+                n + 1
+            );
+        }
+    }
+}
