@@ -7,88 +7,9 @@ mod util;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
+use util::postgresql::{fill, Postgres};
 use util::{assert_code, bash_ok, stderr, Env};
-
-const PGBIN: &str = "/usr/lib/postgresql/15/bin";
-
-/// A throwaway PostgreSQL cluster owned by the `postgres` user, listening only on a unix socket
-/// in its own directory; stopped when dropped.
-struct Postgres {
-    dir: tempfile::TempDir,
-}
-
-impl Postgres {
-    fn start() -> Postgres {
-        assert!(
-            Path::new(&format!("{PGBIN}/initdb")).exists(),
-            "PostgreSQL 15 is needed: run scripts/setup (apt-get install postgresql)"
-        );
-        assert!(util::is_root(), "the PostgreSQL tests run as root");
-        let dir = tempfile::Builder::new()
-            .prefix("vouch-pg.")
-            .tempdir()
-            .unwrap();
-        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
-        let d = dir.path().display().to_string();
-        bash_ok(&format!(
-            "set -e; chown postgres: '{d}'; cd /; \
-             runuser -u postgres -- env LC_ALL=C {PGBIN}/initdb -D '{d}/data' -A trust -U postgres --no-sync >/dev/null; \
-             runuser -u postgres -- {PGBIN}/pg_ctl -D '{d}/data' -l '{d}/log' -w \
-               -o \"-c listen_addresses='' -k {d} -c fsync=off\" start >/dev/null"
-        ));
-        Postgres { dir }
-    }
-
-    fn socket_dir(&self) -> String {
-        self.dir.path().display().to_string()
-    }
-
-    /// Runs SQL as the superuser on `db`.
-    fn sql(&self, db: &str, sql: &str) -> String {
-        let out = Command::new("psql")
-            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h"])
-            .arg(self.socket_dir())
-            .args(["-U", "postgres", "-d", db, "-c", sql])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{sql}: {}", stderr(&out));
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    }
-
-    /// The `[[dump]]` lines that reach this server.
-    fn dump(&self, name: &str, databases: &str, extra: &str) -> String {
-        format!(
-            "[[dump]]\nname = \"{name}\"\nkind = \"postgresql\"\ndatabases = {databases}\nhost = \"{}\"\nuser = \"postgres\"\n{extra}",
-            self.socket_dir()
-        )
-    }
-}
-
-impl Drop for Postgres {
-    fn drop(&mut self) {
-        let d = self.dir.path().display();
-        let _ = Command::new("bash")
-            .arg("-c")
-            .arg(format!(
-                "cd /; runuser -u postgres -- {PGBIN}/pg_ctl -D '{d}/data' -m immediate -w stop >/dev/null 2>&1"
-            ))
-            .status();
-    }
-}
-
-/// A database `db` with `rows` rows in table `items`.
-fn fill(pg: &Postgres, db: &str, rows: u32) {
-    pg.sql("postgres", &format!("CREATE DATABASE {db}"));
-    pg.sql(
-        db,
-        &format!(
-            "CREATE TABLE items(id int PRIMARY KEY, label text); \
-             INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, {rows}) g;"
-        ),
-    );
-}
 
 /// Extracts `member` of the newest archive into the restore pipeline `then`.
 fn restore_member(env: &Env, member: &str, then: &str) {

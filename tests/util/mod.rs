@@ -1,6 +1,9 @@
 //! Shared helpers for tests that drive the built `vouch` binary against temporary trees.
 #![allow(dead_code)]
 
+pub mod mariadb; // a MariaDB server on a unix socket
+pub mod postgresql; // a PostgreSQL cluster on a unix socket
+
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs;
