@@ -226,3 +226,73 @@ fn a_server_that_does_not_answer_and_a_missing_client_are_exit_20() {
     );
     assert!(env.target_files().is_empty());
 }
+
+/// A `[[dump]]` for `app` that logs in as `role` with the secret from `credential`.
+fn dump_as(pg: &Postgres, role: &str, credential: &str) -> String {
+    format!(
+        "[[dump]]\nname = \"app\"\nkind = \"postgresql\"\ndatabases = [\"app\"]\nhost = \"{}\"\nuser = \"{role}\"\ncredential = \"{credential}\"\n",
+        pg.socket_dir()
+    )
+}
+
+#[test]
+fn a_password_from_a_credential_logs_in_and_a_wrong_or_missing_one_is_exit_20() {
+    let pg = Postgres::start();
+    fill(&pg, "app", 7);
+    pg.require_password("backup", "right-horse-battery");
+    let env = Env::new();
+    let creds = env.dir.path().join("credentials");
+    fs::create_dir(&creds).unwrap();
+    let secret = creds.join("app-db");
+    fs::write(&secret, "right-horse-battery\n").unwrap();
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
+    env.write_config("", &dump_as(&pg, "backup", "app-db"));
+    let run = |args: &[&str]| {
+        env.command(args)
+            .env("CREDENTIALS_DIRECTORY", &creds)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["run"]);
+    assert_code(&out, 0);
+    assert!(!stderr(&out).contains("right-horse-battery"));
+    pg.sql("postgres", "CREATE DATABASE app_back");
+    restore_member(
+        &env,
+        ".vouch/dumps/app.pgdump",
+        &format!(
+            "pg_restore --exit-on-error --no-owner -h '{}' -U postgres -d app_back",
+            pg.socket_dir()
+        ),
+    );
+    assert_eq!(pg.sql("app_back", "SELECT count(*) FROM items"), "7");
+
+    fs::write(&secret, "wrong-horse\n").unwrap();
+    let out = run(&["preflight"]);
+    assert_code(&out, 20);
+    assert!(
+        stderr(&out).contains("password authentication failed"),
+        "{}",
+        stderr(&out)
+    );
+
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o644)).unwrap();
+    let out = run(&["run"]);
+    assert_code(&out, 20);
+    assert!(stderr(&out).contains("chmod 0600"), "{}", stderr(&out));
+
+    env.write_config("", &dump_as(&pg, "backup", "nowhere-db"));
+    let out = run(&["run"]);
+    assert_code(&out, 20);
+    assert!(
+        stderr(&out).contains("/etc/vouch/credentials/nowhere-db")
+            && stderr(&out).contains("LoadCredential=nowhere-db:"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        env.archives().len(),
+        1,
+        "no archive was added by the failed runs"
+    );
+}

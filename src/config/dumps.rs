@@ -7,6 +7,7 @@
 //! does nothing.
 
 use super::{check_name, parse_duration, parse_size, ConfigError, Context};
+pub use crate::host::credential::Secret;
 use serde::Deserialize;
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -148,8 +149,9 @@ pub struct PostgresqlDump {
     pub port: Option<u16>,
     /// Database user.
     pub user: Option<String>,
-    /// A file holding the password (passed as `PGPASSWORD`, never in argv).
-    pub password_file: Option<PathBuf>,
+    /// Where the password comes from (`password-file` or `credential`); passed as
+    /// `PGPASSWORD`, never in argv. `None`: peer authentication, or `~/.pgpass`.
+    pub password: Option<Secret>,
     /// The fewest tables each database's dump may hold.
     pub min_tables: u64,
 }
@@ -174,8 +176,9 @@ pub struct MariadbDump {
     pub port: Option<u16>,
     /// Database user.
     pub user: Option<String>,
-    /// A file holding the password (passed as `MYSQL_PWD`, never in argv).
-    pub password_file: Option<PathBuf>,
+    /// Where the password comes from (`password-file` or `credential`); passed as
+    /// `MYSQL_PWD`, never in argv. `None`: `unix_socket` authentication as root.
+    pub password: Option<Secret>,
     /// The fewest tables each database's dump may hold.
     pub min_tables: u64,
 }
@@ -263,6 +266,7 @@ pub(super) struct RawDump {
     port: Option<Spanned<i64>>,
     user: Option<Spanned<String>>,
     password_file: Option<Spanned<String>>,
+    credential: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -371,7 +375,7 @@ impl Context<'_> {
         let command = kind == "command";
         let pg = kind == "postgresql";
         let server = pg || kind == "mariadb";
-        let keys: [(&str, Option<std::ops::Range<usize>>, bool); 15] = [
+        let keys: [(&str, Option<std::ops::Range<usize>>, bool); 16] = [
             ("path", d.path.as_ref().map(|v| v.span()), sqlite),
             ("check", d.check.as_ref().map(|v| v.span()), sqlite),
             (
@@ -405,6 +409,11 @@ impl Context<'_> {
             (
                 "password-file",
                 d.password_file.as_ref().map(|v| v.span()),
+                server,
+            ),
+            (
+                "credential",
+                d.credential.as_ref().map(|v| v.span()),
                 server,
             ),
         ];
@@ -637,11 +646,7 @@ impl Context<'_> {
             host: text(&d.host, "host")?,
             port,
             user: text(&d.user, "user")?,
-            password_file: d
-                .password_file
-                .as_ref()
-                .map(|p| self.path(p, &key("password-file")))
-                .transpose()?,
+            password: self.password(d, name)?,
             min_tables: self.min_tables(d, name)?,
         })
     }
@@ -655,9 +660,28 @@ impl Context<'_> {
             host: p.host,
             port: p.port,
             user: p.user,
-            password_file: p.password_file,
+            password: p.password,
             min_tables: p.min_tables,
         })
+    }
+
+    /// `password-file` or `credential` (not both).
+    fn password(&self, d: &RawDump, name: &str) -> Result<Option<Secret>, ConfigError> {
+        let key = |k: &str| format!("dump.{name}.{k}");
+        match (&d.password_file, &d.credential) {
+            (Some(_), Some(c)) => Err(self.error(
+                Some(c.span()),
+                &key("credential"),
+                "give password-file or credential, not both".into(),
+            )),
+            (Some(p), None) => Ok(Some(Secret::File(self.path(p, &key("password-file"))?))),
+            (None, Some(c)) => {
+                check_name(c.get_ref())
+                    .map_err(|m| self.error(Some(c.span()), &key("credential"), m))?;
+                Ok(Some(Secret::Credential(c.get_ref().clone())))
+            }
+            (None, None) => Ok(None),
+        }
     }
 
     fn command_dump(&self, d: &RawDump, name: &str) -> Result<CommandDump, ConfigError> {
@@ -905,7 +929,7 @@ timeout = "2m"
 
 #[cfg(test)]
 mod postgresql_tests {
-    use crate::config::{from_str, DumpKind, PgFormat};
+    use crate::config::{from_str, DumpKind, PgFormat, Secret};
     use std::path::Path;
 
     fn parse(extra: &str) -> Result<crate::config::Settings, crate::config::ConfigError> {
@@ -926,6 +950,11 @@ mod postgresql_tests {
         assert_eq!(p.format, PgFormat::Plain);
         assert_eq!(p.port, Some(5433));
         assert_eq!(p.min_tables, 0);
+        assert_eq!(p.password, None);
+        let c = parse("[[dump]]\nname = \"app\"\nkind = \"postgresql\"\ndatabases = [\"app\"]\ncredential = \"app-db\"\n").unwrap();
+        assert!(
+            matches!(&c.dump[0].kind, DumpKind::Postgresql(x) if x.password == Some(Secret::Credential("app-db".into())))
+        );
         let cases = [
             (
                 "databases = [\"app\"]\nglobals = false\n",
@@ -949,6 +978,14 @@ mod postgresql_tests {
                 "path does not apply to kind = \"postgresql\"",
             ),
             ("", "dump.app.databases: a postgresql dump needs databases"),
+            (
+                "databases = [\"app\"]\ncredential = \"db\"\npassword-file = \"/etc/pw\"\n",
+                "dump.app.credential: give password-file or credential, not both",
+            ),
+            (
+                "databases = [\"app\"]\ncredential = \"../shadow\"\n",
+                "dump.app.credential",
+            ),
         ];
         let m = parse("[[dump]]\nname = \"db\"\nkind = \"mariadb\"\ndatabases = [\"shop\"]\nhost = \"/run/mysqld/mysqld.sock\"\n").unwrap();
         assert!(

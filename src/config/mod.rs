@@ -14,7 +14,7 @@ mod units;
 
 pub use dumps::{
     CommandDump, Dump, DumpKind, Dumps, Hook, MariadbDump, MinSize, PgFormat, PostgresqlDump,
-    SqliteCheck, SqliteDump, When, DEFAULT_BUSY_TIMEOUT, DEFAULT_DUMP_TIMEOUT,
+    Secret, SqliteCheck, SqliteDump, When, DEFAULT_BUSY_TIMEOUT, DEFAULT_DUMP_TIMEOUT,
     DEFAULT_HOOK_TIMEOUT,
 };
 

@@ -5,6 +5,7 @@
 //! too, so the journal entry alone says what to fix.
 
 use crate::config::format_duration;
+use crate::host::credential::{CredentialError, Secret};
 use crate::systemd::sdnotify::human_bytes;
 use std::io;
 use std::path::PathBuf;
@@ -119,13 +120,13 @@ pub enum DumpError {
         /// The server's major version.
         server: u32,
     },
-    /// A password file that is unreadable or open to others.
-    #[error("password file {}: {detail}", path.display())]
+    /// A password file or credential that is missing, unreadable or open to others.
+    #[error("password: {error}")]
     Credential {
-        /// The file.
-        path: PathBuf,
+        /// Where the password was to come from.
+        secret: Secret,
         /// What is wrong.
-        detail: String,
+        error: CredentialError,
     },
     /// The dump lacks the line every complete dump of its format has.
     #[error("the dump of {database:?} ended without {expected:?}")]
@@ -229,10 +230,9 @@ impl DumpError {
             DumpError::ClientTooOld { server, .. } => format!(
                 "Install postgresql-client-{server} (a client at least as new as the server) so pg_dump can dump it for [[dump]] \"{name}\"."
             ),
-            DumpError::Credential { path, .. } => format!(
-                "Make {} readable by root only (chmod 0600, chown root) for [[dump]] \"{name}\".",
-                path.display()
-            ),
+            DumpError::Credential { secret, error } => {
+                error.hint(secret, &format!("[[dump]] \"{name}\""))
+            }
             DumpError::NoMarker { expected, .. } => format!(
                 "The dump of \"{name}\" ended without {expected:?}: it was cut off (killed, a full disk, a broken pipe); run it again and check the server's log."
             ),

@@ -53,7 +53,7 @@ fn connection(spec: &MariadbDump) -> Vec<String> {
 /// Preflight: logs in and returns the databases that would be dumped.
 pub fn probe(dump: &Dump, spec: &MariadbDump) -> Result<Vec<String>, DumpError> {
     let mut env = Vec::new();
-    if let Some(p) = super::password(spec.password_file.as_deref())? {
+    if let Some(p) = super::password(spec.password.as_ref())? {
         env.push(("MYSQL_PWD", p));
     }
     let owner = Owner {
@@ -66,7 +66,7 @@ pub fn probe(dump: &Dump, spec: &MariadbDump) -> Result<Vec<String>, DumpError> 
 /// Dumps every database of the entry.
 pub fn dump(spool: &Spool, dump: &Dump, spec: &MariadbDump) -> Result<Vec<Dumped>, DumpError> {
     let mut env = Vec::new();
-    if let Some(p) = super::password(spec.password_file.as_deref())? {
+    if let Some(p) = super::password(spec.password.as_ref())? {
         env.push(("MYSQL_PWD", p));
     }
     let owner = Owner {

@@ -23,6 +23,7 @@ pub use error::{DumpError, HookError};
 
 use crate::config::{Dump, DumpKind, MinSize, Settings};
 use crate::error::Error;
+use crate::host::credential::{self, Secret};
 use crate::host::dirs::Dirs;
 use crate::systemd::journal::{Entry, Event};
 use sha2::{Digest, Sha256};
@@ -172,22 +173,18 @@ pub fn spool_command(
     spooling.finish().map_err(spool_error)
 }
 
-/// The first line of a `password-file`, which must be readable by its owner only.
-pub fn password(path: Option<&Path>) -> Result<Option<String>, DumpError> {
-    let Some(path) = path else {
+/// The password of a server dump: the first line of its `password-file` or `credential`.
+pub fn password(secret: Option<&Secret>) -> Result<Option<String>, DumpError> {
+    let Some(secret) = secret else {
         return Ok(None);
     };
-    let fail = |detail: String| DumpError::Credential {
-        path: path.to_owned(),
-        detail,
-    };
-    let meta = std::fs::metadata(path).map_err(|e| fail(e.to_string()))?;
-    let mode = std::os::unix::fs::MetadataExt::mode(&meta) & 0o7777;
-    if mode & 0o077 != 0 {
-        return Err(fail(format!("mode {mode:04o} lets others read it")));
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
-    Ok(Some(text.lines().next().unwrap_or("").to_owned()))
+    let dir = Dirs::from_env().credentials;
+    credential::read_password(secret, dir.as_deref())
+        .map(Some)
+        .map_err(|error| DumpError::Credential {
+            secret: secret.clone(),
+            error,
+        })
 }
 
 /// The spool directory for `settings`: `[dumps] spool-dir`, else `spool` in the state directory.

@@ -123,7 +123,7 @@ fn client_major(text: &str) -> Option<u32> {
 /// How to reach the server of `dump`.
 fn server<'a>(dump: &'a Dump, spec: &'a PostgresqlDump) -> Result<Server<'a>, DumpError> {
     let mut env = vec![("PGCONNECT_TIMEOUT", "30".to_owned())];
-    if let Some(p) = super::password(spec.password_file.as_deref())? {
+    if let Some(p) = super::password(spec.password.as_ref())? {
         env.push(("PGPASSWORD", p));
     }
     Ok(Server {

@@ -54,6 +54,22 @@ impl Postgres {
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
+    /// Makes `role` a superuser that must log in with `password` (scram-sha-256 on the socket),
+    /// while `postgres` keeps logging in without one.
+    pub fn require_password(&self, role: &str, password: &str) {
+        self.sql(
+            "postgres",
+            &format!("CREATE ROLE {role} LOGIN SUPERUSER PASSWORD '{password}'"),
+        );
+        let hba = self.dir.path().join("data/pg_hba.conf");
+        let old = fs::read_to_string(&hba).unwrap();
+        fs::write(&hba, format!("local all {role} scram-sha-256\n{old}")).unwrap();
+        let d = self.socket_dir();
+        bash_ok(&format!(
+            "cd /; runuser -u postgres -- {PGBIN}/pg_ctl -D '{d}/data' reload >/dev/null"
+        ));
+    }
+
     /// The `[[dump]]` lines that reach this server.
     pub fn dump(&self, name: &str, databases: &str, extra: &str) -> String {
         format!(
