@@ -370,7 +370,7 @@ fn archive(
     let mut tar = open_stream(keys, fan, &errors)?;
     let mut archived = write_sources(settings, dirs, &walker, &mut tar, &mut manifest, &errors)?;
     write_dumps(settings, dirs, &mut tar, &mut manifest, &mut dumps, &errors)?;
-    crate::dump::entry::record_all(&mut archived.tail, &dumps);
+    crate::dump::entry::record_all(&mut archived.tail, &dumps, &settings.backup.required_dumps);
     let cleanup_failure = cleanups.finish();
     let mut spooled = manifest
         .finish(&archived.tail)
@@ -786,6 +786,9 @@ fn size_check(
 /// empty (a 0-byte file or a directory with nothing archived in it), or present and still not
 /// archived (excluded, unreadable, or another file type).
 fn why_required_failed(path: &str) -> String {
+    if path.starts_with(crate::config::REQUIRED_DUMP_PREFIX) {
+        return format!("{path} (not in the archive: that database is no longer on the server, or it is excluded)");
+    }
     match std::fs::symlink_metadata(path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => format!("{path} (missing)"),
         Err(e) => format!("{path} (cannot be examined: {e})"),

@@ -296,3 +296,32 @@ fn a_password_from_a_credential_logs_in_and_a_wrong_or_missing_one_is_exit_20() 
         "no archive was added by the failed runs"
     );
 }
+
+#[test]
+fn a_required_database_that_vanished_from_a_star_dump_is_exit_32() {
+    let pg = Postgres::start();
+    fill(&pg, "shop", 3);
+    fill(&pg, "blog", 4);
+    let env = Env::new();
+    env.write_config(
+        "required = [\"dump:all/shop\", \"dump:all\"]",
+        &pg.dump("all", "[\"*\"]", "exclude-databases = [\"postgres\"]\n"),
+    );
+    assert_code(&env.vouch(&["run"]), 0);
+    let manifest = env.manifest(&env.archives().pop().unwrap());
+    let required = manifest["required"].to_string();
+    assert!(
+        required.contains("\"dump:all/shop\"") && !required.contains("false"),
+        "{required}"
+    );
+    // The database is dropped: every other database still dumps, so only `required` sees it.
+    pg.sql("postgres", "DROP DATABASE shop");
+    let out = env.vouch(&["run"]);
+    assert_code(&out, 32);
+    assert!(
+        stderr(&out).contains("dump:all/shop (not in the archive"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(env.archives().len(), 1, "the failed run kept no archive");
+}

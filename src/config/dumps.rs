@@ -55,6 +55,29 @@ pub struct Dump {
     pub kind: DumpKind,
 }
 
+/// How a `required` entry names a dump instead of a path.
+pub const REQUIRED_DUMP_PREFIX: &str = "dump:";
+
+/// `required = ["dump:NAME"]` or `["dump:NAME/DB"]`: a dump (or one database of it) that every
+/// archive must hold, non-empty. With `databases = ["*"]` this is how a database that vanished
+/// from the server is caught: the others still dump and the run would otherwise succeed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequiredDump {
+    /// The `[[dump]]` name.
+    pub name: String,
+    /// One database of it, for postgresql and mariadb.
+    pub database: Option<String>,
+}
+
+impl std::fmt::Display for RequiredDump {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.database {
+            Some(db) => write!(f, "{REQUIRED_DUMP_PREFIX}{}/{db}", self.name),
+            None => write!(f, "{REQUIRED_DUMP_PREFIX}{}", self.name),
+        }
+    }
+}
+
 /// `min-size`: bytes, or a percentage of the same dump in the latest verified archive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MinSize {
@@ -665,6 +688,52 @@ impl Context<'_> {
         })
     }
 
+    /// The `required` entries that name dumps: each names a `[[dump]]`, and a database only
+    /// for a server kind that dumps it (listed, or `"*"`).
+    pub(super) fn required_dumps(
+        &self,
+        raw: &[&Spanned<String>],
+        dumps: &[Dump],
+    ) -> Result<Vec<RequiredDump>, ConfigError> {
+        raw.iter()
+            .map(|r| {
+                let fail = |m: String| self.error(Some(r.span()), "backup.required", m);
+                let text = &r.get_ref()[REQUIRED_DUMP_PREFIX.len()..];
+                let (name, database) = match text.split_once('/') {
+                    Some((n, db)) => (n, Some(db.to_owned())),
+                    None => (text, None),
+                };
+                let Some(dump) = dumps.iter().find(|d| d.name == name) else {
+                    let known: Vec<&str> = dumps.iter().map(|d| d.name.as_str()).collect();
+                    return Err(fail(format!(
+                        "{:?} names no [[dump]] (there are: {})",
+                        r.get_ref(),
+                        if known.is_empty() { "none".into() } else { known.join(", ") }
+                    )));
+                };
+                if let Some(db) = &database {
+                    let listed = match &dump.kind {
+                        DumpKind::Postgresql(p) => p.all() || p.databases.contains(db),
+                        DumpKind::Mariadb(m) => m.all() || m.databases.contains(db),
+                        _ => return Err(fail(format!(
+                            "[[dump]] \"{name}\" is kind = {:?}, which has no databases: use \"dump:{name}\"",
+                            dump.kind.name()
+                        ))),
+                    };
+                    if db.is_empty() || !listed {
+                        return Err(fail(format!(
+                            "[[dump]] \"{name}\" does not dump database {db:?}"
+                        )));
+                    }
+                }
+                Ok(RequiredDump {
+                    name: name.to_owned(),
+                    database,
+                })
+            })
+            .collect()
+    }
+
     /// `password-file` or `credential` (not both).
     fn password(&self, d: &RawDump, name: &str) -> Result<Option<Secret>, ConfigError> {
         let key = |k: &str| format!("dump.{name}.{k}");
@@ -1001,6 +1070,27 @@ mod postgresql_tests {
             let text = format!("[[dump]]\nname = \"app\"\nkind = \"postgresql\"\n{extra}");
             let got = parse(&text).expect_err(extra).to_string();
             assert!(got.contains(want), "{extra} -> {got}");
+        }
+    }
+
+    #[test]
+    fn required_may_name_a_dump_or_one_of_its_databases() {
+        let dump = "[[dump]]\nname = \"all\"\nkind = \"postgresql\"\ndatabases = [\"*\"]\n[[dump]]\nname = \"lite\"\nkind = \"sqlite\"\npath = \"/etc/app.db\"\n";
+        let with = |required: &str| {
+            let base = format!("[backup]\nsources = [\"/etc\"]\nrequired = {required}\n[encryption]\nrecipients = [\"age1x\"]\n[[target]]\nname = \"l\"\npath = \"/var/backups/vouch\"\n{dump}");
+            from_str(&base, Path::new("/etc/vouch/vouch.toml"))
+        };
+        let s = with("[\"dump:all/shop\", \"dump:lite\", \"/etc/app.db\"]").unwrap();
+        let names: Vec<String> = s.backup.required_dumps.iter().map(|r| r.to_string()).collect();
+        assert_eq!(names, ["dump:all/shop", "dump:lite"]);
+        assert_eq!(s.backup.required, [Path::new("/etc/app.db")]);
+        for (required, want) in [
+            ("[\"dump:nope\"]", "\"dump:nope\" names no [[dump]] (there are: all, lite)"),
+            ("[\"dump:lite/main\"]", "kind = \"sqlite\", which has no databases"),
+            ("[\"dump:all/\"]", "does not dump database \"\""),
+        ] {
+            let e = with(required).expect_err(required).to_string();
+            assert!(e.contains("backup.required") && e.contains(want), "{required} -> {e}");
         }
     }
 }

@@ -14,8 +14,8 @@ mod units;
 
 pub use dumps::{
     CommandDump, Dump, DumpKind, Dumps, Hook, MariadbDump, MinSize, PgFormat, PostgresqlDump,
-    Secret, SqliteCheck, SqliteDump, When, DEFAULT_BUSY_TIMEOUT, DEFAULT_DUMP_TIMEOUT,
-    DEFAULT_HOOK_TIMEOUT,
+    RequiredDump, Secret, SqliteCheck, SqliteDump, When, DEFAULT_BUSY_TIMEOUT,
+    DEFAULT_DUMP_TIMEOUT, DEFAULT_HOOK_TIMEOUT, REQUIRED_DUMP_PREFIX,
 };
 
 pub use units::{format_duration, parse_duration, parse_size};
@@ -90,6 +90,8 @@ pub struct Backup {
     pub exclude: Vec<String>,
     /// Paths that must be in every archive and non-empty.
     pub required: Vec<PathBuf>,
+    /// Dumps (`"dump:NAME"`, `"dump:NAME/DB"` in `required`) that must be in every archive.
+    pub required_dumps: Vec<RequiredDump>,
     /// Stay on each source's filesystem.
     pub one_file_system: bool,
     /// What unreadable files do to the run.
@@ -658,7 +660,12 @@ impl Context<'_> {
             self.error(None, "backup.exclude", format!("bad pattern: {}", e.kind()))
         })?;
         let mut required = Vec::new();
+        let mut required_dumps = Vec::new();
         for r in &b.required {
+            if r.get_ref().starts_with(dumps::REQUIRED_DUMP_PREFIX) {
+                required_dumps.push(r);
+                continue;
+            }
             let p = self.path(r, "backup.required")?;
             if !sources.iter().any(|s| p.starts_with(s)) {
                 return Err(self.error(
@@ -926,6 +933,7 @@ impl Context<'_> {
         let dumps = self.dumps(raw.dumps)?;
         let dump = self.dump_list(raw.dump.unwrap_or_default(), &dumps)?;
         let hooks = self.hook_list(raw.hook.unwrap_or_default(), &dumps)?;
+        let required_dumps = self.required_dumps(&required_dumps, &dump)?;
         Ok(Settings {
             file: self.file.to_owned(),
             backup: Backup {
@@ -933,6 +941,7 @@ impl Context<'_> {
                 sources,
                 exclude,
                 required,
+                required_dumps,
                 one_file_system: b.one_file_system,
                 on_read_error,
             },

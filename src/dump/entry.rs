@@ -6,9 +6,10 @@
 //! into `SHA256SUMS` and the read-back verification) like any file.
 
 use super::{DumpError, Dumped};
+use crate::config::RequiredDump;
 use crate::error::Error;
 use crate::pipeline::manifest::{
-    encode_path, DumpCheck, DumpRecord, Entry, EntryType, ManifestWriter, Tail,
+    encode_path, DumpCheck, DumpRecord, Entry, EntryType, ManifestWriter, RequiredStatus, Tail,
 };
 use crate::pipeline::tarstream::{DataError, Header, Kind, TarWriter};
 use crate::target::receipt::ReceiptDump;
@@ -121,11 +122,20 @@ fn append<W: Write>(
 
 /// Records the dumps in the manifest's tail, and counts a non-empty SQLite snapshot as the
 /// required path it is stored at (the walk left the live file out).
-pub fn record_all(tail: &mut Tail, dumps: &[Dumped]) {
+pub fn record_all(tail: &mut Tail, dumps: &[Dumped], required: &[RequiredDump]) {
     tail.dumps = dumps.iter().map(record).collect();
     for r in tail.required.iter_mut().filter(|r| !r.present) {
         let rel = r.path.trim_start_matches('/').as_bytes();
         r.present = dumps.iter().any(|d| d.path == rel && d.size > 0);
+    }
+    for r in required {
+        let present = dumps.iter().any(|d| {
+            d.name == r.name && d.size > 0 && (r.database.is_none() || d.database == r.database)
+        });
+        tail.required.push(RequiredStatus {
+            path: r.to_string(),
+            present,
+        });
     }
 }
 
