@@ -529,3 +529,31 @@ fn a_percentage_min_size_holds_the_dump_to_the_last_verified_one() {
     assert!(err.contains("the last verified one was 5.9 KiB"), "{err}");
     assert_eq!(env.archives().len(), 2);
 }
+
+#[test]
+fn status_shows_the_dumps_and_warns_of_a_dump_the_newest_archive_lacks() {
+    let env = Env::new();
+    fs::write(env.src.join("a.txt"), b"a").unwrap();
+    let ldap = command_dump(&env, "ldap", "seq 1 300", "100", "");
+    env.write_config("", &ldap);
+    assert_code(&env.vouch(&["run"]), 0);
+    let out = env.vouch(&["status"]);
+    assert_code(&out, 0);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(", dumps ldap (command, "), "{text}");
+    let json: serde_json::Value =
+        serde_json::from_slice(&env.vouch(&["status", "--json"]).stdout).unwrap();
+    let dumps = &json["targets"][0]["latest-verified"]["dumps"];
+    assert_eq!(dumps[0]["name"], "ldap", "{json}");
+    assert_eq!(dumps[0]["checked"], true);
+
+    // A dump configured after the newest archive was made: a warning, gone after the next run.
+    let vault = command_dump(&env, "vault", "seq 1 300", "100", "");
+    env.write_config("", &format!("{ldap}{vault}"));
+    let out = env.vouch(&["status"]);
+    assert_code(&out, 1);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("holds no dump vault"), "{text}");
+    assert_code(&env.vouch(&["run"]), 0);
+    assert_code(&env.vouch(&["status"]), 0);
+}

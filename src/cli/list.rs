@@ -207,11 +207,7 @@ fn print_table(listing: &Listing) {
                 notes.push(format!("{} parts", a.parts));
             }
             if !a.dumps.is_empty() {
-                let dumps: Vec<String> = a
-                    .dumps
-                    .iter()
-                    .map(|d| format!("{} ({}, {})", d.name, d.kind, human_bytes(d.bytes)))
-                    .collect();
+                let dumps: Vec<String> = a.dumps.iter().map(|d| d.summary()).collect();
                 notes.push(format!("dumps: {}", dumps.join(", ")));
             }
             crate::out!(

@@ -1081,16 +1081,30 @@ mod postgresql_tests {
             from_str(&base, Path::new("/etc/vouch/vouch.toml"))
         };
         let s = with("[\"dump:all/shop\", \"dump:lite\", \"/etc/app.db\"]").unwrap();
-        let names: Vec<String> = s.backup.required_dumps.iter().map(|r| r.to_string()).collect();
+        let names: Vec<String> = s
+            .backup
+            .required_dumps
+            .iter()
+            .map(|r| r.to_string())
+            .collect();
         assert_eq!(names, ["dump:all/shop", "dump:lite"]);
         assert_eq!(s.backup.required, [Path::new("/etc/app.db")]);
         for (required, want) in [
-            ("[\"dump:nope\"]", "\"dump:nope\" names no [[dump]] (there are: all, lite)"),
-            ("[\"dump:lite/main\"]", "kind = \"sqlite\", which has no databases"),
+            (
+                "[\"dump:nope\"]",
+                "\"dump:nope\" names no [[dump]] (there are: all, lite)",
+            ),
+            (
+                "[\"dump:lite/main\"]",
+                "kind = \"sqlite\", which has no databases",
+            ),
             ("[\"dump:all/\"]", "does not dump database \"\""),
         ] {
             let e = with(required).expect_err(required).to_string();
-            assert!(e.contains("backup.required") && e.contains(want), "{required} -> {e}");
+            assert!(
+                e.contains("backup.required") && e.contains(want),
+                "{required} -> {e}"
+            );
         }
     }
 }

@@ -104,6 +104,18 @@ pub struct ReceiptDump {
     pub checked: bool,
 }
 
+impl ReceiptDump {
+    /// `NAME (KIND, SIZE)`, as `list` and `status` show it.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} ({}, {})",
+            self.name,
+            self.kind,
+            crate::systemd::sdnotify::human_bytes(self.bytes)
+        )
+    }
+}
+
 impl Receipt {
     /// The receipt's file name for an archive file name.
     pub fn file_name(archive: &str, split: bool) -> String {
