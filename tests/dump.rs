@@ -557,3 +557,89 @@ fn status_shows_the_dumps_and_warns_of_a_dump_the_newest_archive_lacks() {
     assert_code(&env.vouch(&["run"]), 0);
     assert_code(&env.vouch(&["status"]), 0);
 }
+
+/// `vouch ARGS` in a private mount namespace where `dir` is a read-only bind mount of itself,
+/// as `ProtectSystem=strict` makes a directory without `ReadWritePaths=`.
+fn with_read_only(env: &Env, dir: &Path, args: &[&str]) -> std::process::Output {
+    let d = dir.display();
+    let setup = format!("mount --bind '{d}' '{d}' && mount -o remount,bind,ro '{d}'");
+    env.wrapped(&["unshare", "-m", "--propagation", "private"], &setup, args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_wal_database_in_a_read_only_directory_is_refused_with_the_read_write_paths_fix() {
+    assert!(
+        util::is_root(),
+        "this test bind-mounts read-only and runs as root"
+    );
+    let env = Env::new();
+    fs::write(env.src.join("a.txt"), b"a").unwrap();
+    let dir = env.dir.path().join("app");
+    fs::create_dir(&dir).unwrap();
+    let wal = dir.join("wal.db");
+    drop(wal_database(&wal, 10));
+    let rollback = dir.join("rollback.db");
+    let db = Connection::open(&rollback).unwrap();
+    db.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+        .unwrap();
+    drop(db);
+    let config = |path: &Path| {
+        format!(
+            "[[dump]]\nname = \"app\"\nkind = \"sqlite\"\npath = \"{}\"\n",
+            path.display()
+        )
+    };
+    env.write_config("", &config(&wal));
+    for args in [&["preflight"][..], &["run"]] {
+        let out = with_read_only(&env, &dir, args);
+        assert_code(&out, 20);
+        let err = stderr(&out);
+        assert!(
+            err.contains("is in WAL mode and")
+                && err.contains(&format!("ReadWritePaths=-{}", dir.display())),
+            "{err}"
+        );
+    }
+    assert!(env.archives().is_empty());
+    // A rollback-journal database reads fine from a read-only directory.
+    env.write_config("", &config(&rollback));
+    assert_code(&with_read_only(&env, &dir, &["run"]), 0);
+    // And the WAL one does once the directory is writable.
+    env.write_config("", &config(&wal));
+    assert_code(&env.vouch(&["run"]), 0);
+}
+
+#[test]
+fn a_spool_that_fills_up_during_a_dump_is_exit_20_and_writes_no_archive() {
+    assert!(
+        util::is_root(),
+        "this test mounts a small tmpfs and runs as root"
+    );
+    let env = Env::new();
+    fs::write(env.src.join("a.txt"), b"a").unwrap();
+    let spool = env.dir.path().join("spool");
+    fs::create_dir(&spool).unwrap();
+    let dump = format!(
+        "[dumps]\nspool-dir = \"{}\"\n{}",
+        spool.display(),
+        command_dump(&env, "big", "head -c 300000 /dev/zero", "1", "")
+    );
+    env.write_config("", &dump);
+    // No earlier dump to estimate from, so preflight lets it start; the 64 KiB spool fills up.
+    let d = spool.display();
+    let out = env
+        .wrapped(
+            &["unshare", "-m", "--propagation", "private"],
+            &format!("mount -t tmpfs -o size=64k tmpfs '{d}'"),
+            &["run"],
+        )
+        .output()
+        .unwrap();
+    assert_code(&out, 20);
+    let err = stderr(&out);
+    assert!(err.contains("filled up while dumping \"big\""), "{err}");
+    assert!(env.archives().is_empty());
+    assert!(env.target_files().is_empty(), "{:?}", env.target_files());
+}

@@ -80,6 +80,15 @@ pub enum DumpError {
         /// SQLite's message.
         detail: String,
     },
+    /// A WAL database whose directory this process cannot write: SQLite cannot make the
+    /// `-shm` it needs, and a read then fails or (an old CLI) spins.
+    #[error("{} is in WAL mode and {} is read-only here", path.display(), dir.display())]
+    WalReadOnly {
+        /// The live database.
+        path: PathBuf,
+        /// Its directory.
+        dir: PathBuf,
+    },
     /// The SQLite copy failed its integrity check.
     #[error("the copy of {} fails {pragma}: {first}", path.display())]
     Integrity {
@@ -208,6 +217,11 @@ impl DumpError {
                 "Check that {} exists and is an SQLite database vouch can read (its directory must be writable for a WAL database: ReadWritePaths=-{}).",
                 path.display(),
                 path.parent().map(|p| p.display().to_string()).unwrap_or_default()
+            ),
+            DumpError::WalReadOnly { dir, .. } => format!(
+                "Give vouch write access to {}: under systemd run systemctl daemon-reload so vouch-generator adds ReadWritePaths=-{} to vouch.service (check with vouch doctor), or switch the database out of WAL mode.",
+                dir.display(),
+                dir.display()
             ),
             DumpError::Integrity { path, pragma, .. } => format!(
                 "The live database {} is damaged: check it with sqlite3 {} \"PRAGMA {pragma}\" and repair it from its application or an older archive.",

@@ -36,6 +36,7 @@ pub fn dump(spool: &Spool, dump: &Dump, spec: &SqliteDump) -> Result<Dumped, Dum
     if !live.is_file() {
         return Err(fail("not a regular file".into()));
     }
+    writable_if_wal(path)?;
     let copy_path = spool
         .named(&format!("{}.sqlite", dump.name))
         .map_err(|error| DumpError::Spool {
@@ -104,6 +105,7 @@ pub fn probe(spec: &SqliteDump) -> Result<u64, DumpError> {
     if !meta.is_file() {
         return Err(fail("not a regular file".into()));
     }
+    writable_if_wal(&spec.path)?;
     let db = Connection::open_with_flags(
         &spec.path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -119,6 +121,36 @@ pub fn probe(spec: &SqliteDump) -> Result<u64, DumpError> {
         )
         .map_err(|e| fail(e.to_string()))?;
     Ok(u64::try_from(tables).unwrap_or(0))
+}
+
+/// Whether the database file's header says WAL mode (its read and write versions, bytes 18
+/// and 19, are 2). A file too short for a header is not WAL; opening it reports the rest.
+fn is_wal(path: &Path) -> std::io::Result<bool> {
+    let mut header = [0u8; 20];
+    let file = crate::host::bounded::open_regular(path, crate::host::bounded::Links::Follow)?;
+    let n = file.take(20).read(&mut header)?;
+    Ok(n == 20 && header.starts_with(b"SQLite format 3\0") && header[18] == 2 && header[19] == 2)
+}
+
+/// A WAL database needs its directory writable here (for the `-shm` file), even read-only:
+/// checked with `access(W_OK)`, which sees read-only mounts such as `ProtectSystem=strict`.
+fn writable_if_wal(path: &Path) -> Result<(), DumpError> {
+    if !is_wal(path).unwrap_or(false) {
+        return Ok(());
+    }
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    match nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK) {
+        Ok(()) => Ok(()),
+        Err(_) => Err(DumpError::WalReadOnly {
+            path: path.to_owned(),
+            dir: dir.to_owned(),
+        }),
+    }
 }
 
 /// Copies `src` into a new database at `dst` with the backup API, retrying while a writer
