@@ -36,18 +36,20 @@ fn a_dump_restores_into_a_new_database_with_stock_tools() {
 }
 
 #[test]
-fn every_database_is_one_file_each_without_the_system_schemas() {
+fn every_database_is_one_file_each_with_the_users_and_grants_instead_of_the_system_schemas() {
     let m = Mariadb::start();
     fill(&m, "shop", 5);
     fill(&m, "blog", 7);
-    let env = Env::new();
-    env.write_config(
-        "",
-        &m.dump("all", "[\"*\"]", "exclude-databases = [\"mysql\"]\n"),
+    m.sql(
+        "mysql",
+        "CREATE USER 'shopper'@'localhost' IDENTIFIED BY 'pw'; GRANT SELECT ON shop.* TO 'shopper'@'localhost';",
     );
+    let env = Env::new();
+    env.write_config("", &m.dump("all", "[\"*\"]", ""));
     let out = env.vouch(&["run"]);
     assert_code(&out, 0);
-    let manifest = env.manifest(&env.archives().pop().unwrap());
+    let archive = env.archives().pop().unwrap();
+    let manifest = env.manifest(&archive);
     let paths: Vec<&str> = manifest["dumps"]
         .as_array()
         .unwrap()
@@ -56,8 +58,26 @@ fn every_database_is_one_file_each_without_the_system_schemas() {
         .collect();
     assert_eq!(
         paths,
-        [".vouch/dumps/all/blog.sql", ".vouch/dumps/all/shop.sql"]
+        [
+            ".vouch/dumps/all/blog.sql",
+            ".vouch/dumps/all/shop.sql",
+            ".vouch/dumps/all/_system.sql"
+        ]
     );
+    // The users and grants load into a fresh server that already has its own root.
+    let other = Mariadb::start();
+    let into = env.dir.path().join("r");
+    env.stock_restore(&archive, &into);
+    let system = into.join(".vouch/dumps/all/_system.sql");
+    let load = std::process::Command::new("mariadb")
+        .arg("--no-defaults")
+        .arg(format!("--socket={}", other.socket()))
+        .stdin(fs::File::open(&system).unwrap())
+        .output()
+        .unwrap();
+    assert!(load.status.success(), "{}", stderr(&load));
+    let grants = other.sql("mysql", "SHOW GRANTS FOR 'shopper'@'localhost'");
+    assert!(grants.contains("GRANT SELECT ON `shop`.*"), "{grants}");
 }
 
 #[test]

@@ -2,8 +2,11 @@
 //!
 //! Before anything is dumped, `mariadb` logs in and lists the databases: a refused login or a
 //! configured database that does not exist is exit 20 with its own hint. `databases = ["*"]`
-//! dumps every database except the server's own `information_schema`, `performance_schema` and
-//! `sys`, minus `exclude-databases`, each to its own file.
+//! dumps every database except the server's own `information_schema`, `performance_schema`,
+//! `sys` and `mysql`, minus `exclude-databases`, each to its own file, plus `NAME/_system.sql`:
+//! the users, grants, functions and servers (`mariadb-dump --system=users,udfs,servers
+//! --insert-ignore`, so `CREATE USER IF NOT EXISTS` loads on a server that has root already),
+//! which is what the `mysql` schema would hold, in a form that loads into another server.
 //!
 //! `mariadb-dump --single-transaction --routines --events --triggers DB` runs without
 //! `--databases` and without `--add-drop-database`, so the file has no `CREATE DATABASE` or
@@ -25,8 +28,11 @@ use std::time::{Duration, Instant};
 
 /// The last line of a complete dump starts with this.
 pub const MARKER: &str = "-- Dump completed";
-/// The server's own schemas, never part of `"*"`.
-const SYSTEM_SCHEMAS: [&str; 3] = ["information_schema", "performance_schema", "sys"];
+/// The server's own schemas, never part of `"*"` (`mysql`'s users and grants go to
+/// `_system.sql` instead).
+const SYSTEM_SCHEMAS: [&str; 4] = ["information_schema", "performance_schema", "sys", "mysql"];
+/// The `database` of the users-and-grants file, and its name under `NAME/`.
+pub const SYSTEM: &str = "_system";
 /// How long a query of the server may take.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -98,9 +104,42 @@ pub fn dump(spool: &Spool, dump: &Dump, spec: &MariadbDump) -> Result<Vec<Dumped
             .saturating_duration_since(Instant::now())
             .max(Duration::from_secs(1));
         let spooled = super::spool_command(spool, &argv, &env, limit, dump.timeout, owner)?;
-        out.push(check(spool, dump, spec, db, path, spooled)?);
+        out.push(check(spool, dump, spec.min_tables, db, path, spooled)?);
+    }
+    if spec.all() {
+        let limit = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_secs(1));
+        out.push(system(spool, dump, spec, &env, limit, owner)?);
     }
     Ok(out)
+}
+
+/// `"*"`: the users, grants, functions and servers as `NAME/_system.sql`, with the same header
+/// and completion checks as a database (no tables to count).
+fn system(
+    spool: &Spool,
+    dump: &Dump,
+    spec: &MariadbDump,
+    env: &[(&str, String)],
+    limit: Duration,
+    owner: Owner<'_>,
+) -> Result<Dumped, DumpError> {
+    crate::systemd::sdnotify::status(&format!("dumping {}/{SYSTEM} (mariadb)", dump.name));
+    let mut argv = vec![
+        "mariadb-dump".to_owned(),
+        "--system=users,udfs,servers".into(),
+        "--insert-ignore".into(),
+        "--no-data".into(),
+    ];
+    argv.extend(connection(spec));
+    let spooled = super::spool_command(spool, &argv, env, limit, dump.timeout, owner)?;
+    let path = format!("{DUMPS_DIR}/{}/{SYSTEM}.sql", dump.name);
+    let mut d = check(spool, dump, 0, SYSTEM, path.clone(), spooled)?;
+    d.tables = None;
+    d.checks.retain(|c| c.check != "min-tables");
+    d.restore = format!("age -d -i KEY ARCHIVE | tar -xzOf - {path} | mariadb");
+    Ok(d)
 }
 
 /// Logs in and returns the databases to dump.
@@ -160,7 +199,7 @@ fn databases(
 fn check(
     spool: &Spool,
     dump: &Dump,
-    spec: &MariadbDump,
+    min_tables: u64,
     db: &str,
     path: String,
     (mut file, size, sha256, tail): (std::fs::File, u64, String, Vec<u8>),
@@ -207,16 +246,16 @@ fn check(
             min: None,
         },
     ];
-    if tables < spec.min_tables {
+    if tables < min_tables {
         return Err(DumpError::DatabaseTables {
             database: db.to_owned(),
             tables,
-            min: spec.min_tables,
+            min: min_tables,
         });
     }
     checks.push(Check {
         check: "min-tables",
-        min: Some(spec.min_tables),
+        min: Some(min_tables),
     });
     if let Some(min) = check_min_size(dump, size)? {
         checks.push(Check {
