@@ -35,8 +35,9 @@ esac
 
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 PGBIN=/usr/lib/postgresql/15/bin
-# postgresql-client-15 and its dependencies that a minbase rootfs lacks.
-PG_DEBS=(postgresql-client-15 postgresql-client-common libpq5 libgssapi-krb5-2 libk5crypto3
+# postgresql-client-15 and its dependencies that a minbase rootfs lacks, plus perl-base, which
+# perl needs at exactly its own version (the cached rootfs may be older than the mirror).
+PG_DEBS=(perl-base postgresql-client-15 postgresql-client-common libpq5 libgssapi-krb5-2 libk5crypto3
     libkeyutils1 libkrb5-3 libkrb5support0 libldap-2.5-0 libsasl2-2 libsasl2-modules-db
     libreadline8 readline-common netbase perl perl-modules-5.36 libperl5.36 libgdbm6
     libgdbm-compat4 sensible-utils install-info)
@@ -74,8 +75,9 @@ printf 'local all postgres trust\nhost all backup 127.0.0.1/32 scram-sha-256\n' 
 pg "$PGBIN/pg_ctl" -D "$pgdir/data" -l "$pgdir/log" -w \
     -o "-c listen_addresses=127.0.0.1 -p $port -k $pgdir -c fsync=off" start >/dev/null ||
     fail "pg_ctl start failed: $(cat "$pgdir/log")"
-at_exit rm -rf --one-file-system "$pgdir"
+# Cleanups run in the order they were registered: the server stops before its directory goes.
 at_exit pg "$PGBIN/pg_ctl" -D "$pgdir/data" -m immediate -w stop
+at_exit rm -rf --one-file-system "$pgdir"
 pg psql -X -q -h "$pgdir" -p "$port" -d postgres -v ON_ERROR_STOP=1 \
     -c "CREATE ROLE backup LOGIN SUPERUSER PASSWORD '$PASSWORD'" -c "CREATE DATABASE app" >/dev/null
 psql_host -d app -c "CREATE TABLE items(id int PRIMARY KEY, label text);
@@ -88,24 +90,30 @@ cp "$deb" "$share/vouch.deb"
 log "package: $deb"
 debs_into "$share" "${PG_DEBS[@]}"
 
+# The application's data directory lives on the host and is bound into the container at
+# /var/lib/app, so that the host's python3 (the rootfs has none) can hold the database open as
+# its writer while the unit dumps it.
+appdir=$(mktemp -d "$VOUCH_TEST_TMP/vouch-dumps-app.XXXXXX")
+at_exit rm -rf --one-file-system "$appdir"
+
 VOUCH_TEST_SHARE=$share
+VOUCH_TEST_NSPAWN_ARGS="--bind=$appdir:/var/lib/app"
 boot vouch-dumps
 out=$(in_ct sh -c 'dpkg -i /mnt/share/*.deb' 2>&1) || { printf '%s\n' "$out" | indent; fail "dpkg -i of vouch.deb and postgresql-client-15 failed"; }
 in_ct systemctl stop vouch.timer vouch-verify.timer
 in_ct pg_dump --version | indent
 
 # The SQLite database, in WAL mode, with a writer that keeps it open (and its -wal file
-# non-empty) for the whole run: python3's sqlite3 is not in the rootfs, so the writer is the
-# host's python3 working on the container's file through /proc/PID/root.
+# non-empty) for the whole run.
 in_ct sh -ec '
     age-keygen -o /etc/vouch/identity.txt 2>/dev/null
     chmod 0600 /etc/vouch/identity.txt
-    mkdir -p /srv/data /var/lib/app
+    mkdir -p /srv/data
     echo "some text" >/srv/data/note
     umask 077
     printf "%s\n" "$1" >/root/pg.pass' sh "$PASSWORD"
 recipient=$(in_ct age-keygen -y /etc/vouch/identity.txt)
-appdb=/proc/$CT_PID/root/var/lib/app/app.db
+appdb=$appdir/app.db
 python3 - "$appdb" <<'EOF'
 import sqlite3, sys
 c = sqlite3.connect(sys.argv[1])
@@ -166,8 +174,10 @@ in_ct sh -ec 'cd /root && mkdir r && age -d -i /etc/vouch/identity.txt "/var/bac
 pg psql -X -q -h "$pgdir" -p "$port" -d postgres -c "CREATE DATABASE app_restored" >/dev/null
 in_ct sh -ec 'PGPASSWORD=$(cat /root/pg.pass) pg_restore --exit-on-error --no-owner -h 127.0.0.1 -p "$1" -U backup -d app_restored /root/r/.vouch/dumps/pg.pgdump' sh "$port"
 assert_eq "$ROWS" "$(psql_host -d app_restored -c 'SELECT count(*) FROM items')" "rows restored from the PostgreSQL dump"
-snapshot=/proc/$CT_PID/root/root/r/var/lib/app/app.db
-[ ! -e "$snapshot-wal" ] || fail "the archive holds a -wal file beside the SQLite snapshot"
+in_ct test ! -e /root/r/var/lib/app/app.db-wal || fail "the archive holds a -wal file beside the SQLite snapshot"
+# Read on the host (python3's sqlite3), through the bound directory.
+in_ct cp /root/r/var/lib/app/app.db /var/lib/app/restored.db
+snapshot=$appdir/restored.db
 got=$(python3 -c 'import sqlite3, sys
 c = sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True)
 print(c.execute("PRAGMA integrity_check").fetchone()[0], c.execute("SELECT count(*) FROM notes").fetchone()[0])' "$snapshot")
