@@ -31,7 +31,7 @@ const SYSTEM_SCHEMAS: [&str; 3] = ["information_schema", "performance_schema", "
 const QUERY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The connection options shared by every client.
-fn connection(spec: &MariadbDump) -> Vec<String> {
+pub fn connection(spec: &MariadbDump) -> Vec<String> {
     let mut out = Vec::new();
     match &spec.host {
         Some(h) if h.starts_with('/') => out.push(format!("--socket={h}")),
