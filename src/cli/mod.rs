@@ -115,11 +115,11 @@ pub enum Command {
         dump: Option<String>,
         /// With --dump: the database to create and load (SQLite: the file to write)
         /// [default: a new name, DB_restored_STAMP; SQLite: PATH.restored-STAMP].
-        #[arg(long, value_name = "DB", requires = "dump")]
+        #[arg(long, value_name = "DB", requires = "dump", conflicts_with_all = ["to", "paths", "in_place", "devices"])]
         into: Option<String>,
         /// With --dump: replace the --into database (or file) when it exists, only once the
         /// dump has loaded completely.
-        #[arg(long, requires = "dump")]
+        #[arg(long, requires = "dump", conflicts_with_all = ["to", "paths", "in_place", "devices"])]
         replace: bool,
         /// The age identity to decrypt with [default: the config's].
         #[arg(long, value_name = "PATH")]
