@@ -95,7 +95,7 @@ pub enum Command {
         /// The archive: a path, its file name on the configured targets, or `latest` (the
         /// newest archive of this backup).
         archive: PathBuf,
-        /// The directory to restore into.
+        /// The directory to restore into (required without --dump).
         #[arg(long, value_name = "DIR", required_unless_present = "dump")]
         to: Option<PathBuf>,
         /// Only these paths (as stored: relative to /, a leading / is dropped) and what is
@@ -117,8 +117,8 @@ pub enum Command {
         /// [default: a new name, DB_restored_STAMP; SQLite: PATH.restored-STAMP].
         #[arg(long, value_name = "DB", requires = "dump", conflicts_with_all = ["to", "paths", "in_place", "devices"])]
         into: Option<String>,
-        /// With --dump: replace the --into database (or file) when it exists, only once the
-        /// dump has loaded completely.
+        /// With --dump: replace the --into database (or file) when it exists, once the dump
+        /// has loaded completely beside it.
         #[arg(long, requires = "dump", conflicts_with_all = ["to", "paths", "in_place", "devices"])]
         replace: bool,
         /// The age identity to decrypt with [default: the config's].

@@ -453,9 +453,9 @@ impl Prepared<'_> {
         };
         match done {
             Ok(()) => Ok((into, replacing)),
-            Err((Failed::Interrupted(signal), _)) => {
+            Err((Failed::Interrupted(signal), hint)) => {
                 log::warn!(
-                    "restore --dump {}: interrupted by {}; nothing was left loaded",
+                    "restore --dump {}: interrupted by {}. {hint}",
                     self.dump.name,
                     signal.as_str()
                 );
