@@ -37,7 +37,7 @@ pub const SYSTEM: &str = "_system";
 const QUERY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The connection options shared by every client.
-fn connection(spec: &MariadbDump) -> Vec<String> {
+pub fn connection(spec: &MariadbDump) -> Vec<String> {
     let mut out = Vec::new();
     match &spec.host {
         Some(h) if h.starts_with('/') => out.push(format!("--socket={h}")),
@@ -136,6 +136,8 @@ fn system(
     let spooled = super::spool_command(spool, &argv, env, limit, dump.timeout, owner)?;
     let path = format!("{DUMPS_DIR}/{}/{SYSTEM}.sql", dump.name);
     let mut d = check(spool, dump, 0, SYSTEM, path.clone(), spooled)?;
+    // Not a database: like PostgreSQL's globals, recorded without one.
+    d.database = None;
     d.tables = None;
     d.checks.retain(|c| c.check != "min-tables");
     d.restore = format!("age -d -i KEY ARCHIVE | tar -xzOf - {path} | mariadb");
