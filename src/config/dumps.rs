@@ -52,6 +52,37 @@ pub struct Dump {
     pub min_size: Option<MinSize>,
     /// What to dump and how.
     pub kind: DumpKind,
+    /// The running container its client runs in (postgresql, mariadb and command kinds).
+    pub container: Option<Container>,
+}
+
+/// `container` and `container-engine`: the dump's client runs inside this running container
+/// (`ENGINE exec -i CONTAINER ARGV...`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Container {
+    /// The container's name or id.
+    pub name: String,
+    /// The engine that runs it.
+    pub engine: Engine,
+}
+
+/// `container-engine`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// `docker` (the default: most Compose setups use it).
+    Docker,
+    /// `podman`.
+    Podman,
+}
+
+impl Engine {
+    /// The engine's program, found on `PATH`.
+    pub fn program(self) -> &'static str {
+        match self {
+            Engine::Docker => "docker",
+            Engine::Podman => "podman",
+        }
+    }
 }
 
 /// `min-size`: bytes, or a percentage of the same dump in the latest verified archive.
@@ -263,6 +294,8 @@ pub(super) struct RawDump {
     port: Option<Spanned<i64>>,
     user: Option<Spanned<String>>,
     password_file: Option<Spanned<String>>,
+    container: Option<Spanned<String>>,
+    container_engine: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -371,7 +404,7 @@ impl Context<'_> {
         let command = kind == "command";
         let pg = kind == "postgresql";
         let server = pg || kind == "mariadb";
-        let keys: [(&str, Option<std::ops::Range<usize>>, bool); 15] = [
+        let keys: [(&str, Option<std::ops::Range<usize>>, bool); 16] = [
             ("path", d.path.as_ref().map(|v| v.span()), sqlite),
             ("check", d.check.as_ref().map(|v| v.span()), sqlite),
             (
@@ -407,17 +440,74 @@ impl Context<'_> {
                 d.password_file.as_ref().map(|v| v.span()),
                 server,
             ),
+            (
+                "container",
+                d.container.as_ref().map(|v| v.span()),
+                server || command,
+            ),
         ];
         for (k, span, allowed) in keys {
             if let (Some(span), false) = (span, allowed) {
                 return Err(self.error(
                     Some(span),
                     &format!("dump.{name}.{k}"),
-                    format!("{k} does not apply to kind = {kind:?}: remove it"),
+                    match k {
+                        "container" => format!("container does not apply to kind = {kind:?}: vouch reads the database at its path on this host (give the path where the container's volume is on the host)"),
+                        _ => format!("{k} does not apply to kind = {kind:?}: remove it"),
+                    },
                 ));
             }
         }
         Ok(())
+    }
+
+    /// `container` and `container-engine`.
+    fn container(&self, d: &RawDump, name: &str) -> Result<Option<Container>, ConfigError> {
+        let key = |k: &str| format!("dump.{name}.{k}");
+        let Some(c) = &d.container else {
+            if let Some(e) = &d.container_engine {
+                return Err(self.error(
+                    Some(e.span()),
+                    &key("container-engine"),
+                    "container-engine goes with container = \"NAME\": add the container or remove it".into(),
+                ));
+            }
+            return Ok(None);
+        };
+        let text = c.get_ref();
+        let ok = text.len() <= 128
+            && text
+                .bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_alphanumeric())
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+        if !ok {
+            return Err(self.error(
+                Some(c.span()),
+                &key("container"),
+                format!("{text:?}: give the container's name or id (1 to 128 of A-Z a-z 0-9 _ . -, starting with a letter or digit)"),
+            ));
+        }
+        let engine = match &d.container_engine {
+            None => Engine::Docker,
+            Some(v) => match v.get_ref().as_str() {
+                "docker" => Engine::Docker,
+                "podman" => Engine::Podman,
+                other => {
+                    return Err(self.error(
+                        Some(v.span()),
+                        &key("container-engine"),
+                        format!("{other:?} is not one of \"docker\", \"podman\""),
+                    ))
+                }
+            },
+        };
+        Ok(Some(Container {
+            name: text.clone(),
+            engine,
+        }))
     }
 
     fn dump(&self, d: &RawDump, name: &str, defaults: &Dumps) -> Result<Dump, ConfigError> {
@@ -460,6 +550,7 @@ impl Context<'_> {
             timeout,
             min_size,
             kind,
+            container: self.container(d, name)?,
         })
     }
 

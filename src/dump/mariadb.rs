@@ -16,7 +16,8 @@
 //! password is read from `password-file` (owner-only) and given to the clients as `MYSQL_PWD`
 //! in their environment, never in argv or the journal.
 
-use super::child::{self, Owner, Stdout};
+use super::child::{Owner, Stdout};
+use super::container::Exec;
 use super::spool::Spool;
 use super::{check_min_size, Check, DumpError, Dumped, DUMPS_DIR};
 use crate::config::{Dump, MariadbDump};
@@ -60,7 +61,7 @@ pub fn probe(dump: &Dump, spec: &MariadbDump) -> Result<Vec<String>, DumpError> 
         field: "VOUCH_DUMP",
         name: &dump.name,
     };
-    databases(spec, &env, owner)
+    databases(Exec::of(dump), spec, &env, owner)
 }
 
 /// Dumps every database of the entry.
@@ -74,7 +75,8 @@ pub fn dump(spool: &Spool, dump: &Dump, spec: &MariadbDump) -> Result<Vec<Dumped
         name: &dump.name,
     };
     let deadline = Instant::now() + dump.timeout;
-    let databases = databases(spec, &env, owner)?;
+    let exec = Exec::of(dump);
+    let databases = databases(exec, spec, &env, owner)?;
     let single = !spec.all() && databases.len() == 1;
     let mut out = Vec::new();
     for db in &databases {
@@ -97,7 +99,7 @@ pub fn dump(spool: &Spool, dump: &Dump, spec: &MariadbDump) -> Result<Vec<Dumped
         let limit = deadline
             .saturating_duration_since(Instant::now())
             .max(Duration::from_secs(1));
-        let spooled = super::spool_command(spool, &argv, &env, limit, dump.timeout, owner)?;
+        let spooled = super::spool_command(exec, spool, &argv, &env, limit, dump.timeout, owner)?;
         out.push(check(spool, dump, spec, db, path, spooled)?);
     }
     Ok(out)
@@ -105,6 +107,7 @@ pub fn dump(spool: &Spool, dump: &Dump, spec: &MariadbDump) -> Result<Vec<Dumped
 
 /// Logs in and returns the databases to dump.
 fn databases(
+    exec: Exec<'_>,
     spec: &MariadbDump,
     env: &[(&str, String)],
     owner: Owner<'_>,
@@ -122,12 +125,18 @@ fn databases(
         out.extend_from_slice(b);
         Ok(())
     };
-    let done =
-        child::run(&argv, env, QUERY_TIMEOUT, owner, Stdout::Sink(&mut sink)).map_err(|error| {
-            DumpError::Start {
-                program: "mariadb".into(),
-                error,
-            }
+    let done = exec
+        .run(
+            &argv,
+            env,
+            QUERY_TIMEOUT,
+            owner,
+            std::process::Stdio::null(),
+            Stdout::Sink(&mut sink),
+        )
+        .map_err(|error| DumpError::Start {
+            program: "mariadb".into(),
+            error,
         })?;
     if done.timed_out || !done.status.success() {
         return Err(DumpError::Connect {

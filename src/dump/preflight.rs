@@ -3,7 +3,9 @@
 //! The spool takes a file; every program a hook or a `command` dump names can be found; an
 //! SQLite database opens read-only (it is never created); a PostgreSQL or MariaDB server lets
 //! vouch log in, its client is installed (and for PostgreSQL not older than the server), and
-//! every configured database exists. Each failure is exit 20 with the dump's or hook's hint.
+//! every configured database exists. With `container`, the engine is installed, the container
+//! runs and holds the clients, and the server checks run through it. Each failure is exit 20
+//! with the dump's or hook's hint.
 //! `vouch run` runs the same checks as part of making the dumps, before a target is touched.
 
 use super::{spool::Spool, DumpError};
@@ -38,6 +40,19 @@ pub fn check(settings: &Settings, dirs: &Dirs) -> Vec<Verdict> {
         ));
     }
     for dump in &settings.dump {
+        let inside = match super::container::check(dump) {
+            Ok(detail) => detail,
+            Err(error) => {
+                out.push((
+                    "dump",
+                    Err(Error::Dump {
+                        name: dump.name.clone(),
+                        error,
+                    }),
+                ));
+                continue;
+            }
+        };
         let result = match &dump.kind {
             DumpKind::Sqlite(s) => super::sqlite::probe(s).map(|n| {
                 format!(
@@ -46,6 +61,7 @@ pub fn check(settings: &Settings, dirs: &Dirs) -> Vec<Verdict> {
                     s.path.display()
                 )
             }),
+            DumpKind::Command(_) if inside.is_some() => Ok(format!("dump {}", dump.name)),
             DumpKind::Command(c) => {
                 find_program(&c.command[0]).map(|p| format!("dump {}: {}", dump.name, p.display()))
             }
@@ -64,6 +80,10 @@ pub fn check(settings: &Settings, dirs: &Dirs) -> Vec<Verdict> {
                 )
             }),
         };
+        let result = result.map(|r| match &inside {
+            Some(c) => format!("{r}; {c}"),
+            None => r,
+        });
         out.push((
             "dump",
             result.map_err(|error| Error::Dump {
@@ -141,7 +161,7 @@ fn room(settings: &Settings, dirs: &Dirs, dir: &Path) -> Result<String, DumpErro
 
 /// Where `program` is: itself when it has a `/`, else the first executable of that name on
 /// `PATH`.
-fn find_program(program: &str) -> Result<PathBuf, DumpError> {
+pub fn find_program(program: &str) -> Result<PathBuf, DumpError> {
     let missing = || DumpError::Start {
         program: program.to_owned(),
         error: std::io::Error::from(std::io::ErrorKind::NotFound),
