@@ -2,7 +2,7 @@
 //!
 //! Every program a dump starts (`psql`, `pg_dump`, `pg_restore`, `mariadb-dump`, a `command`
 //! dump's argv) goes through [`Exec`]: on the host as it is, or as
-//! `ENGINE exec -i -e LC_ALL -e VAR... CONTAINER timeout -s TERM -k 5 SECS -- ARGV...`.
+//! `ENGINE exec -i -e LC_ALL -e VAR... CONTAINER timeout -s TERM -k 5 -- SECS ARGV...`.
 //! - Secrets (`PGPASSWORD`, `MYSQL_PWD`) are named with `-e VAR` and no value: the engine copies
 //!   the value from its own environment, which vouch sets, so it is never in an argv.
 //! - Killing the `exec` client does not stop the process inside the container (docker and
@@ -74,7 +74,7 @@ impl<'a> Exec<'a> {
     }
 }
 
-/// `ENGINE exec -i -e LC_ALL -e NAME... CONTAINER timeout -s TERM -k GRACE SECS -- ARGV...`:
+/// `ENGINE exec -i -e LC_ALL -e NAME... CONTAINER timeout -s TERM -k GRACE -- SECS ARGV...`:
 /// the variables are named without values, so the engine copies them from its environment.
 pub fn exec_argv(
     container: &Container,
@@ -99,8 +99,8 @@ pub fn exec_argv(
         "TERM".into(),
         "-k".into(),
         KILL_GRACE.as_secs().to_string(),
-        secs.max(1).to_string(),
         "--".into(),
+        secs.max(1).to_string(),
     ]);
     out.extend(argv.iter().cloned());
     out
@@ -246,7 +246,7 @@ mod tests {
         );
         assert_eq!(
             argv.join(" "),
-            "podman exec -i -e LC_ALL -e PGPASSWORD app-db-1 timeout -s TERM -k 5 3 -- pg_dump --dbname=app"
+            "podman exec -i -e LC_ALL -e PGPASSWORD app-db-1 timeout -s TERM -k 5 -- 3 pg_dump --dbname=app"
         );
     }
 

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod mariadb; // a MariaDB server on a unix socket
+pub mod podman; // podman containers from a local image
 pub mod postgresql; // a PostgreSQL cluster on a unix socket
 
 use std::collections::BTreeMap;

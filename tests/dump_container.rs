@@ -1,0 +1,336 @@
+//! Dumps whose client runs inside a container (`container`, `container-engine = "podman"`),
+//! through the built binary against real podman containers that each test starts from a local
+//! image (tests/util/podman.rs) and removes when it ends.
+//!
+//! A PostgreSQL server that exists only inside its container is dumped with the container's own
+//! clients and restored with stock tools on the host; a `command` dump runs in a container;
+//! a missing container, a stopped one and a missing engine are each exit 20 with a hint naming
+//! the container and nothing on the target; a password reaches the client through the engine's
+//! environment and never an argv; and a dump past its timeout leaves nothing running inside.
+
+mod util;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
+use util::podman::Podman;
+use util::postgresql::{Postgres, PGBIN};
+use util::{assert_code, bash_ok, stderr, Env};
+
+/// `vouch ARGS` in `env` with the storage of `podman`.
+fn vouch(env: &Env, podman: &Podman, args: &[&str]) -> std::process::Output {
+    let mut cmd = env.command(args);
+    for (k, v) in podman.env() {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+/// A unique container name for one test.
+fn name(test: &str) -> String {
+    format!("vouch-{test}-{}", std::process::id())
+}
+
+#[test]
+fn a_postgresql_server_in_a_container_is_dumped_and_restores_on_the_host() {
+    let podman = Podman::new();
+    let c = name("pg");
+    podman.start_postgres(&c);
+    podman.sql(&c, "postgres", "CREATE DATABASE app");
+    podman.sql(
+        &c,
+        "app",
+        "CREATE TABLE items(id int PRIMARY KEY, label text); \
+         INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 777) g;",
+    );
+    let env = Env::new();
+    env.write_config(
+        "",
+        &format!(
+            "[[dump]]\nname = \"app\"\nkind = \"postgresql\"\ndatabases = [\"app\"]\n\
+             user = \"postgres\"\ncontainer = \"{c}\"\ncontainer-engine = \"podman\"\n"
+        ),
+    );
+    let out = vouch(&env, &podman, &["preflight"]);
+    assert_code(&out, 0);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert!(text.contains(&format!("container {c} running")), "{text}");
+    let out = vouch(&env, &podman, &["run"]);
+    assert_code(&out, 0);
+    let archive = env.archives().pop().unwrap();
+    let manifest = env.manifest(&archive);
+    assert_eq!(manifest["dumps"][0]["path"], ".vouch/dumps/app.pgdump");
+    assert_eq!(manifest["dumps"][0]["tables"], 1);
+
+    let host = Postgres::start();
+    host.sql("postgres", "CREATE DATABASE app_restored");
+    bash_ok(&format!(
+        "set -o pipefail; age -d -i '{}' '{}' | tar -xzOf - .vouch/dumps/app.pgdump | \
+         {PGBIN}/pg_restore --exit-on-error --single-transaction -h '{}' -U postgres -d app_restored",
+        env.identity.display(),
+        archive.display(),
+        host.socket_dir()
+    ));
+    assert_eq!(
+        host.sql("app_restored", "SELECT count(*), sum(id) FROM items"),
+        podman.sql(&c, "app", "SELECT count(*), sum(id) FROM items")
+    );
+}
+
+#[test]
+fn a_command_dump_runs_inside_its_container() {
+    let podman = Podman::new();
+    let c = name("cmd");
+    podman.start(
+        &c,
+        "root",
+        &[
+            "sh",
+            "-c",
+            "echo 'only in the container' > /srv/data.txt && exec sleep 3600",
+        ],
+    );
+    let env = Env::new();
+    env.write_config(
+        "",
+        &format!(
+            "[[dump]]\nname = \"data\"\nkind = \"command\"\n\
+             command = [\"sh\", \"-c\", \"cat /srv/data.txt; echo \\\"end of $VOUCH_DUMP\\\"\"]\n\
+             extension = \"txt\"\nmin-size = 10\nexpect-tail = \"end of data\"\n\
+             container = \"{c}\"\ncontainer-engine = \"podman\"\n"
+        ),
+    );
+    let out = vouch(&env, &podman, &["run"]);
+    assert_code(&out, 0);
+    let archive = env.archives().pop().unwrap();
+    let got = bash_ok(&format!(
+        "set -o pipefail; age -d -i '{}' '{}' | tar -xzOf - .vouch/dumps/data.txt",
+        env.identity.display(),
+        archive.display()
+    ));
+    assert_eq!(
+        String::from_utf8_lossy(&got.stdout),
+        "only in the container\nend of data\n"
+    );
+}
+
+/// A command dump of container `c` with engine `engine`.
+fn command_dump(c: &str, engine: &str, timeout: &str, argv: &str) -> String {
+    format!(
+        "[[dump]]\nname = \"data\"\nkind = \"command\"\ncommand = {argv}\nextension = \"txt\"\n\
+         min-size = 1\ntimeout = \"{timeout}\"\ncontainer = \"{c}\"\ncontainer-engine = \"{engine}\"\n"
+    )
+}
+
+/// Runs preflight and run; both must be exit 20 with `hint` in stderr and nothing written.
+fn refused(env: &Env, podman: &Podman, hint: &str) {
+    for step in ["preflight", "run"] {
+        let out = vouch(env, podman, &[step]);
+        assert_code(&out, 20);
+        assert!(stderr(&out).contains(hint), "{step}: {}", stderr(&out));
+    }
+    assert!(env.target_files().is_empty(), "{:?}", env.target_files());
+}
+
+#[test]
+fn a_missing_container_is_exit_20_with_its_name() {
+    let podman = Podman::new();
+    let env = Env::new();
+    let c = name("missing");
+    env.write_config("", &command_dump(&c, "podman", "1m", "[\"true\"]"));
+    refused(
+        &env,
+        &podman,
+        &format!("podman has no container \"{c}\": start it"),
+    );
+}
+
+#[test]
+fn a_stopped_container_is_exit_20_with_its_name() {
+    let podman = Podman::new();
+    let c = name("stopped");
+    podman.start(&c, "root", &["sleep", "3600"]);
+    podman.ok(&["stop", "-t", "0", &c]);
+    let env = Env::new();
+    env.write_config("", &command_dump(&c, "podman", "1m", "[\"true\"]"));
+    refused(
+        &env,
+        &podman,
+        &format!("Container \"{c}\" is not running: start it (podman start {c}"),
+    );
+}
+
+#[test]
+fn a_missing_engine_is_exit_20_with_the_container_named() {
+    let podman = Podman::new();
+    let env = Env::new();
+    let empty = env.dir.path().join("empty-path");
+    fs::create_dir_all(&empty).unwrap();
+    env.write_config("", &command_dump("app-db-1", "podman", "1m", "[\"true\"]"));
+    for step in ["preflight", "run"] {
+        let mut cmd = env.command(&[step]);
+        cmd.env("PATH", &empty);
+        let out = cmd.output().unwrap();
+        assert_code(&out, 20);
+        assert!(
+            stderr(&out).contains("Install podman (the client of [[dump]] \"data\" runs in its container \"app-db-1\")"),
+            "{step}: {}",
+            stderr(&out)
+        );
+    }
+    assert!(env.target_files().is_empty());
+    drop(podman);
+}
+
+#[test]
+fn a_program_missing_in_the_container_is_exit_20() {
+    let podman = Podman::new();
+    let c = name("noprog");
+    podman.start(&c, "root", &["sleep", "3600"]);
+    let env = Env::new();
+    env.write_config(
+        "",
+        &command_dump(&c, "podman", "1m", "[\"no-such-dumper\", \"--all\"]"),
+    );
+    refused(
+        &env,
+        &podman,
+        &format!("no-such-dumper is not installed in container \"{c}\""),
+    );
+}
+
+#[test]
+fn a_password_reaches_the_client_in_the_container_and_no_argv() {
+    let podman = Podman::new();
+    let c = name("secret");
+    podman.start_postgres(&c);
+    let secret = "s3cret-Zq81-never-in-argv";
+    podman.sql(
+        &c,
+        "postgres",
+        &format!("CREATE ROLE dumper LOGIN PASSWORD '{secret}'; GRANT pg_read_all_data TO dumper"),
+    );
+    podman.sql(&c, "postgres", "CREATE DATABASE app OWNER dumper");
+    podman.sql(&c, "app", "CREATE TABLE t(x int); INSERT INTO t VALUES (1)");
+    let env = Env::new();
+    let pass = env.dir.path().join("app.pass");
+    fs::write(&pass, format!("{secret}\n")).unwrap();
+    fs::set_permissions(&pass, fs::Permissions::from_mode(0o600)).unwrap();
+    // A podman that records its argv, and whether PGPASSWORD was in its environment, then
+    // runs the real one.
+    let bin = env.dir.path().join("bin");
+    fs::create_dir_all(&bin).unwrap();
+    let log = env.dir.path().join("argv.log");
+    let wrapper = bin.join("podman");
+    fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"argv: $*\" \"env: ${{PGPASSWORD:+set}}\" >> '{}'\nexec /usr/bin/podman \"$@\"\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).unwrap();
+    env.write_config(
+        "",
+        &format!(
+            "[[dump]]\nname = \"app\"\nkind = \"postgresql\"\ndatabases = [\"app\"]\n\
+             host = \"127.0.0.1\"\nuser = \"dumper\"\npassword-file = \"{}\"\n\
+             container = \"{c}\"\ncontainer-engine = \"podman\"\n",
+            pass.display()
+        ),
+    );
+    let mut cmd = env.command(&["run"]);
+    for (k, v) in podman.env() {
+        cmd.env(k, v);
+    }
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let out = cmd.env("PATH", path).output().unwrap();
+    assert_code(&out, 0);
+    let log = fs::read_to_string(&log).unwrap();
+    assert!(!log.contains(secret), "{log}");
+    assert!(!stderr(&out).contains(secret));
+    let dumps: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(" pg_dump --lock-wait-timeout"))
+        .collect();
+    assert_eq!(dumps.len(), 1, "{log}");
+    assert!(
+        dumps[0].contains(&format!(
+            "exec -i -e LC_ALL -e PGCONNECT_TIMEOUT -e PGPASSWORD {c} timeout"
+        )),
+        "{log}"
+    );
+    assert!(log.contains("env: set"), "{log}");
+
+    // Without the password the same server refuses the login: the dump above had it.
+    env.write_config(
+        "",
+        &format!(
+            "[[dump]]\nname = \"app\"\nkind = \"postgresql\"\ndatabases = [\"app\"]\n\
+             host = \"127.0.0.1\"\nuser = \"dumper\"\ncontainer = \"{c}\"\ncontainer-engine = \"podman\"\n"
+        ),
+    );
+    let out = vouch(&env, &podman, &["run"]);
+    assert_code(&out, 20);
+    assert!(stderr(&out).contains("cannot connect"), "{}", stderr(&out));
+}
+
+/// The pids on this host whose argv is `argv` (processes in containers included).
+fn running(argv: &[&str]) -> Vec<String> {
+    let want: Vec<u8> = argv
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter(|e| fs::read(e.path().join("cmdline")).is_ok_and(|c| c == want))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[test]
+fn a_timeout_leaves_nothing_running_inside_the_container() {
+    let podman = Podman::new();
+    let c = name("timeout");
+    podman.start(&c, "root", &["sleep", "3600"]);
+    let env = Env::new();
+    // The shell and its sleep ignore SIGTERM: only the SIGKILL after the grace ends them.
+    env.write_config(
+        "",
+        &command_dump(
+            &c,
+            "podman",
+            "2s",
+            "[\"sh\", \"-c\", \"trap '' TERM; sleep 6173; sleep 6173\"]",
+        ),
+    );
+    let started = Instant::now();
+    let out = vouch(&env, &podman, &["run"]);
+    assert_code(&out, 20);
+    assert!(
+        stderr(&out).contains("ran past its 2s timeout and was killed"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert!(env.target_files().is_empty());
+    assert_eq!(running(&["sleep", "6173"]), Vec::<String>::new());
+    assert_eq!(
+        podman.ok(&[
+            "exec",
+            &c,
+            "sh",
+            "-c",
+            "ps -eo args= | grep -c '^sleep 6173' || true"
+        ]),
+        "0"
+    );
+}
