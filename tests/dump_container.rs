@@ -277,23 +277,8 @@ fn a_password_reaches_the_client_in_the_container_and_no_argv() {
 }
 
 /// The pids on this host whose argv is `argv` (processes in containers included).
-fn running(argv: &[&str]) -> Vec<String> {
-    let want: Vec<u8> = argv
-        .iter()
-        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
-        .collect();
-    fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .bytes()
-                .all(|b| b.is_ascii_digit())
-        })
-        .filter(|e| fs::read(e.path().join("cmdline")).is_ok_and(|c| c == want))
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect()
+fn running(argv: &[&str]) -> Vec<u32> {
+    util::pids_matching(|a| a == argv)
 }
 
 #[test]
@@ -322,7 +307,7 @@ fn a_timeout_leaves_nothing_running_inside_the_container() {
     );
     assert!(started.elapsed() < Duration::from_secs(30));
     assert!(env.target_files().is_empty());
-    assert_eq!(running(&["sleep", "6173"]), Vec::<String>::new());
+    assert_eq!(running(&["sleep", "6173"]), Vec::<u32>::new());
     assert_eq!(
         podman.ok(&[
             "exec",
@@ -333,4 +318,107 @@ fn a_timeout_leaves_nothing_running_inside_the_container() {
         ]),
         "0"
     );
+}
+
+#[test]
+fn a_container_on_an_sqlite_dump_is_a_config_error_with_its_line() {
+    let env = Env::new();
+    env.write_config(
+        "",
+        "[[dump]]\nname = \"grafana\"\nkind = \"sqlite\"\npath = \"/var/lib/grafana/grafana.db\"\ncontainer = \"grafana\"\n",
+    );
+    let line = fs::read_to_string(&env.config)
+        .unwrap()
+        .lines()
+        .position(|l| l.starts_with("container = "))
+        .unwrap()
+        + 1;
+    for step in ["preflight", "run"] {
+        let out = env.vouch(&[step]);
+        assert_code(&out, 10);
+        let text = stderr(&out);
+        assert!(
+            text.contains(&format!("{}:{line}", env.config.display())),
+            "{text}"
+        );
+        assert!(
+            text.contains("dump.grafana.container: container does not apply to kind = \"sqlite\""),
+            "{text}"
+        );
+    }
+}
+
+/// `vouch ARGS` in a sandbox like vouch.service's: a mount namespace where everything but the
+/// test's own directory is read-only (`ProtectSystem=strict`), and only
+/// `CAP_DAC_READ_SEARCH` and no new privileges (`CapabilityBoundingSet=`, `NoNewPrivileges=`).
+fn sandboxed(
+    env: &Env,
+    podman: &Podman,
+    host: Option<&str>,
+    args: &[&str],
+) -> std::process::Output {
+    let dir = env.dir.path().display().to_string();
+    let prefix = [
+        "unshare",
+        "-m",
+        "sh",
+        "-c",
+        "mount --make-rprivate / && mount --bind \"$0\" \"$0\" && mount -o remount,bind,ro / && exec \"$@\"",
+        &dir,
+        "setpriv",
+        "--inh-caps=-all",
+        "--ambient-caps=-all",
+        "--bounding-set=-all,+dac_read_search",
+        "--no-new-privs",
+        "--",
+    ];
+    let mut cmd = env.wrapped(
+        &prefix,
+        "touch /vouch-sandbox-probe 2>/dev/null && exit 99 || true",
+        args,
+    );
+    for (k, v) in podman.env() {
+        cmd.env(k, v);
+    }
+    match host {
+        Some(url) => cmd.env("CONTAINER_HOST", url),
+        None => cmd.env_remove("CONTAINER_HOST"),
+    };
+    cmd.output().unwrap()
+}
+
+#[test]
+fn from_a_sandbox_podman_needs_its_service() {
+    let podman = Podman::new();
+    let c = name("sandbox");
+    podman.start_postgres(&c);
+    podman.sql(&c, "postgres", "CREATE DATABASE app");
+    podman.sql(
+        &c,
+        "app",
+        "CREATE TABLE t(x int); INSERT INTO t VALUES (1), (2)",
+    );
+    let env = Env::new();
+    env.write_config(
+        "",
+        &format!(
+            "[[dump]]\nname = \"app\"\nkind = \"postgresql\"\ndatabases = [\"app\"]\n\
+             user = \"postgres\"\ncontainer = \"{c}\"\ncontainer-engine = \"podman\"\n"
+        ),
+    );
+    // The podman client alone needs root's capabilities and its storage writable.
+    let out = sandboxed(&env, &podman, None, &["run"]);
+    assert_code(&out, 20);
+    assert!(
+        stderr(&out).contains(&format!("podman could not reach container \"{c}\"")),
+        "{}",
+        stderr(&out)
+    );
+    assert!(env.target_files().is_empty());
+    // Through the API service it needs neither.
+    let service = podman.service();
+    let out = sandboxed(&env, &podman, Some(&service.url), &["run"]);
+    assert_code(&out, 0);
+    let manifest = env.manifest(&env.archives().pop().unwrap());
+    assert_eq!(manifest["dumps"][0]["tables"], 1);
 }

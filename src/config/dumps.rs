@@ -1058,3 +1058,65 @@ mod postgresql_tests {
         }
     }
 }
+
+#[cfg(test)]
+mod container_tests {
+    use crate::config::{from_str, Container, Engine};
+    use std::path::Path;
+
+    fn parse(extra: &str) -> Result<crate::config::Settings, crate::config::ConfigError> {
+        let base = "[backup]\nsources = [\"/etc\"]\n[encryption]\nrecipients = [\"age1x\"]\n[[target]]\nname = \"l\"\npath = \"/var/backups/vouch\"\n";
+        from_str(
+            &format!("{base}{extra}"),
+            Path::new("/etc/vouch/vouch.toml"),
+        )
+    }
+
+    #[test]
+    fn a_container_defaults_to_docker_and_is_refused_where_it_cannot_apply() {
+        let s = parse("[[dump]]\nname = \"app\"\nkind = \"postgresql\"\ndatabases = [\"app\"]\ncontainer = \"app-db-1\"\n").unwrap();
+        assert_eq!(
+            s.dump[0].container,
+            Some(Container {
+                name: "app-db-1".into(),
+                engine: Engine::Docker
+            })
+        );
+        let s = parse("[[dump]]\nname = \"ldap\"\nkind = \"command\"\ncommand = [\"slapcat\"]\nextension = \"ldif\"\nmin-size = 1\ncontainer = \"ldap\"\ncontainer-engine = \"podman\"\n").unwrap();
+        assert_eq!(s.dump[0].container.as_ref().unwrap().engine, Engine::Podman);
+        let s = parse("[[dump]]\nname = \"shop\"\nkind = \"mariadb\"\ndatabases = [\"shop\"]\n")
+            .unwrap();
+        assert_eq!(s.dump[0].container, None);
+        let cases = [
+            (
+                "kind = \"sqlite\"\npath = \"/x.db\"\ncontainer = \"app\"\n",
+                "dump.a.container: container does not apply to kind = \"sqlite\"",
+            ),
+            (
+                "kind = \"mariadb\"\ndatabases = [\"x\"]\ncontainer-engine = \"podman\"\n",
+                "dump.a.container-engine: container-engine goes with container",
+            ),
+            (
+                "kind = \"mariadb\"\ndatabases = [\"x\"]\ncontainer = \"db\"\ncontainer-engine = \"lxc\"\n",
+                "dump.a.container-engine: \"lxc\" is not one of \"docker\", \"podman\"",
+            ),
+            (
+                "kind = \"mariadb\"\ndatabases = [\"x\"]\ncontainer = \"-u\"\n",
+                "dump.a.container: \"-u\": give the container's name or id",
+            ),
+            (
+                "kind = \"mariadb\"\ndatabases = [\"x\"]\ncontainer = \"\"\n",
+                "dump.a.container: \"\": give",
+            ),
+            (
+                "kind = \"mariadb\"\ndatabases = [\"x\"]\ncontainer = \"a b\"\n",
+                "dump.a.container: \"a b\": give",
+            ),
+        ];
+        for (extra, want) in cases {
+            let text = format!("[[dump]]\nname = \"a\"\n{extra}");
+            let got = parse(&text).expect_err(extra).to_string();
+            assert!(got.contains(want), "{extra} -> {got}");
+        }
+    }
+}

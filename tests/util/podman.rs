@@ -182,11 +182,59 @@ impl Podman {
     }
 }
 
+/// `podman system service` on a socket of this storage: the API that the podman client talks to
+/// with `CONTAINER_HOST=unix://...` (as `podman.socket` provides it on a host). Stopped when
+/// dropped.
+pub struct Service {
+    child: std::process::Child,
+    /// The value for `CONTAINER_HOST`.
+    pub url: String,
+}
+
+impl Podman {
+    /// Starts the API service on `sock` in this storage's directory and waits for its socket.
+    pub fn service(&self) -> Service {
+        let sock = self.dir.path().join("podman.sock");
+        let url = format!("unix://{}", sock.display());
+        let child = self
+            .command(&["system", "service", "--time=0", &url])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let service = Service { child, url };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !sock.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "podman system service did not start"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        service
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+        }
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for Podman {
     fn drop(&mut self) {
         for name in self.containers.borrow().iter() {
             let _ = self.run(&["rm", "-f", "-t", "0", name]);
         }
         let _ = self.run(&["rmi", "-f", IMAGE]);
+        // conmon stays up to 5 minutes after an exec through the API service, waiting for the
+        // service to collect the exit code: stop the ones of this storage.
+        let dir = self.dir.path().display().to_string();
+        for pid in super::pids_matching(|argv| argv.iter().any(|a| a.contains(&dir))) {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+        }
     }
 }
