@@ -13,14 +13,20 @@ mod util;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
+use util::docker::Docker;
 use util::podman::Podman;
 use util::postgresql::{Postgres, PGBIN};
 use util::{assert_code, bash_ok, stderr, Env};
 
 /// `vouch ARGS` in `env` with the storage of `podman`.
 fn vouch(env: &Env, podman: &Podman, args: &[&str]) -> std::process::Output {
+    vouch_with(env, &podman.env(), args)
+}
+
+/// `vouch ARGS` in `env` with the engine's environment `engine`.
+fn vouch_with(env: &Env, engine: &[(&str, String)], args: &[&str]) -> std::process::Output {
     let mut cmd = env.command(args);
-    for (k, v) in podman.env() {
+    for (k, v) in engine {
         cmd.env(k, v);
     }
     cmd.output().unwrap()
@@ -124,8 +130,13 @@ fn command_dump(c: &str, engine: &str, timeout: &str, argv: &str) -> String {
 
 /// Runs preflight and run; both must be exit 20 with `hint` in stderr and nothing written.
 fn refused(env: &Env, podman: &Podman, hint: &str) {
+    refused_with(env, &podman.env(), hint)
+}
+
+/// [`refused`] with the engine's environment `engine`.
+fn refused_with(env: &Env, engine: &[(&str, String)], hint: &str) {
     for step in ["preflight", "run"] {
-        let out = vouch(env, podman, &[step]);
+        let out = vouch_with(env, engine, &[step]);
         assert_code(&out, 20);
         assert!(stderr(&out).contains(hint), "{step}: {}", stderr(&out));
     }
@@ -421,4 +432,87 @@ fn from_a_sandbox_podman_needs_its_service() {
     assert_code(&out, 0);
     let manifest = env.manifest(&env.archives().pop().unwrap());
     assert_eq!(manifest["dumps"][0]["tables"], 1);
+}
+
+#[test]
+fn docker_is_the_default_engine_and_behaves_the_same() {
+    let docker = Docker::new();
+    let engine = docker.env();
+    let c = name("docker");
+    docker.start(
+        &c,
+        &[
+            "sh",
+            "-c",
+            "echo 'only in the container' > /srv/data.txt && exec sleep 3600",
+        ],
+    );
+    let env = Env::new();
+    // No container-engine: docker.
+    env.write_config(
+        "",
+        &format!(
+            "[[dump]]\nname = \"data\"\nkind = \"command\"\n\
+             command = [\"sh\", \"-c\", \"cat /srv/data.txt; echo \\\"end of $VOUCH_DUMP\\\"\"]\n\
+             extension = \"txt\"\nmin-size = 10\nexpect-tail = \"end of data\"\ncontainer = \"{c}\"\n"
+        ),
+    );
+    assert_code(&vouch_with(&env, &engine, &["preflight"]), 0);
+    assert_code(&vouch_with(&env, &engine, &["run"]), 0);
+    let got = bash_ok(&format!(
+        "set -o pipefail; age -d -i '{}' '{}' | tar -xzOf - .vouch/dumps/data.txt",
+        env.identity.display(),
+        env.archives().pop().unwrap().display()
+    ));
+    assert_eq!(
+        String::from_utf8_lossy(&got.stdout),
+        "only in the container\nend of data\n"
+    );
+
+    let env = Env::new();
+    env.write_config(
+        "",
+        &command_dump(
+            &c,
+            "docker",
+            "2s",
+            "[\"sh\", \"-c\", \"trap '' TERM; sleep 6174; sleep 6174\"]",
+        ),
+    );
+    let out = vouch_with(&env, &engine, &["run"]);
+    assert_code(&out, 20);
+    assert!(
+        stderr(&out).contains("ran past its 2s timeout and was killed"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(running(&["sleep", "6174"]), Vec::<u32>::new());
+    assert!(env.target_files().is_empty());
+
+    let missing = name("docker-missing");
+    env.write_config("", &command_dump(&missing, "docker", "1m", "[\"true\"]"));
+    refused_with(
+        &env,
+        &engine,
+        &format!("docker has no container \"{missing}\": start it"),
+    );
+    docker.ok(&["stop", "-t", "0", &c]);
+    env.write_config("", &command_dump(&c, "docker", "1m", "[\"true\"]"));
+    refused_with(
+        &env,
+        &engine,
+        &format!("Container \"{c}\" is not running: start it (docker start {c}"),
+    );
+}
+
+#[test]
+fn an_unreachable_docker_daemon_is_exit_20_with_the_container_named() {
+    let env = Env::new();
+    env.write_config("", &command_dump("app-db-1", "docker", "1m", "[\"true\"]"));
+    let sock = env.dir.path().join("no-daemon.sock");
+    refused_with(
+        &env,
+        &[("DOCKER_HOST", format!("unix://{}", sock.display()))],
+        "docker could not reach container \"app-db-1\" for [[dump]] \"data\": check that its daemon or service runs",
+    );
 }

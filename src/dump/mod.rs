@@ -2,7 +2,8 @@
 //!
 //! A `vouch run` with `[[dump]]` entries makes every dump before a byte of the archive is
 //! written: each is spooled ([`spool`]), checked by its kind ([`sqlite`], [`command`]), and only
-//! then becomes an ordinary archive entry of known size ([`entry`]). Any failure is exit 20
+//! then becomes an ordinary archive entry of known size ([`entry`]). With `container`, the
+//! clients run inside a running container ([`container`]). Any failure is exit 20
 //! with the dump named; the targets are not touched. [`hook`] runs the `[[hook]]` commands:
 //! before the dumps, their cleanups once everything is read, after the commit, or when the run
 //! failed. [`child`] is the one place a program is started, with its own process group and a

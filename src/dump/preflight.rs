@@ -9,7 +9,7 @@
 //! `vouch run` runs the same checks as part of making the dumps, before a target is touched.
 
 use super::{spool::Spool, DumpError};
-use crate::config::{DumpKind, Settings};
+use crate::config::{Dump, DumpKind, Settings};
 use crate::error::Error;
 use crate::host::dirs::Dirs;
 use std::path::{Path, PathBuf};
@@ -40,53 +40,9 @@ pub fn check(settings: &Settings, dirs: &Dirs) -> Vec<Verdict> {
         ));
     }
     for dump in &settings.dump {
-        let inside = match super::container::check(dump) {
-            Ok(detail) => detail,
-            Err(error) => {
-                out.push((
-                    "dump",
-                    Err(Error::Dump {
-                        name: dump.name.clone(),
-                        error,
-                    }),
-                ));
-                continue;
-            }
-        };
-        let result = match &dump.kind {
-            DumpKind::Sqlite(s) => super::sqlite::probe(s).map(|n| {
-                format!(
-                    "dump {}: {} opens read-only, {n} tables",
-                    dump.name,
-                    s.path.display()
-                )
-            }),
-            DumpKind::Command(_) if inside.is_some() => Ok(format!("dump {}", dump.name)),
-            DumpKind::Command(c) => {
-                find_program(&c.command[0]).map(|p| format!("dump {}: {}", dump.name, p.display()))
-            }
-            DumpKind::Postgresql(p) => super::postgresql::probe(dump, p).map(|dbs| {
-                format!(
-                    "dump {}: logged in; databases {}",
-                    dump.name,
-                    dbs.join(", ")
-                )
-            }),
-            DumpKind::Mariadb(m) => super::mariadb::probe(dump, m).map(|dbs| {
-                format!(
-                    "dump {}: logged in; databases {}",
-                    dump.name,
-                    dbs.join(", ")
-                )
-            }),
-        };
-        let result = result.map(|r| match &inside {
-            Some(c) => format!("{r}; {c}"),
-            None => r,
-        });
         out.push((
             "dump",
-            result.map_err(|error| Error::Dump {
+            check_dump(dump).map_err(|error| Error::Dump {
                 name: dump.name.clone(),
                 error,
             }),
@@ -130,6 +86,43 @@ pub fn check(settings: &Settings, dirs: &Dirs) -> Vec<Verdict> {
         ));
     }
     out
+}
+
+/// One dump's checks: its container first, when it has one, then its kind's own.
+fn check_dump(dump: &Dump) -> Result<String, DumpError> {
+    let inside = super::container::check(dump)?;
+    let result = match &dump.kind {
+        DumpKind::Sqlite(s) => super::sqlite::probe(s).map(|n| {
+            format!(
+                "dump {}: {} opens read-only, {n} tables",
+                dump.name,
+                s.path.display()
+            )
+        }),
+        // The program is looked for inside the container.
+        DumpKind::Command(_) if inside.is_some() => Ok(format!("dump {}", dump.name)),
+        DumpKind::Command(c) => {
+            find_program(&c.command[0]).map(|p| format!("dump {}: {}", dump.name, p.display()))
+        }
+        DumpKind::Postgresql(p) => super::postgresql::probe(dump, p).map(|dbs| {
+            format!(
+                "dump {}: logged in; databases {}",
+                dump.name,
+                dbs.join(", ")
+            )
+        }),
+        DumpKind::Mariadb(m) => super::mariadb::probe(dump, m).map(|dbs| {
+            format!(
+                "dump {}: logged in; databases {}",
+                dump.name,
+                dbs.join(", ")
+            )
+        }),
+    }?;
+    Ok(match inside {
+        Some(c) => format!("{result}; {c}"),
+        None => result,
+    })
 }
 
 /// The spool's free space against what the dumps took in the latest verified archive (the

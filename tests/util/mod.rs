@@ -1,6 +1,7 @@
 //! Shared helpers for tests that drive the built `vouch` binary against temporary trees.
 #![allow(dead_code)]
 
+pub mod docker; // a Docker daemon on its own socket
 pub mod mariadb; // a MariaDB server on a unix socket
 pub mod podman; // podman containers from a local image
 pub mod postgresql; // a PostgreSQL cluster on a unix socket

@@ -11,12 +11,27 @@
 
 use super::{bash_ok, stderr};
 use std::fs;
-use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 /// The image every container runs, inside this storage.
 pub const IMAGE: &str = "localhost/vouch-test-rootfs";
+
+/// Writes the image's tarball into `dir`: a few empty directories (with `/run/postgresql` and
+/// `/var/lib/postgresql` for the `postgres` user), `/var/run` pointing to `/run`, the usual
+/// merged-/usr links, and the host's `/etc/passwd` and `/etc/group`. Returns its path.
+pub fn rootfs_tar(dir: &std::path::Path) -> String {
+    let d = dir.display();
+    let root = format!("{d}/rootfs");
+    bash_ok(&format!(
+        "set -e; mkdir -p '{root}' && cd '{root}'; \
+         mkdir -p usr etc proc sys dev run/postgresql var/lib/postgresql srv; mkdir -m 1777 tmp; \
+         ln -s ../run var/run; for l in bin sbin lib lib64; do ln -s usr/$l $l; done; \
+         cp /etc/passwd /etc/group etc/; chown postgres: run/postgresql var/lib/postgresql; \
+         tar -cf '{d}/rootfs.tar' ."
+    ));
+    format!("{d}/rootfs.tar")
+}
 
 /// A private podman storage with one imported image; removes its containers when dropped.
 pub struct Podman {
@@ -58,28 +73,18 @@ impl Podman {
             dir,
             containers: Default::default(),
         };
-        let root = format!("{d}/rootfs");
-        bash_ok(&format!(
-            "set -e; mkdir -p '{root}' && cd '{root}'; \
-             mkdir -p usr etc proc sys dev run/postgresql var/lib/postgresql srv; mkdir -m 1777 tmp; \
-             ln -s ../run var/run; \
-             for l in bin sbin lib lib64; do ln -s usr/$l $l; done; \
-             cp /etc/passwd /etc/group etc/; chown postgres: run/postgresql var/lib/postgresql; \
-             tar -cf '{d}/rootfs.tar' ."
-        ));
-        let out = podman.run(&["import", &format!("{d}/rootfs.tar"), IMAGE]);
+        let tar = rootfs_tar(podman.dir.path());
+        let out = podman.run(&["import", &tar, IMAGE]);
         assert!(out.status.success(), "podman import: {}", stderr(&out));
         podman
     }
 
     /// The environment that selects this storage, for podman and for vouch.
-    pub fn env(&self) -> [(&'static str, PathBuf); 2] {
-        [
-            ("CONTAINERS_CONF", self.dir.path().join("containers.conf")),
-            (
-                "CONTAINERS_STORAGE_CONF",
-                self.dir.path().join("storage.conf"),
-            ),
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        let d = self.dir.path().display();
+        vec![
+            ("CONTAINERS_CONF", format!("{d}/containers.conf")),
+            ("CONTAINERS_STORAGE_CONF", format!("{d}/storage.conf")),
         ]
     }
 
