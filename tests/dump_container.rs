@@ -1,12 +1,15 @@
-//! Dumps whose client runs inside a container (`container`, `container-engine = "podman"`),
-//! through the built binary against real podman containers that each test starts from a local
-//! image (tests/util/podman.rs) and removes when it ends.
+//! Dumps whose client runs inside a container (`container`, `container-engine`), through the
+//! built binary against real containers: podman (tests/util/podman.rs) and a private dockerd
+//! (tests/util/docker.rs), each test starting its own from a local image and removing them when
+//! it ends.
 //!
 //! A PostgreSQL server that exists only inside its container is dumped with the container's own
 //! clients and restored with stock tools on the host; a `command` dump runs in a container;
-//! a missing container, a stopped one and a missing engine are each exit 20 with a hint naming
-//! the container and nothing on the target; a password reaches the client through the engine's
-//! environment and never an argv; and a dump past its timeout leaves nothing running inside.
+//! a missing container, a stopped one, a missing engine and an unreachable daemon are each exit
+//! 20 with a hint naming the container and nothing on the target; a password reaches the client
+//! through the engine's environment and never an argv; a dump past its timeout leaves nothing
+//! running inside; and podman works from a sandbox like vouch.service's only through its API
+//! service.
 
 mod util;
 
