@@ -20,7 +20,8 @@
 //! The password, when there is one, is read from `password-file` (root-only) and given to the
 //! clients as `PGPASSWORD` in their environment, never in argv or the journal.
 
-use super::child::{self, Finished, Owner, Stdout};
+use super::child::{Finished, Owner, Stdout};
+use super::container::Exec;
 use super::spool::Spool;
 use super::{check_min_size, Check, DumpError, Dumped, DUMPS_DIR};
 use crate::config::{Dump, PgFormat, PostgresqlDump};
@@ -42,6 +43,7 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How to reach the server: the connection arguments and the environment of every client.
 struct Server<'a> {
     spec: &'a PostgresqlDump,
+    exec: Exec<'a>,
     env: Vec<(&'static str, String)>,
     owner: Owner<'a>,
     deadline: Instant,
@@ -78,18 +80,20 @@ impl Server<'_> {
             out.extend_from_slice(b);
             Ok(())
         };
-        let done = child::run_with_input(
-            argv,
-            &self.env,
-            self.left(QUERY_TIMEOUT),
-            self.owner,
-            input,
-            Stdout::Sink(&mut sink),
-        )
-        .map_err(|error| DumpError::Start {
-            program: argv[0].clone(),
-            error,
-        })?;
+        let done = self
+            .exec
+            .run(
+                argv,
+                &self.env,
+                self.left(QUERY_TIMEOUT),
+                self.owner,
+                input,
+                Stdout::Sink(&mut sink),
+            )
+            .map_err(|error| DumpError::Start {
+                program: argv[0].clone(),
+                error,
+            })?;
         Ok((done, out))
     }
 
@@ -128,6 +132,7 @@ fn server<'a>(dump: &'a Dump, spec: &'a PostgresqlDump) -> Result<Server<'a>, Du
     }
     Ok(Server {
         spec,
+        exec: Exec::of(dump),
         env,
         owner: Owner {
             field: "VOUCH_DUMP",
@@ -213,6 +218,7 @@ fn spool_run(
     timeout: Duration,
 ) -> Result<(File, u64, String, Vec<u8>), DumpError> {
     super::spool_command(
+        server.exec,
         spool,
         argv,
         &server.env,
