@@ -49,20 +49,25 @@ struct Server<'a> {
     deadline: Instant,
 }
 
+/// `--no-password` and the host, port and user options of `spec`, for every PostgreSQL client.
+pub fn connection(spec: &PostgresqlDump) -> Vec<String> {
+    let mut out = vec!["--no-password".to_owned()];
+    if let Some(h) = &spec.host {
+        out.push(format!("--host={h}"));
+    }
+    if let Some(p) = spec.port {
+        out.push(format!("--port={p}"));
+    }
+    if let Some(u) = &spec.user {
+        out.push(format!("--username={u}"));
+    }
+    out
+}
+
 impl Server<'_> {
     /// `--no-password` and the host, port and user options.
     fn args(&self) -> Vec<String> {
-        let mut out = vec!["--no-password".to_owned()];
-        if let Some(h) = &self.spec.host {
-            out.push(format!("--host={h}"));
-        }
-        if let Some(p) = self.spec.port {
-            out.push(format!("--port={p}"));
-        }
-        if let Some(u) = &self.spec.user {
-            out.push(format!("--username={u}"));
-        }
-        out
+        connection(self.spec)
     }
 
     /// The time left before the dump's deadline.

@@ -69,17 +69,7 @@ impl<'a> Pg<'a> {
 
     /// `--no-password` and the host, port and user options, as the dump used them.
     fn args(&self) -> Vec<String> {
-        let mut out = vec!["--no-password".to_owned()];
-        if let Some(h) = &self.spec.host {
-            out.push(format!("--host={h}"));
-        }
-        if let Some(p) = self.spec.port {
-            out.push(format!("--port={p}"));
-        }
-        if let Some(u) = &self.spec.user {
-            out.push(format!("--username={u}"));
-        }
-        out
+        crate::dump::postgresql::connection(self.spec)
     }
 
     /// Runs `sql` through `psql` on the maintenance database and returns its output lines.
