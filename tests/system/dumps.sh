@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
 # Database dumps inside vouch.service on a booted systemd: the .deb installed with `dpkg -i` in
-# a fresh Debian container, PostgreSQL's client (postgresql-client-15 and what it needs beyond
-# the rootfs, downloaded once from Debian into $VOUCH_TEST_CACHE/debs) installed beside it.
-#   1. a PostgreSQL dump and an SQLite dump (a WAL database with a writer holding it open) made
+# a fresh Debian container, the PostgreSQL and MariaDB clients (postgresql-client-15,
+# mariadb-client and what they need beyond the rootfs, downloaded once from Debian into
+# $VOUCH_TEST_CACHE/debs) installed beside it.
+#   1. a PostgreSQL dump, a MariaDB dump and an SQLite dump (a WAL database with a writer
+#      holding it open) made
 #      by `systemctl start vouch.service`, under the unit's sandbox (ProtectSystem=strict,
 #      SystemCallFilter=, RestrictAddressFamilies=, the generator's ReadWritePaths=): the unit
 #      succeeds, the journal has one dump-written entry for each with its name, kind and
-#      sha256, and both restore with stock tools (age, tar, pg_restore into a new database,
-#      the SQLite file read back) with the same rows. The server's password comes from
-#      `credential = "pg"`, passed to the unit with LoadCredential= in a drop-in, so the
-#      credential path is the one systemd makes ($CREDENTIALS_DIRECTORY);
+#      sha256, and all three restore with stock tools (age, tar, pg_restore and mariadb into
+#      new databases, the SQLite file read back) with the same rows. The servers' password
+#      comes from `credential = "pg"`, passed to the unit with LoadCredential= in a drop-in,
+#      so the credential path is the one systemd makes ($CREDENTIALS_DIRECTORY);
 #   2. the same role with a wrong password: the unit fails with 20 HOOK, the run-failed entry
 #      names the dump and its hint, and no new archive is written.
-# The server is a PostgreSQL 15 cluster on the host (Debian's postgresql-15, which
-# scripts/setup installs), listening on 127.0.0.1 only: the container shares the host's
+# The servers are a PostgreSQL 15 cluster and a MariaDB server on the host (Debian's packages,
+# which scripts/setup installs), listening on 127.0.0.1 only: the container shares the host's
 # network, as a database host's local server would be reached over loopback.
 #
 # Usage: tests/system/dumps.sh [PATH.deb]   (default: the newest target/debian/vouch_*.deb)
@@ -40,6 +42,9 @@ PG_DEBS=(perl-base postgresql-client-15 postgresql-client-common libpq5 libgssap
     libkeyutils1 libkrb5-3 libkrb5support0 libldap-2.5-0 libsasl2-2 libsasl2-modules-db
     libreadline8 readline-common netbase perl perl-modules-5.36 libperl5.36 libgdbm6
     libgdbm-compat4 sensible-utils install-info)
+# mariadb-client and its dependencies beyond the rootfs and the list above.
+MARIA_DEBS=(mariadb-client mariadb-client-core mariadb-common mysql-common libmariadb3
+    libconfig-inifiles-perl libedit2 libbsd0 libncurses6)
 PASSWORD=correct-horse-battery-staple
 ROWS=4321
 
@@ -75,11 +80,39 @@ psql_host -d app -c "CREATE TABLE items(id int PRIMARY KEY, label text);
     INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, $ROWS) g;"
 log "server: PostgreSQL 15 on 127.0.0.1:$port, role backup with a scram password"
 
+# --- A MariaDB server on the host's loopback too, with a password user. ---
+[ -x /usr/sbin/mariadbd ] || fail "MariaDB is needed on the host: run scripts/setup (apt-get install mariadb-server-core mariadb-client)"
+mdir=$(mktemp -d "$VOUCH_TEST_TMP/vouch-dumps-maria.XXXXXX")
+mkdir "$mdir/tmp"
+mport=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+TMPDIR=$mdir/tmp mariadb-install-db --no-defaults --datadir="$mdir/data" --user=root \
+    --auth-root-authentication-method=socket --skip-test-db >"$mdir/install.log" 2>&1 ||
+    fail "mariadb-install-db failed: $(tail -5 "$mdir/install.log")"
+mariadbd --no-defaults --user=root --datadir="$mdir/data" --socket="$mdir/sock" \
+    --bind-address=127.0.0.1 --port="$mport" --pid-file="$mdir/pid" --log-error="$mdir/err.log" \
+    --tmpdir="$mdir/tmp" </dev/null >/dev/null 2>&1 &
+maria_pid=$!
+at_exit kill "$maria_pid"
+at_exit rm -rf --one-file-system "$mdir"
+maria() {
+    mariadb --no-defaults --socket="$mdir/sock" -N -B "$@"
+}
+for _ in $(seq 1 150); do
+    mariadb-admin --no-defaults --socket="$mdir/sock" ping >/dev/null 2>&1 && break
+    sleep 0.2
+done
+maria -e "CREATE USER 'backup'@'127.0.0.1' IDENTIFIED BY '$PASSWORD';
+    GRANT ALL ON *.* TO 'backup'@'127.0.0.1'; CREATE DATABASE shop;
+    CREATE TABLE shop.items(id INT PRIMARY KEY, label TEXT);
+    USE shop; INSERT INTO items SELECT seq, CONCAT('item ', seq) FROM seq_1_to_$ROWS;" ||
+    fail "setting up MariaDB failed: $(tail -5 "$mdir/err.log")"
+log "server: MariaDB on 127.0.0.1:$mport, user backup with a password"
+
 share=$(mktemp -d "$VOUCH_TEST_TMP/vouch-dumps-share.XXXXXX")
 at_exit rm -rf --one-file-system "$share"
 cp "$deb" "$share/vouch.deb"
 log "package: $deb"
-debs_into "$share" "${PG_DEBS[@]}"
+debs_into "$share" "${PG_DEBS[@]}" "${MARIA_DEBS[@]}"
 
 # The application's data directory lives on the host and is bound into the container at
 # /var/lib/app, so that the host's python3 (the rootfs has none) can hold the database open as
@@ -90,7 +123,7 @@ at_exit rm -rf --one-file-system "$appdir"
 VOUCH_TEST_SHARE=$share
 VOUCH_TEST_NSPAWN_ARGS="--bind=$appdir:/var/lib/app"
 boot vouch-dumps
-out=$(in_ct sh -c 'dpkg -i /mnt/share/*.deb' 2>&1) || { printf '%s\n' "$out" | indent; fail "dpkg -i of vouch.deb and postgresql-client-15 failed"; }
+out=$(in_ct sh -c 'dpkg -i /mnt/share/*.deb' 2>&1) || { printf '%s\n' "$out" | indent; fail "dpkg -i of vouch.deb and the database clients failed"; }
 in_ct systemctl stop vouch.timer vouch-verify.timer
 in_ct pg_dump --version | indent
 
@@ -128,12 +161,14 @@ at_exit kill "$writer"
 write_config() {
     {
         printf '[backup]\nname = "dumps"\nsources = ["/srv/data"]\n'
-        printf 'required = ["dump:pg/app", "dump:notes"]\n'
+        printf 'required = ["dump:pg/app", "dump:notes", "dump:shop"]\n'
         printf '[encryption]\nrecipients = ["%s"]\nidentity = "/etc/vouch/identity.txt"\n' "$recipient"
         printf '[[target]]\nname = "local"\npath = "/var/backups/vouch"\nmin-free = "1MiB"\n'
         printf '[[dump]]\nname = "pg"\nkind = "postgresql"\ndatabases = ["app"]\n'
         printf 'host = "127.0.0.1"\nport = %s\nuser = "backup"\ncredential = "%s"\n' "$port" "$1"
         printf '[[dump]]\nname = "notes"\nkind = "sqlite"\npath = "/var/lib/app/app.db"\n'
+        printf '[[dump]]\nname = "shop"\nkind = "mariadb"\ndatabases = ["shop"]\n'
+        printf 'host = "127.0.0.1"\nport = %s\nuser = "backup"\ncredential = "%s"\n' "$mport" "$1"
     } | in_ct sh -c 'cat >/etc/vouch/vouch.toml'
     in_ct systemctl daemon-reload
 }
@@ -145,13 +180,14 @@ assert_contains "$(prop vouch.service ReadWritePaths)" /var/lib/app "vouch.servi
 # --- 1. Both dumps inside the unit. ---
 check "preflight inside the unit's sandbox logs in to PostgreSQL with the credential"
 out=$(in_ct vouch preflight --as-service 2>&1) || { printf '%s\n' "$out" | indent; fail "vouch preflight --as-service failed"; }
-check "the run inside vouch.service dumps PostgreSQL and SQLite"
+check "the run inside vouch.service dumps PostgreSQL, MariaDB and SQLite"
 run_vouch
 expect_status 0
 written=$(journal "_SYSTEMD_INVOCATION_ID=$RUN_INV" SYSLOG_IDENTIFIER=vouch VOUCH_EVENT=dump-written)
 printf '%s\n' "$written" | jq -c '{VOUCH_DUMP, VOUCH_DUMP_KIND, VOUCH_BYTES_IN, _SYSTEMD_UNIT}' | indent
 assert_eq "notes sqlite vouch.service
-pg postgresql vouch.service" \
+pg postgresql vouch.service
+shop mariadb vouch.service" \
     "$(jq -r '"\(.VOUCH_DUMP) \(.VOUCH_DUMP_KIND) \(._SYSTEMD_UNIT)"' <<<"$written" | sort)" \
     "the run's dump-written entries"
 for sha in $(jq -r .VOUCH_DUMP_SHA256 <<<"$written"); do
@@ -160,11 +196,14 @@ done
 archive=$(field "$(run_entry run-succeeded)" VOUCH_ARCHIVE)
 log "archive: $archive"
 
-check "stock tools restore both dumps: age | tar | pg_restore into a new database, the SQLite file"
+check "stock tools restore the three dumps: age | tar | pg_restore and mariadb into new databases, the SQLite file"
 in_ct sh -ec 'cd /root && mkdir r && age -d -i /etc/vouch/identity.txt "/var/backups/vouch/$1" | tar -xzf - -C r' sh "$archive"
 pg psql -X -q -h "$pgdir" -p "$port" -d postgres -c "CREATE DATABASE app_restored" >/dev/null
 in_ct sh -ec 'PGPASSWORD=$(cat /root/pg.pass) pg_restore --exit-on-error --no-owner -h 127.0.0.1 -p "$1" -U backup -d app_restored /root/r/.vouch/dumps/pg.pgdump' sh "$port"
 assert_eq "$ROWS" "$(psql_host -d app_restored -c 'SELECT count(*) FROM items')" "rows restored from the PostgreSQL dump"
+maria -e "CREATE DATABASE shop_restored"
+in_ct sh -ec 'MYSQL_PWD=$(cat /root/pg.pass) mariadb -h 127.0.0.1 -P "$1" -u backup shop_restored </root/r/.vouch/dumps/shop.sql' sh "$mport"
+assert_eq "$ROWS" "$(maria -e 'SELECT count(*) FROM shop_restored.items')" "rows restored from the MariaDB dump"
 in_ct test ! -e /root/r/var/lib/app/app.db-wal || fail "the archive holds a -wal file beside the SQLite snapshot"
 # Read on the host (python3's sqlite3), through the bound directory.
 in_ct cp /root/r/var/lib/app/app.db /var/lib/app/restored.db
