@@ -215,7 +215,7 @@ fn garage_binary() -> PathBuf {
         "the S3 tests need Garage {GARAGE_VERSION} and found none (not in $VOUCH_TEST_GARAGE, \
          {GARAGE_CACHE} or PATH): run scripts/setup, which builds it once with \
          `cargo install garage --version {GARAGE_VERSION} --locked --root \
-         /var/cache/vouch-test/garage-{GARAGE_VERSION}` (about 10 minutes on 2 cores)"
+         /var/cache/vouch-test/garage-{GARAGE_VERSION}` (8 minutes on 2 idle cores, half an hour on busy ones)"
     );
 }
 
