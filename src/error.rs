@@ -279,6 +279,27 @@ pub enum Error {
         /// Usage when this host cannot do it at all, else internal.
         code: ExitCode,
     },
+    /// A `[[dump]]` failed, timed out or failed its checks; nothing was written.
+    #[error("dump {name}: {error}")]
+    Dump {
+        /// The dump's name.
+        name: String,
+        /// What went wrong.
+        error: crate::dump::DumpError,
+    },
+    /// A `[[hook]]` command failed or timed out.
+    #[error("hook {name} {step}: {error}")]
+    Hook {
+        /// The hook's name.
+        name: String,
+        /// `run` or `cleanup`.
+        step: &'static str,
+        /// What went wrong.
+        error: Box<crate::dump::HookError>,
+        /// The archive this run committed before the hook failed (a cleanup or an after-hook):
+        /// it stays, good.
+        archive: Option<String>,
+    },
     /// Anything else: a bug or an unexpected condition.
     #[error("{0}")]
     Internal(String),
@@ -490,12 +511,30 @@ impl Error {
                 path.display()
             ),
             Error::Service { hint, .. } => hint.clone(),
+            Error::Dump { name, error } => error.hint(name),
+            Error::Hook { name, step, error, archive } => error.hint(name, step, archive.as_deref()),
             Error::Internal(_) => return None,
         })
     }
 }
 
 impl Error {
+    /// The dump this error is about, if any.
+    pub fn dump(&self) -> Option<&str> {
+        match self {
+            Error::Dump { name, .. } => Some(name),
+            _ => None,
+        }
+    }
+
+    /// The hook this error is about, if any.
+    pub fn hook(&self) -> Option<&str> {
+        match self {
+            Error::Hook { name, .. } => Some(name),
+            _ => None,
+        }
+    }
+
     /// The targets that hold this run's archive although the run failed, with its name.
     pub fn committed(&self) -> Option<(&str, &[String])> {
         match self {
@@ -536,6 +575,7 @@ impl Error {
             Error::Anomaly { .. } => ExitCode::Anomaly,
             Error::Prune { .. } | Error::PruneRefused { .. } => ExitCode::Prune,
             Error::Service { code, .. } => *code,
+            Error::Dump { .. } | Error::Hook { .. } => ExitCode::Hook,
         }
     }
 }

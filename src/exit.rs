@@ -35,7 +35,8 @@ pub enum ExitCode {
     TargetFilesize,
     /// Target is on tmpfs/ramfs or a container overlay.
     TargetVolatile,
-    /// A pre-backup hook or database dump failed, timed out, or wrote too little.
+    /// A hook or database dump failed, timed out, or failed its checks; after a failing
+    /// after-hook or cleanup the new archive stays in place.
     Hook,
     /// Writing the archive failed mid-run.
     Write,
@@ -155,7 +156,7 @@ impl ExitCode {
                 "the target filesystem's largest file is smaller than the expected archive"
             }
             ExitCode::TargetVolatile => "target is on tmpfs/ramfs or a container overlay",
-            ExitCode::Hook => "a pre-backup hook or database dump failed",
+            ExitCode::Hook => "a hook or database dump failed, timed out, or failed its checks",
             ExitCode::Write => "writing the archive failed mid-run",
             ExitCode::SourceRead => "files could not be read during the run and the policy says fail",
             ExitCode::Required => "a required path is missing or empty in the archive",

@@ -8,6 +8,7 @@
 pub mod check; // preflight and verification: what is proven before and after writing
 pub mod cli; // one module per subcommand
 pub mod config; // vouch.toml: parse, then validate into typed settings
+pub mod dump; // database dumps that prove their output, and the hooks around a run
 pub mod error; // the error type and the error policy
 pub mod exit; // exit codes: the only place their numbers live
 pub mod host; // directories, the run lock, bounded reads, fault injection

@@ -8,10 +8,13 @@
 //! receipt. Any failure before the rename leaves nothing under a final name.
 //!
 //! [`run`] is that order as a list of phases, each a function taking what the phase before it
-//! produced: `preflight` (the lock and the keys), `archive` (the pending archive on every
-//! target and the `Facts` of the archive), `judge`, `verify` (how and when it was
-//! verified), `commit` (where it went), then `after_commit`: the size check and retention,
-//! which can still fail the run but never undo the commit. A new phase is one more call there.
+//! produced: `preflight` (the lock and the keys), `dumps` (the before-hooks, then every
+//! `[[dump]]` made and checked in the spool, before anything is written to a target), `archive`
+//! (the sources and the dumps, the before-hooks' cleanups run once they are read; the pending
+//! archive on every target and the `Facts` of the archive), `judge`, `verify` (how and when it
+//! was verified), `commit` (where it went), then `after_commit`: a failed cleanup, the size
+//! check, retention and the after-hooks, which can still fail the run but never undo the
+//! commit. A new phase is one more call there.
 //! Targets are reached only through [`crate::target::Target`].
 
 use crate::check::preflight::Cleared;
@@ -73,6 +76,9 @@ pub struct Report {
     pub level: Level,
     /// Wall time.
     pub duration: Duration,
+    /// A before-hook's cleanup that failed once the sources were read: the archive is
+    /// committed and good, and the run still ends with exit 20.
+    pub cleanup_failure: Option<crate::dump::hook::CleanupFailure>,
     /// The run lock, held for as long as the report lives, so that what follows the commit
     /// (retention) runs under it.
     pub lock: std::sync::Arc<crate::host::lock::RunLock>,
@@ -209,11 +215,13 @@ fn backup(settings: &Settings, dirs: &Dirs) -> Result<Report, Error> {
     let started = Instant::now();
     let cleared = preflight(settings, dirs)?;
     let stores: Vec<Box<dyn Target>> = settings.targets.iter().map(target::open).collect();
+    let named = start(settings, &stores);
+    let prepared = dumps(settings, dirs)?;
     let Written {
         facts,
         mut spooled,
         mut pendings,
-    } = archive(settings, dirs, &cleared.keys, &stores)?;
+    } = archive(settings, dirs, &cleared.keys, &stores, named, prepared)?;
     judge(settings, &facts.archived.tail)?;
     let verified = verify(settings, &cleared.keys, &facts, &mut spooled, &mut pendings)?;
     let committed = commit(settings, &facts, &verified, pendings)?;
@@ -226,20 +234,56 @@ fn backup(settings: &Settings, dirs: &Dirs) -> Result<Report, Error> {
         archive_sha256: facts.closed.archive_sha256,
         level: verified.level,
         duration: started.elapsed(),
+        cleanup_failure: facts.cleanup_failure,
         lock: std::sync::Arc::new(cleared.lock),
     })
 }
 
-/// The phases once the archive is committed and verified everywhere: the size check's verdict,
-/// then retention. Either can still fail the run (35, 36); the archive stays.
+/// Start: the archive's name, whose time is the run's start, and the run-started entry, before
+/// any hook or dump runs.
+fn start(settings: &Settings, stores: &[Box<dyn Target>]) -> (OffsetDateTime, String) {
+    let (created, name) = pick_name(settings, stores);
+    Entry::event(
+        Event::RunStarted,
+        format!("backup {} started", settings.backup.name),
+    )
+    .field("VOUCH_ARCHIVE", &name)
+    .emit();
+    (created, name)
+}
+
+/// The phases once the archive is committed and verified everywhere: a before-hook's failed
+/// cleanup, the size check's verdict, retention, then the after-hooks. Each can still fail the
+/// run (20, 35, 36); the archive stays.
 fn after_commit(
     settings: &Settings,
     dirs: &Dirs,
     report: &Report,
     warnings: &mut Vec<String>,
 ) -> Result<(), Error> {
+    cleanup_check(report)?;
     size_check(settings, report, warnings)?;
-    retention::after_run(settings, dirs)
+    retention::after_run(settings, dirs)?;
+    crate::dump::hook::after(settings, &report.archive)
+}
+
+/// Dumps: the before-hooks in config order, then every `[[dump]]` made and checked in the
+/// spool. A failure runs the cleanups owed so far and stops the run (20) with nothing written.
+fn dumps<'a>(settings: &'a Settings, dirs: &Dirs) -> Result<crate::dump::Prepared<'a>, Error> {
+    crate::dump::prepare(settings, dirs)
+}
+
+/// A before-hook's cleanup that failed after the read: exit 20, the archive kept.
+fn cleanup_check(report: &Report) -> Result<(), Error> {
+    match &report.cleanup_failure {
+        None => Ok(()),
+        Some((name, error)) => Err(Error::Hook {
+            name: name.clone(),
+            step: "cleanup",
+            error: Box::new(error.clone()),
+            archive: Some(report.archive.clone()),
+        }),
+    }
 }
 
 /// Preflight: every check that can run before a byte is written (lock, keys, sources,
@@ -271,6 +315,10 @@ struct Facts {
     archived: Archived,
     /// Its digests and sizes.
     closed: Closed,
+    /// The dumps it holds, as receipts record them.
+    dumps: Vec<crate::target::receipt::ReceiptDump>,
+    /// A before-hook's cleanup that failed once everything was read.
+    cleanup_failure: Option<crate::dump::hook::CleanupFailure>,
 }
 
 /// What closing the archive stream measured.
@@ -291,34 +339,39 @@ struct Closed {
 type Stream = TarWriter<ParallelGzWriter<StreamWriter<HashWriter<FanOut<Box<dyn Pending>>>>>>;
 
 /// Archive: the sources are read once and streamed through tar -> gzip -> age into a pending
-/// archive on every target at the same time; the manifest closes the archive.
+/// archive on every target at the same time, then the checked dumps; the before-hooks'
+/// cleanups run once everything is read; the manifest closes the archive.
 fn archive(
     settings: &Settings,
     dirs: &Dirs,
     keys: &Keys,
     stores: &[Box<dyn Target>],
+    (created, name): (OffsetDateTime, String),
+    (cleanups, mut dumps): crate::dump::Prepared<'_>,
 ) -> Result<Written, Error> {
-    let exclude = Exclude::new(&settings.backup.exclude)
-        .map_err(|e| Error::Internal(format!("exclude patterns: {e}")))?;
+    // The live files of SQLite dumps are left out: their snapshots are archived instead.
+    let patterns = [
+        settings.backup.exclude.clone(),
+        crate::dump::live_file_excludes(settings),
+    ]
+    .concat();
+    let exclude =
+        Exclude::new(&patterns).map_err(|e| Error::Internal(format!("exclude patterns: {e}")))?;
     let walker = Walker::new(
         &settings.backup.sources,
         &exclude,
         settings.backup.one_file_system,
     );
-    let (created, name) = pick_name(settings, stores);
     let host = host_name();
-    Entry::event(
-        Event::RunStarted,
-        format!("backup {} started", settings.backup.name),
-    )
-    .field("VOUCH_ARCHIVE", &name)
-    .emit();
     let pendings = begin(settings, stores, &name)?;
     let (fan, errors) = fan_out(settings, dirs, pendings);
     let head = manifest_head(settings, &host, created);
     let mut manifest = ManifestWriter::new(head, &dirs.state).map_err(|e| errors.spool(e))?;
     let mut tar = open_stream(keys, fan, &errors)?;
-    let archived = write_sources(settings, dirs, &walker, &mut tar, &mut manifest, &errors)?;
+    let mut archived = write_sources(settings, dirs, &walker, &mut tar, &mut manifest, &errors)?;
+    write_dumps(settings, dirs, &mut tar, &mut manifest, &mut dumps, &errors)?;
+    crate::dump::entry::record_all(&mut archived.tail, &dumps, &settings.backup.required_dumps);
+    let cleanup_failure = cleanups.finish();
     let mut spooled = manifest
         .finish(&archived.tail)
         .map_err(|e| errors.spool(e))?;
@@ -330,10 +383,29 @@ fn archive(
             host,
             archived,
             closed,
+            dumps: crate::dump::entry::receipts(&dumps),
+            cleanup_failure,
         },
         spooled,
         pendings,
     })
+}
+
+/// Writes every checked dump into the stream and the manifest, after the sources.
+fn write_dumps(
+    settings: &Settings,
+    dirs: &Dirs,
+    tar: &mut Stream,
+    manifest: &mut ManifestWriter,
+    dumps: &mut [crate::dump::Dumped],
+    errors: &StreamErrors,
+) -> Result<(), Error> {
+    let failures = crate::dump::entry::Failures {
+        write: &|e| errors.write(e),
+        manifest: &|e| errors.spool(e),
+        spool_dir: &crate::dump::spool_dir(settings, dirs),
+    };
+    crate::dump::entry::append_all(tar, manifest, dumps, &failures)
 }
 
 /// Begins the archive `name` on every target.
@@ -640,6 +712,7 @@ fn receipt(
         skipped: tail.skipped.len() as u64,
         verified_at: verified.at.clone(),
         verification: verified.level.name().into(),
+        dumps: facts.dumps.clone(),
     }
 }
 
@@ -713,6 +786,9 @@ fn size_check(
 /// empty (a 0-byte file or a directory with nothing archived in it), or present and still not
 /// archived (excluded, unreadable, or another file type).
 fn why_required_failed(path: &str) -> String {
+    if path.starts_with(crate::config::REQUIRED_DUMP_PREFIX) {
+        return format!("{path} (not in the archive: that database is no longer on the server, or it is excluded)");
+    }
     match std::fs::symlink_metadata(path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => format!("{path} (missing)"),
         Err(e) => format!("{path} (cannot be examined: {e})"),

@@ -196,7 +196,7 @@ Every other command exits with the codes below; \\fBvouch run\\fR exits 0 only w
             e.message_id()
         ));
     }
-    text.push_str("and the fields that apply: VOUCH_EXIT_CODE, VOUCH_EXIT_NAME, VOUCH_TARGET, VOUCH_ARCHIVE, VOUCH_ARCHIVE_SHA256, VOUCH_FILES, VOUCH_BYTES_IN, VOUCH_BYTES_OUT, VOUCH_DURATION_USEC, VOUCH_HINT, VOUCH_COMMITTED_TARGETS (a failed run whose archive some targets kept), VOUCH_UNIT and VOUCH_FAILED_UNIT (notify-failure: the failed unit and the dependency that failed).\n");
+    text.push_str("and the fields that apply: VOUCH_EXIT_CODE, VOUCH_EXIT_NAME, VOUCH_TARGET, VOUCH_ARCHIVE, VOUCH_ARCHIVE_SHA256, VOUCH_FILES, VOUCH_BYTES_IN, VOUCH_BYTES_OUT, VOUCH_DURATION_USEC, VOUCH_HINT, VOUCH_COMMITTED_TARGETS (a failed run whose archive some targets kept), VOUCH_DUMP, VOUCH_DUMP_KIND and VOUCH_DUMP_SHA256 (dump-written, and a failed dump), VOUCH_HOOK (hook-ran, and a failed hook), VOUCH_UNIT and VOUCH_FAILED_UNIT (notify-failure: the failed unit and the dependency that failed).\n");
     text.push_str(&format!(
         ".SH UNITS\n\\fBvouch.service\\fR runs \\fBvouch run\\fR; \\fBvouch.timer\\fR starts it daily. \
 \\fBvouch\\-verify.timer\\fR verifies the latest archive weekly. \\fBvouch\\-notify@.service\\fR reports failed units.\n\
@@ -246,5 +246,34 @@ fn every_config_key_is_documented_in_vouch_toml_5() {
             page.contains(&format!("\\fB{}\\fR", roff(&key))),
             "vouch.toml(5) does not document {key}"
         );
+    }
+}
+
+/// The roff requests the man pages use; a text line that starts with `.` or `'`
+/// would be read as an unknown request and dropped from the page.
+const REQUESTS: &[&str] = &[
+    "TH", "SH", "SS", "PP", "TP", "RS", "RE", "nf", "fi", "ie", "el", "br", "IP",
+];
+
+#[test]
+fn no_man_page_line_is_read_as_an_unknown_request() {
+    for (name, page) in [
+        ("vouch.8", include_str!("../man/vouch.8")),
+        ("vouch.toml.5", include_str!("../man/vouch.toml.5")),
+    ] {
+        for (n, line) in page.lines().enumerate() {
+            let Some(rest) = line.strip_prefix('.').or_else(|| line.strip_prefix('\'')) else {
+                continue;
+            };
+            let request: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric())
+                .collect();
+            assert!(
+                REQUESTS.contains(&request.as_str()),
+                "{name}:{}: {line:?} starts like a roff request; escape it with \\&",
+                n + 1
+            );
+        }
     }
 }

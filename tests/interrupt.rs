@@ -44,10 +44,12 @@ fn temporaries(env: &Env) -> Vec<String> {
 }
 
 /// Stops `vouch run` at `point` (SIGSTOP), sends it `signal`, continues it, and returns what
-/// it left.
+/// it left. The run starts with SIGINT, SIGTERM and SIGHUP at their default dispositions: a
+/// test run in the background of a shell inherits SIGINT ignored (and under `nohup`, SIGHUP),
+/// and vouch rightly leaves an ignored signal ignored.
 fn stop_at(env: &Env, point: &str, signal: nix::sys::signal::Signal) -> std::process::Output {
     let child = env
-        .command(&["run"])
+        .wrapped(&["env", "--default-signal=INT,TERM,HUP"], "true", &["run"])
         .env("VOUCH_TEST_FAULT", format!("stop:{point}"))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

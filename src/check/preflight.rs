@@ -116,6 +116,13 @@ pub fn check(settings: &Settings, dirs: &Dirs) -> Outcome {
         let expected = expected_size(target, settings, &mut estimate);
         check_target(target, expected, lock.is_some(), &mut findings);
     }
+    for (check, outcome) in crate::dump::preflight::check(settings, dirs) {
+        findings.push(Finding {
+            check,
+            target: None,
+            outcome,
+        });
+    }
     Outcome {
         findings,
         lock,

@@ -70,6 +70,9 @@ pub struct ArchiveListing {
     pub receipt: &'static str,
     /// What is wrong with the receipt, when it is not `ok`.
     pub problem: Option<String>,
+    /// The database dumps in the archive, from the receipt (absent without dumps).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dumps: Vec<crate::target::receipt::ReceiptDump>,
 }
 
 fn describe(archive: &Archive, target: &str, log: &VerifyLog) -> ArchiveListing {
@@ -104,6 +107,7 @@ fn describe(archive: &Archive, target: &str, log: &VerifyLog) -> ArchiveListing 
         verify_detail: record.filter(|r| !r.ok).and_then(|r| r.detail.clone()),
         receipt: receipt_state,
         problem,
+        dumps: receipt.map(|r| r.dumps.clone()).unwrap_or_default(),
     }
 }
 
@@ -201,6 +205,10 @@ fn print_table(listing: &Listing) {
             }
             if a.parts > 0 {
                 notes.push(format!("{} parts", a.parts));
+            }
+            if !a.dumps.is_empty() {
+                let dumps: Vec<String> = a.dumps.iter().map(|d| d.summary()).collect();
+                notes.push(format!("dumps: {}", dumps.join(", ")));
             }
             crate::out!(
                 "  {:<40}  {:<20}  {:>10}  {:>7}  {:<8}  {:<20}  {}",

@@ -31,6 +31,12 @@ pub fn execute(cli: &Cli) -> Result<ExitCode, Error> {
         Ok(()) => ExitCode::Ok,
         Err(e) => e.exit_code(),
     };
+    // A run refused because another holds the lock did nothing: the run that holds it runs its
+    // own failure hooks if it fails (a failure hook that restarts a stopped service must not
+    // fire in the middle of that run).
+    if code != ExitCode::Ok && code != ExitCode::Locked {
+        crate::dump::hook::failure(&settings, code);
+    }
     let mut outcome = outcome(&settings, started, report.as_ref(), &result, code);
     outcome.reasons.extend(warnings);
     let partial = result.as_ref().err().and_then(Error::committed);
@@ -120,6 +126,8 @@ pub fn report_preflight_failure(error: &Error, code: ExitCode) {
         .field("VOUCH_EXIT_CODE", code.code())
         .field("VOUCH_EXIT_NAME", code.name())
         .field_opt("VOUCH_TARGET", error.target())
+        .field_opt("VOUCH_DUMP", error.dump())
+        .field_opt("VOUCH_HOOK", error.hook())
         .field_opt("VOUCH_HINT", error.hint())
         .emit();
 }
@@ -135,6 +143,8 @@ pub fn report_failure(error: &Error, code: ExitCode) {
         .field("VOUCH_EXIT_CODE", code.code())
         .field("VOUCH_EXIT_NAME", code.name())
         .field_opt("VOUCH_TARGET", error.target())
+        .field_opt("VOUCH_DUMP", error.dump())
+        .field_opt("VOUCH_HOOK", error.hook())
         .field_opt(
             "VOUCH_ARCHIVE",
             error.committed().map(|(a, _)| a.to_owned()),

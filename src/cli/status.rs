@@ -101,6 +101,10 @@ pub fn target_line(t: &TargetReport) -> String {
                 .unwrap_or_default(),
             a.verified_at.as_deref().unwrap_or("?")
         ));
+        if !a.dumps.is_empty() {
+            let dumps: Vec<String> = a.dumps.iter().map(|d| d.summary()).collect();
+            line.push_str(&format!(", dumps {}", dumps.join(", ")));
+        }
     }
     if let Some(free) = t.free_bytes {
         line.push_str(&format!("; {} free", human_bytes(free)));

@@ -9,7 +9,14 @@
 //! shipped inside a project (the demo) works from any checkout; the packaged config uses
 //! absolute paths. `.` and `..` are resolved lexically, without following symlinks.
 
+mod dumps;
 mod units;
+
+pub use dumps::{
+    CommandDump, Dump, DumpKind, Dumps, Hook, MariadbDump, MinSize, PgFormat, PostgresqlDump,
+    RequiredDump, Secret, SqliteCheck, SqliteDump, When, DEFAULT_BUSY_TIMEOUT,
+    DEFAULT_DUMP_TIMEOUT, DEFAULT_HOOK_TIMEOUT, REQUIRED_DUMP_PREFIX,
+};
 
 pub use units::{format_duration, parse_duration, parse_size};
 
@@ -64,6 +71,12 @@ pub struct Settings {
     pub metrics: Metrics,
     /// `[notify]`.
     pub notify: Notify,
+    /// `[dumps]`.
+    pub dumps: Dumps,
+    /// `[[dump]]`, in config order.
+    pub dump: Vec<Dump>,
+    /// `[[hook]]`, in config order.
+    pub hooks: Vec<Hook>,
 }
 
 /// What to back up.
@@ -77,6 +90,8 @@ pub struct Backup {
     pub exclude: Vec<String>,
     /// Paths that must be in every archive and non-empty.
     pub required: Vec<PathBuf>,
+    /// Dumps (`"dump:NAME"`, `"dump:NAME/DB"` in `required`) that must be in every archive.
+    pub required_dumps: Vec<RequiredDump>,
     /// Stay on each source's filesystem.
     pub one_file_system: bool,
     /// What unreadable files do to the run.
@@ -234,6 +249,9 @@ struct RawConfig {
     health: Option<RawHealth>,
     metrics: Option<RawMetrics>,
     notify: Option<RawNotify>,
+    dumps: Option<dumps::RawDumps>,
+    dump: Option<Vec<dumps::RawDump>>,
+    hook: Option<Vec<dumps::RawHook>>,
 }
 
 #[derive(Deserialize)]
@@ -397,7 +415,8 @@ fn section_at(text: &str, offset: usize) -> Option<String> {
 }
 
 /// The tables a config may have at its top level; only the first two are required.
-const TABLES: &str = "[backup], [encryption], [[target]], [health], [metrics], [notify]";
+const TABLES: &str =
+    "[backup], [encryption], [[target]], [health], [metrics], [notify], [dumps], [[dump]], [[hook]]";
 
 /// The text between the first pair of backticks in `message`, after `prefix`.
 fn quoted_after(message: &str, prefix: &str) -> Option<String> {
@@ -598,7 +617,9 @@ impl Context<'_> {
             }
             None => host_name(),
         };
-        if b.sources.get_ref().is_empty() {
+        // A config that only dumps databases needs no sources.
+        let dumps_only = raw.dump.as_ref().is_some_and(|d| !d.is_empty());
+        if b.sources.get_ref().is_empty() && !dumps_only {
             return Err(self.error(
                 Some(b.sources.span()),
                 "backup.sources",
@@ -639,7 +660,12 @@ impl Context<'_> {
             self.error(None, "backup.exclude", format!("bad pattern: {}", e.kind()))
         })?;
         let mut required = Vec::new();
+        let mut required_dumps = Vec::new();
         for r in &b.required {
+            if r.get_ref().starts_with(dumps::REQUIRED_DUMP_PREFIX) {
+                required_dumps.push(r);
+                continue;
+            }
             let p = self.path(r, "backup.required")?;
             if !sources.iter().any(|s| p.starts_with(s)) {
                 return Err(self.error(
@@ -904,6 +930,10 @@ impl Context<'_> {
             }
         };
 
+        let dumps = self.dumps(raw.dumps)?;
+        let dump = self.dump_list(raw.dump.unwrap_or_default(), &dumps)?;
+        let hooks = self.hook_list(raw.hook.unwrap_or_default(), &dumps)?;
+        let required_dumps = self.required_dumps(&required_dumps, &dump)?;
         Ok(Settings {
             file: self.file.to_owned(),
             backup: Backup {
@@ -911,6 +941,7 @@ impl Context<'_> {
                 sources,
                 exclude,
                 required,
+                required_dumps,
                 one_file_system: b.one_file_system,
                 on_read_error,
             },
@@ -923,6 +954,9 @@ impl Context<'_> {
             },
             metrics,
             notify,
+            dumps,
+            dump,
+            hooks,
         })
     }
 }

@@ -1,7 +1,8 @@
-//! The host vouch runs on: its directories, the run lock, reading small untrusted files, and
-//! the fault points the test suite uses.
+//! The host vouch runs on: its directories, the run lock, reading small untrusted files and
+//! secrets, and the fault points the test suite uses.
 
 pub mod bounded; // small files read without blocking, following links or growing without end
+pub mod credential; // secrets from $CREDENTIALS_DIRECTORY, /etc/vouch/credentials or a file
 pub mod dirs; // state, runtime and config locations
 pub mod fault; // fault injection for the test suite
 pub mod filesystem; // mounts, volatile filesystems and the largest file, as the kernel says

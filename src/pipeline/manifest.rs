@@ -192,6 +192,55 @@ pub struct Tail {
     pub changed: Vec<String>,
     /// Required paths and whether each is present.
     pub required: Vec<RequiredStatus>,
+    /// The database dumps in the archive and the checks each passed (absent without dumps).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dumps: Vec<DumpRecord>,
+}
+
+/// One dump in the manifest.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct DumpRecord {
+    /// The `[[dump]]` name.
+    pub name: String,
+    /// Its kind (`sqlite`, `command`, `postgresql`).
+    pub kind: String,
+    /// The database this file holds, for the kinds that dump several.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    /// Its entry's path in the archive.
+    pub path: String,
+    /// Bytes.
+    pub bytes: u64,
+    /// SHA-256 of the bytes.
+    pub sha256: String,
+    /// Tables counted, for the kinds that count them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tables: Option<u64>,
+    /// The checks it passed, in order.
+    pub checks: Vec<DumpCheck>,
+    /// RFC 3339 start time.
+    pub started: String,
+    /// How long it took.
+    pub duration_usec: u64,
+    /// `sqlite-backup-api` for an SQLite snapshot stored at the database's own path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
+    /// The stock command that restores it.
+    pub restore: String,
+}
+
+/// One check a dump passed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct DumpCheck {
+    /// `exit-status`, `min-size`, `expect-tail`, `integrity_check`, `min-tables`, ...
+    pub check: String,
+    /// The threshold, for the checks that have one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<u64>,
+    /// Always true: a dump that failed a check is not archived.
+    pub ok: bool,
 }
 
 /// The part of the manifest written before the entries.

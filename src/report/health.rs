@@ -161,6 +161,9 @@ pub struct ArchiveInfo {
     pub verification: Option<String>,
     /// Required paths the receipt records as missing or empty.
     pub required_missing: Vec<String>,
+    /// The database dumps it holds, from the receipt.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dumps: Vec<crate::target::receipt::ReceiptDump>,
 }
 
 /// One `vouch verify` result on a target.
@@ -346,6 +349,7 @@ fn info(archive: &Archive, target: &str, log: &VerifyLog, now: OffsetDateTime) -
                     .collect()
             })
             .unwrap_or_default(),
+        dumps: receipt.map(|r| r.dumps.clone()).unwrap_or_default(),
     }
 }
 
@@ -493,7 +497,35 @@ impl Checker<'_> {
                 ),
             );
         }
+        self.dumps(name, latest, &i);
         report.latest_verified = Some(i);
+    }
+
+    /// Each configured `[[dump]]` should be in the newest verified archive; one that is not was
+    /// added to the config since, or the archive predates it: a warning until the next run.
+    fn dumps(&mut self, name: &str, latest: &Archive, i: &ArchiveInfo) {
+        if latest.receipt.is_none() {
+            return;
+        }
+        let missing: Vec<&str> = self
+            .settings
+            .dump
+            .iter()
+            .map(|d| d.name.as_str())
+            .filter(|d| !i.dumps.iter().any(|r| r.name == *d))
+            .collect();
+        if !missing.is_empty() {
+            self.add(
+                Health::Warning,
+                Some(name),
+                "dumps",
+                format!(
+                    "target {name}: the newest verified archive {} holds no dump {}: start a run with `systemctl start vouch.service` to back it up",
+                    latest.name,
+                    missing.join(", ")
+                ),
+            );
+        }
     }
 
     /// The newest archive: its files, receipt, last re-verification and size.

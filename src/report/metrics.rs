@@ -229,6 +229,7 @@ mod tests {
                 verified_at: Some("2026-11-21T03:04:09Z".into()),
                 verification: Some("full".into()),
                 required_missing: Vec::new(),
+                dumps: Vec::new(),
             }),
             latest_verified: None,
             median_size: None,

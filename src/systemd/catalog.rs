@@ -22,6 +22,8 @@ fn subject(event: Event) -> &'static str {
         Event::RunFailed => "vouch backup failed: @VOUCH_EXIT_NAME@",
         Event::VerifySucceeded => "vouch verified the archives it was asked to read back",
         Event::VerifyFailed => "vouch verify failed: @VOUCH_EXIT_NAME@",
+        Event::HookRan => "vouch ran hook @VOUCH_HOOK@",
+        Event::DumpWritten => "vouch made and checked dump @VOUCH_DUMP@ (@VOUCH_DUMP_KIND@)",
     }
 }
 
@@ -87,6 +89,18 @@ and `vouch status` is critical until a good archive is verified.\n\n\
 Cause: @MESSAGE@\n\nFix: @VOUCH_HINT@\n\n\
 `vouch verify --all` checks every archive (`--target NAME` limits it to one target); \
 `vouch list` shows which copies are intact.".into(),
+        Event::HookRan => "The [[hook]] @VOUCH_HOOK@ ran its command, without a shell, and it \
+exited 0 within its timeout: @MESSAGE@. A hook that fails or runs past its timeout ends the run \
+with exit 20 (HOOK) instead; a failed cleanup or after-hook leaves the new archive committed."
+            .into(),
+        Event::DumpWritten => "The [[dump]] @VOUCH_DUMP@ (kind @VOUCH_DUMP_KIND@) was made into \
+vouch's spool and passed every check of its kind before a byte of the archive was written: the \
+exit status, min-size, and the kind's own proof (an SQLite copy's integrity_check and table \
+count, a command's expect-tail). It is @VOUCH_BYTES_IN@ bytes (its SHA-256 is in the entry's VOUCH_DUMP_SHA256 field), \
+and becomes an ordinary archive entry under .vouch/dumps/ (an SQLite snapshot at the database's \
+own path), listed in the manifest and in .vouch/SHA256SUMS. A dump that fails a check ends the \
+run with exit 20 (HOOK) and nothing is written to the targets."
+            .into(),
     }
 }
 

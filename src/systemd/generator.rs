@@ -7,7 +7,8 @@
 //! directory does not stop the unit from starting: preflight then names it with exit 14) and
 //! `RequiresMountsFor=` for targets with `require-mount = true`. With `[metrics] textfile`, the
 //! textfile's directory is added to `vouch.service` and, in a second drop-in, to
-//! `vouch-verify.service`, since both rewrite the textfile.
+//! `vouch-verify.service`, since both rewrite the textfile. With `[[dump]]` entries, a configured
+//! `[dumps] spool-dir` and the directory of every SQLite database are added too.
 //!
 //! A generator must never fail boot: with a missing or broken config it writes nothing, logs the
 //! reason to the kernel log, and exits 0. The preflight probe stays the guarantee; the generator
@@ -60,6 +61,29 @@ pub fn render(settings: &Settings) -> String {
     }
     if let Some(dir) = metrics_dir(settings) {
         out.push_str(&format!("ReadWritePaths=-{}\n", quote(dir)));
+    }
+    for dir in dump_dirs(settings) {
+        out.push_str(&format!("ReadWritePaths=-{}\n", quote(&dir)));
+    }
+    out
+}
+
+/// The directories dumps write to: a `[dumps] spool-dir` outside the state directory, and the
+/// directory of each SQLite database (SQLite creates a WAL database's `-shm` there even for a
+/// read-only reader; vouch still opens the database itself read-only).
+fn dump_dirs(settings: &Settings) -> Vec<std::path::PathBuf> {
+    let mut out: Vec<std::path::PathBuf> = Vec::new();
+    if !settings.dump.is_empty() {
+        out.extend(settings.dumps.spool_dir.clone());
+    }
+    for d in &settings.dump {
+        if let crate::config::DumpKind::Sqlite(s) = &d.kind {
+            if let Some(dir) = s.path.parent() {
+                if !out.iter().any(|o| o == dir) {
+                    out.push(dir.to_owned());
+                }
+            }
+        }
     }
     out
 }
@@ -154,6 +178,21 @@ mod tests {
             "{text}"
         );
         assert!(!out.join(VERIFY_DROP_IN).exists());
+    }
+
+    #[test]
+    fn sqlite_directories_and_the_spool_are_writable_for_the_run() {
+        let (_dir, out) = generated(
+            "[[target]]\nname = \"local\"\npath = \"/var/backups/vouch\"\n\
+             [dumps]\nspool-dir = \"/srv/spool\"\n\
+             [[dump]]\nname = \"grafana\"\nkind = \"sqlite\"\npath = \"/var/lib/grafana/grafana.db\"\n",
+        );
+        let text = fs::read_to_string(out.join(DROP_IN)).unwrap();
+        assert!(text.contains("ReadWritePaths=-\"/srv/spool\"\n"), "{text}");
+        assert!(
+            text.contains("ReadWritePaths=-\"/var/lib/grafana\"\n"),
+            "{text}"
+        );
     }
 
     #[test]

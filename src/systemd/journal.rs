@@ -40,11 +40,15 @@ pub enum Event {
     VerifySucceeded,
     /// `vouch verify` found a damaged or missing archive, or could not check one.
     VerifyFailed,
+    /// A `[[hook]]` command ran and exited 0.
+    HookRan,
+    /// A `[[dump]]` was made, passed its checks and is ready to be archived.
+    DumpWritten,
 }
 
 impl Event {
     /// Every event.
-    pub const ALL: [Event; 10] = [
+    pub const ALL: [Event; 12] = [
         Event::RunStarted,
         Event::PreflightFailed,
         Event::ArchiveWritten,
@@ -55,6 +59,8 @@ impl Event {
         Event::RunFailed,
         Event::VerifySucceeded,
         Event::VerifyFailed,
+        Event::HookRan,
+        Event::DumpWritten,
     ];
 
     /// The `VOUCH_EVENT` value.
@@ -70,6 +76,8 @@ impl Event {
             Event::RunFailed => "run-failed",
             Event::VerifySucceeded => "verify-succeeded",
             Event::VerifyFailed => "verify-failed",
+            Event::HookRan => "hook-ran",
+            Event::DumpWritten => "dump-written",
         }
     }
 
@@ -86,6 +94,8 @@ impl Event {
             Event::RunFailed => "bed9d071a2b24a02ac797df75717e3ad",
             Event::VerifySucceeded => "57ea36d50c684fa2a7217221ed90cb71",
             Event::VerifyFailed => "4263a1cac18743a694cc811146bd5bf2",
+            Event::HookRan => "1b9db498875141229f7d9f9af36b86d4",
+            Event::DumpWritten => "1428fc3857ee47318496b8641646c407",
         }
     }
 

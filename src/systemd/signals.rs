@@ -47,6 +47,15 @@ fn pending() -> SigSet {
     }
 }
 
+/// Whether one of the interrupting signals in `held` is pending for this process (held back
+/// and not yet taken by a thread waiting for it).
+pub fn interrupt_pending(held: &SigSet) -> bool {
+    let pending = pending();
+    INTERRUPTS
+        .into_iter()
+        .any(|s| held.contains(s) && pending.contains(s))
+}
+
 /// SIGINT, SIGTERM and SIGHUP held back in the calling thread until this is dropped, when the
 /// thread's previous signal mask comes back (and a held-back signal is delivered).
 ///

@@ -23,12 +23,39 @@ use crate::host::dirs::Dirs;
 use crate::run::{rfc3339, LastRun};
 use crate::systemd::journal::{self, Entry, Event};
 use crate::systemd::signals;
-use nix::sys::signal::Signal;
-use std::sync::{Mutex, MutexGuard};
+use nix::sys::signal::{SigSet, Signal};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use time::OffsetDateTime;
 
 /// Held while archives get their final names, so a stop never cuts a commit in half.
 static COMMIT: Mutex<()> = Mutex::new(());
+
+/// True while a thread waits for the interrupting signals (a stop can then begin).
+static WATCHING: AtomicBool = AtomicBool::new(false);
+
+/// The signals that thread waits for (those held back; an ignored or already blocked one is
+/// not among them and never begins a stop).
+static HELD: OnceLock<SigSet> = OnceLock::new();
+
+/// True once that thread has taken a signal: the stop has begun.
+static STOPPING: AtomicBool = AtomicBool::new(false);
+
+/// Whether a stop has begun or a signal that begins one is on its way to the waiting thread.
+/// The run asks before it commits and before it records its outcome: a signal that arrived
+/// while the run was busy must win even when the waiting thread has not been scheduled yet.
+fn stop_begun() -> bool {
+    WATCHING.load(Ordering::SeqCst)
+        && (STOPPING.load(Ordering::SeqCst) || HELD.get().is_some_and(signals::interrupt_pending))
+}
+
+/// When a stop has begun, waits for the waiting thread to end the process (it removes the
+/// temporary files and records the stop); otherwise returns at once.
+fn yield_to_a_stop() {
+    while stop_begun() {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
 
 /// Held while the outcome is recorded; true once the run's own outcome is.
 static RECORD: Mutex<bool> = Mutex::new(false);
@@ -37,8 +64,14 @@ fn record_section() -> MutexGuard<'static, bool> {
     RECORD.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Takes the commit section; a stop that arrives meanwhile waits until it is dropped.
+/// Takes the commit section; a stop that arrives meanwhile waits until it is dropped. A stop
+/// that began before is let through first (the run then never commits).
 pub fn commit_section() -> MutexGuard<'static, ()> {
+    yield_to_a_stop();
+    commit_lock()
+}
+
+fn commit_lock() -> MutexGuard<'static, ()> {
     COMMIT.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -59,9 +92,11 @@ impl Watch {
                 settings: settings.clone(),
                 dirs: dirs.clone(),
             };
+            let _ = HELD.set(held);
             let spawned = std::thread::Builder::new()
                 .name("vouch-stop".into())
                 .spawn(move || context.wait(held));
+            WATCHING.store(spawned.is_ok(), Ordering::SeqCst);
             if let Err(e) = spawned {
                 log::warn!(
                     "cannot watch for SIGTERM (a stopped run will leave its temporary files): {e}"
@@ -74,6 +109,7 @@ impl Watch {
     /// Records the run's outcome with `f`, unless a stop has begun (then this waits for the
     /// process to die by the signal); a signal after this only ends the process.
     pub fn record<T>(&self, f: impl FnOnce() -> T) -> T {
+        yield_to_a_stop();
         let mut recorded = record_section();
         let out = f();
         *recorded = true;
@@ -90,12 +126,14 @@ struct Context {
 impl Context {
     fn wait(self, held: nix::sys::signal::SigSet) {
         let Ok(signal) = held.wait() else {
+            WATCHING.store(false, Ordering::SeqCst);
             return;
         };
+        STOPPING.store(true, Ordering::SeqCst);
         // Never released: the run must not record or end on its own after this.
         let recorded = record_section();
         if !*recorded {
-            let _commit = commit_section();
+            let _commit = commit_lock();
             let removed = self.sweep();
             self.record(signal, removed);
         }

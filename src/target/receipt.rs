@@ -83,6 +83,37 @@ pub struct Receipt {
     pub verified_at: String,
     /// `full` or `ciphertext-only`.
     pub verification: String,
+    /// The dumps in the archive, by config name only (absent without dumps).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dumps: Vec<ReceiptDump>,
+}
+
+/// One dump in a receipt: names from the config, no database names, hosts or paths.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct ReceiptDump {
+    /// The `[[dump]]` name.
+    pub name: String,
+    /// Its kind.
+    pub kind: String,
+    /// Files it put in the archive.
+    pub files: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Every check passed before it was archived.
+    pub checked: bool,
+}
+
+impl ReceiptDump {
+    /// `NAME (KIND, SIZE)`, as `list` and `status` show it.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} ({}, {})",
+            self.name,
+            self.kind,
+            crate::systemd::sdnotify::human_bytes(self.bytes)
+        )
+    }
 }
 
 impl Receipt {
@@ -208,6 +239,7 @@ mod tests {
             skipped: 0,
             verified_at: String::new(),
             verification: "full".into(),
+            dumps: Vec::new(),
         }
     }
 

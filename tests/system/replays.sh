@@ -44,11 +44,12 @@ case ${1:-} in
 esac
 # shellcheck source=lib.sh source-path=SCRIPTDIR
 . "$(dirname "$0")/lib.sh"
+# shellcheck source=unit.sh source-path=SCRIPTDIR
+. "$(dirname "$0")/unit.sh"
 
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 # exfat-fuse and what it needs beyond the rootfs (fuse3 provides the `fuse` it depends on).
 EXFAT_DEBS=(exfat-fuse libfuse2 fuse3 libfuse3-3)
-DEB_CACHE=$VOUCH_TEST_CACHE/debs
 STICK=/mnt/stick
 FIRST=/srv/first
 SECOND=/srv/second
@@ -70,63 +71,6 @@ fi
 tools_ensure mkfs.exfat=exfatprogs mkfs.ext4=e2fsprogs losetup=mount
 rootfs_ensure
 
-check() {
-    log "check: $*"
-}
-
-# prop UNIT PROP: one property's value.
-prop() {
-    in_ct systemctl show -p "$2" --value "$1"
-}
-
-# journal MATCH...: the matching journal entries inside, as JSON lines, after a sync.
-journal() {
-    in_ct journalctl --sync
-    in_ct journalctl --quiet --no-pager -o json "$@"
-}
-
-indent() {
-    sed 's/^/    /' >&2
-}
-
-# run_vouch: `systemctl start vouch.service` (a oneshot: returns when the run ended); sets
-# RUN_STATUS (ExecMainStatus) and RUN_INV (its invocation).
-run_vouch() {
-    log "systemctl start vouch.service"
-    in_ct timeout 300 systemctl start vouch.service >/dev/null 2>&1 || true
-    RUN_STATUS=$(prop vouch.service ExecMainStatus)
-    RUN_INV=$(prop vouch.service InvocationID)
-    printf 'ExecMainStatus=%s InvocationID=%s\n' "$RUN_STATUS" "$RUN_INV" | indent
-}
-
-# expect_status STATUS: the last run exited with STATUS; else fails showing its journal.
-expect_status() {
-    if [ "$RUN_STATUS" != "$1" ]; then
-        in_ct journalctl --no-pager -o short-precise "_SYSTEMD_INVOCATION_ID=$RUN_INV" >&2 || true
-        fail "vouch.service: expected ExecMainStatus=$1, got $RUN_STATUS"
-    fi
-}
-
-# run_entry EVENT: the last run's journal entry with VOUCH_EVENT=EVENT (JSON); fails unless
-# there is exactly one.
-run_entry() {
-    local entries
-    entries=$(journal "_SYSTEMD_INVOCATION_ID=$RUN_INV" SYSLOG_IDENTIFIER=vouch "VOUCH_EVENT=$1")
-    [ "$(printf '%s' "$entries" | grep -c .)" -eq 1 ] ||
-        fail "expected one $1 entry from invocation $RUN_INV, got: ${entries:-none}"
-    printf '%s\n' "$entries"
-}
-
-# field JSON NAME: a field of a journal entry ("" when absent).
-field() {
-    jq -r --arg f "$2" '.[$f] // ""' <<<"$1"
-}
-
-# files_below DIR: every file below DIR, hidden ones too, one name a line (relative to DIR).
-files_below() {
-    in_ct find "$1" -mindepth 1 -type f -printf '%P\n'
-}
-
 # write_config SOURCE TARGET...: a config backing up SOURCE, each TARGET given as NAME=PATH
 # with the extra lines in TARGET_EXTRA; then daemon-reload (vouch-generator's drop-in).
 TARGET_EXTRA='min-free = "1MiB"'
@@ -143,26 +87,6 @@ write_config() {
     in_ct systemctl daemon-reload
 }
 
-# exfat_debs: the exfat-fuse .debs, downloaded with apt-get into $DEB_CACHE once, copied to DIR.
-exfat_debs() {
-    local dir=$1 p missing=()
-    mkdir -p "$DEB_CACHE"
-    for p in "${EXFAT_DEBS[@]}"; do
-        compgen -G "$DEB_CACHE/${p}_*.deb" >/dev/null || missing+=("$p")
-    done
-    if [ ${#missing[@]} -gt 0 ]; then
-        log "apt-get download ${missing[*]} into $DEB_CACHE"
-        if ! (cd "$DEB_CACHE" && apt-get download -q "${missing[@]}" >/dev/null 2>&1); then
-            apt-get update -qq || fail "apt-get update failed; cannot download ${missing[*]}"
-            (cd "$DEB_CACHE" && apt-get download -q "${missing[@]}" >/dev/null) ||
-                fail "apt-get download ${missing[*]} failed"
-        fi
-    fi
-    for p in "${EXFAT_DEBS[@]}"; do
-        cp "$(compgen -G "$DEB_CACHE/${p}_*.deb" | sort -V | tail -n 1)" "$dir/"
-    done
-}
-
 # attach IMAGE: attaches IMAGE to a free loop device on the host, detached at exit; prints it.
 attach() {
     local dev
@@ -175,7 +99,7 @@ share=$(mktemp -d "$VOUCH_TEST_TMP/vouch-replays-share.XXXXXX")
 at_exit rm -rf --one-file-system "$share"
 cp "$deb" "$share/vouch.deb"
 log "package: $deb"
-exfat_debs "$share"
+debs_into "$share" "${EXFAT_DEBS[@]}"
 
 # The disks: sparse images on the host, attached to loop devices the container gets.
 disks=$(mktemp -d "$VOUCH_TEST_TMP/vouch-replays-disks.XXXXXX")

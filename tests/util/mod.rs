@@ -1,6 +1,8 @@
 //! Shared helpers for tests that drive the built `vouch` binary against temporary trees.
 #![allow(dead_code)]
 
+pub mod mariadb; // a MariaDB server on a unix socket
+pub mod postgresql; // a PostgreSQL cluster on a unix socket
 pub mod s3; // a Garage S3 server on loopback
 
 use std::collections::BTreeMap;
