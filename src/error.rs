@@ -300,6 +300,19 @@ pub enum Error {
         /// it stays, good.
         archive: Option<String>,
     },
+    /// `vouch restore --dump`: the database or file the dump goes into could not be made,
+    /// replaced or loaded (a client that exits non-zero, a refused login, a write that failed).
+    #[error("dump {name}: loading it into {into} failed: {detail}")]
+    DumpLoad {
+        /// The dump's name.
+        name: String,
+        /// The database (or SQLite file) it was going into.
+        into: String,
+        /// What failed, with the client's last stderr line.
+        detail: String,
+        /// What was left behind and what to do.
+        hint: String,
+    },
     /// Anything else: a bug or an unexpected condition.
     #[error("{0}")]
     Internal(String),
@@ -512,6 +525,7 @@ impl Error {
             ),
             Error::Service { hint, .. } => hint.clone(),
             Error::Dump { name, error } => error.hint(name),
+            Error::DumpLoad { hint, .. } => hint.clone(),
             Error::Hook { name, step, error, archive } => error.hint(name, step, archive.as_deref()),
             Error::Internal(_) => return None,
         })
@@ -522,7 +536,7 @@ impl Error {
     /// The dump this error is about, if any.
     pub fn dump(&self) -> Option<&str> {
         match self {
-            Error::Dump { name, .. } => Some(name),
+            Error::Dump { name, .. } | Error::DumpLoad { name, .. } => Some(name),
             _ => None,
         }
     }
@@ -566,6 +580,7 @@ impl Error {
             Error::Write { .. }
             | Error::PartialCommit { .. }
             | Error::RestoreWrite { .. }
+            | Error::DumpLoad { .. }
             | Error::KeyWrite { .. } => ExitCode::Write,
             Error::SourceRead(_) => ExitCode::SourceRead,
             Error::Required(_) => ExitCode::Required,

@@ -100,6 +100,8 @@ cd /srv/restore && sha256sum \-c .vouch/SHA256SUMS
 .PP
 The same with vouch, checked entry by entry against the manifest and staged before anything
 is replaced: \fBvouch restore latest \-\-to /srv/restore\fR.
+One database dump of it, loaded into a new database with the config's connection settings
+(its name is printed): \fBvouch restore latest \-\-dump app\fR.
 .PP
 A USB disk that is not always plugged in: in \fBvouch.toml\fR(5),
 .PP

@@ -89,14 +89,15 @@ pub enum Command {
         json: bool,
     },
     /// Restore an archive (or the named paths in it) into DIR, checking every file against the
-    /// manifest before it is moved into place.
+    /// manifest before it is moved into place; or, with --dump, load one database dump out of
+    /// it into a new database.
     Restore {
         /// The archive: a path, its file name on the configured targets, or `latest` (the
         /// newest archive of this backup).
         archive: PathBuf,
-        /// The directory to restore into.
-        #[arg(long, value_name = "DIR")]
-        to: PathBuf,
+        /// The directory to restore into (required without --dump).
+        #[arg(long, value_name = "DIR", required_unless_present = "dump")]
+        to: Option<PathBuf>,
         /// Only these paths (as stored: relative to /, a leading / is dropped) and what is
         /// under them.
         #[arg(value_name = "PATH")]
@@ -108,6 +109,18 @@ pub enum Command {
         /// Also create device nodes and FIFOs (root only).
         #[arg(long)]
         devices: bool,
+        /// Load the dump of this [[dump]] into a database instead (NAME/DB for one database
+        /// of a dump of several), with the config's connection settings.
+        #[arg(long, value_name = "NAME", conflicts_with_all = ["to", "paths", "in_place", "devices"])]
+        dump: Option<String>,
+        /// With --dump: the database to create and load (SQLite: the file to write)
+        /// [default: a new name, DB_restored_STAMP; SQLite: PATH.restored-STAMP].
+        #[arg(long, value_name = "DB", requires = "dump", conflicts_with_all = ["to", "paths", "in_place", "devices"])]
+        into: Option<String>,
+        /// With --dump: replace the --into database (or file) when it exists, once the dump
+        /// has loaded completely beside it.
+        #[arg(long, requires = "dump", conflicts_with_all = ["to", "paths", "in_place", "devices"])]
+        replace: bool,
         /// The age identity to decrypt with [default: the config's].
         #[arg(long, value_name = "PATH")]
         identity: Option<PathBuf>,
@@ -196,17 +209,37 @@ pub fn execute(cli: &Cli) -> Result<Done, Error> {
         Command::List { ref target, json } => list::execute(cli, target.as_deref(), json),
         Command::Restore {
             ref archive,
+            dump: Some(ref dump),
+            ref into,
+            replace,
+            ref identity,
+            ref target,
+            ..
+        } => restore::execute_dump(
+            cli,
+            &restore::DumpRequest {
+                archive: archive.clone(),
+                dump: dump.clone(),
+                into: into.clone(),
+                replace,
+                identity: identity.clone(),
+                target: target.clone(),
+            },
+        ),
+        Command::Restore {
+            ref archive,
             ref to,
             ref paths,
             in_place,
             devices,
             ref identity,
             ref target,
+            ..
         } => restore::execute(
             cli,
             &restore::Request {
                 archive: archive.clone(),
-                to: to.clone(),
+                to: to.clone().unwrap_or_default(),
                 paths: paths.clone(),
                 in_place,
                 devices,

@@ -1,5 +1,7 @@
 //! `vouch restore ARCHIVE --to DIR [PATH...]`: safe extraction, each file checked against the
-//! manifest before it is moved into place (see `crate::restore` for how).
+//! manifest before it is moved into place (see `crate::restore` for how); and
+//! `vouch restore ARCHIVE --dump NAME`, which loads one dump into a database
+//! (`crate::restore::dump`).
 //!
 //! The config is read only when it is needed: to look ARCHIVE up by name on the targets, or for
 //! the identity when `--identity` is not given. So an archive copied from another host restores
@@ -11,7 +13,7 @@ use crate::error::Error;
 use crate::exit::ExitCode;
 use crate::host::dirs::{self, Dirs};
 use crate::pipeline::crypt::{self, Identity, KeyError, CREDENTIAL_NAME};
-use crate::restore::{self, Options, RestoreError};
+use crate::restore::{self, dump, Options, RestoreError};
 use crate::systemd::journal::Entry;
 use crate::target::archives::Archive;
 use std::path::{Path, PathBuf};
@@ -228,9 +230,7 @@ pub fn check_files(archive: &Archive) -> Result<(), String> {
     Ok(())
 }
 
-/// Runs `vouch restore`: from the first copy that passes its checks. A copy whose check fails
-/// before anything is kept (a missing part, a receipt mismatch, damaged data: the restore is
-/// undone) gives way to the next copy of the same archive on another target, with a warning.
+/// Runs `vouch restore`: from the first copy that passes its checks (see [`first_intact`]).
 pub fn execute(cli: &Cli, request: &Request) -> Result<ExitCode, Error> {
     let mut paths = Vec::new();
     for p in &request.paths {
@@ -251,9 +251,22 @@ pub fn execute(cli: &Cli, request: &Request) -> Result<ExitCode, Error> {
         devices: request.devices,
         progress: true,
     };
+    let (copy, done) = first_intact(&copies, |copy| restore_copy(copy, &identity, &options))?;
+    report(copy, &done);
+    Ok(ExitCode::Ok)
+}
+
+/// Tries `attempt` on each copy in order until one succeeds. A copy whose check fails before
+/// anything is kept (a missing part, a receipt mismatch, damaged data: the restore is undone)
+/// gives way to the next copy of the same archive on another target, with a warning; any
+/// other error ends the restore at once.
+fn first_intact<T>(
+    copies: &[Copy],
+    mut attempt: impl FnMut(&Copy) -> Result<T, Error>,
+) -> Result<(&Copy, T), Error> {
     let mut failed: Vec<(String, String)> = Vec::new();
     for (i, copy) in copies.iter().enumerate() {
-        let error = match restore_copy(copy, &identity, &options) {
+        let error = match attempt(copy) {
             Ok(done) => {
                 if !failed.is_empty() {
                     log::warn!(
@@ -262,8 +275,7 @@ pub fn execute(cli: &Cli, request: &Request) -> Result<ExitCode, Error> {
                         describe_failures(&failed)
                     );
                 }
-                report(copy, &done);
-                return Ok(ExitCode::Ok);
+                return Ok((copy, done));
             }
             Err(e) => e,
         };
@@ -291,6 +303,110 @@ pub fn execute(cli: &Cli, request: &Request) -> Result<ExitCode, Error> {
             describe_failures(&failed)
         ),
     })
+}
+
+/// What to load, from the command line (`vouch restore ARCHIVE --dump NAME`).
+#[derive(Debug, Clone)]
+pub struct DumpRequest {
+    /// The archive: a path, its file name on the configured targets, or `latest`.
+    pub archive: PathBuf,
+    /// `NAME` or `NAME/DB`.
+    pub dump: String,
+    /// The database (SQLite: the file) to load into.
+    pub into: Option<String>,
+    /// Replace `into` when it exists.
+    pub replace: bool,
+    /// The identity to decrypt with, instead of the config's.
+    pub identity: Option<PathBuf>,
+    /// Only the copy on this configured target.
+    pub target: Option<String>,
+}
+
+/// Runs `vouch restore ARCHIVE --dump NAME` (see `crate::restore::dump`): the config's
+/// `[[dump]]` and the destination first, then the dump extracted from the first intact copy,
+/// then loaded.
+pub fn execute_dump(cli: &Cli, request: &DumpRequest) -> Result<ExitCode, Error> {
+    let selector = dump::Selector::parse(&request.dump)?;
+    let mut settings = None;
+    let s = load_settings(&mut settings, cli)?.clone();
+    let Some(config) = s.dump.iter().find(|d| d.name == selector.name) else {
+        let names: Vec<&str> = s.dump.iter().map(|d| d.name.as_str()).collect();
+        return Err(Error::Usage(format!(
+            "--dump {}: {} defines no [[dump]] of that name ({}); its connection settings are needed to load it",
+            selector.name,
+            s.file.display(),
+            if names.is_empty() { "it defines none".to_owned() } else { format!("it defines: {}", names.join(", ")) }
+        )));
+    };
+    let prepared = dump::prepare(config, &selector, request.into.as_deref(), request.replace)?;
+    let copies = locate(
+        &request.archive,
+        request.target.as_deref(),
+        &mut settings,
+        cli,
+    )?;
+    let identity = identity(request.identity.as_deref(), &mut settings, cli)?;
+    let spool = crate::dump::spool_dir(&s, &Dirs::from_env());
+    let kind = config.kind.name();
+    let (copy, extracted) = first_intact(&copies, |copy| {
+        let archive = &copy.archive;
+        check_files(archive).map_err(|detail| Error::Damaged {
+            target: copy.target.clone(),
+            archive: archive.name.clone(),
+            detail,
+        })?;
+        log::info!(
+            "restore --dump {}: extracting it from {}",
+            selector.name,
+            archive.name
+        );
+        let receipt = archive
+            .receipt
+            .as_ref()
+            .map(|r| (r.archive_sha256.as_str(), r.archive_size));
+        dump::extract(
+            &|| copy.store.read(archive),
+            &identity,
+            receipt,
+            archive.size_on_disk(),
+            &spool,
+            &selector,
+            kind,
+        )
+        .map_err(|e| classify(e, copy.target.as_deref(), &archive.name, &spool))
+    })?;
+    let created = copy
+        .archive
+        .created
+        .unwrap_or_else(time::OffsetDateTime::now_utc);
+    let record = extracted.record.clone();
+    let (into, replaced) = prepared.load(extracted, created)?;
+    let what = if kind == "sqlite" { "file" } else { "database" };
+    log::info!("restore --dump {}: done, {what} {into}", selector.name);
+    crate::out!(
+        "restored dump {} ({kind}{}) from {} into {what} {into}{}",
+        record.name,
+        record
+            .database
+            .as_deref()
+            .map(|d| format!(", database {d}"))
+            .unwrap_or_default(),
+        copy.archive.name,
+        if replaced { ", which it replaced" } else { "" }
+    );
+    Entry::error(format!(
+        "restored dump {} from {} into {what} {into}",
+        record.name, copy.archive.name
+    ))
+    .level(log::Level::Debug)
+    .field(
+        "VOUCH_ARCHIVE",
+        copy.store.archive_path(&copy.archive.name).display(),
+    )
+    .field("VOUCH_DUMP", &record.name)
+    .field_opt("VOUCH_TARGET", copy.target.as_deref())
+    .emit();
+    Ok(ExitCode::Ok)
 }
 
 /// The target holding a copy, or its directory when it is on none.

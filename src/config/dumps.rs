@@ -53,6 +53,37 @@ pub struct Dump {
     pub min_size: Option<MinSize>,
     /// What to dump and how.
     pub kind: DumpKind,
+    /// The running container its client runs in (postgresql, mariadb and command kinds).
+    pub container: Option<Container>,
+}
+
+/// `container` and `container-engine`: the dump's client runs inside this running container
+/// (`ENGINE exec -i CONTAINER ARGV...`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Container {
+    /// The container's name or id.
+    pub name: String,
+    /// The engine that runs it.
+    pub engine: Engine,
+}
+
+/// `container-engine`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// `docker` (the default: most Compose setups use it).
+    Docker,
+    /// `podman`.
+    Podman,
+}
+
+impl Engine {
+    /// The engine's program, found on `PATH`.
+    pub fn program(self) -> &'static str {
+        match self {
+            Engine::Docker => "docker",
+            Engine::Podman => "podman",
+        }
+    }
 }
 
 /// How a `required` entry names a dump instead of a path.
@@ -290,6 +321,8 @@ pub(super) struct RawDump {
     user: Option<Spanned<String>>,
     password_file: Option<Spanned<String>>,
     credential: Option<Spanned<String>>,
+    container: Option<Spanned<String>>,
+    container_engine: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -398,7 +431,7 @@ impl Context<'_> {
         let command = kind == "command";
         let pg = kind == "postgresql";
         let server = pg || kind == "mariadb";
-        let keys: [(&str, Option<std::ops::Range<usize>>, bool); 16] = [
+        let keys: [(&str, Option<std::ops::Range<usize>>, bool); 17] = [
             ("path", d.path.as_ref().map(|v| v.span()), sqlite),
             ("check", d.check.as_ref().map(|v| v.span()), sqlite),
             (
@@ -439,17 +472,74 @@ impl Context<'_> {
                 d.credential.as_ref().map(|v| v.span()),
                 server,
             ),
+            (
+                "container",
+                d.container.as_ref().map(|v| v.span()),
+                server || command,
+            ),
         ];
         for (k, span, allowed) in keys {
             if let (Some(span), false) = (span, allowed) {
                 return Err(self.error(
                     Some(span),
                     &format!("dump.{name}.{k}"),
-                    format!("{k} does not apply to kind = {kind:?}: remove it"),
+                    match k {
+                        "container" => format!("container does not apply to kind = {kind:?}: vouch reads the database at its path on this host (give the path where the container's volume is on the host)"),
+                        _ => format!("{k} does not apply to kind = {kind:?}: remove it"),
+                    },
                 ));
             }
         }
         Ok(())
+    }
+
+    /// `container` and `container-engine`.
+    fn container(&self, d: &RawDump, name: &str) -> Result<Option<Container>, ConfigError> {
+        let key = |k: &str| format!("dump.{name}.{k}");
+        let Some(c) = &d.container else {
+            if let Some(e) = &d.container_engine {
+                return Err(self.error(
+                    Some(e.span()),
+                    &key("container-engine"),
+                    "container-engine goes with container = \"NAME\": add the container or remove it".into(),
+                ));
+            }
+            return Ok(None);
+        };
+        let text = c.get_ref();
+        let ok = text.len() <= 128
+            && text
+                .bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_alphanumeric())
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+        if !ok {
+            return Err(self.error(
+                Some(c.span()),
+                &key("container"),
+                format!("{text:?}: give the container's name or id (1 to 128 of A-Z a-z 0-9 _ . -, starting with a letter or digit)"),
+            ));
+        }
+        let engine = match &d.container_engine {
+            None => Engine::Docker,
+            Some(v) => match v.get_ref().as_str() {
+                "docker" => Engine::Docker,
+                "podman" => Engine::Podman,
+                other => {
+                    return Err(self.error(
+                        Some(v.span()),
+                        &key("container-engine"),
+                        format!("{other:?} is not one of \"docker\", \"podman\""),
+                    ))
+                }
+            },
+        };
+        Ok(Some(Container {
+            name: text.clone(),
+            engine,
+        }))
     }
 
     fn dump(&self, d: &RawDump, name: &str, defaults: &Dumps) -> Result<Dump, ConfigError> {
@@ -492,6 +582,7 @@ impl Context<'_> {
             timeout,
             min_size,
             kind,
+            container: self.container(d, name)?,
         })
     }
 
@@ -1105,6 +1196,68 @@ mod postgresql_tests {
                 e.contains("backup.required") && e.contains(want),
                 "{required} -> {e}"
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod container_tests {
+    use crate::config::{from_str, Container, Engine};
+    use std::path::Path;
+
+    fn parse(extra: &str) -> Result<crate::config::Settings, crate::config::ConfigError> {
+        let base = "[backup]\nsources = [\"/etc\"]\n[encryption]\nrecipients = [\"age1x\"]\n[[target]]\nname = \"l\"\npath = \"/var/backups/vouch\"\n";
+        from_str(
+            &format!("{base}{extra}"),
+            Path::new("/etc/vouch/vouch.toml"),
+        )
+    }
+
+    #[test]
+    fn a_container_defaults_to_docker_and_is_refused_where_it_cannot_apply() {
+        let s = parse("[[dump]]\nname = \"app\"\nkind = \"postgresql\"\ndatabases = [\"app\"]\ncontainer = \"app-db-1\"\n").unwrap();
+        assert_eq!(
+            s.dump[0].container,
+            Some(Container {
+                name: "app-db-1".into(),
+                engine: Engine::Docker
+            })
+        );
+        let s = parse("[[dump]]\nname = \"ldap\"\nkind = \"command\"\ncommand = [\"slapcat\"]\nextension = \"ldif\"\nmin-size = 1\ncontainer = \"ldap\"\ncontainer-engine = \"podman\"\n").unwrap();
+        assert_eq!(s.dump[0].container.as_ref().unwrap().engine, Engine::Podman);
+        let s = parse("[[dump]]\nname = \"shop\"\nkind = \"mariadb\"\ndatabases = [\"shop\"]\n")
+            .unwrap();
+        assert_eq!(s.dump[0].container, None);
+        let cases = [
+            (
+                "kind = \"sqlite\"\npath = \"/x.db\"\ncontainer = \"app\"\n",
+                "dump.a.container: container does not apply to kind = \"sqlite\"",
+            ),
+            (
+                "kind = \"mariadb\"\ndatabases = [\"x\"]\ncontainer-engine = \"podman\"\n",
+                "dump.a.container-engine: container-engine goes with container",
+            ),
+            (
+                "kind = \"mariadb\"\ndatabases = [\"x\"]\ncontainer = \"db\"\ncontainer-engine = \"lxc\"\n",
+                "dump.a.container-engine: \"lxc\" is not one of \"docker\", \"podman\"",
+            ),
+            (
+                "kind = \"mariadb\"\ndatabases = [\"x\"]\ncontainer = \"-u\"\n",
+                "dump.a.container: \"-u\": give the container's name or id",
+            ),
+            (
+                "kind = \"mariadb\"\ndatabases = [\"x\"]\ncontainer = \"\"\n",
+                "dump.a.container: \"\": give",
+            ),
+            (
+                "kind = \"mariadb\"\ndatabases = [\"x\"]\ncontainer = \"a b\"\n",
+                "dump.a.container: \"a b\": give",
+            ),
+        ];
+        for (extra, want) in cases {
+            let text = format!("[[dump]]\nname = \"a\"\n{extra}");
+            let got = parse(&text).expect_err(extra).to_string();
+            assert!(got.contains(want), "{extra} -> {got}");
         }
     }
 }

@@ -13,8 +13,8 @@ mod dumps;
 mod units;
 
 pub use dumps::{
-    CommandDump, Dump, DumpKind, Dumps, Hook, MariadbDump, MinSize, PgFormat, PostgresqlDump,
-    RequiredDump, Secret, SqliteCheck, SqliteDump, When, DEFAULT_BUSY_TIMEOUT,
+    CommandDump, Container, Dump, DumpKind, Dumps, Engine, Hook, MariadbDump, MinSize, PgFormat,
+    PostgresqlDump, RequiredDump, Secret, SqliteCheck, SqliteDump, When, DEFAULT_BUSY_TIMEOUT,
     DEFAULT_DUMP_TIMEOUT, DEFAULT_HOOK_TIMEOUT, REQUIRED_DUMP_PREFIX,
 };
 

@@ -223,7 +223,7 @@ fn watchdog(
 }
 
 /// A thread that logs `stderr` line by line and returns its last lines.
-fn read_stderr(
+pub fn read_stderr(
     stderr: impl Read + Send + 'static,
     owner: Owner<'_>,
 ) -> std::thread::JoinHandle<Vec<String>> {

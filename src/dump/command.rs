@@ -7,6 +7,7 @@
 //! 4 KiB hold that literal.
 
 use super::child::{self, Owner, Stdout};
+use super::container::Exec;
 use super::spool::Spool;
 use super::{check_min_size, Check, DumpError, Dumped, Spooling, DUMPS_DIR};
 use crate::config::{CommandDump, Dump};
@@ -23,20 +24,22 @@ pub fn dump(spool: &Spool, dump: &Dump, spec: &CommandDump) -> Result<Dumped, Du
     let program = spec.command[0].clone();
     let finished = {
         let mut sink = |b: &[u8]| spooling.push(b);
-        child::run(
-            &spec.command,
-            &[("VOUCH_DUMP", dump.name.clone())],
-            dump.timeout,
-            Owner {
-                field: "VOUCH_DUMP",
-                name: &dump.name,
-            },
-            Stdout::Sink(&mut sink),
-        )
-        .map_err(|error| DumpError::Start {
-            program: program.clone(),
-            error,
-        })?
+        Exec::of(dump)
+            .run(
+                &spec.command,
+                &[("VOUCH_DUMP", dump.name.clone())],
+                dump.timeout,
+                Owner {
+                    field: "VOUCH_DUMP",
+                    name: &dump.name,
+                },
+                std::process::Stdio::null(),
+                Stdout::Sink(&mut sink),
+            )
+            .map_err(|error| DumpError::Start {
+                program: program.clone(),
+                error,
+            })?
     };
     if let Some(error) = finished.sink_error {
         return Err(spool_error(error));

@@ -165,6 +165,52 @@ pub enum DumpError {
         /// The minimum.
         min: u64,
     },
+    /// The container engine is not installed.
+    #[error(
+        "{engine} is not installed or not on PATH, and the client runs in container {container:?}"
+    )]
+    NoEngine {
+        /// `docker` or `podman`.
+        engine: &'static str,
+        /// The container.
+        container: String,
+    },
+    /// The engine knows no such container.
+    #[error("{engine} has no container {container:?}")]
+    NoContainer {
+        /// `docker` or `podman`.
+        engine: &'static str,
+        /// The container.
+        container: String,
+    },
+    /// The container exists but does not run.
+    #[error("container {container:?} is {state}, not running")]
+    ContainerStopped {
+        /// `docker` or `podman`.
+        engine: &'static str,
+        /// The container.
+        container: String,
+        /// Its state (`exited`, `created`, `paused`, ...).
+        state: String,
+    },
+    /// The engine failed otherwise (its daemon unreachable, ...).
+    #[error("{engine} failed on container {container:?}: {detail}")]
+    Engine {
+        /// `docker` or `podman`.
+        engine: &'static str,
+        /// The container.
+        container: String,
+        /// Its last stderr line.
+        detail: String,
+    },
+    /// A program the dump needs is not in the container.
+    #[error("{program} is not installed in container {container:?}")]
+    NotInContainer {
+        /// The program.
+        program: String,
+        /// The container.
+        container: String,
+    },
     /// The spooled dump changed between its check and the archive.
     #[error("the spooled dump changed before it was archived (SHA-256 {expected} checked, {found} read)")]
     Changed {
@@ -255,6 +301,21 @@ impl DumpError {
             ),
             DumpError::DatabaseTables { database, .. } => format!(
                 "The dump of {database:?} holds fewer tables than min-tables of [[dump]] \"{name}\": is this the right database? Lower min-tables if it is."
+            ),
+            DumpError::NoEngine { engine, container } => format!(
+                "Install {engine} (the client of [[dump]] \"{name}\" runs in its container {container:?}), or set container-engine to the engine that runs it."
+            ),
+            DumpError::NoContainer { engine, container } => format!(
+                "{engine} has no container {container:?}: start it (docker compose up -d) or fix container in [[dump]] \"{name}\" (`{engine} ps` lists the names)."
+            ),
+            DumpError::ContainerStopped { engine, container, .. } => format!(
+                "Container {container:?} is not running: start it ({engine} start {container}, or docker compose up -d) before the backup of [[dump]] \"{name}\" runs."
+            ),
+            DumpError::Engine { engine, container, .. } => format!(
+                "{engine} could not reach container {container:?} for [[dump]] \"{name}\": check that its daemon or service runs and that vouch.service may use it (see Containers in docs/dumps.md)."
+            ),
+            DumpError::NotInContainer { program, container } => format!(
+                "{program} is not installed in container {container:?}: use an image that has it for [[dump]] \"{name}\", or run the client on the host without container."
             ),
             DumpError::Changed { .. } => format!(
                 "The spool of \"{name}\" was changed or damaged while the run was going on: check the disk under [dumps] spool-dir."

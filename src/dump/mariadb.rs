@@ -19,7 +19,8 @@
 //! password is read from `password-file` (owner-only) and given to the clients as `MYSQL_PWD`
 //! in their environment, never in argv or the journal.
 
-use super::child::{self, Owner, Stdout};
+use super::child::{Owner, Stdout};
+use super::container::Exec;
 use super::spool::Spool;
 use super::{check_min_size, Check, DumpError, Dumped, DUMPS_DIR};
 use crate::config::{Dump, MariadbDump};
@@ -37,7 +38,7 @@ pub const SYSTEM: &str = "_system";
 const QUERY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The connection options shared by every client.
-fn connection(spec: &MariadbDump) -> Vec<String> {
+pub fn connection(spec: &MariadbDump) -> Vec<String> {
     let mut out = Vec::new();
     match &spec.host {
         Some(h) if h.starts_with('/') => out.push(format!("--socket={h}")),
@@ -66,7 +67,7 @@ pub fn probe(dump: &Dump, spec: &MariadbDump) -> Result<Vec<String>, DumpError> 
         field: "VOUCH_DUMP",
         name: &dump.name,
     };
-    databases(spec, &env, owner)
+    databases(Exec::of(dump), spec, &env, owner)
 }
 
 /// Dumps every database of the entry.
@@ -80,7 +81,8 @@ pub fn dump(spool: &Spool, dump: &Dump, spec: &MariadbDump) -> Result<Vec<Dumped
         name: &dump.name,
     };
     let deadline = Instant::now() + dump.timeout;
-    let databases = databases(spec, &env, owner)?;
+    let exec = Exec::of(dump);
+    let databases = databases(exec, spec, &env, owner)?;
     let single = !spec.all() && databases.len() == 1;
     let mut out = Vec::new();
     for db in &databases {
@@ -103,21 +105,23 @@ pub fn dump(spool: &Spool, dump: &Dump, spec: &MariadbDump) -> Result<Vec<Dumped
         let limit = deadline
             .saturating_duration_since(Instant::now())
             .max(Duration::from_secs(1));
-        let spooled = super::spool_command(spool, &argv, &env, limit, dump.timeout, owner)?;
+        let spooled = super::spool_command(exec, spool, &argv, &env, limit, dump.timeout, owner)?;
         out.push(check(spool, dump, spec.min_tables, db, path, spooled)?);
     }
     if spec.all() {
         let limit = deadline
             .saturating_duration_since(Instant::now())
             .max(Duration::from_secs(1));
-        out.push(system(spool, dump, spec, &env, limit, owner)?);
+        out.push(system(exec, spool, dump, spec, &env, limit, owner)?);
     }
     Ok(out)
 }
 
 /// `"*"`: the users, grants, functions and servers as `NAME/_system.sql`, with the same header
 /// and completion checks as a database (no tables to count).
+#[allow(clippy::too_many_arguments)]
 fn system(
+    exec: Exec<'_>,
     spool: &Spool,
     dump: &Dump,
     spec: &MariadbDump,
@@ -133,9 +137,11 @@ fn system(
         "--no-data".into(),
     ];
     argv.extend(connection(spec));
-    let spooled = super::spool_command(spool, &argv, env, limit, dump.timeout, owner)?;
+    let spooled = super::spool_command(exec, spool, &argv, env, limit, dump.timeout, owner)?;
     let path = format!("{DUMPS_DIR}/{}/{SYSTEM}.sql", dump.name);
     let mut d = check(spool, dump, 0, SYSTEM, path.clone(), spooled)?;
+    // Not a database: like PostgreSQL's globals, recorded without one.
+    d.database = None;
     d.tables = None;
     d.checks.retain(|c| c.check != "min-tables");
     d.restore = format!("age -d -i KEY ARCHIVE | tar -xzOf - {path} | mariadb");
@@ -144,6 +150,7 @@ fn system(
 
 /// Logs in and returns the databases to dump.
 fn databases(
+    exec: Exec<'_>,
     spec: &MariadbDump,
     env: &[(&str, String)],
     owner: Owner<'_>,
@@ -161,12 +168,18 @@ fn databases(
         out.extend_from_slice(b);
         Ok(())
     };
-    let done =
-        child::run(&argv, env, QUERY_TIMEOUT, owner, Stdout::Sink(&mut sink)).map_err(|error| {
-            DumpError::Start {
-                program: "mariadb".into(),
-                error,
-            }
+    let done = exec
+        .run(
+            &argv,
+            env,
+            QUERY_TIMEOUT,
+            owner,
+            std::process::Stdio::null(),
+            Stdout::Sink(&mut sink),
+        )
+        .map_err(|error| DumpError::Start {
+            program: "mariadb".into(),
+            error,
         })?;
     if done.timed_out || !done.status.success() {
         return Err(DumpError::Connect {

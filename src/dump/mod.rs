@@ -2,7 +2,8 @@
 //!
 //! A `vouch run` with `[[dump]]` entries makes every dump before a byte of the archive is
 //! written: each is spooled ([`spool`]), checked by its kind ([`sqlite`], [`command`]), and only
-//! then becomes an ordinary archive entry of known size ([`entry`]). Any failure is exit 20
+//! then becomes an ordinary archive entry of known size ([`entry`]). With `container`, the
+//! clients run inside a running container ([`container`]). Any failure is exit 20
 //! with the dump named; the targets are not touched. [`hook`] runs the `[[hook]]` commands:
 //! before the dumps, their cleanups once everything is read, after the commit, or when the run
 //! failed. [`child`] is the one place a program is started, with its own process group and a
@@ -10,6 +11,7 @@
 
 pub mod child;
 pub mod command;
+pub mod container;
 pub mod entry;
 pub mod error;
 pub mod hook;
@@ -132,10 +134,11 @@ impl Spooling {
     }
 }
 
-/// Runs a dump program's `argv` into a fresh spool file within `limit` and checks that it
-/// exited 0 (`timeout` is the configured limit the error names): the spooled file (rewound),
+/// Runs a dump program's `argv` (on the host or in the dump's container) into a fresh spool
+/// file within `limit` and checks that it exited 0 (`timeout` is the configured limit the error names): the spooled file (rewound),
 /// its size, SHA-256 and last bytes.
 pub fn spool_command(
+    exec: container::Exec<'_>,
     spool: &Spool,
     argv: &[String],
     env: &[(&str, String)],
@@ -150,11 +153,17 @@ pub fn spool_command(
     let mut spooling = Spooling::new(spool.anonymous().map_err(spool_error)?);
     let done = {
         let mut sink = |b: &[u8]| spooling.push(b);
-        child::run(argv, env, limit, owner, child::Stdout::Sink(&mut sink)).map_err(|error| {
-            DumpError::Start {
-                program: argv[0].clone(),
-                error,
-            }
+        exec.run(
+            argv,
+            env,
+            limit,
+            owner,
+            std::process::Stdio::null(),
+            child::Stdout::Sink(&mut sink),
+        )
+        .map_err(|error| DumpError::Start {
+            program: argv[0].clone(),
+            error,
         })?
     };
     if let Some(error) = done.sink_error {
@@ -307,12 +316,12 @@ pub fn make_all(settings: &Settings, dirs: &Dirs) -> Result<Vec<Dumped>, Error> 
         crate::systemd::sdnotify::status(&format!("dumping {} ({})", dump.name, dump.kind.name()));
         let started = Instant::now();
         let start_time = crate::run::rfc3339(time::OffsetDateTime::now_utc());
-        let made = match &dump.kind {
+        let made = container::check(dump).and_then(|_| match &dump.kind {
             DumpKind::Sqlite(s) => sqlite::dump(&spool, dump, s).map(|d| vec![d]),
             DumpKind::Command(c) => command::dump(&spool, dump, c).map(|d| vec![d]),
             DumpKind::Postgresql(p) => postgresql::dump(&spool, dump, p),
             DumpKind::Mariadb(m) => mariadb::dump(&spool, dump, m),
-        };
+        });
         let fail = |error| Error::Dump {
             name: dump.name.clone(),
             error,

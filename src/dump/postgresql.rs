@@ -20,7 +20,8 @@
 //! The password, when there is one, is read from `password-file` (root-only) and given to the
 //! clients as `PGPASSWORD` in their environment, never in argv or the journal.
 
-use super::child::{self, Finished, Owner, Stdout};
+use super::child::{Finished, Owner, Stdout};
+use super::container::Exec;
 use super::spool::Spool;
 use super::{check_min_size, Check, DumpError, Dumped, DUMPS_DIR};
 use crate::config::{Dump, PgFormat, PostgresqlDump};
@@ -42,25 +43,31 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How to reach the server: the connection arguments and the environment of every client.
 struct Server<'a> {
     spec: &'a PostgresqlDump,
+    exec: Exec<'a>,
     env: Vec<(&'static str, String)>,
     owner: Owner<'a>,
     deadline: Instant,
 }
 
+/// `--no-password` and the host, port and user options of `spec`, for every PostgreSQL client.
+pub fn connection(spec: &PostgresqlDump) -> Vec<String> {
+    let mut out = vec!["--no-password".to_owned()];
+    if let Some(h) = &spec.host {
+        out.push(format!("--host={h}"));
+    }
+    if let Some(p) = spec.port {
+        out.push(format!("--port={p}"));
+    }
+    if let Some(u) = &spec.user {
+        out.push(format!("--username={u}"));
+    }
+    out
+}
+
 impl Server<'_> {
     /// `--no-password` and the host, port and user options.
     fn args(&self) -> Vec<String> {
-        let mut out = vec!["--no-password".to_owned()];
-        if let Some(h) = &self.spec.host {
-            out.push(format!("--host={h}"));
-        }
-        if let Some(p) = self.spec.port {
-            out.push(format!("--port={p}"));
-        }
-        if let Some(u) = &self.spec.user {
-            out.push(format!("--username={u}"));
-        }
-        out
+        connection(self.spec)
     }
 
     /// The time left before the dump's deadline.
@@ -78,18 +85,20 @@ impl Server<'_> {
             out.extend_from_slice(b);
             Ok(())
         };
-        let done = child::run_with_input(
-            argv,
-            &self.env,
-            self.left(QUERY_TIMEOUT),
-            self.owner,
-            input,
-            Stdout::Sink(&mut sink),
-        )
-        .map_err(|error| DumpError::Start {
-            program: argv[0].clone(),
-            error,
-        })?;
+        let done = self
+            .exec
+            .run(
+                argv,
+                &self.env,
+                self.left(QUERY_TIMEOUT),
+                self.owner,
+                input,
+                Stdout::Sink(&mut sink),
+            )
+            .map_err(|error| DumpError::Start {
+                program: argv[0].clone(),
+                error,
+            })?;
         Ok((done, out))
     }
 
@@ -128,6 +137,7 @@ fn server<'a>(dump: &'a Dump, spec: &'a PostgresqlDump) -> Result<Server<'a>, Du
     }
     Ok(Server {
         spec,
+        exec: Exec::of(dump),
         env,
         owner: Owner {
             field: "VOUCH_DUMP",
@@ -213,6 +223,7 @@ fn spool_run(
     timeout: Duration,
 ) -> Result<(File, u64, String, Vec<u8>), DumpError> {
     super::spool_command(
+        server.exec,
         spool,
         argv,
         &server.env,

@@ -3,11 +3,13 @@
 //! The spool takes a file; every program a hook or a `command` dump names can be found; an
 //! SQLite database opens read-only (it is never created); a PostgreSQL or MariaDB server lets
 //! vouch log in, its client is installed (and for PostgreSQL not older than the server), and
-//! every configured database exists. Each failure is exit 20 with the dump's or hook's hint.
+//! every configured database exists. With `container`, the engine is installed, the container
+//! runs and holds the clients, and the server checks run through it. Each failure is exit 20
+//! with the dump's or hook's hint.
 //! `vouch run` runs the same checks as part of making the dumps, before a target is touched.
 
 use super::{spool::Spool, DumpError};
-use crate::config::{DumpKind, Settings};
+use crate::config::{Dump, DumpKind, Settings};
 use crate::error::Error;
 use crate::host::dirs::Dirs;
 use std::path::{Path, PathBuf};
@@ -38,35 +40,9 @@ pub fn check(settings: &Settings, dirs: &Dirs) -> Vec<Verdict> {
         ));
     }
     for dump in &settings.dump {
-        let result = match &dump.kind {
-            DumpKind::Sqlite(s) => super::sqlite::probe(s).map(|n| {
-                format!(
-                    "dump {}: {} opens read-only, {n} tables",
-                    dump.name,
-                    s.path.display()
-                )
-            }),
-            DumpKind::Command(c) => {
-                find_program(&c.command[0]).map(|p| format!("dump {}: {}", dump.name, p.display()))
-            }
-            DumpKind::Postgresql(p) => super::postgresql::probe(dump, p).map(|dbs| {
-                format!(
-                    "dump {}: logged in; databases {}",
-                    dump.name,
-                    dbs.join(", ")
-                )
-            }),
-            DumpKind::Mariadb(m) => super::mariadb::probe(dump, m).map(|dbs| {
-                format!(
-                    "dump {}: logged in; databases {}",
-                    dump.name,
-                    dbs.join(", ")
-                )
-            }),
-        };
         out.push((
             "dump",
-            result.map_err(|error| Error::Dump {
+            check_dump(dump).map_err(|error| Error::Dump {
                 name: dump.name.clone(),
                 error,
             }),
@@ -112,6 +88,43 @@ pub fn check(settings: &Settings, dirs: &Dirs) -> Vec<Verdict> {
     out
 }
 
+/// One dump's checks: its container first, when it has one, then its kind's own.
+fn check_dump(dump: &Dump) -> Result<String, DumpError> {
+    let inside = super::container::check(dump)?;
+    let result = match &dump.kind {
+        DumpKind::Sqlite(s) => super::sqlite::probe(s).map(|n| {
+            format!(
+                "dump {}: {} opens read-only, {n} tables",
+                dump.name,
+                s.path.display()
+            )
+        }),
+        // The program is looked for inside the container.
+        DumpKind::Command(_) if inside.is_some() => Ok(format!("dump {}", dump.name)),
+        DumpKind::Command(c) => {
+            find_program(&c.command[0]).map(|p| format!("dump {}: {}", dump.name, p.display()))
+        }
+        DumpKind::Postgresql(p) => super::postgresql::probe(dump, p).map(|dbs| {
+            format!(
+                "dump {}: logged in; databases {}",
+                dump.name,
+                dbs.join(", ")
+            )
+        }),
+        DumpKind::Mariadb(m) => super::mariadb::probe(dump, m).map(|dbs| {
+            format!(
+                "dump {}: logged in; databases {}",
+                dump.name,
+                dbs.join(", ")
+            )
+        }),
+    }?;
+    Ok(match inside {
+        Some(c) => format!("{result}; {c}"),
+        None => result,
+    })
+}
+
 /// The spool's free space against what the dumps took in the latest verified archive (the
 /// run spools them all before archiving); without one, only that it takes a file.
 fn room(settings: &Settings, dirs: &Dirs, dir: &Path) -> Result<String, DumpError> {
@@ -141,7 +154,7 @@ fn room(settings: &Settings, dirs: &Dirs, dir: &Path) -> Result<String, DumpErro
 
 /// Where `program` is: itself when it has a `/`, else the first executable of that name on
 /// `PATH`.
-fn find_program(program: &str) -> Result<PathBuf, DumpError> {
+pub fn find_program(program: &str) -> Result<PathBuf, DumpError> {
     let missing = || DumpError::Start {
         program: program.to_owned(),
         error: std::io::Error::from(std::io::ErrorKind::NotFound),

@@ -65,6 +65,7 @@
 mod at; // changes under the destination through held directory descriptors, no symlink followed
 mod commit; // staged files moved into place, each step journaled first; the rollback
 mod dest; // the destination checked against the plan before anything is written
+pub mod dump; // `vouch restore --dump`: one dump extracted and loaded into a database
 mod error; // why a restore failed
 mod journal; // the commit journal, and recovery from one an interrupted restore left
 mod path; // stored paths: which are valid, vouch's working names, byte-path helpers
@@ -78,6 +79,7 @@ mod staging; // the staging directory, and what a restore holds while it writes
 
 pub use error::RestoreError;
 pub use path::{stored_path, working_name, working_name_refused, OLD_PREFIX, STAGING_PREFIX};
+pub use read::Opener;
 pub use readback::check_tree;
 
 use crate::pipeline::crypt::Identity;
@@ -88,7 +90,6 @@ use commit::commit;
 use dest::Dest;
 use error::io_err;
 use plan::Plan;
-use read::Opener;
 use staging::Staging;
 use std::path::PathBuf;
 
@@ -143,6 +144,25 @@ pub fn restore(
     total: u64,
     opts: &Options,
 ) -> Result<Restored, RestoreError> {
+    restore_with(open, identity, receipt, total, opts, &mut |_| {
+        Ok(opts.paths.clone())
+    })
+}
+
+/// Picks the stored paths to restore once the manifest has been read and checked against the
+/// receipt (the first pass), before anything is written; an error stops the restore there.
+pub type Select<'a> = &'a mut dyn FnMut(&Manifest) -> Result<Vec<Vec<u8>>, RestoreError>;
+
+/// [`restore`], with the selection made by `select` from the manifest instead of
+/// `opts.paths`: `vouch restore --dump` learns from the manifest which entries hold the dump.
+pub fn restore_with(
+    open: Opener<'_>,
+    identity: &Identity,
+    receipt: Option<(&str, u64)>,
+    total: u64,
+    opts: &Options,
+    select: Select<'_>,
+) -> Result<Restored, RestoreError> {
     if opts.devices && !is_root() {
         return Err(RestoreError::Refused(
             "--devices: only root can create device nodes and FIFOs; run the restore as root, or leave --devices out".into(),
@@ -150,6 +170,10 @@ pub fn restore(
     }
     journal::recover(&opts.to)?;
     let (closing, manifest) = read::first_pass(open, identity, receipt, total, opts.progress)?;
+    let opts = &Options {
+        paths: select(&manifest)?,
+        ..opts.clone()
+    };
     let plan = Plan::new(&manifest, &opts.paths)?;
     let dest = Dest::prepare(&opts.to)?;
     dest.check(&plan, &plan.special_paths(opts), opts.in_place)?;

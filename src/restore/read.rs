@@ -19,7 +19,7 @@ use flate2::read::MultiGzDecoder;
 use std::io::{self, BufReader, Read};
 
 /// Opens the archive's ciphertext from its start, once per pass.
-pub(super) type Opener<'a> = &'a dyn Fn() -> io::Result<Box<dyn Read>>;
+pub type Opener<'a> = &'a dyn Fn() -> io::Result<Box<dyn Read>>;
 
 /// Bytes read from the archive so far, shared with the progress meter.
 pub(super) type Count = std::rc::Rc<std::cell::Cell<u64>>;

@@ -53,15 +53,7 @@ DROPIN_GEN=/run/systemd/generator/vouch.service.d/50-vouch-targets.conf
 DROPIN_TEST=/etc/systemd/system/vouch.service.d/zz-test.conf
 
 require_root
-[ $# -le 1 ] || fail "usage: $0 [PATH.deb]"
-if [ $# -eq 1 ]; then
-    deb=$1
-else
-    # shellcheck disable=SC2012 # the names are vouch_VERSION_ARCH.deb, no odd characters.
-    deb=$(ls -t "$REPO"/target/debian/vouch_*.deb 2>/dev/null | head -n 1) || true
-    [ -n "$deb" ] || fail "no .deb given and none in $REPO/target/debian/: build it with \`cargo build --release --locked && cargo deb --no-build\`, or pass its path"
-fi
-[ -f "$deb" ] || fail "no such .deb: $deb"
+deb_arg "$@"
 pkg=$(dpkg-deb -f "$deb" Package Version) || fail "$deb is not a Debian package (dpkg-deb -f failed)"
 assert_contains "$pkg" "Package: vouch" "$deb's control file"
 rootfs_ensure

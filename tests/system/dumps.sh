@@ -33,7 +33,6 @@ esac
 # shellcheck source=unit.sh source-path=SCRIPTDIR
 . "$(dirname "$0")/unit.sh"
 
-REPO=$(cd "$(dirname "$0")/../.." && pwd)
 PGBIN=/usr/lib/postgresql/15/bin
 # postgresql-client-15 and its dependencies that a minbase rootfs lacks, plus perl-base, which
 # perl needs at exactly its own version (the cached rootfs may be older than the mirror).
@@ -45,15 +44,7 @@ PASSWORD=correct-horse-battery-staple
 ROWS=4321
 
 require_root
-[ $# -le 1 ] || fail "usage: $0 [PATH.deb]"
-if [ $# -eq 1 ]; then
-    deb=$1
-else
-    # shellcheck disable=SC2012 # the names are vouch_VERSION_ARCH.deb, no odd characters.
-    deb=$(ls -t "$REPO"/target/debian/vouch_*.deb 2>/dev/null | head -n 1) || true
-    [ -n "$deb" ] || fail "no .deb given and none in $REPO/target/debian/: build it with \`cargo build --release --locked && cargo deb --no-build\`, or pass its path"
-fi
-[ -f "$deb" ] || fail "no such .deb: $deb"
+deb_arg "$@"
 [ -x "$PGBIN/initdb" ] || fail "PostgreSQL 15 is needed on the host: run scripts/setup (apt-get install postgresql-15)"
 tools_ensure jq=jq python3=python3
 rootfs_ensure

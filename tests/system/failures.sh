@@ -24,7 +24,6 @@ esac
 # shellcheck source=lib.sh source-path=SCRIPTDIR
 . "$(dirname "$0")/lib.sh"
 
-REPO=$(cd "$(dirname "$0")/../.." && pwd)
 # The verify-failed event's MESSAGE_ID (src/systemd/journal.rs, vouch.catalog).
 ID_VERIFY_FAILED=4263a1cac18743a694cc811146bd5bf2
 # A phrase of the verify-failed catalog entry (packaging/vouch.catalog).
@@ -33,15 +32,7 @@ TARGET=/srv/backups
 RESULT_FILE=/var/lib/vouch/vouch.service.result
 
 require_root
-[ $# -le 1 ] || fail "usage: $0 [PATH.deb]"
-if [ $# -eq 1 ]; then
-    deb=$1
-else
-    # shellcheck disable=SC2012 # the names are vouch_VERSION_ARCH.deb, no odd characters.
-    deb=$(ls -t "$REPO"/target/debian/vouch_*.deb 2>/dev/null | head -n 1) || true
-    [ -n "$deb" ] || fail "no .deb given and none in $REPO/target/debian/: build it with \`cargo build --release --locked && cargo deb --no-build\`, or pass its path"
-fi
-[ -f "$deb" ] || fail "no such .deb: $deb"
+deb_arg "$@"
 
 check() {
     log "check: $*"

@@ -22,19 +22,10 @@ esac
 # shellcheck source=lib.sh source-path=SCRIPTDIR
 . "$(dirname "$0")/lib.sh"
 
-REPO=$(cd "$(dirname "$0")/../.." && pwd)
 POINT=/mnt/usb
 
 require_root
-[ $# -le 1 ] || fail "usage: $0 [PATH.deb]"
-if [ $# -eq 1 ]; then
-    deb=$1
-else
-    # shellcheck disable=SC2012 # the names are vouch_VERSION_ARCH.deb, no odd characters.
-    deb=$(ls -t "$REPO"/target/debian/vouch_*.deb 2>/dev/null | head -n 1) || true
-    [ -n "$deb" ] || fail "no .deb given and none in $REPO/target/debian/: build it with \`cargo build --release --locked && cargo deb --no-build\`, or pass its path"
-fi
-[ -f "$deb" ] || fail "no such .deb: $deb"
+deb_arg "$@"
 rootfs_ensure
 
 # RUN_PROPS, RUN_INV: what systemd says about the last run_vouch.

@@ -79,6 +79,22 @@ assert_not_contains() {
     esac
 }
 
+# deb_arg [PATH.deb]: sets `deb` to the package a test installs: the one given, else the newest
+# target/debian/vouch_*.deb of this checkout; fails naming how to build one.
+deb_arg() {
+    local repo
+    [ $# -le 1 ] || fail "usage: $0 [PATH.deb]"
+    if [ $# -eq 1 ]; then
+        deb=$1
+    else
+        repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+        # shellcheck disable=SC2012 # the names are vouch_VERSION_ARCH.deb, no odd characters.
+        deb=$(ls -t "$repo"/target/debian/vouch_*.deb 2>/dev/null | head -n 1) || true
+        [ -n "$deb" ] || fail "no .deb given and none in $repo/target/debian/: build it with \`cargo build --release --locked && cargo deb --no-build\`, or pass its path"
+    fi
+    [ -f "$deb" ] || fail "no such .deb: $deb"
+}
+
 require_root() {
     [ "$(id -u)" -eq 0 ] || fail "the system tests need root (debootstrap, mount namespaces, systemd-nspawn); run them as root"
 }

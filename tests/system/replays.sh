@@ -47,7 +47,6 @@ esac
 # shellcheck source=unit.sh source-path=SCRIPTDIR
 . "$(dirname "$0")/unit.sh"
 
-REPO=$(cd "$(dirname "$0")/../.." && pwd)
 # exfat-fuse and what it needs beyond the rootfs (fuse3 provides the `fuse` it depends on).
 EXFAT_DEBS=(exfat-fuse libfuse2 fuse3 libfuse3-3)
 STICK=/mnt/stick
@@ -59,15 +58,7 @@ LIMIT=1048576
 BIG=2500000
 
 require_root
-[ $# -le 1 ] || fail "usage: $0 [PATH.deb]"
-if [ $# -eq 1 ]; then
-    deb=$1
-else
-    # shellcheck disable=SC2012 # the names are vouch_VERSION_ARCH.deb, no odd characters.
-    deb=$(ls -t "$REPO"/target/debian/vouch_*.deb 2>/dev/null | head -n 1) || true
-    [ -n "$deb" ] || fail "no .deb given and none in $REPO/target/debian/: build it with \`cargo build --release --locked && cargo deb --no-build\`, or pass its path"
-fi
-[ -f "$deb" ] || fail "no such .deb: $deb"
+deb_arg "$@"
 tools_ensure mkfs.exfat=exfatprogs mkfs.ext4=e2fsprogs losetup=mount
 rootfs_ensure
 

@@ -1,7 +1,9 @@
 //! Shared helpers for tests that drive the built `vouch` binary against temporary trees.
 #![allow(dead_code)]
 
+pub mod docker; // a Docker daemon on its own socket
 pub mod mariadb; // a MariaDB server on a unix socket
+pub mod podman; // podman containers from a local image
 pub mod postgresql; // a PostgreSQL cluster on a unix socket
 pub mod s3; // a Garage S3 server on loopback
 
@@ -417,4 +419,25 @@ impl Drop for Immutable {
     fn drop(&mut self) {
         let _ = Command::new("chattr").arg("-i").arg(&self.0).status();
     }
+}
+
+/// The pids on this host (processes in containers included) whose argv `matches`.
+pub fn pids_matching(matches: impl Fn(&[String]) -> bool) -> Vec<u32> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| *pid != std::process::id())
+        .filter(|pid| {
+            fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                let argv: Vec<String> = c
+                    .split(|b| *b == 0)
+                    .filter(|a| !a.is_empty())
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect();
+                !argv.is_empty() && matches(&argv)
+            })
+        })
+        .collect()
 }
