@@ -245,6 +245,87 @@ fn check_prefix(prefix: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::from_str;
+    use std::path::Path;
+
+    const BASE: &str = "[backup]\nsources = [\"/etc\"]\n[encryption]\nrecipients = [\"age1x\"]\n[[target]]\nname = \"l\"\npath = \"/var/backups/vouch\"\n";
+    const S3: &str = "[[target]]\nname = \"off\"\nkind = \"s3\"\nregion = \"eu\"\nbucket = \"acme\"\ncredential = \"off\"\n";
+
+    fn parse(extra: &str) -> Result<crate::config::Settings, crate::config::ConfigError> {
+        from_str(
+            &format!("{BASE}{extra}"),
+            Path::new("/etc/vouch/vouch.toml"),
+        )
+    }
+
+    #[test]
+    fn an_s3_target_parses_with_its_defaults() {
+        let s = parse(&format!(
+            "{S3}endpoint = \"https://s3.example.org/\"\nprefix = \"web1/\"\n"
+        ))
+        .unwrap();
+        assert_eq!(s.targets.len(), 1);
+        let r = &s.remotes[0];
+        assert_eq!(r.name, "off");
+        assert_eq!(r.s3.endpoint, "https://s3.example.org");
+        assert_eq!(r.s3.prefix, "web1/");
+        assert_eq!(r.s3.part_size, DEFAULT_PART_SIZE);
+        assert_eq!(r.s3.url_style, crate::target::s3::client::UrlStyle::Path);
+        assert_eq!(r.s3.credential, Secret::Credential("off".into()));
+    }
+
+    #[test]
+    fn s3_mistakes_name_the_key() {
+        let cases = [
+            (
+                "endpoint = \"http://10.0.0.1:9000\"\n",
+                "target.off.endpoint: http:// sends",
+            ),
+            (
+                "endpoint = \"https://h/path\"\n",
+                "give only the scheme, host and port",
+            ),
+            (
+                "endpoint = \"https://h\"\npath = \"/x\"\n",
+                "target.off.path: path does not apply to kind = \"s3\"",
+            ),
+            (
+                "endpoint = \"https://h\"\npart-size = \"1MiB\"\n",
+                "from 5MiB to 5GiB",
+            ),
+            (
+                "endpoint = \"https://h\"\nurl-style = \"vhost\"\n",
+                "target.off.url-style",
+            ),
+            (
+                "endpoint = \"https://h\"\nprefix = \"web1\"\n",
+                "a prefix ends with /",
+            ),
+            ("", "target.off.endpoint: an s3 target needs endpoint"),
+        ];
+        for (extra, want) in cases {
+            let e = parse(&format!("{S3}{extra}")).expect_err(extra).to_string();
+            assert!(e.contains(want), "{extra} -> {e}");
+        }
+        let ok = parse(&format!(
+            "{S3}endpoint = \"http://127.0.0.1:3900\"\nallow-http = true\n"
+        ));
+        assert!(ok.is_ok(), "{ok:?}");
+        let e = parse("[[target]]\nname = \"x\"\npath = \"/srv/x\"\nbucket = \"b\"\n").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("bucket does not apply to kind = \"dir\""),
+            "{e}"
+        );
+        let e = parse("[[target]]\nname = \"x\"\nkind = \"sftp\"\n").unwrap_err();
+        assert!(e.to_string().contains("not built yet"), "{e}");
+        let only = from_str(&format!("[backup]\nsources = [\"/etc\"]\n[encryption]\nrecipients = [\"age1x\"]\n{S3}endpoint = \"https://h\"\n"), Path::new("/x.toml")).unwrap_err();
+        assert!(
+            only.to_string()
+                .contains("at least one directory [[target]]"),
+            "{only}"
+        );
+    }
 
     #[test]
     fn buckets_and_prefixes_follow_s3s_rules() {
