@@ -313,6 +313,32 @@ pub enum Error {
         /// What was left behind and what to do.
         hint: String,
     },
+    /// An S3 target failed preflight (14 missing, 16 denied, 10 a bad access key file, 34 a
+    /// clock too far off or an answer that makes no sense).
+    #[error("target {target}: {detail}")]
+    RemoteCheck {
+        /// The target's name.
+        target: String,
+        /// The exit code.
+        code: ExitCode,
+        /// What is wrong.
+        detail: String,
+        /// The fix.
+        hint: String,
+    },
+    /// The off-site copy of a committed archive failed: upload, read-back or receipt. The local
+    /// archive stays.
+    #[error("target {target}: the off-site copy of {archive} failed: {detail}")]
+    Remote {
+        /// The target's name.
+        target: String,
+        /// The archive.
+        archive: String,
+        /// What went wrong.
+        detail: String,
+        /// The fix.
+        hint: String,
+    },
     /// Anything else: a bug or an unexpected condition.
     #[error("{0}")]
     Internal(String),
@@ -371,7 +397,9 @@ impl Error {
             | Error::PartialCommit { target, .. }
             | Error::Verify { target, .. }
             | Error::Removed { target, .. }
-            | Error::Prune { target, .. } => Some(target),
+            | Error::Prune { target, .. }
+            | Error::RemoteCheck { target, .. }
+            | Error::Remote { target, .. } => Some(target),
             Error::Damaged { target, .. } => target.as_deref(),
             _ => None,
         }
@@ -526,6 +554,7 @@ impl Error {
             Error::Service { hint, .. } => hint.clone(),
             Error::Dump { name, error } => error.hint(name),
             Error::DumpLoad { hint, .. } => hint.clone(),
+            Error::RemoteCheck { hint, .. } | Error::Remote { hint, .. } => hint.clone(),
             Error::Hook { name, step, error, archive } => error.hint(name, step, archive.as_deref()),
             Error::Internal(_) => return None,
         })
@@ -591,6 +620,8 @@ impl Error {
             Error::Prune { .. } | Error::PruneRefused { .. } => ExitCode::Prune,
             Error::Service { code, .. } => *code,
             Error::Dump { .. } | Error::Hook { .. } => ExitCode::Hook,
+            Error::RemoteCheck { code, .. } => *code,
+            Error::Remote { .. } => ExitCode::Remote,
         }
     }
 }

@@ -79,9 +79,25 @@ pub struct Report {
     /// A before-hook's cleanup that failed once the sources were read: the archive is
     /// committed and good, and the run still ends with exit 20.
     pub cleanup_failure: Option<crate::dump::hook::CleanupFailure>,
+    /// The off-site copies made, by target.
+    pub copies: Vec<(String, crate::target::s3::copy::Copied)>,
+    /// The first off-site copy that failed (every remote is tried): the run ends with 34 once
+    /// the archive is committed locally, and retention does not run.
+    pub offsite_failure: Option<OffsiteFailure>,
     /// The run lock, held for as long as the report lives, so that what follows the commit
     /// (retention) runs under it.
     pub lock: std::sync::Arc<crate::host::lock::RunLock>,
+}
+
+/// An off-site copy that failed, kept until the end of the run.
+#[derive(Debug, Clone)]
+pub struct OffsiteFailure {
+    /// The target.
+    pub target: String,
+    /// What went wrong.
+    pub detail: String,
+    /// The fix.
+    pub hint: String,
 }
 
 /// The outcome of the last run, kept in the state directory for `status`.
@@ -225,6 +241,8 @@ fn backup(settings: &Settings, dirs: &Dirs) -> Result<Report, Error> {
     judge(settings, &facts.archived.tail)?;
     let verified = verify(settings, &cleared.keys, &facts, &mut spooled, &mut pendings)?;
     let committed = commit(settings, &facts, &verified, pendings)?;
+    let (copies, offsite_failure) =
+        offsite(settings, dirs, &cleared.keys, &facts, &mut spooled, &stores);
     Ok(Report {
         archive: facts.name,
         committed,
@@ -235,6 +253,8 @@ fn backup(settings: &Settings, dirs: &Dirs) -> Result<Report, Error> {
         level: verified.level,
         duration: started.elapsed(),
         cleanup_failure: facts.cleanup_failure,
+        copies,
+        offsite_failure,
         lock: std::sync::Arc::new(cleared.lock),
     })
 }
@@ -263,6 +283,14 @@ fn after_commit(
 ) -> Result<(), Error> {
     cleanup_check(report)?;
     size_check(settings, report, warnings)?;
+    if let Some(f) = &report.offsite_failure {
+        return Err(Error::Remote {
+            target: f.target.clone(),
+            archive: report.archive.clone(),
+            detail: f.detail.clone(),
+            hint: f.hint.clone(),
+        });
+    }
     retention::after_run(settings, dirs)?;
     crate::dump::hook::after(settings, &report.archive)
 }
@@ -628,6 +656,17 @@ fn read_back(
     let file = pending
         .open_for_readback()
         .map_err(|e| verify_error(format!("cannot open it again: {e}")))?;
+    check_stream(file, keys, facts, spooled).map_err(verify_error)
+}
+
+/// Checks the archive's bytes in `file` against what was written: entry by entry against the
+/// manifest with the identity, else as ciphertext (size, digest, age header).
+fn check_stream(
+    file: impl Read,
+    keys: &Keys,
+    facts: &Facts,
+    spooled: &mut Spooled,
+) -> Result<(), String> {
     let closed = &facts.closed;
     let mut expected = Expected {
         manifest: spooled,
@@ -644,7 +683,112 @@ fn read_back(
         None => check::check_ciphertext(file, &expected),
     };
     progress.finish();
-    result.map_err(|m| verify_error(m.0))
+    result.map_err(|m| m.0)
+}
+
+/// Off-site: the archive, committed on the first directory target, is copied to every S3
+/// target in turn, each read back as the local copy was. Every remote is tried; the first
+/// failure is kept for the end of the run (34), after its own journal entry.
+fn offsite(
+    settings: &Settings,
+    dirs: &Dirs,
+    keys: &Keys,
+    facts: &Facts,
+    spooled: &mut Spooled,
+    stores: &[Box<dyn Target>],
+) -> (
+    Vec<(String, crate::target::s3::copy::Copied)>,
+    Option<OffsiteFailure>,
+) {
+    let mut copies = Vec::new();
+    let mut first = None;
+    if !settings.remotes.is_empty() {
+        fault::point("before-offsite");
+    }
+    for remote in &settings.remotes {
+        match copy_to(remote, dirs, keys, facts, spooled, &*stores[0]) {
+            Ok(c) => {
+                Entry::event(
+                    Event::RemoteCopied,
+                    format!("archive {} copied to {} and read back", facts.name, c.url),
+                )
+                .field("VOUCH_TARGET", &remote.name)
+                .field("VOUCH_ARCHIVE", &c.url)
+                .field("VOUCH_ARCHIVE_SHA256", &facts.closed.archive_sha256)
+                .field("VOUCH_BYTES_OUT", facts.closed.archive_size)
+                .field("VOUCH_DURATION_USEC", c.duration.as_micros())
+                .emit();
+                copies.push((remote.name.clone(), c));
+            }
+            Err(e) => {
+                log::error!("{e}");
+                if let Error::Remote {
+                    target,
+                    detail,
+                    hint,
+                    ..
+                } = e
+                {
+                    first.get_or_insert(OffsiteFailure {
+                        target,
+                        detail,
+                        hint,
+                    });
+                }
+            }
+        }
+    }
+    (copies, first)
+}
+
+/// One S3 target's copy of the archive.
+fn copy_to(
+    remote: &crate::config::Remote,
+    dirs: &Dirs,
+    keys: &Keys,
+    facts: &Facts,
+    spooled: &mut Spooled,
+    local: &dyn Target,
+) -> Result<crate::target::s3::copy::Copied, Error> {
+    let failed = |detail: String, hint: String| Error::Remote {
+        target: remote.name.clone(),
+        archive: facts.name.clone(),
+        detail,
+        hint,
+    };
+    let s3 = crate::target::s3::S3::open(remote, dirs.credentials.as_deref())
+        .map_err(|(d, h)| failed(d, h))?;
+    let local_hint = || {
+        "The local archive could not be read for its off-site copy: run `vouch verify --latest` and check the disk.".to_owned()
+    };
+    let archive = local
+        .find(&facts.name)
+        .map_err(|e| failed(e.to_string(), local_hint()))?
+        .ok_or_else(|| {
+            failed(
+                "the committed archive is not on the first target".into(),
+                local_hint(),
+            )
+        })?;
+    let mut receipt = archive
+        .receipt
+        .clone()
+        .ok_or_else(|| failed("the committed archive has no receipt".into(), local_hint()))?;
+    receipt.target = remote.name.clone();
+    receipt.parts = Vec::new();
+    let data = local
+        .read(&archive)
+        .map_err(|e| failed(e.to_string(), local_hint()))?;
+    let source = crate::target::s3::copy::Source {
+        archive: &facts.name,
+        size: facts.closed.archive_size,
+        data,
+        receipt: receipt.to_json(),
+    };
+    crate::target::s3::copy::copy(&s3, &dirs.state, journal::run_id(), source, &mut |body| {
+        check_stream(body, keys, facts, spooled)
+    })
+    .map_err(|f| failed(f.detail, f.hint))
 }
 
 /// Commit: each target's archive gets its final names and its receipt, target after target.

@@ -116,6 +116,9 @@ pub fn check(settings: &Settings, dirs: &Dirs) -> Outcome {
         let expected = expected_size(target, settings, &mut estimate);
         check_target(target, expected, lock.is_some(), &mut findings);
     }
+    for remote in &settings.remotes {
+        findings.push(check_remote(remote, dirs));
+    }
     for (check, outcome) in crate::dump::preflight::check(settings, dirs) {
         findings.push(Finding {
             check,
@@ -127,6 +130,39 @@ pub fn check(settings: &Settings, dirs: &Dirs) -> Outcome {
         findings,
         lock,
         keys,
+    }
+}
+
+/// An S3 target: its access key reads, the bucket answers, a write goes through (and creates
+/// nothing); uploads an interrupted run left are aborted.
+fn check_remote(remote: &crate::config::Remote, dirs: &Dirs) -> Finding {
+    let name = Some(remote.name.as_str());
+    let refused = |code, detail, hint| {
+        fail(
+            "remote",
+            name,
+            Error::RemoteCheck {
+                target: remote.name.clone(),
+                code,
+                detail,
+                hint,
+            },
+        )
+    };
+    let s3 = match crate::target::s3::S3::open(remote, dirs.credentials.as_deref()) {
+        Ok(s3) => s3,
+        Err((detail, hint)) => return refused(crate::exit::ExitCode::Config, detail, hint),
+    };
+    match crate::target::s3::probe::check(&s3, &dirs.state) {
+        Ok(()) => ok(
+            "remote",
+            name,
+            format!(
+                "s3://{}/{} at {}: the bucket answers and takes a write",
+                remote.s3.bucket, remote.s3.prefix, remote.s3.endpoint
+            ),
+        ),
+        Err(r) => refused(r.code, r.detail, r.hint),
     }
 }
 

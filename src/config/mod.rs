@@ -10,6 +10,7 @@
 //! absolute paths. `.` and `..` are resolved lexically, without following symlinks.
 
 mod dumps;
+mod remote;
 mod units;
 
 pub use dumps::{
@@ -18,6 +19,7 @@ pub use dumps::{
     DEFAULT_DUMP_TIMEOUT, DEFAULT_HOOK_TIMEOUT, REQUIRED_DUMP_PREFIX,
 };
 
+pub use remote::{S3Target, DEFAULT_PART_SIZE};
 pub use units::{format_duration, parse_duration, parse_size};
 
 use crate::host::bounded::Links;
@@ -65,6 +67,9 @@ pub struct Settings {
     pub encryption: Encryption,
     /// `[[target]]`, at least one.
     pub targets: Vec<Target>,
+    /// The `[[target]]`s with `kind = "s3"`, in config order: copied to after the directory
+    /// targets have committed the archive.
+    pub remotes: Vec<Remote>,
     /// `[health]`.
     pub health: Health,
     /// `[metrics]`.
@@ -140,6 +145,17 @@ pub struct Target {
     pub min_free: u64,
     /// Retention.
     pub keep: Keep,
+}
+
+/// An off-site target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Remote {
+    /// Unique name, among all targets.
+    pub name: String,
+    /// Its own retention.
+    pub keep: Keep,
+    /// Where and how.
+    pub s3: S3Target,
 }
 
 /// Splitting archives into parts.
@@ -298,7 +314,16 @@ struct RawEncryption {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct RawTarget {
     name: Spanned<String>,
-    path: Spanned<String>,
+    kind: Option<Spanned<String>>,
+    path: Option<Spanned<String>>,
+    endpoint: Option<Spanned<String>>,
+    region: Option<Spanned<String>>,
+    bucket: Option<Spanned<String>>,
+    prefix: Option<Spanned<String>>,
+    url_style: Option<Spanned<String>>,
+    credential: Option<Spanned<String>>,
+    part_size: Option<Spanned<SizeValue>>,
+    allow_http: Option<Spanned<bool>>,
     require_mount: Option<Spanned<bool>>,
     mount: Option<Spanned<String>>,
     #[serde(default)]
@@ -380,6 +405,20 @@ pub fn from_str(text: &str, path: &Path) -> Result<Settings, ConfigError> {
 struct Context<'a> {
     text: &'a str,
     file: &'a Path,
+}
+
+/// Moves the S3 keys out of a raw target.
+fn take_s3(t: &mut RawTarget) -> remote::RawS3 {
+    remote::RawS3 {
+        endpoint: t.endpoint.take(),
+        region: t.region.take(),
+        bucket: t.bucket.take(),
+        prefix: t.prefix.take(),
+        url_style: t.url_style.take(),
+        credential: t.credential.take(),
+        part_size: t.part_size.take(),
+        allow_http: t.allow_http.take(),
+    }
 }
 
 /// `text` up to byte `offset`, moved back to a character boundary when it falls inside one.
@@ -557,6 +596,81 @@ impl Context<'_> {
 
     /// A target's `require-mount` and `mount`: `mount` must be `path` or a directory above it,
     /// and implies `require-mount = true` (an explicit `false` beside it is a contradiction).
+    /// A target's retention; `keep` absent: the newest [`DEFAULT_KEEP_LAST`].
+    fn keep(&self, k: Option<RawKeep>, key: &dyn Fn(&str) -> String) -> Result<Keep, ConfigError> {
+        Ok(match k {
+            None => Keep {
+                last: Some(DEFAULT_KEEP_LAST),
+                ..Keep::default()
+            },
+            Some(k) => Keep {
+                last: k.last,
+                daily: k.daily,
+                weekly: k.weekly,
+                monthly: k.monthly,
+                yearly: k.yearly,
+                max_age: k
+                    .max_age
+                    .as_ref()
+                    .map(|v| {
+                        parse_duration(v.get_ref())
+                            .map_err(|m| self.error(Some(v.span()), &key("keep.max-age"), m))
+                    })
+                    .transpose()?,
+            },
+        })
+    }
+
+    /// `kind` (`"dir"` by default, or `"s3"`), after refusing the keys of the other kind.
+    fn target_kind(
+        &self,
+        t: &RawTarget,
+        s3: &remote::RawS3,
+        key: &dyn Fn(&str) -> String,
+    ) -> Result<&'static str, ConfigError> {
+        let kind = match t.kind.as_ref().map(|k| (k.get_ref().as_str(), k.span())) {
+            None | Some(("dir", _)) => "dir",
+            Some(("s3", _)) => "s3",
+            Some(("sftp", span)) => return Err(self.error(
+                Some(span),
+                &key("kind"),
+                "kind = \"sftp\" is not built yet: use \"dir\" (a mounted filesystem) or \"s3\""
+                    .into(),
+            )),
+            Some((other, span)) => {
+                return Err(self.error(
+                    Some(span),
+                    &key("kind"),
+                    format!("{other:?} is not \"dir\" or \"s3\""),
+                ))
+            }
+        };
+        let wrong: Vec<(&str, std::ops::Range<usize>)> = if kind == "s3" {
+            let mut dir_keys = Vec::new();
+            let mut add = |k: &'static str, s: Option<std::ops::Range<usize>>| {
+                if let Some(s) = s {
+                    dir_keys.push((k, s));
+                }
+            };
+            add("path", t.path.as_ref().map(|v| v.span()));
+            add("split", t.split.as_ref().map(|v| v.span()));
+            add("min-free", t.min_free.as_ref().map(|v| v.span()));
+            add("require-mount", t.require_mount.as_ref().map(|v| v.span()));
+            add("mount", t.mount.as_ref().map(|v| v.span()));
+            dir_keys
+        } else {
+            s3.set_keys()
+        };
+        if let Some((k, span)) = wrong.into_iter().next() {
+            return Err(self.error(
+                Some(span),
+                &key(k),
+                format!("{k} does not apply to kind = {kind:?}: remove it"),
+            ));
+        }
+        Ok(kind)
+    }
+
     fn mount_guard(
         &self,
         t: &RawTarget,
@@ -732,8 +846,9 @@ impl Context<'_> {
             });
         }
         let mut targets: Vec<Target> = Vec::new();
+        let mut remotes: Vec<Remote> = Vec::new();
         let mut names = HashSet::new();
-        for t in raw_targets {
+        for mut t in raw_targets {
             let tname = t.name.get_ref().clone();
             let key = |k: &str| format!("target.{tname}.{k}");
             check_name(&tname).map_err(|m| self.error(Some(t.name.span()), &key("name"), m))?;
@@ -744,17 +859,33 @@ impl Context<'_> {
                     format!("two targets are called {tname:?}"),
                 ));
             }
-            let path = self.path(&t.path, &key("path"))?;
+            let s3 = take_s3(&mut t);
+            if self.target_kind(&t, &s3, &key)? == "s3" {
+                remotes.push(Remote {
+                    name: tname.clone(),
+                    s3: self.s3_target(&s3, &tname, t.name.span())?,
+                    keep: self.keep(t.keep, &key)?,
+                });
+                continue;
+            }
+            let Some(path_value) = &t.path else {
+                return Err(self.error(
+                    Some(t.name.span()),
+                    &key("path"),
+                    "a directory target needs path = \"/ABSOLUTE/DIR\"".into(),
+                ));
+            };
+            let path = self.path(path_value, &key("path"))?;
             if let Some(other) = targets.iter().find(|o| o.path == path) {
                 return Err(self.error(
-                    Some(t.path.span()),
+                    Some(path_value.span()),
                     &key("path"),
                     format!("target {} already uses {}", other.name, path.display()),
                 ));
             }
             if sources.iter().any(|s| path.starts_with(s)) && !exclude_set.matches(&path) {
                 return Err(self.error(
-                    Some(t.path.span()),
+                    Some(path_value.span()),
                     &key("path"),
                     format!(
                         "{} is inside a source, so archives would back themselves up: move it or add it to [backup] exclude",
@@ -790,27 +921,7 @@ impl Context<'_> {
                         .map_err(|m| self.error(Some(v.span()), &key("min-free"), m))?,
                 },
             };
-            let keep = match t.keep {
-                None => Keep {
-                    last: Some(DEFAULT_KEEP_LAST),
-                    ..Keep::default()
-                },
-                Some(k) => Keep {
-                    last: k.last,
-                    daily: k.daily,
-                    weekly: k.weekly,
-                    monthly: k.monthly,
-                    yearly: k.yearly,
-                    max_age: k
-                        .max_age
-                        .as_ref()
-                        .map(|v| {
-                            parse_duration(v.get_ref())
-                                .map_err(|m| self.error(Some(v.span()), &key("keep.max-age"), m))
-                        })
-                        .transpose()?,
-                },
-            };
+            let keep = self.keep(t.keep, &key)?;
             targets.push(Target {
                 name: tname.clone(),
                 path,
@@ -823,6 +934,14 @@ impl Context<'_> {
             });
         }
 
+        if targets.is_empty() {
+            return Err(ConfigError {
+                file: self.file.to_owned(),
+                line: None,
+                key: Some("target".into()),
+                message: "at least one directory [[target]] (kind = \"dir\") is needed: an s3 target gets a copy of the archive a directory target committed".into(),
+            });
+        }
         let h = raw.health;
         let max_age = match h.as_ref().and_then(|h| h.max_age.as_ref()) {
             None => DEFAULT_MAX_AGE,
@@ -947,6 +1066,7 @@ impl Context<'_> {
             },
             encryption,
             targets,
+            remotes,
             health: Health {
                 max_age,
                 size_tolerance,

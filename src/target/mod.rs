@@ -79,6 +79,7 @@ pub mod archives; // the archives on a target, their receipts and verification r
 pub mod local; // a directory target (local disks, mounted network filesystems)
 pub mod receipt; // the unencrypted receipt beside each archive
 pub mod retention; // which archives to keep; pruning the rest
+pub mod s3; // S3-compatible object storage: request signing so far
 
 use crate::config;
 use archives::Archive;

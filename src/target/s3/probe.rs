@@ -1,0 +1,160 @@
+//! Preflight for an S3 target, before a byte of the archive is written anywhere: the bucket is
+//! there and the key may use it (`HeadBucket`), the server's clock agrees with ours (SigV4
+//! refuses requests more than 15 minutes off), and a write goes through without creating an
+//! object: a multipart upload is started, given one byte and aborted. Uploads an interrupted
+//! run left ([`super::pending`]) are aborted first.
+//!
+//! Each failure maps to the exit code a directory target would get for the same cause: 14 for
+//! an endpoint that does not answer or a bucket that is not there, 16 for a key the server
+//! refuses, 10 for an access key file that is missing or malformed, 34 for a clock too far off
+//! or an answer that makes no sense. The hint names the bucket, the prefix and the server's
+//! own error code.
+
+use super::client::S3Error;
+use super::{pending, S3};
+use crate::exit::ExitCode;
+use std::path::Path;
+use time::OffsetDateTime;
+
+/// The most the server's clock may differ from ours (SigV4's limit is 15 minutes).
+pub const MAX_SKEW: time::Duration = time::Duration::minutes(10);
+
+/// Why an S3 target fails preflight.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// The exit code.
+    pub code: ExitCode,
+    /// What is wrong.
+    pub detail: String,
+    /// The fix, in one sentence.
+    pub hint: String,
+}
+
+/// Checks `s3`; aborts the uploads `state` records for it.
+pub fn check(s3: &S3, state: &Path) -> Result<(), Refused> {
+    abort_leftovers(s3, state);
+    let date = s3.client.head_bucket().map_err(|e| refused(s3, &e))?;
+    clock(s3, date.as_deref())?;
+    write_probe(s3).map_err(|e| refused(s3, &e))
+}
+
+/// The exit code and hint for a failed request.
+fn refused(s3: &S3, e: &S3Error) -> Refused {
+    let ep = s3.client.endpoint();
+    let code = e.code().unwrap_or("");
+    let (exit, hint) = match e {
+        S3Error::Transport { .. } => (
+            ExitCode::TargetMissing,
+            format!(
+                "Check that {} answers from this host (endpoint, DNS, firewall, TLS certificate) and that vouch.service may reach it.",
+                ep.url
+            ),
+        ),
+        _ if e.status() == Some(404) || code == "NoSuchBucket" => (
+            ExitCode::TargetMissing,
+            format!(
+                "Create the bucket {} at {} or fix bucket (and region) in [[target]] \"{}\".",
+                ep.bucket, ep.url, s3.name
+            ),
+        ),
+        _ if e.status() == Some(403)
+            || matches!(code, "AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch") =>
+        {
+            (
+                ExitCode::TargetDenied,
+                format!(
+                    "The server refused the access key ({}): check the credential file of [[target]] \"{}\" and that the key may list, write and abort uploads in {} under \"{}\".",
+                    if code.is_empty() { "403" } else { code },
+                    s3.name,
+                    ep.bucket,
+                    s3.prefix
+                ),
+            )
+        }
+        _ if code == "RequestTimeTooSkewed" => (ExitCode::Remote, clock_hint()),
+        _ => (
+            ExitCode::Remote,
+            format!(
+                "The server at {} answered {}: check its logs and the bucket {}.",
+                ep.url,
+                if code.is_empty() { "with an error" } else { code },
+                ep.bucket
+            ),
+        ),
+    };
+    Refused {
+        code: exit,
+        detail: e.to_string(),
+        hint,
+    }
+}
+
+fn clock_hint() -> String {
+    "Set this host's clock right (timedatectl set-ntp true, then check timedatectl status): S3 refuses signed requests more than 15 minutes off.".to_owned()
+}
+
+/// The server's `Date` against our clock.
+fn clock(s3: &S3, date: Option<&str>) -> Result<(), Refused> {
+    let Some(date) = date else {
+        return Ok(());
+    };
+    let Ok(theirs) =
+        time::OffsetDateTime::parse(date, &time::format_description::well_known::Rfc2822)
+    else {
+        log::warn!(
+            "target {}: the server's Date {date:?} does not parse; its clock is not checked",
+            s3.name
+        );
+        return Ok(());
+    };
+    let skew = theirs - OffsetDateTime::now_utc();
+    if skew.abs() > MAX_SKEW {
+        return Err(Refused {
+            code: ExitCode::Remote,
+            detail: format!(
+                "the clock of {} is {} s off this host's",
+                s3.client.endpoint().url,
+                skew.whole_seconds()
+            ),
+            hint: clock_hint(),
+        });
+    }
+    Ok(())
+}
+
+/// Starts a multipart upload, sends it one byte and aborts it: write permission, proven
+/// without an object ever appearing.
+fn write_probe(s3: &S3) -> Result<(), S3Error> {
+    let key = s3.key(".vouch-probe");
+    let id = s3.client.create_multipart(&key)?;
+    let sent = s3.client.upload_part(&key, &id, 1, b"v");
+    let aborted = s3.client.abort_multipart(&key, &id);
+    sent?;
+    aborted
+}
+
+/// Aborts the uploads of this target that an interrupted run recorded.
+fn abort_leftovers(s3: &S3, state: &Path) {
+    for u in pending::load(state)
+        .into_iter()
+        .filter(|u| u.target == s3.name)
+    {
+        match s3.client.abort_multipart(&u.key, &u.upload_id) {
+            Ok(()) => {
+                log::info!(
+                    "target {}: aborted the upload of {} an interrupted run left",
+                    s3.name,
+                    s3.client.url_of(&u.key)
+                );
+                if let Err(e) = pending::remove(state, &u.upload_id, "preflight") {
+                    log::warn!("cannot update {}: {e}", pending::FILE);
+                }
+            }
+            Err(e) => log::warn!(
+                "target {}: cannot abort the upload of {} an interrupted run left: {e}",
+                s3.name,
+                u.key
+            ),
+        }
+    }
+}

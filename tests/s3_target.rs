@@ -1,0 +1,201 @@
+//! `kind = "s3"` targets through the built binary against a real S3 server (Garage on
+//! 127.0.0.1, tests/util/s3.rs): the run copies the committed archive, reads it back and only
+//! then writes its receipt object; the object restores with stock tools; preflight maps a
+//! missing bucket, a refused key and a missing access key file to 14, 16 and 10 and writes
+//! nothing; a server that goes away after preflight ends the run with 34, the local archive kept.
+
+mod util;
+
+use sha2::{Digest, Sha256};
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use util::s3::S3Server;
+use util::{assert_code, stderr, Env};
+use vouch::target::s3::client::{Client, Endpoint, UrlStyle};
+use vouch::target::s3::sigv4::Credentials;
+
+/// A credentials directory holding the access key as `offsite`.
+fn key_dir(env: &Env, server: &S3Server, secret: Option<&str>) -> PathBuf {
+    let dir = env.dir.path().join("credentials");
+    fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("offsite");
+    fs::write(
+        &file,
+        format!(
+            "access-key-id = \"{}\"\nsecret-access-key = \"{}\"\n",
+            server.access_key_id,
+            secret.unwrap_or(&server.secret_access_key)
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).unwrap();
+    dir
+}
+
+/// The `[[target]]` of the server's bucket (or of `bucket`).
+fn s3_target(server: &S3Server, bucket: &str) -> String {
+    format!(
+        "[[target]]\nname = \"offsite\"\nkind = \"s3\"\nendpoint = \"{}\"\nallow-http = true\nregion = \"{}\"\nbucket = \"{bucket}\"\nprefix = \"web1/\"\ncredential = \"offsite\"\npart-size = \"5MiB\"\n",
+        server.endpoint, server.region
+    )
+}
+
+fn client(server: &S3Server) -> Client {
+    Client::new(
+        Endpoint {
+            url: server.endpoint.clone(),
+            region: server.region.clone(),
+            bucket: server.bucket.clone(),
+            style: UrlStyle::Path,
+        },
+        Credentials {
+            access_key_id: server.access_key_id.clone(),
+            secret_access_key: server.secret_access_key.clone(),
+            session_token: None,
+        },
+        std::time::Duration::from_secs(30),
+    )
+}
+
+fn run(env: &Env, creds: &Path, args: &[&str]) -> Output {
+    env.command(args)
+        .env("CREDENTIALS_DIRECTORY", creds)
+        .output()
+        .unwrap()
+}
+
+fn keys(server: &S3Server) -> Vec<String> {
+    client(server)
+        .list("web1/")
+        .unwrap()
+        .into_iter()
+        .map(|l| l.key)
+        .collect()
+}
+
+#[test]
+fn a_run_copies_the_archive_reads_it_back_and_writes_its_receipt_last() {
+    let server = S3Server::start();
+    let env = Env::new();
+    fs::write(env.src.join("a.txt"), b"alpha").unwrap();
+    // Incompressible data over two parts of 5 MiB.
+    fs::write(env.src.join("blob"), util::noise(11 << 20, 5)).unwrap();
+    let creds = key_dir(&env, &server, None);
+    env.write_config("", &s3_target(&server, &server.bucket));
+    assert_code(&run(&env, &creds, &["preflight"]), 0);
+    assert!(keys(&server).is_empty(), "preflight created no object");
+    let out = run(&env, &creds, &["run"]);
+    assert_code(&out, 0);
+    let local = env.archives().pop().unwrap();
+    let name = local.file_name().unwrap().to_str().unwrap().to_owned();
+    assert_eq!(
+        keys(&server),
+        [format!("web1/{name}"), format!("web1/{name}.json")]
+    );
+    let c = client(&server);
+    let (_, mut body) = c.get(&format!("web1/{name}")).unwrap();
+    let mut remote = Vec::new();
+    std::io::Read::read_to_end(&mut body, &mut remote).unwrap();
+    assert!(
+        remote == fs::read(&local).unwrap(),
+        "the object is the local archive, byte for byte"
+    );
+    let receipt: serde_json::Value =
+        serde_json::from_slice(&c.get_small(&format!("web1/{name}.json"), 1 << 20).unwrap())
+            .unwrap();
+    assert_eq!(receipt["target"], "offsite");
+    assert_eq!(receipt["archive-sha256"], hex(&Sha256::digest(&remote)));
+    assert!(
+        !env.state.join("s3-pending.json").exists(),
+        "no upload is left recorded"
+    );
+    // The stock restore: the object's bytes through age and tar.
+    let fetched = env.dir.path().join("fetched.age");
+    fs::write(&fetched, &remote).unwrap();
+    let into = env.dir.path().join("r");
+    env.stock_restore(&fetched, &into);
+    assert_eq!(
+        fs::read(util::restored(&into, &env.src).join("a.txt")).unwrap(),
+        b"alpha"
+    );
+}
+
+#[test]
+fn preflight_maps_a_missing_bucket_a_refused_key_and_a_missing_key_file() {
+    let server = S3Server::start();
+    let env = Env::new();
+    fs::write(env.src.join("a.txt"), b"alpha").unwrap();
+    let creds = key_dir(&env, &server, None);
+    env.write_config("", &s3_target(&server, "no-such-bucket"));
+    let out = run(&env, &creds, &["run"]);
+    assert_code(&out, 14);
+    assert!(
+        stderr(&out).contains("Create the bucket no-such-bucket"),
+        "{}",
+        stderr(&out)
+    );
+
+    env.write_config("", &s3_target(&server, &server.bucket));
+    let wrong = key_dir(
+        &env,
+        &server,
+        Some("00000000000000000000000000000000000000000000000000000000000000ff"),
+    );
+    let out = run(&env, &wrong, &["preflight"]);
+    assert_code(&out, 16);
+    assert!(
+        stderr(&out).contains("refused the access key"),
+        "{}",
+        stderr(&out)
+    );
+
+    fs::remove_file(wrong.join("offsite")).unwrap();
+    let out = run(&env, &wrong, &["run"]);
+    assert_code(&out, 10);
+    assert!(
+        stderr(&out).contains("/etc/vouch/credentials/offsite"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        env.archives().is_empty(),
+        "no failed preflight wrote an archive"
+    );
+    assert!(keys(&server).is_empty());
+}
+
+#[test]
+fn a_server_gone_after_preflight_is_exit_34_with_the_local_archive_kept() {
+    let server = S3Server::start();
+    let env = Env::new();
+    fs::write(env.src.join("a.txt"), b"alpha").unwrap();
+    let creds = key_dir(&env, &server, None);
+    env.write_config("", &s3_target(&server, &server.bucket));
+    let child = env
+        .command(&["run"])
+        .env("CREDENTIALS_DIRECTORY", &creds)
+        .env("VOUCH_TEST_FAULT", "stop:before-offsite")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    util::wait_stopped(child.id());
+    drop(server);
+    util::resume(child.id());
+    let out = child.wait_with_output().unwrap();
+    assert_code(&out, 34);
+    let err = stderr(&out);
+    assert!(err.contains("the off-site copy of"), "{err}");
+    assert!(err.contains("local archive is kept"), "{err}");
+    assert_eq!(
+        env.archives().len(),
+        1,
+        "the local archive is committed and stays"
+    );
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
