@@ -117,8 +117,12 @@ fn rule(method: &'static str, contains: &'static str, fault: Fault, times: u32) 
 #[test]
 fn a_byte_flipped_on_the_way_up_is_refused_by_the_server() {
     let w = world();
-    w.proxy
-        .add(rule("PUT", ".tar.gz.age?partNumber=2", Fault::FlipRequestBody, 99));
+    w.proxy.add(rule(
+        "PUT",
+        ".tar.gz.age?partNumber=2",
+        Fault::FlipRequestBody,
+        99,
+    ));
     w.expect_34("flipped upload", "the off-site copy of");
 }
 
@@ -166,10 +170,12 @@ fn a_part_etag_that_is_not_its_md5_is_a_failure() {
 #[test]
 fn a_connection_dropped_in_every_try_of_a_part_is_exit_34_and_once_is_repaired() {
     let w = world();
-    w.proxy.add(rule("PUT", ".tar.gz.age?partNumber=2", Fault::Drop, 99));
+    w.proxy
+        .add(rule("PUT", ".tar.gz.age?partNumber=2", Fault::Drop, 99));
     w.expect_34("dropped part", "no answer from the server");
     w.proxy.clear();
-    w.proxy.add(rule("PUT", ".tar.gz.age?partNumber=2", Fault::Drop, 1));
+    w.proxy
+        .add(rule("PUT", ".tar.gz.age?partNumber=2", Fault::Drop, 1));
     let out = w.run();
     assert_code(&out, 0);
     assert_eq!(
@@ -180,7 +186,10 @@ fn a_connection_dropped_in_every_try_of_a_part_is_exit_34_and_once_is_repaired()
     );
     let seen = w.proxy.seen.lock().unwrap();
     assert!(
-        seen.iter().filter(|l| l.contains(".tar.gz.age?partNumber=2")).count() >= 3,
+        seen.iter()
+            .filter(|l| l.contains(".tar.gz.age?partNumber=2"))
+            .count()
+            >= 3,
         "part 2 was sent again after the drop: {seen:?}"
     );
 }

@@ -596,6 +596,132 @@ impl Context<'_> {
 
     /// A target's `require-mount` and `mount`: `mount` must be `path` or a directory above it,
     /// and implies `require-mount = true` (an explicit `false` beside it is a contradiction).
+    /// Every `[[target]]`: the directory targets and the S3 targets, each name unique. At
+    /// least one directory target is needed.
+    fn targets(
+        &self,
+        raw_targets: Vec<RawTarget>,
+        sources: &[PathBuf],
+        exclude_set: &crate::pipeline::walk::Exclude,
+    ) -> Result<(Vec<Target>, Vec<Remote>), ConfigError> {
+        let missing = |message: &str| ConfigError {
+            file: self.file.to_owned(),
+            line: None,
+            key: Some("target".into()),
+            message: message.into(),
+        };
+        if raw_targets.is_empty() {
+            return Err(missing("at least one [[target]] is needed"));
+        }
+        let mut targets: Vec<Target> = Vec::new();
+        let mut remotes: Vec<Remote> = Vec::new();
+        let mut names = HashSet::new();
+        for mut t in raw_targets {
+            let tname = t.name.get_ref().clone();
+            let key = |k: &str| format!("target.{tname}.{k}");
+            check_name(&tname).map_err(|m| self.error(Some(t.name.span()), &key("name"), m))?;
+            if !names.insert(tname.clone()) {
+                return Err(self.error(
+                    Some(t.name.span()),
+                    &key("name"),
+                    format!("two targets are called {tname:?}"),
+                ));
+            }
+            let s3 = take_s3(&mut t);
+            if self.target_kind(&t, &s3, &key)? == "s3" {
+                remotes.push(Remote {
+                    name: tname.clone(),
+                    s3: self.s3_target(&s3, &tname, t.name.span())?,
+                    keep: self.keep(t.keep, &key)?,
+                });
+                continue;
+            }
+            let target = self.dir_target(t, &tname, &targets, sources, exclude_set)?;
+            targets.push(target);
+        }
+        if targets.is_empty() {
+            return Err(missing("at least one directory [[target]] (kind = \"dir\") is needed: an s3 target gets a copy of the archive a directory target committed"));
+        }
+        Ok((targets, remotes))
+    }
+
+    /// One directory target, checked against the sources and the targets before it.
+    fn dir_target(
+        &self,
+        t: RawTarget,
+        tname: &str,
+        targets: &[Target],
+        sources: &[PathBuf],
+        exclude_set: &crate::pipeline::walk::Exclude,
+    ) -> Result<Target, ConfigError> {
+        let key = |k: &str| format!("target.{tname}.{k}");
+        let Some(path_value) = &t.path else {
+            return Err(self.error(
+                Some(t.name.span()),
+                &key("path"),
+                "a directory target needs path = \"/ABSOLUTE/DIR\"".into(),
+            ));
+        };
+        let path = self.path(path_value, &key("path"))?;
+        if let Some(other) = targets.iter().find(|o| o.path == path) {
+            return Err(self.error(
+                Some(path_value.span()),
+                &key("path"),
+                format!("target {} already uses {}", other.name, path.display()),
+            ));
+        }
+        if sources.iter().any(|s| path.starts_with(s)) && !exclude_set.matches(&path) {
+            return Err(self.error(
+                Some(path_value.span()),
+                &key("path"),
+                format!(
+                    "{} is inside a source, so archives would back themselves up: move it or add it to [backup] exclude",
+                    path.display()
+                ),
+            ));
+        }
+        let (require_mount, mount) = self.mount_guard(&t, &path, &key)?;
+        let split = match &t.split {
+            None => Split::Auto,
+            Some(v) => match v.get_ref().as_str() {
+                "auto" => Split::Auto,
+                "off" => Split::Off,
+                text => {
+                    let size = parse_size(text)
+                        .map_err(|m| self.error(Some(v.span()), &key("split"), m))?;
+                    if size < 1 << 20 {
+                        return Err(self.error(
+                            Some(v.span()),
+                            &key("split"),
+                            "parts must be at least 1MiB".into(),
+                        ));
+                    }
+                    Split::Size(size)
+                }
+            },
+        };
+        let min_free = match &t.min_free {
+            None => DEFAULT_MIN_FREE,
+            Some(v) => match v.get_ref() {
+                SizeValue::Bytes(n) => *n,
+                SizeValue::Text(s) => {
+                    parse_size(s).map_err(|m| self.error(Some(v.span()), &key("min-free"), m))?
+                }
+            },
+        };
+        let keep = self.keep(t.keep, &key)?;
+        Ok(Target {
+            name: tname.to_owned(),
+            path,
+            require_mount,
+            mount,
+            allow_volatile: t.allow_volatile,
+            split,
+            min_free,
+            keep,
+        })
+    }
+
     /// A target's retention; `keep` absent: the newest [`DEFAULT_KEEP_LAST`].
     fn keep(&self, k: Option<RawKeep>, key: &dyn Fn(&str) -> String) -> Result<Keep, ConfigError> {
         Ok(match k {
@@ -836,112 +962,8 @@ impl Context<'_> {
             verify_without_identity: enc.verify_without_identity,
         };
 
-        let raw_targets = raw.target.unwrap_or_default();
-        if raw_targets.is_empty() {
-            return Err(ConfigError {
-                file: self.file.to_owned(),
-                line: None,
-                key: Some("target".into()),
-                message: "at least one [[target]] is needed".into(),
-            });
-        }
-        let mut targets: Vec<Target> = Vec::new();
-        let mut remotes: Vec<Remote> = Vec::new();
-        let mut names = HashSet::new();
-        for mut t in raw_targets {
-            let tname = t.name.get_ref().clone();
-            let key = |k: &str| format!("target.{tname}.{k}");
-            check_name(&tname).map_err(|m| self.error(Some(t.name.span()), &key("name"), m))?;
-            if !names.insert(tname.clone()) {
-                return Err(self.error(
-                    Some(t.name.span()),
-                    &key("name"),
-                    format!("two targets are called {tname:?}"),
-                ));
-            }
-            let s3 = take_s3(&mut t);
-            if self.target_kind(&t, &s3, &key)? == "s3" {
-                remotes.push(Remote {
-                    name: tname.clone(),
-                    s3: self.s3_target(&s3, &tname, t.name.span())?,
-                    keep: self.keep(t.keep, &key)?,
-                });
-                continue;
-            }
-            let Some(path_value) = &t.path else {
-                return Err(self.error(
-                    Some(t.name.span()),
-                    &key("path"),
-                    "a directory target needs path = \"/ABSOLUTE/DIR\"".into(),
-                ));
-            };
-            let path = self.path(path_value, &key("path"))?;
-            if let Some(other) = targets.iter().find(|o| o.path == path) {
-                return Err(self.error(
-                    Some(path_value.span()),
-                    &key("path"),
-                    format!("target {} already uses {}", other.name, path.display()),
-                ));
-            }
-            if sources.iter().any(|s| path.starts_with(s)) && !exclude_set.matches(&path) {
-                return Err(self.error(
-                    Some(path_value.span()),
-                    &key("path"),
-                    format!(
-                        "{} is inside a source, so archives would back themselves up: move it or add it to [backup] exclude",
-                        path.display()
-                    ),
-                ));
-            }
-            let (require_mount, mount) = self.mount_guard(&t, &path, &key)?;
-            let split = match &t.split {
-                None => Split::Auto,
-                Some(v) => match v.get_ref().as_str() {
-                    "auto" => Split::Auto,
-                    "off" => Split::Off,
-                    text => {
-                        let size = parse_size(text)
-                            .map_err(|m| self.error(Some(v.span()), &key("split"), m))?;
-                        if size < 1 << 20 {
-                            return Err(self.error(
-                                Some(v.span()),
-                                &key("split"),
-                                "parts must be at least 1MiB".into(),
-                            ));
-                        }
-                        Split::Size(size)
-                    }
-                },
-            };
-            let min_free = match &t.min_free {
-                None => DEFAULT_MIN_FREE,
-                Some(v) => match v.get_ref() {
-                    SizeValue::Bytes(n) => *n,
-                    SizeValue::Text(s) => parse_size(s)
-                        .map_err(|m| self.error(Some(v.span()), &key("min-free"), m))?,
-                },
-            };
-            let keep = self.keep(t.keep, &key)?;
-            targets.push(Target {
-                name: tname.clone(),
-                path,
-                require_mount,
-                mount,
-                allow_volatile: t.allow_volatile,
-                split,
-                min_free,
-                keep,
-            });
-        }
-
-        if targets.is_empty() {
-            return Err(ConfigError {
-                file: self.file.to_owned(),
-                line: None,
-                key: Some("target".into()),
-                message: "at least one directory [[target]] (kind = \"dir\") is needed: an s3 target gets a copy of the archive a directory target committed".into(),
-            });
-        }
+        let (targets, remotes) =
+            self.targets(raw.target.unwrap_or_default(), &sources, &exclude_set)?;
         let h = raw.health;
         let max_age = match h.as_ref().and_then(|h| h.max_age.as_ref()) {
             None => DEFAULT_MAX_AGE,

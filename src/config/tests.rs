@@ -466,9 +466,9 @@ fn unknown_and_missing_tables_read_as_tables() {
     let no_path = format!("{MINIMAL}\n[[target]]\nname = \"b\"\n");
     check(
         &err(&no_path),
-        "target.path",
-        Some(12),
-        "missing field `path`",
+        "target.b.path",
+        Some(13),
+        "a directory target needs path",
     );
 }
 
