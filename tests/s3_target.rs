@@ -196,6 +196,75 @@ fn a_server_gone_after_preflight_is_exit_34_with_the_local_archive_kept() {
     );
 }
 
+/// The archive objects among `keys` whose receipt object is not there.
+fn without_receipt(keys: &[String]) -> Vec<String> {
+    keys.iter()
+        .filter(|k| !k.ends_with(".json") && !keys.contains(&format!("{k}.json")))
+        .cloned()
+        .collect()
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn a_copy_killed_at_any_point_is_settled_by_the_next_run_and_never_counted() {
+    let server = S3Server::start();
+    let env = Env::new();
+    fs::write(env.src.join("a.txt"), b"alpha").unwrap();
+    fs::write(env.src.join("blob"), util::noise(6 << 20, 6)).unwrap();
+    let creds = key_dir(&env, &server, None);
+    env.write_config("", &s3_target(&server, &server.bucket));
+    let c = client(&server);
+    for point in ["s3-after-create", "s3-after-part", "s3-before-receipt"] {
+        let out = env
+            .command(&["run"])
+            .env("CREDENTIALS_DIRECTORY", &creds)
+            .env("VOUCH_TEST_FAULT", format!("kill:{point}"))
+            .output()
+            .unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&out.status),
+            Some(9),
+            "{point}: {}",
+            stderr(&out)
+        );
+        let orphans = without_receipt(&keys(&server));
+        assert!(
+            env.state.join("s3-pending.json").exists(),
+            "{point}: the copy is recorded"
+        );
+        if point == "s3-before-receipt" {
+            assert_eq!(orphans.len(), 1, "the object is there, without its receipt");
+        } else {
+            assert!(
+                orphans.is_empty(),
+                "{point}: nothing appears before Complete: {orphans:?}"
+            );
+            assert!(
+                !c.list_uploads("web1/").unwrap().is_empty(),
+                "{point}: an upload is open"
+            );
+        }
+        // The next run settles what the killed one left, then copies its own archive.
+        let out = run(&env, &creds, &["run"]);
+        assert_code(&out, 0);
+        assert!(
+            c.list_uploads("web1/").unwrap().is_empty(),
+            "{point}: the upload was aborted"
+        );
+        let left = keys(&server);
+        let receipts = left.iter().filter(|k| k.ends_with(".json")).count();
+        assert_eq!(
+            left.len(),
+            2 * receipts,
+            "{point}: every object has its receipt: {left:?}"
+        );
+        assert!(
+            !env.state.join("s3-pending.json").exists(),
+            "{point}: nothing left recorded"
+        );
+    }
+    assert_eq!(keys(&server).len(), 6, "three settled runs, three copies");
 }

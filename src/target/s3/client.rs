@@ -588,6 +588,25 @@ impl Client {
         }
     }
 
+    /// `ListMultipartUploads` under `prefix`: the (key, upload id) of every upload not yet
+    /// completed or aborted (the first page, up to 1000: enough to find leftovers).
+    pub fn list_uploads(&self, prefix: &str) -> Result<Vec<(String, String)>, S3Error> {
+        let a = self.call(&Call {
+            method: "GET",
+            key: None,
+            query: &[("uploads", ""), ("prefix", prefix)],
+            headers: &[],
+            body: &[],
+        })?;
+        xml::uploads(&a.body).map_err(|d| {
+            self.bad(
+                "GET",
+                None,
+                format!("an upload listing that does not parse: {d}"),
+            )
+        })
+    }
+
     /// `DeleteObject`. Deleting a key that is not there succeeds, as S3 says.
     pub fn delete(&self, key: &str) -> Result<(), S3Error> {
         self.call(&Call {

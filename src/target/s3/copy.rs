@@ -52,25 +52,39 @@ struct Tracker<'a> {
     key: &'a str,
     state: &'a Path,
     run_id: &'a str,
-    upload_id: Option<String>,
     progress: Progress,
+}
+
+impl Tracker<'_> {
+    /// Records the copy (and its upload id, once there is one) before bytes go.
+    fn record(&self, upload_id: Option<&str>) {
+        let record = pending::Upload {
+            target: self.s3.name.clone(),
+            key: self.key.to_owned(),
+            upload_id: upload_id.map(str::to_owned),
+        };
+        if let Err(e) = pending::add(self.state, record, self.run_id) {
+            log::warn!("cannot record the copy of {} in {}: {e}; a crash now would leave it for the bucket's lifecycle rule", self.key, pending::FILE);
+        }
+    }
+
+    /// The copy is committed or undone: nothing to settle after a crash.
+    fn forget(&self) {
+        if let Err(e) = pending::remove(self.state, &self.s3.name, self.key, self.run_id) {
+            log::warn!("cannot update {}: {e}", pending::FILE);
+        }
+    }
 }
 
 impl upload::Progress for Tracker<'_> {
     fn started(&mut self, upload_id: &str) {
-        let record = pending::Upload {
-            target: self.s3.name.clone(),
-            key: self.key.to_owned(),
-            upload_id: upload_id.to_owned(),
-        };
-        if let Err(e) = pending::add(self.state, record, self.run_id) {
-            log::warn!("cannot record the upload of {} in {}: {e}; a crash now would leave it for the bucket's lifecycle rule", self.key, pending::FILE);
-        }
-        self.upload_id = Some(upload_id.to_owned());
+        self.record(Some(upload_id));
+        crate::host::fault::point("s3-after-create");
     }
 
     fn sent(&mut self, sent: u64) {
         self.progress.update(sent);
+        crate::host::fault::point("s3-after-part");
     }
 }
 
@@ -109,9 +123,9 @@ pub fn copy(
         key: &key,
         state,
         run_id,
-        upload_id: None,
         progress: Progress::new(format!("copying to {}", s3.name), Some(source.size)),
     };
+    tracker.record(None);
     let mut data = source.data;
     let result = upload::upload(
         &s3.client,
@@ -122,23 +136,15 @@ pub fn copy(
         &mut tracker,
     );
     tracker.progress.finish();
-    let forget = |id: &Option<String>| {
-        if let Some(id) = id {
-            if let Err(e) = pending::remove(state, id, run_id) {
-                log::warn!("cannot update {}: {e}", pending::FILE);
-            }
-        }
-    };
     let uploaded = match result {
         Ok(u) => u,
         Err(e) => {
             // upload() aborted a multipart upload it could not finish.
-            forget(&tracker.upload_id);
             remove_object(s3, &key, &e);
+            tracker.forget();
             return Err(fail(e.to_string()));
         }
     };
-    forget(&uploaded.upload_id);
     crate::systemd::sdnotify::status(&format!("verifying {}: reading {url} back", s3.name));
     let checked = s3
         .client
@@ -155,15 +161,19 @@ pub fn copy(
         });
     if let Err(detail) = checked {
         delete_quietly(s3, &key);
+        tracker.forget();
         return Err(fail(format!("the read-back of {url} failed: {detail}")));
     }
+    crate::host::fault::point("s3-before-receipt");
     if let Err(e) = s3
         .client
         .put(&s3.receipt_key(source.archive), &source.receipt, &[])
     {
         delete_quietly(s3, &key);
+        tracker.forget();
         return Err(fail(format!("writing the receipt of {url}: {e}")));
     }
+    tracker.forget();
     Ok(Copied {
         url,
         etag: uploaded.etag,

@@ -133,28 +133,47 @@ fn write_probe(s3: &S3) -> Result<(), S3Error> {
     aborted
 }
 
-/// Aborts the uploads of this target that an interrupted run recorded.
+/// Settles the copies to this target that an interrupted run recorded: aborts the upload,
+/// deletes an object that got no receipt (one with its receipt is a committed archive and is
+/// left alone), forgets the record. What fails is a warning and is tried again next time.
 fn abort_leftovers(s3: &S3, state: &Path) {
     for u in pending::load(state)
         .into_iter()
         .filter(|u| u.target == s3.name)
     {
-        match s3.client.abort_multipart(&u.key, &u.upload_id) {
-            Ok(()) => {
+        match settle(s3, &u) {
+            Ok(what) => {
                 log::info!(
-                    "target {}: aborted the upload of {} an interrupted run left",
+                    "target {}: {what} {}, which an interrupted run left",
                     s3.name,
                     s3.client.url_of(&u.key)
                 );
-                if let Err(e) = pending::remove(state, &u.upload_id, "preflight") {
+                if let Err(e) = pending::remove(state, &u.target, &u.key, "preflight") {
                     log::warn!("cannot update {}: {e}", pending::FILE);
                 }
             }
             Err(e) => log::warn!(
-                "target {}: cannot abort the upload of {} an interrupted run left: {e}",
+                "target {}: cannot settle the copy of {} an interrupted run left: {e}",
                 s3.name,
                 u.key
             ),
         }
     }
+}
+
+/// What settling one recorded copy did.
+fn settle(s3: &S3, u: &pending::Upload) -> Result<&'static str, S3Error> {
+    let mut what = "found nothing left of";
+    if let Some(id) = &u.upload_id {
+        s3.client.abort_multipart(&u.key, id)?;
+        what = "aborted the upload of";
+    }
+    if s3.client.head(&format!("{}.json", u.key))?.is_some() {
+        return Ok("kept the committed");
+    }
+    if s3.client.head(&u.key)?.is_some() {
+        s3.client.delete(&u.key)?;
+        what = "deleted the object without a receipt,";
+    }
+    Ok(what)
 }

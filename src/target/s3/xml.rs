@@ -85,6 +85,23 @@ pub fn list_page(body: &[u8]) -> Result<Page, String> {
     })
 }
 
+/// A `ListMultipartUploadsResult`: the (key, upload id) of each upload.
+pub fn uploads(body: &[u8]) -> Result<Vec<(String, String)>, String> {
+    let doc = parse(body)?;
+    let root = doc.root_element();
+    if root.tag_name().name() != "ListMultipartUploadsResult" {
+        return Err(format!("the root element is <{}>", root.tag_name().name()));
+    }
+    root.children()
+        .filter(|n| n.is_element() && n.tag_name().name() == "Upload")
+        .map(|u| {
+            let key = child_text(u, "Key").ok_or("an <Upload> without <Key>")?;
+            let id = child_text(u, "UploadId").ok_or("an <Upload> without <UploadId>")?;
+            Ok((key, id))
+        })
+        .collect()
+}
+
 /// The `CompleteMultipartUpload` body for parts 1..=N with these ETags.
 pub fn complete_body(etags: &[String]) -> String {
     let mut out = String::from("<CompleteMultipartUpload>");
