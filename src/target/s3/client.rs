@@ -283,7 +283,7 @@ impl Client {
             detail,
         };
         let request = builder
-            .body(call.body.to_vec())
+            .body(call.body)
             .map_err(|e| transport(e.to_string()))?;
         self.agent
             .run(request)
