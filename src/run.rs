@@ -718,6 +718,20 @@ fn offsite(
                 .field("VOUCH_BYTES_OUT", facts.closed.archive_size)
                 .field("VOUCH_DURATION_USEC", c.duration.as_micros())
                 .emit();
+                let last = crate::target::s3::last::Copy {
+                    archive: facts.name.clone(),
+                    url: c.url.clone(),
+                    copied: rfc3339(OffsetDateTime::now_utc()),
+                    created: rfc3339(facts.created),
+                };
+                if let Err(e) = crate::target::s3::last::record(
+                    &dirs.state,
+                    &remote.name,
+                    last,
+                    journal::run_id(),
+                ) {
+                    log::warn!("cannot record the copy to {} for status: {e}", remote.name);
+                }
                 copies.push((remote.name.clone(), c));
             }
             Err(e) => {

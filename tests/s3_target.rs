@@ -111,6 +111,22 @@ fn a_run_copies_the_archive_reads_it_back_and_writes_its_receipt_last() {
         !env.state.join("s3-pending.json").exists(),
         "no upload is left recorded"
     );
+    // status judges the remote offline, from the copy the run recorded.
+    assert_code(&env.vouch(&["status"]), 0);
+    fs::remove_file(env.state.join("s3-copies.json")).unwrap();
+    let out = env.vouch(&["status"]);
+    assert_code(&out, 1);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("target offsite: no copy to s3://"), "{text}");
+    fs::write(
+        env.state.join("s3-copies.json"),
+        r#"{"offsite": {"archive": "test-20200101T000000Z.tar.gz.age", "url": "s3://b/k", "copied": "2020-01-01T00:00:00Z", "created": "2020-01-01T00:00:00Z"}}"#,
+    )
+    .unwrap();
+    let out = env.vouch(&["status"]);
+    assert_code(&out, 2);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("the newest archive copied to it"), "{text}");
     // The stock restore: the object's bytes through age and tar.
     let fetched = env.dir.path().join("fetched.age");
     fs::write(&fetched, &remote).unwrap();

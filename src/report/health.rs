@@ -383,6 +383,41 @@ impl Checker<'_> {
         archives::parse_time(rfc3339).map(|t| (self.now - t).whole_seconds())
     }
 
+    /// Each S3 target from the last copy the state directory records: none yet is a warning,
+    /// one whose archive is older than `max-age` is critical, as for a directory target.
+    fn remotes(&mut self, state: &std::path::Path) {
+        let copies = crate::target::s3::last::load(state);
+        let max_age = self.settings.health.max_age;
+        for r in &self.settings.remotes {
+            let name = r.name.as_str();
+            let Some(c) = copies.get(name) else {
+                self.add(
+                    Health::Warning,
+                    Some(name),
+                    "remote",
+                    format!("target {name}: no copy to s3://{}/{} is recorded yet: start a run with `systemctl start vouch.service` and check `journalctl -u vouch`", r.s3.bucket, r.s3.prefix),
+                );
+                continue;
+            };
+            let age = self.since(&c.created);
+            let max_secs = i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX);
+            if age.is_none_or(|a| a > max_secs) {
+                self.add(
+                    Health::Critical,
+                    Some(name),
+                    "remote",
+                    format!(
+                        "target {name}: the newest archive copied to it, {} ({}), is {} old (max-age {}): check `journalctl -u vouch` for the failed copies",
+                        c.archive,
+                        c.url,
+                        age.map(age_text).unwrap_or_else(|| "of unknown age".into()),
+                        duration_text(max_age)
+                    ),
+                );
+            }
+        }
+    }
+
     /// Every check of one target; returns its details.
     fn target(&mut self, target: &Target, log: &VerifyLog) -> TargetReport {
         let name = target.name.as_str();
@@ -1071,6 +1106,7 @@ pub fn evaluate(settings: &Settings, dirs: &Dirs, now: OffsetDateTime) -> Report
             ),
         );
     }
+    c.remotes(&dirs.state);
     c.last_run(last.as_ref(), any_archive);
     for f in &unit_failures {
         c.add(

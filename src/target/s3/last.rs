@@ -1,0 +1,63 @@
+//! The last off-site copy of each S3 target, recorded in `$STATE_DIRECTORY/s3-copies.json`
+//! after its receipt object is written, so that `vouch status` judges the remotes offline, as
+//! it judges directory targets from their receipts, without a request to any server.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// The file, in the state directory.
+pub const FILE: &str = "s3-copies.json";
+
+/// One target's last copy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Copy {
+    /// The archive.
+    pub archive: String,
+    /// `s3://BUCKET/KEY`.
+    pub url: String,
+    /// RFC 3339 time its receipt was written.
+    pub copied: String,
+    /// The archive's creation time, from its receipt (RFC 3339).
+    pub created: String,
+}
+
+/// Every target's last copy, by target name; an unreadable record reads as empty.
+pub fn load(state: &Path) -> BTreeMap<String, Copy> {
+    use crate::host::bounded::{read, Links, STATE_CAP};
+    read(&state.join(FILE), Links::Refuse, STATE_CAP)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+/// Records `copy` as `target`'s last.
+pub fn record(state: &Path, target: &str, copy: Copy, run_id: &str) -> std::io::Result<()> {
+    let mut all = load(state);
+    all.insert(target.to_owned(), copy);
+    let bytes = serde_json::to_vec_pretty(&all).map_err(std::io::Error::other)?;
+    crate::target::local::write_atomic(state, FILE, &bytes, run_id).map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_copy_of_each_target_is_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let copy = |a: &str| Copy {
+            archive: a.into(),
+            url: format!("s3://b/{a}"),
+            copied: "2026-12-01T00:00:00Z".into(),
+            created: "2026-12-01T00:00:00Z".into(),
+        };
+        record(d.path(), "off", copy("a"), "r").unwrap();
+        record(d.path(), "other", copy("b"), "r").unwrap();
+        record(d.path(), "off", copy("c"), "r").unwrap();
+        let all = load(d.path());
+        assert_eq!(all["off"].archive, "c");
+        assert_eq!(all["other"].archive, "b");
+    }
+}
