@@ -113,6 +113,14 @@ fn a_run_copies_the_archive_reads_it_back_and_writes_its_receipt_last() {
     );
     // status judges the remote offline, from the copy the run recorded.
     assert_code(&env.vouch(&["status"]), 0);
+    let json: serde_json::Value =
+        serde_json::from_slice(&env.vouch(&["status", "--json"]).stdout).unwrap();
+    assert_eq!(json["remotes"][0]["name"], "offsite", "{json}");
+    assert_eq!(
+        json["remotes"][0]["last-copy"]["archive"],
+        name.as_str(),
+        "{json}"
+    );
     fs::remove_file(env.state.join("s3-copies.json")).unwrap();
     let out = env.vouch(&["status"]);
     assert_code(&out, 1);

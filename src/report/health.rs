@@ -249,6 +249,21 @@ pub struct Report {
     pub last_run: Option<LastRun>,
     /// Per target.
     pub targets: Vec<TargetReport>,
+    /// Per S3 target, from the state directory (absent without S3 targets).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub remotes: Vec<RemoteReport>,
+}
+
+/// What `status` knows about one S3 target, offline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct RemoteReport {
+    /// The target's name.
+    pub name: String,
+    /// `s3://BUCKET/PREFIX`.
+    pub url: String,
+    /// The last copy a run recorded, if any.
+    pub last_copy: Option<crate::target::s3::last::Copy>,
 }
 
 impl Report {
@@ -300,6 +315,7 @@ impl Report {
             reasons,
             last_run,
             targets,
+            remotes: Vec::new(),
         }
     }
 }
@@ -1153,7 +1169,18 @@ pub fn evaluate(settings: &Settings, dirs: &Dirs, now: OffsetDateTime) -> Report
             ),
         );
     }
-    Report::finish(&settings.file, now, c.reasons, last, targets)
+    let mut report = Report::finish(&settings.file, now, c.reasons, last, targets);
+    let copies = crate::target::s3::last::load(&dirs.state);
+    report.remotes = settings
+        .remotes
+        .iter()
+        .map(|r| RemoteReport {
+            name: r.name.clone(),
+            url: format!("s3://{}/{}", r.s3.bucket, r.s3.prefix),
+            last_copy: copies.get(&r.name).cloned(),
+        })
+        .collect();
+    report
 }
 
 #[cfg(test)]

@@ -181,6 +181,19 @@ pub fn render(report: &Report) -> String {
         "Free bytes on the target's filesystem.",
         &|t| Some(t.free_bytes?.to_string()),
     );
+    families.push(Family {
+        name: "vouch_remote_last_success_timestamp_seconds",
+        help:
+            "Time the newest archive copied to the S3 target got its receipt (the copy read back).",
+        samples: report
+            .remotes
+            .iter()
+            .filter_map(|r| {
+                let t = seconds_of(Some(&r.last_copy.as_ref()?.copied))?;
+                Some((Some(r.name.clone()), t))
+            })
+            .collect(),
+    });
     let mut out = String::new();
     for f in families.iter().filter(|f| !f.samples.is_empty()) {
         let _ = writeln!(out, "# HELP {} {}", f.name, f.help);
@@ -266,8 +279,24 @@ mod tests {
                 duration_seconds: Some(5.25),
             }),
             targets: vec![t, target("local")],
+            remotes: vec![crate::report::health::RemoteReport {
+                name: "offsite".into(),
+                url: "s3://b/web1/".into(),
+                last_copy: Some(crate::target::s3::last::Copy {
+                    archive: "a".into(),
+                    url: "s3://b/web1/a".into(),
+                    copied: "2026-11-21T03:05:00Z".into(),
+                    created: "2026-11-21T03:04:00Z".into(),
+                }),
+            }],
         };
         let text = render(&report);
+        assert!(
+            text.contains(
+                "vouch_remote_last_success_timestamp_seconds{target=\"offsite\"} 1795230300\n"
+            ),
+            "{text}"
+        );
         assert!(
             text.contains("# TYPE vouch_status gauge\nvouch_status 1\n"),
             "{text}"
