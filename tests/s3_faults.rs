@@ -30,7 +30,7 @@ fn world() -> World {
     let env = Env::new();
     fs::write(env.src.join("a.txt"), b"alpha").unwrap();
     // Over two parts of 5 MiB, incompressible.
-    fs::write(env.src.join("blob"), util::noise(7 << 20, 9)).unwrap();
+    fs::write(env.src.join("blob"), util::noise(6 << 20, 9)).unwrap();
     let creds = env.dir.path().join("credentials");
     fs::create_dir_all(&creds).unwrap();
     let file = creds.join("offsite");

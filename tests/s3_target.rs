@@ -81,7 +81,7 @@ fn a_run_copies_the_archive_reads_it_back_and_writes_its_receipt_last() {
     let env = Env::new();
     fs::write(env.src.join("a.txt"), b"alpha").unwrap();
     // Incompressible data over two parts of 5 MiB.
-    fs::write(env.src.join("blob"), util::noise(11 << 20, 5)).unwrap();
+    fs::write(env.src.join("blob"), util::noise(6 << 20, 5)).unwrap();
     let creds = key_dir(&env, &server, None);
     env.write_config("", &s3_target(&server, &server.bucket));
     assert_code(&run(&env, &creds, &["preflight"]), 0);
