@@ -767,7 +767,7 @@ fn progress_advances_within_one_large_file_while_archiving_and_reading_back() {
     let mut child = env
         .command(&["run"])
         .env("NOTIFY_SOCKET", &socket_path)
-        .env("VOUCH_TEST_PROGRESS_MS", "20")
+        .env("VOUCH_TEST_PROGRESS_MS", "0")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
