@@ -1061,15 +1061,8 @@ fn unit_ends(state: &Path) -> Vec<UnitEnd> {
             parse_unit_record(&text).filter(|r| r.unit == *u)
         })
         .collect();
+    out.extend(last_failure(state).filter(|f| UNITS.contains(&f.unit.as_str())));
     out.extend(UNITS.iter().filter_map(|u| systemd_end(u)));
-    // The unit's own record and systemd describe its latest invocation; the failure record of
-    // vouch-notify@ may be older. Stamped to the second, a failure followed within the same
-    // second by a good run would tie with it: it counts only when it is strictly newer.
-    if let Some(f) = last_failure(state).filter(|f| UNITS.contains(&f.unit.as_str())) {
-        if out.iter().filter(|o| o.unit == f.unit).all(|o| o.at < f.at) {
-            out.push(f);
-        }
-    }
     out
 }
 
@@ -1312,35 +1305,5 @@ mod tests {
         assert_eq!(duration_text(VERIFY_MAX_AGE), "8d");
         assert_eq!(duration_text(Duration::from_secs(90 * 60)), "90m");
         assert_eq!(duration_text(Duration::from_secs(61)), "61s");
-    }
-
-    #[test]
-    fn a_notify_failure_record_of_the_same_second_as_a_good_run_is_not_newer() {
-        let d = tempfile::tempdir().unwrap();
-        let good = "unit=vouch.service\nresult=success\nexit-code=exited\nexit-status=0\nat=2026-12-01T17:22:18Z\n";
-        std::fs::write(unit_record_path(d.path(), "vouch.service"), good).unwrap();
-        let failure = |at: &str| {
-            format!(
-                r#"{{"unit": "vouch.service", "result": "exit-code", "exit-status": "15", "recorded": "{at}"}}"#
-            )
-        };
-        let path = d.path().join(crate::systemd::units::LAST_FAILURE);
-        std::fs::write(&path, failure("2026-12-01T17:22:18Z")).unwrap();
-        let of_vouch = |ends: Vec<UnitEnd>| {
-            ends.into_iter()
-                .filter(|e| e.unit == "vouch.service" && !e.ok && e.exit_status == Some(15))
-                .count()
-        };
-        assert_eq!(
-            of_vouch(unit_ends(d.path())),
-            0,
-            "the same second: the unit's own record wins"
-        );
-        std::fs::write(&path, failure("2026-12-01T17:22:19Z")).unwrap();
-        assert_eq!(
-            of_vouch(unit_ends(d.path())),
-            1,
-            "a later failure still counts"
-        );
     }
 }
