@@ -5,9 +5,13 @@
 //! what is wrong: no receipt, a receipt for another archive, a part missing, or a size on disk
 //! other than the receipt's. A target directory that cannot be read is reported in the output
 //! and ends the command with its error's code once everything else is printed.
+//!
+//! S3 targets are listed too, from the bucket (`ListObjectsV2` under the prefix, each receipt
+//! object read): an endpoint that does not answer is reported like an unreadable directory
+//! (14, 16 or 34, see [`crate::target::Configured::remote_unreadable`]).
 
 use crate::cli::Cli;
-use crate::config::{self, Target};
+use crate::config;
 use crate::error::Error;
 use crate::exit::ExitCode;
 use crate::host::dirs::{self, Dirs};
@@ -15,7 +19,7 @@ use crate::pipeline::manifest::RequiredStatus;
 use crate::run::rfc3339;
 use crate::systemd::sdnotify::human_bytes;
 use crate::target::archives::{self, Archive, VerifyLog};
-use crate::target::retention;
+use crate::target::{retention, Configured};
 use serde::Serialize;
 
 /// The JSON document: `{"targets": [...]}`.
@@ -31,7 +35,7 @@ pub struct Listing {
 pub struct TargetListing {
     /// The target's name.
     pub name: String,
-    /// Its directory.
+    /// Its directory, or `s3://BUCKET/PREFIX` for an S3 target.
     pub path: String,
     /// Why it could not be read, if it could not (then `archives` is empty).
     pub error: Option<String>,
@@ -111,24 +115,23 @@ fn describe(archive: &Archive, target: &str, log: &VerifyLog) -> ArchiveListing 
     }
 }
 
-fn list_target(t: &Target, name: &str, log: &VerifyLog) -> (TargetListing, Option<Error>) {
+fn list_target(
+    t: &Configured,
+    dirs: &Dirs,
+    name: &str,
+    log: &VerifyLog,
+) -> (TargetListing, Option<Error>) {
     let mut listing = TargetListing {
-        name: t.name.clone(),
-        path: t.path.display().to_string(),
+        name: t.name().to_owned(),
+        path: t.location().display().to_string(),
         error: None,
         archives: Vec::new(),
         others: 0,
     };
-    match crate::target::open(t).scan() {
-        Ok(found) => {
-            let (own, others): (Vec<_>, Vec<_>) =
-                found.iter().partition(|a| archives::is_own(&a.name, name));
-            listing.archives = own.iter().map(|a| describe(a, &t.name, log)).collect();
-            listing.others = others.len();
-            (listing, None)
-        }
-        Err(error) => {
-            let e = match retention::scan_error(t, error) {
+    let scanned = t.open(dirs).and_then(|store| {
+        store.scan().map_err(|error| match t {
+            _ if t.is_remote() => t.remote_unreadable(&error),
+            _ => match retention::scan_error(t, error) {
                 Error::Prune {
                     target,
                     path,
@@ -139,7 +142,18 @@ fn list_target(t: &Target, name: &str, log: &VerifyLog) -> (TargetListing, Optio
                     error,
                 },
                 other => other,
-            };
+            },
+        })
+    });
+    match scanned {
+        Ok(found) => {
+            let (own, others): (Vec<_>, Vec<_>) =
+                found.iter().partition(|a| archives::is_own(&a.name, name));
+            listing.archives = own.iter().map(|a| describe(a, t.name(), log)).collect();
+            listing.others = others.len();
+            (listing, None)
+        }
+        Err(e) => {
             listing.error = Some(e.to_string());
             (listing, Some(e))
         }
@@ -235,7 +249,7 @@ pub fn execute(cli: &Cli, target: Option<&str>, json: bool) -> Result<ExitCode, 
         targets: Vec::new(),
     };
     for t in targets {
-        let (l, e) = list_target(t, &settings.backup.name, &log);
+        let (l, e) = list_target(&t, &dirs, &settings.backup.name, &log);
         listing.targets.push(l);
         if let Some(e) = e {
             first_error.get_or_insert(e);

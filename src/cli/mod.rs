@@ -77,6 +77,10 @@ pub enum Command {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Also list each S3 target's bucket (network requests; without it, the state
+        /// directory's records of the copies judge them).
+        #[arg(long)]
+        live: bool,
     },
     /// List the archives on each target with time, size, files, required paths and
     /// verification.
@@ -181,7 +185,9 @@ impl Command {
 pub fn execute(cli: &Cli) -> Result<Done, Error> {
     let code = match cli.command {
         // status never fails: what it cannot tell is its `unknown` verdict.
-        Command::Status { json } => return Ok(Done::Health(status::execute(cli, json))),
+        Command::Status { json, live } => {
+            return Ok(Done::Health(status::execute(cli, json, live)))
+        }
         Command::Run => run::execute(cli),
         Command::Preflight { json, as_service } if as_service => {
             as_service::preflight(cli.config.as_deref(), cli.verbose, json)
@@ -342,16 +348,16 @@ pub fn refused(args: &[OsString], error: &clap::Error) -> Done {
     Done::Health(status::refused(words.config.as_deref(), words.json, first))
 }
 
-/// The configured targets a `--target NAME` option selects: all of them without one, else the
-/// one with that name (a usage error when there is none).
+/// The configured targets a `--target NAME` option selects: all of them without one (the
+/// directory targets, then the S3 targets), else the one with that name (a usage error when
+/// there is none).
 pub fn select_targets<'a>(
     settings: &'a crate::config::Settings,
     name: Option<&str>,
-) -> Result<Vec<&'a crate::config::Target>, Error> {
-    let targets: Vec<_> = settings
-        .targets
-        .iter()
-        .filter(|t| name.is_none_or(|n| n == t.name))
+) -> Result<Vec<crate::target::Configured<'a>>, Error> {
+    let targets: Vec<_> = crate::target::configured(settings)
+        .into_iter()
+        .filter(|t| name.is_none_or(|n| n == t.name()))
         .collect();
     if targets.is_empty() {
         return Err(Error::Usage(format!(

@@ -33,7 +33,7 @@ pub fn execute(cli: &Cli, dry_run: bool, target: Option<&str>) -> Result<ExitCod
     let mut errors = Vec::new();
     let mut deleted_any = false;
     for t in targets {
-        let plan = match retention::plan(t, &settings.backup.name, &log, now) {
+        let plan = match retention::plan(&t, &dirs, &settings.backup.name, &log, now) {
             Ok(p) => p,
             Err(e) => {
                 errors.push(e);

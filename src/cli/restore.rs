@@ -94,7 +94,7 @@ fn locate(
         } else {
             arg.to_owned()
         };
-        let found = crate::target::find(&arg, &[])
+        let found = crate::target::find(&arg, &[], &Dirs::from_env())
             .map_err(|e| Error::Usage(format!("cannot look for {}: {e}", arg.display())))?;
         return match found {
             Some(found) => Ok(vec![Copy {
@@ -109,57 +109,79 @@ fn locate(
         };
     }
     let s = load_settings(settings, cli)?;
-    let targets: Vec<&crate::config::Target> = s
-        .targets
-        .iter()
-        .filter(|t| only.is_none_or(|n| t.name == n))
-        .collect();
-    if let (Some(name), true) = (only, targets.is_empty()) {
-        return Err(Error::Usage(format!(
-            "--target {name}: no such target in the config (targets: {})",
-            s.targets
-                .iter()
-                .map(|t| t.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )));
-    }
+    let dirs = Dirs::from_env();
+    let targets = restore_targets(s, only)?;
     let where_ = || {
         targets
             .iter()
-            .map(|t| t.path.display().to_string())
+            .map(|t| t.location().display().to_string())
             .collect::<Vec<_>>()
             .join(", ")
     };
     let look_error = |e: std::io::Error| Error::Usage(format!("cannot look for archives: {e}"));
     let name = if arg == Path::new("latest") {
-        crate::target::latest_name(&s.backup.name, &targets)
+        crate::target::latest_name(&s.backup.name, &targets, &dirs)
             .map_err(look_error)?
             .ok_or_else(|| {
                 Error::Usage(format!(
-                    "no archive of backup {} on {} to restore as `latest`",
+                    "no archive of backup {} on {} to restore as `latest`{}",
                     s.backup.name,
-                    where_()
+                    where_(),
+                    remotes_note(s, only)
                 ))
             })?
     } else {
         arg.to_string_lossy().into_owned()
     };
-    let copies = crate::target::find_copies(&name, &targets).map_err(look_error)?;
+    let copies = crate::target::find_copies(&name, &targets, &dirs).map_err(look_error)?;
     if copies.is_empty() {
         return Err(Error::Usage(format!(
-            "no archive {name} on the configured targets ({})",
-            where_()
+            "no archive {name} on the configured targets ({}){}",
+            where_(),
+            remotes_note(s, only)
         )));
     }
     Ok(copies
         .into_iter()
         .map(|found| Copy {
-            target: found.target.map(|i| targets[i].name.clone()),
+            target: found.target.map(|i| targets[i].name().to_owned()),
             store: found.store,
             archive: found.archive,
         })
         .collect())
+}
+
+/// The targets a restore looks on: the one `--target` names (of either kind), else every
+/// directory target. S3 targets are asked only when named: a restore makes no network request
+/// it was not told to.
+fn restore_targets<'a>(
+    s: &'a Settings,
+    only: Option<&str>,
+) -> Result<Vec<crate::target::Configured<'a>>, Error> {
+    let all = crate::target::configured(s);
+    let Some(name) = only else {
+        return Ok(all.into_iter().filter(|t| !t.is_remote()).collect());
+    };
+    let targets: Vec<_> = all.iter().copied().filter(|t| t.name() == name).collect();
+    if targets.is_empty() {
+        return Err(Error::Usage(format!(
+            "--target {name}: no such target in the config (targets: {})",
+            all.iter().map(|t| t.name()).collect::<Vec<_>>().join(", ")
+        )));
+    }
+    Ok(targets)
+}
+
+/// Without `--target`, the S3 targets a restore could also fetch from, as a hint.
+fn remotes_note(s: &Settings, only: Option<&str>) -> String {
+    if only.is_some() || s.remotes.is_empty() {
+        return String::new();
+    }
+    let names: Vec<&str> = s.remotes.iter().map(|r| r.name.as_str()).collect();
+    format!(
+        "; S3 targets are searched only when named: add --target {}",
+        names.join(" or --target ")
+    )
 }
 
 fn load_settings<'a>(slot: &'a mut Option<Settings>, cli: &Cli) -> Result<&'a Settings, Error> {

@@ -3,6 +3,9 @@
 //! Text goes to stdout: the verdict, one line per reason (worst first), then a line per target.
 //! `--json` prints the whole [`Report`]. The exit code is the verdict (0/1/2/3). With
 //! `[metrics] textfile`, the textfile is rewritten from the same report.
+//!
+//! S3 targets are judged offline, from the copies the state directory records; `--live` also
+//! lists each bucket ([`health::evaluate_live`]).
 
 use crate::cli::Cli;
 use crate::config;
@@ -14,11 +17,16 @@ use crate::systemd::sdnotify::human_bytes;
 use time::OffsetDateTime;
 
 /// Runs `vouch status`.
-pub fn execute(cli: &Cli, json: bool) -> Health {
+pub fn execute(cli: &Cli, json: bool, live: bool) -> Health {
     let path = dirs::config_path(cli.config.as_deref());
     let report = match config::load(&path) {
         Ok(settings) => {
-            let report = health::evaluate(&settings, &Dirs::from_env(), OffsetDateTime::now_utc());
+            let (dirs, now) = (Dirs::from_env(), OffsetDateTime::now_utc());
+            let report = if live {
+                health::evaluate_live(&settings, &dirs, now)
+            } else {
+                health::evaluate(&settings, &dirs, now)
+            };
             metrics::write_report(&settings, &report);
             report
         }
@@ -70,6 +78,10 @@ pub fn text(report: &Report) -> String {
         out.push_str(&target_line(t));
         out.push('\n');
     }
+    for r in &report.remotes {
+        out.push_str(&remote_line(r));
+        out.push('\n');
+    }
     if let Some(l) = &report.last_run {
         out.push_str(&format!(
             "last run: {} ({}), finished {}\n",
@@ -77,6 +89,28 @@ pub fn text(report: &Report) -> String {
         ));
     }
     out
+}
+
+/// One S3 target's line: the last copy recorded and, with `--live`, what its bucket holds.
+pub fn remote_line(r: &health::RemoteReport) -> String {
+    let mut line = format!("target {} ({}): ", r.name, r.url);
+    match &r.last_copy {
+        Some(c) => line.push_str(&format!("last copy {} at {}", c.archive, c.copied)),
+        None => line.push_str("no copy recorded"),
+    }
+    match &r.live {
+        None => {}
+        Some(l) => match (&l.error, &l.newest) {
+            (Some(e), _) => line.push_str(&format!("; live: {e}")),
+            (None, Some(n)) => line.push_str(&format!(
+                "; live: {} archive{}, newest {n}",
+                l.archives,
+                if l.archives == 1 { "" } else { "s" }
+            )),
+            (None, None) => line.push_str("; live: no archive"),
+        },
+    }
+    line
 }
 
 /// One target's line of the text report: name, path, verdict, archive count and the newest

@@ -23,7 +23,7 @@
 use crate::check::verify;
 use crate::cli::restore as restore_cli;
 use crate::cli::Cli;
-use crate::config::{self, Settings, Target};
+use crate::config::{self, Settings};
 use crate::error::Error;
 use crate::exit::ExitCode;
 use crate::host::dirs::{self, Dirs};
@@ -33,6 +33,7 @@ use crate::restore::{self, RestoreError};
 use crate::systemd::journal::{Entry, Event};
 use crate::systemd::sdnotify::Progress;
 use crate::target::archives::{self, Archive, VerifyLog, VerifyRecord};
+use crate::target::Configured;
 use crate::target::Opened;
 use std::cell::RefCell;
 use std::io::Read;
@@ -148,7 +149,7 @@ struct Verdict {
 /// One archive to verify: the configured target it counts for, the target holding it, and
 /// the archive.
 struct Work<'a> {
-    target: &'a Target,
+    target: Configured<'a>,
     store: Rc<dyn crate::target::Target>,
     archive: Archive,
 }
@@ -169,7 +170,7 @@ fn verify_selected(
     let identity = keys.identity.ok_or(KeyError::NoIdentity)?;
     let targets = crate::cli::select_targets(settings, target)?;
     let mut failures: Vec<Error> = Vec::new();
-    let work = select(settings, &targets, selection, &mut failures)?;
+    let work = select(settings, dirs, &targets, selection, &mut failures)?;
     let explicit = matches!(selection, Selection::One(_));
 
     // A damaged log is not overwritten: it may hold failed verifications nobody has seen.
@@ -242,7 +243,8 @@ fn verify_one(ctx: &Ctx, w: Work, log: &mut VerifyLog, tally: &mut Tally) -> Res
         store,
         archive: c,
     } = w;
-    crate::systemd::sdnotify::status(&format!("verifying {} on {}", c.name, t.name));
+    let t = &t;
+    crate::systemd::sdnotify::status(&format!("verifying {} on {}", c.name, t.name()));
     let receipt = c
         .receipt
         .as_ref()
@@ -264,13 +266,13 @@ fn verify_one(ctx: &Ctx, w: Work, log: &mut VerifyLog, tally: &mut Tally) -> Res
                 restore_test: false,
             };
             let Some(dir) = ctx.restore_to else {
-                report_passed(t, &c, &v);
-                tally.passed.push(t.name.clone());
+                report_passed(t, &*store, &c, &v);
+                tally.passed.push(t.name().to_owned());
                 record(log, &*store, t, &c, verdict);
                 return Ok(());
             };
             let into = if ctx.several {
-                dir.join(&t.name).join(&c.name)
+                dir.join(t.name()).join(&c.name)
             } else {
                 dir.to_owned()
             };
@@ -281,8 +283,8 @@ fn verify_one(ctx: &Ctx, w: Work, log: &mut VerifyLog, tally: &mut Tally) -> Res
                         c.name,
                         into.display()
                     );
-                    report_passed(t, &c, &v);
-                    tally.passed.push(t.name.clone());
+                    report_passed(t, &*store, &c, &v);
+                    tally.passed.push(t.name().to_owned());
                     Verdict {
                         restore_test: true,
                         ..verdict
@@ -296,43 +298,60 @@ fn verify_one(ctx: &Ctx, w: Work, log: &mut VerifyLog, tally: &mut Tally) -> Res
                 Err(e) => {
                     // The archive verified; writing it out failed for a reason of the
                     // scratch directory's, so no restore test is on record.
-                    report_passed(t, &c, &v);
+                    report_passed(t, &*store, &c, &v);
                     record(log, &*store, t, &c, verdict);
                     save(log, ctx.dirs);
-                    return Err(restore_cli::classify(e, Some(&t.name), &c.name, &into));
+                    return Err(restore_cli::classify(e, Some(t.name()), &c.name, &into));
                 }
             }
         }
     };
     if let Some(detail) = &verdict.detail {
-        table!("FAIL  {}  {}  {detail}", t.name, c.name);
-        tally.failures.push(Error::Damaged {
-            target: Some(t.name.clone()),
-            archive: c.name.clone(),
-            detail: detail.clone(),
-        });
+        table!("FAIL  {}  {}  {detail}", t.name(), c.name);
+        tally.failures.push(damaged(t, &c.name, detail.clone()));
     }
     record(log, &*store, t, &c, verdict);
     Ok(())
 }
 
+/// A failed verification: 33 for an archive on a directory target, 34 (REMOTE) for one in
+/// object storage, whose copy is what failed.
+fn damaged(t: &Configured, archive: &str, detail: String) -> Error {
+    if !t.is_remote() {
+        return Error::Damaged {
+            target: Some(t.name().to_owned()),
+            archive: archive.to_owned(),
+            detail,
+        };
+    }
+    Error::RemoteCheck {
+        target: t.name().to_owned(),
+        code: ExitCode::Remote,
+        detail: format!("{archive} failed its verification: {detail}"),
+        hint: format!(
+            "Do not rely on this copy: restore from a directory target or another archive (`vouch list --target {}` shows them), and check the bucket; the next `vouch run` copies a new archive there.",
+            t.name()
+        ),
+    }
+}
+
 /// An archive deleted between the listing and its opening: a failure when it was named on the
 /// command line, else skipped with a warning.
-fn removed(ctx: &Ctx, t: &Target, c: &Archive, tally: &mut Tally) {
+fn removed(ctx: &Ctx, t: &Configured, c: &Archive, tally: &mut Tally) {
     let detail = format!(
         "{} was deleted after this verification started and before it was opened (retention by a `vouch run` or `vouch prune` running at the same time deletes archives); nothing was checked",
         c.name
     );
     if ctx.explicit {
-        table!("FAIL  {}  {}  {detail}", t.name, c.name);
+        table!("FAIL  {}  {}  {detail}", t.name(), c.name);
         tally.failures.push(Error::Removed {
-            target: t.name.clone(),
+            target: t.name().to_owned(),
             archive: c.name.clone(),
             detail,
         });
     } else {
-        table!("skip  {}  {}  {detail}", t.name, c.name);
-        log::warn!("target {}: skipped {detail}", t.name);
+        table!("skip  {}  {}  {detail}", t.name(), c.name);
+        log::warn!("target {}: skipped {detail}", t.name());
     }
 }
 
@@ -341,24 +360,26 @@ fn removed(ctx: &Ctx, t: &Target, c: &Archive, tally: &mut Tally) {
 /// command line that is nowhere is a usage error.
 fn select<'a>(
     settings: &Settings,
-    targets: &[&'a Target],
+    dirs: &Dirs,
+    targets: &[Configured<'a>],
     selection: &Selection,
     failures: &mut Vec<Error>,
 ) -> Result<Vec<Work<'a>>, Error> {
     let first = targets[0];
     if let Selection::One(path) = selection {
-        let found = crate::target::find(path, targets).map_err(|error| Error::TargetWrite {
-            target: first.name.clone(),
-            path: first.path.clone(),
-            error,
-        })?;
+        let found =
+            crate::target::find(path, targets, dirs).map_err(|error| Error::TargetWrite {
+                target: first.name().to_owned(),
+                path: first.location(),
+                error,
+            })?;
         let Some(found) = found else {
             return Err(Error::Usage(format!(
                 "no archive {} on {}",
                 path.display(),
                 targets
                     .iter()
-                    .map(|t| t.path.display().to_string())
+                    .map(|t| t.location().display().to_string())
                     .collect::<Vec<_>>()
                     .join(", ")
             )));
@@ -371,17 +392,23 @@ fn select<'a>(
         }]);
     }
     let mut work = Vec::new();
-    for t in targets {
-        let holder: Rc<dyn crate::target::Target> = crate::target::open(t).into();
-        let all = match holder.scan_own(&settings.backup.name) {
-            Ok(all) => all,
-            Err(error) => {
-                let e = Error::TargetWrite {
-                    target: t.name.clone(),
-                    path: t.path.clone(),
+    for &t in targets {
+        let scanned = t.open(dirs).and_then(|store| {
+            let holder: Rc<dyn crate::target::Target> = store.into();
+            match holder.scan_own(&settings.backup.name) {
+                Ok(all) => Ok((holder, all)),
+                Err(error) if t.is_remote() => Err(t.remote_unreadable(&error)),
+                Err(error) => Err(Error::TargetWrite {
+                    target: t.name().to_owned(),
+                    path: t.location(),
                     error,
-                };
-                table!("FAIL  {}  (none)  {e}", t.name);
+                }),
+            }
+        });
+        let (holder, all) = match scanned {
+            Ok(found) => found,
+            Err(e) => {
+                table!("FAIL  {}  (none)  {e}", t.name());
                 failures.push(e);
                 continue;
             }
@@ -393,15 +420,11 @@ fn select<'a>(
         if found.is_empty() {
             let detail = format!(
                 "target {}: no archive in {}, so nothing could be restored from it",
-                t.name,
-                t.path.display()
+                t.name(),
+                t.location().display()
             );
-            table!("FAIL  {}  (none)  {detail}", t.name);
-            failures.push(Error::Damaged {
-                target: Some(t.name.clone()),
-                archive: String::from("(none)"),
-                detail,
-            });
+            table!("FAIL  {}  (none)  {detail}", t.name());
+            failures.push(damaged(&t, "(none)", detail));
         }
         work.extend(found.into_iter().map(|archive| Work {
             target: t,
@@ -508,17 +531,19 @@ impl Read for CountingReader {
 }
 
 /// Prints the `ok` line and logs the verification event.
-fn report_passed(t: &Target, c: &Archive, v: &verify::Verified) {
-    table!("ok    {}  {}  ({} entries)", t.name, c.name, v.entries);
+fn report_passed(
+    t: &Configured,
+    store: &dyn crate::target::Target,
+    c: &Archive,
+    v: &verify::Verified,
+) {
+    table!("ok    {}  {}  ({} entries)", t.name(), c.name, v.entries);
     Entry::event(
         Event::ArchiveVerified,
-        format!("target {}: verified {} (full)", t.name, c.name),
+        format!("target {}: verified {} (full)", t.name(), c.name),
     )
-    .field("VOUCH_TARGET", &t.name)
-    .field(
-        "VOUCH_ARCHIVE",
-        crate::target::open(t).archive_path(&c.name).display(),
-    )
+    .field("VOUCH_TARGET", t.name())
+    .field("VOUCH_ARCHIVE", store.archive_path(&c.name).display())
     .field("VOUCH_ARCHIVE_SHA256", &v.archive_sha256)
     .field("VOUCH_FILES", v.entries)
     .emit();
@@ -529,20 +554,20 @@ fn report_passed(t: &Target, c: &Archive, v: &verify::Verified) {
 fn record(
     log: &mut VerifyLog,
     store: &dyn crate::target::Target,
-    t: &Target,
+    t: &Configured,
     c: &Archive,
     verdict: Verdict,
 ) {
     if store.is_gone(c) {
         crate::out!(
             "note  {}  {}  deleted by retention while it was being verified; not recorded",
-            t.name,
+            t.name(),
             c.name
         );
         return;
     }
     log.insert(
-        &t.name,
+        t.name(),
         &c.name,
         VerifyRecord {
             verified_at: crate::run::rfc3339(time::OffsetDateTime::now_utc()),

@@ -264,6 +264,23 @@ pub struct RemoteReport {
     pub url: String,
     /// The last copy a run recorded, if any.
     pub last_copy: Option<crate::target::s3::last::Copy>,
+    /// What the bucket itself showed (`status --live` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub live: Option<LiveRemote>,
+}
+
+/// One S3 target as `status --live` found it in its bucket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct LiveRemote {
+    /// Why the bucket could not be listed, if it could not.
+    pub error: Option<String>,
+    /// This backup's archives there with a usable receipt.
+    pub archives: usize,
+    /// The newest of them.
+    pub newest: Option<String>,
+    /// Its creation time (RFC 3339).
+    pub newest_created: Option<String>,
 }
 
 impl Report {
@@ -383,6 +400,8 @@ struct Checker<'a> {
     now: OffsetDateTime,
     settings: &'a Settings,
     reasons: Vec<Reason>,
+    /// What `status --live` found in each S3 target's bucket, by target.
+    live: BTreeMap<String, LiveRemote>,
 }
 
 impl Checker<'_> {
@@ -431,6 +450,110 @@ impl Checker<'_> {
                     ),
                 );
             }
+        }
+    }
+
+    /// One S3 target's bucket, listed (`status --live`): unreachable is a warning (the
+    /// recorded copies still judge its age), no archive there or the newest one older than
+    /// `max-age` is critical, and so is a recorded copy that is gone from the bucket.
+    fn remote_live(&mut self, r: &crate::config::Remote, dirs: &Dirs, log: &VerifyLog) {
+        let name = r.name.as_str();
+        let t = crate::target::Configured::S3(r);
+        let listed = t.open(dirs).and_then(|store| {
+            store
+                .scan_own(&self.settings.backup.name)
+                .map_err(|e| t.remote_unreadable(&e))
+        });
+        let all = match listed {
+            Ok(all) => all,
+            Err(e) => {
+                self.add(
+                    Health::Warning,
+                    Some(name),
+                    "remote-live",
+                    format!("target {name}: {e}: the recorded copies judge it meanwhile; check with `vouch preflight --as-service`"),
+                );
+                self.live.insert(
+                    name.to_owned(),
+                    LiveRemote {
+                        error: Some(e.to_string()),
+                        archives: 0,
+                        newest: None,
+                        newest_created: None,
+                    },
+                );
+                return;
+            }
+        };
+        let good: Vec<&Archive> = all.iter().filter(|a| a.receipt.is_some()).collect();
+        let newest = good.iter().max_by_key(|a| (a.created, a.name.clone()));
+        self.live.insert(
+            name.to_owned(),
+            LiveRemote {
+                error: None,
+                archives: good.len(),
+                newest: newest.map(|a| a.name.clone()),
+                newest_created: newest.and_then(|a| a.created).map(run::rfc3339),
+            },
+        );
+        self.judge_live(r, &all, newest.copied(), dirs, log);
+    }
+
+    /// The verdicts on what [`Checker::remote_live`] listed.
+    fn judge_live(
+        &mut self,
+        r: &crate::config::Remote,
+        all: &[Archive],
+        newest: Option<&Archive>,
+        dirs: &Dirs,
+        log: &VerifyLog,
+    ) {
+        let name = r.name.as_str();
+        let url = format!("s3://{}/{}", r.s3.bucket, r.s3.prefix);
+        let recorded = crate::target::s3::last::load(&dirs.state).remove(name);
+        if let Some(c) = recorded.filter(|c| {
+            !all.iter()
+                .any(|a| a.name == c.archive && a.receipt.is_some())
+        }) {
+            self.add(
+                Health::Critical,
+                Some(name),
+                "remote-live",
+                format!("target {name}: {} was copied there at {} and is no longer in {url} with its receipt: look at the bucket's lifecycle rules and who may delete in it", c.archive, c.copied),
+            );
+        }
+        let Some(newest) = newest else {
+            self.add(
+                Health::Critical,
+                Some(name),
+                "remote-live",
+                format!("target {name}: no archive with a receipt in {url}: start a run with `systemctl start vouch.service` and check `journalctl -u vouch`"),
+            );
+            return;
+        };
+        if log.get(name, &newest.name).is_some_and(|v| !v.ok) {
+            self.add(
+                Health::Critical,
+                Some(name),
+                "remote-live",
+                format!("target {name}: the newest archive there, {}, failed its last verification: run `vouch verify --target {name} {}`", newest.name, newest.name),
+            );
+        }
+        let max_age = self.settings.health.max_age;
+        let age = newest.created.map(|c| (self.now - c).whole_seconds());
+        let max_secs = i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX);
+        if age.is_none_or(|a| a > max_secs) {
+            self.add(
+                Health::Critical,
+                Some(name),
+                "remote-live",
+                format!(
+                    "target {name}: the newest archive in {url}, {}, is {} old (max-age {}): check `journalctl -u vouch` for the failed copies",
+                    newest.name,
+                    age.map(age_text).unwrap_or_else(|| "of unknown age".into()),
+                    duration_text(max_age)
+                ),
+            );
         }
     }
 
@@ -1096,12 +1219,23 @@ pub fn unexplained_failures(ends: &[UnitEnd], last: Option<&LastRun>) -> Vec<Uni
         .collect()
 }
 
-/// Judges every target from the receipts and the state directory, as of `now`.
+/// Judges every target from the receipts and the state directory, as of `now`; S3 targets
+/// from what the state directory recorded of their copies (no request leaves the host).
 pub fn evaluate(settings: &Settings, dirs: &Dirs, now: OffsetDateTime) -> Report {
+    evaluate_with(settings, dirs, now, false)
+}
+
+/// [`evaluate`], with each S3 target's bucket also listed (`status --live`).
+pub fn evaluate_live(settings: &Settings, dirs: &Dirs, now: OffsetDateTime) -> Report {
+    evaluate_with(settings, dirs, now, true)
+}
+
+fn evaluate_with(settings: &Settings, dirs: &Dirs, now: OffsetDateTime, live: bool) -> Report {
     let mut c = Checker {
         now,
         settings,
         reasons: Vec::new(),
+        live: BTreeMap::new(),
     };
     let log = VerifyLog::load(&dirs.state);
     let last = LastRun::load(&dirs.state);
@@ -1123,6 +1257,11 @@ pub fn evaluate(settings: &Settings, dirs: &Dirs, now: OffsetDateTime) -> Report
         );
     }
     c.remotes(&dirs.state);
+    if live {
+        for r in &settings.remotes {
+            c.remote_live(r, dirs, &log);
+        }
+    }
     c.last_run(last.as_ref(), any_archive);
     for f in &unit_failures {
         c.add(
@@ -1169,6 +1308,7 @@ pub fn evaluate(settings: &Settings, dirs: &Dirs, now: OffsetDateTime) -> Report
             ),
         );
     }
+    let mut found = std::mem::take(&mut c.live);
     let mut report = Report::finish(&settings.file, now, c.reasons, last, targets);
     let copies = crate::target::s3::last::load(&dirs.state);
     report.remotes = settings
@@ -1178,6 +1318,7 @@ pub fn evaluate(settings: &Settings, dirs: &Dirs, now: OffsetDateTime) -> Report
             name: r.name.clone(),
             url: format!("s3://{}/{}", r.s3.bucket, r.s3.prefix),
             last_copy: copies.get(&r.name).cloned(),
+            live: found.remove(&r.name),
         })
         .collect();
     report

@@ -288,6 +288,7 @@ mod tests {
                     copied: "2026-11-21T03:05:00Z".into(),
                     created: "2026-11-21T03:04:00Z".into(),
                 }),
+                live: None,
             }],
         };
         let text = render(&report);

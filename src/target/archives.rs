@@ -50,6 +50,10 @@ pub struct Archive {
     pub receipt_path: Option<PathBuf>,
     /// Creation time: the receipt's, else the time stamp in the name.
     pub created: Option<OffsetDateTime>,
+    /// The data's size as the listing found it, for an archive whose files are not paths on
+    /// this host (an object in a bucket, [`Archive::remote`]); `None` for a directory's, whose
+    /// sizes are read from disk.
+    pub listed_size: Option<u64>,
 }
 
 impl Archive {
@@ -64,8 +68,43 @@ impl Archive {
         }
     }
 
-    /// The files the receipt says should exist and do not (missing parts, or the archive).
+    /// An archive listed from object storage: its one object `url` of `size` bytes (absent:
+    /// only the receipt was listed), with the receipt as read from its receipt object at
+    /// `receipt_url` (`None`: there is none; `Some(Err)`: the reason it is unusable).
+    pub fn remote(
+        name: &str,
+        dir: &Path,
+        size: Option<u64>,
+        receipt_url: Option<PathBuf>,
+        receipt: Option<Result<Receipt, String>>,
+    ) -> Archive {
+        let (receipt, receipt_problem) = match receipt {
+            None => (None, Some("no receipt".to_owned())),
+            Some(Ok(r)) => (Some(r), None),
+            Some(Err(problem)) => (None, Some(problem)),
+        };
+        let created = receipt
+            .as_ref()
+            .and_then(|r| parse_time(&r.created))
+            .or_else(|| created_from_name(name));
+        Archive {
+            name: name.to_owned(),
+            dir: dir.to_owned(),
+            files: size.map(|_| dir.join(name)).into_iter().collect(),
+            receipt,
+            receipt_problem,
+            receipt_path: receipt_url,
+            created,
+            listed_size: Some(size.unwrap_or(0)),
+        }
+    }
+
+    /// The files the receipt says should exist and do not (missing parts, or the archive). An
+    /// archive in object storage is judged by its listing.
     pub fn missing_files(&self) -> Vec<PathBuf> {
+        if self.listed_size.is_some() {
+            return self.missing_when_listed();
+        }
         let expected: Vec<PathBuf> = match &self.receipt {
             Some(r) if !r.parts.is_empty() => r.parts.iter().map(|p| self.dir.join(p)).collect(),
             _ if self.is_split() => return Vec::new(),
@@ -81,8 +120,11 @@ impl Archive {
         out
     }
 
-    /// The total size of its data files on disk.
+    /// The total size of its data files on disk (in object storage: as listed).
     pub fn size_on_disk(&self) -> u64 {
+        if let Some(size) = self.listed_size {
+            return size;
+        }
         self.files
             .iter()
             .filter_map(|f| fs::metadata(f).ok())
@@ -323,6 +365,7 @@ pub fn scan(dir: &Path) -> io::Result<Vec<Archive>> {
             receipt_problem,
             receipt_path,
             created,
+            listed_size: None,
         });
     }
     Ok(out)
@@ -332,12 +375,23 @@ pub fn scan(dir: &Path) -> io::Result<Vec<Archive>> {
 fn read_receipt(path: &Path, archive: &str, now: OffsetDateTime) -> Result<Receipt, String> {
     let bytes = bounded::read(path, Links::Refuse, bounded::RECEIPT_CAP)
         .map_err(|e| format!("receipt unreadable: {e}"))?;
-    let receipt: Receipt =
-        serde_json::from_slice(&bytes).map_err(|e| format!("receipt is not valid: {e}"))?;
     let split = path.file_name().is_some_and(|n| {
         n.to_string_lossy()
             .ends_with(crate::target::receipt::SPLIT_SUFFIX)
     });
+    parse_receipt(&bytes, archive, split, now)
+}
+
+/// Parses and checks the receipt `bytes` of `archive` (`split`: read under the split receipt's
+/// name), as of `now`; the error is the reason it is unusable.
+pub fn parse_receipt(
+    bytes: &[u8],
+    archive: &str,
+    split: bool,
+    now: OffsetDateTime,
+) -> Result<Receipt, String> {
+    let receipt: Receipt =
+        serde_json::from_slice(bytes).map_err(|e| format!("receipt is not valid: {e}"))?;
     receipt.check(archive, split, now)?;
     Ok(receipt)
 }

@@ -82,6 +82,9 @@ pub mod retention; // which archives to keep; pruning the rest
 pub mod s3; // S3-compatible object storage: request signing so far
 
 use crate::config;
+use crate::error::Error;
+use crate::exit::ExitCode;
+use crate::host::dirs::Dirs;
 use archives::Archive;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -141,6 +144,12 @@ pub trait Target: std::fmt::Debug {
 
     /// Whether a listed archive is being deleted or is gone.
     fn is_gone(&self, archive: &Archive) -> bool;
+
+    /// Until when the storage itself refuses to delete a listed archive (S3 Object Lock), if
+    /// it does; retention keeps such an archive. A directory never locks.
+    fn locked_until(&self, _archive: &Archive) -> io::Result<Option<time::OffsetDateTime>> {
+        Ok(None)
+    }
 
     /// Free bytes for an unprivileged writer, when the target can tell.
     fn free_bytes(&self) -> Option<u64>;
@@ -234,6 +243,95 @@ pub fn open(config: &config::Target) -> Box<dyn Target> {
     Box::new(local::Local::new(config))
 }
 
+/// A configured target of either kind, as the commands that read archives reach it: a
+/// directory (`[[target]]` with a `path`) or S3 object storage (`kind = "s3"`).
+#[derive(Debug, Clone, Copy)]
+pub enum Configured<'a> {
+    /// A directory target.
+    Dir(&'a config::Target),
+    /// An S3 target.
+    S3(&'a config::Remote),
+}
+
+impl<'a> Configured<'a> {
+    /// The target's name.
+    pub fn name(&self) -> &'a str {
+        match self {
+            Configured::Dir(t) => &t.name,
+            Configured::S3(r) => &r.name,
+        }
+    }
+
+    /// Its retention.
+    pub fn keep(&self) -> &'a config::Keep {
+        match self {
+            Configured::Dir(t) => &t.keep,
+            Configured::S3(r) => &r.keep,
+        }
+    }
+
+    /// Where its archives are, as messages name it: the directory, or `s3://BUCKET/PREFIX`.
+    pub fn location(&self) -> PathBuf {
+        match self {
+            Configured::Dir(t) => t.path.clone(),
+            Configured::S3(r) => PathBuf::from(format!("s3://{}/{}", r.s3.bucket, r.s3.prefix)),
+        }
+    }
+
+    /// Whether it is reached over the network (its archives are not files on this host).
+    pub fn is_remote(&self) -> bool {
+        matches!(self, Configured::S3(_))
+    }
+
+    /// The target, ready to list and read. An S3 target needs its access key: a key file that
+    /// is missing or malformed is [`Error::RemoteCheck`] with exit 10, naming the file.
+    pub fn open(&self, dirs: &Dirs) -> Result<Box<dyn Target>, Error> {
+        match self {
+            Configured::Dir(t) => Ok(open(t)),
+            Configured::S3(r) => {
+                let s3 =
+                    s3::S3::open(r, dirs.credentials.as_deref()).map_err(|(detail, hint)| {
+                        Error::RemoteCheck {
+                            target: r.name.clone(),
+                            code: ExitCode::Config,
+                            detail,
+                            hint,
+                        }
+                    })?;
+                Ok(Box::new(s3::store::Store::new(s3, &dirs.state)))
+            }
+        }
+    }
+}
+
+impl Configured<'_> {
+    /// The error of an S3 target whose archives cannot be listed or read: 14 for a bucket that
+    /// is not there, 16 for a key the server refuses, else 34.
+    pub fn remote_unreadable(&self, error: &io::Error) -> Error {
+        let code = match error.kind() {
+            io::ErrorKind::NotFound | io::ErrorKind::NotConnected => ExitCode::TargetMissing,
+            io::ErrorKind::PermissionDenied => ExitCode::TargetDenied,
+            _ => ExitCode::Remote,
+        };
+        Error::RemoteCheck {
+            target: self.name().to_owned(),
+            code,
+            detail: format!("cannot read {}: {error}", self.location().display()),
+            hint: format!(
+                "Check that the endpoint of [[target]] \"{}\" answers from this host and that its key may list and read the bucket under its prefix; `vouch preflight` checks both.",
+                self.name()
+            ),
+        }
+    }
+}
+
+/// Every configured target: the directory targets, then the S3 targets, each in config order.
+pub fn configured(settings: &config::Settings) -> Vec<Configured<'_>> {
+    let dirs = settings.targets.iter().map(Configured::Dir);
+    dirs.chain(settings.remotes.iter().map(Configured::S3))
+        .collect()
+}
+
 /// A directory holding archives that is no configured target: an archive given on the command
 /// line by its path.
 pub fn open_dir(dir: &Path) -> Box<dyn Target> {
@@ -254,7 +352,7 @@ pub struct Found {
 /// Finds one archive given on the command line: a path to the archive (or a part, or its
 /// receipt), looked up in the directory it names, or a bare file name looked up on each of
 /// `targets` in turn. A path is on the configured target whose directory it names, if any.
-pub fn find(arg: &Path, targets: &[&config::Target]) -> io::Result<Option<Found>> {
+pub fn find(arg: &Path, targets: &[Configured], dirs: &Dirs) -> io::Result<Option<Found>> {
     let file_name = arg
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -264,21 +362,23 @@ pub fn find(arg: &Path, targets: &[&config::Target]) -> io::Result<Option<Found>
         Some(dir) if !dir.as_os_str().is_empty() && arg.to_string_lossy().contains('/') => {
             let store = open_dir(dir);
             Ok(store.find(&name)?.map(|archive| Found {
-                target: targets.iter().position(|t| t.path == dir),
+                target: targets
+                    .iter()
+                    .position(|t| !t.is_remote() && t.location() == dir),
                 store,
                 archive,
             }))
         }
-        _ => Ok(find_copies(&name, targets)?.into_iter().next()),
+        _ => Ok(find_copies(&name, targets, dirs)?.into_iter().next()),
     }
 }
 
 /// Every copy of the archive called `name` (a file name, not a path) on `targets`, in their
 /// order.
-pub fn find_copies(name: &str, targets: &[&config::Target]) -> io::Result<Vec<Found>> {
+pub fn find_copies(name: &str, targets: &[Configured], dirs: &Dirs) -> io::Result<Vec<Found>> {
     let mut copies = Vec::new();
     for (i, t) in targets.iter().enumerate() {
-        let store = open(t);
+        let store = open_io(t, dirs)?;
         if let Some(archive) = store.find(name)? {
             copies.push(Found {
                 target: Some(i),
@@ -292,10 +392,14 @@ pub fn find_copies(name: &str, targets: &[&config::Target]) -> io::Result<Vec<Fo
 
 /// The file name of the newest archive of backup `backup` on any of `targets` (by creation
 /// time, then by name).
-pub fn latest_name(backup: &str, targets: &[&config::Target]) -> io::Result<Option<String>> {
+pub fn latest_name(
+    backup: &str,
+    targets: &[Configured],
+    dirs: &Dirs,
+) -> io::Result<Option<String>> {
     let mut newest: Option<Archive> = None;
     for t in targets {
-        let store = open(t);
+        let store = open_io(t, dirs)?;
         if !store.present() {
             continue;
         }
@@ -307,4 +411,9 @@ pub fn latest_name(backup: &str, targets: &[&config::Target]) -> io::Result<Opti
         }
     }
     Ok(newest.map(|a| a.name))
+}
+
+/// [`Configured::open`] for the lookups that fail as I/O.
+fn open_io(t: &Configured, dirs: &Dirs) -> io::Result<Box<dyn Target>> {
+    t.open(dirs).map_err(|e| io::Error::other(e.to_string()))
 }

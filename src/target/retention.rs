@@ -22,12 +22,13 @@
 //! next run's retention, or the next run's preflight. Its record in the verification log goes
 //! with it.
 
-use crate::config::{Keep, Settings, Target};
+use crate::config::{Keep, Settings};
 use crate::error::Error;
 use crate::host::dirs::Dirs;
 use crate::systemd::journal::{Entry, Event};
 use crate::target::archives::{self, Archive, VerifyLog};
 use crate::target::local;
+use crate::target::Configured;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -383,29 +384,30 @@ impl Plan {
     }
 }
 
-/// A target directory that cannot be read: missing (14), or anything else (36).
-pub fn scan_error(target: &Target, error: io::Error) -> Error {
+/// A target that cannot be read: missing (14), or anything else (36).
+pub fn scan_error(target: &Configured, error: io::Error) -> Error {
     match error.kind() {
         io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => Error::TargetMissing {
-            target: target.name.clone(),
-            path: target.path.clone(),
+            target: target.name().to_owned(),
+            path: target.location(),
         },
         _ => Error::Prune {
-            target: target.name.clone(),
-            path: target.path.clone(),
+            target: target.name().to_owned(),
+            path: target.location(),
             error,
         },
     }
 }
 
-/// Scans a target and decides about each of its archives.
+/// Scans a target and decides about each of its archives, by the target's own `keep`.
 pub fn plan(
-    target: &Target,
+    target: &Configured,
+    dirs: &Dirs,
     name: &str,
     log: &VerifyLog,
     now: OffsetDateTime,
 ) -> Result<Plan, Error> {
-    let store = crate::target::open(target);
+    let store = target.open(dirs)?;
     let found = store
         .scan_own(name)
         .map_err(|error| scan_error(target, error))?;
@@ -414,11 +416,16 @@ pub fn plan(
         .map(|a| Candidate {
             name: a.name.clone(),
             created: a.created,
-            standing: standing(a, &target.name, log),
-            proven: archives::is_proven(a, &target.name, log),
+            standing: standing(a, target.name(), log),
+            proven: archives::is_proven(a, target.name(), log),
         })
         .collect();
-    let decisions = decide(&candidates, &target.keep, now);
+    let mut decisions = decide(&candidates, target.keep(), now);
+    for (archive, decision) in found.iter().zip(decisions.iter_mut()) {
+        if !decision.keep {
+            keep_if_locked(&*store, archive, decision, now);
+        }
+    }
     let archives = found
         .into_iter()
         .zip(candidates)
@@ -430,11 +437,32 @@ pub fn plan(
         })
         .collect();
     Ok(Plan {
-        target: target.name.clone(),
-        dir: target.path.clone(),
+        target: target.name().to_owned(),
+        dir: target.location(),
         store,
         archives,
     })
+}
+
+/// Keeps an archive retention would delete when its storage locks it (or cannot say).
+fn keep_if_locked(
+    store: &dyn crate::target::Target,
+    archive: &Archive,
+    decision: &mut Decision,
+    now: OffsetDateTime,
+) {
+    let reason = match store.locked_until(archive) {
+        Ok(Some(until)) if until > now => format!(
+            "locked until {} (the storage refuses to delete it before then)",
+            crate::run::rfc3339(until)
+        ),
+        Ok(_) => return,
+        Err(e) => format!("its lock could not be read ({e}), so it is not deleted this time"),
+    };
+    *decision = Decision {
+        keep: true,
+        reasons: vec![reason],
+    };
 }
 
 /// Deletes one archive of the target `target`: its receipt is renamed to the deletion marker
@@ -555,9 +583,9 @@ pub fn after_run(settings: &Settings, dirs: &Dirs) -> Result<(), Error> {
     let mut log = load_log(&dirs.state)?;
     let mut errors = Vec::new();
     let mut deleted_any = false;
-    for t in &settings.targets {
-        crate::systemd::sdnotify::status(&format!("pruning {}", t.name));
-        let plan = match plan(t, &settings.backup.name, &log, now) {
+    for t in crate::target::configured(settings) {
+        crate::systemd::sdnotify::status(&format!("pruning {}", t.name()));
+        let plan = match plan(&t, dirs, &settings.backup.name, &log, now) {
             Ok(p) => p,
             Err(e) => {
                 errors.push(e);

@@ -188,6 +188,61 @@ impl S3Server {
     pub fn url(&self, path_and_query: &str) -> String {
         format!("{}{path_and_query}", self.endpoint)
     }
+
+    /// A credentials directory under `dir` holding the server's access key as `offsite`.
+    pub fn key_dir(&self, dir: &Path) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let creds = dir.join("credentials");
+        fs::create_dir_all(&creds).unwrap();
+        let file = creds.join("offsite");
+        fs::write(
+            &file,
+            format!(
+                "access-key-id = \"{}\"\nsecret-access-key = \"{}\"\n",
+                self.access_key_id, self.secret_access_key
+            ),
+        )
+        .unwrap();
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).unwrap();
+        creds
+    }
+
+    /// The `[[target]]` "offsite" of the server's bucket under `web1/`, plus `extra` lines.
+    pub fn target_toml(&self, extra: &str) -> String {
+        format!(
+            "[[target]]\nname = \"offsite\"\nkind = \"s3\"\nendpoint = \"{}\"\nallow-http = true\nregion = \"{}\"\nbucket = \"{}\"\nprefix = \"web1/\"\ncredential = \"offsite\"\n{extra}",
+            self.endpoint, self.region, self.bucket
+        )
+    }
+
+    /// A client of the server's bucket with its key.
+    pub fn client(&self) -> vouch::target::s3::client::Client {
+        use vouch::target::s3::client::{Client, Endpoint, UrlStyle};
+        Client::new(
+            Endpoint {
+                url: self.endpoint.clone(),
+                region: self.region.clone(),
+                bucket: self.bucket.clone(),
+                style: UrlStyle::Path,
+            },
+            vouch::target::s3::sigv4::Credentials {
+                access_key_id: self.access_key_id.clone(),
+                secret_access_key: self.secret_access_key.clone(),
+                session_token: None,
+            },
+            Duration::from_secs(30),
+        )
+    }
+
+    /// Every key under `web1/`.
+    pub fn keys(&self) -> Vec<String> {
+        self.client()
+            .list("web1/")
+            .unwrap()
+            .into_iter()
+            .map(|l| l.key)
+            .collect()
+    }
 }
 
 impl Drop for S3Server {

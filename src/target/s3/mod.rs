@@ -18,6 +18,7 @@ pub mod last; // the last copy of each target, for status
 pub mod pending; // multipart uploads in flight, recorded so a crash's can be aborted
 pub mod probe; // preflight: bucket, key, clock and a write that creates nothing
 pub mod sigv4; // AWS Signature Version 4: canonical request, string to sign, Authorization
+pub mod store; // the archives in the bucket as a Target: listed, read, deleted
 pub mod upload; // one archive into a bucket: a PutObject, or equal parts, checked
 pub mod xml; // errors, listings and multipart documents
 

@@ -124,7 +124,7 @@ fn clock(s3: &S3, date: Option<&str>) -> Result<(), Refused> {
 
 /// Starts a multipart upload, sends it one byte and aborts it: write permission, proven
 /// without an object ever appearing.
-fn write_probe(s3: &S3) -> Result<(), S3Error> {
+pub fn write_probe(s3: &S3) -> Result<(), S3Error> {
     let key = s3.key(".vouch-probe");
     let id = s3.client.create_multipart(&key)?;
     let sent = s3.client.upload_part(&key, &id, 1, b"v");
@@ -161,6 +161,25 @@ fn abort_leftovers(s3: &S3, state: &Path) {
     }
 }
 
+/// Settles the one record of `key` on `s3`'s target, if there is one (a copy or a deletion an
+/// interrupted run left), and forgets it; whether an object without a receipt was deleted.
+pub fn settle_one(s3: &S3, state: &Path, key: &str) -> Result<bool, S3Error> {
+    let Some(u) = pending::load(state)
+        .into_iter()
+        .find(|u| u.target == s3.name && u.key == key)
+    else {
+        return Ok(false);
+    };
+    let what = settle(s3, &u)?;
+    if let Err(e) = pending::remove(state, &u.target, &u.key, "settle") {
+        log::warn!("cannot update {}: {e}", pending::FILE);
+    }
+    Ok(what == DELETED)
+}
+
+/// What [`settle`] says when it deleted an object without a receipt.
+const DELETED: &str = "deleted the object without a receipt,";
+
 /// What settling one recorded copy did.
 fn settle(s3: &S3, u: &pending::Upload) -> Result<&'static str, S3Error> {
     let mut what = "found nothing left of";
@@ -173,7 +192,7 @@ fn settle(s3: &S3, u: &pending::Upload) -> Result<&'static str, S3Error> {
     }
     if s3.client.head(&u.key)?.is_some() {
         s3.client.delete(&u.key)?;
-        what = "deleted the object without a receipt,";
+        what = DELETED;
     }
     Ok(what)
 }
