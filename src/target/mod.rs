@@ -70,10 +70,13 @@
 //! - killed inside the probe: a file whose name starts with `.vouch-tmp.`, removed like any
 //!   other temporary file.
 //!
-//! Remote kinds (S3, SFTP) are to implement the same steps with their own means: an SFTP
-//! target with a temporary name, `fsync@openssh.com` and a rename that refuses to replace; an
-//! S3 target with an object that appears only once its upload completes and a receipt object,
-//! written last, as the commit marker (see DESIGN.md, "Remote targets").
+//! Remote kinds implement the same steps with their own means. An S3 target
+//! ([`s3::store::Store`]) is not written by the run's stream: it gets a copy of the committed
+//! archive (an object that appears only once its upload completes, read back, then a receipt
+//! object written last as the commit marker, [`s3::copy`]); listing, reading, deleting and
+//! recovering go through this trait like a directory's. The commands reach the configured
+//! targets of every kind as [`Configured`]. An SFTP target would write with a temporary name,
+//! `fsync@openssh.com` and a rename that refuses to replace (see DESIGN.md, "Remote targets").
 
 pub mod archives; // the archives on a target, their receipts and verification records
 pub mod local; // a directory target (local disks, mounted network filesystems)
