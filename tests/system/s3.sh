@@ -8,7 +8,11 @@
 #      journal has exactly one remote-copied entry for the run (MESSAGE_ID, VOUCH_TARGET,
 #      VOUCH_ARCHIVE as s3://BUCKET/KEY, VOUCH_ARCHIVE_SHA256 equal to the local archive's);
 #      the bucket holds the archive and its receipt;
-#   2. with the server stopped, the unit fails with 14 TARGET_MISSING before writing anything,
+#   2. vouch-verify.service (the weekly restore test) reads the S3 archive back too: without
+#      the key it fails with 10, and its verify-failed entry names the credential; with the
+#      same LoadCredential= drop-in it passes with an archive-verified entry for each target,
+#      and `vouch list --target offsite` lists the archive from the bucket;
+#   3. with the server stopped, the unit fails with 14 TARGET_MISSING before writing anything,
 #      and the preflight-failed entry's VOUCH_HINT names the endpoint.
 #
 # Usage: tests/system/s3.sh [PATH.deb]   (default: the newest target/debian/vouch_*.deb)
@@ -134,7 +138,34 @@ assert_eq "$local_sha" "$(field "$copied" VOUCH_ARCHIVE_SHA256)" "VOUCH_ARCHIVE_
 objects=$(garage bucket info "$BUCKET" | sed -n 's/^ *Objects: *\([0-9]*\).*/\1/p' | head -n 1)
 assert_eq 2 "$objects" "objects in $BUCKET (the archive and its receipt)"
 
-# --- 2. The server gone: preflight, 14, nothing written. ---
+# --- 2. The weekly verify reads the remote archive back, from inside its own unit. ---
+# start_verify: `systemctl start vouch-verify.service`; sets VERIFY_STATUS and VERIFY_INV.
+start_verify() {
+    in_ct timeout 300 systemctl start vouch-verify.service >/dev/null 2>&1 || true
+    VERIFY_STATUS=$(prop vouch-verify.service ExecMainStatus)
+    VERIFY_INV=$(prop vouch-verify.service InvocationID)
+}
+check "vouch-verify.service without the key fails with 10 and names the credential"
+start_verify
+assert_eq 10 "$VERIFY_STATUS" "vouch-verify.service's exit status without the credential"
+failed=$(journal "_SYSTEMD_INVOCATION_ID=$VERIFY_INV" VOUCH_EVENT=verify-failed)
+assert_contains "$(field "$failed" MESSAGE)" "offsite" "the verify-failed entry"
+check "with the same LoadCredential= drop-in, vouch-verify.service reads both targets back"
+in_ct sh -ec 'mkdir -p /etc/systemd/system/vouch-verify.service.d
+    cp /etc/systemd/system/vouch.service.d/credential.conf /etc/systemd/system/vouch-verify.service.d/
+    systemctl daemon-reload'
+start_verify
+if [ "$VERIFY_STATUS" != 0 ]; then
+    in_ct journalctl --no-pager -o short-precise "_SYSTEMD_INVOCATION_ID=$VERIFY_INV" >&2 || true
+    fail "vouch-verify.service: expected ExecMainStatus=0, got $VERIFY_STATUS"
+fi
+verified=$(journal "_SYSTEMD_INVOCATION_ID=$VERIFY_INV" VOUCH_EVENT=archive-verified | jq -r .VOUCH_TARGET | sort | paste -sd' ')
+assert_eq "local offsite" "$verified" "targets with an archive-verified entry from vouch-verify.service"
+listed=$(in_ct sh -ec 'd=$(mktemp -d); install -m 0600 /root/offsite.toml "$d/offsite"
+    CREDENTIALS_DIRECTORY=$d vouch list --target offsite --json' | jq -r '.targets[0].archives[].name')
+assert_eq "$archive" "$listed" "vouch list --target offsite"
+
+# --- 3. The server gone: preflight, 14, nothing written. ---
 check "with the server stopped, the unit fails with 14 before writing anything"
 stop_garage
 wait "$garage_pid" 2>/dev/null || true
