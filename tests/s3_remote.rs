@@ -78,6 +78,13 @@ fn remote_archives_are_listed_verified_and_restored_and_a_damaged_one_is_34() {
     let all = json(&run(&env, &creds, &["list", "--json"]));
     assert_eq!(all["targets"].as_array().unwrap().len(), 2, "{all}");
 
+    // Without the key the remote fails with 10, naming the file; the local target is still
+    // verified.
+    let out = env.vouch(&["verify", "--latest"]);
+    assert_code(&out, 10);
+    assert!(stderr(&out).contains("offsite"), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("ok    local  {name}")), "{text}");
     let out = run(&env, &creds, &["verify", "--target", "offsite", "--latest"]);
     assert_code(&out, 0);
     let text = String::from_utf8_lossy(&out.stdout);
