@@ -1037,6 +1037,10 @@ pub struct UnitEnd {
     pub exit_status: Option<u8>,
     /// What happened, in words.
     pub detail: String,
+    /// The unit's invocation the record is about (`$INVOCATION_ID`), when it says.
+    pub invocation: Option<String>,
+    /// Whether the record is notify-failure's (else the unit's own or systemd's).
+    pub notified: bool,
 }
 
 /// An exit status in words: vouch's own name, or systemd's with what it means.
@@ -1090,6 +1094,11 @@ pub fn parse_unit_record(text: &str) -> Option<UnitEnd> {
         ok: result == "success",
         exit_status,
         detail,
+        invocation: map
+            .get("invocation")
+            .filter(|i| !i.is_empty())
+            .map(|i| (*i).to_owned()),
+        notified: false,
     })
 }
 
@@ -1123,6 +1132,8 @@ fn last_failure(state: &Path) -> Option<UnitEnd> {
         ok: false,
         exit_status: text("exit-status").parse().ok().filter(|s| *s != 0),
         detail,
+        invocation: Some(text("invocation").to_owned()).filter(|i| !i.is_empty()),
+        notified: true,
     })
 }
 
@@ -1131,7 +1142,7 @@ fn systemd_end(unit: &str) -> Option<UnitEnd> {
     use crate::systemd::units::{parse_show, systemctl_show_with};
     let text = systemctl_show_with(
         &["--timestamp=unix"],
-        "Result,ExecMainStatus,ExecMainCode,InactiveExitTimestamp",
+        "Result,ExecMainStatus,ExecMainCode,InactiveExitTimestamp,InvocationID",
         &[unit],
     )
     .ok()?;
@@ -1165,6 +1176,8 @@ pub fn systemd_show_end(unit: &str, props: &BTreeMap<String, String>) -> Option<
         ok: result == "success",
         exit_status,
         detail,
+        invocation: props.get("InvocationID").filter(|i| !i.is_empty()).cloned(),
+        notified: false,
     })
 }
 
@@ -1189,6 +1202,26 @@ fn unit_ends(state: &Path) -> Vec<UnitEnd> {
     out
 }
 
+/// The unit's newest invocation: systemd's, else the one its own `ExecStopPost=` record names.
+fn latest_invocation<'a>(ends: &'a [UnitEnd], unit: &str) -> Option<&'a str> {
+    // `unit_ends` lists systemd's view last, so the reverse order asks systemd first.
+    ends.iter()
+        .rev()
+        .filter(|e| e.unit == unit && !e.notified)
+        .find_map(|e| e.invocation.as_deref())
+}
+
+/// Whether a notify-failure record is about an earlier invocation than the unit's newest one:
+/// the unit started again after that failure, so the failure is no longer the news, however
+/// close in time (records are stamped to the second). A failed dependency starts no new
+/// invocation, so its record names the newest one and stands.
+fn superseded(e: &UnitEnd, latest: Option<&str>) -> bool {
+    match (e.notified, e.invocation.as_deref(), latest) {
+        (true, Some(own), Some(latest)) => own != latest,
+        _ => false,
+    }
+}
+
 /// The unit failures nothing else in the report explains: per unit, the newest record, when
 /// it is a failure that no later run superseded and that is not the last run's own failure
 /// (which `last-run` reports) or a damaged archive found by verify (which `verify` reports).
@@ -1197,8 +1230,10 @@ pub fn unexplained_failures(ends: &[UnitEnd], last: Option<&LastRun>) -> Vec<Uni
     UNITS
         .iter()
         .filter_map(|u| {
+            let latest = latest_invocation(ends, u);
             ends.iter()
                 .filter(|e| e.unit == *u)
+                .filter(|e| !superseded(e, latest))
                 .max_by_key(|e| (e.at, !e.ok))
         })
         .filter(|e| !e.ok)
@@ -1327,6 +1362,39 @@ fn evaluate_with(settings: &Settings, dirs: &Dirs, now: OffsetDateTime, live: bo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_same_second_failure_of_an_earlier_invocation_gives_way_but_a_failed_dependency_stands() {
+        let at = time::macros::datetime!(2026-12-01 10:00:00 UTC);
+        let end = |ok: bool, invocation: &str, notified| UnitEnd {
+            unit: "vouch.service".into(),
+            at,
+            ok,
+            exit_status: (!ok).then_some(30),
+            detail: "failed".into(),
+            invocation: Some(invocation.into()),
+            notified,
+        };
+        // A failed run (notify-failure's record of it), then a good run in the same second:
+        // the unit's record and systemd's name the newer invocation.
+        let ends = [
+            end(true, "b", false),
+            end(false, "a", true),
+            end(true, "b", false),
+        ];
+        assert!(unexplained_failures(&ends, None).is_empty());
+        // A good run, then a mount it needs fails in the same second: no new invocation.
+        let ends = [
+            end(true, "b", false),
+            end(false, "b", true),
+            end(true, "b", false),
+        ];
+        assert_eq!(unexplained_failures(&ends, None).len(), 1);
+        // Records without invocations (older versions) keep the old rule: the failure wins.
+        let mut old = [end(true, "b", false), end(false, "a", true)];
+        old.iter_mut().for_each(|e| e.invocation = None);
+        assert_eq!(unexplained_failures(&old, None).len(), 1);
+    }
 
     #[test]
     fn median_of_odd_and_even_counts() {
