@@ -16,6 +16,7 @@ pub mod client; // the S3 requests, signed, sent and their answers checked
 pub mod copy; // the off-site copy of one committed archive: upload, read-back, receipt
 pub mod last; // the last copy of each target, for status
 pub mod pending; // multipart uploads in flight, recorded so a crash's can be aborted
+pub mod presign; // presigned GET URLs: SigV4 in the query string, for `vouch presign`
 pub mod probe; // preflight: bucket, key, clock and a write that creates nothing
 pub mod sigv4; // AWS Signature Version 4: canonical request, string to sign, Authorization
 pub mod upload; // one archive into a bucket: a PutObject, or equal parts, checked
