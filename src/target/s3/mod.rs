@@ -19,6 +19,7 @@ pub mod pending; // multipart uploads in flight, recorded so a crash's can be ab
 pub mod presign; // presigned GET URLs: SigV4 in the query string, for `vouch presign`
 pub mod probe; // preflight: bucket, key, clock and a write that creates nothing
 pub mod sigv4; // AWS Signature Version 4: canonical request, string to sign, Authorization
+pub mod tls; // tls-ca: an extra CA for a self-hosted endpoint's certificate
 pub mod upload; // one archive into a bucket: a PutObject, or equal parts, checked
 pub mod xml; // errors, listings and multipart documents
 
@@ -92,7 +93,7 @@ pub fn credentials(
 }
 
 impl S3 {
-    /// The target of `remote` with the key from its credential.
+    /// The target of `remote` with the key from its credential and the CA of its `tls-ca`.
     pub fn open(remote: &Remote, credentials_dir: Option<&Path>) -> Result<S3, (String, String)> {
         let credentials = credentials(&remote.s3.credential, credentials_dir)?;
         let endpoint = Endpoint {
@@ -101,9 +102,19 @@ impl S3 {
             bucket: remote.s3.bucket.clone(),
             style: remote.s3.url_style,
         };
+        let roots = match &remote.s3.tls_ca {
+            Some(path) => tls::read_ca(path).map_err(|detail| {
+                let hint = format!(
+                    "Give tls-ca of [[target]] \"{}\" the PEM certificate of the CA that signed the endpoint's certificate (-----BEGIN CERTIFICATE-----), or remove it.",
+                    remote.name
+                );
+                (detail, hint)
+            })?,
+            None => Vec::new(),
+        };
         Ok(S3 {
             name: remote.name.clone(),
-            client: Client::new(endpoint, credentials, REQUEST_TIMEOUT),
+            client: Client::with_roots(endpoint, credentials, REQUEST_TIMEOUT, &roots),
             prefix: remote.s3.prefix.clone(),
             part_size: remote.s3.part_size,
         })

@@ -129,6 +129,11 @@ impl Signer {
         }
     }
 
+    /// The key it signs with.
+    pub fn credentials(&self) -> &Credentials {
+        &self.credentials
+    }
+
     /// Signs `request` as made at `now` (the server refuses a time more than 15 minutes off
     /// its own clock).
     pub fn sign(&self, request: &Request<'_>, now: OffsetDateTime) -> Signed {
