@@ -78,9 +78,7 @@ pub fn expires(text: &str) -> Result<Duration, Error> {
 
 /// ARCHIVE is a file name `NAME-STAMP.tar.gz.age`, not a path.
 fn check_archive_name(archive: &str) -> Result<(), Error> {
-    if archive.contains('/')
-        || crate::target::archives::created_from_name(archive).is_none()
-    {
+    if archive.contains('/') || crate::target::archives::created_from_name(archive).is_none() {
         return Err(Error::Usage(format!(
             "{archive:?} is not an archive name: give it as `vouch list` prints it (NAME-STAMP.tar.gz.age)"
         )));

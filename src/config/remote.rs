@@ -355,9 +355,11 @@ mod tests {
             tls.remotes[0].s3.tls_ca.as_deref(),
             Some(Path::new("/etc/vouch/ca.pem"))
         );
-        let e = parse("[[target]]\nname = \"x\"\npath = \"/srv/x\"\ntls-ca = \"/c\"\n").unwrap_err();
+        let e =
+            parse("[[target]]\nname = \"x\"\npath = \"/srv/x\"\ntls-ca = \"/c\"\n").unwrap_err();
         assert!(
-            e.to_string().contains("tls-ca does not apply to kind = \"dir\""),
+            e.to_string()
+                .contains("tls-ca does not apply to kind = \"dir\""),
             "{e}"
         );
         let e = parse("[[target]]\nname = \"x\"\npath = \"/srv/x\"\nbucket = \"b\"\n").unwrap_err();
