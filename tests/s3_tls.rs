@@ -2,7 +2,8 @@
 //! that serves https with a certificate from a test CA made by the real `openssl`: with the CA
 //! given, the run copies and reads back the archive over https and a presigned URL fetches it
 //! with `curl --cacert`; without it, preflight fails with 14 and names the certificate
-//! problem; a CA file that is missing or not a certificate is a config error (10) naming it.
+//! problem; the system's store still counts beside it; a CA file that is missing or not a
+//! certificate is a config error (10) naming it.
 
 mod util;
 
@@ -101,12 +102,33 @@ fn s3_target(server: &S3Server, endpoint: &str, extra: &str) -> String {
 }
 
 fn vouch(env: &Env, creds: &Path, args: &[&str]) -> Output {
-    env.command(args)
-        .env("CREDENTIALS_DIRECTORY", creds)
+    vouch_with_store(env, creds, None, args)
+}
+
+/// `vouch ARGS` with `store` as the system's CA bundle (`SSL_CERT_FILE`), or the real one.
+fn vouch_with_store(env: &Env, creds: &Path, store: Option<&Path>, args: &[&str]) -> Output {
+    let mut cmd = env.command(args);
+    cmd.env("CREDENTIALS_DIRECTORY", creds)
         .env_remove("SSL_CERT_FILE")
-        .env_remove("SSL_CERT_DIR")
+        .env_remove("SSL_CERT_DIR");
+    if let Some(store) = store {
+        cmd.env("SSL_CERT_FILE", store);
+    }
+    cmd.output().unwrap()
+}
+
+/// Another CA, which signed nothing the server shows.
+fn unrelated_ca(dir: &Path) -> PathBuf {
+    let out = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:prime256v1", "-nodes"])
+        .args(["-keyout", "other.key", "-out", "other.pem", "-days", "2"])
+        .args(["-subj", "/CN=an unrelated CA"])
+        .current_dir(dir)
         .output()
-        .unwrap()
+        .unwrap();
+    assert!(out.status.success(), "openssl: {}", stderr(&out));
+    dir.join("other.pem")
 }
 
 #[test]
@@ -186,6 +208,23 @@ fn tls_ca_lets_an_https_endpoint_with_its_own_ca_through() {
     assert_eq!(
         fs::read(util::restored(&into, &env.src).join("a.txt")).unwrap(),
         b"alpha"
+    );
+
+    // tls-ca adds to the system's store: with an unrelated CA as tls-ca, the server's CA in
+    // the system store (SSL_CERT_FILE) still lets it through, and not without it.
+    let other = unrelated_ca(env.dir.path());
+    let line = format!("tls-ca = \"{}\"\n", other.display());
+    env.write_config("", &s3_target(&server, &proxy.endpoint, &line));
+    assert_code(
+        &vouch_with_store(&env, &creds, Some(&ca), &["preflight"]),
+        0,
+    );
+    let out = vouch(&env, &creds, &["preflight"]);
+    assert_code(&out, 14);
+    assert!(
+        stderr(&out).contains("certificate verify failed"),
+        "{}",
+        stderr(&out)
     );
 }
 

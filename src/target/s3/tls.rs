@@ -79,7 +79,12 @@ pub fn roots_with(extra: &[Certificate<'static>]) -> Vec<Certificate<'static>> {
     let bundle = std::env::var_os("SSL_CERT_FILE")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| SYSTEM_BUNDLE.into());
-    let mut roots: Vec<Certificate<'static>> = bounded::read(&bundle, Links::Follow, CA_CAP)
+    roots_from(&bundle, extra)
+}
+
+/// The certificates of the bundle at `bundle` (none when it cannot be read), then `extra`.
+fn roots_from(bundle: &Path, extra: &[Certificate<'static>]) -> Vec<Certificate<'static>> {
+    let mut roots: Vec<Certificate<'static>> = bounded::read(bundle, Links::Follow, CA_CAP)
         .ok()
         .map(|bytes| {
             ureq::tls::parse_pem(&bytes)
@@ -115,6 +120,19 @@ mod tests {
         .unwrap();
         let e = read_ca(&p).unwrap_err();
         assert!(e.contains("certificate 1 is not a DER certificate"), "{e}");
+    }
+
+    #[test]
+    fn the_system_bundle_comes_first_and_the_extra_roots_are_added() {
+        let d = tempfile::tempdir().unwrap();
+        let block = "-----BEGIN CERTIFICATE-----\nMAA=\n-----END CERTIFICATE-----\n";
+        let bundle = d.path().join("bundle.pem");
+        std::fs::write(&bundle, format!("{block}{block}")).unwrap();
+        let extra = [Certificate::from_der(&[0x30, 0x01, 0x00]).to_owned()];
+        let roots = roots_from(&bundle, &extra);
+        assert_eq!(roots.len(), 3);
+        assert_eq!(roots[2].der(), [0x30, 0x01, 0x00]);
+        assert_eq!(roots_from(&d.path().join("none"), &extra).len(), 1);
     }
 
     #[test]
