@@ -10,7 +10,10 @@
 //! Every request is signed with AWS Signature Version 4 over the SHA-256 of its real payload
 //! (never `UNSIGNED-PAYLOAD`) and carries its `Content-MD5`, so the server checks the bytes it
 //! received twice ([`sigv4`], [`client`]). Requests go out over the blocking `ureq` client;
-//! there is no SDK and no async runtime.
+//! there is no SDK and no async runtime. The one exception to the payload rule is not a
+//! request vouch sends: the presigned `GET` URLs of `vouch presign` ([`presign`]), which have
+//! no payload and are signed `UNSIGNED-PAYLOAD` as the specification requires. An endpoint
+//! with its own CA is trusted through `tls-ca` ([`tls`]).
 
 pub mod client; // the S3 requests, signed, sent and their answers checked
 pub mod copy; // the off-site copy of one committed archive: upload, read-back, receipt
