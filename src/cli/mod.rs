@@ -7,6 +7,7 @@ pub mod list; // `vouch list`
 pub mod notify_failure; // `vouch notify-failure`, run by vouch-notify@.service
 pub mod output; // standard output that a closed pipe cannot turn into a panic
 pub mod preflight; // `vouch preflight`
+pub mod presign; // `vouch presign`: a time-limited URL of an archive on an S3 target
 pub mod prune; // `vouch prune`
 pub mod restore; // `vouch restore`
 pub mod run; // `vouch run`
@@ -132,6 +133,20 @@ pub enum Command {
         #[arg(long, value_name = "NAME")]
         target: Option<String>,
     },
+    /// Print a time-limited URL of an archive on an S3 target, to fetch it with plain curl
+    /// (`curl -fsS URL | age -d -i IDENTITY | tar -xzf - -C DIR`). The archive and its receipt
+    /// must both be on the target. Anyone holding the URL can download the encrypted archive
+    /// until it expires.
+    Presign {
+        /// The archive's file name, as `vouch list` prints it (NAME-STAMP.tar.gz.age).
+        archive: String,
+        /// The S3 target holding it.
+        #[arg(long, value_name = "NAME")]
+        target: String,
+        /// How long the URL works, from 1s to 7d (e.g. 90m, 24h, 7d).
+        #[arg(long, value_name = "DURATION", default_value = presign::DEFAULT_EXPIRES)]
+        expires: String,
+    },
     /// Apply the retention policy (`keep`) to every target's archives.
     Prune {
         /// Print what would be kept and deleted, and why, without deleting.
@@ -174,6 +189,7 @@ impl Command {
             Command::Status { .. } => "status",
             Command::List { .. } => "list",
             Command::Restore { .. } => "restore",
+            Command::Presign { .. } => "presign",
             Command::Prune { .. } => "prune",
             Command::Doctor => "doctor",
         }
@@ -251,6 +267,18 @@ pub fn execute(cli: &Cli) -> Result<Done, Error> {
                 devices,
                 identity: identity.clone(),
                 target: target.clone(),
+            },
+        ),
+        Command::Presign {
+            ref archive,
+            ref target,
+            ref expires,
+        } => presign::execute(
+            cli,
+            &presign::Request {
+                archive: archive.clone(),
+                target: target.clone(),
+                expires: expires.clone(),
             },
         ),
         Command::Prune {
@@ -381,6 +409,7 @@ pub fn report_failure(cli: &Cli, error: &Error, code: ExitCode) {
         | Command::Keygen { .. }
         | Command::List { .. }
         | Command::Restore { .. }
+        | Command::Presign { .. }
         | Command::Prune { .. } => {
             crate::systemd::journal::Entry::error(format!("{}: {error}", code.name()))
                 .field("VOUCH_EXIT_CODE", code.code())

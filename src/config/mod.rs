@@ -324,6 +324,7 @@ struct RawTarget {
     credential: Option<Spanned<String>>,
     part_size: Option<Spanned<SizeValue>>,
     allow_http: Option<Spanned<bool>>,
+    tls_ca: Option<Spanned<String>>,
     require_mount: Option<Spanned<bool>>,
     mount: Option<Spanned<String>>,
     #[serde(default)]
@@ -418,6 +419,7 @@ fn take_s3(t: &mut RawTarget) -> remote::RawS3 {
         credential: t.credential.take(),
         part_size: t.part_size.take(),
         allow_http: t.allow_http.take(),
+        tls_ca: t.tls_ca.take(),
     }
 }
 

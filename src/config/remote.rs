@@ -33,6 +33,8 @@ pub struct S3Target {
     pub credential: Secret,
     /// The preferred part size of multipart uploads.
     pub part_size: u64,
+    /// `tls-ca`: a PEM file of CA certificates trusted besides the system's (https only).
+    pub tls_ca: Option<std::path::PathBuf>,
 }
 
 /// The S3 keys of a raw `[[target]]`.
@@ -47,6 +49,7 @@ pub(super) struct RawS3 {
     pub credential: Option<Spanned<String>>,
     pub part_size: Option<Spanned<SizeValue>>,
     pub allow_http: Option<Spanned<bool>>,
+    pub tls_ca: Option<Spanned<String>>,
 }
 
 impl RawS3 {
@@ -66,6 +69,7 @@ impl RawS3 {
         add("credential", self.credential.as_ref().map(|v| v.span()));
         add("part-size", self.part_size.as_ref().map(|v| v.span()));
         add("allow-http", self.allow_http.as_ref().map(|v| v.span()));
+        add("tls-ca", self.tls_ca.as_ref().map(|v| v.span()));
         out
     }
 }
@@ -160,7 +164,9 @@ impl Context<'_> {
                 n
             }
         };
+        let tls_ca = self.tls_ca(raw, &url, &key("tls-ca"))?;
         Ok(S3Target {
+            tls_ca,
             endpoint: url,
             region: region.get_ref().clone(),
             bucket: bucket.get_ref().clone(),
@@ -169,6 +175,27 @@ impl Context<'_> {
             credential: Secret::Credential(credential.get_ref().clone()),
             part_size,
         })
+    }
+
+    /// `tls-ca`, resolved like every path of the config; refused beside an `http://` endpoint,
+    /// which has no certificate to check.
+    fn tls_ca(
+        &self,
+        raw: &RawS3,
+        url: &str,
+        key: &str,
+    ) -> Result<Option<std::path::PathBuf>, ConfigError> {
+        let Some(v) = &raw.tls_ca else {
+            return Ok(None);
+        };
+        if url.starts_with("http://") {
+            return Err(self.error(
+                Some(v.span()),
+                key,
+                "tls-ca applies to an https:// endpoint; this one is http://, with no certificate to check".into(),
+            ));
+        }
+        self.path(v, key).map(Some)
     }
 
     /// `https://HOST[:PORT]` (or `http://` with `allow-http`), without path, query or user.
@@ -311,6 +338,30 @@ mod tests {
             "{S3}endpoint = \"http://127.0.0.1:3900\"\nallow-http = true\n"
         ));
         assert!(ok.is_ok(), "{ok:?}");
+        let e = parse(&format!(
+            "{S3}endpoint = \"http://127.0.0.1:3900\"\nallow-http = true\ntls-ca = \"/etc/ca.pem\"\n"
+        ))
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("target.off.tls-ca: tls-ca applies to an https:// endpoint"),
+            "{e}"
+        );
+        let tls = parse(&format!(
+            "{S3}endpoint = \"https://h\"\ntls-ca = \"/etc/vouch/ca.pem\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            tls.remotes[0].s3.tls_ca.as_deref(),
+            Some(Path::new("/etc/vouch/ca.pem"))
+        );
+        let e =
+            parse("[[target]]\nname = \"x\"\npath = \"/srv/x\"\ntls-ca = \"/c\"\n").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("tls-ca does not apply to kind = \"dir\""),
+            "{e}"
+        );
         let e = parse("[[target]]\nname = \"x\"\npath = \"/srv/x\"\nbucket = \"b\"\n").unwrap_err();
         assert!(
             e.to_string()

@@ -6,6 +6,7 @@
 //! It understands just enough HTTP for the S3 client: requests and answers with a
 //! `Content-Length` body (answers with `Transfer-Encoding: chunked` are de-chunked and sent on
 //! with a `Content-Length`), one upstream connection per request, keep-alive towards the client.
+//! [`Proxy::start_tls`] serves https instead, terminating TLS in front of a plain-http server.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -54,19 +55,39 @@ pub struct Proxy {
 impl Proxy {
     /// Starts a proxy in front of `upstream` (`127.0.0.1:PORT`).
     pub fn start(upstream: &str) -> Proxy {
+        Proxy::start_with(upstream, None)
+    }
+
+    /// Starts a proxy that serves https with `acceptor`'s certificate in front of `upstream`
+    /// (plain http); its endpoint is `https://127.0.0.1:PORT`. A handshake the client refuses
+    /// ends that connection only.
+    #[allow(dead_code)]
+    pub fn start_tls(upstream: &str, acceptor: native_tls::TlsAcceptor) -> Proxy {
+        Proxy::start_with(upstream, Some(Arc::new(acceptor)))
+    }
+
+    fn start_with(upstream: &str, tls: Option<Arc<native_tls::TlsAcceptor>>) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let rules: Arc<Mutex<Vec<Rule>>> = Arc::default();
         let seen: Arc<Mutex<Vec<String>>> = Arc::default();
         let (r, s, up) = (rules.clone(), seen.clone(), upstream.to_owned());
+        let scheme = if tls.is_some() { "https" } else { "http" };
         thread::spawn(move || {
             for conn in listener.incoming().flatten() {
-                let (r, s, up) = (r.clone(), s.clone(), up.clone());
-                thread::spawn(move || serve(conn, &up, &r, &s));
+                let (r, s, up, tls) = (r.clone(), s.clone(), up.clone(), tls.clone());
+                thread::spawn(move || match tls {
+                    None => serve(conn, &up, &r, &s),
+                    Some(acceptor) => {
+                        if let Ok(conn) = acceptor.accept(conn) {
+                            serve(conn, &up, &r, &s);
+                        }
+                    }
+                });
             }
         });
         Proxy {
-            endpoint: format!("http://127.0.0.1:{port}"),
+            endpoint: format!("{scheme}://127.0.0.1:{port}"),
             rules,
             seen,
         }
@@ -180,8 +201,12 @@ fn flip(body: &mut [u8]) {
 }
 
 /// Serves one client connection, request after request.
-fn serve(conn: TcpStream, upstream: &str, rules: &Mutex<Vec<Rule>>, seen: &Mutex<Vec<String>>) {
-    let mut out = conn.try_clone().unwrap();
+fn serve(
+    conn: impl Read + Write,
+    upstream: &str,
+    rules: &Mutex<Vec<Rule>>,
+    seen: &Mutex<Vec<String>>,
+) {
     let mut reader = BufReader::new(conn);
     while let Some(head) = read_head(&mut reader) {
         let mut req = Message {
@@ -224,12 +249,12 @@ fn serve(conn: TcpStream, upstream: &str, rules: &Mutex<Vec<Rule>>, seen: &Mutex
             Some(Fault::TruncateResponse) => {
                 let bytes = answer.bytes();
                 let cut = bytes.len() - answer.body.len() / 2;
-                let _ = out.write_all(&bytes[..cut]);
+                let _ = reader.get_mut().write_all(&bytes[..cut]);
                 return;
             }
             _ => {}
         }
-        if out.write_all(&answer.bytes()).is_err() {
+        if reader.get_mut().write_all(&answer.bytes()).is_err() {
             return;
         }
     }

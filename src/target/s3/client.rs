@@ -175,6 +175,17 @@ struct Call<'a> {
 impl Client {
     /// A client; `timeout` bounds each request (connect, and each read or write stall).
     pub fn new(endpoint: Endpoint, credentials: Credentials, timeout: Duration) -> Client {
+        Client::with_roots(endpoint, credentials, timeout, &[])
+    }
+
+    /// A client that also trusts the CA certificates `extra_roots` (`tls-ca`) besides the
+    /// system's store ([`super::tls::roots_with`]).
+    pub fn with_roots(
+        endpoint: Endpoint,
+        credentials: Credentials,
+        timeout: Duration,
+        extra_roots: &[ureq::tls::Certificate<'static>],
+    ) -> Client {
         let host = endpoint
             .url
             .split_once("://")
@@ -187,7 +198,11 @@ impl Client {
         };
         let tls = ureq::tls::TlsConfig::builder()
             .provider(ureq::tls::TlsProvider::NativeTls)
-            .root_certs(ureq::tls::RootCerts::PlatformVerifier)
+            .root_certs(if extra_roots.is_empty() {
+                ureq::tls::RootCerts::PlatformVerifier
+            } else {
+                super::tls::roots_with(extra_roots).into()
+            })
             .build();
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
@@ -216,6 +231,20 @@ impl Client {
     /// `s3://BUCKET/KEY`, as messages name an object.
     pub fn url_of(&self, key: &str) -> String {
         format!("s3://{}/{key}", self.endpoint.bucket)
+    }
+
+    /// A presigned `GET` URL of `key`, good for `expires` seconds from `now` (1 to
+    /// [`super::presign::MAX_EXPIRES`]).
+    pub fn presigned_get(&self, key: &str, expires: u64, now: OffsetDateTime) -> String {
+        let path = self.path(Some(key));
+        let get = super::presign::Get {
+            host: &self.host,
+            path: &path,
+            region: &self.endpoint.region,
+            expires,
+        };
+        let signed = super::presign::presign_get(self.signer.credentials(), &get, now);
+        self.url(&signed.path_and_query)
     }
 
     /// The unencoded path of `key` (or of the bucket) as it is signed.

@@ -10,15 +10,20 @@
 //! Every request is signed with AWS Signature Version 4 over the SHA-256 of its real payload
 //! (never `UNSIGNED-PAYLOAD`) and carries its `Content-MD5`, so the server checks the bytes it
 //! received twice ([`sigv4`], [`client`]). Requests go out over the blocking `ureq` client;
-//! there is no SDK and no async runtime.
+//! there is no SDK and no async runtime. The one exception to the payload rule is not a
+//! request vouch sends: the presigned `GET` URLs of `vouch presign` ([`presign`]), which have
+//! no payload and are signed `UNSIGNED-PAYLOAD` as the specification requires. An endpoint
+//! with its own CA is trusted through `tls-ca` ([`tls`]).
 
 pub mod client; // the S3 requests, signed, sent and their answers checked
 pub mod copy; // the off-site copy of one committed archive: upload, read-back, receipt
 pub mod last; // the last copy of each target, for status
 pub mod pending; // multipart uploads in flight, recorded so a crash's can be aborted
+pub mod presign; // presigned GET URLs: SigV4 in the query string, for `vouch presign`
 pub mod probe; // preflight: bucket, key, clock and a write that creates nothing
 pub mod sigv4; // AWS Signature Version 4: canonical request, string to sign, Authorization
 pub mod store; // the archives in the bucket as a Target: listed, read, deleted
+pub mod tls; // tls-ca: an extra CA for a self-hosted endpoint's certificate
 pub mod upload; // one archive into a bucket: a PutObject, or equal parts, checked
 pub mod xml; // errors, listings and multipart documents
 
@@ -92,7 +97,7 @@ pub fn credentials(
 }
 
 impl S3 {
-    /// The target of `remote` with the key from its credential.
+    /// The target of `remote` with the key from its credential and the CA of its `tls-ca`.
     pub fn open(remote: &Remote, credentials_dir: Option<&Path>) -> Result<S3, (String, String)> {
         let credentials = credentials(&remote.s3.credential, credentials_dir)?;
         let endpoint = Endpoint {
@@ -101,9 +106,19 @@ impl S3 {
             bucket: remote.s3.bucket.clone(),
             style: remote.s3.url_style,
         };
+        let roots = match &remote.s3.tls_ca {
+            Some(path) => tls::read_ca(path).map_err(|detail| {
+                let hint = format!(
+                    "Give tls-ca of [[target]] \"{}\" the PEM certificate of the CA that signed the endpoint's certificate (-----BEGIN CERTIFICATE-----), or remove it.",
+                    remote.name
+                );
+                (detail, hint)
+            })?,
+            None => Vec::new(),
+        };
         Ok(S3 {
             name: remote.name.clone(),
-            client: Client::new(endpoint, credentials, REQUEST_TIMEOUT),
+            client: Client::with_roots(endpoint, credentials, REQUEST_TIMEOUT, &roots),
             prefix: remote.s3.prefix.clone(),
             part_size: remote.s3.part_size,
         })

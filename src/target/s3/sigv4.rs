@@ -20,8 +20,8 @@
 //!
 //! S3's rules where they differ from other services: the path is URI-encoded exactly once (the
 //! key as it is, `/` kept) and never normalised (`//`, `.` and `..` are signed as they stand,
-//! since an object key may contain them). Presigned URLs (signing in the query string) are not
-//! made here.
+//! since an object key may contain them). Presigned URLs (signing in the query string) are made
+//! from the same steps in [`super::presign`].
 //!
 //! Specification: <https://docs.aws.amazon.com/AmazonS3/latest/API/sig-v4-header-based-auth.html>
 //! and <https://docs.aws.amazon.com/IAM/latest/UserGuide/create-signed-request.html>.
@@ -127,6 +127,11 @@ impl Signer {
             service: service.to_owned(),
             content_sha256_header,
         }
+    }
+
+    /// The key it signs with.
+    pub fn credentials(&self) -> &Credentials {
+        &self.credentials
     }
 
     /// Signs `request` as made at `now` (the server refuses a time more than 15 minutes off
