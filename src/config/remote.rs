@@ -408,7 +408,8 @@ mod tests {
         let lock = s.remotes[0].s3.object_lock.unwrap();
         assert_eq!((lock.mode, lock.days), (LockMode::Governance, 30));
         assert_eq!(s.remotes[0].s3.readback, Readback::Checksum);
-        let e = parse("[[target]]\nname = \"x\"\npath = \"/srv/x\"\nreadback = \"full\"\n").unwrap_err();
+        let e = parse("[[target]]\nname = \"x\"\npath = \"/srv/x\"\nreadback = \"full\"\n")
+            .unwrap_err();
         assert!(e.to_string().contains("readback does not apply"), "{e}");
     }
 
