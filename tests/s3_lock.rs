@@ -243,7 +243,7 @@ fn object_lock_on_a_bucket_without_it_is_14_naming_the_bucket() {
     let out = run(&env, &creds, &["preflight"]);
     assert_code(&out, 14);
     assert!(
-        stderr(&out).contains("has no Object Lock"),
+        stderr(&out).contains("the bucket vouch-test has no Object Lock"),
         "{}",
         stderr(&out)
     );
@@ -347,6 +347,10 @@ fn garage_verifies_the_part_sha256_and_moto_takes_it_unchecked() {
         Some(400),
         "Garage refuses a wrong PutObject checksum: {e}"
     );
+    // Garage has no Object Lock: no configuration, no retention (it answers 501).
+    assert_eq!(c.lock_configuration().unwrap(), None);
+    c.put("p", b"v", &[]).unwrap();
+    assert_eq!(c.retention("p").unwrap(), None);
 
     let m = Moto::start();
     let c = moto_client(&m, &m.plain_bucket);

@@ -7,7 +7,9 @@
 //! `AccessDenied` until its retain-until date. vouch never sends
 //! `x-amz-bypass-governance-retention`.
 //!
-//! Servers differ in what they implement: moto 5.2.5 has no `GetObjectRetention` (a
+//! Servers differ in what they implement: Garage 2.5 has no Object Lock (501 to each of these
+//! requests, and it ignores the lock headers on `PutObject`, so only the preflight's
+//! `GetObjectLockConfiguration` tells); moto 5.2.5 has no `GetObjectRetention` (a
 //! `GET KEY?retention` is answered with the object itself) but reports the lock on `HEAD`, as
 //! AWS does for a caller allowed to read it; [`Client::retention`] reads the `HEAD` first and
 //! asks `GetObjectRetention` only when it shows none.
@@ -45,7 +47,9 @@ fn mode_of(text: &str) -> Option<LockMode> {
     }
 }
 
-/// Whether an error says the bucket or object has no lock (rather than that the request failed).
+/// Whether an error says the bucket or object has no lock (rather than that the request
+/// failed): no configuration, no retention, or a server without Object Lock (Garage 2.5
+/// answers 501 `NotImplemented`).
 fn no_lock(e: &S3Error) -> bool {
     matches!(
         e.code(),
@@ -53,8 +57,9 @@ fn no_lock(e: &S3Error) -> bool {
             "ObjectLockConfigurationNotFoundError"
                 | "NoSuchObjectLockConfiguration"
                 | "InvalidRequest"
+                | "NotImplemented"
         )
-    ) || e.status() == Some(404)
+    ) || matches!(e.status(), Some(404 | 501))
 }
 
 impl Client {

@@ -101,11 +101,8 @@ fn lock(s3: &S3) -> Result<(), Refused> {
             Ok(())
         }
         Ok(_) => Err(missing(format!(
-            "the bucket {bucket} does not have Object Lock enabled"
+            "the bucket {bucket} does not have Object Lock enabled (or its server has no Object Lock)"
         ))),
-        Err(e) if e.status() == Some(501) || e.code() == Some("NotImplemented") => Err(missing(
-            format!("the server does not support Object Lock: {e}"),
-        )),
         Err(e) => Err(refused(s3, &e)),
     }
 }
