@@ -271,7 +271,6 @@ fn apply_lock(s3: &S3, key: &str, uploaded: &Uploaded, lock: ObjectLock) -> Resu
     s3.client
         .put_retention(key, Some(version), lock.mode, &until)
         .map_err(|e| format!("locking {url} until {until}: {e}"))?;
-    crate::host::fault::point("s3-after-lock");
     Ok(until)
 }
 
