@@ -218,6 +218,53 @@ fn an_archive_whose_download_was_corrupted_is_deleted_and_never_locked() {
 }
 
 #[test]
+fn a_copy_killed_before_its_lock_is_deleted_by_version_by_the_next_run() {
+    let m = Moto::start();
+    let (env, creds) = world(&m.access_key_id, &m.secret_access_key);
+    env.write_config("", &target(&m.endpoint, &m.region, &m.locked_bucket, LOCK));
+    let out = env
+        .command(&["run"])
+        .env("CREDENTIALS_DIRECTORY", &creds)
+        .env("VOUCH_TEST_FAULT", "kill:s3-before-receipt")
+        .output()
+        .unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&out.status),
+        Some(9),
+        "{}",
+        stderr(&out)
+    );
+    let left = m.versions(&m.locked_bucket);
+    assert_eq!(
+        left.len(),
+        1,
+        "the archive, unlocked and without receipt: {left:?}"
+    );
+    assert_eq!(
+        moto_client(&m, &m.locked_bucket)
+            .retention(&left[0].0)
+            .unwrap(),
+        None,
+        "not locked before its receipt would be written"
+    );
+    assert_code(&run(&env, &creds, &["run"]), 0);
+    let now: Vec<String> = m
+        .versions(&m.locked_bucket)
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(
+        now.len(),
+        2,
+        "only the new archive and its receipt: {now:?}"
+    );
+    assert!(
+        !now.contains(&left[0].0),
+        "the killed run's version is gone: {now:?}"
+    );
+}
+
+#[test]
 fn object_lock_on_a_bucket_without_it_is_14_naming_the_bucket() {
     let m = Moto::start();
     let (env, creds) = world(&m.access_key_id, &m.secret_access_key);

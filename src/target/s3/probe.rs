@@ -278,8 +278,12 @@ fn settle(s3: &S3, u: &pending::Upload) -> Result<&'static str, S3Error> {
     if s3.client.head(&format!("{}.json", u.key))?.is_some() {
         return Ok("kept the committed");
     }
-    if s3.client.head(&u.key)?.is_some() {
-        s3.client.delete(&u.key)?;
+    if let Some(h) = s3.client.head(&u.key)? {
+        // By its version, on a versioned bucket: a plain delete would only hide it.
+        match h.version_id {
+            Some(v) => s3.client.delete_version(&u.key, &v)?,
+            None => s3.client.delete(&u.key)?,
+        }
         what = "deleted the object without a receipt,";
     }
     Ok(what)
