@@ -4,7 +4,9 @@
 //! is set only after the read-back passed, so an archive whose download was corrupted is
 //! deleted and never locked; a bucket without Object Lock fails preflight with 14;
 //! `readback = "checksum"` copies without a download and `status` warns until a full verify is
-//! recorded; Garage verifies `x-amz-checksum-sha256` on every part, moto does not.
+//! recorded; Garage verifies `x-amz-checksum-sha256` on every part, moto does not, and a server
+//! that refuses the checksum headers is probed again without them; a copy killed before its
+//! lock is deleted by its version.
 
 mod util;
 
@@ -433,4 +435,44 @@ fn a_multipart_copy_with_part_checksums_completes_on_garage_and_moto() {
         .unwrap()
         .unwrap();
     assert!(head.etag.ends_with("-2"), "two parts: {}", head.etag);
+}
+
+#[test]
+fn a_server_that_refuses_the_checksum_headers_gets_copies_without_them() {
+    let g = S3Server::start();
+    let proxy = Proxy::start(&g.host);
+    let (env, creds) = world(&g.access_key_id, &g.secret_access_key);
+    env.write_config("", &target(&proxy.endpoint, &g.region, &g.bucket, ""));
+    // The probe's first Create (the one with x-amz-checksum-algorithm) is refused as a
+    // provider without the header refuses it.
+    proxy.add(Rule {
+        method: "POST",
+        contains: ".vouch-probe?uploads",
+        fault: Fault::Replace(
+            400,
+            "<Error><Code>InvalidArgument</Code><Message>Unsupported header 'x-amz-checksum-algorithm'</Message></Error>".into(),
+        ),
+        times: 1,
+    });
+    let out = run(&env, &creds, &["preflight"]);
+    assert_code(&out, 0);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("(without x-amz-checksum-sha256)"), "{text}");
+    let seen = proxy.seen.lock().unwrap().clone();
+    let creates = seen
+        .iter()
+        .filter(|l| l.starts_with("POST ") && l.contains(".vouch-probe?uploads"))
+        .count();
+    assert_eq!(creates, 2, "tried with, then without: {seen:?}");
+    // A key the server refuses is not taken for a missing checksum feature.
+    proxy.add(Rule {
+        method: "POST",
+        contains: ".vouch-probe?uploads",
+        fault: Fault::Replace(
+            403,
+            "<Error><Code>AccessDenied</Code><Message>no</Message></Error>".into(),
+        ),
+        times: 1,
+    });
+    assert_code(&run(&env, &creds, &["preflight"]), 16);
 }
