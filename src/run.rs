@@ -710,19 +710,32 @@ fn offsite(
             Ok(c) => {
                 Entry::event(
                     Event::RemoteCopied,
-                    format!("archive {} copied to {} and read back", facts.name, c.url),
+                    format!(
+                        "archive {} copied to {} and {}",
+                        facts.name,
+                        c.url,
+                        match c.readback {
+                            crate::config::Readback::Full => "read back",
+                            crate::config::Readback::Checksum =>
+                                "checked by its digests, not read back",
+                        }
+                    ),
                 )
                 .field("VOUCH_TARGET", &remote.name)
                 .field("VOUCH_ARCHIVE", &c.url)
                 .field("VOUCH_ARCHIVE_SHA256", &facts.closed.archive_sha256)
                 .field("VOUCH_BYTES_OUT", facts.closed.archive_size)
                 .field("VOUCH_DURATION_USEC", c.duration.as_micros())
+                .field("VOUCH_READBACK", c.readback.as_str())
+                .field_opt("VOUCH_REMOTE_VERSION_ID", c.version_id.as_deref())
+                .field_opt("VOUCH_RETAIN_UNTIL", c.retain_until.as_deref())
                 .emit();
                 let last = crate::target::s3::last::Copy {
                     archive: facts.name.clone(),
                     url: c.url.clone(),
                     copied: rfc3339(OffsetDateTime::now_utc()),
                     created: rfc3339(facts.created),
+                    readback: Some(c.readback.as_str().to_owned()),
                 };
                 if let Err(e) = crate::target::s3::last::record(
                     &dirs.state,

@@ -154,12 +154,24 @@ fn check_remote(remote: &crate::config::Remote, dirs: &Dirs) -> Finding {
         Err((detail, hint)) => return refused(crate::exit::ExitCode::Config, detail, hint),
     };
     match crate::target::s3::probe::check(&s3, &dirs.state) {
-        Ok(()) => ok(
+        Ok(found) => ok(
             "remote",
             name,
             format!(
-                "s3://{}/{} at {}: the bucket answers and takes a write",
-                remote.s3.bucket, remote.s3.prefix, remote.s3.endpoint
+                "s3://{}/{} at {}: the bucket answers and takes a write{}{}",
+                remote.s3.bucket,
+                remote.s3.prefix,
+                remote.s3.endpoint,
+                if found.checksum_sha256 {
+                    " with x-amz-checksum-sha256"
+                } else {
+                    " (without x-amz-checksum-sha256)"
+                },
+                if remote.s3.object_lock.is_some() {
+                    "; Object Lock is enabled"
+                } else {
+                    ""
+                }
             ),
         ),
         Err(r) => refused(r.code, r.detail, r.hint),

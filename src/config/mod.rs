@@ -19,7 +19,7 @@ pub use dumps::{
     DEFAULT_DUMP_TIMEOUT, DEFAULT_HOOK_TIMEOUT, REQUIRED_DUMP_PREFIX,
 };
 
-pub use remote::{S3Target, DEFAULT_PART_SIZE};
+pub use remote::{LockMode, ObjectLock, Readback, S3Target, DEFAULT_PART_SIZE};
 pub use units::{format_duration, parse_duration, parse_size};
 
 use crate::host::bounded::Links;
@@ -325,6 +325,8 @@ struct RawTarget {
     part_size: Option<Spanned<SizeValue>>,
     allow_http: Option<Spanned<bool>>,
     tls_ca: Option<Spanned<String>>,
+    object_lock: Option<Spanned<remote::RawLock>>,
+    readback: Option<Spanned<String>>,
     require_mount: Option<Spanned<bool>>,
     mount: Option<Spanned<String>>,
     #[serde(default)]
@@ -420,6 +422,8 @@ fn take_s3(t: &mut RawTarget) -> remote::RawS3 {
         part_size: t.part_size.take(),
         allow_http: t.allow_http.take(),
         tls_ca: t.tls_ca.take(),
+        object_lock: t.object_lock.take(),
+        readback: t.readback.take(),
     }
 }
 

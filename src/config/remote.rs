@@ -35,6 +35,66 @@ pub struct S3Target {
     pub part_size: u64,
     /// `tls-ca`: a PEM file of CA certificates trusted besides the system's (https only).
     pub tls_ca: Option<std::path::PathBuf>,
+    /// `object-lock = { mode, days }`: the retention each archive gets after its read-back.
+    pub object_lock: Option<ObjectLock>,
+    /// How the copy is checked before its receipt is written.
+    pub readback: Readback,
+}
+
+/// The Object Lock retention mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockMode {
+    /// Nobody, not even the account's root, can shorten or remove it.
+    Compliance,
+    /// A user with `s3:BypassGovernanceRetention` can (vouch never does).
+    Governance,
+}
+
+impl LockMode {
+    /// The name S3 uses (`x-amz-object-lock-mode`, `<Mode>`).
+    pub fn as_s3(self) -> &'static str {
+        match self {
+            LockMode::Compliance => "COMPLIANCE",
+            LockMode::Governance => "GOVERNANCE",
+        }
+    }
+}
+
+/// `object-lock = { mode = "compliance", days = 30 }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectLock {
+    /// The mode.
+    pub mode: LockMode,
+    /// Days from the copy until the archive may be deleted.
+    pub days: u32,
+}
+
+/// `readback = "full" | "checksum"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Readback {
+    /// Download the object and check it entry by entry, as the local read-back does.
+    #[default]
+    Full,
+    /// No download: trust the digests the server accepted, its Complete answer and a HEAD.
+    Checksum,
+}
+
+impl Readback {
+    /// `full` or `checksum`, as the config, the journal and `s3-copies.json` name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Readback::Full => "full",
+            Readback::Checksum => "checksum",
+        }
+    }
+}
+
+/// The raw `object-lock` table.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLock {
+    mode: Option<Spanned<String>>,
+    days: Option<Spanned<i64>>,
 }
 
 /// The S3 keys of a raw `[[target]]`.
@@ -50,6 +110,8 @@ pub(super) struct RawS3 {
     pub part_size: Option<Spanned<SizeValue>>,
     pub allow_http: Option<Spanned<bool>>,
     pub tls_ca: Option<Spanned<String>>,
+    pub object_lock: Option<Spanned<RawLock>>,
+    pub readback: Option<Spanned<String>>,
 }
 
 impl RawS3 {
@@ -70,6 +132,8 @@ impl RawS3 {
         add("part-size", self.part_size.as_ref().map(|v| v.span()));
         add("allow-http", self.allow_http.as_ref().map(|v| v.span()));
         add("tls-ca", self.tls_ca.as_ref().map(|v| v.span()));
+        add("object-lock", self.object_lock.as_ref().map(|v| v.span()));
+        add("readback", self.readback.as_ref().map(|v| v.span()));
         out
     }
 }
@@ -174,6 +238,8 @@ impl Context<'_> {
             url_style,
             credential: Secret::Credential(credential.get_ref().clone()),
             part_size,
+            object_lock: self.object_lock(raw.object_lock.as_ref(), &key("object-lock"))?,
+            readback: self.readback(raw.readback.as_ref(), &key("readback"))?,
         })
     }
 
@@ -196,6 +262,67 @@ impl Context<'_> {
             ));
         }
         self.path(v, key).map(Some)
+    }
+
+    /// `object-lock = { mode = "compliance" | "governance", days = N }`, N at least 1.
+    fn object_lock(
+        &self,
+        v: Option<&Spanned<RawLock>>,
+        key: &str,
+    ) -> Result<Option<ObjectLock>, ConfigError> {
+        let Some(v) = v else { return Ok(None) };
+        let lock = v.get_ref();
+        let mode = match lock.mode.as_ref().map(|m| (m.get_ref().as_str(), m.span())) {
+            Some(("compliance", _)) => LockMode::Compliance,
+            Some(("governance", _)) => LockMode::Governance,
+            Some((other, span)) => {
+                return Err(self.error(
+                    Some(span),
+                    &format!("{key}.mode"),
+                    format!("{other:?} is not \"compliance\" or \"governance\""),
+                ))
+            }
+            None => {
+                return Err(self.error(
+                    Some(v.span()),
+                    &format!("{key}.mode"),
+                    "object-lock needs mode = \"compliance\" or \"governance\"".into(),
+                ))
+            }
+        };
+        let days = match &lock.days {
+            Some(d) => u32::try_from(*d.get_ref())
+                .ok()
+                .filter(|&n| (1..=36_500).contains(&n))
+                .ok_or_else(|| {
+                    self.error(
+                        Some(d.span()),
+                        &format!("{key}.days"),
+                        format!("{} is not a number of days from 1 to 36500", d.get_ref()),
+                    )
+                })?,
+            None => {
+                return Err(self.error(
+                    Some(v.span()),
+                    &format!("{key}.days"),
+                    "object-lock needs days = N (how long each archive stays undeletable)".into(),
+                ))
+            }
+        };
+        Ok(Some(ObjectLock { mode, days }))
+    }
+
+    /// `readback = "full"` (the default) or `"checksum"`.
+    fn readback(&self, v: Option<&Spanned<String>>, key: &str) -> Result<Readback, ConfigError> {
+        match v.map(|r| (r.get_ref().as_str(), r.span())) {
+            None | Some(("full", _)) => Ok(Readback::Full),
+            Some(("checksum", _)) => Ok(Readback::Checksum),
+            Some((other, span)) => Err(self.error(
+                Some(span),
+                key,
+                format!("{other:?} is not \"full\" or \"checksum\""),
+            )),
+        }
     }
 
     /// `https://HOST[:PORT]` (or `http://` with `allow-http`), without path, query or user.
@@ -299,6 +426,18 @@ mod tests {
         assert_eq!(r.s3.part_size, DEFAULT_PART_SIZE);
         assert_eq!(r.s3.url_style, crate::target::s3::client::UrlStyle::Path);
         assert_eq!(r.s3.credential, Secret::Credential("off".into()));
+        assert_eq!(r.s3.object_lock, None);
+        assert_eq!(r.s3.readback, Readback::Full);
+        let s = parse(&format!(
+            "{S3}endpoint = \"https://h\"\nobject-lock = {{ mode = \"governance\", days = 30 }}\nreadback = \"checksum\"\n"
+        ))
+        .unwrap();
+        let lock = s.remotes[0].s3.object_lock.unwrap();
+        assert_eq!((lock.mode, lock.days), (LockMode::Governance, 30));
+        assert_eq!(s.remotes[0].s3.readback, Readback::Checksum);
+        let e = parse("[[target]]\nname = \"x\"\npath = \"/srv/x\"\nreadback = \"full\"\n")
+            .unwrap_err();
+        assert!(e.to_string().contains("readback does not apply"), "{e}");
     }
 
     #[test]
@@ -329,6 +468,30 @@ mod tests {
                 "a prefix ends with /",
             ),
             ("", "target.off.endpoint: an s3 target needs endpoint"),
+            (
+                "endpoint = \"https://h\"\nobject-lock = { mode = \"strict\", days = 3 }\n",
+                "target.off.object-lock.mode: \"strict\" is not",
+            ),
+            (
+                "endpoint = \"https://h\"\nobject-lock = { mode = \"compliance\", days = 0 }\n",
+                "target.off.object-lock.days: 0 is not a number of days",
+            ),
+            (
+                "endpoint = \"https://h\"\nobject-lock = { mode = \"compliance\" }\n",
+                "target.off.object-lock.days: object-lock needs days",
+            ),
+            (
+                "endpoint = \"https://h\"\nobject-lock = { days = 3 }\n",
+                "target.off.object-lock.mode",
+            ),
+            (
+                "endpoint = \"https://h\"\nobject-lock = { mode = \"compliance\", days = 3, legal-hold = true }\n",
+                "legal-hold",
+            ),
+            (
+                "endpoint = \"https://h\"\nreadback = \"none\"\n",
+                "target.off.readback: \"none\" is not",
+            ),
         ];
         for (extra, want) in cases {
             let e = parse(&format!("{S3}{extra}")).expect_err(extra).to_string();

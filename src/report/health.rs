@@ -422,6 +422,7 @@ impl Checker<'_> {
     /// one whose archive is older than `max-age` is critical, as for a directory target.
     fn remotes(&mut self, state: &std::path::Path) {
         let copies = crate::target::s3::last::load(state);
+        let verified = archives::VerifyLog::load(state);
         let max_age = self.settings.health.max_age;
         for r in &self.settings.remotes {
             let name = r.name.as_str();
@@ -447,6 +448,18 @@ impl Checker<'_> {
                         c.url,
                         age.map(age_text).unwrap_or_else(|| "of unknown age".into()),
                         duration_text(max_age)
+                    ),
+                );
+            }
+            let read_back = verified.get(name, &c.archive).is_some_and(|v| v.ok);
+            if c.readback.as_deref() == Some("checksum") && !read_back {
+                self.add(
+                    Health::Warning,
+                    Some(name),
+                    "remote",
+                    format!(
+                        "target {name}: the newest copy, {} ({}), was only checked by its digests (readback = \"checksum\") and has not been read back: a full `vouch verify` of it on this target clears this",
+                        c.archive, c.url
                     ),
                 );
             }

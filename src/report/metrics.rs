@@ -287,6 +287,7 @@ mod tests {
                     url: "s3://b/web1/a".into(),
                     copied: "2026-11-21T03:05:00Z".into(),
                     created: "2026-11-21T03:04:00Z".into(),
+                    readback: None,
                 }),
                 live: None,
             }],

@@ -54,7 +54,11 @@ available and only the ciphertext was checked: set [encryption] identity so ever
 that its archive decrypts."
             .into(),
         Event::RemoteCopied => "The archive was copied to the off-site target @VOUCH_TARGET@ \
-and checked there."
+and checked there before its receipt was written: with VOUCH_READBACK=full it was downloaded \
+and checked entry by entry, as the local copy was; with VOUCH_READBACK=checksum only the \
+server's digests vouch for it, and vouch status warns until a full verify of it is recorded. \
+VOUCH_REMOTE_VERSION_ID names the object version; VOUCH_RETAIN_UNTIL, when set, is the end of \
+its Object Lock, which was applied only after the check passed."
             .into(),
         Event::Pruned => "Retention removed archives on target @VOUCH_TARGET@ that its keep \
 rules no longer need. The newest verified archive is never removed."

@@ -3,6 +3,7 @@
 
 pub mod docker; // a Docker daemon on its own socket
 pub mod mariadb; // a MariaDB server on a unix socket
+pub mod moto; // a moto S3 server on loopback, with Object Lock
 pub mod podman; // podman containers from a local image
 pub mod postgresql; // a PostgreSQL cluster on a unix socket
 pub mod proxy; // an HTTP proxy that lies to the S3 client on purpose

@@ -164,12 +164,21 @@ pub fn content_md5(body: &[u8]) -> String {
 }
 
 /// One request before it is signed.
-struct Call<'a> {
-    method: &'static str,
-    key: Option<&'a str>,
-    query: &'a [(&'a str, &'a str)],
-    headers: &'a [(&'a str, &'a str)],
-    body: &'a [u8],
+pub(super) struct Call<'a> {
+    pub(super) method: &'static str,
+    pub(super) key: Option<&'a str>,
+    pub(super) query: &'a [(&'a str, &'a str)],
+    pub(super) headers: &'a [(&'a str, &'a str)],
+    pub(super) body: &'a [u8],
+}
+
+/// What an upload (`PutObject`, `CompleteMultipartUpload`) answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// The object's ETag, quotes removed.
+    pub etag: String,
+    /// `x-amz-version-id`, on a versioned bucket.
+    pub version_id: Option<String>,
 }
 
 impl Client {
@@ -281,7 +290,10 @@ impl Client {
     }
 
     /// Signs and sends `call`; returns the raw response.
-    fn send(&self, call: &Call<'_>) -> Result<ureq::http::Response<ureq::Body>, S3Error> {
+    pub(super) fn send(
+        &self,
+        call: &Call<'_>,
+    ) -> Result<ureq::http::Response<ureq::Body>, S3Error> {
         let payload = payload_sha256(call.body);
         let md5 = (!call.body.is_empty() || call.method == "PUT").then(|| content_md5(call.body));
         let mut headers = vec![("host", self.host.as_str())];
@@ -321,7 +333,7 @@ impl Client {
 
     /// Sends `call` and reads the whole answer; a status outside 2xx is an error with the
     /// server's code.
-    fn call(&self, call: &Call<'_>) -> Result<Answer, S3Error> {
+    pub(super) fn call(&self, call: &Call<'_>) -> Result<Answer, S3Error> {
         let mut response = self.send(call)?;
         let status = response.status().as_u16();
         let headers = response
@@ -356,7 +368,7 @@ impl Client {
     }
 
     /// The error for an answer outside 2xx.
-    fn status_error(&self, call: &Call<'_>, answer: &Answer) -> S3Error {
+    pub(super) fn status_error(&self, call: &Call<'_>, answer: &Answer) -> S3Error {
         let parsed = xml::error(&answer.body);
         let message = match &parsed {
             Some(e) if !e.message.is_empty() => e.message.clone(),
@@ -379,7 +391,12 @@ impl Client {
         }
     }
 
-    fn bad(&self, method: &'static str, key: Option<&str>, detail: impl Into<String>) -> S3Error {
+    pub(super) fn bad(
+        &self,
+        method: &'static str,
+        key: Option<&str>,
+        detail: impl Into<String>,
+    ) -> S3Error {
         S3Error::Bad {
             method,
             what: self.what(key),
@@ -402,6 +419,16 @@ impl Client {
 
     /// `PutObject` of a small body in one request; returns the ETag, which must be the body's MD5.
     pub fn put(&self, key: &str, body: &[u8], extra: &[(&str, &str)]) -> Result<String, S3Error> {
+        self.put_object(key, body, extra).map(|s| s.etag)
+    }
+
+    /// [`Client::put`], returning the version id too.
+    pub fn put_object(
+        &self,
+        key: &str,
+        body: &[u8],
+        extra: &[(&str, &str)],
+    ) -> Result<Stored, S3Error> {
         let a = self.call(&Call {
             method: "PUT",
             key: Some(key),
@@ -418,16 +445,28 @@ impl Client {
                 format!("ETag {etag} is not the MD5 {md5} of what was sent"),
             ));
         }
-        Ok(etag)
+        Ok(Stored {
+            etag,
+            version_id: a.header("x-amz-version-id").map(str::to_owned),
+        })
     }
 
     /// `CreateMultipartUpload`; returns the upload id.
     pub fn create_multipart(&self, key: &str) -> Result<String, S3Error> {
+        self.create_multipart_with(key, &[])
+    }
+
+    /// [`Client::create_multipart`] with extra headers (`x-amz-checksum-algorithm`).
+    pub fn create_multipart_with(
+        &self,
+        key: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<String, S3Error> {
         let a = self.call(&Call {
             method: "POST",
             key: Some(key),
             query: &[("uploads", "")],
-            headers: &[],
+            headers,
             body: &[],
         })?;
         xml::text(&a.body, "UploadId")
@@ -443,12 +482,24 @@ impl Client {
         part: u32,
         body: &[u8],
     ) -> Result<String, S3Error> {
+        self.upload_part_with(key, upload_id, part, body, &[])
+    }
+
+    /// [`Client::upload_part`] with extra headers (`x-amz-checksum-sha256`).
+    pub fn upload_part_with(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part: u32,
+        body: &[u8],
+        headers: &[(&str, &str)],
+    ) -> Result<String, S3Error> {
         let n = part.to_string();
         let a = self.call(&Call {
             method: "PUT",
             key: Some(key),
             query: &[("partNumber", &n), ("uploadId", upload_id)],
-            headers: &[],
+            headers,
             body,
         })?;
         let etag = etag_of(&a).ok_or_else(|| self.bad("PUT", Some(key), "no ETag for a part"))?;
@@ -471,7 +522,20 @@ impl Client {
         upload_id: &str,
         etags: &[String],
     ) -> Result<String, S3Error> {
-        let body = xml::complete_body(etags);
+        self.complete_multipart_with(key, upload_id, etags, None)
+            .map(|s| s.etag)
+    }
+
+    /// [`Client::complete_multipart`], naming each part's SHA-256 (base64) when the upload
+    /// was created with that checksum; returns the version id too.
+    pub fn complete_multipart_with(
+        &self,
+        key: &str,
+        upload_id: &str,
+        etags: &[String],
+        sha256s: Option<&[String]>,
+    ) -> Result<Stored, S3Error> {
+        let body = xml::complete_body_with(etags, sha256s);
         let a = self.call(&Call {
             method: "POST",
             key: Some(key),
@@ -488,10 +552,14 @@ impl Client {
                 message: format!("inside a {} answer: {}", a.status, e.message),
             });
         }
-        xml::text(&a.body, "ETag")
+        let etag = xml::text(&a.body, "ETag")
             .map(|e| e.trim_matches('"').to_owned())
             .filter(|e| !e.is_empty())
-            .ok_or_else(|| self.bad("POST", Some(key), "no ETag in the Complete answer"))
+            .ok_or_else(|| self.bad("POST", Some(key), "no ETag in the Complete answer"))?;
+        Ok(Stored {
+            etag,
+            version_id: a.header("x-amz-version-id").map(str::to_owned),
+        })
     }
 
     /// `AbortMultipartUpload`. An upload already gone (`NoSuchUpload`) counts as aborted.

@@ -21,6 +21,10 @@ pub struct Copy {
     pub copied: String,
     /// The archive's creation time, from its receipt (RFC 3339).
     pub created: String,
+    /// How the copy was checked: `full` (read back) or `checksum` (digests only); absent in
+    /// records written before it was recorded, which were all read back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readback: Option<String>,
 }
 
 /// Every target's last copy, by target name; an unreadable record reads as empty.
@@ -52,6 +56,7 @@ mod tests {
             url: format!("s3://b/{a}"),
             copied: "2026-12-01T00:00:00Z".into(),
             created: "2026-12-01T00:00:00Z".into(),
+            readback: Some("checksum".into()),
         };
         record(d.path(), "off", copy("a"), "r").unwrap();
         record(d.path(), "other", copy("b"), "r").unwrap();
@@ -59,5 +64,19 @@ mod tests {
         let all = load(d.path());
         assert_eq!(all["off"].archive, "c");
         assert_eq!(all["other"].archive, "b");
+        assert_eq!(all["off"].readback.as_deref(), Some("checksum"));
+    }
+
+    #[test]
+    fn a_record_without_a_readback_level_still_loads() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join(FILE),
+            r#"{"off": {"archive": "a", "url": "s3://b/a", "copied": "2026-12-01T00:00:00Z", "created": "2026-12-01T00:00:00Z"}}"#,
+        )
+        .unwrap();
+        let all = load(d.path());
+        assert_eq!(all["off"].archive, "a");
+        assert_eq!(all["off"].readback, None);
     }
 }

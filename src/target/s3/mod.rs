@@ -18,6 +18,7 @@
 pub mod client; // the S3 requests, signed, sent and their answers checked
 pub mod copy; // the off-site copy of one committed archive: upload, read-back, receipt
 pub mod last; // the last copy of each target, for status
+pub mod lock; // Object Lock: bucket configuration, retention of a version, version deletes
 pub mod pending; // multipart uploads in flight, recorded so a crash's can be aborted
 pub mod presign; // presigned GET URLs: SigV4 in the query string, for `vouch presign`
 pub mod probe; // preflight: bucket, key, clock and a write that creates nothing
@@ -49,6 +50,10 @@ pub struct S3 {
     pub prefix: String,
     /// The preferred part size.
     pub part_size: u64,
+    /// The retention each archive gets after its read-back.
+    pub object_lock: Option<crate::config::ObjectLock>,
+    /// How a copy is checked before its receipt is written.
+    pub readback: crate::config::Readback,
 }
 
 /// The access key file: TOML, owner-only.
@@ -121,6 +126,8 @@ impl S3 {
             client: Client::with_roots(endpoint, credentials, REQUEST_TIMEOUT, &roots),
             prefix: remote.s3.prefix.clone(),
             part_size: remote.s3.part_size,
+            object_lock: remote.s3.object_lock,
+            readback: remote.s3.readback,
         })
     }
 

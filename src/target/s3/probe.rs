@@ -4,6 +4,15 @@
 //! object: a multipart upload is started, given one byte and aborted. Uploads an interrupted
 //! run left ([`super::pending`]) are aborted first.
 //!
+//! The write probe also asks whether the server takes `x-amz-checksum-sha256`: the upload is
+//! created with `x-amz-checksum-algorithm: SHA256` and the byte sent with its checksum; a
+//! server that refuses either is probed again without them, and its copies go without (the
+//! signed payload hash and `Content-MD5` still cover every byte). What the probe found is kept
+//! for this process ([`found`]), where the copy of the same run reads it. A target with
+//! `object-lock` needs a bucket with Object Lock enabled (`GetObjectLockConfiguration`), else
+//! 14, as a directory with `require-mount` that is not mounted; a default retention on the
+//! bucket is a warning, since a failed upload would become undeletable.
+//!
 //! Each failure maps to the exit code a directory target would get for the same cause: 14 for
 //! an endpoint that does not answer or a bucket that is not there, 16 for a key the server
 //! refuses, 10 for an access key file that is missing or malformed, 34 for a clock too far off
@@ -13,8 +22,29 @@
 use super::client::S3Error;
 use super::{pending, S3};
 use crate::exit::ExitCode;
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Mutex;
 use time::OffsetDateTime;
+
+/// What the preflight of one target found about its server.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Found {
+    /// The server took `x-amz-checksum-algorithm: SHA256` and `x-amz-checksum-sha256`.
+    pub checksum_sha256: bool,
+}
+
+/// What this process's preflight found, by target name.
+static FOUND: Mutex<BTreeMap<String, Found>> = Mutex::new(BTreeMap::new());
+
+/// What the preflight of `target` found in this process (nothing: [`Found::default`], every
+/// optional header off).
+pub fn found(target: &str) -> Found {
+    FOUND
+        .lock()
+        .map(|m| m.get(target).copied().unwrap_or_default())
+        .unwrap_or_default()
+}
 
 /// The most the server's clock may differ from ours (SigV4's limit is 15 minutes).
 pub const MAX_SKEW: time::Duration = time::Duration::minutes(10);
@@ -31,11 +61,50 @@ pub struct Refused {
 }
 
 /// Checks `s3`; aborts the uploads `state` records for it.
-pub fn check(s3: &S3, state: &Path) -> Result<(), Refused> {
+pub fn check(s3: &S3, state: &Path) -> Result<Found, Refused> {
     abort_leftovers(s3, state);
     let date = s3.client.head_bucket().map_err(|e| refused(s3, &e))?;
     clock(s3, date.as_deref())?;
-    write_probe(s3).map_err(|e| refused(s3, &e))
+    lock(s3)?;
+    let found = write_probe(s3).map_err(|e| refused(s3, &e))?;
+    if let Ok(mut m) = FOUND.lock() {
+        m.insert(s3.name.clone(), found);
+    }
+    Ok(found)
+}
+
+/// With `object-lock` set: the bucket has Object Lock enabled, and preferably no default
+/// retention.
+fn lock(s3: &S3) -> Result<(), Refused> {
+    if s3.object_lock.is_none() {
+        return Ok(());
+    }
+    let bucket = &s3.client.endpoint().bucket;
+    let missing = |detail: String| {
+        Refused {
+        code: ExitCode::TargetMissing,
+        detail,
+        hint: format!(
+            "[[target]] \"{}\" sets object-lock, but the bucket {bucket} has no Object Lock: Object Lock can only be enabled when a bucket is created, so create a new bucket with it (and no default retention), or remove object-lock.",
+            s3.name
+        ),
+    }
+    };
+    match s3.client.lock_configuration() {
+        Ok(Some(c)) if c.enabled => {
+            if let Some(d) = c.default_retention {
+                log::warn!(
+                    "target {}: the bucket {bucket} has a default retention ({d}): every object gets it on upload, so a copy that fails its read-back cannot be deleted; vouch sets the retention itself after the read-back: remove the bucket's default retention",
+                    s3.name
+                );
+            }
+            Ok(())
+        }
+        Ok(_) => Err(missing(format!(
+            "the bucket {bucket} does not have Object Lock enabled (or its server has no Object Lock)"
+        ))),
+        Err(e) => Err(refused(s3, &e)),
+    }
 }
 
 /// The exit code and hint for a failed request.
@@ -123,14 +192,52 @@ fn clock(s3: &S3, date: Option<&str>) -> Result<(), Refused> {
 }
 
 /// Starts a multipart upload, sends it one byte and aborts it: write permission, proven
-/// without an object ever appearing.
-pub fn write_probe(s3: &S3) -> Result<(), S3Error> {
+/// without an object ever appearing. Tried with the SHA-256 checksum first; a server that
+/// refuses it (a 4xx or 501 that is not about the key) is tried again without.
+pub fn write_probe(s3: &S3) -> Result<Found, S3Error> {
+    match one_byte(s3, true) {
+        Ok(()) => Ok(Found {
+            checksum_sha256: true,
+        }),
+        Err(e) if checksum_refused(&e) => {
+            log::info!(
+                "target {}: the server does not take x-amz-checksum-sha256 ({e}); copies go with Content-MD5 and the signed payload hash only",
+                s3.name
+            );
+            one_byte(s3, false).map(|()| Found::default())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The one-byte multipart upload, with or without the SHA-256 checksum headers.
+fn one_byte(s3: &S3, sha256: bool) -> Result<(), S3Error> {
     let key = s3.key(".vouch-probe");
-    let id = s3.client.create_multipart(&key)?;
-    let sent = s3.client.upload_part(&key, &id, 1, b"v");
+    let algorithm: &[(&str, &str)] = if sha256 {
+        &[("x-amz-checksum-algorithm", "SHA256")]
+    } else {
+        &[]
+    };
+    let sum = super::upload::checksum_sha256(b"v");
+    let checksum: &[(&str, &str)] = if sha256 {
+        &[("x-amz-checksum-sha256", &sum)]
+    } else {
+        &[]
+    };
+    let id = s3.client.create_multipart_with(&key, algorithm)?;
+    let sent = s3.client.upload_part_with(&key, &id, 1, b"v", checksum);
     let aborted = s3.client.abort_multipart(&key, &id);
     sent?;
     aborted
+}
+
+/// Whether an error is a refusal of the checksum headers rather than of the request.
+fn checksum_refused(e: &S3Error) -> bool {
+    let denied = matches!(
+        e.code(),
+        Some("AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "NoSuchBucket")
+    );
+    matches!(e.status(), Some(400 | 501)) && !denied
 }
 
 /// Settles the copies to this target that an interrupted run recorded: aborts the upload,
@@ -190,8 +297,12 @@ fn settle(s3: &S3, u: &pending::Upload) -> Result<&'static str, S3Error> {
     if s3.client.head(&format!("{}.json", u.key))?.is_some() {
         return Ok("kept the committed");
     }
-    if s3.client.head(&u.key)?.is_some() {
-        s3.client.delete(&u.key)?;
+    if let Some(h) = s3.client.head(&u.key)? {
+        // By its version, on a versioned bucket: a plain delete would only hide it.
+        match h.version_id {
+            Some(v) => s3.client.delete_version(&u.key, &v)?,
+            None => s3.client.delete(&u.key)?,
+        }
         what = DELETED;
     }
     Ok(what)

@@ -150,7 +150,7 @@ impl Store {
 
 impl Target for Store {
     fn probe(&self) -> io::Result<()> {
-        super::probe::write_probe(&self.s3).map_err(io_error)
+        super::probe::write_probe(&self.s3).map(|_| ()).map_err(io_error)
     }
 
     fn name_taken(&self, archive: &str) -> bool {

@@ -8,8 +8,10 @@
 //! records the upload id ([`Progress::started`]) before any part goes, so that whatever a
 //! crash leaves can be aborted by the next run.
 
-use super::client::{hex, Client, S3Error};
+use super::client::{hex, Client, S3Error, Stored};
+use base64::Engine;
 use md5::{Digest, Md5};
+use sha2::Sha256;
 use std::io::Read;
 use std::time::Duration;
 
@@ -50,6 +52,16 @@ pub struct Uploaded {
     pub part_size: u64,
     /// The multipart upload id, if there was one (to abort on a later failure).
     pub upload_id: Option<String>,
+    /// The version the upload created, on a versioned bucket (from its answer, confirmed by
+    /// the `HEAD`).
+    pub version_id: Option<String>,
+    /// Whether every request carried `x-amz-checksum-sha256`.
+    pub checksum_sha256: bool,
+}
+
+/// The `x-amz-checksum-sha256` of `body`: its SHA-256, base64.
+pub fn checksum_sha256(body: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(Sha256::digest(body))
 }
 
 /// Why an upload failed.
@@ -81,21 +93,43 @@ pub fn upload(
     preferred: u64,
     progress: &mut dyn Progress,
 ) -> Result<Uploaded, UploadError> {
+    upload_with(client, key, data, size, preferred, false, progress)
+}
+
+/// [`upload`]; with `sha256`, every request also carries `x-amz-checksum-sha256` (the multipart
+/// upload is created with `x-amz-checksum-algorithm: SHA256`), for a server the preflight saw
+/// take it.
+pub fn upload_with(
+    client: &Client,
+    key: &str,
+    data: &mut dyn Read,
+    size: u64,
+    preferred: u64,
+    sha256: bool,
+    progress: &mut dyn Progress,
+) -> Result<Uploaded, UploadError> {
     let part = part_size(size, preferred).ok_or(UploadError::TooLarge { size })?;
-    let uploaded = if size <= part {
+    let mut uploaded = if size <= part {
         let body = read_part(data, size)?;
-        let etag = retry(|| client.put(key, &body, &[]))?;
+        let sum = sha256.then(|| checksum_sha256(&body));
+        let headers: Vec<(&str, &str)> = sum
+            .iter()
+            .map(|s| ("x-amz-checksum-sha256", s.as_str()))
+            .collect();
+        let stored = retry(|| client.put_object(key, &body, &headers))?;
         progress.sent(size);
         Uploaded {
-            etag,
+            etag: stored.etag,
             parts: 1,
             part_size: part,
             upload_id: None,
+            version_id: stored.version_id,
+            checksum_sha256: sha256,
         }
     } else {
-        multipart(client, key, data, size, part, progress)?
+        multipart(client, key, data, size, part, sha256, progress)?
     };
-    check_head(client, key, size)?;
+    uploaded.version_id = check_head(client, key, size, &uploaded)?;
     Ok(uploaded)
 }
 
@@ -106,11 +140,18 @@ fn multipart(
     data: &mut dyn Read,
     size: u64,
     part: u64,
+    sha256: bool,
     progress: &mut dyn Progress,
 ) -> Result<Uploaded, UploadError> {
-    let upload_id = client.create_multipart(key)?;
+    let algorithm: &[(&str, &str)] = if sha256 {
+        &[("x-amz-checksum-algorithm", "SHA256")]
+    } else {
+        &[]
+    };
+    let upload_id = client.create_multipart_with(key, algorithm)?;
     progress.started(&upload_id);
-    let result = parts(client, key, &upload_id, data, size, part, progress);
+    let shape = Shape { size, part, sha256 };
+    let result = parts(client, key, &upload_id, data, shape, progress);
     match result {
         Ok(uploaded) => Ok(uploaded),
         Err(e) => {
@@ -124,17 +165,26 @@ fn multipart(
     }
 }
 
+/// The archive's size, the part size, and whether parts carry their SHA-256.
+#[derive(Clone, Copy)]
+struct Shape {
+    size: u64,
+    part: u64,
+    sha256: bool,
+}
+
 fn parts(
     client: &Client,
     key: &str,
     upload_id: &str,
     data: &mut dyn Read,
-    size: u64,
-    part: u64,
+    shape: Shape,
     progress: &mut dyn Progress,
 ) -> Result<Uploaded, UploadError> {
+    let Shape { size, part, sha256 } = shape;
     let count = size.div_ceil(part);
     let mut etags = Vec::new();
+    let mut sums = Vec::new();
     let mut md5s = Md5::new();
     let mut sent = 0u64;
     for n in 1..=count {
@@ -142,11 +192,24 @@ fn parts(
         let body = read_part(data, len)?;
         md5s.update(Md5::digest(&body));
         let number = u32::try_from(n).unwrap_or(u32::MAX);
-        etags.push(retry(|| client.upload_part(key, upload_id, number, &body))?);
+        let sum = sha256.then(|| checksum_sha256(&body));
+        let headers: Vec<(&str, &str)> = sum
+            .iter()
+            .map(|s| ("x-amz-checksum-sha256", s.as_str()))
+            .collect();
+        etags.push(retry(|| {
+            client.upload_part_with(key, upload_id, number, &body, &headers)
+        })?);
+        sums.extend(sum);
         sent += len;
         progress.sent(sent);
     }
-    let etag = client.complete_multipart(key, upload_id, &etags)?;
+    let Stored { etag, version_id } = client.complete_multipart_with(
+        key,
+        upload_id,
+        &etags,
+        sha256.then_some(sums.as_slice()),
+    )?;
     let expected = format!("{}-{count}", hex(&md5s.finalize()));
     if etag.contains('-') && etag != expected {
         return Err(UploadError::Mismatch(format!(
@@ -159,6 +222,8 @@ fn parts(
         parts: u32::try_from(count).unwrap_or(u32::MAX),
         part_size: part,
         upload_id: Some(upload_id.to_owned()),
+        version_id,
+        checksum_sha256: sha256,
     })
 }
 
@@ -206,15 +271,30 @@ fn transient(e: &S3Error) -> bool {
     }
 }
 
-/// The object is there with the size that was sent.
-fn check_head(client: &Client, key: &str, size: u64) -> Result<(), UploadError> {
+/// The object is there with the size that was sent, the ETag its upload answered and (on a
+/// versioned bucket) the version it created; returns that version.
+fn check_head(
+    client: &Client,
+    key: &str,
+    size: u64,
+    uploaded: &Uploaded,
+) -> Result<Option<String>, UploadError> {
+    let url = client.url_of(key);
     match client.head(key)? {
-        Some(h) if h.size == size => Ok(()),
-        Some(h) => Err(UploadError::Mismatch(format!(
-            "{}: the server holds {} bytes, {size} were sent",
-            client.url_of(key),
+        Some(h) if h.size != size => Err(UploadError::Mismatch(format!(
+            "{url}: the server holds {} bytes, {size} were sent",
             h.size
         ))),
+        Some(h) if h.etag != uploaded.etag => Err(UploadError::Mismatch(format!(
+            "{url}: the server's ETag is {}, its upload answered {}",
+            h.etag, uploaded.etag
+        ))),
+        Some(h) => match (&uploaded.version_id, h.version_id) {
+            (Some(ours), Some(theirs)) if *ours != theirs => Err(UploadError::Mismatch(format!(
+                "{url}: the newest version is {theirs}, the upload created {ours}"
+            ))),
+            (ours, theirs) => Ok(ours.clone().or(theirs)),
+        },
         None => Err(UploadError::Mismatch(format!(
             "{}: not there after its upload completed",
             client.url_of(key)

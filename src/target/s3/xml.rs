@@ -46,6 +46,13 @@ pub fn text(body: &[u8], name: &str) -> Option<String> {
     child_text(doc.root(), name)
 }
 
+/// The name of a document's root element, when it parses.
+pub fn root_name(body: &[u8]) -> Option<String> {
+    let doc = parse(body).ok()?;
+    let name = doc.root_element().tag_name().name().to_owned();
+    Some(name)
+}
+
 /// The `<Error>` a body holds, if its root element is one.
 pub fn error(body: &[u8]) -> Option<ErrorDoc> {
     let doc = parse(body).ok()?;
@@ -104,10 +111,20 @@ pub fn uploads(body: &[u8]) -> Result<Vec<(String, String)>, String> {
 
 /// The `CompleteMultipartUpload` body for parts 1..=N with these ETags.
 pub fn complete_body(etags: &[String]) -> String {
+    complete_body_with(etags, None)
+}
+
+/// [`complete_body`] with each part's `<ChecksumSHA256>` (base64), for an upload created with
+/// `x-amz-checksum-algorithm: SHA256`.
+pub fn complete_body_with(etags: &[String], sha256s: Option<&[String]>) -> String {
     let mut out = String::from("<CompleteMultipartUpload>");
     for (i, etag) in etags.iter().enumerate() {
+        let sum = sha256s
+            .and_then(|s| s.get(i))
+            .map(|s| format!("<ChecksumSHA256>{}</ChecksumSHA256>", escape(s)))
+            .unwrap_or_default();
         out.push_str(&format!(
-            "<Part><PartNumber>{}</PartNumber><ETag>\"{}\"</ETag></Part>",
+            "<Part><PartNumber>{}</PartNumber><ETag>\"{}\"</ETag>{sum}</Part>",
             i + 1,
             escape(etag)
         ));
@@ -172,5 +189,15 @@ mod tests {
             body,
             "<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>\"aa\"</ETag></Part><Part><PartNumber>2</PartNumber><ETag>\"bb\"</ETag></Part></CompleteMultipartUpload>"
         );
+    }
+
+    #[test]
+    fn a_complete_body_names_each_parts_sha256_when_asked() {
+        let etags = ["a".to_owned(), "b".to_owned()];
+        assert_eq!(
+            complete_body_with(&etags, Some(&["x".to_owned(), "y".to_owned()])),
+            "<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>\"a\"</ETag><ChecksumSHA256>x</ChecksumSHA256></Part><Part><PartNumber>2</PartNumber><ETag>\"b\"</ETag><ChecksumSHA256>y</ChecksumSHA256></Part></CompleteMultipartUpload>"
+        );
+        assert!(!complete_body(&etags).contains("Checksum"));
     }
 }
