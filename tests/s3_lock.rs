@@ -322,8 +322,10 @@ fn a_checksum_readback_copies_without_a_download_and_status_warns_until_a_full_v
     let name = archive_name(&env);
     {
         let seen = proxy.seen.lock().unwrap();
+        // Retention lists the bucket and reads receipts; the archive itself is never fetched.
+        let download = format!("GET /{}/web1/{name} ", g.bucket);
         assert!(
-            !seen.iter().any(|l| l.starts_with("GET ")),
+            !seen.iter().any(|l| l.starts_with(&download)),
             "no download: {seen:?}"
         );
         // Preflight found the checksum taken, so every part carried it.
@@ -475,4 +477,55 @@ fn a_server_that_refuses_the_checksum_headers_gets_copies_without_them() {
         times: 1,
     });
     assert_code(&run(&env, &creds, &["preflight"]), 16);
+}
+
+#[test]
+fn retention_deletes_an_unlocked_archive_by_version_and_keeps_a_locked_one() {
+    let m = Moto::start();
+    let (env, creds) = world(&m.access_key_id, &m.secret_access_key);
+    let bucket = &m.locked_bucket;
+    let keep_one = "keep = { last = 1 }\n";
+    // Two copies without a lock: the run's retention deletes the older one by its version,
+    // so no version of it stays behind a delete marker.
+    env.write_config("", &target(&m.endpoint, &m.region, bucket, keep_one));
+    assert_code(&run(&env, &creds, &["run"]), 0);
+    let a = archive_name(&env);
+    assert_code(&run(&env, &creds, &["run"]), 0);
+    let b = archive_name(&env);
+    let versioned = |name: &str| {
+        m.versions(bucket)
+            .iter()
+            .any(|(k, _)| k.starts_with(&format!("web1/{name}")))
+    };
+    assert!(
+        !versioned(&a),
+        "{a} is gone with every version: {:?}",
+        m.versions(bucket)
+    );
+    assert!(versioned(&b));
+    // Locked copies from now on: the unlocked one goes, the locked older one stays.
+    env.write_config(
+        "",
+        &target(&m.endpoint, &m.region, bucket, &format!("{LOCK}{keep_one}")),
+    );
+    assert_code(&run(&env, &creds, &["run"]), 0);
+    let c = archive_name(&env);
+    assert_code(&run(&env, &creds, &["run"]), 0);
+    let d = archive_name(&env);
+    assert!(!versioned(&b), "{b} was not locked and goes");
+    assert!(versioned(&c) && versioned(&d));
+    let out = run(&env, &creds, &["prune", "--target", "offsite", "--dry-run"]);
+    assert_code(&out, 0);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.contains(&c))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.starts_with("keep") && line.contains("locked until"),
+        "{text}"
+    );
+    let out = run(&env, &creds, &["prune", "--target", "offsite"]);
+    assert_code(&out, 0);
+    assert!(versioned(&c), "a locked archive is never deleted");
 }

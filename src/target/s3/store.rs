@@ -133,6 +133,19 @@ impl Store {
         get(&self.s3, &self.object_key(archive), archive.listed_size)
     }
 
+    /// Deletes `key` for good: on a versioned bucket (Object Lock needs one) by its version,
+    /// since a plain delete only hides the object behind a delete marker. Gone already is
+    /// done.
+    fn delete_key(&self, key: &str) -> Result<(), S3Error> {
+        match self.s3.client.head(key)? {
+            None => Ok(()),
+            Some(head) => match head.version_id.filter(|v| v != "null") {
+                Some(version) => self.s3.client.delete_version(key, &version),
+                None => self.s3.client.delete(key),
+            },
+        }
+    }
+
     /// Settles this target's records in flight (see [`super::probe`]): returns the archives
     /// whose object without a receipt was deleted.
     fn settle(&self) -> io::Result<Vec<String>> {
@@ -150,7 +163,9 @@ impl Store {
 
 impl Target for Store {
     fn probe(&self) -> io::Result<()> {
-        super::probe::write_probe(&self.s3).map(|_| ()).map_err(io_error)
+        super::probe::write_probe(&self.s3)
+            .map(|_| ())
+            .map_err(io_error)
     }
 
     fn name_taken(&self, archive: &str) -> bool {
@@ -214,6 +229,18 @@ impl Target for Store {
         gone(self.s3.receipt_key(&archive.name)) || gone(self.object_key(archive))
     }
 
+    fn locked_until(&self, archive: &Archive) -> io::Result<Option<OffsetDateTime>> {
+        let until = match self.s3.client.retention(&self.object_key(archive)) {
+            Ok(Some((_, until))) => until,
+            Ok(None) => return Ok(None),
+            Err(e) if e.status() == Some(404) => return Ok(None),
+            Err(e) => return Err(io_error(e)),
+        };
+        OffsetDateTime::parse(&until, &time::format_description::well_known::Rfc3339)
+            .map(Some)
+            .map_err(|e| io::Error::other(format!("its retain-until date {until:?}: {e}")))
+    }
+
     fn free_bytes(&self) -> Option<u64> {
         None
     }
@@ -238,14 +265,10 @@ impl Target for Store {
         pending::add(&self.state, record, run).map_err(|e| (self.state.join(pending::FILE), e))?;
         let receipt = self.s3.receipt_key(&archive.name);
         let receipt_url = PathBuf::from(self.s3.client.url_of(&receipt));
-        self.s3
-            .client
-            .delete(&receipt)
+        self.delete_key(&receipt)
             .map_err(|e| (receipt_url, io_error(e)))?;
         crate::host::fault::pass("prune-marked");
-        self.s3
-            .client
-            .delete(&key)
+        self.delete_key(&key)
             .map_err(|e| (url.clone(), io_error(e)))?;
         pending::remove(&self.state, &self.s3.name, &key, run)
             .map_err(|e| (self.state.join(pending::FILE), e))
