@@ -115,7 +115,7 @@ fn refused(s3: &S3, e: &S3Error) -> Refused {
         S3Error::Transport { .. } => (
             ExitCode::TargetMissing,
             format!(
-                "Check that {} answers from this host (endpoint, DNS, firewall, TLS certificate) and that vouch.service may reach it.",
+                "Check that {} answers from this host (endpoint, DNS, firewall, TLS certificate) and that vouch.service may reach it; a server whose certificate comes from its own CA needs that CA as tls-ca.",
                 ep.url
             ),
         ),
