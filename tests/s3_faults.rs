@@ -9,7 +9,6 @@
 mod util;
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use util::proxy::{Fault, Proxy, Rule};
 use util::s3::S3Server;
@@ -31,24 +30,10 @@ fn world() -> World {
     fs::write(env.src.join("a.txt"), b"alpha").unwrap();
     // Over two parts of 5 MiB, incompressible.
     fs::write(env.src.join("blob"), util::noise(6 << 20, 9)).unwrap();
-    let creds = env.dir.path().join("credentials");
-    fs::create_dir_all(&creds).unwrap();
-    let file = creds.join("offsite");
-    fs::write(
-        &file,
-        format!(
-            "access-key-id = \"{}\"\nsecret-access-key = \"{}\"\n",
-            server.access_key_id, server.secret_access_key
-        ),
-    )
-    .unwrap();
-    fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).unwrap();
+    let creds = server.key_dir(env.dir.path());
     env.write_config(
         "",
-        &format!(
-            "[[target]]\nname = \"offsite\"\nkind = \"s3\"\nendpoint = \"{}\"\nallow-http = true\nregion = \"{}\"\nbucket = \"{}\"\nprefix = \"web1/\"\ncredential = \"offsite\"\npart-size = \"5MiB\"\n",
-            proxy.endpoint, server.region, server.bucket
-        ),
+        &server.target_in(&proxy.endpoint, &server.bucket, "part-size = \"5MiB\"\n"),
     );
     World {
         server,

@@ -7,71 +7,19 @@
 mod util;
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use util::s3::S3Server;
+use util::s3::{with_key, S3Server};
 use util::{assert_code, stderr, Env};
-use vouch::target::s3::client::{Client, Endpoint, UrlStyle};
-use vouch::target::s3::sigv4::Credentials;
-
-/// A credentials directory holding the access key as `offsite`.
-fn key_dir(env: &Env, server: &S3Server) -> PathBuf {
-    let dir = env.dir.path().join("credentials");
-    fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("offsite");
-    fs::write(
-        &file,
-        format!(
-            "access-key-id = \"{}\"\nsecret-access-key = \"{}\"\n",
-            server.access_key_id, server.secret_access_key
-        ),
-    )
-    .unwrap();
-    fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).unwrap();
-    dir
-}
-
-/// The `[[target]]` of the server's bucket.
-fn s3_target(server: &S3Server) -> String {
-    format!(
-        "[[target]]\nname = \"offsite\"\nkind = \"s3\"\nendpoint = \"{}\"\nallow-http = true\nregion = \"{}\"\nbucket = \"{}\"\nprefix = \"web1/\"\ncredential = \"offsite\"\n",
-        server.endpoint, server.region, server.bucket
-    )
-}
-
-fn client(server: &S3Server) -> Client {
-    Client::new(
-        Endpoint {
-            url: server.endpoint.clone(),
-            region: server.region.clone(),
-            bucket: server.bucket.clone(),
-            style: UrlStyle::Path,
-        },
-        Credentials {
-            access_key_id: server.access_key_id.clone(),
-            secret_access_key: server.secret_access_key.clone(),
-            session_token: None,
-        },
-        std::time::Duration::from_secs(30),
-    )
-}
-
-fn vouch(env: &Env, creds: &Path, args: &[&str]) -> Output {
-    env.command(args)
-        .env("CREDENTIALS_DIRECTORY", creds)
-        .output()
-        .unwrap()
-}
 
 /// An environment with an archive copied to the server; returns its name.
 fn backed_up(server: &S3Server, env: &Env) -> (PathBuf, String) {
     fs::create_dir_all(env.src.join("sub")).unwrap();
     fs::write(env.src.join("a.txt"), b"alpha").unwrap();
     fs::write(env.src.join("sub/blob"), util::noise(300 << 10, 7)).unwrap();
-    let creds = key_dir(env, server);
-    env.write_config("", &s3_target(server));
-    assert_code(&vouch(env, &creds, &["run"]), 0);
+    let creds = server.key_dir(env.dir.path());
+    env.write_config("", &server.target_toml(""));
+    assert_code(&with_key(env, &creds, &["run"]), 0);
     let local = env.archives().pop().unwrap();
     let name = local.file_name().unwrap().to_str().unwrap().to_owned();
     (creds, name)
@@ -104,7 +52,7 @@ fn a_presigned_url_restores_with_curl_age_and_tar_alone() {
     let server = S3Server::start();
     let env = Env::new();
     let (creds, name) = backed_up(&server, &env);
-    let out = vouch(&env, &creds, &["presign", &name, "--target", "offsite"]);
+    let out = with_key(&env, &creds, &["presign", &name, "--target", "offsite"]);
     let url = url_of(&out);
     let prefix = format!("{}/{}/web1/{name}?", server.endpoint, server.bucket);
     assert!(url.starts_with(&prefix), "{url}");
@@ -141,7 +89,7 @@ fn a_presigned_url_restores_with_curl_age_and_tar_alone() {
         "the restored tree is the source tree"
     );
 
-    let week = url_of(&vouch(
+    let week = url_of(&with_key(
         &env,
         &creds,
         &["presign", &name, "--target", "offsite", "--expires", "7d"],
@@ -154,7 +102,7 @@ fn an_expired_url_is_refused_by_the_server() {
     let server = S3Server::start();
     let env = Env::new();
     let (creds, name) = backed_up(&server, &env);
-    let out = vouch(
+    let out = with_key(
         &env,
         &creds,
         &["presign", &name, "--target", "offsite", "--expires", "1s"],
@@ -191,7 +139,7 @@ fn presign_refuses_other_targets_missing_archives_and_long_expiries() {
     let env = Env::new();
     let (creds, name) = backed_up(&server, &env);
     let refused = |args: &[&str], code: i32, wants: &[&str]| {
-        let out = vouch(&env, &creds, args);
+        let out = with_key(&env, &creds, args);
         assert_code(&out, code);
         assert!(out.stdout.is_empty(), "no URL for {args:?}");
         let err = stderr(&out);
@@ -237,7 +185,8 @@ fn presign_refuses_other_targets_missing_archives_and_long_expiries() {
         &["is not an archive name"],
     );
     // The archive object without its receipt is not an archive.
-    client(&server)
+    server
+        .client()
         .delete(&format!("web1/{name}.json"))
         .unwrap();
     refused(

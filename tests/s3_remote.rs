@@ -8,17 +8,9 @@
 mod util;
 
 use std::fs;
-use std::path::Path;
 use std::process::Output;
-use util::s3::S3Server;
+use util::s3::{with_key, S3Server};
 use util::{assert_code, stderr, Env};
-
-fn run(env: &Env, creds: &Path, args: &[&str]) -> Output {
-    env.command(args)
-        .env("CREDENTIALS_DIRECTORY", creds)
-        .output()
-        .unwrap()
-}
 
 fn json(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout)
@@ -40,7 +32,7 @@ fn backed_up(
         "",
         &format!("{local_extra}\n{}", server.target_toml(remote_extra)),
     );
-    assert_code(&run(env, &creds, &["run"]), 0);
+    assert_code(&with_key(env, &creds, &["run"]), 0);
     let name = newest_local(env);
     (creds, name)
 }
@@ -56,7 +48,7 @@ fn remote_archives_are_listed_verified_and_restored_and_a_damaged_one_is_34() {
     let env = Env::new();
     let (creds, name) = backed_up(&server, &env, "", "");
 
-    let listing = json(&run(
+    let listing = json(&with_key(
         &env,
         &creds,
         &["list", "--target", "offsite", "--json"],
@@ -75,7 +67,7 @@ fn remote_archives_are_listed_verified_and_restored_and_a_damaged_one_is_34() {
     let local_size = fs::metadata(env.target.join(&name)).unwrap().len();
     assert_eq!(a["size"], local_size, "{listing}");
     // Without --target, both kinds are listed.
-    let all = json(&run(&env, &creds, &["list", "--json"]));
+    let all = json(&with_key(&env, &creds, &["list", "--json"]));
     assert_eq!(all["targets"].as_array().unwrap().len(), 2, "{all}");
 
     // Without the key the remote fails with 10, naming the file; the local target is still
@@ -85,7 +77,7 @@ fn remote_archives_are_listed_verified_and_restored_and_a_damaged_one_is_34() {
     assert!(stderr(&out).contains("offsite"), "{}", stderr(&out));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains(&format!("ok    local  {name}")), "{text}");
-    let out = run(&env, &creds, &["verify", "--target", "offsite", "--latest"]);
+    let out = with_key(&env, &creds, &["verify", "--target", "offsite", "--latest"]);
     assert_code(&out, 0);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains(&format!("ok    offsite  {name}")), "{text}");
@@ -97,7 +89,7 @@ fn remote_archives_are_listed_verified_and_restored_and_a_damaged_one_is_34() {
     );
 
     let into = env.dir.path().join("from-remote");
-    let out = run(
+    let out = with_key(
         &env,
         &creds,
         &[
@@ -119,7 +111,7 @@ fn remote_archives_are_listed_verified_and_restored_and_a_damaged_one_is_34() {
     for f in fs::read_dir(&env.target).unwrap() {
         fs::remove_file(f.unwrap().path()).unwrap();
     }
-    let out = run(
+    let out = with_key(
         &env,
         &creds,
         &[
@@ -136,7 +128,7 @@ fn remote_archives_are_listed_verified_and_restored_and_a_damaged_one_is_34() {
         stderr(&out)
     );
     let latest = env.dir.path().join("latest");
-    let out = run(
+    let out = with_key(
         &env,
         &creds,
         &[
@@ -160,9 +152,9 @@ fn remote_archives_are_listed_verified_and_restored_and_a_damaged_one_is_34() {
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x40;
     c.put(&key, &bytes, &[]).unwrap();
-    let out = run(&env, &creds, &["verify", "--target", "offsite", &name]);
+    let out = with_key(&env, &creds, &["verify", "--target", "offsite", &name]);
     assert_code(&out, 34);
-    let listing = json(&run(
+    let listing = json(&with_key(
         &env,
         &creds,
         &["list", "--target", "offsite", "--json"],
@@ -172,7 +164,7 @@ fn remote_archives_are_listed_verified_and_restored_and_a_damaged_one_is_34() {
         "{listing}"
     );
     let damaged = env.dir.path().join("damaged");
-    let out = run(
+    let out = with_key(
         &env,
         &creds,
         &[
@@ -202,7 +194,7 @@ fn remote_retention_keeps_its_own_count_and_a_killed_deletion_is_settled() {
         "keep = { last = 5 }\n",
     );
     for _ in 0..2 {
-        assert_code(&run(&env, &creds, &["run"]), 0);
+        assert_code(&with_key(&env, &creds, &["run"]), 0);
     }
     let names: Vec<String> = env
         .archives()
@@ -236,7 +228,7 @@ fn remote_retention_keeps_its_own_count_and_a_killed_deletion_is_settled() {
     let orphan = format!("web1/{}", names[0]);
     assert!(server.keys().contains(&orphan), "{:?}", server.keys());
     assert!(!server.keys().contains(&format!("{orphan}.json")));
-    let listing = json(&run(
+    let listing = json(&with_key(
         &env,
         &creds,
         &["list", "--target", "offsite", "--json"],
@@ -253,7 +245,7 @@ fn remote_retention_keeps_its_own_count_and_a_killed_deletion_is_settled() {
         "a deletion under way is no archive"
     );
 
-    let out = run(&env, &creds, &["prune", "--target", "offsite"]);
+    let out = with_key(&env, &creds, &["prune", "--target", "offsite"]);
     assert_code(&out, 0);
     assert_eq!(
         server.keys(),
@@ -269,7 +261,7 @@ fn remote_retention_keeps_its_own_count_and_a_killed_deletion_is_settled() {
     );
 
     // A run's retention prunes the remote too.
-    assert_code(&run(&env, &creds, &["run"]), 0);
+    assert_code(&with_key(&env, &creds, &["run"]), 0);
     let newest = newest_local(&env);
     assert_eq!(
         server.keys(),
@@ -283,7 +275,7 @@ fn status_live_lists_the_bucket_and_plain_status_stays_offline() {
     let env = Env::new();
     let (creds, name) = backed_up(&server, &env, "", "");
 
-    let out = run(&env, &creds, &["status", "--live", "--json"]);
+    let out = with_key(&env, &creds, &["status", "--live", "--json"]);
     assert_code(&out, 0);
     let report = json(&out);
     assert_eq!(report["remotes"][0]["live"]["archives"], 1, "{report}");
@@ -292,7 +284,7 @@ fn status_live_lists_the_bucket_and_plain_status_stays_offline() {
         name.as_str(),
         "{report}"
     );
-    let out = run(&env, &creds, &["status", "--live"]);
+    let out = with_key(&env, &creds, &["status", "--live"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("live: 1 archive, newest"), "{text}");
 
@@ -300,19 +292,19 @@ fn status_live_lists_the_bucket_and_plain_status_stays_offline() {
     let c = server.client();
     c.delete(&format!("web1/{name}.json")).unwrap();
     c.delete(&format!("web1/{name}")).unwrap();
-    assert_code(&run(&env, &creds, &["status"]), 0);
-    let out = run(&env, &creds, &["status", "--live"]);
+    assert_code(&with_key(&env, &creds, &["status"]), 0);
+    let out = with_key(&env, &creds, &["status", "--live"]);
     assert_code(&out, 2);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("is no longer in"), "{text}");
 
     // The server gone: a warning, while the recorded copy is recent; list fails with 14.
     drop(server);
-    let out = run(&env, &creds, &["status", "--live"]);
+    let out = with_key(&env, &creds, &["status", "--live"]);
     assert_code(&out, 1);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("target offsite: cannot read s3://"), "{text}");
-    let out = run(&env, &creds, &["list"]);
+    let out = with_key(&env, &creds, &["list"]);
     assert_code(&out, 14);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(

@@ -9,12 +9,10 @@ mod util;
 use sha2::{Digest, Sha256};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
-use util::s3::S3Server;
+use std::path::PathBuf;
+use std::process::Stdio;
+use util::s3::{with_key, S3Server};
 use util::{assert_code, stderr, Env};
-use vouch::target::s3::client::{Client, Endpoint, UrlStyle};
-use vouch::target::s3::sigv4::Credentials;
 
 /// A credentials directory holding the access key as `offsite`.
 fn key_dir(env: &Env, server: &S3Server, secret: Option<&str>) -> PathBuf {
@@ -42,39 +40,6 @@ fn s3_target(server: &S3Server, bucket: &str) -> String {
     )
 }
 
-fn client(server: &S3Server) -> Client {
-    Client::new(
-        Endpoint {
-            url: server.endpoint.clone(),
-            region: server.region.clone(),
-            bucket: server.bucket.clone(),
-            style: UrlStyle::Path,
-        },
-        Credentials {
-            access_key_id: server.access_key_id.clone(),
-            secret_access_key: server.secret_access_key.clone(),
-            session_token: None,
-        },
-        std::time::Duration::from_secs(30),
-    )
-}
-
-fn run(env: &Env, creds: &Path, args: &[&str]) -> Output {
-    env.command(args)
-        .env("CREDENTIALS_DIRECTORY", creds)
-        .output()
-        .unwrap()
-}
-
-fn keys(server: &S3Server) -> Vec<String> {
-    client(server)
-        .list("web1/")
-        .unwrap()
-        .into_iter()
-        .map(|l| l.key)
-        .collect()
-}
-
 #[test]
 fn a_run_copies_the_archive_reads_it_back_and_writes_its_receipt_last() {
     let server = S3Server::start();
@@ -84,17 +49,17 @@ fn a_run_copies_the_archive_reads_it_back_and_writes_its_receipt_last() {
     fs::write(env.src.join("blob"), util::noise(6 << 20, 5)).unwrap();
     let creds = key_dir(&env, &server, None);
     env.write_config("", &s3_target(&server, &server.bucket));
-    assert_code(&run(&env, &creds, &["preflight"]), 0);
-    assert!(keys(&server).is_empty(), "preflight created no object");
-    let out = run(&env, &creds, &["run"]);
+    assert_code(&with_key(&env, &creds, &["preflight"]), 0);
+    assert!(server.keys().is_empty(), "preflight created no object");
+    let out = with_key(&env, &creds, &["run"]);
     assert_code(&out, 0);
     let local = env.archives().pop().unwrap();
     let name = local.file_name().unwrap().to_str().unwrap().to_owned();
     assert_eq!(
-        keys(&server),
+        server.keys(),
         [format!("web1/{name}"), format!("web1/{name}.json")]
     );
-    let c = client(&server);
+    let c = server.client();
     let (_, mut body) = c.get(&format!("web1/{name}")).unwrap();
     let mut remote = Vec::new();
     std::io::Read::read_to_end(&mut body, &mut remote).unwrap();
@@ -153,7 +118,7 @@ fn preflight_maps_a_missing_bucket_a_refused_key_and_a_missing_key_file() {
     fs::write(env.src.join("a.txt"), b"alpha").unwrap();
     let creds = key_dir(&env, &server, None);
     env.write_config("", &s3_target(&server, "no-such-bucket"));
-    let out = run(&env, &creds, &["run"]);
+    let out = with_key(&env, &creds, &["run"]);
     assert_code(&out, 14);
     assert!(
         stderr(&out).contains("Create the bucket no-such-bucket"),
@@ -167,7 +132,7 @@ fn preflight_maps_a_missing_bucket_a_refused_key_and_a_missing_key_file() {
         &server,
         Some("00000000000000000000000000000000000000000000000000000000000000ff"),
     );
-    let out = run(&env, &wrong, &["preflight"]);
+    let out = with_key(&env, &wrong, &["preflight"]);
     assert_code(&out, 16);
     assert!(
         stderr(&out).contains("refused the access key"),
@@ -176,7 +141,7 @@ fn preflight_maps_a_missing_bucket_a_refused_key_and_a_missing_key_file() {
     );
 
     fs::remove_file(wrong.join("offsite")).unwrap();
-    let out = run(&env, &wrong, &["run"]);
+    let out = with_key(&env, &wrong, &["run"]);
     assert_code(&out, 10);
     assert!(
         stderr(&out).contains("/etc/vouch/credentials/offsite"),
@@ -187,7 +152,7 @@ fn preflight_maps_a_missing_bucket_a_refused_key_and_a_missing_key_file() {
         env.archives().is_empty(),
         "no failed preflight wrote an archive"
     );
-    assert!(keys(&server).is_empty());
+    assert!(server.keys().is_empty());
 }
 
 #[test]
@@ -240,7 +205,7 @@ fn a_copy_killed_at_any_point_is_settled_by_the_next_run_and_never_counted() {
     fs::write(env.src.join("blob"), util::noise(6 << 20, 6)).unwrap();
     let creds = key_dir(&env, &server, None);
     env.write_config("", &s3_target(&server, &server.bucket));
-    let c = client(&server);
+    let c = server.client();
     for point in ["s3-after-create", "s3-after-part", "s3-before-receipt"] {
         let out = env
             .command(&["run"])
@@ -254,7 +219,7 @@ fn a_copy_killed_at_any_point_is_settled_by_the_next_run_and_never_counted() {
             "{point}: {}",
             stderr(&out)
         );
-        let orphans = without_receipt(&keys(&server));
+        let orphans = without_receipt(&server.keys());
         assert!(
             env.state.join("s3-pending.json").exists(),
             "{point}: the copy is recorded"
@@ -272,13 +237,13 @@ fn a_copy_killed_at_any_point_is_settled_by_the_next_run_and_never_counted() {
             );
         }
         // The next run settles what the killed one left, then copies its own archive.
-        let out = run(&env, &creds, &["run"]);
+        let out = with_key(&env, &creds, &["run"]);
         assert_code(&out, 0);
         assert!(
             c.list_uploads("web1/").unwrap().is_empty(),
             "{point}: the upload was aborted"
         );
-        let left = keys(&server);
+        let left = server.keys();
         let receipts = left.iter().filter(|k| k.ends_with(".json")).count();
         assert_eq!(
             left.len(),
@@ -290,5 +255,5 @@ fn a_copy_killed_at_any_point_is_settled_by_the_next_run_and_never_counted() {
             "{point}: nothing left recorded"
         );
     }
-    assert_eq!(keys(&server).len(), 6, "three settled runs, three copies");
+    assert_eq!(server.keys().len(), 6, "three settled runs, three copies");
 }

@@ -9,7 +9,6 @@ mod util;
 
 use std::fs;
 use std::io::Read;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use util::proxy::Proxy;
@@ -76,23 +75,6 @@ fn make_certificates(dir: &Path) -> (PathBuf, native_tls::Identity) {
     (dir.join("ca.pem"), identity)
 }
 
-/// A credentials directory holding the access key as `offsite`.
-fn key_dir(env: &Env, server: &S3Server) -> PathBuf {
-    let dir = env.dir.path().join("credentials");
-    fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("offsite");
-    fs::write(
-        &file,
-        format!(
-            "access-key-id = \"{}\"\nsecret-access-key = \"{}\"\n",
-            server.access_key_id, server.secret_access_key
-        ),
-    )
-    .unwrap();
-    fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).unwrap();
-    dir
-}
-
 /// The `[[target]]` of the server's bucket at `endpoint` (https), with `extra` lines.
 fn s3_target(server: &S3Server, endpoint: &str, extra: &str) -> String {
     format!(
@@ -142,7 +124,7 @@ fn tls_ca_lets_an_https_endpoint_with_its_own_ca_through() {
         native_tls::TlsAcceptor::new(identity).unwrap(),
     );
     assert!(proxy.endpoint.starts_with("https://"), "{}", proxy.endpoint);
-    let creds = key_dir(&env, &server);
+    let creds = server.key_dir(env.dir.path());
 
     // Without tls-ca, the system store does not know the test CA.
     env.write_config("", &s3_target(&server, &proxy.endpoint, ""));
@@ -233,7 +215,7 @@ fn a_tls_ca_that_is_missing_or_not_a_certificate_is_a_config_error() {
     let server = S3Server::start();
     let env = Env::new();
     fs::write(env.src.join("a.txt"), b"alpha").unwrap();
-    let creds = key_dir(&env, &server);
+    let creds = server.key_dir(env.dir.path());
     let endpoint = "https://127.0.0.1:9";
     let missing = env.dir.path().join("no-such-ca.pem");
     let line = format!("tls-ca = \"{}\"\n", missing.display());

@@ -209,9 +209,15 @@ impl S3Server {
 
     /// The `[[target]]` "offsite" of the server's bucket under `web1/`, plus `extra` lines.
     pub fn target_toml(&self, extra: &str) -> String {
+        self.target_in(&self.endpoint, &self.bucket, extra)
+    }
+
+    /// The `[[target]]` "offsite" of `bucket` under `web1/`, reached at `endpoint` (http: the
+    /// server itself, or a proxy in front of it), plus `extra` lines.
+    pub fn target_in(&self, endpoint: &str, bucket: &str, extra: &str) -> String {
         format!(
-            "[[target]]\nname = \"offsite\"\nkind = \"s3\"\nendpoint = \"{}\"\nallow-http = true\nregion = \"{}\"\nbucket = \"{}\"\nprefix = \"web1/\"\ncredential = \"offsite\"\n{extra}",
-            self.endpoint, self.region, self.bucket
+            "[[target]]\nname = \"offsite\"\nkind = \"s3\"\nendpoint = \"{endpoint}\"\nallow-http = true\nregion = \"{}\"\nbucket = \"{bucket}\"\nprefix = \"web1/\"\ncredential = \"offsite\"\n{extra}",
+            self.region
         )
     }
 
@@ -314,4 +320,12 @@ fn random_hex(bytes: usize) -> String {
         .read_exact(&mut buf)
         .unwrap();
     vouch::pipeline::io::hex(&buf)
+}
+
+/// `vouch ARGS` in `env` with the access keys in `creds` as `$CREDENTIALS_DIRECTORY`.
+pub fn with_key(env: &super::Env, creds: &Path, args: &[&str]) -> Output {
+    env.command(args)
+        .env("CREDENTIALS_DIRECTORY", creds)
+        .output()
+        .unwrap()
 }
