@@ -826,69 +826,11 @@ fn notify_failure_without_a_config_still_logs_and_records() {
     assert!(server.find("/ping/1").text().contains("Result=unknown"));
 }
 
-/// Makes a CA and a certificate for localhost signed by it, with the real `openssl`.
-fn make_certificates(dir: &Path) -> (PathBuf, native_tls::Identity) {
-    let ext = dir.join("san.ext");
-    fs::write(&ext, "subjectAltName=DNS:localhost,IP:127.0.0.1\n").unwrap();
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl (apt-get install openssl) is needed for the https test");
-        assert!(out.status.success(), "openssl {args:?}: {}", stderr(&out));
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    run(&[
-        &["req", "-x509"][..],
-        &ec,
-        &["-keyout", "ca.key", "-out", "ca.pem"],
-        &["-days", "2", "-subj", "/CN=vouch test CA"],
-    ]
-    .concat());
-    run(&[
-        &["req"][..],
-        &ec,
-        &["-keyout", "server.key", "-out", "server.csr"],
-        &["-subj", "/CN=localhost"],
-    ]
-    .concat());
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "san.ext",
-    ]);
-    let identity = native_tls::Identity::from_pkcs8(
-        &fs::read(dir.join("server.pem")).unwrap(),
-        &fs::read(dir.join("server.key")).unwrap(),
-    )
-    .unwrap();
-    (dir.join("ca.pem"), identity)
-}
-
 #[test]
 fn https_is_verified_against_the_ca_store() {
     let env = Env::new();
     fs::write(env.src.join("a.txt"), "alpha\n").unwrap();
-    let (ca, identity) = make_certificates(env.dir.path());
+    let (ca, identity) = util::test_certificates(env.dir.path());
     let server = Server::start_with(200, Some(native_tls::TlsAcceptor::new(identity).unwrap()));
     let url = format!("https://localhost:{}", server.port);
     env.write_config(

@@ -17,64 +17,6 @@ use util::{assert_code, stderr, Env};
 use vouch::target::s3::client::{Client, Endpoint, UrlStyle};
 use vouch::target::s3::sigv4::Credentials;
 
-/// Makes a CA and a certificate for 127.0.0.1 signed by it, with the real `openssl`.
-fn make_certificates(dir: &Path) -> (PathBuf, native_tls::Identity) {
-    let ext = dir.join("san.ext");
-    fs::write(&ext, "subjectAltName=IP:127.0.0.1\n").unwrap();
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl (apt-get install openssl) is needed for the https test");
-        assert!(out.status.success(), "openssl {args:?}: {}", stderr(&out));
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    run(&[
-        &["req", "-x509"][..],
-        &ec,
-        &["-keyout", "ca.key", "-out", "ca.pem"],
-        &["-days", "2", "-subj", "/CN=vouch test S3 CA"],
-    ]
-    .concat());
-    run(&[
-        &["req"][..],
-        &ec,
-        &["-keyout", "server.key", "-out", "server.csr"],
-        &["-subj", "/CN=127.0.0.1"],
-    ]
-    .concat());
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "san.ext",
-    ]);
-    let identity = native_tls::Identity::from_pkcs8(
-        &fs::read(dir.join("server.pem")).unwrap(),
-        &fs::read(dir.join("server.key")).unwrap(),
-    )
-    .unwrap();
-    (dir.join("ca.pem"), identity)
-}
-
 /// The `[[target]]` of the server's bucket at `endpoint` (https), with `extra` lines.
 fn s3_target(server: &S3Server, endpoint: &str, extra: &str) -> String {
     format!(
@@ -118,7 +60,7 @@ fn tls_ca_lets_an_https_endpoint_with_its_own_ca_through() {
     let server = S3Server::start();
     let env = Env::new();
     fs::write(env.src.join("a.txt"), b"alpha").unwrap();
-    let (ca, identity) = make_certificates(env.dir.path());
+    let (ca, identity) = util::test_certificates(env.dir.path());
     let proxy = Proxy::start_tls(
         &server.host,
         native_tls::TlsAcceptor::new(identity).unwrap(),

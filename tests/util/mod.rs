@@ -443,3 +443,62 @@ pub fn pids_matching(matches: impl Fn(&[String]) -> bool) -> Vec<u32> {
         })
         .collect()
 }
+
+/// Makes a test CA and a certificate for localhost and 127.0.0.1 signed by it, with the real
+/// `openssl`: the CA's PEM file and the server's identity, for an https server in a test.
+pub fn test_certificates(dir: &Path) -> (PathBuf, native_tls::Identity) {
+    let ext = dir.join("san.ext");
+    fs::write(&ext, "subjectAltName=DNS:localhost,IP:127.0.0.1\n").unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl (apt-get install openssl) is needed for the https test");
+        assert!(out.status.success(), "openssl {args:?}: {}", stderr(&out));
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &["-keyout", "ca.key", "-out", "ca.pem"],
+        &["-days", "2", "-subj", "/CN=vouch test CA"],
+    ]
+    .concat());
+    run(&[
+        &["req"][..],
+        &ec,
+        &["-keyout", "server.key", "-out", "server.csr"],
+        &["-subj", "/CN=localhost"],
+    ]
+    .concat());
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    ]);
+    let identity = native_tls::Identity::from_pkcs8(
+        &fs::read(dir.join("server.pem")).unwrap(),
+        &fs::read(dir.join("server.key")).unwrap(),
+    )
+    .unwrap();
+    (dir.join("ca.pem"), identity)
+}
