@@ -687,14 +687,9 @@ mod tests {
         let mut expected = vec![0, 0, 0, 23, kind::OPEN, 0, 0, 0, 7, 0, 0, 0, 2, b'/', b'a'];
         expected.extend_from_slice(&[0, 0, 0, 0x2a, 0, 0, 0, 4, 0, 0, 0x01, 0x80]);
         assert_eq!(p, expected);
-        let init = Request::bare(kind::INIT).put_u32(3).to_owned_packet();
-        assert_eq!(init, vec![0, 0, 0, 5, kind::INIT, 0, 0, 0, 3]);
-    }
-
-    impl Request {
-        fn to_owned_packet(&mut self) -> Vec<u8> {
-            Request(std::mem::take(&mut self.0)).finish()
-        }
+        let mut init = Request::bare(kind::INIT);
+        init.put_u32(3);
+        assert_eq!(init.finish(), vec![0, 0, 0, 5, kind::INIT, 0, 0, 0, 3]);
     }
 
     #[test]
