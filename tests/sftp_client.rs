@@ -1,9 +1,11 @@
 //! The SFTP client against a real OpenSSH server (Debian's sshd with `internal-sftp` on
 //! 127.0.0.1, tests/util/sshd.rs) through the real `ssh`: a 20 MiB file written pipelined,
 //! fsynced, read back and renamed into place; the refusals an archive's commit relies on
-//! (exclusive create, rename onto an existing name); listings and statvfs; the host-key,
-//! authentication, read-only, killed-transport and missing-ssh errors; and a fake server that
-//! lies. Every test runs under a timeout, so a hang fails.
+//! (exclusive create, rename onto an existing name); listings and statvfs; a full and a
+//! read-only filesystem (tmpfs in the server's own mount namespace, so root only); the host-key,
+//! authentication, read-only, killed-transport and missing-ssh errors; and fake servers that
+//! lie or answer reads out of order and short. Every test runs under a timeout, so a hang
+//! fails.
 
 mod util;
 
@@ -455,5 +457,105 @@ fn a_server_that_lies_is_a_protocol_or_transport_error_never_a_hang() {
             let again = c.stat("/x").unwrap_err();
             assert!(again.to_string().contains("unusable"), "{mode}: {again}");
         }
+    });
+}
+
+#[test]
+fn a_full_disk_is_failure_and_a_read_only_mount_is_flagged() {
+    within(60, || {
+        let s = Sshd::start_with_mounts(
+            "mkdir \"$ROOT/full\" \"$ROOT/ro\"\n\
+             mount -t tmpfs -o size=1m tmpfs \"$ROOT/full\"\n\
+             mount -t tmpfs -o ro,size=1m tmpfs \"$ROOT/ro\"",
+        );
+        let mut c = connect(&s);
+        let full = remote(&s, "full");
+        let v = c.statvfs(&full).unwrap();
+        assert_eq!(v.total_bytes(), 1024 * 1024, "{v:?}");
+        assert!(!v.read_only());
+        let h = c.create_exclusive(&format!("{full}/big")).unwrap();
+        let e = c.write_all(&h, 0, &noise(2 * 1024 * 1024)).unwrap_err();
+        assert!(e.is_failure(), "{e}");
+        c.close(h).unwrap();
+        assert_eq!(c.statvfs(&full).unwrap().available_bytes(), 0);
+        let ro = remote(&s, "ro");
+        assert!(c.statvfs(&ro).unwrap().read_only());
+        let e = c.create_exclusive(&format!("{ro}/x")).unwrap_err();
+        assert!(e.is_failure(), "{e}");
+    });
+}
+
+/// A fake "ssh" serving one file of [`ODD_SIZE`] bytes whose byte at offset `i` is
+/// `(i * 7 + i / 251) % 256`: it answers the READs waiting at a time in reverse order, and
+/// cuts every third one short.
+const ODD_SERVER: &str = r#"#!/usr/bin/python3
+import os, select, struct, sys
+SIZE = int(sys.argv[-2])
+o = sys.stdout.buffer
+buf = b""
+def send(t, body):
+    o.write(struct.pack(">IB", len(body) + 1, t) + body)
+def content(off, n):
+    return bytes(((i * 7) + i // 251) & 255 for i in range(off, off + n))
+count = 0
+def answer(t, d):
+    global count
+    rid = struct.unpack(">I", d[:4])[0]
+    if t == 1:
+        send(2, struct.pack(">I", 3))
+    elif t == 3:
+        send(102, struct.pack(">II", rid, 1) + b"h")
+    elif t == 4:
+        send(101, struct.pack(">IIII", rid, 0, 0, 0))
+    elif t == 5:
+        off, n = struct.unpack(">QI", d[9:21])
+        count += 1
+        if count % 3 == 0:
+            n = max(1, n // 3)
+        n = min(n, SIZE - off) if off < SIZE else 0
+        if n == 0:
+            send(101, struct.pack(">IIII", rid, 1, 0, 0))
+        else:
+            send(103, struct.pack(">II", rid, n) + content(off, n))
+while True:
+    ready = select.select([0], [], [], 0.05)[0]
+    if ready:
+        chunk = os.read(0, 65536)
+        if not chunk:
+            break
+        buf += chunk
+        continue
+    reqs = []
+    while len(buf) >= 4 and len(buf) >= 4 + struct.unpack(">I", buf[:4])[0]:
+        n = struct.unpack(">I", buf[:4])[0]
+        reqs.append((buf[4], buf[5:4 + n]))
+        buf = buf[4 + n:]
+    for t, d in reversed(reqs):
+        answer(t, d)
+    o.flush()
+"#;
+
+const ODD_SIZE: usize = 1_000_003;
+
+#[test]
+fn reads_answered_out_of_order_and_short_still_give_the_exact_bytes() {
+    within(120, || {
+        let dir = tempfile::tempdir().unwrap();
+        let server = dir.path().join("odd");
+        fs::write(&server, ODD_SERVER).unwrap();
+        let mode = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+        fs::set_permissions(&server, mode).unwrap();
+        let mut o = Options::new(&ODD_SIZE.to_string(), 22, "u", "/dev/null", "/dev/null");
+        o.program = server;
+        let mut c = Session::connect(&o).unwrap();
+        let mut got = Vec::new();
+        let mut r = c.open_read("/f").unwrap();
+        r.read_to_end(&mut got).unwrap();
+        r.close().unwrap();
+        let expected: Vec<u8> = (0..ODD_SIZE)
+            .map(|i| ((i * 7 + i / 251) % 256) as u8)
+            .collect();
+        assert_eq!(got.len(), ODD_SIZE);
+        assert!(got == expected, "the bytes read differ");
     });
 }

@@ -38,15 +38,26 @@ pub struct Sshd {
 impl Sshd {
     /// Starts sshd with a writable `internal-sftp`.
     pub fn start() -> Sshd {
-        Sshd::start_with("internal-sftp")
+        Sshd::start_with("internal-sftp", None)
     }
 
     /// Starts sshd whose SFTP subsystem refuses every change (`internal-sftp -R`).
     pub fn start_read_only() -> Sshd {
-        Sshd::start_with("internal-sftp -R")
+        Sshd::start_with("internal-sftp -R", None)
     }
 
-    fn start_with(subsystem: &str) -> Sshd {
+    /// Starts sshd in a private mount namespace (needs root) after running the shell
+    /// snippet `setup` there, with `$ROOT` the remote directory: mounts it makes are seen by
+    /// the server only and vanish with it.
+    pub fn start_with_mounts(setup: &str) -> Sshd {
+        assert!(
+            super::is_root(),
+            "this test needs root (a mount namespace for the server's tmpfs); run it as root, as CI does"
+        );
+        Sshd::start_with("internal-sftp", Some(setup))
+    }
+
+    fn start_with(subsystem: &str, setup: Option<&str>) -> Sshd {
         assert!(
             Path::new(SSHD).exists(),
             "{SSHD} is missing: apt-get install openssh-server (or run scripts/setup)"
@@ -74,7 +85,7 @@ impl Sshd {
                 config_text(&host_key, &authorized, port, subsystem),
             )
             .unwrap();
-            if let Some(child) = spawn(&config) {
+            if let Some(child) = spawn(&config, &root, setup) {
                 let known_hosts = dir.path().join("known_hosts");
                 fs::write(
                     &known_hosts,
@@ -143,10 +154,21 @@ fn config_text(host_key: &Path, authorized: &Path, port: u16, subsystem: &str) -
     )
 }
 
-/// Starts sshd and waits for "Server listening"; `None` when it exits first (the port was
-/// taken meanwhile).
-fn spawn(config: &Path) -> Option<Child> {
-    let mut child = Command::new(SSHD)
+/// Starts sshd (after `setup` in a private mount namespace, when given) and waits for
+/// "Server listening"; `None` when it exits first (the port was taken meanwhile).
+fn spawn(config: &Path, root: &Path, setup: Option<&str>) -> Option<Child> {
+    let mut command = match setup {
+        None => Command::new(SSHD),
+        Some(setup) => {
+            let mut c = Command::new("unshare");
+            c.args(["-m", "--propagation", "private", "sh", "-ec"])
+                .arg(format!("{setup}\nexec {SSHD} \"$@\""))
+                .arg("sh")
+                .env("ROOT", root);
+            c
+        }
+    };
+    let mut child = command
         .args(["-D", "-e", "-f"])
         .arg(config)
         .stdin(Stdio::null())

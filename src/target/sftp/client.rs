@@ -19,6 +19,7 @@ use super::protocol::{
 use std::collections::{HashMap, VecDeque};
 use std::ffi::OsString;
 use std::io::{self, BufReader, Read, Write};
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -36,6 +37,9 @@ pub const STDERR_LIMIT: usize = 16 * 1024;
 
 /// Entries a directory listing may have before the server is taken to be lying.
 const MAX_DIR_ENTRIES: usize = 1_000_000;
+
+/// Bytes of file names a directory listing may have, likewise.
+const MAX_DIR_BYTES: usize = 64 * 1024 * 1024;
 
 /// How long a closing ssh gets to exit before it is killed.
 const EXIT_GRACE: Duration = Duration::from_secs(5);
@@ -150,8 +154,11 @@ impl Session {
     /// [`SftpError::NotInstalled`], [`SftpError::HostKey`], [`SftpError::AuthRefused`],
     /// [`SftpError::Unreachable`] or [`SftpError::Transport`] as ssh's exit tells.
     pub fn connect(opts: &Options) -> Result<Session, SftpError> {
+        // Its own process group: a Ctrl-C meant for vouch does not cut the connection that
+        // vouch's cleanup still needs. ssh still ends with vouch: its stdin closes.
         let mut child = Command::new(&opts.program)
             .args(opts.ssh_args())
+            .process_group(0)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -270,6 +277,7 @@ impl Session {
     fn read_dir_entries(&mut self, handle: &Handle) -> Result<Vec<(String, Attrs)>, SftpError> {
         let op = format!("readdir {}", handle.path);
         let mut entries = Vec::new();
+        let mut bytes = 0;
         loop {
             let id = self.id();
             let mut r = Request::new(kind::READDIR, id);
@@ -278,13 +286,14 @@ impl Session {
                 Response::Name { names, .. } => {
                     for n in names {
                         if n.filename != b"." && n.filename != b".." {
+                            bytes += n.filename.len();
                             let name = String::from_utf8_lossy(&n.filename).into_owned();
                             entries.push((name, n.attrs));
                         }
                     }
-                    if entries.len() > MAX_DIR_ENTRIES {
+                    if entries.len() > MAX_DIR_ENTRIES || bytes > MAX_DIR_BYTES {
                         return Err(self.violation(format!(
-                            "{} lists more than {MAX_DIR_ENTRIES} entries",
+                            "{} lists more than {MAX_DIR_ENTRIES} entries or {MAX_DIR_BYTES} bytes of names",
                             handle.path
                         )));
                     }
@@ -349,8 +358,10 @@ impl Session {
         let mut in_flight: VecDeque<u32> = VecDeque::new();
         let mut first_error = None;
         let mut pos = 0;
-        while pos < data.len() || !in_flight.is_empty() {
-            if first_error.is_none() && pos < data.len() && in_flight.len() < MAX_IN_FLIGHT {
+        // After an error status no more WRITEs go out, but the outstanding ones are answered.
+        let more = |pos: usize, failed: bool| !failed && pos < data.len();
+        while more(pos, first_error.is_some()) || !in_flight.is_empty() {
+            if more(pos, first_error.is_some()) && in_flight.len() < MAX_IN_FLIGHT {
                 let n = CHUNK.min(data.len() - pos);
                 let id = self.id();
                 let mut r = Request::new(kind::WRITE, id);

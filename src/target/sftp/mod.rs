@@ -12,8 +12,11 @@
 //! What OpenSSH's server does that an archive's commit relies on (measured with OpenSSH
 //! 9.2p1, Debian 12, in `tests/sftp_client.rs`): an OPEN with `CREAT|EXCL` fails on an existing
 //! name; plain RENAME is link(2) + unlink(2) and fails with `SSH_FX_FAILURE` when the target
-//! exists, leaving it unchanged; `fsync@openssh.com` and `statvfs@openssh.com` are advertised.
-//! A directory cannot be fsynced over SFTP.
+//! exists, leaving it unchanged (`posix-rename@openssh.com` replaces it); `fsync@openssh.com`
+//! and `statvfs@openssh.com` are advertised, and statvfs gives what `df` gives and the
+//! read-only flag of the mount. A WRITE to a full filesystem and an OPEN on a read-only mount
+//! are `SSH_FX_FAILURE` too (only `internal-sftp -R` says `SSH_FX_PERMISSION_DENIED`), so the
+//! preflight tells them apart by statvfs. A directory cannot be fsynced over SFTP.
 
 pub mod client; // the session over a child ssh: requests, pipelined reads and writes
 pub mod error; // what failed: ssh, the host key, the key, the server's status, the protocol
