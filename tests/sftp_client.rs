@@ -369,6 +369,22 @@ fn ssh_killed_in_the_middle_of_a_write_is_a_transport_error() {
 }
 
 #[test]
+fn key_and_known_hosts_paths_with_blanks_percent_signs_and_quotes_reach_ssh_intact() {
+    within(60, || {
+        let s = Sshd::start();
+        let odd = s.dir().join("a b%d\"c\\%%h");
+        fs::create_dir(&odd).unwrap();
+        let mut o = options(&s);
+        o.identity = odd.join("key %u");
+        o.known_hosts = odd.join("known hosts");
+        fs::copy(&s.client_key, &o.identity).unwrap();
+        fs::copy(&s.known_hosts, &o.known_hosts).unwrap();
+        let mut c = Session::connect(&o).unwrap_or_else(|e| panic!("{e}"));
+        assert!(c.stat(s.root.to_str().unwrap()).unwrap().is_dir());
+    });
+}
+
+#[test]
 fn a_missing_ssh_is_the_not_installed_error() {
     within(30, || {
         let s = Sshd::start();
@@ -486,11 +502,14 @@ fn a_full_disk_is_failure_and_a_read_only_mount_is_flagged() {
 }
 
 /// A fake "ssh" serving one file of [`ODD_SIZE`] bytes whose byte at offset `i` is
-/// `(i * 7 + i / 251) % 256`: it answers the READs waiting at a time in reverse order, and
-/// cuts every third one short.
+/// `(i * 7 + i / 251) % 256`: it answers the requests waiting at a time in reverse order, and
+/// cuts every third READ short; WRITEs it accepts without keeping. At the end it writes the
+/// most READs and WRITEs it found waiting at once to the file its `-l` argument names.
 const ODD_SERVER: &str = r#"#!/usr/bin/python3
 import os, select, struct, sys
 SIZE = int(sys.argv[-2])
+REPORT = sys.argv[sys.argv.index("-l") + 1]
+most = {5: 0, 6: 0}
 o = sys.stdout.buffer
 buf = b""
 def send(t, body):
@@ -506,6 +525,8 @@ def answer(t, d):
     elif t == 3:
         send(102, struct.pack(">II", rid, 1) + b"h")
     elif t == 4:
+        send(101, struct.pack(">IIII", rid, 0, 0, 0))
+    elif t == 6:
         send(101, struct.pack(">IIII", rid, 0, 0, 0))
     elif t == 5:
         off, n = struct.unpack(">QI", d[9:21])
@@ -530,24 +551,32 @@ while True:
         n = struct.unpack(">I", buf[:4])[0]
         reqs.append((buf[4], buf[5:4 + n]))
         buf = buf[4 + n:]
+    for t in most:
+        most[t] = max(most[t], sum(1 for r in reqs if r[0] == t))
     for t, d in reversed(reqs):
         answer(t, d)
     o.flush()
+open(REPORT, "w").write("%d %d" % (most[5], most[6]))
 "#;
 
 const ODD_SIZE: usize = 1_000_003;
 
 #[test]
-fn reads_answered_out_of_order_and_short_still_give_the_exact_bytes() {
+fn reads_and_writes_are_pipelined_and_reads_answered_out_of_order_and_short_give_the_exact_bytes() {
     within(120, || {
         let dir = tempfile::tempdir().unwrap();
         let server = dir.path().join("odd");
         fs::write(&server, ODD_SERVER).unwrap();
         let mode = std::os::unix::fs::PermissionsExt::from_mode(0o755);
         fs::set_permissions(&server, mode).unwrap();
-        let mut o = Options::new(&ODD_SIZE.to_string(), 22, "u", "/dev/null", "/dev/null");
+        let report = dir.path().join("report");
+        let user = report.to_str().unwrap();
+        let mut o = Options::new(&ODD_SIZE.to_string(), 22, user, "/dev/null", "/dev/null");
         o.program = server;
         let mut c = Session::connect(&o).unwrap();
+        let h = c.create_exclusive("/w").unwrap();
+        c.write_all(&h, 0, &noise(2 * 1024 * 1024)).unwrap();
+        c.close(h).unwrap();
         let mut got = Vec::new();
         let mut r = c.open_read("/f").unwrap();
         r.read_to_end(&mut got).unwrap();
@@ -557,5 +586,22 @@ fn reads_answered_out_of_order_and_short_still_give_the_exact_bytes() {
             .collect();
         assert_eq!(got.len(), ODD_SIZE);
         assert!(got == expected, "the bytes read differ");
+        drop(c); // the server writes its report when its stdin closes
+        let report = fs::read_to_string(&report).unwrap();
+        let most: Vec<usize> = report.split(' ').map(|n| n.parse().unwrap()).collect();
+        assert!(
+            most[0] >= 8,
+            "at most {} READs were in flight at once",
+            most[0]
+        );
+        assert!(
+            most[1] >= 8,
+            "at most {} WRITEs were in flight at once",
+            most[1]
+        );
+        assert!(
+            most.iter().all(|&n| n <= 16),
+            "more than 16 in flight: {report}"
+        );
     });
 }

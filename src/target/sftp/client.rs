@@ -19,8 +19,9 @@ use super::protocol::{
 use std::collections::{HashMap, VecDeque};
 use std::ffi::OsString;
 use std::io::{self, BufReader, Read, Write};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
@@ -93,8 +94,6 @@ impl Options {
     /// The arguments ssh is started with.
     pub fn ssh_args(&self) -> Vec<OsString> {
         let timeout = self.connect_timeout.as_secs().max(1);
-        let mut known = OsString::from("UserKnownHostsFile=");
-        known.push(&self.known_hosts);
         let mut args: Vec<OsString> = vec!["-F".into(), "/dev/null".into()];
         for o in [
             "BatchMode=yes",
@@ -108,9 +107,15 @@ impl Options {
         ] {
             args.extend(["-o".into(), o.into()]);
         }
-        args.extend(["-o".into(), known]);
         args.extend(["-o".into(), format!("ConnectTimeout={timeout}").into()]);
-        args.extend(["-i".into(), self.identity.clone().into_os_string()]);
+        // The key as `-o IdentityFile=` rather than `-i`: ssh stats a `-i` path before it
+        // expands its `%` tokens, so no `-i` path with a `%` works. Both paths are quoted
+        // (ssh splits option values at blanks) with `%` doubled, and made absolute.
+        args.extend(["-o".into(), path_option("IdentityFile", &self.identity)]);
+        args.extend([
+            "-o".into(),
+            path_option("UserKnownHostsFile", &self.known_hosts),
+        ]);
         args.extend(["-p".into(), self.port.to_string().into()]);
         args.extend(["-l".into(), self.user.clone().into()]);
         args.extend([
@@ -121,6 +126,39 @@ impl Options {
         ]);
         args
     }
+}
+
+/// `NAME="PATH"` for ssh's `-o`, the path absolute, quoted and its `%` doubled.
+fn path_option(name: &str, path: &Path) -> OsString {
+    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+    let mut option = format!("{name}=\"").into_bytes();
+    option.extend(quoted(&percent_escaped(&path)));
+    option.push(b'"');
+    OsString::from_vec(option)
+}
+
+/// `path` with every `%` doubled, as ssh reads `%%` as `%`.
+fn percent_escaped(path: &Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    for &b in path.as_os_str().as_bytes() {
+        if b == b'%' {
+            out.push(b'%');
+        }
+        out.push(b);
+    }
+    out
+}
+
+/// `value` with `\` and `"` backslash-escaped, for inside double quotes of an ssh option.
+fn quoted(value: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for &b in value {
+        if b == b'\\' || b == b'"' {
+            out.push(b'\\');
+        }
+        out.push(b);
+    }
+    out
 }
 
 /// An open remote file.
