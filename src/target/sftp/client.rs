@@ -11,6 +11,11 @@
 //! bounded (nothing is kept for a WRITE once it is sent; at most the in-flight DATA replies
 //! for a read). After a transport failure or a protocol violation the session is unusable and
 //! says so; after an error status it goes on.
+//!
+//! The calls block without a timeout of their own: a server that stops answering is found by
+//! ssh's keepalives (`ServerAliveInterval=15`, `ServerAliveCountMax=4`), after which ssh exits
+//! and the call fails as a transport error, about a minute later. An `sftp-server` process that
+//! hangs while its sshd still answers keepalives is not caught this way.
 
 use super::error::{classify_ssh_stderr, SftpError};
 use super::protocol::{
@@ -833,5 +838,43 @@ impl Drop for RemoteReader<'_> {
                 let _ = self.session.close(handle);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ssh_is_pinned_to_its_key_known_hosts_and_strict_checking() {
+        let mut o = Options::new("-oProxyCommand=x", 2222, "backup", "/k %h", "/kh \"q\"");
+        o.connect_timeout = Duration::from_millis(200);
+        let args: Vec<String> = o
+            .ssh_args()
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect();
+        let joined = args.join(" ");
+        for pinned in [
+            "-F /dev/null",
+            "-o BatchMode=yes",
+            "-o StrictHostKeyChecking=yes",
+            "-o GlobalKnownHostsFile=/dev/null",
+            "-o IdentitiesOnly=yes",
+            "-o IdentityAgent=none",
+            "-o ControlPath=none",
+            "-o ConnectTimeout=1",
+            "-o IdentityFile=\"/k %%h\"",
+            "-o UserKnownHostsFile=\"/kh \\\"q\\\"\"",
+            "-p 2222",
+            "-l backup",
+        ] {
+            assert!(joined.contains(pinned), "{pinned} not in {joined}");
+        }
+        // The host comes after `--`, so it cannot be taken for an option.
+        assert_eq!(
+            args[args.len() - 4..],
+            ["-s", "--", "-oProxyCommand=x", "sftp"]
+        );
     }
 }
