@@ -157,16 +157,17 @@ fn config_text(host_key: &Path, authorized: &Path, port: u16, subsystem: &str) -
 /// Starts sshd (after `setup` in a private mount namespace, when given) and waits for
 /// "Server listening"; `None` when it exits first (the port was taken meanwhile).
 fn spawn(config: &Path, root: &Path, setup: Option<&str>) -> Option<Child> {
-    let mut command = match setup {
-        None => Command::new(SSHD),
-        Some(setup) => {
-            let mut c = Command::new("unshare");
-            c.args(["-m", "--propagation", "private", "sh", "-ec"])
-                .arg(format!("{setup}\nexec {SSHD} \"$@\""))
-                .arg("sh")
-                .env("ROOT", root);
-            c
-        }
+    // setpriv --pdeathsig: the server dies with the thread that started it, also when a
+    // test times out and its thread never drops the server.
+    let mut command = Command::new("setpriv");
+    command.args(["--pdeathsig", "KILL", "--"]);
+    match setup {
+        None => command.arg(SSHD),
+        Some(setup) => command
+            .args(["unshare", "-m", "--propagation", "private", "sh", "-ec"])
+            .arg(format!("{setup}\nexec {SSHD} \"$@\""))
+            .arg("sh")
+            .env("ROOT", root),
     };
     let mut child = command
         .args(["-D", "-e", "-f"])
@@ -175,7 +176,7 @@ fn spawn(config: &Path, root: &Path, setup: Option<&str>) -> Option<Child> {
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {SSHD}: {e}"));
+        .unwrap_or_else(|e| panic!("cannot start {SSHD} under setpriv (util-linux): {e}"));
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
