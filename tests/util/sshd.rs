@@ -1,6 +1,7 @@
 //! A real OpenSSH server on 127.0.0.1 for the SFTP tests: Debian's `/usr/sbin/sshd` in the
 //! foreground with a throwaway host key, a throwaway client key pair allowed to log in as the
-//! current user, and `internal-sftp` (read-only with `-R` on request); killed when dropped.
+//! current user, and `internal-sftp` (read-only with `-R` on request); killed when dropped,
+//! and by the kernel (`setpriv --pdeathsig KILL`) when the thread that started it ends first.
 //!
 //! Nothing of the system's sshd is used: its own config (`-f`), no PAM, no pid file, keys and
 //! `AuthorizedKeysFile` in its temporary directory. A test that cannot start it fails and says
