@@ -83,6 +83,7 @@ pub mod local; // a directory target (local disks, mounted network filesystems)
 pub mod receipt; // the unencrypted receipt beside each archive
 pub mod retention; // which archives to keep; pruning the rest
 pub mod s3; // S3-compatible object storage: request signing so far
+pub mod sftp; // SFTP servers over the system ssh: the client so far
 
 use crate::config;
 use crate::error::Error;

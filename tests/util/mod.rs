@@ -8,6 +8,7 @@ pub mod podman; // podman containers from a local image
 pub mod postgresql; // a PostgreSQL cluster on a unix socket
 pub mod proxy; // an HTTP proxy that lies to the S3 client on purpose
 pub mod s3; // a Garage S3 server on loopback
+pub mod sshd; // an OpenSSH server with internal-sftp on loopback
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
