@@ -257,3 +257,32 @@ fn a_copy_killed_at_any_point_is_settled_by_the_next_run_and_never_counted() {
     }
     assert_eq!(server.keys().len(), 6, "three settled runs, three copies");
 }
+
+#[test]
+fn an_archive_too_large_for_one_s3_object_is_18_at_preflight() {
+    let server = S3Server::start();
+    let env = Env::new();
+    // A sparse 6 TiB file: the sources' size is the estimate before any archive exists.
+    let big = fs::File::create(env.src.join("disk.img")).unwrap();
+    big.set_len(6 << 40).unwrap();
+    let creds = server.key_dir(env.dir.path());
+    env.write_config("", &server.target_toml(""));
+    let out = with_key(&env, &creds, &["preflight", "--json"]);
+    assert!(!out.status.success());
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let remote = rows["checks"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{rows}"))
+        .iter()
+        .find(|r| r["target"] == "offsite")
+        .unwrap_or_else(|| panic!("{rows}"));
+    assert_eq!(remote["exit-code"], 18, "{remote}");
+    assert!(
+        remote["detail"]
+            .as_str()
+            .unwrap()
+            .contains("one S3 object may hold"),
+        "{remote}"
+    );
+    assert!(server.keys().is_empty(), "nothing was sent");
+}

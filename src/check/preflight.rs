@@ -112,12 +112,14 @@ pub fn check(settings: &Settings, dirs: &Dirs) -> Outcome {
     let (finding, keys) = check_keys(settings, dirs);
     findings.push(finding);
     let mut estimate = None;
+    let mut largest = 0;
     for target in &settings.targets {
         let expected = expected_size(target, settings, &mut estimate);
+        largest = largest.max(expected);
         check_target(target, expected, lock.is_some(), &mut findings);
     }
     for remote in &settings.remotes {
-        findings.push(check_remote(remote, dirs));
+        findings.push(check_remote(remote, dirs, largest));
     }
     for (check, outcome) in crate::dump::preflight::check(settings, dirs) {
         findings.push(Finding {
@@ -133,9 +135,10 @@ pub fn check(settings: &Settings, dirs: &Dirs) -> Outcome {
     }
 }
 
-/// An S3 target: its access key reads, the bucket answers, a write goes through (and creates
-/// nothing); uploads an interrupted run left are aborted.
-fn check_remote(remote: &crate::config::Remote, dirs: &Dirs) -> Finding {
+/// An S3 target: the expected archive fits in one object, its access key reads, the bucket
+/// answers, a write goes through (and creates nothing); uploads an interrupted run left are
+/// aborted.
+fn check_remote(remote: &crate::config::Remote, dirs: &Dirs, expected: u64) -> Finding {
     let name = Some(remote.name.as_str());
     let refused = |code, detail, hint| {
         fail(
@@ -149,6 +152,18 @@ fn check_remote(remote: &crate::config::Remote, dirs: &Dirs) -> Finding {
             },
         )
     };
+    use crate::target::s3::upload::{part_size, MAX_OBJECT};
+    if expected > MAX_OBJECT || part_size(expected, remote.s3.part_size).is_none() {
+        return refused(
+            crate::exit::ExitCode::TargetFilesize,
+            format!(
+                "the archive is expected to be about {}, more than the {} one S3 object may hold",
+                human_bytes(expected),
+                human_bytes(MAX_OBJECT)
+            ),
+            "Back up less to this target (split the sources across two configs with their own prefixes), or copy off-site with another kind of target.".into(),
+        );
+    }
     let s3 = match crate::target::s3::S3::open(remote, dirs.credentials.as_deref()) {
         Ok(s3) => s3,
         Err((detail, hint)) => return refused(crate::exit::ExitCode::Config, detail, hint),

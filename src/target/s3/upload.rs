@@ -19,6 +19,8 @@ use std::time::Duration;
 pub const MIN_PART: u64 = 5 << 20;
 /// The largest part S3 takes.
 pub const MAX_PART: u64 = 5 << 30;
+/// The largest object S3 stores (AWS's limit; most compatible stores share it).
+pub const MAX_OBJECT: u64 = 5 << 40;
 /// The most parts one upload may have.
 pub const MAX_PARTS: u64 = 10_000;
 /// Tries per part (and for a single `PutObject`).
