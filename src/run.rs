@@ -687,8 +687,9 @@ fn check_stream(
 }
 
 /// Off-site: the archive, committed on the first directory target, is copied to every S3
-/// target in turn, each read back as the local copy was. Every remote is tried; the first
-/// failure is kept for the end of the run (34), after its own journal entry.
+/// target in turn, then to every sftp target, each read back as the local copy was. Every
+/// remote is tried; the first failure is kept for the end of the run (34), after its own
+/// journal entry.
 fn offsite(
     settings: &Settings,
     dirs: &Dirs,
@@ -702,70 +703,164 @@ fn offsite(
 ) {
     let mut copies = Vec::new();
     let mut first = None;
-    if !settings.remotes.is_empty() {
+    if !settings.remotes.is_empty() || !settings.sftp.is_empty() {
         fault::point("before-offsite");
     }
     for remote in &settings.remotes {
         match copy_to(remote, dirs, keys, facts, spooled, &*stores[0]) {
             Ok(c) => {
-                Entry::event(
-                    Event::RemoteCopied,
-                    format!(
-                        "archive {} copied to {} and {}",
-                        facts.name,
-                        c.url,
-                        match c.readback {
-                            crate::config::Readback::Full => "read back",
-                            crate::config::Readback::Checksum =>
-                                "checked by its digests, not read back",
-                        }
-                    ),
-                )
-                .field("VOUCH_TARGET", &remote.name)
-                .field("VOUCH_ARCHIVE", &c.url)
-                .field("VOUCH_ARCHIVE_SHA256", &facts.closed.archive_sha256)
-                .field("VOUCH_BYTES_OUT", facts.closed.archive_size)
-                .field("VOUCH_DURATION_USEC", c.duration.as_micros())
-                .field("VOUCH_READBACK", c.readback.as_str())
-                .field_opt("VOUCH_REMOTE_VERSION_ID", c.version_id.as_deref())
-                .field_opt("VOUCH_RETAIN_UNTIL", c.retain_until.as_deref())
-                .emit();
-                let last = crate::target::s3::last::Copy {
-                    archive: facts.name.clone(),
-                    url: c.url.clone(),
-                    copied: rfc3339(OffsetDateTime::now_utc()),
-                    created: rfc3339(facts.created),
-                    readback: Some(c.readback.as_str().to_owned()),
+                let readback = match c.readback {
+                    crate::config::Readback::Full => "read back",
+                    crate::config::Readback::Checksum => "checked by its digests, not read back",
                 };
-                if let Err(e) = crate::target::s3::last::record(
-                    &dirs.state,
-                    &remote.name,
-                    last,
-                    journal::run_id(),
-                ) {
-                    log::warn!("cannot record the copy to {} for status: {e}", remote.name);
-                }
+                let copy = RemoteCopy {
+                    target: &remote.name,
+                    url: &c.url,
+                    duration: c.duration,
+                    readback: c.readback.as_str(),
+                };
+                copied(dirs, facts, &copy, readback, |e| {
+                    e.field_opt("VOUCH_REMOTE_VERSION_ID", c.version_id.as_deref())
+                        .field_opt("VOUCH_RETAIN_UNTIL", c.retain_until.as_deref())
+                });
                 copies.push((remote.name.clone(), c));
             }
-            Err(e) => {
-                log::error!("{e}");
-                if let Error::Remote {
-                    target,
-                    detail,
-                    hint,
-                    ..
-                } = e
-                {
-                    first.get_or_insert(OffsiteFailure {
-                        target,
-                        detail,
-                        hint,
-                    });
-                }
+            Err(e) => failed(e, &mut first),
+        }
+    }
+    for remote in &settings.sftp {
+        match sftp_copy_to(remote, dirs, keys, facts, spooled, &*stores[0]) {
+            Ok(c) => {
+                let copy = RemoteCopy {
+                    target: &remote.name,
+                    url: &c.url,
+                    duration: c.duration,
+                    readback: "full",
+                };
+                copied(dirs, facts, &copy, "read back", |e| e);
             }
+            Err(e) => failed(e, &mut first),
         }
     }
     (copies, first)
+}
+
+/// A finished off-site copy, as the journal and `s3-copies.json` record it.
+struct RemoteCopy<'a> {
+    target: &'a str,
+    url: &'a str,
+    duration: std::time::Duration,
+    readback: &'static str,
+}
+
+/// The `remote-copied` entry (with the kind's own fields from `more`) and the last-copy record.
+fn copied(
+    dirs: &Dirs,
+    facts: &Facts,
+    c: &RemoteCopy<'_>,
+    how: &str,
+    more: impl FnOnce(Entry) -> Entry,
+) {
+    let entry = Entry::event(
+        Event::RemoteCopied,
+        format!("archive {} copied to {} and {how}", facts.name, c.url),
+    )
+    .field("VOUCH_TARGET", c.target)
+    .field("VOUCH_ARCHIVE", c.url)
+    .field("VOUCH_ARCHIVE_SHA256", &facts.closed.archive_sha256)
+    .field("VOUCH_BYTES_OUT", facts.closed.archive_size)
+    .field("VOUCH_DURATION_USEC", c.duration.as_micros())
+    .field("VOUCH_READBACK", c.readback);
+    more(entry).emit();
+    let last = crate::target::s3::last::Copy {
+        archive: facts.name.clone(),
+        url: c.url.to_owned(),
+        copied: rfc3339(OffsetDateTime::now_utc()),
+        created: rfc3339(facts.created),
+        readback: Some(c.readback.to_owned()),
+    };
+    if let Err(e) = crate::target::s3::last::record(&dirs.state, c.target, last, journal::run_id())
+    {
+        log::warn!("cannot record the copy to {} for status: {e}", c.target);
+    }
+}
+
+/// A failed off-site copy: logged, and kept when it is the first.
+fn failed(e: Error, first: &mut Option<OffsiteFailure>) {
+    log::error!("{e}");
+    if let Error::Remote {
+        target,
+        detail,
+        hint,
+        ..
+    } = e
+    {
+        first.get_or_insert(OffsiteFailure {
+            target,
+            detail,
+            hint,
+        });
+    }
+}
+
+/// The committed archive on the first target, its receipt made for `target`, and its data.
+fn local_source<'a>(
+    target: &str,
+    facts: &'a Facts,
+    local: &'a dyn Target,
+    failed: &dyn Fn(String, String) -> Error,
+) -> Result<crate::target::s3::copy::Source<'a>, Error> {
+    let local_hint = || {
+        "The local archive could not be read for its off-site copy: run `vouch verify --latest` and check the disk.".to_owned()
+    };
+    let archive = local
+        .find(&facts.name)
+        .map_err(|e| failed(e.to_string(), local_hint()))?
+        .ok_or_else(|| {
+            failed(
+                "the committed archive is not on the first target".into(),
+                local_hint(),
+            )
+        })?;
+    let mut receipt = archive
+        .receipt
+        .clone()
+        .ok_or_else(|| failed("the committed archive has no receipt".into(), local_hint()))?;
+    receipt.target = target.to_owned();
+    receipt.parts = Vec::new();
+    let data = local
+        .read(&archive)
+        .map_err(|e| failed(e.to_string(), local_hint()))?;
+    Ok(crate::target::s3::copy::Source {
+        archive: &facts.name,
+        size: facts.closed.archive_size,
+        data,
+        receipt: receipt.to_json(),
+    })
+}
+
+/// One sftp target's copy of the archive.
+fn sftp_copy_to(
+    remote: &crate::config::SftpRemote,
+    dirs: &Dirs,
+    keys: &Keys,
+    facts: &Facts,
+    spooled: &mut Spooled,
+    local: &dyn Target,
+) -> Result<crate::target::sftp::copy::Copied, Error> {
+    let failed = |detail: String, hint: String| Error::Remote {
+        target: remote.name.clone(),
+        archive: facts.name.clone(),
+        detail,
+        hint,
+    };
+    let sftp = crate::target::sftp::Sftp::open(remote, dirs.credentials.as_deref())
+        .map_err(|(d, h)| failed(d, h))?;
+    let source = local_source(&remote.name, facts, local, &failed)?;
+    crate::target::sftp::copy::copy(&sftp, &dirs.state, journal::run_id(), source, &mut |body| {
+        check_stream(body, keys, facts, spooled)
+    })
+    .map_err(|f| failed(f.detail, f.hint))
 }
 
 /// One S3 target's copy of the archive.
@@ -785,33 +880,7 @@ fn copy_to(
     };
     let s3 = crate::target::s3::S3::open(remote, dirs.credentials.as_deref())
         .map_err(|(d, h)| failed(d, h))?;
-    let local_hint = || {
-        "The local archive could not be read for its off-site copy: run `vouch verify --latest` and check the disk.".to_owned()
-    };
-    let archive = local
-        .find(&facts.name)
-        .map_err(|e| failed(e.to_string(), local_hint()))?
-        .ok_or_else(|| {
-            failed(
-                "the committed archive is not on the first target".into(),
-                local_hint(),
-            )
-        })?;
-    let mut receipt = archive
-        .receipt
-        .clone()
-        .ok_or_else(|| failed("the committed archive has no receipt".into(), local_hint()))?;
-    receipt.target = remote.name.clone();
-    receipt.parts = Vec::new();
-    let data = local
-        .read(&archive)
-        .map_err(|e| failed(e.to_string(), local_hint()))?;
-    let source = crate::target::s3::copy::Source {
-        archive: &facts.name,
-        size: facts.closed.archive_size,
-        data,
-        receipt: receipt.to_json(),
-    };
+    let source = local_source(&remote.name, facts, local, &failed)?;
     crate::target::s3::copy::copy(&s3, &dirs.state, journal::run_id(), source, &mut |body| {
         check_stream(body, keys, facts, spooled)
     })

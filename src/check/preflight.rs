@@ -121,6 +121,9 @@ pub fn check(settings: &Settings, dirs: &Dirs) -> Outcome {
     for remote in &settings.remotes {
         findings.push(check_remote(remote, dirs, largest));
     }
+    for remote in &settings.sftp {
+        findings.push(check_sftp(remote, settings, dirs, largest));
+    }
     for (check, outcome) in crate::dump::preflight::check(settings, dirs) {
         findings.push(Finding {
             check,
@@ -189,6 +192,38 @@ fn check_remote(remote: &crate::config::Remote, dirs: &Dirs, expected: u64) -> F
                 }
             ),
         ),
+        Err(r) => refused(r.code, r.detail, r.hint),
+    }
+}
+
+/// An sftp target: its key file reads, ssh connects with the known host key and the key, the
+/// directory takes a probe file the way it takes an archive, and the expected archive fits;
+/// what an interrupted copy left is settled.
+fn check_sftp(
+    remote: &crate::config::SftpRemote,
+    settings: &Settings,
+    dirs: &Dirs,
+    expected: u64,
+) -> Finding {
+    let name = Some(remote.name.as_str());
+    let refused = |code, detail, hint| {
+        fail(
+            "remote",
+            name,
+            Error::RemoteCheck {
+                target: remote.name.clone(),
+                code,
+                detail,
+                hint,
+            },
+        )
+    };
+    let sftp = match crate::target::sftp::Sftp::open(remote, dirs.credentials.as_deref()) {
+        Ok(s) => s,
+        Err((detail, hint)) => return refused(crate::exit::ExitCode::Config, detail, hint),
+    };
+    match crate::target::sftp::probe::check(&sftp, &dirs.state, &settings.backup.name, expected) {
+        Ok(detail) => ok("remote", name, detail),
         Err(r) => refused(r.code, r.detail, r.hint),
     }
 }

@@ -11,6 +11,7 @@
 
 mod dumps;
 mod remote;
+mod sftp;
 mod units;
 
 pub use dumps::{
@@ -20,6 +21,7 @@ pub use dumps::{
 };
 
 pub use remote::{LockMode, ObjectLock, Readback, S3Target, DEFAULT_PART_SIZE};
+pub use sftp::SftpTarget;
 pub use units::{format_duration, parse_duration, parse_size};
 
 use crate::host::bounded::Links;
@@ -70,6 +72,9 @@ pub struct Settings {
     /// The `[[target]]`s with `kind = "s3"`, in config order: copied to after the directory
     /// targets have committed the archive.
     pub remotes: Vec<Remote>,
+    /// The `[[target]]`s with `kind = "sftp"`, in config order: copied to after the S3
+    /// targets.
+    pub sftp: Vec<SftpRemote>,
     /// `[health]`.
     pub health: Health,
     /// `[metrics]`.
@@ -156,6 +161,17 @@ pub struct Remote {
     pub keep: Keep,
     /// Where and how.
     pub s3: S3Target,
+}
+
+/// An off-site target on an SSH server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SftpRemote {
+    /// Unique name, among all targets.
+    pub name: String,
+    /// Its own retention.
+    pub keep: Keep,
+    /// Where and how.
+    pub sftp: SftpTarget,
 }
 
 /// Splitting archives into parts.
@@ -327,6 +343,10 @@ struct RawTarget {
     tls_ca: Option<Spanned<String>>,
     object_lock: Option<Spanned<remote::RawLock>>,
     readback: Option<Spanned<String>>,
+    host: Option<Spanned<String>>,
+    port: Option<Spanned<i64>>,
+    user: Option<Spanned<String>>,
+    known_hosts: Option<Spanned<String>>,
     require_mount: Option<Spanned<bool>>,
     mount: Option<Spanned<String>>,
     #[serde(default)]
@@ -424,6 +444,19 @@ fn take_s3(t: &mut RawTarget) -> remote::RawS3 {
         tls_ca: t.tls_ca.take(),
         object_lock: t.object_lock.take(),
         readback: t.readback.take(),
+    }
+}
+
+/// The directory, S3 and sftp targets, in config order within each kind.
+type AllTargets = (Vec<Target>, Vec<Remote>, Vec<SftpRemote>);
+
+/// Moves the sftp-only keys out of a raw target.
+fn take_sftp(t: &mut RawTarget) -> sftp::RawSftp {
+    sftp::RawSftp {
+        host: t.host.take(),
+        port: t.port.take(),
+        user: t.user.take(),
+        known_hosts: t.known_hosts.take(),
     }
 }
 
@@ -602,14 +635,14 @@ impl Context<'_> {
 
     /// A target's `require-mount` and `mount`: `mount` must be `path` or a directory above it,
     /// and implies `require-mount = true` (an explicit `false` beside it is a contradiction).
-    /// Every `[[target]]`: the directory targets and the S3 targets, each name unique. At
-    /// least one directory target is needed.
+    /// Every `[[target]]`: the directory targets, the S3 and the sftp targets, each name
+    /// unique. At least one directory target is needed.
     fn targets(
         &self,
         raw_targets: Vec<RawTarget>,
         sources: &[PathBuf],
         exclude_set: &crate::pipeline::walk::Exclude,
-    ) -> Result<(Vec<Target>, Vec<Remote>), ConfigError> {
+    ) -> Result<AllTargets, ConfigError> {
         let missing = |message: &str| ConfigError {
             file: self.file.to_owned(),
             line: None,
@@ -621,6 +654,7 @@ impl Context<'_> {
         }
         let mut targets: Vec<Target> = Vec::new();
         let mut remotes: Vec<Remote> = Vec::new();
+        let mut sftps: Vec<SftpRemote> = Vec::new();
         let mut names = HashSet::new();
         for mut t in raw_targets {
             let tname = t.name.get_ref().clone();
@@ -634,21 +668,35 @@ impl Context<'_> {
                 ));
             }
             let s3 = take_s3(&mut t);
-            if self.target_kind(&t, &s3, &key)? == "s3" {
-                remotes.push(Remote {
+            let sftp = take_sftp(&mut t);
+            match self.target_kind(&t, &s3, &sftp, &key)? {
+                "s3" => remotes.push(Remote {
                     name: tname.clone(),
                     s3: self.s3_target(&s3, &tname, t.name.span())?,
                     keep: self.keep(t.keep, &key)?,
-                });
-                continue;
+                }),
+                "sftp" => {
+                    let shared = sftp::Shared {
+                        path: t.path.as_ref(),
+                        credential: s3.credential.as_ref(),
+                        split: t.split.as_ref(),
+                    };
+                    sftps.push(SftpRemote {
+                        name: tname.clone(),
+                        sftp: self.sftp_target(&sftp, shared, &tname, t.name.span())?,
+                        keep: self.keep(t.keep, &key)?,
+                    });
+                }
+                _ => {
+                    let target = self.dir_target(t, &tname, &targets, sources, exclude_set)?;
+                    targets.push(target);
+                }
             }
-            let target = self.dir_target(t, &tname, &targets, sources, exclude_set)?;
-            targets.push(target);
         }
         if targets.is_empty() {
-            return Err(missing("at least one directory [[target]] (kind = \"dir\") is needed: an s3 target gets a copy of the archive a directory target committed"));
+            return Err(missing("at least one directory [[target]] (kind = \"dir\") is needed: an s3 or sftp target gets a copy of the archive a directory target committed"));
         }
-        Ok((targets, remotes))
+        Ok((targets, remotes, sftps))
     }
 
     /// One directory target, checked against the sources and the targets before it.
@@ -753,46 +801,56 @@ impl Context<'_> {
         })
     }
 
-    /// `kind` (`"dir"` by default, or `"s3"`), after refusing the keys of the other kind.
+    /// `kind` (`"dir"` by default, `"s3"` or `"sftp"`), after refusing the keys of the other
+    /// kinds.
     fn target_kind(
         &self,
         t: &RawTarget,
         s3: &remote::RawS3,
+        sftp: &sftp::RawSftp,
         key: &dyn Fn(&str) -> String,
     ) -> Result<&'static str, ConfigError> {
         let kind = match t.kind.as_ref().map(|k| (k.get_ref().as_str(), k.span())) {
             None | Some(("dir", _)) => "dir",
             Some(("s3", _)) => "s3",
-            Some(("sftp", span)) => return Err(self.error(
-                Some(span),
-                &key("kind"),
-                "kind = \"sftp\" is not built yet: use \"dir\" (a mounted filesystem) or \"s3\""
-                    .into(),
-            )),
+            Some(("sftp", _)) => "sftp",
             Some((other, span)) => {
                 return Err(self.error(
                     Some(span),
                     &key("kind"),
-                    format!("{other:?} is not \"dir\" or \"s3\""),
+                    format!("{other:?} is not \"dir\", \"s3\" or \"sftp\""),
                 ))
             }
         };
-        let wrong: Vec<(&str, std::ops::Range<usize>)> = if kind == "s3" {
-            let mut dir_keys = Vec::new();
-            let mut add = |k: &'static str, s: Option<std::ops::Range<usize>>| {
-                if let Some(s) = s {
-                    dir_keys.push((k, s));
-                }
-            };
+        let mut dir_keys = Vec::new();
+        let mut add = |k: &'static str, s: Option<std::ops::Range<usize>>| {
+            if let Some(s) = s {
+                dir_keys.push((k, s));
+            }
+        };
+        if kind == "s3" {
             add("path", t.path.as_ref().map(|v| v.span()));
             add("split", t.split.as_ref().map(|v| v.span()));
+        }
+        if kind != "dir" {
             add("min-free", t.min_free.as_ref().map(|v| v.span()));
             add("require-mount", t.require_mount.as_ref().map(|v| v.span()));
             add("mount", t.mount.as_ref().map(|v| v.span()));
-            dir_keys
-        } else {
-            s3.set_keys()
-        };
+        }
+        let mut wrong = dir_keys;
+        match kind {
+            "s3" => wrong.extend(sftp.set_keys()),
+            "sftp" => wrong.extend(
+                s3.set_keys()
+                    .into_iter()
+                    .filter(|(k, _)| *k != "credential"),
+            ),
+            _ => {
+                wrong.extend(s3.set_keys());
+                wrong.extend(sftp.set_keys());
+            }
+        }
+        wrong.sort_by_key(|(_, span)| span.start);
         if let Some((k, span)) = wrong.into_iter().next() {
             return Err(self.error(
                 Some(span),
@@ -968,7 +1026,7 @@ impl Context<'_> {
             verify_without_identity: enc.verify_without_identity,
         };
 
-        let (targets, remotes) =
+        let (targets, remotes, sftp) =
             self.targets(raw.target.unwrap_or_default(), &sources, &exclude_set)?;
         let h = raw.health;
         let max_age = match h.as_ref().and_then(|h| h.max_age.as_ref()) {
@@ -1095,6 +1153,7 @@ impl Context<'_> {
             encryption,
             targets,
             remotes,
+            sftp,
             health: Health {
                 max_age,
                 size_tolerance,

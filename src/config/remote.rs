@@ -532,7 +532,7 @@ mod tests {
             "{e}"
         );
         let e = parse("[[target]]\nname = \"x\"\nkind = \"sftp\"\n").unwrap_err();
-        assert!(e.to_string().contains("not built yet"), "{e}");
+        assert!(e.to_string().contains("an sftp target needs host"), "{e}");
         let only = from_str(&format!("[backup]\nsources = [\"/etc\"]\n[encryption]\nrecipients = [\"age1x\"]\n{S3}endpoint = \"https://h\"\n"), Path::new("/x.toml")).unwrap_err();
         assert!(
             only.to_string()

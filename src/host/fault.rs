@@ -12,7 +12,8 @@
 //! points ([`VERIFY_POINTS`]) let a test change what `vouch verify` is about to read (delete an
 //! archive, alter a restored file before it is compared). The commit and deletion points
 //! ([`COMMIT_POINTS`], [`PRUNE_POINTS`]) cut an archive's commit or deletion between two of its
-//! steps. `VOUCH_TEST_PART_SIZE=BYTES` ([`part_size`]) makes split targets cut parts of that
+//! steps. The sftp point ([`SFTP_POINTS`]) lets a test change or keep the uploaded temporary
+//! file before it is read back. `VOUCH_TEST_PART_SIZE=BYTES` ([`part_size`]) makes split targets cut parts of that
 //! size, below the smallest `split` the config accepts, so that tests get many parts from small
 //! sources. Unset (always, outside tests), every function here does nothing.
 
@@ -68,6 +69,10 @@ pub const VERIFY_POINTS: [&str; 3] = [
     "verify-opened",
     "verify-before-compare",
 ];
+
+/// Points in the copy to an sftp target: the archive is uploaded under its temporary name,
+/// fsynced and closed, and not yet read back.
+pub const SFTP_POINTS: [&str; 1] = ["sftp-before-readback"];
 
 /// Kills the process with SIGKILL (`kill:POINT`) or stops it with SIGSTOP (`stop:POINT`) when
 /// the test asked for it at `point`.

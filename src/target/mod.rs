@@ -75,15 +75,16 @@
 //! archive (an object that appears only once its upload completes, read back, then a receipt
 //! object written last as the commit marker, [`s3::copy`]); listing, reading, deleting and
 //! recovering go through this trait like a directory's. The commands reach the configured
-//! targets of every kind as [`Configured`]. An SFTP target would write with a temporary name,
-//! `fsync@openssh.com` and a rename that refuses to replace (see DESIGN.md, "Remote targets").
+//! targets of every kind as [`Configured`]. An sftp target also gets a copy of the committed
+//! archive ([`sftp::copy`]): a temporary name, `fsync@openssh.com`, the read-back, then a
+//! rename that refuses to replace and the receipt last (see DESIGN.md, "Remote targets").
 
 pub mod archives; // the archives on a target, their receipts and verification records
 pub mod local; // a directory target (local disks, mounted network filesystems)
 pub mod receipt; // the unencrypted receipt beside each archive
 pub mod retention; // which archives to keep; pruning the rest
 pub mod s3; // S3-compatible object storage: request signing so far
-pub mod sftp; // SFTP servers over the system ssh: the client so far
+pub mod sftp; // SFTP servers over the system ssh: the client, preflight and the run's copy
 
 use crate::config;
 use crate::error::Error;

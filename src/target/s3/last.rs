@@ -1,6 +1,7 @@
-//! The last off-site copy of each S3 target, recorded in `$STATE_DIRECTORY/s3-copies.json`
-//! after its receipt object is written, so that `vouch status` judges the remotes offline, as
-//! it judges directory targets from their receipts, without a request to any server.
+//! The last off-site copy of each remote target, recorded in `$STATE_DIRECTORY/s3-copies.json`
+//! after its receipt is written, so that `vouch status` judges the remotes offline, as it
+//! judges directory targets from their receipts, without a request to any server. The file
+//! holds every remote kind's records (S3 and sftp), keyed by target name; its name stays.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -15,7 +16,7 @@ pub const FILE: &str = "s3-copies.json";
 pub struct Copy {
     /// The archive.
     pub archive: String,
-    /// `s3://BUCKET/KEY`.
+    /// `s3://BUCKET/KEY` or `sftp://USER@HOST:PORT/PATH/NAME`.
     pub url: String,
     /// RFC 3339 time its receipt was written.
     pub copied: String,

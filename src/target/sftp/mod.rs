@@ -1,5 +1,5 @@
 //! SFTP servers (any OpenSSH `sftp-server` or `internal-sftp`) as an off-site target: the
-//! client so far, not yet a [`super::Target`].
+//! client, the preflight ([`probe`]) and the run's copy of the committed archive ([`copy`]).
 //!
 //! The transport is the system's OpenSSH client, `ssh -s HOST sftp`, as a child process;
 //! vouch speaks SFTP version 3 (draft-ietf-secsh-filexfer-02) over its stdin and stdout with a
@@ -19,11 +19,68 @@
 //! preflight tells them apart by statvfs. A directory cannot be fsynced over SFTP.
 
 pub mod client; // the session over a child ssh: requests, pipelined reads and writes
+pub mod copy; // the run's copy: temporary name, fsync, read-back, rename, receipt
 pub mod error; // what failed: ssh, the host key, the key, the server's status, the protocol
 pub mod hostkey; // the server's host keys and fingerprints, for the known-hosts hint
+pub mod probe; // preflight: key, ssh, host key, directory, a probe file, space, leftovers
 pub mod protocol; // SFTP v3 packets: framing, encoding, checked decoding
 
 pub use client::{Handle, Options, RemoteReader, Session};
 pub use error::SftpError;
 pub use hostkey::{scan_host_keys, HostKey};
 pub use protocol::{Attrs, StatusCode, Statvfs};
+
+use crate::config::{SftpRemote, SftpTarget};
+use crate::host::credential;
+use std::path::Path;
+
+/// The prefix of every temporary name vouch makes in an sftp target's directory.
+pub const TEMP_PREFIX: &str = ".vouch-tmp.";
+
+/// One configured sftp target, its key file found and checked.
+#[derive(Debug, Clone)]
+pub struct Sftp {
+    /// The target's name.
+    pub name: String,
+    /// Where the archives go.
+    pub target: SftpTarget,
+    /// How ssh is started.
+    pub options: Options,
+}
+
+impl Sftp {
+    /// The target `remote` with its private key found (`$CREDENTIALS_DIRECTORY`, else
+    /// `/etc/vouch/credentials`) and checked: a regular file only its owner may read. Fails
+    /// with what is wrong and the fix.
+    pub fn open(
+        remote: &SftpRemote,
+        credentials_dir: Option<&Path>,
+    ) -> Result<Sftp, (String, String)> {
+        let secret = &remote.sftp.credential;
+        let path = credential::locate(secret, credentials_dir);
+        credential::read(secret, credentials_dir).map_err(|e| {
+            (
+                e.to_string(),
+                e.hint(secret, "this sftp target's private key"),
+            )
+        })?;
+        let t = &remote.sftp;
+        let mut options = Options::new(&t.host, t.port, &t.user, path, &t.known_hosts);
+        options.connect_timeout = std::time::Duration::from_secs(30);
+        Ok(Sftp {
+            name: remote.name.clone(),
+            target: remote.sftp.clone(),
+            options,
+        })
+    }
+
+    /// A new session.
+    pub fn connect(&self) -> Result<Session, SftpError> {
+        Session::connect(&self.options)
+    }
+
+    /// `HOST:PORT`, for messages.
+    pub fn host_port(&self) -> String {
+        format!("{}:{}", self.target.host, self.target.port)
+    }
+}

@@ -1,0 +1,271 @@
+//! `kind = "sftp"` targets through the built binary against a real OpenSSH server (Debian's
+//! sshd with `internal-sftp` on 127.0.0.1, tests/util/sshd.rs) and the real `ssh`: the run
+//! copies the committed archive under a temporary name, reads it back and only then gives it
+//! its final name and its receipt; the copy restores with `ssh cat | age -d | tar -x`;
+//! preflight maps an unknown host key (printing the line to add), a refused key, a missing
+//! directory, a read-only server, a read-only and a full filesystem to 16, 16, 14, 16, 15 and
+//! 17; a byte flipped on the server before the read-back ends the run with 34 and leaves
+//! nothing; a run killed there leaves a temporary file that the next preflight removes.
+
+mod util;
+
+use sha2::{Digest, Sha256};
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use util::sshd::Sshd;
+use util::{assert_code, stderr, Env};
+
+/// A credentials directory holding `key` as `nas` (mode 0600).
+fn key_dir(env: &Env, key: &Path) -> PathBuf {
+    key_dir_in(env, "credentials", key)
+}
+
+/// [`key_dir`] under another name.
+fn key_dir_in(env: &Env, name: &str, key: &Path) -> PathBuf {
+    let dir = env.dir.path().join(name);
+    fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("nas");
+    fs::copy(key, &file).unwrap();
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).unwrap();
+    dir
+}
+
+/// The `[[target]]` of `dir` on the server, with `known_hosts`.
+fn sftp_target(s: &Sshd, dir: &Path, known_hosts: &Path) -> String {
+    format!(
+        "[[target]]\nname = \"nas\"\nkind = \"sftp\"\nhost = \"127.0.0.1\"\nport = {}\nuser = \"{}\"\npath = \"{}\"\ncredential = \"nas\"\nknown-hosts = \"{}\"\n",
+        s.port,
+        s.user,
+        dir.display(),
+        known_hosts.display()
+    )
+}
+
+/// `vouch ARGS` with `creds` as `$CREDENTIALS_DIRECTORY`.
+fn with_key(env: &Env, creds: &Path, args: &[&str]) -> std::process::Output {
+    env.command(args)
+        .env("CREDENTIALS_DIRECTORY", creds)
+        .output()
+        .unwrap()
+}
+
+/// A world with sources, the server's `backups` directory and a config pointing at it.
+fn world(s: &Sshd) -> (Env, PathBuf, PathBuf) {
+    let env = Env::new();
+    fs::write(env.src.join("a.txt"), b"alpha").unwrap();
+    fs::write(env.src.join("blob"), util::noise(3 << 20, 7)).unwrap();
+    let remote = s.root.join("backups");
+    fs::create_dir(&remote).unwrap();
+    let creds = key_dir(&env, &s.client_key);
+    env.write_config("", &sftp_target(s, &remote, &s.known_hosts));
+    (env, remote, creds)
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut out: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    out.sort();
+    out
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn a_run_copies_the_archive_reads_it_back_and_renames_it_into_place() {
+    let s = Sshd::start();
+    let (env, remote, creds) = world(&s);
+    let out = with_key(&env, &creds, &["preflight"]);
+    assert_code(&out, 0);
+    assert!(
+        names(&remote).is_empty(),
+        "preflight left {:?}",
+        names(&remote)
+    );
+    let out = with_key(&env, &creds, &["run"]);
+    assert_code(&out, 0);
+    let local = env.archives().pop().unwrap();
+    let name = local.file_name().unwrap().to_str().unwrap().to_owned();
+    assert_eq!(names(&remote), [name.clone(), format!("{name}.json")]);
+    let copy = fs::read(remote.join(&name)).unwrap();
+    assert!(
+        copy == fs::read(&local).unwrap(),
+        "the remote archive is the local one, byte for byte"
+    );
+    let receipt: serde_json::Value =
+        serde_json::from_slice(&fs::read(remote.join(format!("{name}.json"))).unwrap()).unwrap();
+    assert_eq!(receipt["target"], "nas");
+    assert_eq!(receipt["archive-sha256"], hex(&Sha256::digest(&copy)));
+    assert!(
+        !env.state.join("s3-pending.json").exists(),
+        "no copy is left recorded"
+    );
+    let last: serde_json::Value =
+        serde_json::from_slice(&fs::read(env.state.join("s3-copies.json")).unwrap()).unwrap();
+    assert_eq!(last["nas"]["archive"], name.as_str(), "{last}");
+    assert_eq!(
+        last["nas"]["url"],
+        format!(
+            "sftp://{}@127.0.0.1:{}{}/{name}",
+            s.user,
+            s.port,
+            remote.display()
+        ),
+        "{last}"
+    );
+    // The stock restore, with nothing of vouch: ssh cat | age -d | tar -x.
+    let into = env.dir.path().join("r");
+    fs::create_dir_all(&into).unwrap();
+    util::bash_ok(&format!(
+        "set -o pipefail; ssh -F /dev/null -o BatchMode=yes -i '{key}' -o UserKnownHostsFile='{kh}' -p {port} {user}@127.0.0.1 cat '{path}' | age -d -i '{id}' | tar -xzf - -C '{into}'",
+        key = s.client_key.display(),
+        kh = s.known_hosts.display(),
+        port = s.port,
+        user = s.user,
+        path = remote.join(&name).display(),
+        id = env.identity.display(),
+        into = into.display(),
+    ));
+    let restored = util::restored(&into, &env.src);
+    assert_eq!(fs::read(restored.join("a.txt")).unwrap(), b"alpha");
+    assert_eq!(
+        fs::read(restored.join("blob")).unwrap(),
+        fs::read(env.src.join("blob")).unwrap()
+    );
+}
+
+#[test]
+fn preflight_shows_the_host_key_to_add_and_maps_a_refused_key_and_a_missing_directory() {
+    let s = Sshd::start();
+    let (env, remote, creds) = world(&s);
+    let known = env.dir.path().join("known_hosts");
+    fs::write(&known, "").unwrap();
+    env.write_config("", &sftp_target(&s, &remote, &known));
+    let out = with_key(&env, &creds, &["preflight"]);
+    assert_code(&out, 16);
+    let text = stderr(&out);
+    let line = format!("[127.0.0.1]:{} {}", s.port, s.host_public_key);
+    assert!(
+        text.contains(&line),
+        "the known-hosts line is shown: {text}"
+    );
+    assert!(text.contains("SHA256:"), "the fingerprint is shown: {text}");
+    fs::write(&known, format!("{line}\n")).unwrap();
+    assert_code(&with_key(&env, &creds, &["preflight"]), 0);
+    // Another key than the one the server authorized.
+    let stranger = key_dir_in(&env, "stranger", &s.stranger_key("stranger"));
+    let out = with_key(&env, &stranger, &["preflight"]);
+    assert_code(&out, 16);
+    assert!(stderr(&out).contains("refused the key"), "{}", stderr(&out));
+    // A key file others may read is a config error (10), before any connection.
+    fs::set_permissions(stranger.join("nas"), fs::Permissions::from_mode(0o644)).unwrap();
+    assert_code(&with_key(&env, &stranger, &["preflight"]), 10);
+    // A directory that is not there.
+    env.write_config("", &sftp_target(&s, &s.root.join("nowhere"), &known));
+    let out = with_key(&env, &creds, &["preflight"]);
+    assert_code(&out, 14);
+    assert!(stderr(&out).contains("does not exist"), "{}", stderr(&out));
+    assert!(env.archives().is_empty(), "nothing was archived");
+}
+
+#[test]
+fn a_read_only_sftp_subsystem_is_denied_16() {
+    // internal-sftp -R refuses every change with SSH_FX_PERMISSION_DENIED while statvfs says
+    // the filesystem is writable: the account may not write there, which is 16, not 15.
+    let s = Sshd::start_read_only();
+    let (env, _remote, creds) = world(&s);
+    let out = with_key(&env, &creds, &["preflight"]);
+    assert_code(&out, 16);
+    assert!(
+        stderr(&out).contains("PERMISSION_DENIED") || stderr(&out).contains("permission"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_read_only_filesystem_is_15_and_a_full_one_17() {
+    let s = Sshd::start_with_mounts(
+        "mkdir -p \"$ROOT/full\" \"$ROOT/ro\"\n\
+         mount -t tmpfs -o size=1m tmpfs \"$ROOT/full\"\n\
+         mount -t tmpfs -o ro,size=1m tmpfs \"$ROOT/ro\"",
+    );
+    let env = Env::new();
+    fs::write(env.src.join("blob"), util::noise(3 << 20, 9)).unwrap();
+    let creds = key_dir(&env, &s.client_key);
+    env.write_config("", &sftp_target(&s, &s.root.join("ro"), &s.known_hosts));
+    let out = with_key(&env, &creds, &["preflight"]);
+    assert_code(&out, 15);
+    assert!(stderr(&out).contains("read-only"), "{}", stderr(&out));
+    env.write_config("", &sftp_target(&s, &s.root.join("full"), &s.known_hosts));
+    let out = with_key(&env, &creds, &["preflight"]);
+    assert_code(&out, 17);
+    assert!(stderr(&out).contains("free"), "{}", stderr(&out));
+}
+
+/// The temporary files in `dir`.
+fn temps(dir: &Path) -> Vec<PathBuf> {
+    names(dir)
+        .into_iter()
+        .filter(|n| n.starts_with(".vouch-tmp."))
+        .map(|n| dir.join(n))
+        .collect()
+}
+
+#[test]
+fn a_byte_flipped_on_the_server_before_the_read_back_fails_the_copy_with_34() {
+    let s = Sshd::start();
+    let (env, remote, creds) = world(&s);
+    let child = env
+        .command(&["run"])
+        .env("CREDENTIALS_DIRECTORY", &creds)
+        .env("VOUCH_TEST_FAULT", "stop:sftp-before-readback")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    util::wait_stopped(child.id());
+    let temp = temps(&remote);
+    assert_eq!(temp.len(), 1, "one temporary file: {:?}", names(&remote));
+    let mut bytes = fs::read(&temp[0]).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    fs::write(&temp[0], &bytes).unwrap();
+    util::resume(child.id());
+    let out = child.wait_with_output().unwrap();
+    assert_code(&out, 34);
+    assert!(stderr(&out).contains("read-back"), "{}", stderr(&out));
+    assert!(
+        names(&remote).is_empty(),
+        "nothing is left: {:?}",
+        names(&remote)
+    );
+    assert_eq!(env.archives().len(), 1, "the local archive is kept");
+    assert!(!env.state.join("s3-pending.json").exists());
+}
+
+#[test]
+fn a_run_killed_before_the_read_back_leaves_a_temporary_file_the_next_preflight_removes() {
+    let s = Sshd::start();
+    let (env, remote, creds) = world(&s);
+    let out = env
+        .command(&["run"])
+        .env("CREDENTIALS_DIRECTORY", &creds)
+        .env("VOUCH_TEST_FAULT", "kill:sftp-before-readback")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.signal(), Some(9), "killed: {}", stderr(&out));
+    assert_eq!(temps(&remote).len(), 1, "{:?}", names(&remote));
+    assert!(
+        env.state.join("s3-pending.json").exists(),
+        "the copy is recorded"
+    );
+    assert_code(&with_key(&env, &creds, &["preflight"]), 0);
+    assert!(names(&remote).is_empty(), "{:?}", names(&remote));
+    assert!(!env.state.join("s3-pending.json").exists());
+}
