@@ -269,3 +269,93 @@ fn a_run_killed_before_the_read_back_leaves_a_temporary_file_the_next_preflight_
     assert!(names(&remote).is_empty(), "{:?}", names(&remote));
     assert!(!env.state.join("s3-pending.json").exists());
 }
+
+fn json(out: &std::process::Output) -> serde_json::Value {
+    assert_code(out, 0);
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn the_archives_on_the_server_are_listed_verified_restored_and_pruned() {
+    let s = Sshd::start();
+    let (env, remote, creds) = world(&s);
+    let keep = "keep = { last = 5 }\n";
+    env.write_config(
+        "",
+        &format!("{keep}{}{keep}", sftp_target(&s, &remote, &s.known_hosts)),
+    );
+    assert_code(&with_key(&env, &creds, &["run"]), 0);
+    let name = env.archives().pop().unwrap();
+    let name = name.file_name().unwrap().to_str().unwrap().to_owned();
+
+    let listing = json(&with_key(
+        &env,
+        &creds,
+        &["list", "--target", "nas", "--json"],
+    ));
+    let t = &listing["targets"][0];
+    assert_eq!(t["name"], "nas", "{listing}");
+    assert_eq!(t["archives"][0]["name"], name.as_str(), "{listing}");
+    assert_eq!(t["archives"][0]["receipt"], "ok", "{listing}");
+    assert_eq!(
+        t["archives"][0]["size"],
+        fs::metadata(remote.join(&name)).unwrap().len(),
+        "{listing}"
+    );
+
+    let out = with_key(&env, &creds, &["verify", "--target", "nas", "--latest"]);
+    assert_code(&out, 0);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("ok    nas  {name}")),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    let into = env.dir.path().join("from-remote");
+    let out = with_key(
+        &env,
+        &creds,
+        &[
+            "restore",
+            &name,
+            "--target",
+            "nas",
+            "--to",
+            into.to_str().unwrap(),
+        ],
+    );
+    assert_code(&out, 0);
+    assert_eq!(
+        fs::read(util::restored(&into, &env.src).join("a.txt")).unwrap(),
+        b"alpha"
+    );
+
+    // Two more runs, then the remote keeps one and the local target its five.
+    for _ in 0..2 {
+        assert_code(&with_key(&env, &creds, &["run"]), 0);
+    }
+    assert_eq!(names(&remote).len(), 6, "{:?}", names(&remote));
+    let newest = env.archives().pop().unwrap();
+    let newest = newest.file_name().unwrap().to_str().unwrap().to_owned();
+    env.write_config(
+        "",
+        &format!(
+            "{keep}{}keep = {{ last = 1 }}\n",
+            sftp_target(&s, &remote, &s.known_hosts)
+        ),
+    );
+    let out = with_key(&env, &creds, &["prune", "--target", "nas"]);
+    assert_code(&out, 0);
+    assert_eq!(names(&remote), [newest.clone(), format!("{newest}.json")]);
+    assert_eq!(env.archives().len(), 3, "the local target keeps its own");
+    assert!(!env.state.join("s3-pending.json").exists());
+
+    // A byte flipped on the server: verify of the remote copy is 34.
+    let file = remote.join(&newest);
+    let mut bytes = fs::read(&file).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    fs::write(&file, &bytes).unwrap();
+    let out = with_key(&env, &creds, &["verify", "--target", "nas", &newest]);
+    assert_code(&out, 34);
+}

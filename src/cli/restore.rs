@@ -172,14 +172,19 @@ fn restore_targets<'a>(
     Ok(targets)
 }
 
-/// Without `--target`, the S3 targets a restore could also fetch from, as a hint.
+/// Without `--target`, the remote targets a restore could also fetch from, as a hint.
 fn remotes_note(s: &Settings, only: Option<&str>) -> String {
-    if only.is_some() || s.remotes.is_empty() {
+    if only.is_some() || (s.remotes.is_empty() && s.sftp.is_empty()) {
         return String::new();
     }
-    let names: Vec<&str> = s.remotes.iter().map(|r| r.name.as_str()).collect();
+    let names: Vec<&str> = s
+        .remotes
+        .iter()
+        .map(|r| r.name.as_str())
+        .chain(s.sftp.iter().map(|r| r.name.as_str()))
+        .collect();
     format!(
-        "; S3 targets are searched only when named: add --target {}",
+        "; remote targets are searched only when named: add --target {}",
         names.join(" or --target ")
     )
 }

@@ -418,20 +418,22 @@ impl Checker<'_> {
         archives::parse_time(rfc3339).map(|t| (self.now - t).whole_seconds())
     }
 
-    /// Each S3 target from the last copy the state directory records: none yet is a warning,
-    /// one whose archive is older than `max-age` is critical, as for a directory target.
+    /// Each remote target (S3 and sftp) from the last copy the state directory records: none
+    /// yet is a warning, one whose archive is older than `max-age` is critical, as for a
+    /// directory target.
     fn remotes(&mut self, state: &std::path::Path) {
         let copies = crate::target::s3::last::load(state);
         let verified = archives::VerifyLog::load(state);
         let max_age = self.settings.health.max_age;
-        for r in &self.settings.remotes {
-            let name = r.name.as_str();
+        let settings = self.settings;
+        for t in remote_targets(settings) {
+            let name = t.name();
             let Some(c) = copies.get(name) else {
                 self.add(
                     Health::Warning,
                     Some(name),
                     "remote",
-                    format!("target {name}: no copy to s3://{}/{} is recorded yet: start a run with `systemctl start vouch.service` and check `journalctl -u vouch`", r.s3.bucket, r.s3.prefix),
+                    format!("target {name}: no copy to {} is recorded yet: start a run with `systemctl start vouch.service` and check `journalctl -u vouch`", t.location().display()),
                 );
                 continue;
             };
@@ -466,12 +468,11 @@ impl Checker<'_> {
         }
     }
 
-    /// One S3 target's bucket, listed (`status --live`): unreachable is a warning (the
+    /// One remote target's bucket or directory, listed (`status --live`): unreachable is a warning (the
     /// recorded copies still judge its age), no archive there or the newest one older than
     /// `max-age` is critical, and so is a recorded copy that is gone from the bucket.
-    fn remote_live(&mut self, r: &crate::config::Remote, dirs: &Dirs, log: &VerifyLog) {
-        let name = r.name.as_str();
-        let t = crate::target::Configured::S3(r);
+    fn remote_live(&mut self, t: crate::target::Configured<'_>, dirs: &Dirs, log: &VerifyLog) {
+        let name = t.name();
         let listed = t.open(dirs).and_then(|store| {
             store
                 .scan_own(&self.settings.backup.name)
@@ -509,20 +510,20 @@ impl Checker<'_> {
                 newest_created: newest.and_then(|a| a.created).map(run::rfc3339),
             },
         );
-        self.judge_live(r, &all, newest.copied(), dirs, log);
+        self.judge_live(t, &all, newest.copied(), dirs, log);
     }
 
     /// The verdicts on what [`Checker::remote_live`] listed.
     fn judge_live(
         &mut self,
-        r: &crate::config::Remote,
+        t: crate::target::Configured<'_>,
         all: &[Archive],
         newest: Option<&Archive>,
         dirs: &Dirs,
         log: &VerifyLog,
     ) {
-        let name = r.name.as_str();
-        let url = format!("s3://{}/{}", r.s3.bucket, r.s3.prefix);
+        let name = t.name();
+        let url = t.location().display().to_string();
         let recorded = crate::target::s3::last::load(&dirs.state).remove(name);
         if let Some(c) = recorded.filter(|c| {
             !all.iter()
@@ -1306,8 +1307,8 @@ fn evaluate_with(settings: &Settings, dirs: &Dirs, now: OffsetDateTime, live: bo
     }
     c.remotes(&dirs.state);
     if live {
-        for r in &settings.remotes {
-            c.remote_live(r, dirs, &log);
+        for t in remote_targets(settings) {
+            c.remote_live(t, dirs, &log);
         }
     }
     c.last_run(last.as_ref(), any_archive);
@@ -1359,17 +1360,22 @@ fn evaluate_with(settings: &Settings, dirs: &Dirs, now: OffsetDateTime, live: bo
     let mut found = std::mem::take(&mut c.live);
     let mut report = Report::finish(&settings.file, now, c.reasons, last, targets);
     let copies = crate::target::s3::last::load(&dirs.state);
-    report.remotes = settings
-        .remotes
-        .iter()
-        .map(|r| RemoteReport {
-            name: r.name.clone(),
-            url: format!("s3://{}/{}", r.s3.bucket, r.s3.prefix),
-            last_copy: copies.get(&r.name).cloned(),
-            live: found.remove(&r.name),
+    report.remotes = remote_targets(settings)
+        .map(|t| RemoteReport {
+            name: t.name().to_owned(),
+            url: t.location().display().to_string(),
+            last_copy: copies.get(t.name()).cloned(),
+            live: found.remove(t.name()),
         })
         .collect();
     report
+}
+
+/// The remote targets (S3, then sftp), in config order.
+fn remote_targets(settings: &Settings) -> impl Iterator<Item = crate::target::Configured<'_>> {
+    crate::target::configured(settings)
+        .into_iter()
+        .filter(|t| t.is_remote())
 }
 
 #[cfg(test)]

@@ -184,7 +184,7 @@ pub fn render(report: &Report) -> String {
     families.push(Family {
         name: "vouch_remote_last_success_timestamp_seconds",
         help:
-            "Time the newest archive copied to the S3 target got its receipt (the copy read back).",
+            "Time the newest archive copied to the remote (S3 or sftp) target got its receipt (the copy read back).",
         samples: report
             .remotes
             .iter()

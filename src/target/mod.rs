@@ -248,14 +248,17 @@ pub fn open(config: &config::Target) -> Box<dyn Target> {
     Box::new(local::Local::new(config))
 }
 
-/// A configured target of either kind, as the commands that read archives reach it: a
-/// directory (`[[target]]` with a `path`) or S3 object storage (`kind = "s3"`).
+/// A configured target of any kind, as the commands that read archives reach it: a
+/// directory (`[[target]]` with a `path`), S3 object storage (`kind = "s3"`) or a directory
+/// on an SSH server (`kind = "sftp"`).
 #[derive(Debug, Clone, Copy)]
 pub enum Configured<'a> {
     /// A directory target.
     Dir(&'a config::Target),
     /// An S3 target.
     S3(&'a config::Remote),
+    /// An sftp target.
+    Sftp(&'a config::SftpRemote),
 }
 
 impl<'a> Configured<'a> {
@@ -264,6 +267,7 @@ impl<'a> Configured<'a> {
         match self {
             Configured::Dir(t) => &t.name,
             Configured::S3(r) => &r.name,
+            Configured::Sftp(r) => &r.name,
         }
     }
 
@@ -272,20 +276,23 @@ impl<'a> Configured<'a> {
         match self {
             Configured::Dir(t) => &t.keep,
             Configured::S3(r) => &r.keep,
+            Configured::Sftp(r) => &r.keep,
         }
     }
 
-    /// Where its archives are, as messages name it: the directory, or `s3://BUCKET/PREFIX`.
+    /// Where its archives are, as messages name it: the directory, `s3://BUCKET/PREFIX` or
+    /// `sftp://USER@HOST:PORT/PATH/`.
     pub fn location(&self) -> PathBuf {
         match self {
             Configured::Dir(t) => t.path.clone(),
             Configured::S3(r) => PathBuf::from(format!("s3://{}/{}", r.s3.bucket, r.s3.prefix)),
+            Configured::Sftp(r) => PathBuf::from(r.sftp.url_of("")),
         }
     }
 
     /// Whether it is reached over the network (its archives are not files on this host).
     pub fn is_remote(&self) -> bool {
-        matches!(self, Configured::S3(_))
+        matches!(self, Configured::S3(_) | Configured::Sftp(_))
     }
 
     /// The target, ready to list and read. An S3 target needs its access key: a key file that
@@ -305,6 +312,17 @@ impl<'a> Configured<'a> {
                     })?;
                 Ok(Box::new(s3::store::Store::new(s3, &dirs.state)))
             }
+            Configured::Sftp(r) => {
+                let sftp = sftp::Sftp::open(r, dirs.credentials.as_deref()).map_err(
+                    |(detail, hint)| Error::RemoteCheck {
+                        target: r.name.clone(),
+                        code: ExitCode::Config,
+                        detail,
+                        hint,
+                    },
+                )?;
+                Ok(Box::new(sftp::store::Store::new(sftp, &dirs.state)))
+            }
         }
     }
 }
@@ -322,18 +340,26 @@ impl Configured<'_> {
             target: self.name().to_owned(),
             code,
             detail: format!("cannot read {}: {error}", self.location().display()),
-            hint: format!(
-                "Check that the endpoint of [[target]] \"{}\" answers from this host and that its key may list and read the bucket under its prefix; `vouch preflight` checks both.",
-                self.name()
-            ),
+            hint: match self {
+                Configured::Sftp(_) => format!(
+                    "Check that the server of [[target]] \"{}\" answers ssh from this host with its host key in known-hosts, and that its user may list and read the directory; `vouch preflight` checks all of it.",
+                    self.name()
+                ),
+                _ => format!(
+                    "Check that the endpoint of [[target]] \"{}\" answers from this host and that its key may list and read the bucket under its prefix; `vouch preflight` checks both.",
+                    self.name()
+                ),
+            },
         }
     }
 }
 
-/// Every configured target: the directory targets, then the S3 targets, each in config order.
+/// Every configured target: the directory targets, then the S3 targets, then the sftp
+/// targets, each in config order.
 pub fn configured(settings: &config::Settings) -> Vec<Configured<'_>> {
     let dirs = settings.targets.iter().map(Configured::Dir);
     dirs.chain(settings.remotes.iter().map(Configured::S3))
+        .chain(settings.sftp.iter().map(Configured::Sftp))
         .collect()
 }
 

@@ -21,6 +21,7 @@ use super::error::{classify_ssh_stderr, SftpError};
 use super::protocol::{
     self, kind, open, read_packet, Attrs, ReadError, Request, Response, StatusCode, Statvfs,
 };
+use std::borrow::BorrowMut;
 use std::collections::{HashMap, VecDeque};
 use std::ffi::OsString;
 use std::io::{self, BufReader, Read, Write};
@@ -458,17 +459,13 @@ impl Session {
 
     /// Opens `path` for reading, as a [`std::io::Read`] with pipelined READs.
     pub fn open_read(&mut self, path: &str) -> Result<RemoteReader<'_>, SftpError> {
-        let handle = self.open(path, open::READ, None)?;
-        Ok(RemoteReader {
-            session: self,
-            handle: Some(handle),
-            next: 0,
-            in_flight: VecDeque::new(),
-            early: HashMap::new(),
-            buf: Vec::new(),
-            pos: 0,
-            eof: false,
-        })
+        Reader::new(self, path)
+    }
+
+    /// [`Session::open_read`] for a reader that owns the session: it lives on its own (for a
+    /// `Box<dyn Read>`), and the session ends when it is dropped.
+    pub fn into_reader(self, path: &str) -> Result<Reader<Session>, SftpError> {
+        Reader::new(self, path)
     }
 
     /// SFTP v3 RENAME. OpenSSH's server does it as link(2) + unlink(2), so it fails
@@ -712,10 +709,11 @@ fn spawn_stderr_reader(
     })
 }
 
-/// A remote file opened by [`Session::open_read`]: [`Read`] with up to [`MAX_IN_FLIGHT`]
-/// READs outstanding. Dropping it collects the outstanding replies and closes the handle.
-pub struct RemoteReader<'a> {
-    session: &'a mut Session,
+/// A remote file opened by [`Session::open_read`] (borrowing the session) or
+/// [`Session::into_reader`] (owning it): [`Read`] with up to [`MAX_IN_FLIGHT`] READs
+/// outstanding. Dropping it collects the outstanding replies and closes the handle.
+pub struct Reader<S: BorrowMut<Session>> {
+    session: S,
     handle: Option<Handle>,
     /// The offset of the next READ to send.
     next: u64,
@@ -728,12 +726,29 @@ pub struct RemoteReader<'a> {
     eof: bool,
 }
 
-impl RemoteReader<'_> {
+/// A reader that borrows its session.
+pub type RemoteReader<'a> = Reader<&'a mut Session>;
+
+impl<S: BorrowMut<Session>> Reader<S> {
+    fn new(mut session: S, path: &str) -> Result<Reader<S>, SftpError> {
+        let handle = session.borrow_mut().open(path, open::READ, None)?;
+        Ok(Reader {
+            session,
+            handle: Some(handle),
+            next: 0,
+            in_flight: VecDeque::new(),
+            early: HashMap::new(),
+            buf: Vec::new(),
+            pos: 0,
+            eof: false,
+        })
+    }
+
     /// Closes the file, reporting a failed close.
     pub fn close(mut self) -> Result<(), SftpError> {
         self.drain()?;
         let handle = self.handle.take().expect("the handle is open until closed");
-        self.session.close(handle)
+        self.session.borrow_mut().close(handle)
     }
 
     fn handle(&self) -> &Handle {
@@ -751,7 +766,7 @@ impl RemoteReader<'_> {
             let mut ids: VecDeque<u32> = self.in_flight.iter().map(|f| f.0).collect();
             ids.push_back(id);
             ids.retain(|i| !self.early.contains_key(i));
-            let reply = self.session.recv_one_of(&mut ids)?;
+            let reply = self.session.borrow_mut().recv_one_of(&mut ids)?;
             let got = reply.id().expect("recv_one_of checked the id");
             if got == id {
                 return Ok(reply);
@@ -772,12 +787,12 @@ impl RemoteReader<'_> {
     /// Tops the pipeline up, then takes the oldest READ's reply into `buf`.
     fn fill(&mut self) -> Result<(), SftpError> {
         while !self.eof && self.in_flight.len() < MAX_IN_FLIGHT {
-            let id = self.session.id();
+            let id = self.session.borrow_mut().id();
             let mut r = Request::new(kind::READ, id);
             r.put_str(&self.handle().raw)
                 .put_u64(self.next)
                 .put_u32(CHUNK as u32);
-            self.session.send(&r.finish())?;
+            self.session.borrow_mut().send(&r.finish())?;
             self.in_flight.push_back((id, self.next, CHUNK));
             self.next += CHUNK as u64;
         }
@@ -788,6 +803,7 @@ impl RemoteReader<'_> {
         match self.reply(id)? {
             Response::Data { data, .. } if data.is_empty() || data.len() > len => Err(self
                 .session
+                .borrow_mut()
                 .violation(format!("{op}: {} bytes for a READ of {len}", data.len()))),
             Response::Data { data, .. } => {
                 if data.len() < len {
@@ -806,12 +822,12 @@ impl RemoteReader<'_> {
                 self.eof = true;
                 self.drain()
             }
-            other => Err(self.session.unexpected(&op, other)),
+            other => Err(self.session.borrow_mut().unexpected(&op, other)),
         }
     }
 }
 
-impl Read for RemoteReader<'_> {
+impl<S: BorrowMut<Session>> Read for Reader<S> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         if out.is_empty() {
             return Ok(0);
@@ -831,11 +847,11 @@ impl Read for RemoteReader<'_> {
     }
 }
 
-impl Drop for RemoteReader<'_> {
+impl<S: BorrowMut<Session>> Drop for Reader<S> {
     fn drop(&mut self) {
         if let Some(handle) = self.handle.take() {
             if self.drain().is_ok() {
-                let _ = self.session.close(handle);
+                let _ = self.session.borrow_mut().close(handle);
             }
         }
     }

@@ -1,5 +1,6 @@
 //! SFTP servers (any OpenSSH `sftp-server` or `internal-sftp`) as an off-site target: the
-//! client, the preflight ([`probe`]) and the run's copy of the committed archive ([`copy`]).
+//! client, the preflight ([`probe`]), the run's copy of the committed archive ([`copy`]) and
+//! the archives on the server as a [`super::Target`] ([`store`]).
 //!
 //! The transport is the system's OpenSSH client, `ssh -s HOST sftp`, as a child process;
 //! vouch speaks SFTP version 3 (draft-ietf-secsh-filexfer-02) over its stdin and stdout with a
@@ -24,8 +25,9 @@ pub mod error; // what failed: ssh, the host key, the key, the server's status, 
 pub mod hostkey; // the server's host keys and fingerprints, for the known-hosts hint
 pub mod probe; // preflight: key, ssh, host key, directory, a probe file, space, leftovers
 pub mod protocol; // SFTP v3 packets: framing, encoding, checked decoding
+pub mod store; // the archives on the server as a Target: list, read, delete, settle
 
-pub use client::{Handle, Options, RemoteReader, Session};
+pub use client::{Handle, Options, Reader, RemoteReader, Session};
 pub use error::SftpError;
 pub use hostkey::{scan_host_keys, HostKey};
 pub use protocol::{Attrs, StatusCode, Statvfs};

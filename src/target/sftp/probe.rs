@@ -176,7 +176,7 @@ fn status_refused(sftp: &Sftp, s: &mut Session, e: &SftpError) -> Refused {
 }
 
 /// `.vouch-tmp.probe.PID`: created exclusively, written, fsynced, renamed, removed.
-fn write_probe(s: &mut Session, dir: &str) -> Result<(), SftpError> {
+pub(super) fn write_probe(s: &mut Session, dir: &str) -> Result<(), SftpError> {
     let pid = std::process::id();
     let first = format!("{dir}/{TEMP_PREFIX}probe.{pid}");
     let second = format!("{dir}/{TEMP_PREFIX}probe.{pid}.renamed");
@@ -199,32 +199,41 @@ fn settle(sftp: &Sftp, s: &mut Session, state: &Path) {
         .into_iter()
         .filter(|u| u.target == sftp.name)
     {
-        let receipt = format!("{}.json", record.key);
-        let settled = match s.stat(&receipt) {
-            Ok(_) => Ok(()),
-            Err(e) if e.is_no_such_file() => match s.remove(&record.key) {
-                Ok(()) => {
-                    log::info!(
-                        "target {}: removed {} (its copy was cut short before its receipt)",
-                        sftp.name,
-                        record.key
-                    );
-                    Ok(())
-                }
-                Err(e) if e.is_no_such_file() => Ok(()),
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(e),
-        };
-        match settled {
-            Ok(()) => {
-                if let Err(e) = pending::remove(state, &sftp.name, &record.key, crate::systemd::journal::run_id()) {
-                    log::warn!("cannot update {}: {e}", pending::FILE);
-                }
-            }
-            Err(e) => log::warn!("target {}: cannot settle the interrupted copy {}: {e}; the next preflight tries again", sftp.name, record.key),
+        if let Err(e) = settle_one(sftp, s, state, &record.key) {
+            log::warn!("target {}: cannot settle the interrupted copy {}: {e}; the next preflight tries again", sftp.name, record.key);
         }
     }
+}
+
+/// Settles the record of `key` (an archive's path on the server), a copy or a deletion that
+/// was cut short: with its receipt there, the archive stands (a copy that committed, or a
+/// deletion that had not begun); without it, the archive's data is removed. Then the record
+/// goes. Returns whether data was removed.
+pub(super) fn settle_one(
+    sftp: &Sftp,
+    s: &mut Session,
+    state: &Path,
+    key: &str,
+) -> Result<bool, SftpError> {
+    let removed = match s.stat(&format!("{key}.json")) {
+        Ok(_) => false,
+        Err(e) if e.is_no_such_file() => match s.remove(key) {
+            Ok(()) => {
+                log::info!(
+                    "target {}: removed {key}, whose receipt is not there (its copy or deletion was cut short)",
+                    sftp.name
+                );
+                true
+            }
+            Err(e) if e.is_no_such_file() => false,
+            Err(e) => return Err(e),
+        },
+        Err(e) => return Err(e),
+    };
+    if let Err(e) = pending::remove(state, &sftp.name, key, crate::systemd::journal::run_id()) {
+        log::warn!("cannot update {}: {e}", pending::FILE);
+    }
+    Ok(removed)
 }
 
 /// Removes every `.vouch-tmp.*` file in the directory that carries backup `backup`'s name.
