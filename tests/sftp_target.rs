@@ -118,6 +118,20 @@ fn a_run_copies_the_archive_reads_it_back_and_renames_it_into_place() {
         ),
         "{last}"
     );
+    // status judges the remote offline from the recorded copy, and --live lists it.
+    assert_code(&with_key(&env, &creds, &["status"]), 0);
+    let status = json(&with_key(&env, &creds, &["status", "--live", "--json"]));
+    assert_eq!(status["remotes"][0]["name"], "nas", "{status}");
+    assert_eq!(
+        status["remotes"][0]["last-copy"]["archive"],
+        name.as_str(),
+        "{status}"
+    );
+    assert_eq!(
+        status["remotes"][0]["live"]["newest"],
+        name.as_str(),
+        "{status}"
+    );
     // The stock restore, with nothing of vouch: ssh cat | age -d | tar -x.
     let into = env.dir.path().join("r");
     fs::create_dir_all(&into).unwrap();
