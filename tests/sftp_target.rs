@@ -2,10 +2,13 @@
 //! sshd with `internal-sftp` on 127.0.0.1, tests/util/sshd.rs) and the real `ssh`: the run
 //! copies the committed archive under a temporary name, reads it back and only then gives it
 //! its final name and its receipt; the copy restores with `ssh cat | age -d | tar -x`;
-//! preflight maps an unknown host key (printing the line to add), a refused key, a missing
-//! directory, a read-only server, a read-only and a full filesystem to 16, 16, 14, 16, 15 and
-//! 17; a byte flipped on the server before the read-back ends the run with 34 and leaves
-//! nothing; a run killed there leaves a temporary file that the next preflight removes.
+//! preflight maps an unknown host key (printing the line to add), a refused key, a key file
+//! others may read, no ssh, a closed port, a missing directory, a read-only server, a
+//! read-only and a full filesystem to 16, 16, 10, 14, 14, 14, 16, 15 and 17; a byte flipped
+//! on the server before the read-back ends the run with 34 and leaves nothing; a run killed
+//! there leaves a temporary file that the next preflight removes; the
+//! archives on the server are listed, verified (a flipped byte is 34), restored and pruned,
+//! and `status` and `status --live` report the target.
 
 mod util;
 
@@ -179,6 +182,35 @@ fn preflight_shows_the_host_key_to_add_and_maps_a_refused_key_and_a_missing_dire
     // A key file others may read is a config error (10), before any connection.
     fs::set_permissions(stranger.join("nas"), fs::Permissions::from_mode(0o644)).unwrap();
     assert_code(&with_key(&env, &stranger, &["preflight"]), 10);
+    // No ssh on PATH: 14 with the package to install.
+    let empty = env.dir.path().join("empty-path");
+    fs::create_dir_all(&empty).unwrap();
+    let out = env
+        .command(&["preflight"])
+        .env("CREDENTIALS_DIRECTORY", &creds)
+        .env("PATH", &empty)
+        .output()
+        .unwrap();
+    assert_code(&out, 14);
+    assert!(
+        stderr(&out).contains("apt-get install openssh-client"),
+        "{}",
+        stderr(&out)
+    );
+    // Nothing listening: 14 naming HOST:PORT.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let text = sftp_target(&s, &remote, &known)
+        .replace(&format!("port = {}", s.port), &format!("port = {port}"));
+    env.write_config("", &text);
+    let out = with_key(&env, &creds, &["preflight"]);
+    assert_code(&out, 14);
+    assert!(
+        stderr(&out).contains(&format!("127.0.0.1:{port}")),
+        "{}",
+        stderr(&out)
+    );
     // A directory that is not there.
     env.write_config("", &sftp_target(&s, &s.root.join("nowhere"), &known));
     let out = with_key(&env, &creds, &["preflight"]);

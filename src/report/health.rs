@@ -533,7 +533,10 @@ impl Checker<'_> {
                 Health::Critical,
                 Some(name),
                 "remote-live",
-                format!("target {name}: {} was copied there at {} and is no longer in {url} with its receipt: look at the bucket's lifecycle rules and who may delete in it", c.archive, c.copied),
+                format!("target {name}: {} was copied there at {} and is no longer in {url} with its receipt: look at {} and who may delete in it", c.archive, c.copied, match t {
+                    crate::target::Configured::Sftp(_) => "the server's directory",
+                    _ => "the bucket's lifecycle rules",
+                }),
             );
         }
         let Some(newest) = newest else {

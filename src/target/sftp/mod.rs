@@ -67,12 +67,10 @@ impl Sftp {
             )
         })?;
         let t = &remote.sftp;
-        let mut options = Options::new(&t.host, t.port, &t.user, path, &t.known_hosts);
-        options.connect_timeout = std::time::Duration::from_secs(30);
         Ok(Sftp {
             name: remote.name.clone(),
             target: remote.sftp.clone(),
-            options,
+            options: Options::new(&t.host, t.port, &t.user, path, &t.known_hosts),
         })
     }
 
