@@ -246,9 +246,8 @@ fn remove_leftovers(sftp: &Sftp, s: &mut Session, backup: &str) {
             return;
         }
     };
-    let ours = format!(".{backup}-");
     for (name, _) in entries {
-        if !name.starts_with(TEMP_PREFIX) || !name.contains(&ours) {
+        if !is_own_temporary(&name, backup) {
             continue;
         }
         let path = format!("{dir}/{name}");
@@ -259,5 +258,42 @@ fn remove_leftovers(sftp: &Sftp, s: &mut Session, backup: &str) {
                 sftp.name
             ),
         }
+    }
+}
+
+/// Whether `name` is a temporary file of a copy of backup `backup`:
+/// `.vouch-tmp.RUN.ARCHIVE` or `.vouch-tmp.RUN.ARCHIVE.json`, with ARCHIVE one of its archives.
+fn is_own_temporary(name: &str, backup: &str) -> bool {
+    let Some((_run, rest)) = name
+        .strip_prefix(TEMP_PREFIX)
+        .and_then(|r| r.split_once('.'))
+    else {
+        return false;
+    };
+    let archive = rest.strip_suffix(".json").unwrap_or(rest);
+    crate::target::archives::is_own(archive, backup)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_this_backups_temporary_files_are_leftovers() {
+        let run = "0123456789abcdef0123456789abcdef";
+        let a = "web-20261201T030000Z.tar.gz.age";
+        assert!(is_own_temporary(&format!(".vouch-tmp.{run}.{a}"), "web"));
+        assert!(is_own_temporary(
+            &format!(".vouch-tmp.{run}.{a}.json"),
+            "web"
+        ));
+        assert!(!is_own_temporary(&format!(".vouch-tmp.{run}.{a}"), "web-1"));
+        let other = "web-1-20261201T030000Z.tar.gz.age";
+        assert!(!is_own_temporary(
+            &format!(".vouch-tmp.{run}.{other}"),
+            "web"
+        ));
+        assert!(!is_own_temporary(a, "web"));
+        assert!(!is_own_temporary(".vouch-tmp.probe.1234", "web"));
     }
 }
