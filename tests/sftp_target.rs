@@ -6,7 +6,8 @@
 //! others may read, no ssh, a closed port, a missing directory, a read-only server, a
 //! read-only and a full filesystem to 16, 16, 10, 14, 14, 14, 16, 15 and 17; a byte flipped
 //! on the server before the read-back ends the run with 34 and leaves nothing; a run killed
-//! there leaves a temporary file that the next preflight removes; the
+//! there leaves a temporary file that the next preflight removes; a file that takes the
+//! archive's name during the copy is left as it is and the copy fails with 34; the
 //! archives on the server are listed, verified (a flipped byte is 34), restored and pruned,
 //! and `status` and `status --live` report the target.
 
@@ -404,4 +405,29 @@ fn the_archives_on_the_server_are_listed_verified_restored_and_pruned() {
     fs::write(&file, &bytes).unwrap();
     let out = with_key(&env, &creds, &["verify", "--target", "nas", &newest]);
     assert_code(&out, 34);
+}
+
+#[test]
+fn a_final_name_taken_during_the_copy_is_never_replaced() {
+    let s = Sshd::start();
+    let (env, remote, creds) = world(&s);
+    let child = env
+        .command(&["run"])
+        .env("CREDENTIALS_DIRECTORY", &creds)
+        .env("VOUCH_TEST_FAULT", "stop:sftp-before-readback")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    util::wait_stopped(child.id());
+    let name = env.archives().pop().unwrap();
+    let name = name.file_name().unwrap().to_str().unwrap().to_owned();
+    // Someone else's file appears under the archive's name before the rename.
+    fs::write(remote.join(&name), b"not vouch's").unwrap();
+    util::resume(child.id());
+    let out = child.wait_with_output().unwrap();
+    assert_code(&out, 34);
+    assert!(stderr(&out).contains("never replaced"), "{}", stderr(&out));
+    assert_eq!(fs::read(remote.join(&name)).unwrap(), b"not vouch's");
+    assert_eq!(names(&remote), [name], "no temporary file and no receipt");
 }
