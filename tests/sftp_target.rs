@@ -431,3 +431,85 @@ fn a_final_name_taken_during_the_copy_is_never_replaced() {
     assert_eq!(fs::read(remote.join(&name)).unwrap(), b"not vouch's");
     assert_eq!(names(&remote), [name], "no temporary file and no receipt");
 }
+
+/// Runs `script` in the server's mount namespace (where `start_with_mounts` mounted its
+/// filesystems).
+fn in_server(s: &Sshd, script: &str) -> std::process::Output {
+    std::process::Command::new("nsenter")
+        .args(["-t", &s.pid().to_string(), "-m", "--", "sh", "-c", script])
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_remote_that_fills_up_during_the_copy_is_34_and_the_temporary_file_goes() {
+    let s = Sshd::start_with_mounts(
+        "mkdir -p \"$ROOT/small\"\nmount -t tmpfs -o size=16m tmpfs \"$ROOT/small\"",
+    );
+    let env = Env::new();
+    fs::write(env.src.join("blob"), util::noise(3 << 20, 7)).unwrap();
+    let creds = key_dir(&env, &s.client_key);
+    let remote = s.root.join("small");
+    env.write_config("", &sftp_target(&s, &remote, &s.known_hosts));
+    let child = env
+        .command(&["run"])
+        .env("CREDENTIALS_DIRECTORY", &creds)
+        .env("VOUCH_TEST_FAULT", "stop:before-offsite")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    util::wait_stopped(child.id());
+    // Filled after preflight passed: only the copy's writes find out.
+    let fill = in_server(&s, &format!("cat /dev/zero >'{}/filler'", remote.display()));
+    assert!(!fill.status.success(), "the filler stops at a full disk");
+    util::resume(child.id());
+    let out = child.wait_with_output().unwrap();
+    assert_code(&out, 34);
+    let left = in_server(&s, &format!("ls -A '{}'", remote.display()));
+    assert_eq!(
+        String::from_utf8_lossy(&left.stdout).trim(),
+        "filler",
+        "only the filler is left on the server"
+    );
+    assert_eq!(env.archives().len(), 1, "the local archive is kept");
+    assert!(!env.state.join("s3-pending.json").exists());
+}
+
+#[test]
+fn a_connection_cut_during_the_copy_is_34_and_the_next_preflight_cleans_up() {
+    let s = Sshd::start();
+    let (env, remote, creds) = world(&s);
+    let child = env
+        .command(&["run"])
+        .env("CREDENTIALS_DIRECTORY", &creds)
+        .env("VOUCH_TEST_FAULT", "stop:sftp-before-readback")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    util::wait_stopped(child.id());
+    // The ssh under the stopped run goes away, as when the network drops.
+    let ssh = util::pids_matching(|argv| {
+        argv.first().is_some_and(|a| a.ends_with("ssh"))
+            && argv.iter().any(|a| a == &s.port.to_string())
+    });
+    assert!(!ssh.is_empty(), "the run's ssh is found");
+    for pid in ssh {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status();
+    }
+    util::resume(child.id());
+    let out = child.wait_with_output().unwrap();
+    assert_code(&out, 34);
+    assert_eq!(env.archives().len(), 1, "the local archive is kept");
+    assert!(
+        !names(&remote).iter().any(|n| !n.starts_with(".vouch-tmp.")),
+        "no archive or receipt under a final name: {:?}",
+        names(&remote)
+    );
+    assert_code(&with_key(&env, &creds, &["preflight"]), 0);
+    assert!(names(&remote).is_empty(), "{:?}", names(&remote));
+    assert!(!env.state.join("s3-pending.json").exists());
+}

@@ -113,6 +113,11 @@ impl Sshd {
         self.dir.path()
     }
 
+    /// The server's process id (in the mount namespace of `start_with_mounts`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// A new key pair the server does not know; returns the private key.
     pub fn stranger_key(&self, name: &str) -> PathBuf {
         let key = self.dir.path().join(name);
