@@ -173,6 +173,18 @@ fn preflight_shows_the_host_key_to_add_and_maps_a_refused_key_and_a_missing_dire
         "the known-hosts line is shown: {text}"
     );
     assert!(text.contains("SHA256:"), "the fingerprint is shown: {text}");
+    // A known-hosts file that knows another key for the server: a changed host key is 16
+    // too, naming the change, and is never accepted.
+    fs::write(
+        &known,
+        format!("[127.0.0.1]:{} {}\n", s.port, s.other_host_key()),
+    )
+    .unwrap();
+    let out = with_key(&env, &creds, &["preflight"]);
+    assert_code(&out, 16);
+    let text = stderr(&out);
+    assert!(text.contains("changed"), "a changed key is named: {text}");
+    assert!(text.contains(&line), "the server's line is shown: {text}");
     fs::write(&known, format!("{line}\n")).unwrap();
     assert_code(&with_key(&env, &creds, &["preflight"]), 0);
     // Another key than the one the server authorized.
