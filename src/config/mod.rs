@@ -913,16 +913,68 @@ impl Context<'_> {
 
     fn validate(&self, raw: RawConfig) -> Result<Settings, ConfigError> {
         let b = raw.backup;
-        let name = match &b.name {
+        let name = self.backup_name(&b)?;
+        // A config that only dumps databases needs no sources.
+        let dumps_only = raw.dump.as_ref().is_some_and(|d| !d.is_empty());
+        let sources = self.sources(&b, dumps_only)?;
+        let (exclude, exclude_set) = self.excludes(&b)?;
+        let (required, required_dumps) = self.required(&b, &sources, &exclude_set)?;
+        let on_read_error = self.on_read_error(&b)?;
+        let encryption = self.encryption(raw.encryption)?;
+        let (targets, remotes, sftp) =
+            self.targets(raw.target.unwrap_or_default(), &sources, &exclude_set)?;
+        let health = self.health(raw.health)?;
+        let metrics = Metrics {
+            textfile: raw
+                .metrics
+                .as_ref()
+                .and_then(|m| m.textfile.as_ref())
+                .map(|p| self.textfile(p))
+                .transpose()?,
+        };
+        let notify = self.notify(raw.notify)?;
+        let dumps = self.dumps(raw.dumps)?;
+        let dump = self.dump_list(raw.dump.unwrap_or_default(), &dumps)?;
+        let hooks = self.hook_list(raw.hook.unwrap_or_default(), &dumps)?;
+        let required_dumps = self.required_dumps(&required_dumps, &dump)?;
+        Ok(Settings {
+            file: self.file.to_owned(),
+            backup: Backup {
+                name,
+                sources,
+                exclude,
+                required,
+                required_dumps,
+                one_file_system: b.one_file_system,
+                on_read_error,
+            },
+            encryption,
+            targets,
+            remotes,
+            sftp,
+            health,
+            metrics,
+            notify,
+            dumps,
+            dump,
+            hooks,
+        })
+    }
+
+    /// `backup.name`, else the host's name.
+    fn backup_name(&self, b: &RawBackup) -> Result<String, ConfigError> {
+        Ok(match &b.name {
             Some(n) => {
                 check_name(n.get_ref())
                     .map_err(|m| self.error(Some(n.span()), "backup.name", m))?;
                 n.get_ref().clone()
             }
             None => host_name(),
-        };
-        // A config that only dumps databases needs no sources.
-        let dumps_only = raw.dump.as_ref().is_some_and(|d| !d.is_empty());
+        })
+    }
+
+    /// `backup.sources`: absolute, not overlapping, at least one unless only dumps are made.
+    fn sources(&self, b: &RawBackup, dumps_only: bool) -> Result<Vec<PathBuf>, ConfigError> {
         if b.sources.get_ref().is_empty() && !dumps_only {
             return Err(self.error(
                 Some(b.sources.span()),
@@ -949,6 +1001,14 @@ impl Context<'_> {
             }
             sources.push(p);
         }
+        Ok(sources)
+    }
+
+    /// `backup.exclude`: the patterns, and the set that matches them.
+    fn excludes(
+        &self,
+        b: &RawBackup,
+    ) -> Result<(Vec<String>, crate::pipeline::walk::Exclude), ConfigError> {
         let mut exclude = Vec::new();
         for e in &b.exclude {
             globset::Glob::new(e.get_ref()).map_err(|err| {
@@ -963,6 +1023,17 @@ impl Context<'_> {
         let exclude_set = crate::pipeline::walk::Exclude::new(&exclude).map_err(|e| {
             self.error(None, "backup.exclude", format!("bad pattern: {}", e.kind()))
         })?;
+        Ok((exclude, exclude_set))
+    }
+
+    /// `backup.required`: paths under a source and not excluded, and the `dump:` entries,
+    /// which are checked against the dumps later.
+    fn required<'r>(
+        &self,
+        b: &'r RawBackup,
+        sources: &[PathBuf],
+        exclude_set: &crate::pipeline::walk::Exclude,
+    ) -> Result<(Vec<PathBuf>, Vec<&'r Spanned<String>>), ConfigError> {
         let mut required = Vec::new();
         let mut required_dumps = Vec::new();
         for r in &b.required {
@@ -995,7 +1066,12 @@ impl Context<'_> {
             }
             required.push(p);
         }
-        let on_read_error = match &b.on_read_error {
+        Ok((required, required_dumps))
+    }
+
+    /// `backup.on-read-error`.
+    fn on_read_error(&self, b: &RawBackup) -> Result<ReadErrorPolicy, ConfigError> {
+        Ok(match &b.on_read_error {
             None => ReadErrorPolicy::Fail,
             Some(v) => match v.get_ref().as_str() {
                 "fail" => ReadErrorPolicy::Fail,
@@ -1008,10 +1084,12 @@ impl Context<'_> {
                     ))
                 }
             },
-        };
+        })
+    }
 
-        let enc = raw.encryption;
-        let encryption = Encryption {
+    /// `[encryption]`.
+    fn encryption(&self, enc: RawEncryption) -> Result<Encryption, ConfigError> {
+        Ok(Encryption {
             recipients: enc.recipients,
             recipients_file: enc
                 .recipients_file
@@ -1024,11 +1102,11 @@ impl Context<'_> {
                 .map(|p| self.path(p, "encryption.identity"))
                 .transpose()?,
             verify_without_identity: enc.verify_without_identity,
-        };
+        })
+    }
 
-        let (targets, remotes, sftp) =
-            self.targets(raw.target.unwrap_or_default(), &sources, &exclude_set)?;
-        let h = raw.health;
+    /// `[health]`.
+    fn health(&self, h: Option<RawHealth>) -> Result<Health, ConfigError> {
         let max_age = match h.as_ref().and_then(|h| h.max_age.as_ref()) {
             None => DEFAULT_MAX_AGE,
             Some(v) => parse_duration(v.get_ref())
@@ -1062,15 +1140,16 @@ impl Context<'_> {
                 }
             },
         };
-        let metrics = Metrics {
-            textfile: raw
-                .metrics
-                .as_ref()
-                .and_then(|m| m.textfile.as_ref())
-                .map(|p| self.textfile(p))
-                .transpose()?,
-        };
-        let notify = match raw.notify {
+        Ok(Health {
+            max_age,
+            size_tolerance,
+            on_anomaly,
+        })
+    }
+
+    /// `[notify]`.
+    fn notify(&self, n: Option<RawNotify>) -> Result<Notify, ConfigError> {
+        Ok(match n {
             None => Notify::default(),
             Some(n) => {
                 let url = |v: &Option<Spanned<String>>,
@@ -1133,37 +1212,6 @@ impl Context<'_> {
                     timeout,
                 }
             }
-        };
-
-        let dumps = self.dumps(raw.dumps)?;
-        let dump = self.dump_list(raw.dump.unwrap_or_default(), &dumps)?;
-        let hooks = self.hook_list(raw.hook.unwrap_or_default(), &dumps)?;
-        let required_dumps = self.required_dumps(&required_dumps, &dump)?;
-        Ok(Settings {
-            file: self.file.to_owned(),
-            backup: Backup {
-                name,
-                sources,
-                exclude,
-                required,
-                required_dumps,
-                one_file_system: b.one_file_system,
-                on_read_error,
-            },
-            encryption,
-            targets,
-            remotes,
-            sftp,
-            health: Health {
-                max_age,
-                size_tolerance,
-                on_anomaly,
-            },
-            metrics,
-            notify,
-            dumps,
-            dump,
-            hooks,
         })
     }
 }
