@@ -1216,6 +1216,16 @@ impl Context<'_> {
     }
 }
 
+/// The config of the remote-target tests: one directory target, then `extra`.
+#[cfg(test)]
+pub(crate) fn test_parse(extra: &str) -> Result<Settings, ConfigError> {
+    const BASE: &str = "[backup]\nsources = [\"/etc\"]\n[encryption]\nrecipients = [\"age1x\"]\n[[target]]\nname = \"l\"\npath = \"/var/backups/vouch\"\n";
+    from_str(
+        &format!("{BASE}{extra}"),
+        Path::new("/etc/vouch/vouch.toml"),
+    )
+}
+
 /// A duplicate-key message from the parser: the key, and the table it is in when the message
 /// names one (`Some(None)` for the top level).
 type Duplicate = (Option<Option<String>>, String);

@@ -400,17 +400,10 @@ fn check_prefix(prefix: &str) -> Result<(), String> {
 mod tests {
     use super::*;
     use crate::config::from_str;
+    use crate::config::test_parse as parse;
     use std::path::Path;
 
-    const BASE: &str = "[backup]\nsources = [\"/etc\"]\n[encryption]\nrecipients = [\"age1x\"]\n[[target]]\nname = \"l\"\npath = \"/var/backups/vouch\"\n";
     const S3: &str = "[[target]]\nname = \"off\"\nkind = \"s3\"\nregion = \"eu\"\nbucket = \"acme\"\ncredential = \"off\"\n";
-
-    fn parse(extra: &str) -> Result<crate::config::Settings, crate::config::ConfigError> {
-        from_str(
-            &format!("{BASE}{extra}"),
-            Path::new("/etc/vouch/vouch.toml"),
-        )
-    }
 
     #[test]
     fn an_s3_target_parses_with_its_defaults() {

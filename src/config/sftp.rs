@@ -252,18 +252,10 @@ fn check_remote_path(path: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::from_str;
+    use crate::config::test_parse as parse;
     use std::path::Path;
 
-    const BASE: &str = "[backup]\nsources = [\"/etc\"]\n[encryption]\nrecipients = [\"age1x\"]\n[[target]]\nname = \"l\"\npath = \"/var/backups/vouch\"\n";
     const SFTP: &str = "[[target]]\nname = \"nas\"\nkind = \"sftp\"\nhost = \"nas.lan\"\nuser = \"backup\"\ncredential = \"nas-key\"\nknown-hosts = \"/etc/vouch/known_hosts\"\n";
-
-    fn parse(extra: &str) -> Result<crate::config::Settings, crate::config::ConfigError> {
-        from_str(
-            &format!("{BASE}{extra}"),
-            Path::new("/etc/vouch/vouch.toml"),
-        )
-    }
 
     #[test]
     fn an_sftp_target_parses_with_its_defaults() {
