@@ -19,12 +19,17 @@
 //! (about 55 MB/s per core here, against 90 on source code) and gains nothing. Each chunk is
 //! looked at in 64 KiB stretches; a stretch whose byte histogram has an entropy of at least
 //! [`INCOMPRESSIBLE_BITS_PER_BYTE`] is copied into stored (level 0) deflate blocks, at memory
-//! speed. Consecutive stretches that look compressible are deflated together by one compressor,
-//! so a chunk of text loses no context, and a chunk that mixes text with, say, the start of a
-//! JPEG deflates the text and stores the JPEG. The join between the two kinds is a sync flush,
-//! the same seam pigz uses; the result is still one ordinary gzip member per chunk. The estimate
-//! sees byte frequencies only, so high-entropy data that repeats itself within 32 KiB is stored
-//! rather than deflated: a small loss in a rare case, never a wrong byte.
+//! speed. Consecutive stretches that look compressible are deflated together, so a chunk of text
+//! loses no context, and a chunk that mixes text with, say, the start of a JPEG deflates the text
+//! and stores the JPEG, each run as a gzip member of its own. The estimate sees byte frequencies
+//! only, so high-entropy data that repeats itself within 32 KiB is stored rather than deflated: a
+//! small loss in a rare case, never a wrong byte.
+//!
+//! **Why libdeflate.** A chunk is a whole buffer in memory, which is the one case libdeflate
+//! handles (it does not stream) and handles best: at level 6 it is about 2.5 times as fast as
+//! zlib-rs and its output slightly smaller. The writer is generic over a [`ChunkEncoder`], chosen
+//! by [`Codec`], so every format that can be cut into independent pieces shares the threads, the
+//! ordering and the back-pressure below.
 //!
 //! **Back-pressure.** At most `threads + 2` chunks are in flight (handed to workers and not yet
 //! written): one per worker, one finished early waiting for its predecessor, one spare so that a
