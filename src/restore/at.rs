@@ -92,6 +92,21 @@ impl Tree {
         self.dirs.insert(rel.to_vec(), Rc::new(fd));
     }
 
+    /// Makes everything written to the destination's filesystem so far durable at once
+    /// (`syncfs(2)` on the destination): the staged files' data, and the renames that put them
+    /// in place. One call instead of an `fsync` per file.
+    pub fn sync_filesystem(&self) -> io::Result<()> {
+        let root = self
+            .dirs
+            .get(&[][..])
+            .ok_or_else(|| io::Error::other("the destination is not open"))?;
+        // The held descriptor is O_PATH, which syncfs refuses: open the same directory again,
+        // through it, for reading.
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        let fd = nix::fcntl::openat(root.as_fd(), ".", flags, Mode::empty()).map_err(errno)?;
+        nix::unistd::syncfs(&fd).map_err(errno)
+    }
+
     /// The directory at `rel`, opened component by component without following a symlink.
     pub fn dir(&mut self, rel: &[u8]) -> io::Result<Rc<OwnedFd>> {
         if let Some(fd) = self.dirs.get(rel) {

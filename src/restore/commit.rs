@@ -34,6 +34,9 @@ pub(super) fn commit(
     progress: bool,
 ) -> Result<u64, RestoreError> {
     let total = plan.selected.iter().filter(|s| **s).count() + specials.len();
+    // The staged data durable before the first rename, so that no crash can leave a file in
+    // place whose data never reached the disk.
+    staging.sync_filesystem()?;
     let mut meter = Meter::entries(progress, "moving into place", total as u64);
     let mut placed = 0u64;
     // Where the data of a file that a selected hard link needs, but that was not itself
@@ -59,6 +62,8 @@ pub(super) fn commit(
         meter.update(placed);
     }
     staging.set_dir_meta(manifest, plan)?;
+    // And the renames and metadata durable before the restore counts as done.
+    staging.sync_filesystem()?;
     staging
         .journal
         .mark_complete()

@@ -341,7 +341,8 @@ fn special<R: Read>(
 }
 
 /// Writes the data of the entry `name` into `out`, a new staging file, returning its
-/// SHA-256. Stops between two reads when an interrupting signal has arrived.
+/// SHA-256. Closing `out` reports a late write error (NFS, quota) to nobody, so the commit's
+/// `syncfs` is what catches those. Stops between two reads when an interrupting signal has arrived.
 fn stage(
     r: &mut impl Read,
     name: &str,
@@ -364,7 +365,8 @@ fn stage(
         h.update(&buf[..n]);
         out.write_all(&buf[..n]).map_err(io_err(to))?;
     }
-    out.sync_all().map_err(io_err(to))?;
+    // Not synced here: the commit makes the whole filesystem durable once, before it
+    // completes (`Tree::sync_filesystem`).
     Ok(crate::pipeline::io::hex(&h.finalize()))
 }
 

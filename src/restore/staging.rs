@@ -125,6 +125,13 @@ impl Staging {
         })
     }
 
+    /// Flushes the destination's filesystem (see [`Tree::sync_filesystem`]).
+    pub(super) fn sync_filesystem(&self) -> Result<(), RestoreError> {
+        self.tree
+            .sync_filesystem()
+            .map_err(io_err(self.tree.path()))
+    }
+
     /// An interrupting signal that arrived, as an error.
     pub(super) fn interrupted(&self) -> Result<(), RestoreError> {
         match self.interrupts.arrived() {
