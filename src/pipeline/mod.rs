@@ -7,5 +7,6 @@ pub mod compress; // gzip on every core, as independent members
 pub mod crypt; // age recipients, identities, encryption
 pub mod io; // hashing, counting and fan-out adapters
 pub mod manifest; // .vouch/manifest.json and .vouch/SHA256SUMS
+pub mod relay; // a byte stream handed between threads in blocks, errors in order
 pub mod tarstream; // the pax tar writer
 pub mod walk; // walking the sources
