@@ -713,7 +713,8 @@ fn spawn_stderr_reader(
 /// [`Session::into_reader`] (owning it): [`Read`] with up to [`MAX_IN_FLIGHT`] READs
 /// outstanding. Dropping it collects the outstanding replies and closes the handle.
 pub struct Reader<S: BorrowMut<Session>> {
-    session: S,
+    /// Always there but while [`Reader::into_session`] hands it back.
+    session: Option<S>,
     handle: Option<Handle>,
     /// The offset of the next READ to send.
     next: u64,
@@ -732,8 +733,13 @@ pub type RemoteReader<'a> = Reader<&'a mut Session>;
 impl<S: BorrowMut<Session>> Reader<S> {
     fn new(mut session: S, path: &str) -> Result<Reader<S>, SftpError> {
         let handle = session.borrow_mut().open(path, open::READ, None)?;
-        Ok(Reader {
-            session,
+        Ok(Reader::opened(session, handle))
+    }
+
+    /// A reader of `handle`, a file `session` opened for reading.
+    pub fn opened(session: S, handle: Handle) -> Reader<S> {
+        Reader {
+            session: Some(session),
             handle: Some(handle),
             next: 0,
             in_flight: VecDeque::new(),
@@ -741,14 +747,32 @@ impl<S: BorrowMut<Session>> Reader<S> {
             buf: Vec::new(),
             pos: 0,
             eof: false,
-        })
+        }
+    }
+
+    fn s(&mut self) -> &mut Session {
+        self.session
+            .as_mut()
+            .expect("the session is there until handed back")
+            .borrow_mut()
+    }
+
+    /// Closes the file and hands the session back (for the next file of a chain).
+    pub fn into_session(mut self) -> Result<S, SftpError> {
+        self.drain()?;
+        let handle = self.handle.take().expect("the handle is open until closed");
+        self.s().close(handle)?;
+        Ok(self
+            .session
+            .take()
+            .expect("the session is there until handed back"))
     }
 
     /// Closes the file, reporting a failed close.
     pub fn close(mut self) -> Result<(), SftpError> {
         self.drain()?;
         let handle = self.handle.take().expect("the handle is open until closed");
-        self.session.borrow_mut().close(handle)
+        self.s().close(handle)
     }
 
     fn handle(&self) -> &Handle {
@@ -766,7 +790,7 @@ impl<S: BorrowMut<Session>> Reader<S> {
             let mut ids: VecDeque<u32> = self.in_flight.iter().map(|f| f.0).collect();
             ids.push_back(id);
             ids.retain(|i| !self.early.contains_key(i));
-            let reply = self.session.borrow_mut().recv_one_of(&mut ids)?;
+            let reply = self.s().recv_one_of(&mut ids)?;
             let got = reply.id().expect("recv_one_of checked the id");
             if got == id {
                 return Ok(reply);
@@ -787,12 +811,12 @@ impl<S: BorrowMut<Session>> Reader<S> {
     /// Tops the pipeline up, then takes the oldest READ's reply into `buf`.
     fn fill(&mut self) -> Result<(), SftpError> {
         while !self.eof && self.in_flight.len() < MAX_IN_FLIGHT {
-            let id = self.session.borrow_mut().id();
+            let id = self.s().id();
             let mut r = Request::new(kind::READ, id);
             r.put_str(&self.handle().raw)
                 .put_u64(self.next)
                 .put_u32(CHUNK as u32);
-            self.session.borrow_mut().send(&r.finish())?;
+            self.s().send(&r.finish())?;
             self.in_flight.push_back((id, self.next, CHUNK));
             self.next += CHUNK as u64;
         }
@@ -802,8 +826,7 @@ impl<S: BorrowMut<Session>> Reader<S> {
         let op = format!("read {}", self.handle().path);
         match self.reply(id)? {
             Response::Data { data, .. } if data.is_empty() || data.len() > len => Err(self
-                .session
-                .borrow_mut()
+                .s()
                 .violation(format!("{op}: {} bytes for a READ of {len}", data.len()))),
             Response::Data { data, .. } => {
                 if data.len() < len {
@@ -822,7 +845,7 @@ impl<S: BorrowMut<Session>> Reader<S> {
                 self.eof = true;
                 self.drain()
             }
-            other => Err(self.session.borrow_mut().unexpected(&op, other)),
+            other => Err(self.s().unexpected(&op, other)),
         }
     }
 }
@@ -851,7 +874,7 @@ impl<S: BorrowMut<Session>> Drop for Reader<S> {
     fn drop(&mut self) {
         if let Some(handle) = self.handle.take() {
             if self.drain().is_ok() {
-                let _ = self.session.borrow_mut().close(handle);
+                let _ = self.s().close(handle);
             }
         }
     }

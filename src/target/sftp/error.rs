@@ -63,6 +63,11 @@ pub enum SftpError {
 }
 
 impl SftpError {
+    /// The fix this error carries of its own, when it has one (else the caller's applies).
+    pub fn hint(&self) -> Option<String> {
+        None
+    }
+
     /// The server's status code, for a [`SftpError::Status`].
     pub fn status(&self) -> Option<StatusCode> {
         match self {
