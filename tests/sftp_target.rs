@@ -726,3 +726,63 @@ fn an_archive_split_locally_goes_to_an_unsplit_sftp_target_as_one_file() {
     let out = with_key(&env, &creds, &["verify", "--target", "nas", "--latest"]);
     assert_code(&out, 0);
 }
+
+#[test]
+fn a_server_that_stops_answering_during_the_copy_is_34_not_a_hang() {
+    let programs = tempfile::tempdir().unwrap();
+    let flag = programs.path().join("hang");
+    let subsystem = util::sshd::hangs_when(programs.path(), &flag);
+    let s = Sshd::start_with_subsystem(subsystem.to_str().unwrap());
+    let (env, remote, creds) = world(&s);
+    let child = env
+        .command(&["run"])
+        .env("CREDENTIALS_DIRECTORY", &creds)
+        .env("VOUCH_TEST_FAULT", "stop:before-offsite")
+        .env("VOUCH_TEST_SFTP_TIMEOUT", "3000")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    util::wait_stopped(child.id());
+    // Preflight passed; from now on the server's sftp subsystem takes requests and answers
+    // none, while its sshd stays up.
+    fs::write(&flag, b"").unwrap();
+    let started = std::time::Instant::now();
+    util::resume(child.id());
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_code(&out, 34);
+    assert!(
+        stderr(&out).contains("stopped answering"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("sftp-server"),
+        "the hint: {}",
+        stderr(&out)
+    );
+    assert_eq!(env.archives().len(), 1, "the local archive is kept");
+    // Preflight against the hung server fails too, as a server that does not answer (14).
+    let out = env
+        .command(&["preflight"])
+        .env("CREDENTIALS_DIRECTORY", &creds)
+        .env("VOUCH_TEST_SFTP_TIMEOUT", "3000")
+        .output()
+        .unwrap();
+    assert_code(&out, 14);
+    assert!(
+        stderr(&out).contains("stopped answering"),
+        "{}",
+        stderr(&out)
+    );
+    // Once the server answers again, preflight passes and nothing of the copy is left.
+    fs::remove_file(&flag).unwrap();
+    assert_code(&with_key(&env, &creds, &["preflight"]), 0);
+    assert!(names(&remote).is_empty(), "{:?}", names(&remote));
+    assert!(!env.state.join("s3-pending.json").exists());
+}

@@ -8,7 +8,8 @@
 //! lock, so no run of this backup is using them).
 //!
 //! Each failure maps to the exit code a directory target would get for the same cause: 14 for
-//! `ssh` missing, a server that does not answer or a directory that is not there, 16 for a
+//! `ssh` missing, a server that does not answer (also one that stops answering in the middle,
+//! [`SftpError::Timeout`]) or a directory that is not there, 16 for a
 //! host key that is unknown or changed (the hint has the fingerprint and the exact line to add
 //! to `known-hosts`) or a key the server refuses or a directory it does not let us write, 15
 //! for a read-only filesystem (OpenSSH answers a write there only with "Failure", so the
@@ -92,6 +93,7 @@ pub fn connect_refused(sftp: &Sftp, e: &SftpError) -> Refused {
             "Install the OpenSSH client: apt-get install openssh-client.".to_owned(),
         ),
         SftpError::HostKey { changed, .. } => (ExitCode::TargetDenied, host_key_hint(sftp, *changed)),
+        SftpError::Timeout { .. } => (ExitCode::TargetMissing, e.hint().unwrap_or_default()),
         SftpError::AuthRefused { .. } => (
             ExitCode::TargetDenied,
             format!(
@@ -155,6 +157,8 @@ fn status_refused(sftp: &Sftp, s: &mut Session, e: &SftpError) -> Refused {
             ExitCode::TargetReadonly,
             format!("{dir} on {} is on a read-only filesystem: remount it read-write, or point path of [[target]] \"{}\" elsewhere.", sftp.target.host, sftp.name),
         )
+    } else if let Some(hint) = e.hint() {
+        (ExitCode::TargetMissing, hint)
     } else if matches!(e, SftpError::Status { .. }) {
         (
             ExitCode::TargetDenied,

@@ -64,7 +64,8 @@ impl std::fmt::Debug for Store {
 }
 
 /// A failure as I/O: no such file is `NotFound`, a refusal (the key, the host key, a
-/// permission) `PermissionDenied`, a server that does not answer `NotConnected`.
+/// permission) `PermissionDenied`, a server that cannot be reached `NotConnected`, one that
+/// stopped answering `TimedOut` (so `verify`, `list` and `restore` report it as 34).
 pub fn io_error(e: SftpError) -> io::Error {
     let kind = match &e {
         _ if e.is_no_such_file() => io::ErrorKind::NotFound,
@@ -75,6 +76,7 @@ pub fn io_error(e: SftpError) -> io::Error {
         SftpError::Unreachable { .. }
         | SftpError::NotInstalled { .. }
         | SftpError::Transport { .. } => io::ErrorKind::NotConnected,
+        SftpError::Timeout { .. } => io::ErrorKind::TimedOut,
         _ => io::ErrorKind::Other,
     };
     io::Error::new(kind, e.to_string())
@@ -119,7 +121,7 @@ impl Store {
         let result = f(slot.as_mut().expect("connected above"));
         if matches!(
             result,
-            Err(SftpError::Transport { .. } | SftpError::Protocol(_))
+            Err(SftpError::Transport { .. } | SftpError::Protocol(_) | SftpError::Timeout { .. })
         ) {
             *slot = None;
         }
