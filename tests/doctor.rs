@@ -139,3 +139,107 @@ fn a_target_on_the_same_filesystem_as_a_source_is_a_warning() {
         "{report}"
     );
 }
+
+/// A world with an sftp target on a port nothing listens on: the key `nas` in a credentials
+/// directory, and a known-hosts file holding `known` for 127.0.0.1 on that port.
+fn sftp_world(known: &str) -> (Env, std::path::PathBuf, std::path::PathBuf, u16) {
+    let env = world();
+    let creds = env.dir.path().join("credentials");
+    fs::create_dir_all(&creds).unwrap();
+    let key = creds.join("nas");
+    util::sshd::keygen(&key);
+    let known_hosts = env.dir.path().join("known_hosts");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    fs::write(&known_hosts, known.replace("PORT", &port.to_string())).unwrap();
+    env.write_config(
+        "",
+        &format!(
+            "min-free = \"1MiB\"\n[[target]]\nname = \"nas\"\nkind = \"sftp\"\nhost = \"127.0.0.1\"\nport = {port}\nuser = \"backup\"\npath = \"/srv/backups\"\ncredential = \"nas\"\nknown-hosts = \"{}\"\n",
+            known_hosts.display()
+        ),
+    );
+    (env, creds, known_hosts, port)
+}
+
+fn doctor_with(env: &Env, creds: &Path, path: Option<&Path>) -> String {
+    let mut cmd = env.command(&["doctor"]);
+    cmd.env("CREDENTIALS_DIRECTORY", creds);
+    if let Some(p) = path {
+        cmd.env("PATH", p);
+    }
+    stdout(&cmd.output().unwrap())
+}
+
+#[test]
+fn an_sftp_target_gets_its_ssh_key_and_known_hosts_checked_offline() {
+    let key_line =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHl0dVXbZv8CpN7G2q8l5PdxBb0p8PxpbMwv0WXbbu1b";
+    let (env, creds, known_hosts, port) = sftp_world(&format!("[127.0.0.1]:PORT {key_line}\n"));
+    let report = doctor_with(&env, &creds, None);
+    assert!(
+        line(&report, "ok", "ssh nas").contains("OpenSSH"),
+        "{report}"
+    );
+    assert!(
+        line(&report, "ok", "ssh-key nas").contains("only its owner can read"),
+        "{report}"
+    );
+    assert!(
+        line(&report, "ok", "known-hosts nas").contains(&format!("[127.0.0.1]:{port}")),
+        "{report}"
+    );
+    // The preflight line is the one that connects, and nothing listens there.
+    line(&report, "FAIL", "remote nas");
+
+    // Hashed entries are found too.
+    let hashed = std::process::Command::new("ssh-keygen")
+        .args(["-H", "-f"])
+        .arg(&known_hosts)
+        .output()
+        .unwrap();
+    assert!(hashed.status.success(), "{hashed:?}");
+    assert!(fs::read_to_string(&known_hosts).unwrap().starts_with("|1|"));
+    let report = doctor_with(&env, &creds, None);
+    line(&report, "ok", "known-hosts nas");
+
+    // A key for the host on another port is no key for this server; a key file others may
+    // read is refused, as the run refuses it.
+    fs::write(&known_hosts, format!("127.0.0.1 {key_line}\n")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(creds.join("nas"), fs::Permissions::from_mode(0o644)).unwrap();
+    let report = doctor_with(&env, &creds, None);
+    let kh = line(&report, "FAIL", "known-hosts nas");
+    assert!(
+        kh.contains(&format!("has no host key for [127.0.0.1]:{port}")),
+        "{report}"
+    );
+    assert!(report.contains("fix: Run `vouch preflight`"), "{report}");
+    assert!(
+        line(&report, "FAIL", "ssh-key nas").contains("lets others read it"),
+        "{report}"
+    );
+    // A missing key file and a missing known-hosts file.
+    fs::remove_file(creds.join("nas")).unwrap();
+    fs::remove_file(&known_hosts).unwrap();
+    let report = doctor_with(&env, &creds, None);
+    assert!(
+        line(&report, "FAIL", "ssh-key nas").contains("does not exist"),
+        "{report}"
+    );
+    line(&report, "FAIL", "known-hosts nas");
+
+    // No ssh on PATH.
+    let empty = env.dir.path().join("empty-path");
+    fs::create_dir_all(&empty).unwrap();
+    let report = doctor_with(&env, &creds, Some(&empty));
+    assert!(
+        line(&report, "FAIL", "ssh nas").contains("not on PATH"),
+        "{report}"
+    );
+    assert!(
+        report.contains("fix: Install the OpenSSH client: apt-get install openssh-client."),
+        "{report}"
+    );
+}

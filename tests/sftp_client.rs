@@ -4,8 +4,9 @@
 //! (exclusive create, rename onto an existing name); listings and statvfs; a full and a
 //! read-only filesystem (tmpfs in the server's own mount namespace, so root only); the host-key,
 //! authentication, read-only, killed-transport and missing-ssh errors; and fake servers that
-//! lie or answer reads out of order and short. Every test runs under a timeout, so a hang
-//! fails.
+//! lie or answer reads out of order and short; an sftp subsystem that stops answering after
+//! its VERSION behind a real sshd times out and ssh is ended. Every test runs under a
+//! timeout, so a hang fails.
 
 mod util;
 
@@ -602,6 +603,46 @@ fn reads_and_writes_are_pipelined_and_reads_answered_out_of_order_and_short_give
         assert!(
             most.iter().all(|&n| n <= 16),
             "more than 16 in flight: {report}"
+        );
+    });
+}
+
+#[test]
+fn a_server_that_stops_answering_times_out_and_ssh_is_ended() {
+    within(60, || {
+        let dir = tempfile::tempdir().unwrap();
+        let script = util::sshd::hung_sftp_server(dir.path());
+        let s = Sshd::start_with_subsystem(script.to_str().unwrap());
+        let mut session = connect(&s);
+        session.set_answer_timeout(Duration::from_secs(2));
+        let pid = session.ssh_pid();
+        let started = std::time::Instant::now();
+        let e = session.stat("/").unwrap_err();
+        let waited = started.elapsed();
+        assert!(matches!(e, SftpError::Timeout { .. }), "{e}");
+        assert!(e.to_string().contains("stopped answering"), "{e}");
+        assert!(
+            e.hint().unwrap().contains("stopped answering"),
+            "{:?}",
+            e.hint()
+        );
+        assert!(
+            waited >= Duration::from_secs(2) && waited < Duration::from_secs(10),
+            "gave up after {waited:?}"
+        );
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "ssh ({pid}) was ended"
+        );
+        // The session stays unusable, and says why, without waiting again.
+        let started = std::time::Instant::now();
+        let e = session.stat("/").unwrap_err();
+        assert!(e.to_string().contains("stopped answering"), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(1));
+        // The default is two minutes.
+        assert_eq!(
+            vouch::target::sftp::client::ANSWER_TIMEOUT,
+            Duration::from_secs(120)
         );
     });
 }

@@ -9,7 +9,11 @@
 //! there leaves a temporary file that the next preflight removes; a file that takes the
 //! archive's name during the copy is left as it is and the copy fails with 34; the
 //! archives on the server are listed, verified (a flipped byte is 34), restored and pruned,
-//! and `status` and `status --live` report the target.
+//! and `status` and `status --live` report the target. With `split`, the archive goes as
+//! parts that `ssh cat PATH.*` restores and vouch lists, verifies and restores; a missing part
+//! is 34 for verify; retention leaves no part behind, and one killed between the receipt and
+//! the parts is settled by the next prune. An archive split locally goes to an sftp target
+//! without `split` as one file.
 
 mod util;
 
@@ -521,6 +525,263 @@ fn a_connection_cut_during_the_copy_is_34_and_the_next_preflight_cleans_up() {
         "no archive or receipt under a final name: {:?}",
         names(&remote)
     );
+    assert_code(&with_key(&env, &creds, &["preflight"]), 0);
+    assert!(names(&remote).is_empty(), "{:?}", names(&remote));
+    assert!(!env.state.join("s3-pending.json").exists());
+}
+
+/// The config of `world` with the sftp target splitting into parts of 1 MiB, `keep` on it.
+fn split_world(s: &Sshd, keep: &str) -> (Env, PathBuf, PathBuf) {
+    let (env, remote, creds) = world(s);
+    env.write_config(
+        "",
+        &format!(
+            "{}split = \"1MiB\"\n{keep}",
+            sftp_target(s, &remote, &s.known_hosts)
+        ),
+    );
+    (env, remote, creds)
+}
+
+/// The newest local archive's file name.
+fn newest_local(env: &Env) -> String {
+    let a = env.archives().pop().expect("a local archive");
+    a.file_name().unwrap().to_str().unwrap().to_owned()
+}
+
+#[test]
+fn a_split_sftp_target_gets_parts_that_restore_with_ssh_cat_and_vouch() {
+    let s = Sshd::start();
+    let (env, remote, creds) = split_world(&s, "");
+    assert_code(&with_key(&env, &creds, &["preflight"]), 0);
+    assert_code(&with_key(&env, &creds, &["run"]), 0);
+    let name = newest_local(&env);
+    let local = fs::read(env.target.join(&name)).unwrap();
+    let parts: Vec<String> = (0..local.len().div_ceil(1 << 20))
+        .map(|i| format!("{name}.{i:03}"))
+        .collect();
+    assert!(parts.len() >= 3, "{} parts", parts.len());
+    let mut want = parts.clone();
+    want.push(format!("{name}-receipt.json"));
+    want.sort();
+    assert_eq!(names(&remote), want, "the parts and the split receipt only");
+    let mut joined = Vec::new();
+    for (i, p) in parts.iter().enumerate() {
+        let bytes = fs::read(remote.join(p)).unwrap();
+        if i + 1 < parts.len() {
+            assert_eq!(bytes.len(), 1 << 20, "{p} is a full part");
+        }
+        joined.extend(bytes);
+    }
+    assert!(joined == local, "the parts in order are the local archive");
+    let receipt: serde_json::Value =
+        serde_json::from_slice(&fs::read(remote.join(format!("{name}-receipt.json"))).unwrap())
+            .unwrap();
+    assert_eq!(receipt["target"], "nas");
+    assert_eq!(receipt["parts"], serde_json::json!(parts), "{receipt}");
+    assert_eq!(receipt["archive-sha256"], hex(&Sha256::digest(&joined)));
+    // The stock restore: ssh cat of every part (the shell's glob sorts them) | age | tar.
+    let into = env.dir.path().join("stock");
+    fs::create_dir_all(&into).unwrap();
+    util::bash_ok(&format!(
+        "set -o pipefail; ssh -F /dev/null -o BatchMode=yes -i '{key}' -o UserKnownHostsFile='{kh}' -p {port} {user}@127.0.0.1 'cat {path}.*' | age -d -i '{id}' | tar -xzf - -C '{into}'",
+        key = s.client_key.display(),
+        kh = s.known_hosts.display(),
+        port = s.port,
+        user = s.user,
+        path = remote.join(&name).display(),
+        id = env.identity.display(),
+        into = into.display(),
+    ));
+    assert_eq!(
+        fs::read(util::restored(&into, &env.src).join("blob")).unwrap(),
+        fs::read(env.src.join("blob")).unwrap()
+    );
+    // vouch lists, verifies and restores it from the server.
+    let listing = json(&with_key(
+        &env,
+        &creds,
+        &["list", "--target", "nas", "--json"],
+    ));
+    let a = &listing["targets"][0]["archives"][0];
+    assert_eq!(a["name"], name.as_str(), "{listing}");
+    assert_eq!(a["receipt"], "ok", "{listing}");
+    assert_eq!(a["size"], local.len(), "{listing}");
+    let out = with_key(&env, &creds, &["verify", "--target", "nas", "--latest"]);
+    assert_code(&out, 0);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("ok    nas  {name}")),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let into = env.dir.path().join("vouch");
+    let to = into.to_str().unwrap();
+    let out = with_key(
+        &env,
+        &creds,
+        &["restore", &name, "--target", "nas", "--to", to],
+    );
+    assert_code(&out, 0);
+    assert_eq!(
+        fs::read(util::restored(&into, &env.src).join("a.txt")).unwrap(),
+        b"alpha"
+    );
+    let status = json(&with_key(&env, &creds, &["status", "--live", "--json"]));
+    assert_eq!(
+        status["remotes"][0]["live"]["newest"],
+        name.as_str(),
+        "{status}"
+    );
+}
+
+#[test]
+fn a_split_remote_archive_missing_a_part_fails_verify_with_34() {
+    let s = Sshd::start();
+    let (env, remote, creds) = split_world(&s, "");
+    assert_code(&with_key(&env, &creds, &["run"]), 0);
+    let name = newest_local(&env);
+    fs::remove_file(remote.join(format!("{name}.001"))).unwrap();
+    let out = with_key(&env, &creds, &["verify", "--target", "nas", &name]);
+    assert_code(&out, 34);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert!(text.contains(&format!("{name}.001")), "{text}");
+    assert!(text.contains("missing"), "{text}");
+}
+
+#[test]
+fn retention_on_a_split_sftp_target_leaves_no_part_behind() {
+    let s = Sshd::start();
+    let (env, remote, creds) = split_world(&s, "keep = { last = 1 }\n");
+    assert_code(&with_key(&env, &creds, &["run"]), 0);
+    let first = newest_local(&env);
+    assert_code(&with_key(&env, &creds, &["run"]), 0);
+    let second = newest_local(&env);
+    assert_ne!(first, second);
+    let left = names(&remote);
+    assert!(
+        left.iter().all(|n| n.starts_with(&second)),
+        "the run's retention removed every file of {first}: {left:?}"
+    );
+    assert!(left.contains(&format!("{second}-receipt.json")), "{left:?}");
+    assert!(!env.state.join("s3-pending.json").exists());
+    // The run's retention killed after the receipt went and before the parts: the next
+    // prune settles it.
+    let out = env
+        .command(&["run"])
+        .env("CREDENTIALS_DIRECTORY", &creds)
+        .env("VOUCH_TEST_FAULT", "kill:prune-marked")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.signal(), Some(9), "killed: {}", stderr(&out));
+    let third = newest_local(&env);
+    assert_ne!(third, second);
+    assert!(
+        names(&remote).iter().any(|n| n.starts_with(&second)),
+        "the parts are still there: {:?}",
+        names(&remote)
+    );
+    assert!(!remote.join(format!("{second}-receipt.json")).exists());
+    let listing = json(&with_key(
+        &env,
+        &creds,
+        &["list", "--target", "nas", "--json"],
+    ));
+    assert_eq!(
+        listing["targets"][0]["archives"].as_array().map(Vec::len),
+        Some(1),
+        "the half-deleted archive is not listed: {listing}"
+    );
+    assert_code(&with_key(&env, &creds, &["prune", "--target", "nas"]), 0);
+    let left = names(&remote);
+    assert!(left.iter().all(|n| n.starts_with(&third)), "{left:?}");
+    assert!(!env.state.join("s3-pending.json").exists());
+}
+
+#[test]
+fn an_archive_split_locally_goes_to_an_unsplit_sftp_target_as_one_file() {
+    let s = Sshd::start();
+    let (env, remote, creds) = world(&s);
+    env.write_config(
+        "",
+        &format!(
+            "split = \"1MiB\"\n{}",
+            sftp_target(&s, &remote, &s.known_hosts)
+        ),
+    );
+    assert_code(&with_key(&env, &creds, &["run"]), 0);
+    let mut local_parts: Vec<String> = env
+        .target_files()
+        .into_iter()
+        .filter(|n| n.contains(".tar.gz.age.0"))
+        .collect();
+    local_parts.sort();
+    assert!(local_parts.len() >= 3, "split locally: {local_parts:?}");
+    let name = local_parts[0].trim_end_matches(".000").to_owned();
+    assert_eq!(names(&remote), [name.clone(), format!("{name}.json")]);
+    let mut joined = Vec::new();
+    for p in &local_parts {
+        joined.extend(fs::read(env.target.join(p)).unwrap());
+    }
+    assert!(fs::read(remote.join(&name)).unwrap() == joined);
+    let out = with_key(&env, &creds, &["verify", "--target", "nas", "--latest"]);
+    assert_code(&out, 0);
+}
+
+#[test]
+fn a_server_that_stops_answering_during_the_copy_is_34_not_a_hang() {
+    let programs = tempfile::tempdir().unwrap();
+    let flag = programs.path().join("hang");
+    let subsystem = util::sshd::hangs_when(programs.path(), &flag);
+    let s = Sshd::start_with_subsystem(subsystem.to_str().unwrap());
+    let (env, remote, creds) = world(&s);
+    let child = env
+        .command(&["run"])
+        .env("CREDENTIALS_DIRECTORY", &creds)
+        .env("VOUCH_TEST_FAULT", "stop:before-offsite")
+        .env("VOUCH_TEST_SFTP_TIMEOUT", "3000")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    util::wait_stopped(child.id());
+    // Preflight passed; from now on the server's sftp subsystem takes requests and answers
+    // none, while its sshd stays up.
+    fs::write(&flag, b"").unwrap();
+    let started = std::time::Instant::now();
+    util::resume(child.id());
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_code(&out, 34);
+    assert!(
+        stderr(&out).contains("stopped answering"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("sftp-server"),
+        "the hint: {}",
+        stderr(&out)
+    );
+    assert_eq!(env.archives().len(), 1, "the local archive is kept");
+    // Preflight against the hung server fails too, as a server that does not answer (14).
+    let out = env
+        .command(&["preflight"])
+        .env("CREDENTIALS_DIRECTORY", &creds)
+        .env("VOUCH_TEST_SFTP_TIMEOUT", "3000")
+        .output()
+        .unwrap();
+    assert_code(&out, 14);
+    assert!(
+        stderr(&out).contains("stopped answering"),
+        "{}",
+        stderr(&out)
+    );
+    // Once the server answers again, preflight passes and nothing of the copy is left.
+    fs::remove_file(&flag).unwrap();
     assert_code(&with_key(&env, &creds, &["preflight"]), 0);
     assert!(names(&remote).is_empty(), "{:?}", names(&remote));
     assert!(!env.state.join("s3-pending.json").exists());

@@ -4,11 +4,15 @@
 //! installed `vouch.service`'s sandbox against the config's targets (a target the sandbox makes
 //! read-only, hides, or replaces with a private directory is a backup that cannot be written,
 //! or one written where nobody will find it), `vouch.timer` (enabled, active, its next and last
-//! trigger), the service's last result, and the state directory's record of the last run.
+//! trigger), the service's last result, and the state directory's record of the last run. For
+//! every sftp target it also checks, without connecting, what ssh needs on this host
+//! ([`sftp`]): the program, the key file and a known-hosts entry for the server.
 //! Every line is `ok`, `warn` or `FAIL`, failures with the fix. Without systemd it says which
 //! checks it could not make instead of passing them.
 //!
 //! The exit status follows `vouch status`: 0 all ok, 1 warnings, 2 failures, 3 no config.
+
+mod sftp; // the offline checks of sftp targets: ssh, the key file, known-hosts
 
 use crate::check::preflight;
 use crate::cli::Cli;
@@ -101,6 +105,7 @@ pub fn execute(cli: &Cli) -> Health {
     };
     let dirs = Dirs::from_env();
     lines.extend(preflight_lines(&settings, &dirs));
+    lines.extend(sftp::lines(&settings, &dirs));
     lines.extend(same_disk_lines(&settings));
     lines.extend(systemd_lines(&settings));
     lines.extend(last_run_lines(&dirs));

@@ -737,22 +737,7 @@ impl Context<'_> {
         let (require_mount, mount) = self.mount_guard(&t, &path, &key)?;
         let split = match &t.split {
             None => Split::Auto,
-            Some(v) => match v.get_ref().as_str() {
-                "auto" => Split::Auto,
-                "off" => Split::Off,
-                text => {
-                    let size = parse_size(text)
-                        .map_err(|m| self.error(Some(v.span()), &key("split"), m))?;
-                    if size < 1 << 20 {
-                        return Err(self.error(
-                            Some(v.span()),
-                            &key("split"),
-                            "parts must be at least 1MiB".into(),
-                        ));
-                    }
-                    Split::Size(size)
-                }
-            },
+            Some(v) => self.split(v, &key("split"))?,
         };
         let min_free = match &t.min_free {
             None => DEFAULT_MIN_FREE,
@@ -773,6 +758,25 @@ impl Context<'_> {
             split,
             min_free,
             keep,
+        })
+    }
+
+    /// A `split` value: `"auto"`, `"off"` or a part size of at least 1 MiB.
+    pub(super) fn split(&self, v: &Spanned<String>, key: &str) -> Result<Split, ConfigError> {
+        Ok(match v.get_ref().as_str() {
+            "auto" => Split::Auto,
+            "off" => Split::Off,
+            text => {
+                let size = parse_size(text).map_err(|m| self.error(Some(v.span()), key, m))?;
+                if size < 1 << 20 {
+                    return Err(self.error(
+                        Some(v.span()),
+                        key,
+                        "parts must be at least 1MiB".into(),
+                    ));
+                }
+                Split::Size(size)
+            }
         })
     }
 

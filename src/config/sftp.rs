@@ -5,8 +5,10 @@
 //! archives go to there (`path`, absolute on the server), the private key (`credential =
 //! "NAME"`, read as the S3 access key is: owner-only) and the one known-hosts file its host key
 //! is checked against (`known-hosts`, absolute on this host; vouch never accepts a new key).
-//! `split` other than `"off"` is refused (parts on a remote are not built), and so is every
-//! key of the other kinds; the sftp-only keys are refused on them.
+//! `split = "SIZE"` uploads the archive as parts `NAME.000`, `NAME.001`, ... of at most SIZE
+//! each; absent or `"off"`, it is one file. `"auto"` is refused: SFTP cannot tell the largest
+//! file the server's filesystem takes, so the size must be given. Every key of the other kinds
+//! is refused; the sftp-only keys are refused on them.
 
 use super::{check_name, ConfigError, Context};
 use crate::host::credential::Secret;
@@ -32,6 +34,8 @@ pub struct SftpTarget {
     pub credential: Secret,
     /// The only known-hosts file consulted.
     pub known_hosts: PathBuf,
+    /// Parts of at most this many bytes (`split = "SIZE"`); `None`: one file.
+    pub split: Option<u64>,
 }
 
 impl SftpTarget {
@@ -115,13 +119,18 @@ impl Context<'_> {
         name_span: std::ops::Range<usize>,
     ) -> Result<SftpTarget, ConfigError> {
         let key = |k: &str| format!("target.{tname}.{k}");
-        if let Some(s) = shared.split.filter(|s| s.get_ref() != "off") {
-            return Err(self.error(
-                Some(s.span()),
-                &key("split"),
-                "split is not built for sftp targets yet: remove it or use split = \"off\"".into(),
-            ));
-        }
+        let split = match shared.split {
+            None => None,
+            Some(v) => match self.split(v, &key("split"))? {
+                super::Split::Off => None,
+                super::Split::Size(n) => Some(n),
+                super::Split::Auto => return Err(self.error(
+                    Some(v.span()),
+                    &key("split"),
+                    "split = \"auto\" cannot work on an sftp target: SFTP cannot tell the largest file the server's filesystem takes; give the part size (split = \"1GiB\") or split = \"off\"".into(),
+                )),
+            },
+        };
         let host = self.sftp_needed(
             raw.host.as_ref(),
             name_span.clone(),
@@ -185,6 +194,7 @@ impl Context<'_> {
             path: remote,
             credential: Secret::Credential(credential.get_ref().clone()),
             known_hosts: self.path(known, &key("known-hosts"))?,
+            split,
         })
     }
 }
@@ -283,6 +293,16 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(s.sftp[0].sftp.port, 2222);
+        assert_eq!(s.sftp[0].sftp.split, None, "split = \"off\": one file");
+        assert_eq!(
+            parse(&format!("{SFTP}path = \"/b\"\n")).unwrap().sftp[0]
+                .sftp
+                .split,
+            None,
+            "absent: one file"
+        );
+        let s = parse(&format!("{SFTP}path = \"/b\"\nsplit = \"2GiB\"\n")).unwrap();
+        assert_eq!(s.sftp[0].sftp.split, Some(2 << 30));
     }
 
     #[test]
@@ -290,7 +310,15 @@ mod tests {
         let cases = [
             (
                 "path = \"/b\"\nsplit = \"auto\"\n",
-                "target.nas.split: split is not built for sftp targets yet",
+                "target.nas.split: split = \"auto\" cannot work on an sftp target: SFTP cannot tell the largest file",
+            ),
+            (
+                "path = \"/b\"\nsplit = \"100KiB\"\n",
+                "target.nas.split: parts must be at least 1MiB",
+            ),
+            (
+                "path = \"/b\"\nsplit = \"lots\"\n",
+                "target.nas.split:",
             ),
             (
                 "path = \"/b\"\nport = 0\n",

@@ -15,7 +15,9 @@
 //! steps. The sftp point ([`SFTP_POINTS`]) lets a test change or keep the uploaded temporary
 //! file before it is read back. `VOUCH_TEST_PART_SIZE=BYTES` ([`part_size`]) makes split targets cut parts of that
 //! size, below the smallest `split` the config accepts, so that tests get many parts from small
-//! sources. Unset (always, outside tests), every function here does nothing.
+//! sources. `VOUCH_TEST_SFTP_TIMEOUT=MS` ([`sftp_timeout`]) shortens how long the SFTP client
+//! waits for an answer, so a test of a hung server ends in seconds. Unset (always, outside
+//! tests), every function here does nothing.
 
 use std::fs::OpenOptions;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -53,6 +55,19 @@ pub fn part_size() -> Option<u64> {
         .parse()
         .ok()
         .filter(|&n| n > 0)
+}
+
+/// The variable that shortens the SFTP client's wait for an answer in tests (milliseconds).
+pub const SFTP_TIMEOUT_VAR: &str = "VOUCH_TEST_SFTP_TIMEOUT";
+
+/// The SFTP answer timeout a test asked for, if any.
+pub fn sftp_timeout() -> Option<std::time::Duration> {
+    std::env::var(SFTP_TIMEOUT_VAR)
+        .ok()?
+        .parse()
+        .ok()
+        .filter(|&n| n > 0)
+        .map(std::time::Duration::from_millis)
 }
 
 /// The fault asked for, read once.

@@ -47,6 +47,12 @@ impl Sshd {
         Sshd::start_with("internal-sftp -R", None)
     }
 
+    /// Starts sshd whose SFTP subsystem is the command `subsystem` (run by the user's shell),
+    /// for servers that misbehave.
+    pub fn start_with_subsystem(subsystem: &str) -> Sshd {
+        Sshd::start_with(subsystem, None)
+    }
+
     /// Starts sshd in a private mount namespace (needs root) after running the shell
     /// snippet `setup` there, with `$ROOT` the remote directory: mounts it makes are seen by
     /// the server only and vanish with it.
@@ -243,4 +249,52 @@ fn free_port() -> u16 {
 fn current_user() -> String {
     let out = Command::new("id").arg("-un").output().unwrap();
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// A program for sshd's `Subsystem sftp`: it answers INIT with VERSION 3, then takes every
+/// request and answers none, like a hung `sftp-server` behind a live sshd. It ends when the
+/// channel closes.
+pub const HUNG_SFTP_SERVER: &str = r#"#!/usr/bin/python3
+import struct, sys
+i, o = sys.stdin.buffer, sys.stdout.buffer
+n = struct.unpack(">I", i.read(4))[0]
+i.read(n)
+o.write(struct.pack(">IBI", 5, 2, 3)); o.flush()
+while i.read(65536):
+    pass
+"#;
+
+/// Debian's own sftp-server, for subsystem scripts that serve normally.
+pub const SFTP_SERVER: &str = "/usr/lib/openssh/sftp-server";
+
+/// [`HUNG_SFTP_SERVER`] as an executable file in `dir`.
+pub fn hung_sftp_server(dir: &Path) -> PathBuf {
+    executable(dir, "hung-sftp-server", HUNG_SFTP_SERVER)
+}
+
+/// A subsystem that serves as [`SFTP_SERVER`] does until the file `flag` exists, and from then
+/// on as [`HUNG_SFTP_SERVER`] (for new sessions).
+pub fn hangs_when(dir: &Path, flag: &Path) -> PathBuf {
+    assert!(
+        Path::new(SFTP_SERVER).exists(),
+        "{SFTP_SERVER} is missing: apt-get install openssh-server"
+    );
+    let hung = hung_sftp_server(dir);
+    executable(
+        dir,
+        "sometimes-hung-sftp-server",
+        &format!(
+            "#!/bin/sh\nif [ -e '{}' ]; then exec '{}'; fi\nexec {SFTP_SERVER}\n",
+            flag.display(),
+            hung.display()
+        ),
+    )
+}
+
+fn executable(dir: &Path, name: &str, text: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    fs::write(&path, text).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    path
 }

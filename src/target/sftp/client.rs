@@ -12,10 +12,12 @@
 //! for a read). After a transport failure or a protocol violation the session is unusable and
 //! says so; after an error status it goes on.
 //!
-//! The calls block without a timeout of their own: a server that stops answering is found by
-//! ssh's keepalives (`ServerAliveInterval=15`, `ServerAliveCountMax=4`), after which ssh exits
-//! and the call fails as a transport error, about a minute later. An `sftp-server` process that
-//! hangs while its sshd still answers keepalives is not caught this way.
+//! A connection that dies is found by ssh's keepalives (`ServerAliveInterval=15`,
+//! `ServerAliveCountMax=4`), after which ssh exits and the call fails as a transport error,
+//! about a minute later. An `sftp-server` process that hangs while its sshd still answers
+//! keepalives is caught by the client itself: every wait for an answer polls ssh's stdout and
+//! gives up when no byte came for [`ANSWER_TIMEOUT`] (longer than the keepalives take, so a
+//! dead network is still ssh's to report), kills ssh and fails with [`SftpError::Timeout`].
 
 use super::error::{classify_ssh_stderr, SftpError};
 use super::protocol::{
@@ -48,6 +50,12 @@ const MAX_DIR_ENTRIES: usize = 1_000_000;
 /// Bytes of file names a directory listing may have, likewise.
 const MAX_DIR_BYTES: usize = 64 * 1024 * 1024;
 
+/// How long the client waits for the next byte of an answer while a request is outstanding,
+/// before it takes the server to have stopped answering. Twice ssh's keepalive limit (4 × 15
+/// s), so a connection that died is reported as such first; long enough for an fsync of a
+/// large file on a slow disk.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// How long a closing ssh gets to exit before it is killed.
 const EXIT_GRACE: Duration = Duration::from_secs(5);
 
@@ -75,10 +83,14 @@ pub struct Options {
     pub known_hosts: PathBuf,
     /// ssh's `ConnectTimeout` (whole seconds, at least 1).
     pub connect_timeout: Duration,
+    /// How long to wait for the next byte of an answer ([`ANSWER_TIMEOUT`]).
+    pub answer_timeout: Duration,
 }
 
 impl Options {
-    /// Options with the default program (`ssh`) and a 30 s connect timeout.
+    /// Options with the default program (`ssh`), a 30 s connect timeout and the
+    /// [`ANSWER_TIMEOUT`] (shorter when a test asks for it,
+    /// [`crate::host::fault::sftp_timeout`]).
     pub fn new(
         host: &str,
         port: u16,
@@ -94,6 +106,7 @@ impl Options {
             identity: identity.into(),
             known_hosts: known_hosts.into(),
             connect_timeout: Duration::from_secs(30),
+            answer_timeout: crate::host::fault::sftp_timeout().unwrap_or(ANSWER_TIMEOUT),
         }
     }
 
@@ -185,7 +198,7 @@ impl Handle {
 pub struct Session {
     child: Child,
     stdin: Option<ChildStdin>,
-    stdout: BufReader<ChildStdout>,
+    stdout: BufReader<Answers>,
     stderr: Arc<Mutex<Vec<u8>>>,
     stderr_thread: Option<JoinHandle<()>>,
     next_id: u32,
@@ -223,7 +236,13 @@ impl Session {
         let mut session = Session {
             child,
             stdin: Some(stdin),
-            stdout: BufReader::with_capacity(64 * 1024, stdout),
+            stdout: BufReader::with_capacity(
+                64 * 1024,
+                Answers {
+                    pipe: stdout,
+                    timeout: opts.answer_timeout,
+                },
+            ),
             stderr,
             stderr_thread,
             next_id: 1,
@@ -265,6 +284,11 @@ impl Session {
     /// Whether the server advertised the extension `name`.
     pub fn has_extension(&self, name: &str) -> bool {
         self.extensions.iter().any(|(n, _)| n == name)
+    }
+
+    /// Waits at most `timeout` for each byte of an answer from now on.
+    pub fn set_answer_timeout(&mut self, timeout: Duration) {
+        self.stdout.get_mut().timeout = timeout;
     }
 
     /// The process id of the ssh child.
@@ -633,10 +657,23 @@ impl Session {
             Err(ReadError::Io(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
                 Err(self.transport_failure("the connection closed"))
             }
+            Err(ReadError::Io(e)) if e.kind() == io::ErrorKind::TimedOut => {
+                Err(self.stopped_answering())
+            }
             Err(ReadError::Io(e)) => {
                 Err(self.transport_failure(&format!("reading a reply failed ({e})")))
             }
         }
+    }
+
+    /// Kills ssh after the server sent nothing for the answer timeout.
+    fn stopped_answering(&mut self) -> SftpError {
+        let waited = self.stdout.get_ref().timeout;
+        let _ = self.child.kill();
+        self.shut_down();
+        let e = SftpError::Timeout { waited };
+        self.broken = Some(e.to_string());
+        e
     }
 
     /// Ends ssh and explains the failure from its stderr and exit status.
@@ -689,6 +726,37 @@ impl Drop for Session {
     }
 }
 
+/// ssh's stdout, where the answers come: each read waits at most `timeout` for a byte (poll(2)
+/// on the pipe), then fails with [`io::ErrorKind::TimedOut`].
+struct Answers {
+    pipe: ChildStdout,
+    timeout: Duration,
+}
+
+impl Read for Answers {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        use std::os::fd::AsFd;
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let wait = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
+            let mut fds = [PollFd::new(self.pipe.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, wait) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("no answer for {} s", self.timeout.as_secs()),
+                    ))
+                }
+                Ok(_) => return self.pipe.read(buf),
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(io::Error::from(e)),
+            }
+        }
+    }
+}
+
 /// Reads ssh's stderr to its end, keeping the first [`STDERR_LIMIT`] bytes.
 fn spawn_stderr_reader(
     mut pipe: std::process::ChildStderr,
@@ -713,7 +781,8 @@ fn spawn_stderr_reader(
 /// [`Session::into_reader`] (owning it): [`Read`] with up to [`MAX_IN_FLIGHT`] READs
 /// outstanding. Dropping it collects the outstanding replies and closes the handle.
 pub struct Reader<S: BorrowMut<Session>> {
-    session: S,
+    /// Always there but while [`Reader::into_session`] hands it back.
+    session: Option<S>,
     handle: Option<Handle>,
     /// The offset of the next READ to send.
     next: u64,
@@ -732,8 +801,13 @@ pub type RemoteReader<'a> = Reader<&'a mut Session>;
 impl<S: BorrowMut<Session>> Reader<S> {
     fn new(mut session: S, path: &str) -> Result<Reader<S>, SftpError> {
         let handle = session.borrow_mut().open(path, open::READ, None)?;
-        Ok(Reader {
-            session,
+        Ok(Reader::opened(session, handle))
+    }
+
+    /// A reader of `handle`, a file `session` opened for reading.
+    pub fn opened(session: S, handle: Handle) -> Reader<S> {
+        Reader {
+            session: Some(session),
             handle: Some(handle),
             next: 0,
             in_flight: VecDeque::new(),
@@ -741,14 +815,32 @@ impl<S: BorrowMut<Session>> Reader<S> {
             buf: Vec::new(),
             pos: 0,
             eof: false,
-        })
+        }
+    }
+
+    fn s(&mut self) -> &mut Session {
+        self.session
+            .as_mut()
+            .expect("the session is there until handed back")
+            .borrow_mut()
+    }
+
+    /// Closes the file and hands the session back (for the next file of a chain).
+    pub fn into_session(mut self) -> Result<S, SftpError> {
+        self.drain()?;
+        let handle = self.handle.take().expect("the handle is open until closed");
+        self.s().close(handle)?;
+        Ok(self
+            .session
+            .take()
+            .expect("the session is there until handed back"))
     }
 
     /// Closes the file, reporting a failed close.
     pub fn close(mut self) -> Result<(), SftpError> {
         self.drain()?;
         let handle = self.handle.take().expect("the handle is open until closed");
-        self.session.borrow_mut().close(handle)
+        self.s().close(handle)
     }
 
     fn handle(&self) -> &Handle {
@@ -766,7 +858,7 @@ impl<S: BorrowMut<Session>> Reader<S> {
             let mut ids: VecDeque<u32> = self.in_flight.iter().map(|f| f.0).collect();
             ids.push_back(id);
             ids.retain(|i| !self.early.contains_key(i));
-            let reply = self.session.borrow_mut().recv_one_of(&mut ids)?;
+            let reply = self.s().recv_one_of(&mut ids)?;
             let got = reply.id().expect("recv_one_of checked the id");
             if got == id {
                 return Ok(reply);
@@ -787,12 +879,12 @@ impl<S: BorrowMut<Session>> Reader<S> {
     /// Tops the pipeline up, then takes the oldest READ's reply into `buf`.
     fn fill(&mut self) -> Result<(), SftpError> {
         while !self.eof && self.in_flight.len() < MAX_IN_FLIGHT {
-            let id = self.session.borrow_mut().id();
+            let id = self.s().id();
             let mut r = Request::new(kind::READ, id);
             r.put_str(&self.handle().raw)
                 .put_u64(self.next)
                 .put_u32(CHUNK as u32);
-            self.session.borrow_mut().send(&r.finish())?;
+            self.s().send(&r.finish())?;
             self.in_flight.push_back((id, self.next, CHUNK));
             self.next += CHUNK as u64;
         }
@@ -802,8 +894,7 @@ impl<S: BorrowMut<Session>> Reader<S> {
         let op = format!("read {}", self.handle().path);
         match self.reply(id)? {
             Response::Data { data, .. } if data.is_empty() || data.len() > len => Err(self
-                .session
-                .borrow_mut()
+                .s()
                 .violation(format!("{op}: {} bytes for a READ of {len}", data.len()))),
             Response::Data { data, .. } => {
                 if data.len() < len {
@@ -822,7 +913,7 @@ impl<S: BorrowMut<Session>> Reader<S> {
                 self.eof = true;
                 self.drain()
             }
-            other => Err(self.session.borrow_mut().unexpected(&op, other)),
+            other => Err(self.s().unexpected(&op, other)),
         }
     }
 }
@@ -851,7 +942,7 @@ impl<S: BorrowMut<Session>> Drop for Reader<S> {
     fn drop(&mut self) {
         if let Some(handle) = self.handle.take() {
             if self.drain().is_ok() {
-                let _ = self.session.borrow_mut().close(handle);
+                let _ = self.s().close(handle);
             }
         }
     }

@@ -1,6 +1,7 @@
 //! What can go wrong talking SFTP through `ssh`, told apart so a caller can map each case to
 //! its own exit code and hint: `ssh` missing, host key unknown or changed, key refused, server
-//! unreachable, the transport lost, a status the server answered, a protocol violation.
+//! unreachable, the transport lost, a server that stopped answering, a status the server
+//! answered, a protocol violation.
 //!
 //! `ssh` reports the connection problems only on its stderr, so [`classify_ssh_stderr`] reads
 //! its messages (OpenSSH 9.2's wording; the same since OpenSSH 7).
@@ -57,12 +58,27 @@ pub enum SftpError {
     /// The server broke the protocol (a bad length, a wrong id, an unexpected packet).
     #[error("the SFTP server broke the protocol: {0}")]
     Protocol(String),
+    /// The server sent nothing for the answer timeout while a request was outstanding
+    /// (a hung `sftp-server` behind an sshd that still answers keepalives); ssh was killed.
+    #[error("the SFTP server stopped answering: nothing came for {} s while a request was outstanding (ssh was ended)", .waited.as_secs_f64().round())]
+    Timeout {
+        /// How long the client waited.
+        waited: std::time::Duration,
+    },
     /// The server did not advertise an extension the operation needs.
     #[error("the SFTP server does not support {0}")]
     Unsupported(&'static str),
 }
 
 impl SftpError {
+    /// The fix this error carries of its own, when it has one (else the caller's applies).
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            SftpError::Timeout { .. } => Some("The SFTP server stopped answering while its ssh connection stood: look at the server (a hung sftp-server process, a stuck disk or network filesystem under the target's directory, the server's log), then run `vouch preflight`.".to_owned()),
+            _ => None,
+        }
+    }
+
     /// The server's status code, for a [`SftpError::Status`].
     pub fn status(&self) -> Option<StatusCode> {
         match self {

@@ -19,6 +19,7 @@
 //! are `SSH_FX_FAILURE` too (only `internal-sftp -R` says `SSH_FX_PERMISSION_DENIED`), so the
 //! preflight tells them apart by statvfs. A directory cannot be fsynced over SFTP.
 
+pub mod chain; // the files of one archive (alone, or its parts) read as one stream
 pub mod client; // the session over a child ssh: requests, pipelined reads and writes
 pub mod copy; // the run's copy: temporary name, fsync, read-back, rename, receipt
 pub mod error; // what failed: ssh, the host key, the key, the server's status, the protocol

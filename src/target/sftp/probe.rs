@@ -4,11 +4,12 @@
 //! fsynced, renamed and removed, as an archive will be. Then `statvfs@openssh.com` says
 //! whether the expected archive fits. What interrupted runs left is settled first: the copies
 //! [`crate::target::s3::pending`] records for the target, and every `.vouch-tmp.*` file in
-//! the directory that carries this backup's name (the preflight holds the run lock, so no run
-//! of this backup is using them).
+//! the directory that carries this backup's name, parts included (the preflight holds the run
+//! lock, so no run of this backup is using them).
 //!
 //! Each failure maps to the exit code a directory target would get for the same cause: 14 for
-//! `ssh` missing, a server that does not answer or a directory that is not there, 16 for a
+//! `ssh` missing, a server that does not answer (also one that stops answering in the middle,
+//! [`SftpError::Timeout`]) or a directory that is not there, 16 for a
 //! host key that is unknown or changed (the hint has the fingerprint and the exact line to add
 //! to `known-hosts`) or a key the server refuses or a directory it does not let us write, 15
 //! for a read-only filesystem (OpenSSH answers a write there only with "Failure", so the
@@ -16,6 +17,7 @@
 
 use super::{Session, Sftp, SftpError, TEMP_PREFIX};
 use crate::exit::ExitCode;
+use crate::target::receipt::Receipt;
 use crate::target::s3::pending;
 use crate::target::s3::probe::Refused;
 use std::path::Path;
@@ -91,6 +93,7 @@ pub fn connect_refused(sftp: &Sftp, e: &SftpError) -> Refused {
             "Install the OpenSSH client: apt-get install openssh-client.".to_owned(),
         ),
         SftpError::HostKey { changed, .. } => (ExitCode::TargetDenied, host_key_hint(sftp, *changed)),
+        SftpError::Timeout { .. } => (ExitCode::TargetMissing, e.hint().unwrap_or_default()),
         SftpError::AuthRefused { .. } => (
             ExitCode::TargetDenied,
             format!(
@@ -154,6 +157,8 @@ fn status_refused(sftp: &Sftp, s: &mut Session, e: &SftpError) -> Refused {
             ExitCode::TargetReadonly,
             format!("{dir} on {} is on a read-only filesystem: remount it read-write, or point path of [[target]] \"{}\" elsewhere.", sftp.target.host, sftp.name),
         )
+    } else if let Some(hint) = e.hint() {
+        (ExitCode::TargetMissing, hint)
     } else if matches!(e, SftpError::Status { .. }) {
         (
             ExitCode::TargetDenied,
@@ -206,32 +211,51 @@ fn settle(sftp: &Sftp, s: &mut Session, state: &Path) {
 }
 
 /// Settles the record of `key` (an archive's path on the server), a copy or a deletion that
-/// was cut short: with its receipt there, the archive stands (a copy that committed, or a
-/// deletion that had not begun); without it, the archive's data is removed. Then the record
-/// goes. Returns whether data was removed.
+/// was cut short: with its receipt (either name) there, the archive stands (a copy that
+/// committed, or a deletion that had not begun); without it, the archive's data (the file, or
+/// every part of it) is removed. Then the record goes. Returns whether data was removed.
 pub(super) fn settle_one(
     sftp: &Sftp,
     s: &mut Session,
     state: &Path,
     key: &str,
 ) -> Result<bool, SftpError> {
-    let removed = match s.stat(&format!("{key}.json")) {
-        Ok(_) => false,
-        Err(e) if e.is_no_such_file() => match s.remove(key) {
-            Ok(()) => {
-                log::info!(
-                    "target {}: removed {key}, whose receipt is not there (its copy or deletion was cut short)",
-                    sftp.name
-                );
-                true
-            }
-            Err(e) if e.is_no_such_file() => false,
+    let mut has_receipt = false;
+    for split in [false, true] {
+        match s.stat(&Receipt::file_name(key, split)) {
+            Ok(_) => has_receipt = true,
+            Err(e) if e.is_no_such_file() => {}
             Err(e) => return Err(e),
-        },
-        Err(e) => return Err(e),
-    };
+        }
+    }
+    let removed = !has_receipt && remove_data(sftp, s, key)?;
     if let Err(e) = pending::remove(state, &sftp.name, key, crate::systemd::journal::run_id()) {
         log::warn!("cannot update {}: {e}", pending::FILE);
+    }
+    Ok(removed)
+}
+
+/// Removes the data files of the archive at `key` (`DIR/NAME`): `NAME` and every `NAME.NNN`
+/// in `DIR`. Returns whether any was there.
+fn remove_data(sftp: &Sftp, s: &mut Session, key: &str) -> Result<bool, SftpError> {
+    let (dir, archive) = key.rsplit_once('/').unwrap_or(("", key));
+    let mut removed = false;
+    for (name, _) in s.read_dir(dir)? {
+        if name != archive && !crate::target::local::is_part_name(archive, &name) {
+            continue;
+        }
+        let path = format!("{dir}/{name}");
+        match s.remove(&path) {
+            Ok(()) => {
+                log::info!(
+                    "target {}: removed {path}, whose receipt is not there (its copy or deletion was cut short)",
+                    sftp.name
+                );
+                removed = true;
+            }
+            Err(e) if e.is_no_such_file() => {}
+            Err(e) => return Err(e),
+        }
     }
     Ok(removed)
 }
@@ -262,7 +286,8 @@ fn remove_leftovers(sftp: &Sftp, s: &mut Session, backup: &str) {
 }
 
 /// Whether `name` is a temporary file of a copy of backup `backup`:
-/// `.vouch-tmp.RUN.ARCHIVE` or `.vouch-tmp.RUN.ARCHIVE.json`, with ARCHIVE one of its archives.
+/// `.vouch-tmp.RUN.ARCHIVE`, `.vouch-tmp.RUN.ARCHIVE.NNN` (a part) or the same with a
+/// receipt's suffix, with ARCHIVE one of its archives.
 fn is_own_temporary(name: &str, backup: &str) -> bool {
     let Some((_run, rest)) = name
         .strip_prefix(TEMP_PREFIX)
@@ -270,8 +295,7 @@ fn is_own_temporary(name: &str, backup: &str) -> bool {
     else {
         return false;
     };
-    let archive = rest.strip_suffix(".json").unwrap_or(rest);
-    crate::target::archives::is_own(archive, backup)
+    crate::target::archives::is_own(&crate::target::archives::archive_of_file(rest), backup)
 }
 
 #[cfg(test)]
@@ -295,5 +319,14 @@ mod tests {
         ));
         assert!(!is_own_temporary(a, "web"));
         assert!(!is_own_temporary(".vouch-tmp.probe.1234", "web"));
+        assert!(is_own_temporary(
+            &format!(".vouch-tmp.{run}.{a}.007"),
+            "web"
+        ));
+        assert!(is_own_temporary(
+            &format!(".vouch-tmp.{run}.{a}-receipt.json"),
+            "web"
+        ));
+        assert!(!is_own_temporary(&format!(".vouch-tmp.{run}.{a}.7"), "web"));
     }
 }

@@ -2,10 +2,13 @@
 //! deleted and put in order the way `list`, `verify`, `restore`, `prune` and the run's
 //! retention reach a directory target's.
 //!
-//! The layout is flat: the archive is `PATH/NAME` (one file, also for an archive that is split
-//! locally) and its receipt `PATH/NAME.json`, renamed into place last by the off-site copy
-//! ([`super::copy`]) as the remote's commit mark. Names that start with `.` (temporary files)
-//! and names that are neither are not listed.
+//! The layout is flat and that of a directory target: the archive is `PATH/NAME` with its
+//! receipt `PATH/NAME.json`, or (`split = "SIZE"`) its parts `PATH/NAME.000`, `PATH/NAME.001`,
+//! ... with the split receipt `PATH/NAME-receipt.json` that lists them; the receipt is renamed
+//! into place last by the off-site copy ([`super::copy`]) as the remote's commit mark. Names
+//! that start with `.` (temporary files) and names that are none of these are not listed. A
+//! part the receipt lists and the directory does not hold makes the archive damaged
+//! ([`Archive::missing_when_listed`]).
 //!
 //! What the trait's steps mean here:
 //!
@@ -16,19 +19,22 @@
 //!   (bounded) and checked like a receipt file. A copy or deletion recorded in flight in
 //!   `s3-pending.json` ([`crate::target::s3::pending`], which holds every remote's records) is
 //!   unsettled and not listed.
-//! - **reading** ([`Target::read`], [`Target::open`]): each pass has its own ssh session and
-//!   checks the file is exactly the listed size. An archive opened by [`Target::open`] keeps
-//!   its first reader's handle open, so a deletion after the opening cannot cut that pass
-//!   short (the server keeps an unlinked open file).
+//! - **reading** ([`Target::read`], [`Target::open`]): each pass has its own ssh session,
+//!   opens every file of the archive before reading the first ([`Chain`]) and checks they are
+//!   exactly the listed size together. An archive opened by [`Target::open`] keeps its first
+//!   reader's handles open, so a deletion after the opening cannot cut that pass short (the
+//!   server keeps an unlinked open file).
 //! - **deleting** ([`Target::delete`]): the deletion is recorded, then the receipt goes (from
-//!   then on it is no archive for any command), then the data, then the record. A deletion a
-//!   crash cut short leaves the data without a receipt and the record, which the next prune,
-//!   retention or preflight settles: the data is removed.
+//!   then on it is no archive for any command), then every data file (the archive, or each of
+//!   its parts), then the record. A deletion a crash cut short leaves data without a receipt
+//!   and the record, which the next prune, retention or preflight settles: the data is
+//!   removed.
 //!
 //! Listing and deleting share one session, made on first use; a session that fails is
 //! dropped and the next call makes a new one.
 
-use super::{Reader, Session, Sftp, SftpError, TEMP_PREFIX};
+use super::chain::Chain;
+use super::{Session, Sftp, SftpError, TEMP_PREFIX};
 use crate::target::archives::{self, Archive};
 use crate::target::receipt::Receipt;
 use crate::target::s3::pending;
@@ -58,7 +64,8 @@ impl std::fmt::Debug for Store {
 }
 
 /// A failure as I/O: no such file is `NotFound`, a refusal (the key, the host key, a
-/// permission) `PermissionDenied`, a server that does not answer `NotConnected`.
+/// permission) `PermissionDenied`, a server that cannot be reached `NotConnected`, one that
+/// stopped answering `TimedOut` (so `verify`, `list` and `restore` report it as 34).
 pub fn io_error(e: SftpError) -> io::Error {
     let kind = match &e {
         _ if e.is_no_such_file() => io::ErrorKind::NotFound,
@@ -69,6 +76,7 @@ pub fn io_error(e: SftpError) -> io::Error {
         SftpError::Unreachable { .. }
         | SftpError::NotInstalled { .. }
         | SftpError::Transport { .. } => io::ErrorKind::NotConnected,
+        SftpError::Timeout { .. } => io::ErrorKind::TimedOut,
         _ => io::ErrorKind::Other,
     };
     io::Error::new(kind, e.to_string())
@@ -79,8 +87,10 @@ pub fn io_error(e: SftpError) -> io::Error {
 struct Listing {
     /// Archive files and their sizes.
     data: BTreeMap<String, Option<u64>>,
-    /// Archives whose receipt is there.
-    receipts: BTreeSet<String>,
+    /// Parts of split archives: index -> size.
+    parts: BTreeMap<String, BTreeMap<usize, u64>>,
+    /// Archives whose receipt is there: whether it is the split receipt.
+    receipts: BTreeMap<String, bool>,
 }
 
 impl Store {
@@ -111,7 +121,7 @@ impl Store {
         let result = f(slot.as_mut().expect("connected above"));
         if matches!(
             result,
-            Err(SftpError::Transport { .. } | SftpError::Protocol(_))
+            Err(SftpError::Transport { .. } | SftpError::Protocol(_) | SftpError::Timeout { .. })
         ) {
             *slot = None;
         }
@@ -132,19 +142,29 @@ impl Store {
                 continue;
             }
             if let Some(archive) = Receipt::archive_of(&name) {
-                if !name.ends_with(crate::target::receipt::SPLIT_SUFFIX) {
-                    out.receipts.insert(archive.to_owned());
-                }
+                let split = name.ends_with(crate::target::receipt::SPLIT_SUFFIX);
+                let was = out.receipts.entry(archive.to_owned()).or_insert(split);
+                *was |= split;
             } else if name.ends_with(archives::ARCHIVE_SUFFIX) {
                 out.data.insert(name, attrs.size);
+            } else if let Some((archive, index)) = part_of(&name) {
+                out.parts
+                    .entry(archive.to_owned())
+                    .or_default()
+                    .insert(index, attrs.size.unwrap_or(0));
             }
         }
         Ok(out)
     }
 
-    fn receipt_of(&self, archive: &str, now: OffsetDateTime) -> Result<Receipt, String> {
+    fn receipt_of(
+        &self,
+        archive: &str,
+        split: bool,
+        now: OffsetDateTime,
+    ) -> Result<Receipt, String> {
         let cap = crate::host::bounded::RECEIPT_CAP;
-        let path = self.path(&format!("{archive}.json"));
+        let path = self.path(&Receipt::file_name(archive, split));
         let bytes = self
             .with(|s| {
                 let mut r = s.open_read(&path)?;
@@ -161,11 +181,7 @@ impl Store {
         if bytes.len() as u64 > cap {
             return Err(format!("receipt larger than {cap} bytes"));
         }
-        let receipt = archives::parse_receipt(&bytes, archive, false, now)?;
-        if !receipt.parts.is_empty() {
-            return Err("receipt lists parts, and an sftp archive is one file".into());
-        }
-        Ok(receipt)
+        archives::parse_receipt(&bytes, archive, split, now)
     }
 
     /// The names of the copies and deletions of this target recorded in flight.
@@ -178,9 +194,19 @@ impl Store {
             .collect()
     }
 
-    /// A reader of the archive's file on its own session, checked against the listed size.
-    fn get(&self, archive: &Archive) -> io::Result<Reader<Session>> {
-        reader(&self.sftp, &self.path(&archive.name), archive.listed_size)
+    /// The paths on the server of a listed archive's data files, in order.
+    fn data_paths(&self, archive: &Archive) -> Vec<String> {
+        archive
+            .files
+            .iter()
+            .filter_map(|f| f.file_name())
+            .map(|n| self.path(&n.to_string_lossy()))
+            .collect()
+    }
+
+    /// A reader of the archive's files on its own session, checked against the listed size.
+    fn get(&self, archive: &Archive) -> io::Result<Chain<Session>> {
+        reader(&self.sftp, &self.data_paths(archive), archive.listed_size)
     }
 
     /// Settles this target's records in flight: returns the archives whose data without a
@@ -208,6 +234,20 @@ impl Store {
         })
     }
 
+    /// Removes every data file of `archive` in the directory: the archive itself and each of
+    /// its parts (only names of its own, whatever a receipt says). The error names the file.
+    fn remove_data(&self, archive: &str) -> Result<(), (String, io::Error)> {
+        let entries = self
+            .with(|s| s.read_dir(&self.sftp.target.path))
+            .map_err(|e| (archive.to_owned(), io_error(e)))?;
+        for (name, _) in entries {
+            if name == archive || crate::target::local::is_part_name(archive, &name) {
+                self.remove(&name).map_err(|e| (name.clone(), e))?;
+            }
+        }
+        Ok(())
+    }
+
     fn remove(&self, name: &str) -> io::Result<()> {
         let path = self.path(name);
         self.with(|s| match s.remove(&path) {
@@ -218,18 +258,62 @@ impl Store {
     }
 }
 
-/// A new session's reader of `path`, which must be `listed` bytes when that is known.
-fn reader(sftp: &Sftp, path: &str, listed: Option<u64>) -> io::Result<Reader<Session>> {
-    let mut s = sftp.connect().map_err(io_error)?;
-    let size = s.stat(path).map_err(io_error)?.size;
-    if let (Some(listed), Some(size)) = (listed, size) {
-        if listed != size {
-            return Err(io::Error::other(format!(
-                "{path} is {size} bytes now, {listed} when it was listed"
-            )));
-        }
+/// A new session's reader of `paths`, which must be `listed` bytes when that is known.
+fn reader(sftp: &Sftp, paths: &[String], listed: Option<u64>) -> io::Result<Chain<Session>> {
+    if paths.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            "none of the archive's files is on the server",
+        ));
     }
-    s.into_reader(path).map_err(io_error)
+    let s = sftp.connect().map_err(io_error)?;
+    Chain::open(s, paths, listed)
+}
+
+/// The archive and index of a part's name `ARCHIVE.NNN`.
+fn part_of(name: &str) -> Option<(&str, usize)> {
+    let (archive, index) = name.rsplit_once('.')?;
+    (archive.ends_with(archives::ARCHIVE_SUFFIX)
+        && crate::target::local::is_part_name(archive, name))
+    .then(|| index.parse().ok())
+    .flatten()
+    .map(|i| (archive, i))
+}
+
+/// The one listed archive `name`: its data files as the receipt (or, without one, the
+/// listing) has them, the receipt read through `receipt`.
+fn listed(store: &Store, listing: &Listing, name: &str, now: OffsetDateTime) -> Archive {
+    let dir = store.location();
+    let split = listing.receipts.get(name).copied();
+    let receipt_url = split
+        .map(|split| PathBuf::from(store.sftp.target.url_of(&Receipt::file_name(name, split))));
+    let receipt = split.map(|split| store.receipt_of(name, split, now));
+    let parts = listing.parts.get(name);
+    let want_parts = match &receipt {
+        Some(Ok(r)) => !r.parts.is_empty(),
+        _ => split == Some(true) || (parts.is_some() && !listing.data.contains_key(name)),
+    };
+    if !want_parts {
+        let size = listing.data.get(name).map(|s| s.unwrap_or(0));
+        return Archive::remote(name, &dir, size, receipt_url, receipt);
+    }
+    let parts = parts.cloned().unwrap_or_default();
+    let present: Vec<(String, u64)> = match &receipt {
+        Some(Ok(r)) => r
+            .parts
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| parts.get(&i).map(|&size| (p.clone(), size)))
+            .collect(),
+        _ => parts
+            .iter()
+            .map(|(&i, &size)| (crate::target::local::part_name(name, i), size))
+            .collect(),
+    };
+    let mut archive = Archive::remote(name, &dir, None, receipt_url, receipt);
+    archive.listed_size = Some(present.iter().map(|(_, s)| s).sum());
+    archive.files = present.into_iter().map(|(p, _)| dir.join(p)).collect();
+    archive
 }
 
 impl Target for Store {
@@ -240,7 +324,10 @@ impl Target for Store {
 
     fn name_taken(&self, archive: &str) -> bool {
         let taken = |n: String| !matches!(self.exists(&n), Ok(false));
-        taken(archive.to_owned()) || taken(format!("{archive}.json"))
+        taken(archive.to_owned())
+            || taken(Receipt::file_name(archive, false))
+            || taken(Receipt::file_name(archive, true))
+            || taken(crate::target::local::part_name(archive, 0))
     }
 
     fn begin(&self, _archive: &str, _run_id: &str) -> io::Result<Box<dyn Pending>> {
@@ -264,19 +351,18 @@ impl Target for Store {
     fn scan(&self) -> io::Result<Vec<Archive>> {
         let listing = self.list()?;
         let unsettled: BTreeSet<String> = self.in_flight().into_iter().collect();
-        let names: BTreeSet<&String> = listing.data.keys().chain(&listing.receipts).collect();
+        let names: BTreeSet<&String> = listing
+            .data
+            .keys()
+            .chain(listing.parts.keys())
+            .chain(listing.receipts.keys())
+            .collect();
         let now = OffsetDateTime::now_utc();
-        let dir = self.location();
-        let mut out = Vec::new();
-        for name in names.into_iter().filter(|n| !unsettled.contains(*n)) {
-            let has_receipt = listing.receipts.contains(name);
-            let receipt_url = has_receipt
-                .then(|| PathBuf::from(self.sftp.target.url_of(&format!("{name}.json"))));
-            let receipt = has_receipt.then(|| self.receipt_of(name, now));
-            let size = listing.data.get(name).map(|s| s.unwrap_or(0));
-            out.push(Archive::remote(name, &dir, size, receipt_url, receipt));
-        }
-        Ok(out)
+        Ok(names
+            .into_iter()
+            .filter(|n| !unsettled.contains(*n))
+            .map(|name| listed(self, &listing, name, now))
+            .collect())
     }
 
     fn read(&self, archive: &Archive) -> io::Result<Box<dyn Read>> {
@@ -287,15 +373,25 @@ impl Target for Store {
         let first = self.get(archive)?;
         Ok(Box::new(Fetched {
             sftp: self.sftp.clone(),
-            path: self.path(&archive.name),
+            paths: self.data_paths(archive),
             size: archive.listed_size,
             first: RefCell::new(Some(first)),
         }))
     }
 
     fn is_gone(&self, archive: &Archive) -> bool {
-        let gone = |n: String| matches!(self.exists(&n), Ok(false));
-        gone(format!("{}.json", archive.name)) || gone(archive.name.clone())
+        let gone = |n: &str| matches!(self.exists(n), Ok(false));
+        let name_of = |p: &PathBuf| {
+            p.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        };
+        let receipt = archive
+            .receipt_path
+            .as_ref()
+            .map(name_of)
+            .unwrap_or_else(|| Receipt::file_name(&archive.name, archive.is_split()));
+        gone(&receipt) || archive.files.iter().all(|f| gone(&name_of(f)))
     }
 
     fn free_bytes(&self) -> Option<u64> {
@@ -322,11 +418,12 @@ impl Target for Store {
         };
         let run = crate::systemd::journal::run_id();
         pending::add(&self.state, record, run).map_err(|e| (self.state.join(pending::FILE), e))?;
-        let receipt = format!("{}.json", archive.name);
+        let receipt = Receipt::file_name(&archive.name, archive.is_split());
         self.remove(&receipt)
             .map_err(|e| (self.archive_path(&receipt), e))?;
         crate::host::fault::pass("prune-marked");
-        self.remove(&archive.name).map_err(|e| (url.clone(), e))?;
+        self.remove_data(&archive.name)
+            .map_err(|(name, e)| (self.archive_path(&name), e))?;
         pending::remove(&self.state, &self.sftp.name, &key, run)
             .map_err(|e| (self.state.join(pending::FILE), e))
     }
@@ -359,20 +456,20 @@ impl Target for Store {
     }
 }
 
-/// An sftp archive opened for several passes: the first pass reads the file opened when the
-/// archive was, every later one opens it again on a session of its own.
+/// An sftp archive opened for several passes: the first pass reads the files opened when the
+/// archive was, every later one opens them again on a session of its own.
 struct Fetched {
     sftp: Sftp,
-    path: String,
+    paths: Vec<String>,
     size: Option<u64>,
-    first: RefCell<Option<Reader<Session>>>,
+    first: RefCell<Option<Chain<Session>>>,
 }
 
 impl Opened for Fetched {
     fn reader(&self) -> io::Result<Box<dyn Read>> {
         match self.first.borrow_mut().take() {
             Some(first) => Ok(Box::new(first)),
-            None => Ok(Box::new(reader(&self.sftp, &self.path, self.size)?)),
+            None => Ok(Box::new(reader(&self.sftp, &self.paths, self.size)?)),
         }
     }
 }
