@@ -3,7 +3,9 @@
 //! The file is read from the target after its cached pages were dropped, so what is checked is
 //! what the storage returns. The read-back is the full reverse pipeline: SHA-256 of the
 //! ciphertext (against the hash computed while writing), age decryption (which authenticates
-//! every 64 KiB chunk and the end of the stream), gzip decompression, and tar parsing, with every
+//! every 64 KiB chunk and the end of the stream), decompression (gzip or zstd, as the archive's
+//! name says, and as its first bytes must agree: [`crate::pipeline::decompress`]), and tar
+//! parsing, with every
 //! entry compared with the manifest in order: path, type, mode, size, link target, and the
 //! SHA-256 of its data. The archive's own `.vouch/manifest.json` and `.vouch/SHA256SUMS` must be
 //! the last entries and byte-identical to what was written.
@@ -20,7 +22,8 @@
 use crate::pipeline::crypt::{self, Identity};
 use crate::pipeline::io::{HashReader, BUFFER_SIZE};
 use crate::pipeline::manifest::{Entry, EntryType, Spooled, MANIFEST_PATH, SUMS_PATH};
-use flate2::read::MultiGzDecoder;
+use crate::config::Compression;
+use crate::pipeline::decompress::{self, Decoder};
 use sha2::{Digest, Sha256};
 use std::cell::{Cell, RefCell};
 use std::fmt::Display;
@@ -39,6 +42,8 @@ pub struct Expected<'a> {
     pub archive_sha256: &'a str,
     /// Size of the encrypted file.
     pub archive_size: u64,
+    /// The compression the archive's name says.
+    pub compression: Compression,
 }
 
 /// The first difference found. The message names the entry.
@@ -250,29 +255,32 @@ impl<R: BufRead> BufRead for Counting<R> {
     }
 }
 
-/// The plaintext tar stream of an age + gzip archive read through `hashed`.
+/// The plaintext tar stream of an age + gzip (or zstd) archive read through `hashed`.
 type TarStream<'a, R> = tar::Archive<
     crate::pipeline::tarstream::HeaderCap<
-        MultiGzDecoder<age::stream::StreamReader<Counting<BufReader<&'a mut HashReader<R>>>>>,
+        Decoder<age::stream::StreamReader<Counting<BufReader<&'a mut HashReader<R>>>>>,
     >,
 >;
 
 fn open_tar<'a, R: Read>(
     hashed: &'a mut HashReader<R>,
     identity: &Identity,
+    compression: Compression,
     position: &Position,
 ) -> Result<TarStream<'a, R>, Mismatch> {
     let buffered = position.count(BufReader::with_capacity(BUFFER_SIZE, hashed));
     let plain =
         crypt::decrypt(identity, buffered).map_err(|e| position.damaged("cannot decrypt", e))?;
     position.header_done();
+    let decoder = decompress::open(plain, compression)
+        .map_err(|e| position.damaged("the archive is damaged", e))?;
     Ok(tar::Archive::new(
-        crate::pipeline::tarstream::HeaderCap::new(MultiGzDecoder::new(plain)),
+        crate::pipeline::tarstream::HeaderCap::new(decoder),
     ))
 }
 
-/// Reads what follows the tar's end so that age authenticates the final chunk and gzip checks
-/// its trailer.
+/// Reads what follows the tar's end so that age authenticates the final chunk and gzip (zstd)
+/// checks its trailer (its last frame's checksum).
 fn drain<R: Read>(tar: TarStream<'_, R>, position: &Position) -> Result<(), Mismatch> {
     position.end();
     let mut rest = tar.into_inner().into_inner();
@@ -307,7 +315,7 @@ pub fn verify_full(
     let mut hashed = HashReader::new(file);
     let position = Position::new();
     {
-        let mut tar = open_tar(&mut hashed, identity, &position)?;
+        let mut tar = open_tar(&mut hashed, identity, expected.compression, &position)?;
         let mut entries = expected
             .manifest
             .entries()
@@ -493,13 +501,17 @@ struct Closing {
     archive_size: u64,
 }
 
-fn read_closing(file: impl Read, identity: &Identity) -> Result<Closing, Mismatch> {
+fn read_closing(
+    file: impl Read,
+    identity: &Identity,
+    compression: Compression,
+) -> Result<Closing, Mismatch> {
     let mut hashed = HashReader::new(file);
     let position = Position::new();
     let mut manifest = None;
     let mut sums = None;
     {
-        let mut tar = open_tar(&mut hashed, identity, &position)?;
+        let mut tar = open_tar(&mut hashed, identity, compression, &position)?;
         let mut iter = tar
             .entries()
             .map_err(|e| position.damaged("not a tar stream", e))?;
@@ -543,15 +555,17 @@ fn sha256_hex(data: &[u8]) -> String {
 /// Verifies an archive on its own: a first pass reads its manifest and checksum list (they close
 /// the archive), a second pass checks every entry against them, exactly as `vouch run` does
 /// right after writing. `open` opens the archive (its parts in order) for reading from the
-/// storage; `receipt` gives the size and SHA-256 the archive must have, when there is one.
+/// storage; `compression` is what the archive's name says; `receipt` gives the size and SHA-256
+/// the archive must have, when there is one.
 pub fn verify_archive(
     open: &dyn Fn() -> io::Result<Box<dyn Read>>,
     identity: &Identity,
+    compression: Compression,
     receipt: Option<(&str, u64)>,
     spool_dir: &std::path::Path,
 ) -> Result<Verified, Mismatch> {
     let reopen = || open().map_err(|e| mismatch(format!("cannot open the archive: {e}")));
-    let closing = read_closing(reopen()?, identity)?;
+    let closing = read_closing(reopen()?, identity, compression)?;
     if let Some((sha, size)) = receipt {
         if sha != closing.archive_sha256 || size != closing.archive_size {
             return Err(mismatch(format!(
@@ -593,6 +607,7 @@ pub fn verify_archive(
         sums_sha256: &sums_sha256,
         archive_sha256: &closing.archive_sha256,
         archive_size: closing.archive_size,
+        compression,
     };
     // The manifest read back must be byte for byte the one in the archive: compare through
     // the same spool the second pass uses.
@@ -675,7 +690,7 @@ mod tests {
     }
 
     fn failure(ciphertext: &[u8], identity: &Identity) -> String {
-        match read_closing(ciphertext, identity) {
+        match read_closing(ciphertext, identity, Compression::Gzip) {
             Ok(_) => panic!("the damaged archive was read without an error"),
             Err(m) => m.0,
         }
@@ -747,6 +762,78 @@ mod tests {
         let message = failure(&data, &identity);
         assert!(
             message.starts_with("the archive is damaged after the last entry (second): "),
+            "{message}"
+        );
+    }
+
+    /// `files` as a tar in zstd frames (as `compression = "zstd"` writes it), handed to
+    /// `tamper` as compressed bytes, and encrypted.
+    fn zstd_archive(
+        recipient: &age::x25519::Recipient,
+        files: &[(&str, Vec<u8>)],
+        tamper: impl FnOnce(&mut Vec<u8>),
+    ) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        for (name, data) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            builder.append_data(&mut h, name, &data[..]).unwrap();
+        }
+        let plain = builder.into_inner().unwrap();
+        let codec = crate::pipeline::compress::Codec::Zstd(3);
+        let mut z = crate::pipeline::compress::ParallelWriter::with_codec(Vec::new(), codec, 1);
+        z.write_all(&plain).unwrap();
+        let mut zst = z.finish().unwrap();
+        tamper(&mut zst);
+        let mut w = crypt::encrypt(std::slice::from_ref(recipient), Vec::new()).unwrap();
+        w.write_all(&zst).unwrap();
+        w.finish().unwrap()
+    }
+
+    fn failure_as(ciphertext: &[u8], identity: &Identity, compression: Compression) -> String {
+        match read_closing(ciphertext, identity, compression) {
+            Ok(_) => panic!("the damaged archive was read without an error"),
+            Err(m) => m.0,
+        }
+    }
+
+    #[test]
+    fn a_zstd_archive_reads_to_its_end_and_its_damage_is_located() {
+        let (identity, recipient) = keys();
+        let files = [("first", b"one\n".to_vec()), ("big", noise(300_000))];
+        // Undamaged: read to the end, where only the closing files are found missing.
+        let data = zstd_archive(&recipient, &files, |_| {});
+        let message = failure_as(&data, &identity, Compression::Zstd);
+        assert_eq!(message, format!("{MANIFEST_PATH} is missing"));
+        // The last frame's checksum no longer matches: found once the tar has ended.
+        let data = zstd_archive(&recipient, &files, |z| {
+            let n = z.len();
+            z[n - 1] ^= 0x01;
+        });
+        let message = failure_as(&data, &identity, Compression::Zstd);
+        assert!(
+            message.starts_with("the archive is damaged after the last entry (big): "),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_name_that_disagrees_with_the_data_is_damage_not_a_panic() {
+        let (identity, recipient) = keys();
+        let files = [("first", b"one\n".to_vec())];
+        let gz = archive(&recipient, &files, |_| {}, |_| {});
+        let message = failure_as(&gz, &identity, Compression::Zstd);
+        assert!(
+            message.starts_with("the archive is damaged")
+                && message.contains("says zstd, but it holds gzip data"),
+            "{message}"
+        );
+        let zst = zstd_archive(&recipient, &files, |_| {});
+        let message = failure_as(&zst, &identity, Compression::Gzip);
+        assert!(
+            message.contains("says gzip, but it holds zstd data"),
             "{message}"
         );
     }

@@ -91,6 +91,7 @@ use dest::Dest;
 use error::io_err;
 use plan::Plan;
 use staging::Staging;
+use crate::config::Compression;
 use std::path::PathBuf;
 
 /// What to restore and how.
@@ -106,6 +107,8 @@ pub struct Options {
     pub devices: bool,
     /// Print progress on stderr (only when it is a terminal).
     pub progress: bool,
+    /// The compression the archive's name says (its first bytes must agree).
+    pub compression: Compression,
 }
 
 /// What a restore did.
@@ -169,7 +172,7 @@ pub fn restore_with(
         ));
     }
     journal::recover(&opts.to)?;
-    let (closing, manifest) = read::first_pass(open, identity, receipt, total, opts.progress)?;
+    let (closing, manifest) = read::first_pass(open, identity, receipt, total, opts)?;
     let opts = &Options {
         paths: select(&manifest)?,
         ..opts.clone()
