@@ -19,11 +19,11 @@
 //! 64 KiB age chunk being read. age authenticates chunk by chunk, so a flipped bit or a cut
 //! is found in the chunk that holds it, while the entry whose data lies there is being read.
 
+use crate::config::Compression;
 use crate::pipeline::crypt::{self, Identity};
+use crate::pipeline::decompress::{self, Decoder};
 use crate::pipeline::io::{HashReader, BUFFER_SIZE};
 use crate::pipeline::manifest::{Entry, EntryType, Spooled, MANIFEST_PATH, SUMS_PATH};
-use crate::config::Compression;
-use crate::pipeline::decompress::{self, Decoder};
 use sha2::{Digest, Sha256};
 use std::cell::{Cell, RefCell};
 use std::fmt::Display;

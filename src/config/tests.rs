@@ -543,7 +543,10 @@ fn a_mount_that_is_not_above_the_target_or_contradicts_require_mount_is_refused(
 
 #[test]
 fn compression_is_gzip_by_default_and_zstd_when_asked() {
-    assert_eq!(parse(MINIMAL).unwrap().backup.compression, Compression::Gzip);
+    assert_eq!(
+        parse(MINIMAL).unwrap().backup.compression,
+        Compression::Gzip
+    );
     let with = |value: &str| {
         MINIMAL.replace(
             "sources = [\"/etc\"]",

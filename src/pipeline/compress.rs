@@ -342,7 +342,8 @@ impl<W: Write> ParallelWriter<W> {
                     self.finished.insert(done.seq, done);
                 }
                 Err(_) => {
-                    let error = io::Error::other("the compression worker threads stopped unexpectedly");
+                    let error =
+                        io::Error::other("the compression worker threads stopped unexpectedly");
                     return Err(self.fail(error));
                 }
             }
@@ -362,7 +363,8 @@ impl<W: Write> ParallelWriter<W> {
                     if self.next_write == self.next_dispatch {
                         break;
                     }
-                    let error = io::Error::other("the compression worker threads stopped unexpectedly");
+                    let error =
+                        io::Error::other("the compression worker threads stopped unexpectedly");
                     return Err(self.fail(error));
                 }
             }
@@ -413,7 +415,9 @@ impl<W: Write> Write for ParallelWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.check()?;
         if self.finished_stream {
-            return Err(io::Error::other("write to a compressed stream after try_finish"));
+            return Err(io::Error::other(
+                "write to a compressed stream after try_finish",
+            ));
         }
         if buf.is_empty() {
             return Ok(0);

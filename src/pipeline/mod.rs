@@ -4,8 +4,8 @@
 
 pub mod archive; // walked sources -> tar entries + manifest lines, each file read once
 pub mod compress; // gzip or zstd on every core, as independent members or frames
-pub mod decompress; // the reading side: the decoder an archive's name asks for, checked
 pub mod crypt; // age recipients, identities, encryption
+pub mod decompress; // the reading side: the decoder an archive's name asks for, checked
 pub mod io; // hashing, counting and fan-out adapters
 pub mod manifest; // .vouch/manifest.json and .vouch/SHA256SUMS
 pub mod tarstream; // the pax tar writer

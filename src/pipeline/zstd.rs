@@ -81,7 +81,9 @@ mod tests {
 
     /// Text that compresses like source code: lines from a small vocabulary, numbered.
     fn text(len: usize) -> Vec<u8> {
-        let words = ["let", "value", "match", "Some", "None", "return", "self", "io"];
+        let words = [
+            "let", "value", "match", "Some", "None", "return", "self", "io",
+        ];
         let mut out = Vec::with_capacity(len + 64);
         let mut i = 0u64;
         while out.len() < len {
@@ -164,7 +166,9 @@ mod tests {
         assert_eq!(frames.len(), 4);
         let mut start = 0;
         for frame in &frames {
-            let size = zstd::zstd_safe::get_frame_content_size(frame).unwrap().unwrap() as usize;
+            let size = zstd::zstd_safe::get_frame_content_size(frame)
+                .unwrap()
+                .unwrap() as usize;
             // Each frame decodes on its own to its own stretch of the input.
             let alone = zstd::bulk::decompress(frame, ZSTD_CHUNK_SIZE).unwrap();
             assert_eq!(alone.len(), size);
@@ -212,7 +216,11 @@ mod tests {
         let feeder = std::thread::spawn(move || stdin.write_all(&out));
         let output = child.wait_with_output().unwrap();
         feeder.join().unwrap().unwrap();
-        assert!(output.status.success(), "zstd -d failed: {:?}", output.status);
+        assert!(
+            output.status.success(),
+            "zstd -d failed: {:?}",
+            output.status
+        );
         assert!(output.stdout == data, "zstd -d returned different bytes");
     }
 

@@ -82,6 +82,7 @@ pub use path::{stored_path, working_name, working_name_refused, OLD_PREFIX, STAG
 pub use read::Opener;
 pub use readback::check_tree;
 
+use crate::config::Compression;
 use crate::pipeline::crypt::Identity;
 use crate::pipeline::manifest::Manifest;
 use crate::systemd::signals;
@@ -91,7 +92,6 @@ use dest::Dest;
 use error::io_err;
 use plan::Plan;
 use staging::Staging;
-use crate::config::Compression;
 use std::path::PathBuf;
 
 /// What to restore and how.

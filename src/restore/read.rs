@@ -11,13 +11,13 @@
 use super::error::{damaged, TRUNCATED};
 use super::path::show;
 use super::progress::Meter;
+use super::Options;
 use super::RestoreError;
+use crate::config::Compression;
 use crate::pipeline::crypt::{self, Identity};
+use crate::pipeline::decompress::{self, Decoder};
 use crate::pipeline::io::{HashReader, BUFFER_SIZE};
 use crate::pipeline::manifest::{sums_line, Manifest, MANIFEST_PATH, SUMS_PATH};
-use super::Options;
-use crate::config::Compression;
-use crate::pipeline::decompress::{self, Decoder};
 use std::io::{self, BufReader, Read};
 
 /// Opens the archive's ciphertext from its start, once per pass.

@@ -298,10 +298,7 @@ fn classify(file_name: &str) -> Option<Kind<'_>> {
         return Some(Kind::Archive(file_name));
     }
     let (stem, index) = file_name.rsplit_once('.')?;
-    if is_archive_name(stem)
-        && index.len() == 3
-        && index.bytes().all(|b| b.is_ascii_digit())
-    {
+    if is_archive_name(stem) && index.len() == 3 && index.bytes().all(|b| b.is_ascii_digit()) {
         return Some(Kind::Part(stem, index.parse().ok()?));
     }
     None
@@ -618,8 +615,14 @@ mod tests {
         assert!(is_archive_name("a.tar.zst.age") && is_archive_name("a.tar.gz.age"));
         assert!(!is_archive_name("a.tar.zst.age.000") && !is_archive_name("a.tar.zst"));
         for (file, archive) in [
-            ("a-20260101T000000Z.tar.zst.age.003", "a-20260101T000000Z.tar.zst.age"),
-            ("a-20260101T000000Z.tar.zst.age.json", "a-20260101T000000Z.tar.zst.age"),
+            (
+                "a-20260101T000000Z.tar.zst.age.003",
+                "a-20260101T000000Z.tar.zst.age",
+            ),
+            (
+                "a-20260101T000000Z.tar.zst.age.json",
+                "a-20260101T000000Z.tar.zst.age",
+            ),
             (
                 "a-20260101T000000Z.tar.zst.age-receipt.json",
                 "a-20260101T000000Z.tar.zst.age",
