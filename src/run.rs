@@ -403,6 +403,7 @@ fn archive(
     let mut tar = open_stream(keys, settings.backup.compression, fan, &errors)?;
     let mut archived = write_sources(settings, dirs, &walker, &mut tar, &mut manifest, &errors)?;
     write_dumps(settings, dirs, &mut tar, &mut manifest, &mut dumps, &errors)?;
+    crate::dump::entry::restore_lines_for(&mut dumps, settings.backup.compression);
     crate::dump::entry::record_all(&mut archived.tail, &dumps, &settings.backup.required_dumps);
     let cleanup_failure = cleanups.finish();
     let mut spooled = manifest

@@ -325,3 +325,37 @@ fn a_name_that_disagrees_with_its_data_is_33_naming_both() {
         stderr(&out)
     );
 }
+
+#[test]
+fn a_dump_s_stock_restore_line_fits_a_zstd_archive_and_works() {
+    let env = world("compression = \"zstd\"", "");
+    let dump = "[[dump]]\nname = \"ldap\"\nkind = \"command\"\ncommand = [\"sh\", \"-c\", \"seq 1 5000; echo '# end'\"]\nextension = \"ldif\"\nmin-size = \"1KiB\"\nexpect-tail = \"# end\"\n";
+    env.write_config("compression = \"zstd\"", &format!("min-free = 0\n\n{dump}"));
+    assert_code(&env.vouch(&["run"]), 0);
+    let archive = env.archives().remove(0);
+    let script = format!(
+        "set -o pipefail; age -d -i '{}' '{}' | zstd -d | tar -xOf - .vouch/manifest.json",
+        env.identity.display(),
+        archive.display()
+    );
+    let manifest: Value = serde_json::from_slice(&bash_ok(&script).stdout).unwrap();
+    let line = manifest["dumps"][0]["restore"].as_str().unwrap().to_owned();
+    assert!(line.contains("tar --zstd -xOf"), "{line}");
+    assert!(!line.contains("-xz"), "{line}");
+    // The line as the manifest gives it, with KEY and ARCHIVE filled in, run in a scratch
+    // directory, writes the dump.
+    let scratch = env.dir.path().join("dump-restore");
+    fs::create_dir_all(&scratch).unwrap();
+    let filled = line
+        .replace("KEY", &format!("'{}'", env.identity.display()))
+        .replace("ARCHIVE", &format!("'{}'", archive.display()));
+    bash_ok(&format!(
+        "set -o pipefail; cd '{}' && {filled}",
+        scratch.display()
+    ));
+    let text = fs::read_to_string(scratch.join("ldap.ldif")).unwrap();
+    assert!(
+        text.starts_with("1\n2\n") && text.ends_with("5000\n# end\n"),
+        "{text:.40}"
+    );
+}

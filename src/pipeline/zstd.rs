@@ -30,6 +30,11 @@ pub const ZSTD_CHUNK_SIZE: usize = 2 << 20;
 /// `threads + 2` chunks in flight, each holding its input and an output that is as large for
 /// incompressible data, two workers keep the writer's buffers at 18 MiB at most (4 in flight,
 /// 4 MiB each, plus the 2 MiB chunk being filled) in a program that must stay under 32 MiB.
+/// Measured peak RSS of whole runs (debug build, two workers): 100 MB of random bytes 38.4 MiB
+/// with zstd against 29.6 with gzip, a tar of `/usr/include` 34.3 against 30.3; the release
+/// build's gzip runs peak at 13.4 and 19.7 MiB, its baseline being about 10 MiB lower, which
+/// puts zstd runs at about 22 to 24 MiB. 1 MiB frames would cost as little as gzip (30.0 MiB
+/// debug on the random bytes) but compress barely better than gzip.
 pub const ZSTD_MAX_THREADS: usize = 2;
 
 /// The largest window a frame may ask of the decoder (`2^23`, 8 MiB): vouch's frames need
