@@ -2,8 +2,8 @@
 //!
 //! The order is the product: every check that can run before a byte is written runs first
 //! (lock, keys, sources, targets); the sources are read once and streamed through
-//! tar -> gzip -> age into a temporary file on every target at the same time; the manifest
-//! closes the archive; unreadable and required paths are judged; every temporary file is
+//! tar -> gzip (or zstd) -> age into a temporary file on every target at the same time; the
+//! manifest closes the archive; unreadable and required paths are judged; every temporary file is
 //! fsynced and read back from its target; only then does each get its final name and its
 //! receipt. Any failure before the rename leaves nothing under a final name.
 //!
@@ -19,12 +19,12 @@
 
 use crate::check::preflight::Cleared;
 use crate::check::verify::{self as check, Expected, Level};
-use crate::config::{self, AnomalyPolicy, ReadErrorPolicy, Settings};
+use crate::config::{self, AnomalyPolicy, Compression, ReadErrorPolicy, Settings};
 use crate::error::Error;
 use crate::host::dirs::Dirs;
 use crate::host::fault;
 use crate::pipeline::archive::{archive_sources, ArchiveError, Archived, Stats};
-use crate::pipeline::compress::ParallelGzWriter;
+use crate::pipeline::compress::{Codec, ParallelWriter};
 use crate::pipeline::crypt::{self, KeyError, Keys};
 use crate::pipeline::io::{FailureSlot, FanOut, HashWriter};
 use crate::pipeline::manifest::{Head, ManifestWriter, Spooled, Tail, MANIFEST_PATH, SUMS_PATH};
@@ -176,7 +176,12 @@ fn pick_name(settings: &Settings, stores: &[Box<dyn Target>]) -> (OffsetDateTime
         let now = OffsetDateTime::now_utc()
             .replace_nanosecond(0)
             .unwrap_or(OffsetDateTime::now_utc());
-        let name = format!("{}-{}.tar.gz.age", settings.backup.name, stamp(now));
+        let name = format!(
+            "{}-{}{}",
+            settings.backup.name,
+            stamp(now),
+            settings.backup.compression.archive_suffix()
+        );
         let taken = stores.iter().any(|s| s.name_taken(&name));
         if !taken {
             return (now, name);
@@ -368,10 +373,10 @@ struct Closed {
 }
 
 /// The archive stream, from tar down to every target's pending archive.
-type Stream = TarWriter<ParallelGzWriter<StreamWriter<HashWriter<FanOut<Box<dyn Pending>>>>>>;
+type Stream = TarWriter<ParallelWriter<StreamWriter<HashWriter<FanOut<Box<dyn Pending>>>>>>;
 
-/// Archive: the sources are read once and streamed through tar -> gzip -> age into a pending
-/// archive on every target at the same time, then the checked dumps; the before-hooks'
+/// Archive: the sources are read once and streamed through tar -> gzip or zstd -> age into a
+/// pending archive on every target at the same time, then the checked dumps; the before-hooks'
 /// cleanups run once everything is read; the manifest closes the archive.
 fn archive(
     settings: &Settings,
@@ -399,9 +404,10 @@ fn archive(
     let (fan, errors) = fan_out(settings, dirs, pendings);
     let head = manifest_head(settings, &host, created);
     let mut manifest = ManifestWriter::new(head, &dirs.state).map_err(|e| errors.spool(e))?;
-    let mut tar = open_stream(keys, fan, &errors)?;
+    let mut tar = open_stream(keys, settings.backup.compression, fan, &errors)?;
     let mut archived = write_sources(settings, dirs, &walker, &mut tar, &mut manifest, &errors)?;
     write_dumps(settings, dirs, &mut tar, &mut manifest, &mut dumps, &errors)?;
+    crate::dump::entry::restore_lines_for(&mut dumps, settings.backup.compression);
     crate::dump::entry::record_all(&mut archived.tail, &dumps, &settings.backup.required_dumps);
     let cleanup_failure = cleanups.finish();
     let mut spooled = manifest
@@ -488,20 +494,25 @@ fn manifest_head(settings: &Settings, host: &str, created: OffsetDateTime) -> He
     }
 }
 
-/// Stacks hash, age, gzip and tar on the fan-out.
+/// Stacks hash, age, the compression and tar on the fan-out.
 fn open_stream(
     keys: &Keys,
+    compression: Compression,
     fan: FanOut<Box<dyn Pending>>,
     errors: &StreamErrors,
 ) -> Result<Stream, Error> {
     let cipher = HashWriter::new(fan);
     let encrypted = crypt::encrypt(&keys.recipients, cipher).map_err(|e| errors.write(e))?;
-    let gz = ParallelGzWriter::new(
+    let codec = match compression {
+        Compression::Gzip => Codec::Gzip(GZIP_LEVEL),
+        Compression::Zstd => Codec::Zstd(crate::pipeline::zstd::ZSTD_LEVEL),
+    };
+    let compressed = ParallelWriter::with_codec(
         encrypted,
-        GZIP_LEVEL,
+        codec,
         crate::pipeline::compress::default_threads(),
     );
-    Ok(TarWriter::new(gz))
+    Ok(TarWriter::new(compressed))
 }
 
 /// Writes every source into the stream and the manifest, with progress.
@@ -535,8 +546,8 @@ fn write_sources(
     Ok(archived)
 }
 
-/// Closes the archive: the spooled manifest and sums go in last, then tar, gzip, age and the
-/// hash are finished. Returns what was measured and the pending archives.
+/// Closes the archive: the spooled manifest and sums go in last, then tar, the compression, age
+/// and the hash are finished. Returns what was measured and the pending archives.
 fn close_stream(
     mut tar: Stream,
     spooled: &mut Spooled,
@@ -678,6 +689,8 @@ fn check_stream(
         sums_sha256: &closed.sums_sha256,
         archive_sha256: &closed.archive_sha256,
         archive_size: closed.archive_size,
+        // The name was made from the configured compression, so it always says one.
+        compression: Compression::of_archive(&facts.name).unwrap_or_default(),
     };
     let mut progress = Progress::new("verifying", Some(closed.tar_bytes));
     let result = match &keys.identity {

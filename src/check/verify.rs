@@ -3,7 +3,9 @@
 //! The file is read from the target after its cached pages were dropped, so what is checked is
 //! what the storage returns. The read-back is the full reverse pipeline: SHA-256 of the
 //! ciphertext (against the hash computed while writing), age decryption (which authenticates
-//! every 64 KiB chunk and the end of the stream), gzip decompression, and tar parsing, with every
+//! every 64 KiB chunk and the end of the stream), decompression (gzip or zstd, as the archive's
+//! name says, and as its first bytes must agree: [`crate::pipeline::decompress`]), and tar
+//! parsing, with every
 //! entry compared with the manifest in order: path, type, mode, size, link target, and the
 //! SHA-256 of its data. The archive's own `.vouch/manifest.json` and `.vouch/SHA256SUMS` must be
 //! the last entries and byte-identical to what was written. Reading and decrypting,
@@ -19,7 +21,9 @@
 //! 64 KiB age chunk being read. age authenticates chunk by chunk, so a flipped bit or a cut
 //! is found in the chunk that holds it, while the entry whose data lies there is being read.
 
+use crate::config::Compression;
 use crate::pipeline::crypt::{self, Identity};
+use crate::pipeline::decompress;
 use crate::pipeline::io::{HashReader, BUFFER_SIZE};
 use crate::pipeline::manifest::{Entry, EntryType, Spooled, MANIFEST_PATH, SUMS_PATH};
 use crate::pipeline::relay::{self, Feeder, Relay};
@@ -41,6 +45,8 @@ pub struct Expected<'a> {
     pub archive_sha256: &'a str,
     /// Size of the encrypted file.
     pub archive_size: u64,
+    /// The compression the archive's name says.
+    pub compression: Compression,
 }
 
 /// The first difference found. The message names the entry.
@@ -287,16 +293,21 @@ fn open_plain<'a, R: Read>(
     Ok(plain)
 }
 
-/// The second stage: the decrypted payload in, the decompressed tar stream out.
-fn decompress(payload: Relay, tar: Feeder) {
-    tar.pump(&mut flate2::bufread::MultiGzDecoder::new(payload));
+/// The second stage: the decrypted payload in, the decompressed tar stream out. A payload
+/// whose first bytes are not what `compression` writes reaches the checking stage as the error
+/// that ends its stream.
+fn decompress_stage(payload: Relay, tar: Feeder, compression: Compression) {
+    match decompress::open(payload, compression) {
+        Ok(mut decoder) => tar.pump(&mut decoder),
+        Err(e) => tar.fail(e),
+    }
 }
 
 /// The plaintext tar stream, as the checking stage reads it.
 type TarStream = tar::Archive<crate::pipeline::tarstream::HeaderCap<Relay>>;
 
-/// Reads what follows the tar's end so that age authenticates the final chunk and gzip checks
-/// its trailer.
+/// Reads what follows the tar's end so that age authenticates the final chunk and gzip (zstd)
+/// checks its trailer (its last frame's checksum).
 fn drain(tar: TarStream, position: &Position) -> Result<(), Mismatch> {
     position.end();
     let mut rest = tar.into_inner().into_inner();
@@ -330,8 +341,9 @@ pub fn verify_full(
 ) -> Result<(), Mismatch> {
     let mut hashed = HashReader::new(file);
     let position = Position::new();
+    let compression = expected.compression;
     let checking = &mut *expected;
-    in_stages(&mut hashed, identity, &position, |tar| {
+    in_stages(&mut hashed, identity, compression, &position, |tar| {
         check_entries(tar, checking, &position, progress)
     })?;
     check_totals(hashed, expected)
@@ -343,6 +355,7 @@ pub fn verify_full(
 fn in_stages<R: Read, T: Send>(
     hashed: &mut HashReader<R>,
     identity: &Identity,
+    compression: Compression,
     position: &Position,
     check: impl FnOnce(TarStream) -> Result<T, Mismatch> + Send,
 ) -> Result<T, Mismatch> {
@@ -354,7 +367,7 @@ fn in_stages<R: Read, T: Send>(
         // a stream that stopped before its end.
         let _ = std::thread::Builder::new()
             .name("vouch-inflate".into())
-            .spawn_scoped(s, move || decompress(payload, tar_feed));
+            .spawn_scoped(s, move || decompress_stage(payload, tar_feed, compression));
         let tar = tar::Archive::new(crate::pipeline::tarstream::HeaderCap::new(tar));
         let checking = std::thread::Builder::new()
             .name("vouch-check".into())
@@ -560,10 +573,14 @@ struct Closing {
     archive_size: u64,
 }
 
-fn read_closing(file: impl Read, identity: &Identity) -> Result<Closing, Mismatch> {
+fn read_closing(
+    file: impl Read,
+    identity: &Identity,
+    compression: Compression,
+) -> Result<Closing, Mismatch> {
     let mut hashed = HashReader::new(file);
     let position = Position::new();
-    let (manifest, sums) = in_stages(&mut hashed, identity, &position, |mut tar| {
+    let (manifest, sums) = in_stages(&mut hashed, identity, compression, &position, |mut tar| {
         let mut manifest = None;
         let mut sums = None;
         let mut iter = tar
@@ -610,15 +627,17 @@ fn sha256_hex(data: &[u8]) -> String {
 /// Verifies an archive on its own: a first pass reads its manifest and checksum list (they close
 /// the archive), a second pass checks every entry against them, exactly as `vouch run` does
 /// right after writing. `open` opens the archive (its parts in order) for reading from the
-/// storage; `receipt` gives the size and SHA-256 the archive must have, when there is one.
+/// storage; `compression` is what the archive's name says; `receipt` gives the size and SHA-256
+/// the archive must have, when there is one.
 pub fn verify_archive(
     open: &dyn Fn() -> io::Result<Box<dyn Read>>,
     identity: &Identity,
+    compression: Compression,
     receipt: Option<(&str, u64)>,
     spool_dir: &std::path::Path,
 ) -> Result<Verified, Mismatch> {
     let reopen = || open().map_err(|e| mismatch(format!("cannot open the archive: {e}")));
-    let closing = read_closing(reopen()?, identity)?;
+    let closing = read_closing(reopen()?, identity, compression)?;
     if let Some((sha, size)) = receipt {
         if sha != closing.archive_sha256 || size != closing.archive_size {
             return Err(mismatch(format!(
@@ -660,6 +679,7 @@ pub fn verify_archive(
         sums_sha256: &sums_sha256,
         archive_sha256: &closing.archive_sha256,
         archive_size: closing.archive_size,
+        compression,
     };
     // The manifest read back must be byte for byte the one in the archive: compare through
     // the same spool the second pass uses.
@@ -742,7 +762,7 @@ mod tests {
     }
 
     fn failure(ciphertext: &[u8], identity: &Identity) -> String {
-        match read_closing(ciphertext, identity) {
+        match read_closing(ciphertext, identity, Compression::Gzip) {
             Ok(_) => panic!("the damaged archive was read without an error"),
             Err(m) => m.0,
         }
@@ -814,6 +834,78 @@ mod tests {
         let message = failure(&data, &identity);
         assert!(
             message.starts_with("the archive is damaged after the last entry (second): "),
+            "{message}"
+        );
+    }
+
+    /// `files` as a tar in zstd frames (as `compression = "zstd"` writes it), handed to
+    /// `tamper` as compressed bytes, and encrypted.
+    fn zstd_archive(
+        recipient: &age::x25519::Recipient,
+        files: &[(&str, Vec<u8>)],
+        tamper: impl FnOnce(&mut Vec<u8>),
+    ) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        for (name, data) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            builder.append_data(&mut h, name, &data[..]).unwrap();
+        }
+        let plain = builder.into_inner().unwrap();
+        let codec = crate::pipeline::compress::Codec::Zstd(3);
+        let mut z = crate::pipeline::compress::ParallelWriter::with_codec(Vec::new(), codec, 1);
+        z.write_all(&plain).unwrap();
+        let mut zst = z.finish().unwrap();
+        tamper(&mut zst);
+        let mut w = crypt::encrypt(std::slice::from_ref(recipient), Vec::new()).unwrap();
+        w.write_all(&zst).unwrap();
+        w.finish().unwrap()
+    }
+
+    fn failure_as(ciphertext: &[u8], identity: &Identity, compression: Compression) -> String {
+        match read_closing(ciphertext, identity, compression) {
+            Ok(_) => panic!("the damaged archive was read without an error"),
+            Err(m) => m.0,
+        }
+    }
+
+    #[test]
+    fn a_zstd_archive_reads_to_its_end_and_its_damage_is_located() {
+        let (identity, recipient) = keys();
+        let files = [("first", b"one\n".to_vec()), ("big", noise(300_000))];
+        // Undamaged: read to the end, where only the closing files are found missing.
+        let data = zstd_archive(&recipient, &files, |_| {});
+        let message = failure_as(&data, &identity, Compression::Zstd);
+        assert_eq!(message, format!("{MANIFEST_PATH} is missing"));
+        // The last frame's checksum no longer matches: found once the tar has ended.
+        let data = zstd_archive(&recipient, &files, |z| {
+            let n = z.len();
+            z[n - 1] ^= 0x01;
+        });
+        let message = failure_as(&data, &identity, Compression::Zstd);
+        assert!(
+            message.starts_with("the archive is damaged after the last entry (big): "),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_name_that_disagrees_with_the_data_is_damage_not_a_panic() {
+        let (identity, recipient) = keys();
+        let files = [("first", b"one\n".to_vec())];
+        let gz = archive(&recipient, &files, |_| {}, |_| {});
+        let message = failure_as(&gz, &identity, Compression::Zstd);
+        assert!(
+            message.starts_with("the archive is damaged")
+                && message.contains("says zstd, but it holds gzip data"),
+            "{message}"
+        );
+        let zst = zstd_archive(&recipient, &files, |_| {});
+        let message = failure_as(&zst, &identity, Compression::Gzip);
+        assert!(
+            message.contains("says gzip, but it holds zstd data"),
             "{message}"
         );
     }

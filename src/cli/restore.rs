@@ -8,7 +8,7 @@
 //! with `--identity` alone, on a machine without any vouch config.
 
 use crate::cli::Cli;
-use crate::config::{self, Settings};
+use crate::config::{self, Compression, Settings};
 use crate::error::Error;
 use crate::exit::ExitCode;
 use crate::host::dirs::{self, Dirs};
@@ -277,6 +277,7 @@ pub fn execute(cli: &Cli, request: &Request) -> Result<ExitCode, Error> {
         in_place: request.in_place,
         devices: request.devices,
         progress: true,
+        compression: Compression::default(),
     };
     let (copy, done) = first_intact(&copies, |copy| restore_copy(copy, &identity, &options))?;
     report(copy, &done);
@@ -394,6 +395,7 @@ pub fn execute_dump(cli: &Cli, request: &DumpRequest) -> Result<ExitCode, Error>
         dump::extract(
             &|| copy.store.read(archive),
             &identity,
+            Compression::of_archive(&archive.name).unwrap_or_default(),
             receipt,
             archive.size_on_disk(),
             &spool,
@@ -465,6 +467,12 @@ fn restore_copy(
         detail,
     })?;
     crate::systemd::sdnotify::status(&format!("restoring {}", archive.name));
+    // Each copy's own name says its compression: the archive named on the command line may
+    // have been found under either suffix.
+    let options = &Options {
+        compression: Compression::of_archive(&archive.name).unwrap_or_default(),
+        ..options.clone()
+    };
     let receipt = archive
         .receipt
         .as_ref()

@@ -23,7 +23,7 @@
 use crate::check::verify;
 use crate::cli::restore as restore_cli;
 use crate::cli::Cli;
-use crate::config::{self, Settings};
+use crate::config::{self, Compression, Settings};
 use crate::error::Error;
 use crate::exit::ExitCode;
 use crate::host::dirs::{self, Dirs};
@@ -494,7 +494,8 @@ fn check(
             counted: Rc::clone(&progress),
         }))
     };
-    let result = verify::verify_archive(&open, identity, receipt, spool);
+    let compression = Compression::of_archive(&c.name).unwrap_or_default();
+    let result = verify::verify_archive(&open, identity, compression, receipt, spool);
     progress.borrow_mut().progress.finish();
     match result {
         Ok(v) => Checked::Passed(v, opened),
@@ -632,6 +633,7 @@ fn restore_test(
     let options = restore::Options {
         to: into.to_owned(),
         progress: true,
+        compression: Compression::of_archive(&archive.name).unwrap_or_default(),
         ..restore::Options::default()
     };
     let done = restore::restore(

@@ -9,6 +9,7 @@
 //! shipped inside a project (the demo) works from any checkout; the packaged config uses
 //! absolute paths. `.` and `..` are resolved lexically, without following symlinks.
 
+mod compression;
 mod dumps;
 mod remote;
 mod sftp;
@@ -20,6 +21,7 @@ pub use dumps::{
     DEFAULT_DUMP_TIMEOUT, DEFAULT_HOOK_TIMEOUT, REQUIRED_DUMP_PREFIX,
 };
 
+pub use compression::Compression;
 pub use remote::{LockMode, ObjectLock, Readback, S3Target, DEFAULT_PART_SIZE};
 pub use sftp::SftpTarget;
 pub use units::{format_duration, parse_duration, parse_size};
@@ -106,6 +108,8 @@ pub struct Backup {
     pub one_file_system: bool,
     /// What unreadable files do to the run.
     pub on_read_error: ReadErrorPolicy,
+    /// How the tar stream is compressed (`compression`), which the archive's name then says.
+    pub compression: Compression,
 }
 
 /// What unreadable files do to the run.
@@ -313,6 +317,7 @@ struct RawBackup {
     #[serde(default)]
     one_file_system: bool,
     on_read_error: Option<Spanned<String>>,
+    compression: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -924,6 +929,7 @@ impl Context<'_> {
         let (exclude, exclude_set) = self.excludes(&b)?;
         let (required, required_dumps) = self.required(&b, &sources, &exclude_set)?;
         let on_read_error = self.on_read_error(&b)?;
+        let compression = self.compression(&b)?;
         let encryption = self.encryption(raw.encryption)?;
         let (targets, remotes, sftp) =
             self.targets(raw.target.unwrap_or_default(), &sources, &exclude_set)?;
@@ -951,6 +957,7 @@ impl Context<'_> {
                 required_dumps,
                 one_file_system: b.one_file_system,
                 on_read_error,
+                compression,
             },
             encryption,
             targets,
@@ -1088,6 +1095,23 @@ impl Context<'_> {
                     ))
                 }
             },
+        })
+    }
+
+    /// `backup.compression`: `"gzip"` (the default) or `"zstd"`.
+    fn compression(&self, b: &RawBackup) -> Result<Compression, ConfigError> {
+        let Some(v) = &b.compression else {
+            return Ok(Compression::default());
+        };
+        Compression::from_name(v.get_ref()).ok_or_else(|| {
+            self.error(
+                Some(v.span()),
+                "backup.compression",
+                format!(
+                    "{:?} is not one of \"gzip\", \"zstd\"",
+                    v.get_ref().as_str()
+                ),
+            )
         })
     }
 

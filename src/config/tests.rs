@@ -540,3 +540,44 @@ fn a_mount_that_is_not_above_the_target_or_contradicts_require_mount_is_refused(
     ));
     assert_eq!(e.key.as_deref(), Some("target.local.require-mount"), "{e}");
 }
+
+#[test]
+fn compression_is_gzip_by_default_and_zstd_when_asked() {
+    assert_eq!(
+        parse(MINIMAL).unwrap().backup.compression,
+        Compression::Gzip
+    );
+    let with = |value: &str| {
+        MINIMAL.replace(
+            "sources = [\"/etc\"]",
+            &format!("sources = [\"/etc\"]\ncompression = {value}"),
+        )
+    };
+    let gzip = parse(&with("\"gzip\"")).unwrap();
+    assert_eq!(gzip.backup.compression, Compression::Gzip);
+    let zstd = parse(&with("\"zstd\"")).unwrap();
+    assert_eq!(zstd.backup.compression, Compression::Zstd);
+}
+
+#[test]
+fn an_unknown_compression_names_both_allowed_values() {
+    for bad in ["\"xz\"", "\"ZSTD\"", "\"\""] {
+        let text = MINIMAL.replace(
+            "sources = [\"/etc\"]",
+            &format!("sources = [\"/etc\"]\ncompression = {bad}"),
+        );
+        let e = err(&text);
+        check(&e, "backup.compression", Some(4), "not one of");
+        assert!(
+            e.message.contains("\"gzip\"") && e.message.contains("\"zstd\""),
+            "{bad}: {e}"
+        );
+    }
+    // Not a string at all: the parser's own type error, still on the key.
+    let number = MINIMAL.replace(
+        "sources = [\"/etc\"]",
+        "sources = [\"/etc\"]\ncompression = 3",
+    );
+    let e = err(&number);
+    assert_eq!(e.key.as_deref(), Some("backup.compression"), "{e}");
+}

@@ -6,7 +6,7 @@
 //! into `SHA256SUMS` and the read-back verification) like any file.
 
 use super::{DumpError, Dumped};
-use crate::config::RequiredDump;
+use crate::config::{Compression, RequiredDump};
 use crate::error::Error;
 use crate::pipeline::manifest::{
     encode_path, DumpCheck, DumpRecord, Entry, EntryType, ManifestWriter, RequiredStatus, Tail,
@@ -136,6 +136,17 @@ pub fn record_all(tail: &mut Tail, dumps: &[Dumped], required: &[RequiredDump]) 
             path: r.to_string(),
             present,
         });
+    }
+}
+
+/// Fits each dump's stock restore line (written for gzip: `tar -xzOf`, `tar -xzf`) to an archive
+/// compressed with `compression`: a zstd archive needs `tar --zstd -x...`, since `tar` reading a
+/// pipe does not guess.
+pub fn restore_lines_for(dumps: &mut [Dumped], compression: Compression) {
+    if compression == Compression::Zstd {
+        for d in dumps {
+            d.restore = d.restore.replace("tar -xz", "tar --zstd -x");
+        }
     }
 }
 

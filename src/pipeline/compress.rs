@@ -1,5 +1,7 @@
-//! Gzip on every core: the archive's tar stream cut into chunks, each compressed by a worker
-//! thread into an independent gzip member, the members written to the inner writer in order.
+//! Compression on every core: the archive's tar stream cut into chunks, each compressed by a
+//! worker thread into an independent gzip member or zstd frame ([`Codec`]), written to the inner
+//! writer in order. This page tells of gzip, the default; [`crate::pipeline::zstd`] of zstd,
+//! whose frames share the threads, the ordering and the back-pressure below.
 //!
 //! **Why independent members.** RFC 1952 lets a gzip file be a series of members, and every
 //! reader the design promises (`gzip -dc`, `tar -xzf`, flate2's `MultiGzDecoder`, which
@@ -40,9 +42,13 @@
 //!
 //! **Errors.** An error from the inner writer is returned unchanged by the `write`, `flush` or
 //! `finish` call that met it; every later call returns an error of the same kind (and the same
-//! raw OS error). Dropping the writer without [`ParallelGzWriter::finish`] discards what was not
+//! raw OS error). Dropping the writer without [`ParallelWriter::finish`] discards what was not
 //! yet written and stops the workers; it never waits for more than the chunks being compressed.
+//!
+//! **Reading** is [`crate::pipeline::decompress`]: one streaming decoder for the whole
+//! concatenation, of either format.
 
+use crate::pipeline::zstd;
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -52,7 +58,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 /// Uncompressed bytes per gzip member: 1 MiB costs about 0.35% of size against one gzip stream
-/// (256 KiB: 1.2%), while each chunk in flight holds only 1 MiB of input plus its output.
+/// (256 KiB: 1.2%), while each chunk in flight holds only 1 MiB of input plus its output. Zstd
+/// frames are larger ([`crate::pipeline::zstd::ZSTD_CHUNK_SIZE`]): [`Codec::chunk_size`].
 pub const CHUNK_SIZE: usize = 1 << 20;
 
 /// Most compression workers one writer starts; with `MAX_THREADS + 2` chunks in flight this
@@ -88,9 +95,12 @@ pub fn default_threads() -> usize {
         .clamp(1, MAX_THREADS)
 }
 
-/// A gzip writer that compresses [`CHUNK_SIZE`] chunks on worker threads as independent members.
-pub struct ParallelGzWriter<W: Write> {
+/// A compressing writer that encodes chunks ([`Codec::chunk_size`]) on worker threads as
+/// independent members or frames.
+pub struct ParallelWriter<W: Write> {
     inner: W,
+    /// Uncompressed bytes per chunk, from the codec.
+    chunk_size: usize,
     /// The chunk being filled by `write`.
     chunk: Vec<u8>,
     workers: Workers,
@@ -152,7 +162,7 @@ impl Failure {
             Some(code) => io::Error::from_raw_os_error(code),
             None => io::Error::new(
                 self.kind,
-                format!("gzip writer failed earlier: {}", self.message),
+                format!("compression writer failed earlier: {}", self.message),
             ),
         }
     }
@@ -175,7 +185,7 @@ impl Workers {
             panicked |= handle.join().is_err();
         }
         if panicked {
-            return Err(io::Error::other("a gzip worker thread panicked"));
+            return Err(io::Error::other("a compression worker thread panicked"));
         }
         Ok(())
     }
@@ -188,15 +198,16 @@ impl Drop for Workers {
     }
 }
 
-impl<W: Write> ParallelGzWriter<W> {
+impl<W: Write> ParallelWriter<W> {
     /// Starts `threads` workers (clamped to `1..=MAX_THREADS`) writing gzip at `level` (0-9).
     pub fn new(inner: W, level: u32, threads: usize) -> Self {
         Self::with_codec(inner, Codec::Gzip(level.min(9)), threads)
     }
 
-    /// Starts `threads` workers (clamped to `1..=MAX_THREADS`) encoding chunks with `codec`.
+    /// Starts `threads` workers (clamped to `1..=`[`Codec::max_threads`]) encoding chunks
+    /// with `codec`.
     pub fn with_codec(inner: W, codec: Codec, threads: usize) -> Self {
-        let threads = threads.clamp(1, MAX_THREADS);
+        let threads = threads.clamp(1, codec.max_threads());
         let max_in_flight = threads + 2;
         let (job_tx, job_rx) = mpsc::sync_channel::<Job>(max_in_flight);
         let (done_tx, done_rx) = mpsc::sync_channel::<Done>(max_in_flight);
@@ -208,15 +219,16 @@ impl<W: Write> ParallelGzWriter<W> {
                 let done = done_tx.clone();
                 let cancel = Arc::clone(&cancel);
                 std::thread::Builder::new()
-                    .name(format!("vouch-gzip-{i}"))
+                    .name(format!("vouch-compress-{i}"))
                     .spawn(move || compress_chunks(&jobs, &done, &cancel, codec))
             })
             // A thread that cannot be spawned leaves fewer workers; none at all is reported
             // by the first write.
             .filter_map(Result::ok)
             .collect();
-        ParallelGzWriter {
+        ParallelWriter {
             inner,
+            chunk_size: codec.chunk_size(),
             chunk: Vec::new(),
             workers: Workers {
                 jobs: Some(job_tx),
@@ -258,7 +270,7 @@ impl<W: Write> ParallelGzWriter<W> {
     pub fn finish(mut self) -> io::Result<W> {
         self.try_finish()?;
         self.workers.stop()?;
-        let ParallelGzWriter { inner, .. } = self;
+        let ParallelWriter { inner, .. } = self;
         Ok(inner)
     }
 
@@ -311,7 +323,7 @@ impl<W: Write> ParallelGzWriter<W> {
             None => false,
         };
         if !sent {
-            let error = io::Error::other("the gzip worker threads are gone");
+            let error = io::Error::other("the compression worker threads are gone");
             return Err(self.fail(error));
         }
         self.next_dispatch += 1;
@@ -330,7 +342,8 @@ impl<W: Write> ParallelGzWriter<W> {
                     self.finished.insert(done.seq, done);
                 }
                 Err(_) => {
-                    let error = io::Error::other("the gzip worker threads stopped unexpectedly");
+                    let error =
+                        io::Error::other("the compression worker threads stopped unexpectedly");
                     return Err(self.fail(error));
                 }
             }
@@ -350,7 +363,8 @@ impl<W: Write> ParallelGzWriter<W> {
                     if self.next_write == self.next_dispatch {
                         break;
                     }
-                    let error = io::Error::other("the gzip worker threads stopped unexpectedly");
+                    let error =
+                        io::Error::other("the compression worker threads stopped unexpectedly");
                     return Err(self.fail(error));
                 }
             }
@@ -381,9 +395,10 @@ impl<W: Write> ParallelGzWriter<W> {
     }
 
     fn spare_input(&mut self) -> Vec<u8> {
+        let size = self.chunk_size;
         self.spare_inputs.pop().unwrap_or_else(|| {
             self.allocated += 1;
-            Vec::with_capacity(CHUNK_SIZE)
+            Vec::with_capacity(size)
         })
     }
 
@@ -395,23 +410,25 @@ impl<W: Write> ParallelGzWriter<W> {
     }
 }
 
-impl<W: Write> Write for ParallelGzWriter<W> {
+impl<W: Write> Write for ParallelWriter<W> {
     /// Takes up to the rest of the current chunk; hands a full chunk to the workers first.
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.check()?;
         if self.finished_stream {
-            return Err(io::Error::other("write to a gzip stream after try_finish"));
+            return Err(io::Error::other(
+                "write to a compressed stream after try_finish",
+            ));
         }
         if buf.is_empty() {
             return Ok(0);
         }
-        if self.chunk.len() >= CHUNK_SIZE {
+        if self.chunk.len() >= self.chunk_size {
             self.dispatch()?;
         }
         if self.chunk.capacity() == 0 {
             self.chunk = self.spare_input();
         }
-        let n = buf.len().min(CHUNK_SIZE - self.chunk.len());
+        let n = buf.len().min(self.chunk_size - self.chunk.len());
         self.chunk.extend_from_slice(&buf[..n]);
         self.bytes_in += n as u64;
         Ok(n)
@@ -457,7 +474,7 @@ fn compress_chunks(
             Ok(result) => (result, false),
             Err(_) => (
                 Err(io::Error::other(
-                    "a gzip worker panicked compressing a chunk",
+                    "a compression worker panicked compressing a chunk",
                 )),
                 true,
             ),
@@ -482,11 +499,13 @@ pub trait ChunkEncoder: Send {
     fn encode(&mut self, input: &[u8], out: &mut Vec<u8>) -> io::Result<u64>;
 }
 
-/// The format a [`ParallelGzWriter`] writes, and its level.
+/// The format a [`ParallelWriter`] writes, and its level.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Codec {
     /// Gzip members (RFC 1952) at a level from 0 (store) to 9.
     Gzip(u32),
+    /// Zstandard frames (RFC 8878) at a zstd level, 1 to 22 ([`crate::pipeline::zstd`]).
+    Zstd(i32),
 }
 
 impl Codec {
@@ -494,6 +513,29 @@ impl Codec {
     fn encoder(self) -> Box<dyn ChunkEncoder> {
         match self {
             Codec::Gzip(level) => Box::new(MemberEncoder::new(level)),
+            Codec::Zstd(level) => match zstd::FrameEncoder::new(level) {
+                Ok(encoder) => Box::new(encoder),
+                Err(e) => Box::new(zstd::Unavailable(e.to_string())),
+            },
+        }
+    }
+
+    /// Uncompressed bytes per chunk: [`CHUNK_SIZE`] for gzip, whose 32 KiB window gains
+    /// nothing from more, [`zstd::ZSTD_CHUNK_SIZE`] for zstd, whose 2 MiB window does.
+    pub fn chunk_size(self) -> usize {
+        match self {
+            Codec::Gzip(_) => CHUNK_SIZE,
+            Codec::Zstd(_) => zstd::ZSTD_CHUNK_SIZE,
+        }
+    }
+
+    /// Most workers a writer starts with this codec: [`MAX_THREADS`] for gzip,
+    /// [`zstd::ZSTD_MAX_THREADS`] for zstd, whose larger chunks would otherwise hold twice the
+    /// memory, and which is fast enough with fewer.
+    pub fn max_threads(self) -> usize {
+        match self {
+            Codec::Gzip(_) => MAX_THREADS,
+            Codec::Zstd(_) => zstd::ZSTD_MAX_THREADS,
         }
     }
 }
@@ -732,7 +774,7 @@ mod tests {
 
     /// Compresses `data` in `piece`-sized writes; returns the output and the stored byte count.
     fn compress(data: &[u8], threads: usize, piece: usize) -> (Vec<u8>, u64) {
-        let mut gz = ParallelGzWriter::new(Vec::new(), 6, threads);
+        let mut gz = ParallelWriter::new(Vec::new(), 6, threads);
         for p in data.chunks(piece.max(1)) {
             gz.write_all(p).unwrap();
         }
@@ -812,7 +854,7 @@ mod tests {
                 limit,
                 errno,
             };
-            let mut gz = ParallelGzWriter::new(inner, 6, 2);
+            let mut gz = ParallelWriter::new(inner, 6, 2);
             for piece in data.chunks(10_000) {
                 if let Err(e) = gz.write_all(piece) {
                     // Sticky: the next call fails the same way.
@@ -853,7 +895,7 @@ mod tests {
     fn text_over_several_chunks_round_trips_with_odd_write_sizes() {
         let data = text(3 * CHUNK_SIZE + 12_345, 11);
         let mut rng = Rng(99);
-        let mut gz = ParallelGzWriter::new(Vec::new(), 6, 2);
+        let mut gz = ParallelWriter::new(Vec::new(), 6, 2);
         let mut rest = &data[..];
         while !rest.is_empty() {
             let n = (1 + rng.below(150_000)).min(rest.len());
@@ -953,7 +995,7 @@ mod tests {
                 limit: 1000,
                 errno: EFBIG,
             };
-            let mut gz = ParallelGzWriter::new(inner, 6, 2);
+            let mut gz = ParallelWriter::new(inner, 6, 2);
             gz.write_all(&random_bytes(CHUNK_SIZE / 2, 43)).unwrap();
             gz.finish().map(|_| ()).unwrap_err()
         });
@@ -971,7 +1013,7 @@ mod tests {
     fn a_panicking_worker_is_an_error_not_a_hang() {
         for threads in [1, 2] {
             let message = within(30, move || {
-                let mut gz = ParallelGzWriter::new(Vec::new(), 6, threads);
+                let mut gz = ParallelWriter::new(Vec::new(), 6, threads);
                 let mut data = PANIC_IN_WORKER.to_vec();
                 data.extend(text(6 * CHUNK_SIZE, 52));
                 let error = match gz.write_all(&data) {
@@ -981,7 +1023,7 @@ mod tests {
                 error.to_string()
             });
             assert!(
-                message.contains("gzip worker"),
+                message.contains("compression worker"),
                 "{threads} threads: {message}"
             );
         }
@@ -990,7 +1032,7 @@ mod tests {
     #[test]
     fn dropping_without_finish_stops_the_workers() {
         within(30, || {
-            let mut gz = ParallelGzWriter::new(Vec::new(), 6, 2);
+            let mut gz = ParallelWriter::new(Vec::new(), 6, 2);
             gz.write_all(&text(5 * CHUNK_SIZE + 1, 51)).unwrap();
             drop(gz);
         });
@@ -1008,7 +1050,7 @@ mod tests {
     #[test]
     fn zero_threads_means_one_and_level_zero_stores_everything() {
         let data = text(CHUNK_SIZE + 5, 63);
-        let mut gz = ParallelGzWriter::new(Vec::new(), 0, 0);
+        let mut gz = ParallelWriter::new(Vec::new(), 0, 0);
         gz.write_all(&data).unwrap();
         assert_eq!(gz.workers.handles.len(), 1);
         gz.try_finish().unwrap();
@@ -1021,7 +1063,7 @@ mod tests {
     #[test]
     fn try_finish_completes_the_counters_and_refuses_more_input() {
         let data = random_bytes(CHUNK_SIZE / 2, 65);
-        let mut gz = ParallelGzWriter::new(Vec::new(), 6, 2);
+        let mut gz = ParallelWriter::new(Vec::new(), 6, 2);
         gz.write_all(&data).unwrap();
         assert_eq!(gz.bytes_out(), 0, "half a chunk is still being filled");
         gz.try_finish().unwrap();
@@ -1035,7 +1077,7 @@ mod tests {
     #[test]
     fn counters_match_what_was_written() {
         let data = text(2 * CHUNK_SIZE + 999, 71);
-        let mut gz = ParallelGzWriter::new(Vec::new(), 6, 2);
+        let mut gz = ParallelWriter::new(Vec::new(), 6, 2);
         gz.write_all(&data).unwrap();
         gz.flush().unwrap();
         assert_eq!(gz.bytes_in(), data.len() as u64);
@@ -1047,7 +1089,7 @@ mod tests {
     fn flush_writes_a_decodable_prefix() {
         let first = text(CHUNK_SIZE / 3, 81);
         let second = text(CHUNK_SIZE, 82);
-        let mut gz = ParallelGzWriter::new(Vec::new(), 6, 2);
+        let mut gz = ParallelWriter::new(Vec::new(), 6, 2);
         gz.write_all(&first).unwrap();
         gz.flush().unwrap();
         assert_eq!(gunzip(&gz.inner), first);
@@ -1071,7 +1113,7 @@ mod tests {
             }
         }
         let data = random_bytes(CHUNK_SIZE, 91);
-        let mut gz = ParallelGzWriter::new(Slow(0), 6, 2);
+        let mut gz = ParallelWriter::new(Slow(0), 6, 2);
         let mut most_in_flight = 0;
         for _ in 0..30 {
             gz.write_all(&data).unwrap();

@@ -82,6 +82,7 @@ pub use path::{stored_path, working_name, working_name_refused, OLD_PREFIX, STAG
 pub use read::Opener;
 pub use readback::check_tree;
 
+use crate::config::Compression;
 use crate::pipeline::crypt::Identity;
 use crate::pipeline::manifest::Manifest;
 use crate::systemd::signals;
@@ -106,6 +107,8 @@ pub struct Options {
     pub devices: bool,
     /// Print progress on stderr (only when it is a terminal).
     pub progress: bool,
+    /// The compression the archive's name says (its first bytes must agree).
+    pub compression: Compression,
 }
 
 /// What a restore did.
@@ -169,7 +172,7 @@ pub fn restore_with(
         ));
     }
     journal::recover(&opts.to)?;
-    let (closing, manifest) = read::first_pass(open, identity, receipt, total, opts.progress)?;
+    let (closing, manifest) = read::first_pass(open, identity, receipt, total, opts)?;
     let opts = &Options {
         paths: select(&manifest)?,
         ..opts.clone()

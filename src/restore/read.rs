@@ -11,11 +11,13 @@
 use super::error::{damaged, TRUNCATED};
 use super::path::show;
 use super::progress::Meter;
+use super::Options;
 use super::RestoreError;
+use crate::config::Compression;
 use crate::pipeline::crypt::{self, Identity};
+use crate::pipeline::decompress::{self, Decoder};
 use crate::pipeline::io::{HashReader, BUFFER_SIZE};
 use crate::pipeline::manifest::{sums_line, Manifest, MANIFEST_PATH, SUMS_PATH};
-use flate2::read::MultiGzDecoder;
 use std::io::{self, BufReader, Read};
 
 /// Opens the archive's ciphertext from its start, once per pass.
@@ -30,7 +32,7 @@ pub(super) type Source = HashReader<Counted<Box<dyn Read>>>;
 /// The tar stream inside the archive, with its extended headers capped.
 pub(super) type Tar<'a> = tar::Archive<
     crate::pipeline::tarstream::HeaderCap<
-        MultiGzDecoder<age::stream::StreamReader<BufReader<&'a mut Source>>>,
+        Decoder<age::stream::StreamReader<BufReader<&'a mut Source>>>,
     >,
 >;
 
@@ -73,16 +75,20 @@ pub(super) fn counted(open: Opener<'_>) -> Result<(Source, Count), RestoreError>
     ))
 }
 
-/// The tar stream of the ciphertext `hashed`, decrypted with `identity` and decompressed.
+/// The tar stream of the ciphertext `hashed`, decrypted with `identity` and decompressed as
+/// `compression` (which its first bytes must be).
 pub(super) fn open_tar<'a>(
     hashed: &'a mut Source,
     identity: &Identity,
+    compression: Compression,
 ) -> Result<Tar<'a>, RestoreError> {
     let buffered = BufReader::with_capacity(BUFFER_SIZE, hashed);
     let plain =
         crypt::decrypt(identity, buffered).map_err(|e| damaged(format!("cannot decrypt: {e}")))?;
+    let decoder = decompress::open(plain, compression)
+        .map_err(|e| damaged(format!("cannot decompress: {e}")))?;
     Ok(tar::Archive::new(
-        crate::pipeline::tarstream::HeaderCap::new(MultiGzDecoder::new(plain)),
+        crate::pipeline::tarstream::HeaderCap::new(decoder),
     ))
 }
 
@@ -95,17 +101,17 @@ pub(super) fn drain(tar: Tar<'_>) -> Result<(), RestoreError> {
         .map_err(|e| damaged(format!("{TRUNCATED} at its end: {e}")))
 }
 
-/// The first pass, with progress shown as "reading the manifest" against `total` bytes: the
-/// closing files and the manifest, checked against the receipt when given.
+/// The first pass, with progress shown as "reading the manifest" against `total` bytes (when
+/// `opts.progress`): the closing files and the manifest, checked against the receipt when given.
 pub(super) fn first_pass(
     open: Opener<'_>,
     identity: &Identity,
     receipt: Option<(&str, u64)>,
     total: u64,
-    progress: bool,
+    opts: &Options,
 ) -> Result<(Closing, Manifest), RestoreError> {
-    let mut meter = Meter::new(progress, "reading the manifest", total);
-    let read = read_manifest(open, identity, receipt, &mut meter);
+    let mut meter = Meter::new(opts.progress, "reading the manifest", total);
+    let read = read_manifest(open, (identity, opts.compression), receipt, &mut meter);
     match &read {
         Ok((closing, _)) => meter.finish(closing.size),
         Err(_) => meter.done(),
@@ -116,14 +122,14 @@ pub(super) fn first_pass(
 /// Reads the archive to its end, keeping its closing files and the hash of its ciphertext.
 fn read_closing(
     open: Opener<'_>,
-    identity: &Identity,
+    (identity, compression): (&Identity, Compression),
     meter: &mut Meter,
 ) -> Result<Closing, RestoreError> {
     let (mut hashed, count) = counted(open)?;
     let mut manifest = None;
     let mut sums = None;
     {
-        let mut tar = open_tar(&mut hashed, identity)?;
+        let mut tar = open_tar(&mut hashed, identity, compression)?;
         let iter = tar
             .entries()
             .map_err(|e| damaged(format!("not a tar stream: {e}")))?;
@@ -171,11 +177,11 @@ fn read_closing(
 /// and SHA-256 when given.
 fn read_manifest(
     open: Opener<'_>,
-    identity: &Identity,
+    key: (&Identity, Compression),
     receipt: Option<(&str, u64)>,
     meter: &mut Meter,
 ) -> Result<(Closing, Manifest), RestoreError> {
-    let closing = read_closing(open, identity, meter)?;
+    let closing = read_closing(open, key, meter)?;
     if let Some((sha, size)) = receipt {
         if sha != closing.sha256 || size != closing.size {
             return Err(damaged(format!(

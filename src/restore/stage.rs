@@ -104,7 +104,7 @@ pub(super) fn extract(
         bytes: 0,
     };
     {
-        let mut tar = open_tar(&mut hashed, identity)?;
+        let mut tar = open_tar(&mut hashed, identity, opts.compression)?;
         let iter = tar
             .entries()
             .map_err(|e| damaged(format!("not a tar stream: {e}")))?;

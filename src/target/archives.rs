@@ -1,7 +1,9 @@
 //! The archives on a target, and what the state directory knows about them.
 //!
 //! A target directory holds, per run, the archive (`NAME-STAMP.tar.gz.age`, or its parts
-//! `....tar.gz.age.000`, `.001`, ...) and its receipt. `list`, `status`, `verify`, `restore` and
+//! `....tar.gz.age.000`, `.001`, ...; `.tar.zst.age` for zstd, see [`Compression`]) and its
+//! receipt. Archives of both compressions are listed side by side: a target keeps its gzip
+//! archives, and their retention, after the config switched to zstd. `list`, `status`, `verify`, `restore` and
 //! `prune` all start from the listing ([`crate::target::Target::scan`]; for a directory,
 //! [`scan`]), which groups those files by archive and reads each receipt without decrypting
 //! anything. Archives whose receipt is missing or unreadable are listed too, so that the
@@ -19,6 +21,7 @@
 //! Verification results live in `$STATE_DIRECTORY/verified.json` ([`VerifyLog`]), keyed by
 //! `TARGET/ARCHIVE`: archives are never rewritten after their rename.
 
+use crate::config::Compression;
 use crate::host::bounded::{self, Links};
 use crate::target::local::{self, drop_cache, part_name, TEMP_PREFIX};
 use crate::target::receipt::Receipt;
@@ -29,13 +32,17 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use time::OffsetDateTime;
 
-/// The archive file name suffix.
-pub const ARCHIVE_SUFFIX: &str = ".tar.gz.age";
+/// Whether `file_name` is an archive's name (`....tar.gz.age` or `....tar.zst.age`), not that
+/// of a part or a receipt.
+pub fn is_archive_name(file_name: &str) -> bool {
+    Compression::of_archive(file_name).is_some()
+}
 
 /// One archive on one target.
 #[derive(Debug, Clone)]
 pub struct Archive {
-    /// The archive's file name (`NAME-STAMP.tar.gz.age`), also for a split archive.
+    /// The archive's file name (`NAME-STAMP.tar.gz.age` or `.tar.zst.age`), also for a split
+    /// archive.
     pub name: String,
     /// The directory holding it.
     pub dir: PathBuf,
@@ -247,9 +254,9 @@ fn open_files(files: &[PathBuf]) -> io::Result<Box<dyn Read>> {
     Ok(chain)
 }
 
-/// The creation time in an archive name `NAME-YYYYMMDDTHHMMSSZ.tar.gz.age`.
+/// The creation time in an archive name `NAME-YYYYMMDDTHHMMSSZ.tar.gz.age` (or `.tar.zst.age`).
 pub fn created_from_name(name: &str) -> Option<OffsetDateTime> {
-    let stem = name.strip_suffix(ARCHIVE_SUFFIX)?;
+    let stem = name.strip_suffix(Compression::of_archive(name)?.archive_suffix())?;
     let stamp = stem.rsplit('-').next()?;
     let f = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
     time::PrimitiveDateTime::parse(stamp, &f)
@@ -287,14 +294,11 @@ fn classify(file_name: &str) -> Option<Kind<'_>> {
     if let Some(a) = Receipt::archive_of(file_name) {
         return Some(Kind::Receipt(a));
     }
-    if file_name.ends_with(ARCHIVE_SUFFIX) {
+    if is_archive_name(file_name) {
         return Some(Kind::Archive(file_name));
     }
     let (stem, index) = file_name.rsplit_once('.')?;
-    if stem.ends_with(ARCHIVE_SUFFIX)
-        && index.len() == 3
-        && index.bytes().all(|b| b.is_ascii_digit())
-    {
+    if is_archive_name(stem) && index.len() == 3 && index.bytes().all(|b| b.is_ascii_digit()) {
         return Some(Kind::Part(stem, index.parse().ok()?));
     }
     None
@@ -600,6 +604,66 @@ mod tests {
         assert_eq!(crate::run::rfc3339(t), "2026-11-21T03:04:05Z");
         assert!(created_from_name("web1.tar.gz.age").is_none());
         assert!(created_from_name("web1-20261121T030405Z.tar").is_none());
+    }
+
+    #[test]
+    fn zstd_names_are_archives_too() {
+        let t = created_from_name("web1-20261121T030405Z.tar.zst.age").unwrap();
+        assert_eq!(crate::run::rfc3339(t), "2026-11-21T03:04:05Z");
+        assert!(is_own("web1-20261121T030405Z.tar.zst.age", "web1"));
+        assert!(!is_own("web1-20261121T030405Z.tar.xz.age", "web1"));
+        assert!(is_archive_name("a.tar.zst.age") && is_archive_name("a.tar.gz.age"));
+        assert!(!is_archive_name("a.tar.zst.age.000") && !is_archive_name("a.tar.zst"));
+        for (file, archive) in [
+            (
+                "a-20260101T000000Z.tar.zst.age.003",
+                "a-20260101T000000Z.tar.zst.age",
+            ),
+            (
+                "a-20260101T000000Z.tar.zst.age.json",
+                "a-20260101T000000Z.tar.zst.age",
+            ),
+            (
+                "a-20260101T000000Z.tar.zst.age-receipt.json",
+                "a-20260101T000000Z.tar.zst.age",
+            ),
+        ] {
+            assert_eq!(archive_of_file(file), archive);
+        }
+    }
+
+    #[test]
+    fn scan_lists_gzip_and_zstd_archives_side_by_side() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for f in [
+            "web1-20260101T000000Z.tar.gz.age",
+            "web1-20260101T000000Z.tar.gz.age.json",
+            "web1-20260102T000000Z.tar.zst.age",
+            "web1-20260103T000000Z.tar.zst.age.000",
+            "web1-20260103T000000Z.tar.zst.age.001",
+            "web1-20260104T000000Z.tar.zst.age.json",
+            ".vouch-tmp.x.web1-20260105T000000Z.tar.zst.age",
+            "web1-20260106T000000Z.tar.xz.age",
+        ] {
+            fs::write(d.join(f), b"x").unwrap();
+        }
+        let all = scan(d).unwrap();
+        let names: Vec<&str> = all.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "web1-20260101T000000Z.tar.gz.age",
+                "web1-20260102T000000Z.tar.zst.age",
+                "web1-20260103T000000Z.tar.zst.age",
+                "web1-20260104T000000Z.tar.zst.age"
+            ]
+        );
+        assert!(all[0].receipt_path.is_some());
+        assert_eq!(all[1].files.len(), 1);
+        assert!(all[2].is_split() && all[2].files.len() == 2);
+        assert!(all[3].files.is_empty() && all[3].receipt_path.is_some());
+        assert!(all.iter().all(|a| a.created.is_some()));
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The receipt: an unencrypted JSON file beside each archive (`NAME.tar.gz.age.json`).
+//! The receipt: an unencrypted JSON file beside each archive (`NAME.tar.gz.age.json`, or
+//! `NAME.tar.zst.age.json` beside a zstd archive: every name below works for both).
 //!
 //! It lets `status`, `list` and people check an archive without its key: who wrote it, when, how
 //! big it is, its SHA-256, how many files and bytes went in, whether each required path was
@@ -131,7 +132,7 @@ impl Receipt {
         file_name
             .strip_suffix(SPLIT_SUFFIX)
             .or_else(|| file_name.strip_suffix(SUFFIX))
-            .filter(|a| a.ends_with(".tar.gz.age") && !a.starts_with('.'))
+            .filter(|a| crate::target::archives::is_archive_name(a) && !a.starts_with('.'))
     }
 
     /// Why this receipt cannot be the receipt of `archive` in its file (`split`: under the split

@@ -154,12 +154,15 @@ path = "{target}"
         self.command(args).output().unwrap()
     }
 
-    /// Archives under their final names in `dir`.
+    /// Archives under their final names in `dir`, gzip (`.tar.gz.age`) and zstd (`.tar.zst.age`).
     pub fn archives_in(dir: &Path) -> Vec<PathBuf> {
         let mut out: Vec<PathBuf> = fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().path())
-            .filter(|p| p.to_string_lossy().ends_with(".tar.gz.age"))
+            .filter(|p| {
+                let p = p.to_string_lossy();
+                p.ends_with(".tar.gz.age") || p.ends_with(".tar.zst.age")
+            })
             .collect();
         out.sort();
         out

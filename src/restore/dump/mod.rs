@@ -227,10 +227,13 @@ impl Drop for Private {
 }
 
 /// Restores only the dump `selector` names out of the archive read by `open`, into a private
-/// directory in `spool`, and returns it open (the directory removed).
+/// directory in `spool`, and returns it open (the directory removed). `compression` is what the
+/// archive's name says.
+#[allow(clippy::too_many_arguments)]
 pub fn extract(
     open: Opener<'_>,
     identity: &Identity,
+    compression: crate::config::Compression,
     receipt: Option<(&str, u64)>,
     total: u64,
     spool: &Path,
@@ -260,6 +263,7 @@ pub fn extract(
     let opts = Options {
         to: private.0.clone(),
         progress: true,
+        compression,
         ..Options::default()
     };
     let mut chosen = None;

@@ -92,7 +92,7 @@ impl Store {
                 if !name.ends_with(crate::target::receipt::SPLIT_SUFFIX) {
                     out.receipts.insert(archive.to_owned());
                 }
-            } else if name.ends_with(archives::ARCHIVE_SUFFIX) {
+            } else if archives::is_archive_name(name) {
                 out.data.insert(name.to_owned(), object.size);
             }
         }

@@ -145,7 +145,7 @@ impl Store {
                 let split = name.ends_with(crate::target::receipt::SPLIT_SUFFIX);
                 let was = out.receipts.entry(archive.to_owned()).or_insert(split);
                 *was |= split;
-            } else if name.ends_with(archives::ARCHIVE_SUFFIX) {
+            } else if archives::is_archive_name(&name) {
                 out.data.insert(name, attrs.size);
             } else if let Some((archive, index)) = part_of(&name) {
                 out.parts
@@ -273,11 +273,10 @@ fn reader(sftp: &Sftp, paths: &[String], listed: Option<u64>) -> io::Result<Chai
 /// The archive and index of a part's name `ARCHIVE.NNN`.
 fn part_of(name: &str) -> Option<(&str, usize)> {
     let (archive, index) = name.rsplit_once('.')?;
-    (archive.ends_with(archives::ARCHIVE_SUFFIX)
-        && crate::target::local::is_part_name(archive, name))
-    .then(|| index.parse().ok())
-    .flatten()
-    .map(|i| (archive, i))
+    (archives::is_archive_name(archive) && crate::target::local::is_part_name(archive, name))
+        .then(|| index.parse().ok())
+        .flatten()
+        .map(|i| (archive, i))
 }
 
 /// The one listed archive `name`: its data files as the receipt (or, without one, the

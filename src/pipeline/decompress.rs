@@ -1,0 +1,198 @@
+//! The reading side of [`crate::pipeline::compress`]: the plaintext of an archive (what age
+//! decryption yields) decompressed as one stream, by the decoder its name asks for.
+//!
+//! The archive's name says its compression ([`Compression::of_archive`]); the plaintext's first
+//! bytes must agree. A `.tar.zst.age` that holds gzip, or the reverse, or one that holds neither,
+//! fails at [`open`] with an [`io::ErrorKind::InvalidData`] error saying what was found, which
+//! the callers report as a damaged archive: a renamed file is not silently read as something it
+//! does not claim to be.
+//!
+//! Gzip goes through flate2's `MultiGzDecoder`, which reads the series of members the writer
+//! makes; zstd through the `zstd` crate's streaming decoder, which reads the series of frames,
+//! checks each frame's checksum, fails on a frame cut short, and here refuses a frame that asks
+//! for a window over [`ZSTD_WINDOW_LOG_MAX`], so a damaged header cannot make it allocate
+//! 128 MiB. Both stream: memory does not grow with the archive.
+
+use crate::config::Compression;
+use crate::pipeline::zstd::ZSTD_WINDOW_LOG_MAX;
+use flate2::read::MultiGzDecoder;
+use std::io::{self, BufReader, Cursor, Read};
+
+/// The first bytes of every gzip member (RFC 1952: ID1, ID2).
+pub const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
+/// The first bytes of every zstd frame (RFC 8878: 0xFD2FB528, little-endian).
+pub const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+/// The plaintext again: the bytes [`open`] looked at, then the rest.
+type Head<R> = io::Chain<Cursor<Vec<u8>>, R>;
+
+/// A decompressing reader over the plaintext of an archive.
+pub enum Decoder<R: Read> {
+    /// A series of gzip members.
+    Gzip(Box<MultiGzDecoder<Head<R>>>),
+    /// A series of zstd frames.
+    Zstd(Box<::zstd::stream::read::Decoder<'static, BufReader<Head<R>>>>),
+}
+
+impl<R: Read> Read for Decoder<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Decoder::Gzip(d) => d.read(buf),
+            Decoder::Zstd(d) => d.read(buf),
+        }
+    }
+}
+
+/// What the first bytes of a plaintext say it is.
+fn sniff(head: &[u8]) -> Option<Compression> {
+    if head.starts_with(&ZSTD_MAGIC) {
+        Some(Compression::Zstd)
+    } else if head.starts_with(&GZIP_MAGIC) {
+        Some(Compression::Gzip)
+    } else {
+        None
+    }
+}
+
+/// Reads up to `n` bytes from the start of `plain`: fewer only at its end.
+fn read_head(plain: &mut impl Read, n: usize) -> io::Result<Vec<u8>> {
+    let mut head = Vec::with_capacity(n);
+    plain.by_ref().take(n as u64).read_to_end(&mut head)?;
+    Ok(head)
+}
+
+/// Why `head` cannot be the start of `expected` data.
+fn wrong_start(head: &[u8], expected: Compression) -> io::Error {
+    let what = match sniff(head) {
+        Some(found) => format!(
+            "its name ({}) says {expected}, but it holds {found} data",
+            expected.archive_suffix()
+        ),
+        None if head.is_empty() => format!("it holds no {expected} data: nothing was encrypted"),
+        None => {
+            let hex: Vec<String> = head.iter().map(|b| format!("{b:02x}")).collect();
+            format!(
+                "it holds no {expected} data (its first bytes are {})",
+                hex.join(" ")
+            )
+        }
+    };
+    io::Error::new(io::ErrorKind::InvalidData, what)
+}
+
+/// The decoder for `plain`, the plaintext of an archive whose name says `compression`, after
+/// checking that its first bytes are that format's.
+pub fn open<R: Read>(mut plain: R, compression: Compression) -> io::Result<Decoder<R>> {
+    let head = read_head(&mut plain, ZSTD_MAGIC.len())?;
+    if sniff(&head) != Some(compression) {
+        return Err(wrong_start(&head, compression));
+    }
+    let again = Cursor::new(head).chain(plain);
+    Ok(match compression {
+        Compression::Gzip => Decoder::Gzip(Box::new(MultiGzDecoder::new(again))),
+        Compression::Zstd => {
+            let mut d = ::zstd::stream::read::Decoder::new(again)?;
+            d.window_log_max(ZSTD_WINDOW_LOG_MAX)?;
+            Decoder::Zstd(Box::new(d))
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::compress::{Codec, ParallelWriter};
+    use std::io::Write;
+
+    fn data() -> Vec<u8> {
+        (0..3_000_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect()
+    }
+
+    fn compressed(data: &[u8], compression: Compression) -> Vec<u8> {
+        let codec = match compression {
+            Compression::Gzip => Codec::Gzip(6),
+            Compression::Zstd => Codec::Zstd(3),
+        };
+        let mut w = ParallelWriter::with_codec(Vec::new(), codec, 2);
+        w.write_all(data).unwrap();
+        w.finish().unwrap()
+    }
+
+    fn decode(bytes: &[u8], compression: Compression) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        open(bytes, compression)?.read_to_end(&mut out)?;
+        Ok(out)
+    }
+
+    #[test]
+    fn both_formats_round_trip() {
+        let data = data();
+        for c in Compression::ALL {
+            assert_eq!(decode(&compressed(&data, c), c).unwrap(), data, "{c}");
+        }
+    }
+
+    #[test]
+    fn the_other_format_is_named_not_decoded() {
+        let data = data();
+        let gz = compressed(&data, Compression::Gzip);
+        let e = decode(&gz, Compression::Zstd).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        assert!(
+            e.to_string()
+                .contains("(.tar.zst.age) says zstd, but it holds gzip data"),
+            "{e}"
+        );
+        let zst = compressed(&data, Compression::Zstd);
+        let e = decode(&zst, Compression::Gzip).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("(.tar.gz.age) says gzip, but it holds zstd data"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn empty_short_and_foreign_plaintexts_are_errors() {
+        for c in Compression::ALL {
+            let e = decode(b"", c).unwrap_err();
+            assert!(e.to_string().contains("nothing was encrypted"), "{e}");
+            let e = decode(b"\x28", c).unwrap_err();
+            assert!(e.to_string().contains("first bytes are 28"), "{e}");
+            let e = decode(b"ustar\0 tar", c).unwrap_err();
+            assert!(e.to_string().contains("75 73 74 61"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_cut_or_extended_zstd_stream_is_an_error() {
+        let zst = compressed(&data(), Compression::Zstd);
+        assert!(decode(&zst[..zst.len() - 3], Compression::Zstd).is_err());
+        assert!(decode(&zst[..zst.len() / 2], Compression::Zstd).is_err());
+        let mut extended = zst.clone();
+        extended.extend_from_slice(b"garbage after the last frame");
+        assert!(decode(&extended, Compression::Zstd).is_err());
+    }
+
+    #[test]
+    fn a_frame_asking_for_a_huge_window_is_refused() {
+        // One frame of zeros written with a 128 MiB window and no content size, so the
+        // decoder cannot shrink the window to the content.
+        let mut c = ::zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+        c.window_log(27).unwrap();
+        c.include_contentsize(false).unwrap();
+        c.write_all(&vec![7u8; 1 << 20]).unwrap();
+        let frame = c.finish().unwrap();
+        let e = decode(&frame, Compression::Zstd).unwrap_err();
+        assert!(e.to_string().contains("memory"), "{e}");
+        // The same frame decodes when the cap allows it: it is the window, not damage.
+        let mut out = Vec::new();
+        let mut d = ::zstd::stream::read::Decoder::new(&frame[..]).unwrap();
+        d.window_log_max(27).unwrap();
+        d.read_to_end(&mut out).unwrap();
+        assert_eq!(out.len(), 1 << 20);
+    }
+}
