@@ -86,7 +86,7 @@ pub(super) fn open_tar<'a>(
     let plain =
         crypt::decrypt(identity, buffered).map_err(|e| damaged(format!("cannot decrypt: {e}")))?;
     let decoder = decompress::open(plain, compression)
-        .map_err(|e| damaged(format!("cannot decompress: {e}")))?;
+        .map_err(|e| damaged(format!("{TRUNCATED}: cannot decompress it: {e}")))?;
     Ok(tar::Archive::new(
         crate::pipeline::tarstream::HeaderCap::new(decoder),
     ))
