@@ -272,10 +272,8 @@ fn open_tar<'a, R: Read>(
     let plain =
         crypt::decrypt(identity, buffered).map_err(|e| position.damaged("cannot decrypt", e))?;
     position.header_done();
-    let decoder = decompress::open(plain, compression)
-        .map_err(|e| position.damaged("the archive is damaged", e))?;
     Ok(tar::Archive::new(
-        crate::pipeline::tarstream::HeaderCap::new(decoder),
+        crate::pipeline::tarstream::HeaderCap::new(decompress::open(plain, compression)),
     ))
 }
 
