@@ -294,13 +294,10 @@ fn open_plain<'a, R: Read>(
 }
 
 /// The second stage: the decrypted payload in, the decompressed tar stream out. A payload
-/// whose first bytes are not what `compression` writes reaches the checking stage as the error
-/// that ends its stream.
+/// whose first bytes are not what `compression` writes fails its first read, which reaches the
+/// checking stage as the error that ends its stream.
 fn decompress_stage(payload: Relay, tar: Feeder, compression: Compression) {
-    match decompress::open(payload, compression) {
-        Ok(mut decoder) => tar.pump(&mut decoder),
-        Err(e) => tar.fail(e),
-    }
+    tar.pump(&mut decompress::open(payload, compression));
 }
 
 /// The plaintext tar stream, as the checking stage reads it.

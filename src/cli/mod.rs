@@ -138,7 +138,8 @@ pub enum Command {
     /// must both be on the target. Anyone holding the URL can download the encrypted archive
     /// until it expires.
     Presign {
-        /// The archive's file name, as `vouch list` prints it (NAME-STAMP.tar.gz.age).
+        /// The archive's file name, as `vouch list` prints it (NAME-STAMP.tar.gz.age, or
+        /// .tar.zst.age: then `| zstd -d | tar -x` after age).
         archive: String,
         /// The S3 target holding it.
         #[arg(long, value_name = "NAME")]

@@ -1152,6 +1152,25 @@ mod tests {
     }
 
     #[test]
+    fn zstd_writers_use_their_own_chunk_size_and_thread_limit() {
+        let mut w = ParallelWriter::with_codec(Vec::new(), Codec::Zstd(3), 8);
+        assert_eq!(w.workers.handles.len(), zstd::ZSTD_MAX_THREADS);
+        assert_eq!(w.max_in_flight, zstd::ZSTD_MAX_THREADS as u64 + 2);
+        // A write fills one 2 MiB chunk before anything is dispatched.
+        let data = text(zstd::ZSTD_CHUNK_SIZE + 10, 111);
+        let n = w.write(&data).unwrap();
+        assert_eq!(n, zstd::ZSTD_CHUNK_SIZE);
+        assert_eq!(w.next_dispatch, 0);
+        w.write_all(&data[n..]).unwrap();
+        assert_eq!(w.next_dispatch, 1);
+        // Gzip keeps its 1 MiB and four workers.
+        let g = ParallelWriter::with_codec(Vec::new(), Codec::Gzip(6), 8);
+        assert_eq!(g.workers.handles.len(), MAX_THREADS);
+        assert_eq!(g.chunk_size, CHUNK_SIZE);
+        assert!(!w.finish().unwrap().is_empty());
+    }
+
+    #[test]
     fn default_threads_is_within_bounds() {
         let n = default_threads();
         assert!((1..=MAX_THREADS).contains(&n));

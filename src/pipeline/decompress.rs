@@ -3,9 +3,11 @@
 //!
 //! The archive's name says its compression ([`Compression::of_archive`]); the plaintext's first
 //! bytes must agree. A `.tar.zst.age` that holds gzip, or the reverse, or one that holds neither,
-//! fails at [`open`] with an [`io::ErrorKind::InvalidData`] error saying what was found, which
-//! the callers report as a damaged archive: a renamed file is not silently read as something it
-//! does not claim to be.
+//! fails the decoder's first read with an [`io::ErrorKind::InvalidData`] error saying what was
+//! found, which the callers report as a damaged archive: a renamed file is not silently read as
+//! something it does not claim to be. The check waits for that first read, so that an archive
+//! whose very first age chunk is damaged fails where it always did, in the tar reader's first
+//! header, with age's own error.
 //!
 //! Gzip goes through flate2's `MultiGzDecoder`, which reads the series of members the writer
 //! makes; zstd through the `zstd` crate's streaming decoder, which reads the series of frames,
@@ -27,19 +29,42 @@ pub const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 /// The plaintext again: the bytes [`open`] looked at, then the rest.
 type Head<R> = io::Chain<Cursor<Vec<u8>>, R>;
 
-/// A decompressing reader over the plaintext of an archive.
-pub enum Decoder<R: Read> {
+/// A decompressing reader over the plaintext of an archive ([`open`]).
+pub struct Decoder<R: Read> {
+    state: State<R>,
+}
+
+/// Where a [`Decoder`] is: not read yet, decoding one format, or failed for good.
+enum State<R: Read> {
+    /// Nothing read yet: the plaintext and the compression the name says.
+    Unopened(R, Compression),
     /// A series of gzip members.
     Gzip(Box<MultiGzDecoder<Head<R>>>),
     /// A series of zstd frames.
     Zstd(Box<::zstd::stream::read::Decoder<'static, BufReader<Head<R>>>>),
+    /// The first read failed; every later one fails the same way.
+    Failed(io::ErrorKind, String),
 }
 
 impl<R: Read> Read for Decoder<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Decoder::Gzip(d) => d.read(buf),
-            Decoder::Zstd(d) => d.read(buf),
+        if matches!(self.state, State::Unopened(..)) {
+            let gone = State::Failed(io::ErrorKind::Other, "the decoder did not start".into());
+            if let State::Unopened(plain, compression) = std::mem::replace(&mut self.state, gone) {
+                match start(plain, compression) {
+                    Ok(state) => self.state = state,
+                    Err(e) => {
+                        self.state = State::Failed(e.kind(), e.to_string());
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        match &mut self.state {
+            State::Gzip(d) => d.read(buf),
+            State::Zstd(d) => d.read(buf),
+            State::Failed(kind, message) => Err(io::Error::new(*kind, message.clone())),
+            State::Unopened(..) => Err(io::Error::other("the decoder did not start")),
         }
     }
 }
@@ -81,20 +106,27 @@ fn wrong_start(head: &[u8], expected: Compression) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what)
 }
 
-/// The decoder for `plain`, the plaintext of an archive whose name says `compression`, after
-/// checking that its first bytes are that format's.
-pub fn open<R: Read>(mut plain: R, compression: Compression) -> io::Result<Decoder<R>> {
+/// The decoder for `plain`, the plaintext of an archive whose name says `compression`. Its first
+/// read checks that the first bytes are that format's.
+pub fn open<R: Read>(plain: R, compression: Compression) -> Decoder<R> {
+    Decoder {
+        state: State::Unopened(plain, compression),
+    }
+}
+
+/// Reads the first bytes of `plain`, checks them against `compression` and starts its decoder.
+fn start<R: Read>(mut plain: R, compression: Compression) -> io::Result<State<R>> {
     let head = read_head(&mut plain, ZSTD_MAGIC.len())?;
     if sniff(&head) != Some(compression) {
         return Err(wrong_start(&head, compression));
     }
     let again = Cursor::new(head).chain(plain);
     Ok(match compression {
-        Compression::Gzip => Decoder::Gzip(Box::new(MultiGzDecoder::new(again))),
+        Compression::Gzip => State::Gzip(Box::new(MultiGzDecoder::new(again))),
         Compression::Zstd => {
             let mut d = ::zstd::stream::read::Decoder::new(again)?;
             d.window_log_max(ZSTD_WINDOW_LOG_MAX)?;
-            Decoder::Zstd(Box::new(d))
+            State::Zstd(Box::new(d))
         }
     })
 }
@@ -123,7 +155,7 @@ mod tests {
 
     fn decode(bytes: &[u8], compression: Compression) -> io::Result<Vec<u8>> {
         let mut out = Vec::new();
-        open(bytes, compression)?.read_to_end(&mut out)?;
+        open(bytes, compression).read_to_end(&mut out)?;
         Ok(out)
     }
 
@@ -153,6 +185,30 @@ mod tests {
                 .contains("(.tar.gz.age) says gzip, but it holds zstd data"),
             "{e}"
         );
+        // Every later read fails the same way; none returns data or end of stream.
+        let mut d = open(&zst[..], Compression::Gzip);
+        let mut buf = [0u8; 16];
+        let first = d.read(&mut buf).unwrap_err();
+        let again = d.read(&mut buf).unwrap_err();
+        assert_eq!(first.kind(), again.kind());
+        assert_eq!(first.to_string(), again.to_string());
+    }
+
+    #[test]
+    fn an_error_reading_the_first_bytes_is_passed_on_unchanged() {
+        struct Broken;
+        impl Read for Broken {
+            fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+                Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "decryption error",
+                ))
+            }
+        }
+        let e = open(Broken, Compression::Zstd)
+            .read(&mut [0u8; 4])
+            .unwrap_err();
+        assert_eq!(e.to_string(), "decryption error");
     }
 
     #[test]

@@ -86,13 +86,6 @@ impl Feeder {
     }
 }
 
-impl Feeder {
-    /// Ends the stream with `error` before any block: what a stage that could not start says.
-    pub fn fail(self, error: io::Error) {
-        let _ = self.queue.send(Message::Failed(error));
-    }
-}
-
 /// Reads into `block` until it is full or `from` ends (0 bytes) or fails; the bytes read
 /// before an error are returned with it, to be delivered first.
 fn fill(from: &mut impl Read, block: &mut [u8]) -> (usize, Option<io::Error>) {

@@ -85,10 +85,8 @@ pub(super) fn open_tar<'a>(
     let buffered = BufReader::with_capacity(BUFFER_SIZE, hashed);
     let plain =
         crypt::decrypt(identity, buffered).map_err(|e| damaged(format!("cannot decrypt: {e}")))?;
-    let decoder = decompress::open(plain, compression)
-        .map_err(|e| damaged(format!("{TRUNCATED}: cannot decompress it: {e}")))?;
     Ok(tar::Archive::new(
-        crate::pipeline::tarstream::HeaderCap::new(decoder),
+        crate::pipeline::tarstream::HeaderCap::new(decompress::open(plain, compression)),
     ))
 }
 

@@ -68,7 +68,8 @@ rules no longer need. The newest verified archive is never removed."
 @VOUCH_BYTES_IN@ bytes in, @VOUCH_BYTES_OUT@ bytes out) is on every target, fsynced, read back, \
 decrypted, decompressed and checked entry by entry, with every required path present and \
 non-empty. `journalctl MESSAGE_ID={}` lists exactly the runs that did this.\n\n\
-To restore with stock tools:\n\n    age -d -i IDENTITY ARCHIVE | tar -xzf - -C DIR\n    \
+To restore with stock tools (a .tar.zst.age: `zstd -d | tar -xf - -C DIR` after age):\n\n    \
+age -d -i IDENTITY ARCHIVE | tar -xzf - -C DIR\n    \
 cd DIR && sha256sum -c .vouch/SHA256SUMS",
             Event::RunSucceeded.message_id()
         ),
