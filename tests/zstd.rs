@@ -51,29 +51,6 @@ fn plaintext(env: &Env, files: &str) -> Vec<u8> {
     bash_ok(&script).stdout
 }
 
-/// `cat FILES | age -d | DECOMPRESS-AND-UNTAR` into `into` with the stock tools, then
-/// `sha256sum -c .vouch/SHA256SUMS` there.
-fn stock_restore(env: &Env, files: &str, untar: &str, into: &Path) {
-    fs::create_dir_all(into).unwrap();
-    let script = format!(
-        "set -o pipefail; cat {files} | age -d -i '{}' | {untar} -C '{}'",
-        env.identity.display(),
-        into.display()
-    );
-    bash_ok(&script);
-    let out = Command::new("sha256sum")
-        .args(["--quiet", "-c", ".vouch/SHA256SUMS"])
-        .current_dir(into)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "sha256sum -c failed: {}{}",
-        stdout(&out),
-        stderr(&out)
-    );
-}
-
 /// Encrypts `plain` to the world's recipient with the real `age` into `path`.
 fn encrypt_to(env: &Env, plain: &[u8], path: &Path) {
     let mut child = Command::new("age")
@@ -138,7 +115,7 @@ fn a_zstd_run_writes_tar_zst_age_that_vouch_and_the_stock_tools_restore() {
         ("tar --zstd -xf -", "stock-tar-zstd"),
     ] {
         let into = env.dir.path().join(dir);
-        stock_restore(&env, &quoted, untar, &into);
+        env.stock_restore_with(&quoted, untar, &into);
         assert_eq!(describe_tree(&restored(&into, &env.src)), before, "{untar}");
     }
 }
@@ -158,7 +135,7 @@ fn split_zstd_archives_restore_with_cat_and_verify() {
     assert_code(&env.vouch(&["verify"]), 0);
     let into = env.dir.path().join("stock");
     let glob = format!("'{}'.*", env.target.join(&base).display());
-    stock_restore(&env, &glob, "zstd -d | tar -xf -", &into);
+    env.stock_restore_with(&glob, "zstd -d | tar -xf -", &into);
     assert_eq!(
         describe_tree(&restored(&into, &env.src)),
         describe_tree(&env.src)

@@ -186,18 +186,20 @@ path = "{target}"
     /// Restores `archive` into `into` with the real `age` and `tar`, then checks
     /// `.vouch/SHA256SUMS` with the real `sha256sum`.
     pub fn stock_restore(&self, archive: &Path, into: &Path) {
-        self.stock_restore_from(&format!("'{}'", archive.display()), into);
+        self.stock_restore_with(&format!("'{}'", archive.display()), "tar -xzf -", into);
     }
 
     /// Restores a split archive (`cat NAME.*`) like [`Env::stock_restore`].
     pub fn stock_restore_parts(&self, name: &Path, into: &Path) {
-        self.stock_restore_from(&format!("'{}'.*", name.display()), into);
+        self.stock_restore_with(&format!("'{}'.*", name.display()), "tar -xzf -", into);
     }
 
-    fn stock_restore_from(&self, files: &str, into: &Path) {
+    /// `cat FILES | age -d | UNTAR -C INTO` with the stock tools (`untar` decompresses and
+    /// unpacks, e.g. `zstd -d | tar -xf -`), then `sha256sum -c .vouch/SHA256SUMS` there.
+    pub fn stock_restore_with(&self, files: &str, untar: &str, into: &Path) {
         fs::create_dir_all(into).unwrap();
         let script = format!(
-            "set -o pipefail; cat {files} | age -d -i '{}' | tar -xzf - -C '{}'",
+            "set -o pipefail; cat {files} | age -d -i '{}' | {untar} -C '{}'",
             self.identity.display(),
             into.display()
         );
