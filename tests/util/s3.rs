@@ -301,15 +301,30 @@ root_domain = ".s3.garage.localhost"
     )
 }
 
-/// Two distinct ports nothing listens on right now (the kernel's choice for port 0, both held
-/// until both are chosen).
+/// Two distinct ports nothing listens on right now, never handed out before in this process.
+///
+/// They come from 20000-32767, below Linux's default range of ephemeral ports (32768-60999), so
+/// no client socket of any process can hold one by chance between this check and Garage's bind;
+/// and a port is handed out once per process, so a server never gets the port of one that an
+/// earlier test stopped and that may still be shutting down (its peers would answer Garage's
+/// RPC with "No handler / shutting down").
 fn free_ports() -> [u16; 2] {
-    let a = TcpListener::bind("127.0.0.1:0").unwrap();
-    let b = TcpListener::bind("127.0.0.1:0").unwrap();
-    [
-        a.local_addr().unwrap().port(),
-        b.local_addr().unwrap().port(),
-    ]
+    use std::collections::BTreeSet;
+    use std::sync::Mutex;
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    let mut seed = u16::from_str_radix(&random_hex(2), 16).unwrap();
+    let mut pick = || loop {
+        seed = seed.wrapping_mul(25173).wrapping_add(13849);
+        let port = 20000 + seed % 12768;
+        if !given.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
+            return port;
+        }
+    };
+    let a = pick();
+    let b = pick();
+    [a, b]
 }
 
 /// `bytes` random bytes as hex.
