@@ -876,14 +876,16 @@ mod tests {
         let data = zstd_archive(&recipient, &files, |_| {});
         let message = failure_as(&data, &identity, Compression::Zstd);
         assert_eq!(message, format!("{MANIFEST_PATH} is missing"));
-        // The last frame's checksum no longer matches: found once the tar has ended.
+        // The frame's checksum no longer matches: the frame is decoded whole and refused
+        // whole, so the damage is found where its data begins, before the first entry.
         let data = zstd_archive(&recipient, &files, |z| {
             let n = z.len();
             z[n - 1] ^= 0x01;
         });
         let message = failure_as(&data, &identity, Compression::Zstd);
         assert!(
-            message.starts_with("the archive is damaged after the last entry (big): "),
+            message
+                .starts_with("the archive is damaged before the first entry: corrupt zstd frame"),
             "{message}"
         );
     }

@@ -48,7 +48,7 @@
 //! **Reading** is [`crate::pipeline::decompress`]: one streaming decoder for the whole
 //! concatenation, of either format.
 
-use crate::pipeline::zstd;
+use crate::pipeline::{members, zstd};
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -84,8 +84,8 @@ const STORED_BLOCK_MAX: usize = 65_535;
 /// A stored block's header: the BFINAL/BTYPE byte, LEN and NLEN.
 const STORED_BLOCK_HEADER: usize = 5;
 
-/// The gzip member header (10 bytes) plus its trailer (CRC-32 and ISIZE, 8 bytes).
-const MEMBER_FRAME: usize = 18;
+/// The gzip member header (with its size field) plus its trailer (CRC-32 and ISIZE, 8 bytes).
+const MEMBER_FRAME: usize = members::GZIP_HEADER_LEN + 8;
 
 /// The number of compression workers to use: the CPUs this process may run on, at most four.
 pub fn default_threads() -> usize {
@@ -558,18 +558,25 @@ impl MemberEncoder {
         }
     }
 
-    /// The 10-byte member header: no name, no mtime, the level hint gzip sets, OS = Unix.
-    fn header(&self) -> [u8; 10] {
+    /// The member header: no name, no mtime, the level hint gzip sets, OS = Unix, and the extra
+    /// field recording the member's size ([`members::SIZE_SUBFIELD`]), zero until
+    /// [`MemberEncoder::member`] knows it.
+    fn header(&self) -> [u8; members::GZIP_HEADER_LEN] {
         let xfl = match self.level {
             9 => 2,
             1 => 4,
             _ => 0,
         };
-        [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, xfl, 3]
+        let [si1, si2] = members::SIZE_SUBFIELD;
+        // FLG = FEXTRA; XLEN = 8: one subfield of four bytes.
+        [
+            0x1f, 0x8b, 8, 4, 0, 0, 0, 0, xfl, 3, 8, 0, si1, si2, 4, 0, 0, 0, 0, 0,
+        ]
     }
 
     /// Appends one complete member for `run`: deflated, or stored when `stored` is set.
     fn member(&mut self, run: &[u8], stored: bool, out: &mut Vec<u8>) -> io::Result<()> {
+        let first = out.len();
         out.extend_from_slice(&self.header());
         if stored {
             put_stored(out, run, true);
@@ -586,6 +593,9 @@ impl MemberEncoder {
         out.extend_from_slice(&libdeflater::crc32(run).to_le_bytes());
         // ISIZE is the length modulo 2^32; a chunk is far below that.
         out.extend_from_slice(&(run.len() as u32).to_le_bytes());
+        // A member is at most a chunk plus its framing, far below 2^32.
+        let size = (out.len() - first) as u32;
+        out[first + 16..first + 20].copy_from_slice(&size.to_le_bytes());
         Ok(())
     }
 }

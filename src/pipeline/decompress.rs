@@ -9,16 +9,18 @@
 //! whose very first age chunk is damaged fails where it always did, in the tar reader's first
 //! header, with age's own error.
 //!
-//! Gzip goes through flate2's `MultiGzDecoder`, which reads the series of members the writer
-//! makes; zstd through the `zstd` crate's streaming decoder, which reads the series of frames,
-//! checks each frame's checksum, fails on a frame cut short, and here refuses a frame that asks
-//! for a window over [`ZSTD_WINDOW_LOG_MAX`], so a damaged header cannot make it allocate
-//! 128 MiB. Both stream: memory does not grow with the archive.
+//! The members (frames) vouch writes are decoded whole on every core by
+//! [`crate::pipeline::members`]; anything else, such as an archive written before gzip members
+//! recorded their size, goes from there to a streaming decoder: flate2's `MultiGzDecoder` for a
+//! series of gzip members, the `zstd` crate's for a series of frames, which checks each frame's
+//! checksum, fails on a frame cut short, and refuses a frame that asks for a window over
+//! [`crate::pipeline::zstd::ZSTD_WINDOW_LOG_MAX`], so a damaged header cannot make it allocate
+//! 128 MiB. Memory does not grow with the archive either way.
 
 use crate::config::Compression;
-use crate::pipeline::zstd::ZSTD_WINDOW_LOG_MAX;
-use flate2::read::MultiGzDecoder;
-use std::io::{self, BufReader, Cursor, Read};
+use crate::pipeline::compress::default_threads;
+use crate::pipeline::members::{Format, Members};
+use std::io::{self, Cursor, Read};
 
 /// The first bytes of every gzip member (RFC 1952: ID1, ID2).
 pub const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
@@ -38,10 +40,8 @@ pub struct Decoder<R: Read> {
 enum State<R: Read> {
     /// Nothing read yet: the plaintext and the compression the name says.
     Unopened(R, Compression),
-    /// A series of gzip members.
-    Gzip(Box<MultiGzDecoder<Head<R>>>),
-    /// A series of zstd frames.
-    Zstd(Box<::zstd::stream::read::Decoder<'static, BufReader<Head<R>>>>),
+    /// A series of gzip members or zstd frames.
+    Units(Box<Members<Head<R>>>),
     /// The first read failed; every later one fails the same way.
     Failed(io::ErrorKind, String),
 }
@@ -61,8 +61,7 @@ impl<R: Read> Read for Decoder<R> {
             }
         }
         match &mut self.state {
-            State::Gzip(d) => d.read(buf),
-            State::Zstd(d) => d.read(buf),
+            State::Units(d) => d.read(buf),
             State::Failed(kind, message) => Err(io::Error::new(*kind, message.clone())),
             State::Unopened(..) => Err(io::Error::other("the decoder did not start")),
         }
@@ -121,14 +120,15 @@ fn start<R: Read>(mut plain: R, compression: Compression) -> io::Result<State<R>
         return Err(wrong_start(&head, compression));
     }
     let again = Cursor::new(head).chain(plain);
-    Ok(match compression {
-        Compression::Gzip => State::Gzip(Box::new(MultiGzDecoder::new(again))),
-        Compression::Zstd => {
-            let mut d = ::zstd::stream::read::Decoder::new(again)?;
-            d.window_log_max(ZSTD_WINDOW_LOG_MAX)?;
-            State::Zstd(Box::new(d))
-        }
-    })
+    let format = match compression {
+        Compression::Gzip => Format::Gzip,
+        Compression::Zstd => Format::Zstd,
+    };
+    Ok(State::Units(Box::new(Members::new(
+        again,
+        format,
+        default_threads(),
+    ))))
 }
 
 #[cfg(test)]

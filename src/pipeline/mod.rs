@@ -6,8 +6,10 @@ pub mod archive; // walked sources -> tar entries + manifest lines, each file re
 pub mod compress; // gzip or zstd on every core, as independent members or frames
 pub mod crypt; // age recipients, identities, encryption
 pub mod decompress; // the reading side: the decoder an archive's name asks for, checked
+pub mod inflate; // libdeflate inflating one whole gzip member, exactly
 pub mod io; // hashing, counting and fan-out adapters
 pub mod manifest; // .vouch/manifest.json and .vouch/SHA256SUMS
+pub mod members; // gzip members and zstd frames decoded whole, on every core
 pub mod relay; // a byte stream handed between threads in blocks, errors in order
 pub mod tarstream; // the pax tar writer
 pub mod walk; // walking the sources
