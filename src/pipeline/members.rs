@@ -308,6 +308,8 @@ impl<R: Read> Members<R> {
                 Format::Zstd => next_frame(source, buf),
             };
             match unit {
+                // An empty stream is the streaming decoder's to judge, as it always was.
+                Ok(Unit::End) if self.sent == 0 => self.after = After::Other(Vec::new()),
                 Ok(Unit::End) => self.after = After::End,
                 Ok(Unit::Other(head)) => self.after = After::Other(head),
                 Ok(Unit::Whole { input, out_len }) => self.send(input, out_len),
