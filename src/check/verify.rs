@@ -278,19 +278,34 @@ const RELAY_BLOCK: usize = 256 * 1024;
 /// Blocks queued between two stages of the read-back.
 const RELAY_BLOCKS: usize = 4;
 
-/// The decrypted (still compressed) payload of an archive read through `hashed`.
-type Plain<'a, R> = age::stream::StreamReader<Counting<BufReader<&'a mut HashReader<R>>>>;
+/// The decrypted (still compressed) payload of an archive, read from the relay the reading
+/// thread fills.
+type Plain = age::stream::StreamReader<Counting<Relay>>;
 
-fn open_plain<'a, R: Read>(
-    hashed: &'a mut HashReader<R>,
+fn open_plain(
+    ciphertext: Relay,
     identity: &Identity,
     position: &Position,
-) -> Result<Plain<'a, R>, Mismatch> {
-    let buffered = position.count(BufReader::with_capacity(BUFFER_SIZE, hashed));
+) -> Result<Plain, Mismatch> {
+    let counted = position.count(ciphertext);
     let plain =
-        crypt::decrypt(identity, buffered).map_err(|e| position.damaged("cannot decrypt", e))?;
+        crypt::decrypt(identity, counted).map_err(|e| position.damaged("cannot decrypt", e))?;
     position.header_done();
     Ok(plain)
+}
+
+/// The first stage after reading: the ciphertext in, the decrypted payload out. A header that
+/// does not open is returned, and the payload relay dropped, which the next stage meets as a
+/// stream that stopped.
+fn decrypt_stage(
+    ciphertext: Relay,
+    payload: Feeder,
+    identity: &Identity,
+    position: &Position,
+) -> Result<(), Mismatch> {
+    let mut plain = open_plain(ciphertext, identity, position)?;
+    payload.pump(&mut plain);
+    Ok(())
 }
 
 /// The second stage: the decrypted payload in, the decompressed tar stream out. A payload
@@ -346,9 +361,11 @@ pub fn verify_full(
     check_totals(hashed, expected)
 }
 
-/// Runs the three stages of a read-back through `hashed`: this thread reads and decrypts, one
-/// thread decompresses, and one runs `check` on the tar stream (which must read it to its end,
-/// see [`drain`]). Returns what `check` returns.
+/// Runs the stages of a read-back through `hashed`: this thread reads the archive (and hashes
+/// it, in `hashed`), one thread decrypts, one decompresses (with its workers, see
+/// [`crate::pipeline::members`]), and one runs `check` on the tar stream (which must read it to
+/// its end, see [`drain`]). Returns what `check` returns, or the decrypting stage's failure to
+/// open the archive, which comes first.
 fn in_stages<R: Read, T: Send>(
     hashed: &mut HashReader<R>,
     identity: &Identity,
@@ -356,12 +373,18 @@ fn in_stages<R: Read, T: Send>(
     position: &Position,
     check: impl FnOnce(TarStream) -> Result<T, Mismatch> + Send,
 ) -> Result<T, Mismatch> {
-    let mut plain = open_plain(hashed, identity, position)?;
+    let (cipher_feed, ciphertext) = relay::channel(RELAY_BLOCKS, RELAY_BLOCK);
     let (payload_feed, payload) = relay::channel(RELAY_BLOCKS, RELAY_BLOCK);
     let (tar_feed, tar) = relay::channel(RELAY_BLOCKS, RELAY_BLOCK);
     std::thread::scope(|s| {
         // A stage that cannot start drops its end of the relay, which the next stage meets as
         // a stream that stopped before its end.
+        let decrypting = std::thread::Builder::new()
+            .name("vouch-decrypt".into())
+            .spawn_scoped(s, move || {
+                decrypt_stage(ciphertext, payload_feed, identity, position)
+            })
+            .map_err(|e| mismatch(format!("cannot start a thread to decrypt: {e}")))?;
         let _ = std::thread::Builder::new()
             .name("vouch-inflate".into())
             .spawn_scoped(s, move || decompress_stage(payload, tar_feed, compression));
@@ -370,10 +393,14 @@ fn in_stages<R: Read, T: Send>(
             .name("vouch-check".into())
             .spawn_scoped(s, move || check(tar))
             .map_err(|e| mismatch(format!("cannot start a thread to check entries: {e}")))?;
-        payload_feed.pump(&mut plain);
-        checking
+        cipher_feed.pump(hashed);
+        let checked = checking
             .join()
-            .unwrap_or_else(|_| Err(mismatch("the thread checking entries panicked")))
+            .unwrap_or_else(|_| Err(mismatch("the thread checking entries panicked")));
+        let opened = decrypting
+            .join()
+            .unwrap_or_else(|_| Err(mismatch("the thread decrypting panicked")));
+        opened.and(checked)
     })
 }
 
@@ -876,16 +903,14 @@ mod tests {
         let data = zstd_archive(&recipient, &files, |_| {});
         let message = failure_as(&data, &identity, Compression::Zstd);
         assert_eq!(message, format!("{MANIFEST_PATH} is missing"));
-        // The frame's checksum no longer matches: the frame is decoded whole and refused
-        // whole, so the damage is found where its data begins, before the first entry.
+        // The last frame's checksum no longer matches: found once the tar has ended.
         let data = zstd_archive(&recipient, &files, |z| {
             let n = z.len();
             z[n - 1] ^= 0x01;
         });
         let message = failure_as(&data, &identity, Compression::Zstd);
         assert!(
-            message
-                .starts_with("the archive is damaged before the first entry: corrupt zstd frame"),
+            message.starts_with("the archive is damaged after the last entry (big): "),
             "{message}"
         );
     }

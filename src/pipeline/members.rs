@@ -23,8 +23,10 @@
 //! it always did and reports its damage in its own words. Archives written before the length
 //! was recorded are read that way, as a whole.
 //!
-//! **Errors in order.** A unit that does not decode fails in its turn, after the output of every
-//! unit before it. A failure reading the source (age finding a damaged chunk) comes in the middle
+//! **Errors in order.** A unit that does not decode whole is handed in its turn, after the
+//! output of every unit before it, to the streaming decoder with everything after it, which
+//! returns what it can decode of it and then its error, in the tar entry the damage lies in. A
+//! failure reading the source (age finding a damaged chunk) comes in the middle
 //! of a unit: what was read of that unit goes to the streaming decoder, which returns its bytes
 //! and then the failure, so the reader meets the damage exactly where a streaming decoder would
 //! have, and the tar entry it is reading is the one the damage lies in. Later reads fail the
@@ -218,13 +220,15 @@ impl UnitDecoder {
     /// Decodes `input` into `out`, which must come to exactly `out_len` bytes.
     fn decode(&mut self, input: &[u8], out: &mut Vec<u8>, out_len: usize) -> io::Result<()> {
         let bad = |what: String| io::Error::new(io::ErrorKind::InvalidData, what);
-        out.clear();
         match self {
             UnitDecoder::Gzip(d) => {
+                // A recycled buffer keeps its length: only what it lacks is zeroed, and every
+                // byte is written over.
                 out.resize(out_len, 0);
                 d.gunzip_exact(input, out)?;
             }
             UnitDecoder::Zstd(d) => {
+                out.clear();
                 out.reserve(out_len);
                 let n = d
                     .decompress_to_buffer(input, out)
@@ -251,7 +255,7 @@ pub struct Members<R: Read> {
     sent: u64,
     returned: u64,
     /// Finished units that came back before their turn.
-    early: BTreeMap<u64, io::Result<Vec<u8>>>,
+    early: BTreeMap<u64, (io::Result<Vec<u8>>, Vec<u8>)>,
     /// What comes after the last unit sent: nothing yet, the end, something to stream, or an
     /// error reading the source.
     after: After,
@@ -330,23 +334,19 @@ impl<R: Read> Members<R> {
             out_len,
         };
         self.sent += 1;
-        let gone = match &pool.jobs {
-            Some(jobs) => jobs.send(job).is_err(),
-            None => true,
+        let refused = match &pool.jobs {
+            Some(jobs) => jobs.send(job).err().map(|e| e.0.input),
+            None => Some(Vec::new()),
         };
-        if gone {
+        if let Some(input) = refused {
             let e = io::Error::other("the decompressing threads stopped");
-            self.early.insert(self.sent - 1, Err(e));
+            self.early.insert(self.sent - 1, (Err(e), input));
         }
     }
 
-    /// The output of the next unit in order, waiting for it.
-    fn next_output(&mut self) -> io::Result<Vec<u8>> {
-        loop {
-            if let Some(r) = self.early.remove(&self.returned) {
-                self.returned += 1;
-                return r;
-            }
+    /// Waits until unit `seq` has come back from its worker.
+    fn wait_for(&mut self, seq: u64) -> io::Result<()> {
+        while !self.early.contains_key(&seq) {
             let Some(pool) = self.pool.as_ref() else {
                 return Err(io::Error::other("the decompressing threads stopped"));
             };
@@ -354,9 +354,47 @@ impl<R: Read> Members<R> {
                 .done
                 .recv()
                 .map_err(|_| io::Error::other("a decompressing thread stopped (it panicked)"))?;
-            self.spare_in.push(done.input);
-            self.early.insert(done.seq, done.result);
+            self.early.insert(done.seq, (done.result, done.input));
         }
+        Ok(())
+    }
+
+    /// The output of the next unit in order, waiting for it; `None` when it did not decode and
+    /// the stream goes on from it through the streaming decoder.
+    fn next_output(&mut self) -> io::Result<Option<Vec<u8>>> {
+        self.wait_for(self.returned)?;
+        let Some((result, input)) = self.early.remove(&self.returned) else {
+            return Err(io::Error::other("a decompressed unit went missing"));
+        };
+        self.returned += 1;
+        match result {
+            Ok(out) => {
+                self.spare_in.push(input);
+                Ok(Some(out))
+            }
+            Err(_) => {
+                self.stream_from(input)?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Hands a unit that did not decode whole to the streaming decoder, with every unit read
+    /// after it and the rest of the source, so that its damage is reported where the streaming
+    /// decoder finds it: after the bytes before the damage, in the entry they belong to.
+    fn stream_from(&mut self, mut head: Vec<u8>) -> io::Result<()> {
+        for seq in self.returned..self.sent {
+            self.wait_for(seq)?;
+            if let Some((_, input)) = self.early.remove(&seq) {
+                head.extend_from_slice(&input);
+            }
+        }
+        self.returned = self.sent;
+        if let After::Other(bytes) = std::mem::replace(&mut self.after, After::More) {
+            head.extend_from_slice(&bytes);
+        }
+        self.after = After::Other(head);
+        self.after_units().map(|_| ())
     }
 
     /// Moves to whatever follows the last unit: the streaming decoder, the end, or the error.
@@ -390,10 +428,11 @@ impl<R: Read> Members<R> {
             }
             self.fill();
             if self.returned < self.sent {
-                let out = self.next_output()?;
-                let old = std::mem::replace(&mut self.current, out);
-                self.spare_out.push(old);
-                self.pos = 0;
+                if let Some(out) = self.next_output()? {
+                    let old = std::mem::replace(&mut self.current, out);
+                    self.spare_out.push(old);
+                    self.pos = 0;
+                }
             } else if !self.after_units()? {
                 return Ok(0);
             }
@@ -713,8 +752,18 @@ mod tests {
         let mut forged = with_first_size(&bytes[..size], size + 8);
         forged.extend_from_slice(&bytes[size - 8..size]);
         forged.extend_from_slice(&bytes[size..]);
-        let e = decoded(&forged, Format::Gzip, 2).unwrap_err();
-        assert!(e.to_string().contains("corrupt gzip member"), "{e}");
+        // The member does not decode whole, and the streaming decoder, reading the stream as
+        // gzip does, meets the copy as a member header that is not one.
+        let mut out = Vec::new();
+        let e = Members::new(&forged[..], Format::Gzip, 2)
+            .read_to_end(&mut out)
+            .unwrap_err();
+        assert!(e.to_string().contains("header"), "{e}");
+        assert!(
+            data.starts_with(&out),
+            "{} bytes, not the data's start",
+            out.len()
+        );
     }
 
     #[test]
