@@ -14,7 +14,8 @@
 //!    destination lists the journal's token for that directory.
 //! 2. The first pass (`read`). The archive is decrypted to its end for the two files that close
 //!    it, `.vouch/manifest.json` and `.vouch/SHA256SUMS`, and its ciphertext is hashed (compared
-//!    with the receipt when there is one). Nothing is written during that pass.
+//!    with the receipt when there is one). Nothing is written during that pass. The manifest
+//!    is spooled to disk and read back one entry at a time, never held whole in memory.
 //! 3. The plan (`plan`). The manifest is checked as a whole. Every path must be relative and
 //!    plain (no `/` at the start, no `.` or `..` component, no empty component), appear once,
 //!    and not lie below an entry that is not a directory (a symlink `a` followed by a file `a/x`
