@@ -25,11 +25,14 @@ use crate::config::Compression;
 use crate::pipeline::crypt::{self, Identity};
 use crate::pipeline::decompress;
 use crate::pipeline::io::{HashReader, BUFFER_SIZE};
-use crate::pipeline::manifest::{Entry, EntryType, Spooled, MANIFEST_PATH, SUMS_PATH};
+use crate::pipeline::manifest::{
+    self, Digest, Entry, EntryType, SpoolError, Spooled, MANIFEST_PATH, SUMS_PATH,
+};
 use crate::pipeline::relay::{self, Feeder, Relay};
-use sha2::{Digest, Sha256};
+use sha2::{Digest as _, Sha256};
 use std::fmt::Display;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufRead, BufReader, Read, Seek};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -589,10 +592,12 @@ pub struct Verified {
     pub archive_sha256: String,
 }
 
-/// The `.vouch/` files of an archive, read in a first pass.
+/// The `.vouch/` files of an archive, read in a first pass: the manifest copied into a spool
+/// file, both hashed, neither held in memory.
 struct Closing {
-    manifest: Vec<u8>,
-    sums: Vec<u8>,
+    manifest: std::fs::File,
+    manifest_digest: Digest,
+    sums_digest: Digest,
     archive_sha256: String,
     archive_size: u64,
 }
@@ -601,6 +606,7 @@ fn read_closing(
     file: impl Read,
     identity: &Identity,
     compression: Compression,
+    spool_dir: &Path,
 ) -> Result<Closing, Mismatch> {
     let mut hashed = HashReader::new(file);
     let position = Position::new();
@@ -613,17 +619,21 @@ fn read_closing(
         while let Some(mut found) = next_entry(&mut iter, &position)? {
             let path = found.path_bytes().into_owned();
             let unreadable = |e| position.damaged("cannot read its data", e);
-            if path == MANIFEST_PATH.as_bytes() || path == SUMS_PATH.as_bytes() {
-                let name = String::from_utf8_lossy(&path).into_owned();
-                let data = crate::pipeline::manifest::read_closing_file(&mut found, &name, &|| {
-                    position.offset()
-                })
-                .map_err(unreadable)?;
-                if path == MANIFEST_PATH.as_bytes() {
-                    manifest = Some(data);
-                } else {
-                    sums = Some(data);
-                }
+            let consumed = || position.offset();
+            if path == MANIFEST_PATH.as_bytes() {
+                let mut spool = manifest::spool_file(spool_dir)
+                    .map_err(|e| mismatch(format!("cannot spool the manifest: {e}")))?;
+                let mut out = io::BufWriter::new(&mut spool);
+                let digest =
+                    manifest::copy_closing_file(&mut found, MANIFEST_PATH, &consumed, &mut out)
+                        .map_err(unreadable)?;
+                drop(out);
+                manifest = Some((spool, digest));
+            } else if path == SUMS_PATH.as_bytes() {
+                let digest =
+                    manifest::copy_closing_file(&mut found, SUMS_PATH, &consumed, &mut io::sink())
+                        .map_err(unreadable)?;
+                sums = Some(digest);
             } else {
                 // Read here rather than skipped by the next header's read, so that damage in
                 // the data is found while this entry is the one being read.
@@ -636,32 +646,72 @@ fn read_closing(
     let (archive_sha256, archive_size) = hashed
         .finish()
         .map_err(|e| mismatch(format!("reading the archive failed: {e}")))?;
+    let (manifest, manifest_digest) =
+        manifest.ok_or_else(|| mismatch(format!("{MANIFEST_PATH} is missing")))?;
     Ok(Closing {
-        manifest: manifest.ok_or_else(|| mismatch(format!("{MANIFEST_PATH} is missing")))?,
-        sums: sums.ok_or_else(|| mismatch(format!("{SUMS_PATH} is missing")))?,
+        manifest,
+        manifest_digest,
+        sums_digest: sums.ok_or_else(|| mismatch(format!("{SUMS_PATH} is missing")))?,
         archive_sha256,
         archive_size,
     })
 }
 
-fn sha256_hex(data: &[u8]) -> String {
-    crate::pipeline::io::hex(&Sha256::digest(data))
+/// Reads the manifest text `raw` entry by entry into a new spool in `spool_dir` and checks it
+/// against what the archive holds: the checksum list the spooled entries make must have
+/// `sums`' digest, and the manifest rebuilt from them `manifest`'s (byte for byte the same
+/// text, compared by SHA-256 and length). Neither text is held in memory.
+fn respool(
+    raw: impl Read,
+    manifest: &Digest,
+    sums: &Digest,
+    spool_dir: &Path,
+) -> Result<Spooled, Mismatch> {
+    let (_, _, mut spooled) = manifest::spool_manifest(raw, spool_dir).map_err(|e| match e {
+        SpoolError::Json(e) if e.is_io() => mismatch(format!("cannot read the spool: {e}")),
+        SpoolError::Json(e) => mismatch(format!("{MANIFEST_PATH} is not a vouch manifest: {e}")),
+        SpoolError::Spool(e) => mismatch(format!("cannot spool the manifest: {e}")),
+    })?;
+    let unreadable = |e| mismatch(format!("cannot read the spool: {e}"));
+    // The checksum list must say what the manifest says.
+    let rebuilt = spooled
+        .sums_reader()
+        .and_then(|mut r| Digest::of(&mut r))
+        .map_err(unreadable)?;
+    if &rebuilt != sums {
+        return Err(mismatch(format!(
+            "{SUMS_PATH} disagrees with {MANIFEST_PATH}"
+        )));
+    }
+    // The manifest read back must be byte for byte the one in the archive: compare through
+    // the same spool the second pass uses.
+    let rebuilt = spooled
+        .manifest_reader()
+        .and_then(|mut r| Digest::of(&mut r))
+        .map_err(unreadable)?;
+    if &rebuilt != manifest {
+        return Err(mismatch(format!(
+            "{MANIFEST_PATH} is not in the form vouch writes (edited, or from another version)"
+        )));
+    }
+    Ok(spooled)
 }
 
 /// Verifies an archive on its own: a first pass reads its manifest and checksum list (they close
 /// the archive), a second pass checks every entry against them, exactly as `vouch run` does
 /// right after writing. `open` opens the archive (its parts in order) for reading from the
 /// storage; `compression` is what the archive's name says; `receipt` gives the size and SHA-256
-/// the archive must have, when there is one.
+/// the archive must have, when there is one. The manifest is kept in spool files in
+/// `spool_dir`, so memory does not grow with the number of entries.
 pub fn verify_archive(
     open: &dyn Fn() -> io::Result<Box<dyn Read>>,
     identity: &Identity,
     compression: Compression,
     receipt: Option<(&str, u64)>,
-    spool_dir: &std::path::Path,
+    spool_dir: &Path,
 ) -> Result<Verified, Mismatch> {
     let reopen = || open().map_err(|e| mismatch(format!("cannot open the archive: {e}")));
-    let closing = read_closing(reopen()?, identity, compression)?;
+    let mut closing = read_closing(reopen()?, identity, compression, spool_dir)?;
     if let Some((sha, size)) = receipt {
         if sha != closing.archive_sha256 || size != closing.archive_size {
             return Err(mismatch(format!(
@@ -670,57 +720,28 @@ pub fn verify_archive(
             )));
         }
     }
-    let manifest: crate::pipeline::manifest::Manifest =
-        serde_json::from_slice(&closing.manifest)
-            .map_err(|e| mismatch(format!("{MANIFEST_PATH} is not a vouch manifest: {e}")))?;
-    let mut writer =
-        crate::pipeline::manifest::ManifestWriter::new(manifest.head.clone(), spool_dir)
-            .map_err(|e| mismatch(format!("cannot spool the manifest: {e}")))?;
-    for e in &manifest.entries {
-        writer
-            .push(e)
-            .map_err(|e| mismatch(format!("cannot spool the manifest: {e}")))?;
-    }
-    let mut spooled = writer
-        .finish(&manifest.tail)
-        .map_err(|e| mismatch(format!("cannot spool the manifest: {e}")))?;
-    // The checksum list must say what the manifest says.
-    let mut sums = Vec::new();
-    spooled
-        .sums_reader()
-        .and_then(|mut r| r.read_to_end(&mut sums))
+    closing
+        .manifest
+        .seek(io::SeekFrom::Start(0))
         .map_err(|e| mismatch(format!("cannot read the spool: {e}")))?;
-    if sums != closing.sums {
-        return Err(mismatch(format!(
-            "{SUMS_PATH} disagrees with {MANIFEST_PATH}"
-        )));
-    }
-    let manifest_sha256 = sha256_hex(&closing.manifest);
-    let sums_sha256 = sha256_hex(&closing.sums);
+    let mut spooled = respool(
+        &closing.manifest,
+        &closing.manifest_digest,
+        &closing.sums_digest,
+        spool_dir,
+    )?;
+    drop(closing.manifest);
     let mut expected = Expected {
         manifest: &mut spooled,
-        manifest_sha256: &manifest_sha256,
-        sums_sha256: &sums_sha256,
+        manifest_sha256: &closing.manifest_digest.sha256,
+        sums_sha256: &closing.sums_digest.sha256,
         archive_sha256: &closing.archive_sha256,
         archive_size: closing.archive_size,
         compression,
     };
-    // The manifest read back must be byte for byte the one in the archive: compare through
-    // the same spool the second pass uses.
-    let mut rebuilt = Vec::new();
-    expected
-        .manifest
-        .manifest_reader()
-        .and_then(|mut r| r.read_to_end(&mut rebuilt))
-        .map_err(|e| mismatch(format!("cannot read the spool: {e}")))?;
-    if rebuilt != closing.manifest {
-        return Err(mismatch(format!(
-            "{MANIFEST_PATH} is not in the form vouch writes (edited, or from another version)"
-        )));
-    }
     verify_full(reopen()?, identity, &mut expected, &mut |_| {})?;
     Ok(Verified {
-        entries: manifest.entries.len() as u64,
+        entries: spooled.count,
         archive_size: closing.archive_size,
         archive_sha256: closing.archive_sha256,
     })
@@ -786,10 +807,104 @@ mod tests {
     }
 
     fn failure(ciphertext: &[u8], identity: &Identity) -> String {
-        match read_closing(ciphertext, identity, Compression::Gzip) {
+        let dir = tempfile::tempdir().unwrap();
+        match read_closing(ciphertext, identity, Compression::Gzip, dir.path()) {
             Ok(_) => panic!("the damaged archive was read without an error"),
             Err(m) => m.0,
         }
+    }
+
+    /// A manifest of `n` files as vouch writes it, and its SHA256SUMS.
+    fn closing_files(n: usize) -> (Vec<u8>, Vec<u8>) {
+        let head = manifest::Head {
+            format: "vouch-manifest".into(),
+            version: 1,
+            run_id: "00".repeat(16),
+            host: "h".into(),
+            ..manifest::Head::default()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = manifest::ManifestWriter::new(head, dir.path()).unwrap();
+        for i in 0..n {
+            w.push(&Entry {
+                path: format!("srv/f{i}"),
+                path_hex: None,
+                kind: EntryType::File,
+                mode: "0644".into(),
+                uid: 0,
+                gid: 0,
+                owner: "root:root".into(),
+                size: 1,
+                mtime: 1,
+                sha256: Some(format!("{i:064x}")),
+                link: None,
+                link_hex: None,
+                changed: false,
+                read_error: None,
+            })
+            .unwrap();
+        }
+        let mut spooled = w.finish(&manifest::Tail::default()).unwrap();
+        let (mut text, mut sums) = (Vec::new(), Vec::new());
+        spooled
+            .manifest_reader()
+            .unwrap()
+            .read_to_end(&mut text)
+            .unwrap();
+        spooled
+            .sums_reader()
+            .unwrap()
+            .read_to_end(&mut sums)
+            .unwrap();
+        (text, sums)
+    }
+
+    /// What the first pass makes of `text` and `sums`: the spool, or the refusal.
+    fn respooled(text: &[u8], sums: &[u8]) -> Result<Spooled, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let digest = |b: &[u8]| Digest::of(&mut &b[..]).unwrap();
+        respool(text, &digest(text), &digest(sums), dir.path()).map_err(|m| m.0)
+    }
+
+    #[test]
+    fn the_manifest_is_respooled_entry_by_entry_and_checked_whole() {
+        let (text, sums) = closing_files(2000);
+        let spooled = respooled(&text, &sums).unwrap();
+        assert_eq!(spooled.count, 2000);
+        let paths: Vec<String> = spooled
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path)
+            .collect();
+        assert_eq!(paths.len(), 2000);
+        assert_eq!(paths[1999], "srv/f1999");
+        let text = String::from_utf8(text).unwrap();
+        let not_vouch = format!("{MANIFEST_PATH} is not a vouch manifest: ");
+        let not_the_form = format!("{MANIFEST_PATH} is not in the form vouch writes");
+        let extra_entry_field = text.replacen("\"owner\":", "\"extra\":1,\"owner\":", 1);
+        let extra_field = text.replacen("\"entries\":", "\"extra\":1,\"entries\":", 1);
+        let spaced = text.replacen(",\n", ", \n", 1);
+        let cases = [
+            ("not json".to_owned(), &not_vouch),
+            (text[..text.len() / 2].to_owned(), &not_vouch),
+            (extra_entry_field, &not_vouch),
+            (extra_field, &not_the_form),
+            (spaced, &not_the_form),
+            (text.replacen("\"h\"", "\"h\" ", 1), &not_the_form),
+        ];
+        for (bad, want) in cases {
+            // SHA256SUMS is the one these entries make, so only the manifest is wrong.
+            let got = respooled(bad.as_bytes(), &sums).err().unwrap_or_default();
+            assert!(got.starts_with(want.as_str()), "{got}");
+        }
+        let mut other = sums.clone();
+        other[0] ^= 1;
+        let got = respooled(text.as_bytes(), &other).err().unwrap_or_default();
+        assert_eq!(got, format!("{SUMS_PATH} disagrees with {MANIFEST_PATH}"));
+        let got = respooled(text.as_bytes(), &sums[..sums.len() - 1])
+            .err()
+            .unwrap_or_default();
+        assert_eq!(got, format!("{SUMS_PATH} disagrees with {MANIFEST_PATH}"));
     }
 
     #[test]
@@ -889,7 +1004,8 @@ mod tests {
     }
 
     fn failure_as(ciphertext: &[u8], identity: &Identity, compression: Compression) -> String {
-        match read_closing(ciphertext, identity, compression) {
+        let dir = tempfile::tempdir().unwrap();
+        match read_closing(ciphertext, identity, compression, dir.path()) {
             Ok(_) => panic!("the damaged archive was read without an error"),
             Err(m) => m.0,
         }

@@ -278,6 +278,7 @@ pub fn execute(cli: &Cli, request: &Request) -> Result<ExitCode, Error> {
         devices: request.devices,
         progress: true,
         compression: Compression::default(),
+        spool: std::env::temp_dir(),
     };
     let (copy, done) = first_intact(&copies, |copy| restore_copy(copy, &identity, &options))?;
     report(copy, &done);

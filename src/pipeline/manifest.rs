@@ -10,11 +10,14 @@
 //! files while the archive is written, one JSON object per line, and copied into the tar stream
 //! at the end. Verification walks the same spool in step with the archive it reads back.
 
-use serde::{Deserialize, Serialize};
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+use sha2::{Digest as _, Sha256};
+use std::fmt;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 
 /// Where the manifest lives inside the archive.
@@ -41,15 +44,53 @@ pub fn read_closing_file(
     consumed: &dyn Fn() -> u64,
 ) -> io::Result<Vec<u8>> {
     let mut out = Vec::new();
+    copy_closing_file(r, name, consumed, &mut out)?;
+    Ok(out)
+}
+
+/// What a closing file was: its SHA-256 (hex) and length.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Digest {
+    /// SHA-256 of the bytes, in hex.
+    pub sha256: String,
+    /// How many bytes.
+    pub len: u64,
+}
+
+impl Digest {
+    /// The digest of everything `r` yields.
+    pub fn of(r: &mut impl Read) -> io::Result<Digest> {
+        let mut hashed = crate::pipeline::io::HashWriter::new(io::sink());
+        io::copy(r, &mut hashed)?;
+        let (_, sha256, len) = hashed.finish();
+        Ok(Digest { sha256, len })
+    }
+}
+
+/// Copies a closing file of an archive (`name`, for the message) into `out` as it is read,
+/// hashing it, under the cap of [`read_closing_file`]; returns its digest. Nothing of it is
+/// held in memory beyond one buffer.
+pub fn copy_closing_file(
+    r: &mut impl Read,
+    name: &str,
+    consumed: &dyn Fn() -> u64,
+    out: &mut dyn Write,
+) -> io::Result<Digest> {
+    let mut hash = Sha256::new();
+    let mut len = 0u64;
     let mut buf = vec![0u8; 64 << 10];
     loop {
         let n = r.read(&mut buf)?;
         if n == 0 {
-            return Ok(out);
+            out.flush()?;
+            return Ok(Digest {
+                sha256: crate::pipeline::io::hex(&hash.finalize()),
+                len,
+            });
         }
-        out.extend_from_slice(&buf[..n]);
+        len += n as u64;
         let cap = CLOSING_BASE_CAP.saturating_add(consumed().saturating_mul(CLOSING_RATIO));
-        if out.len() as u64 > cap {
+        if len > cap {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!(
@@ -57,6 +98,8 @@ pub fn read_closing_file(
                 ),
             ));
         }
+        hash.update(&buf[..n]);
+        out.write_all(&buf[..n])?;
     }
 }
 
@@ -244,7 +287,7 @@ pub struct DumpCheck {
 }
 
 /// The part of the manifest written before the entries.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct Head {
     /// Always `"vouch-manifest"`.
@@ -273,6 +316,142 @@ pub struct Manifest {
     /// See [`Tail`].
     #[serde(flatten)]
     pub tail: Tail,
+}
+
+/// Why a manifest could not be read entry by entry.
+#[derive(Debug)]
+pub enum StreamError<E> {
+    /// The text is not a manifest: not JSON, cut short, a field missing or of the wrong type,
+    /// an unknown field in an entry, or reading it failed (see `serde_json::Error::is_io`).
+    Json(serde_json::Error),
+    /// What was given each entry refused it.
+    Each(E),
+}
+
+/// Reads a manifest's JSON text from `r`, handing each entry to `each` in order as soon as it
+/// is parsed, so that no more than one entry is held at a time; returns its head and tail.
+/// It accepts what parsing a whole [`Manifest`] accepts (fields in any order, unknown fields
+/// outside the entries ignored) and refuses what that refuses; `each` failing stops it.
+pub fn stream_manifest<E>(
+    r: impl Read,
+    mut each: impl FnMut(Entry) -> Result<(), E>,
+) -> Result<(Head, Tail), StreamError<E>> {
+    let mut failed = None;
+    let mut de = serde_json::Deserializer::from_reader(BufReader::with_capacity(64 << 10, r));
+    let seed = ManifestSeed {
+        each: &mut each,
+        failed: &mut failed,
+    };
+    let parsed = seed.deserialize(&mut de).and_then(|v| de.end().map(|_| v));
+    match (parsed, failed) {
+        (_, Some(e)) => Err(StreamError::Each(e)),
+        (Ok(v), None) => Ok(v),
+        (Err(e), None) => Err(StreamError::Json(e)),
+    }
+}
+
+/// The whole manifest object: the entries streamed, every other field kept for [`Head`] and
+/// [`Tail`], which are read from them at the end (as `#[serde(flatten)]` does).
+struct ManifestSeed<'a, E> {
+    each: &'a mut dyn FnMut(Entry) -> Result<(), E>,
+    failed: &'a mut Option<E>,
+}
+
+impl<'de, E> DeserializeSeed<'de> for ManifestSeed<'_, E> {
+    type Value = (Head, Tail);
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de, E> Visitor<'de> for ManifestSeed<'_, E> {
+    type Value = (Head, Tail);
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("struct Manifest")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut rest = serde_json::Map::new();
+        let mut entries = false;
+        while let Some(key) = map.next_key::<String>()? {
+            if key == "entries" {
+                if entries {
+                    return Err(de::Error::duplicate_field("entries"));
+                }
+                entries = true;
+                map.next_value_seed(EntriesSeed {
+                    each: &mut *self.each,
+                    failed: &mut *self.failed,
+                })?;
+            } else {
+                let value: serde_json::Value = map.next_value()?;
+                rest.insert(key, value);
+            }
+        }
+        if !entries {
+            return Err(de::Error::missing_field("entries"));
+        }
+        let rest = serde_json::Value::Object(rest);
+        let head = Head::deserialize(&rest).map_err(de::Error::custom)?;
+        let tail = Tail::deserialize(&rest).map_err(de::Error::custom)?;
+        Ok((head, tail))
+    }
+}
+
+/// The `entries` array, each element handed on as it is parsed.
+struct EntriesSeed<'a, E> {
+    each: &'a mut dyn FnMut(Entry) -> Result<(), E>,
+    failed: &'a mut Option<E>,
+}
+
+impl<'de, E> DeserializeSeed<'de> for EntriesSeed<'_, E> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de, E> Visitor<'de> for EntriesSeed<'_, E> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a sequence of entries")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(entry) = seq.next_element::<Entry>()? {
+            if let Err(e) = (self.each)(entry) {
+                *self.failed = Some(e);
+                return Err(de::Error::custom("stopped"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why a manifest could not be spooled.
+#[derive(Debug)]
+pub enum SpoolError {
+    /// The text is not a manifest ([`StreamError::Json`]).
+    Json(serde_json::Error),
+    /// Writing the spool failed.
+    Spool(io::Error),
+}
+
+/// Reads a manifest's JSON text from `r` entry by entry into a new spool in `spool_dir`
+/// (which holds it on disk, not in memory), with the head and tail it read.
+pub fn spool_manifest(r: impl Read, spool_dir: &Path) -> Result<(Head, Tail, Spooled), SpoolError> {
+    let mut writer = ManifestWriter::new(Head::default(), spool_dir).map_err(SpoolError::Spool)?;
+    let (head, tail) = stream_manifest(r, |e| writer.push(&e)).map_err(|e| match e {
+        StreamError::Json(e) => SpoolError::Json(e),
+        StreamError::Each(e) => SpoolError::Spool(e),
+    })?;
+    writer.head = head.clone();
+    let spooled = writer.finish(&tail).map_err(SpoolError::Spool)?;
+    Ok((head, tail, spooled))
 }
 
 /// Creates an anonymous temporary file in `dir` (falling back to the system temp dir).
@@ -383,19 +562,42 @@ impl Spooled {
         Ok((&self.sums).take(self.sums_len))
     }
 
-    /// The entries, in archive order, read back from the spool.
-    pub fn entries(&mut self) -> io::Result<EntryIter<'_>> {
-        self.entries.seek(SeekFrom::Start(0))?;
+    /// The entries, in archive order, read back from the spool. Several may be read at once.
+    pub fn entries(&self) -> io::Result<EntryIter<'_>> {
         Ok(EntryIter {
-            lines: BufReader::new((&self.entries).take(self.entries_len)),
+            lines: BufReader::new(ReadAt {
+                file: &self.entries,
+                pos: 0,
+                end: self.entries_len,
+            }),
             line: Vec::new(),
         })
     }
 }
 
+/// Reads a file from `pos` to `end` with positional reads, leaving its offset alone.
+struct ReadAt<'a> {
+    file: &'a File,
+    pos: u64,
+    end: u64,
+}
+
+impl Read for ReadAt<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = usize::try_from(self.end - self.pos).unwrap_or(usize::MAX);
+        let want = buf.len().min(left);
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read_at(&mut buf[..want], self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
 /// Entries read back from a spool, one line each.
 pub struct EntryIter<'a> {
-    lines: BufReader<io::Take<&'a File>>,
+    lines: BufReader<ReadAt<'a>>,
     line: Vec<u8>,
 }
 
@@ -537,6 +739,143 @@ mod tests {
             .unwrap();
         let parsed: Manifest = serde_json::from_slice(&text).unwrap();
         assert!(parsed.entries.is_empty());
+    }
+
+    /// A manifest of `n` entries as vouch writes it (one with a path that is not UTF-8, one
+    /// hard link), its tail listing a dump, and its text.
+    fn written(n: usize) -> (Manifest, Vec<u8>) {
+        let head = Head {
+            format: "vouch-manifest".into(),
+            version: 1,
+            run_id: "ab".repeat(16),
+            host: "h".into(),
+            name: "n".into(),
+            created: "2026-01-01T00:00:00Z".into(),
+        };
+        let mut entries: Vec<Entry> = (0..n)
+            .map(|i| entry(format!("srv/f{i}").as_bytes(), Some(&format!("{i:064x}"))))
+            .collect();
+        entries.push(entry(b"srv/caf\xe9", Some("cc")));
+        let mut link = entry(b"srv/link", Some("cc"));
+        link.kind = EntryType::Hardlink;
+        link.link = Some("srv/f0".into());
+        entries.push(link);
+        let tail = Tail {
+            changed: vec!["srv/f1".into()],
+            dumps: vec![DumpRecord {
+                name: "db".into(),
+                ..DumpRecord::default()
+            }],
+            ..Tail::default()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = ManifestWriter::new(head.clone(), dir.path()).unwrap();
+        for e in &entries {
+            w.push(e).unwrap();
+        }
+        let mut spooled = w.finish(&tail).unwrap();
+        let mut text = Vec::new();
+        spooled
+            .manifest_reader()
+            .unwrap()
+            .read_to_end(&mut text)
+            .unwrap();
+        let manifest = Manifest {
+            head,
+            entries,
+            tail,
+        };
+        (manifest, text)
+    }
+
+    fn streamed(text: &[u8]) -> Result<Manifest, StreamError<()>> {
+        let mut entries = Vec::new();
+        let (head, tail) = stream_manifest(text, |e| {
+            entries.push(e);
+            Ok(())
+        })?;
+        Ok(Manifest {
+            head,
+            entries,
+            tail,
+        })
+    }
+
+    #[test]
+    fn streamed_entries_are_the_parsed_ones() {
+        let (manifest, text) = written(1000);
+        let parsed: Manifest = serde_json::from_slice(&text).unwrap();
+        assert_eq!(parsed, manifest);
+        assert_eq!(streamed(&text).unwrap(), parsed);
+        // Fields in another order are still a manifest (parsing it whole accepts that too).
+        let mut value: serde_json::Value = serde_json::from_slice(&text).unwrap();
+        let entries = value["entries"].take();
+        let object = value.as_object_mut().unwrap();
+        object.remove("entries");
+        let mut reordered = serde_json::Map::new();
+        reordered.insert("entries".into(), entries);
+        reordered.extend(object.clone());
+        let reordered = serde_json::to_vec(&reordered).unwrap();
+        assert_eq!(streamed(&reordered).unwrap(), manifest);
+        // Spooled, it is written back in the form vouch writes.
+        let dir = tempfile::tempdir().unwrap();
+        let (head, tail, mut spooled) = spool_manifest(&reordered[..], dir.path()).unwrap();
+        assert_eq!((head, tail), (manifest.head, manifest.tail));
+        assert_eq!(spooled.count, manifest.entries.len() as u64);
+        let mut again = Vec::new();
+        spooled
+            .manifest_reader()
+            .unwrap()
+            .read_to_end(&mut again)
+            .unwrap();
+        assert_eq!(again, text);
+    }
+
+    #[test]
+    fn what_a_whole_parse_refuses_a_stream_refuses() {
+        let (_, text) = written(3);
+        let text = String::from_utf8(text).unwrap();
+        let truncated = &text[..text.len() - 40];
+        let extra = text.replacen("\"owner\":", "\"extra\":1,\"owner\":", 1);
+        let no_entries = text.replacen("\"entries\":", "\"entrees\":", 1);
+        let twice = text.replacen("\"entries\":[", "\"entries\":[],\"entries\":[", 1);
+        let no_host = text.replacen("\"host\":", "\"hast\":", 1);
+        let trailing = format!("{text}{{}}");
+        for bad in [
+            "not json",
+            "[]",
+            truncated,
+            &extra,
+            &no_entries,
+            &twice,
+            &no_host,
+            &trailing,
+        ] {
+            assert!(
+                serde_json::from_str::<Manifest>(bad).is_err(),
+                "a whole parse took {bad}"
+            );
+            match streamed(bad.as_bytes()) {
+                Err(StreamError::Json(e)) => assert!(!e.is_io(), "{e}"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_refused_entry_stops_the_stream() {
+        let (_, text) = written(10);
+        let mut seen = 0;
+        let result = stream_manifest(&text[..], |e| {
+            seen += 1;
+            if e.path == "srv/f3" {
+                Err(e.path)
+            } else {
+                Ok(())
+            }
+        });
+        assert!(matches!(result, Err(StreamError::Each(p)) if p == "srv/f3"));
+        assert_eq!(seen, 4);
     }
 
     #[test]

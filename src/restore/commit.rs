@@ -16,10 +16,11 @@ use super::journal::{Step, JOURNAL_NAME};
 use super::path::{ancestors, beside, show, OLD_PREFIX};
 use super::plan::Plan;
 use super::progress::Meter;
+use super::read::Listing;
 use super::stage::{parse_mode, Special};
 use super::staging::Staging;
 use super::RestoreError;
-use crate::pipeline::manifest::{Entry, EntryType, Manifest};
+use crate::pipeline::manifest::{Entry, EntryType};
 use std::collections::HashMap;
 use std::io;
 use std::path::Path;
@@ -27,7 +28,7 @@ use std::path::Path;
 /// Moves everything into place, recording each step in the journal before taking it, and
 /// checking between steps for an interrupting signal. Returns the number of entries placed.
 pub(super) fn commit(
-    manifest: &Manifest,
+    listing: &Listing,
     plan: &Plan,
     specials: &[Special],
     staging: &mut Staging,
@@ -39,17 +40,24 @@ pub(super) fn commit(
     staging.sync_filesystem()?;
     let mut meter = Meter::entries(progress, "moving into place", total as u64);
     let mut placed = 0u64;
-    // Where the data of a file that a selected hard link needs, but that was not itself
-    // selected, ended up: the first such hard link gets the staged file.
-    let mut moved: HashMap<usize, Vec<u8>> = HashMap::new();
-    for (i, e) in manifest.entries.iter().enumerate() {
+    let mut links = Links::default();
+    // The selected directories' metadata, set at the end.
+    let mut dirs = Vec::new();
+    for (i, e) in listing.entries()?.enumerate() {
+        let e = e.map_err(|e| listing.unreadable(e))?;
         if !plan.selected[i] {
+            if plan.staged[i] {
+                links.unselected.insert(i, e);
+            }
             continue;
         }
         staging.interrupted()?;
-        let rel = &plan.paths[i];
+        let rel = plan.path(i);
         staging.parents(rel, plan)?;
-        staging.place_entry(manifest, plan, i, e, &mut moved)?;
+        staging.place_entry(plan, i, &e, &mut links)?;
+        if e.kind == EntryType::Dir {
+            dirs.push(DirMeta::of(i, &e)?);
+        }
         placed += 1;
         meter.update(placed);
         injected_failure(placed, &staging.full(rel))?;
@@ -61,7 +69,7 @@ pub(super) fn commit(
         placed += 1;
         meter.update(placed);
     }
-    staging.set_dir_meta(manifest, plan)?;
+    staging.set_dir_meta(&dirs, plan)?;
     // And the renames and metadata durable before the restore counts as done.
     staging.sync_filesystem()?;
     staging
@@ -86,52 +94,92 @@ fn injected_failure(placed: u64, path: &Path) -> Result<(), RestoreError> {
     Ok(())
 }
 
+/// What hard links to files that were not selected need: the staged data of such a file goes
+/// to the first hard link to it, which the later ones then link to.
+#[derive(Default)]
+struct Links {
+    /// The files that selected hard links point to but that are not selected themselves.
+    unselected: HashMap<usize, Entry>,
+    /// Where the data of each of them went.
+    moved: HashMap<usize, Vec<u8>>,
+}
+
+/// A selected directory's metadata, kept for the end of the commit.
+struct DirMeta {
+    entry: usize,
+    mode: u32,
+    uid: u64,
+    gid: u64,
+    mtime: i64,
+}
+
+impl DirMeta {
+    fn of(entry: usize, e: &Entry) -> Result<DirMeta, RestoreError> {
+        Ok(DirMeta {
+            entry,
+            mode: parse_mode(e)?,
+            uid: e.uid,
+            gid: e.gid,
+            mtime: e.mtime,
+        })
+    }
+}
+
 impl Staging {
-    /// Places the manifest entry `i`, `e`, at its path, whose parents are in place. `moved`
-    /// says where the staged data of a file already went, so that later hard links to it link
-    /// there.
+    /// Places the manifest entry `i`, `e`, at its path, whose parents are in place. A hard
+    /// link links to its file where that was placed: its own path when it is selected, else
+    /// where `links` says the first hard link to it took its staged data.
     fn place_entry(
         &mut self,
-        manifest: &Manifest,
         plan: &Plan,
         i: usize,
         e: &Entry,
-        moved: &mut HashMap<usize, Vec<u8>>,
+        links: &mut Links,
     ) -> Result<(), RestoreError> {
-        let rel = &plan.paths[i];
+        let rel = plan.path(i);
         let err = self.io(rel);
         match e.kind {
             EntryType::Dir => match self.lstat(rel)? {
                 Some(m) if is_dir(&m) => self.keep_dir_meta(rel, &m)?,
                 _ => {
                     self.clear(rel)?;
-                    self.record(Step::Created(rel.clone()))?;
+                    self.record(Step::Created(rel.to_vec()))?;
                     self.mkdir(rel, 0o700)?;
                 }
             },
             EntryType::File => {
                 self.clear(rel)?;
-                self.record(Step::Created(rel.clone()))?;
+                self.record(Step::Created(rel.to_vec()))?;
                 self.place(&self.data(i), rel, e)?;
-                moved.insert(i, rel.clone());
             }
             EntryType::Hardlink => {
-                let link = e.link_bytes().unwrap_or_default();
-                let j = plan.index[&link];
+                let j = plan.link_target(i).ok_or_else(|| {
+                    super::error::damaged(format!("{}: a hard link to no file", e.path))
+                })?;
                 self.clear(rel)?;
-                self.record(Step::Created(rel.clone()))?;
-                match moved.get(&j) {
-                    Some(first) => self.tree.hard_link(first, rel).map_err(err)?,
-                    None => {
-                        self.place(&self.data(j), rel, &manifest.entries[j])?;
-                        moved.insert(j, rel.clone());
+                self.record(Step::Created(rel.to_vec()))?;
+                let first = match plan.selected[j] {
+                    true => Some(plan.path(j)),
+                    false => links.moved.get(&j).map(Vec::as_slice),
+                };
+                match (first, links.unselected.get(&j)) {
+                    (Some(first), _) => self.tree.hard_link(first, rel).map_err(err)?,
+                    (None, Some(file)) => {
+                        self.place(&self.data(j), rel, file)?;
+                        links.moved.insert(j, rel.to_vec());
+                    }
+                    (None, None) => {
+                        return Err(super::error::damaged(format!(
+                            "{}: a hard link to a file that was not staged",
+                            e.path
+                        )))
                     }
                 }
             }
             EntryType::Symlink => {
                 let target = e.link_bytes().unwrap_or_default();
                 self.clear(rel)?;
-                self.record(Step::Created(rel.clone()))?;
+                self.record(Step::Created(rel.to_vec()))?;
                 self.tree.symlink(&target, rel).map_err(err)?;
                 self.set_meta(rel, None, e.uid, e.gid, e.mtime)?;
             }
@@ -151,12 +199,10 @@ impl Staging {
 
     /// Gives the selected directories their metadata: last, deepest first, so that placing
     /// their contents does not change the times set here.
-    fn set_dir_meta(&mut self, manifest: &Manifest, plan: &Plan) -> Result<(), RestoreError> {
-        for (i, e) in manifest.entries.iter().enumerate().rev() {
-            if plan.selected[i] && e.kind == EntryType::Dir {
-                self.interrupted()?;
-                self.set_meta(&plan.paths[i], Some(parse_mode(e)?), e.uid, e.gid, e.mtime)?;
-            }
+    fn set_dir_meta(&mut self, dirs: &[DirMeta], plan: &Plan) -> Result<(), RestoreError> {
+        for d in dirs.iter().rev() {
+            self.interrupted()?;
+            self.set_meta(plan.path(d.entry), Some(d.mode), d.uid, d.gid, d.mtime)?;
         }
         Ok(())
     }

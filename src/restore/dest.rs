@@ -98,17 +98,14 @@ impl Dest {
         if self.created {
             return Ok(());
         }
-        let replaced = |p: &[u8]| in_place && plan.index.get(p).is_some_and(|&i| plan.selected[i]);
+        let replaced = |p: &[u8]| in_place && plan.find(p).is_some_and(|i| plan.selected[i]);
         // Ancestors already looked at: `true` when nothing below them needs looking at, because
         // they do not exist or the restore replaces them (`lstat` below a symlink would follow it).
         let mut seen: HashMap<&[u8], bool> = HashMap::new();
-        let chosen = plan
-            .paths
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| plan.selected[*i])
-            .map(|(_, p)| p)
-            .chain(specials.iter());
+        let chosen = (0..plan.len())
+            .filter(|&i| plan.selected[i])
+            .map(|i| plan.path(i))
+            .chain(specials.iter().map(Vec::as_slice));
         'paths: for p in chosen {
             for a in ancestors(p) {
                 let stop = match seen.get(a) {

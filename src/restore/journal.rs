@@ -91,9 +91,47 @@ pub struct Journal {
     file: Option<File>,
     /// The staging directory's token, from the first line.
     token: String,
-    steps: Vec<Step>,
+    steps: Steps,
     undone: Vec<bool>,
     complete: bool,
+}
+
+/// The steps in the order recorded, packed so that a commit of many entries holds little
+/// more than their paths: a created path as its bytes in one buffer, any other step (rarer:
+/// paths put aside, directories' metadata) whole.
+#[derive(Debug, Default)]
+struct Steps {
+    created: Vec<u8>,
+    /// Per step: where its path ends in `created` (a step of another kind adds nothing).
+    ends: Vec<usize>,
+    /// The steps other than `Created`, by their number.
+    others: std::collections::BTreeMap<usize, Step>,
+}
+
+impl Steps {
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn push(&mut self, step: Step) {
+        let i = self.len();
+        match step {
+            Step::Created(p) => self.created.extend_from_slice(&p),
+            other => {
+                self.others.insert(i, other);
+            }
+        }
+        self.ends.push(self.created.len());
+    }
+
+    /// Step `i` (`i < len()`).
+    fn get(&self, i: usize) -> Step {
+        if let Some(step) = self.others.get(&i) {
+            return step.clone();
+        }
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        Step::Created(self.created[start..self.ends[i]].to_vec())
+    }
 }
 
 /// Escapes a path for a journal line: bytes other than letters, digits and `/._-+,@:=~` as
@@ -347,7 +385,8 @@ impl Journal {
             if self.undone[i] {
                 continue;
             }
-            match undo(tree, &self.steps[i]) {
+            let step = self.steps.get(i);
+            match undo(tree, &step) {
                 Ok(Some(Step::Created(_))) => done.removed += 1,
                 Ok(Some(Step::Aside { .. })) => done.put_back += 1,
                 Ok(_) => {}
@@ -355,7 +394,7 @@ impl Journal {
                     done.failed += 1;
                     log::error!(
                         "restore: undoing `{}` in {} failed: {e} (what was there is kept in {})",
-                        self.steps[i].line(),
+                        step.line(),
                         tree.path().display(),
                         staging.display()
                     );
@@ -375,7 +414,7 @@ impl Journal {
     /// go with it.
     pub fn drop_replaced(&self, tree: &mut Tree, staging: &[u8]) {
         let in_staging = [staging, b"/"].concat();
-        for step in &self.steps {
+        for step in self.steps.others.values() {
             let Step::Aside { aside, .. } = step else {
                 continue;
             };

@@ -14,7 +14,8 @@
 //!    destination lists the journal's token for that directory.
 //! 2. The first pass (`read`). The archive is decrypted to its end for the two files that close
 //!    it, `.vouch/manifest.json` and `.vouch/SHA256SUMS`, and its ciphertext is hashed (compared
-//!    with the receipt when there is one). Nothing is written during that pass.
+//!    with the receipt when there is one). Nothing is written during that pass. The manifest
+//!    is spooled to disk and read back one entry at a time, never held whole in memory.
 //! 3. The plan (`plan`). The manifest is checked as a whole. Every path must be relative and
 //!    plain (no `/` at the start, no `.` or `..` component, no empty component), appear once,
 //!    and not lie below an entry that is not a directory (a symlink `a` followed by a file `a/x`
@@ -79,12 +80,11 @@ mod staging; // the staging directory, and what a restore holds while it writes
 
 pub use error::RestoreError;
 pub use path::{stored_path, working_name, working_name_refused, OLD_PREFIX, STAGING_PREFIX};
-pub use read::Opener;
+pub use read::{Listing, Opener};
 pub use readback::check_tree;
 
 use crate::config::Compression;
 use crate::pipeline::crypt::Identity;
-use crate::pipeline::manifest::Manifest;
 use crate::systemd::signals;
 use at::Tree;
 use commit::commit;
@@ -109,17 +109,19 @@ pub struct Options {
     pub progress: bool,
     /// The compression the archive's name says (its first bytes must agree).
     pub compression: Compression,
+    /// Where the manifest is spooled while the restore runs (empty: the system's temporary
+    /// directory). It is held there, on disk, rather than in memory.
+    pub spool: PathBuf,
 }
 
 /// What a restore did.
-#[derive(Debug, Clone)]
 pub struct Restored {
     /// The destination, canonical.
     pub dir: PathBuf,
     /// The manifest of the archive.
-    pub manifest: Manifest,
-    /// Which manifest entries were restored.
-    pub selected: Vec<bool>,
+    pub listing: Listing,
+    /// Its entries' paths, and which of them were restored.
+    plan: Plan,
     /// Entries placed.
     pub entries: u64,
     /// Bytes of file data written.
@@ -154,7 +156,7 @@ pub fn restore(
 
 /// Picks the stored paths to restore once the manifest has been read and checked against the
 /// receipt (the first pass), before anything is written; an error stops the restore there.
-pub type Select<'a> = &'a mut dyn FnMut(&Manifest) -> Result<Vec<Vec<u8>>, RestoreError>;
+pub type Select<'a> = &'a mut dyn FnMut(&Listing) -> Result<Vec<Vec<u8>>, RestoreError>;
 
 /// [`restore`], with the selection made by `select` from the manifest instead of
 /// `opts.paths`: `vouch restore --dump` learns from the manifest which entries hold the dump.
@@ -172,12 +174,12 @@ pub fn restore_with(
         ));
     }
     journal::recover(&opts.to)?;
-    let (closing, manifest) = read::first_pass(open, identity, receipt, total, opts)?;
+    let (closing, listing) = read::first_pass(open, identity, receipt, total, opts)?;
     let opts = &Options {
-        paths: select(&manifest)?,
+        paths: select(&listing)?,
         ..opts.clone()
     };
-    let plan = Plan::new(&manifest, &opts.paths)?;
+    let plan = Plan::new(&listing, &opts.paths)?;
     let dest = Dest::prepare(&opts.to)?;
     dest.check(&plan, &plan.special_paths(opts), opts.in_place)?;
     let interrupts = signals::Deferred::start();
@@ -186,14 +188,14 @@ pub fn restore_with(
         open,
         identity,
         &closing,
-        &manifest,
+        &listing,
         &plan,
         opts,
         &mut staging,
         total,
     )
     .and_then(|(specials, bytes)| {
-        commit(&manifest, &plan, &specials, &mut staging, opts.progress)
+        commit(&listing, &plan, &specials, &mut staging, opts.progress)
             .map(|placed| (placed, bytes))
     });
     match result {
@@ -201,8 +203,8 @@ pub fn restore_with(
             finish(&mut staging, &dest);
             Ok(Restored {
                 dir: dest.dir,
-                selected: plan.selected,
-                manifest,
+                plan,
+                listing,
                 entries: placed,
                 bytes,
                 replaced: staging.replaced,

@@ -8,14 +8,126 @@
 
 use super::error::damaged;
 use super::path::{ancestors, check_relative, show, under, working_name, working_name_refused};
+use super::read::Listing;
 use super::{Options, RestoreError};
-use crate::pipeline::manifest::{Entry, EntryType, Manifest, MANIFEST_PATH, SUMS_PATH};
+use crate::pipeline::manifest::{Entry, EntryType, MANIFEST_PATH, SUMS_PATH};
+use std::collections::hash_map::{Entry as Slot, RandomState};
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 
-/// The manifest checked as a whole, with what to restore.
+/// No entry: the end of a chain in [`Keys`].
+const NONE: u32 = u32::MAX;
+
+/// Every entry's path, one after the other in one buffer: the only copy of the paths a
+/// restore holds.
+#[derive(Default)]
+struct Names {
+    bytes: Vec<u8>,
+    /// Where each entry's path ends in `bytes`.
+    ends: Vec<u32>,
+}
+
+impl Names {
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// The first `len` bytes of entry `i`'s path.
+    fn prefix(&self, i: u32, len: u32) -> &[u8] {
+        let start = match i {
+            0 => 0,
+            _ => self.ends[i as usize - 1] as usize,
+        };
+        &self.bytes[start..start + len as usize]
+    }
+
+    fn path(&self, i: usize) -> &[u8] {
+        let start = match i {
+            0 => 0,
+            _ => self.ends[i - 1] as usize,
+        };
+        &self.bytes[start..self.ends[i] as usize]
+    }
+
+    /// Adds the next entry's path; false when the buffer would pass 4 GiB.
+    fn push(&mut self, p: &[u8]) -> bool {
+        let Some(end) = u32::try_from(self.bytes.len() + p.len())
+            .ok()
+            .filter(|&e| e != NONE)
+        else {
+            return false;
+        };
+        self.bytes.extend_from_slice(p);
+        self.ends.push(end);
+        true
+    }
+}
+
+/// A set of paths that are each the start of an entry's path in [`Names`] (the path itself, or
+/// one of its ancestors), kept as that entry and a length rather than as a copy, and found
+/// through a hash of their bytes (keys of a random hasher, so no archive can choose
+/// collisions). Paths that hash alike are chained, and compared byte for byte.
+struct Keys {
+    heads: HashMap<u64, u32>,
+    /// Per key: its entry, its length, and the next key of the same hash.
+    slots: Vec<(u32, u32, u32)>,
+    hasher: RandomState,
+    /// The bits of the hash kept: all of them but in tests, which make paths collide.
+    mask: u64,
+}
+
+impl Default for Keys {
+    fn default() -> Keys {
+        Keys {
+            heads: HashMap::new(),
+            slots: Vec::new(),
+            hasher: RandomState::new(),
+            mask: u64::MAX,
+        }
+    }
+}
+
+impl Keys {
+    fn hash(&self, key: &[u8]) -> u64 {
+        self.hasher.hash_one(key) & self.mask
+    }
+
+    /// The entry of the key `key`, if it is one.
+    fn get(&self, names: &Names, key: &[u8]) -> Option<usize> {
+        let mut at = *self.heads.get(&self.hash(key))?;
+        while at != NONE {
+            let (i, len, next) = self.slots[at as usize];
+            if names.prefix(i, len) == key {
+                return Some(i as usize);
+            }
+            at = next;
+        }
+        None
+    }
+
+    /// Adds the first `len` bytes of entry `i`'s path as a key; false when it already is one.
+    fn insert(&mut self, names: &Names, i: u32, len: u32) -> bool {
+        let key = names.prefix(i, len);
+        if self.get(names, key).is_some() {
+            return false;
+        }
+        let slot = self.slots.len() as u32;
+        let next = match self.heads.entry(self.hash(key)) {
+            Slot::Occupied(mut o) => std::mem::replace(o.get_mut(), slot),
+            Slot::Vacant(v) => {
+                v.insert(slot);
+                NONE
+            }
+        };
+        self.slots.push((i, len, next));
+        true
+    }
+}
+
+/// The manifest checked as a whole, with what to restore. Each path is held once, in
+/// [`Names`]; the lookups by path refer to it.
 pub(super) struct Plan {
-    /// Each entry's path, in the manifest's order.
-    pub(super) paths: Vec<Vec<u8>>,
+    names: Names,
     /// Each entry's type.
     pub(super) kinds: Vec<EntryType>,
     /// Which entries are restored.
@@ -24,61 +136,96 @@ pub(super) struct Plan {
     /// points to.
     pub(super) staged: Vec<bool>,
     /// Each path's entry.
-    pub(super) index: HashMap<Vec<u8>, usize>,
+    index: Keys,
+    /// Every path that has an entry below it, with the first such entry.
+    parents: Keys,
+    /// Each hard link's entry, with the entry of the file it links to.
+    links: HashMap<u32, u32>,
     /// Special files the manifest lists as skipped, by path, with their type name.
     pub(super) skipped: HashMap<Vec<u8>, String>,
-    /// Every path that has an entry below it, with the first such entry.
-    pub(super) parents: HashMap<Vec<u8>, usize>,
 }
 
 impl Plan {
-    /// Checks `manifest` entry by entry and selects what `wanted` names (everything when it is
-    /// empty).
-    pub(super) fn new(manifest: &Manifest, wanted: &[Vec<u8>]) -> Result<Plan, RestoreError> {
+    /// Checks the entries of `listing` one by one and selects what `wanted` names (everything
+    /// when it is empty).
+    pub(super) fn new(listing: &Listing, wanted: &[Vec<u8>]) -> Result<Plan, RestoreError> {
         let mut plan = Plan {
-            paths: Vec::with_capacity(manifest.entries.len()),
-            kinds: manifest.entries.iter().map(|e| e.kind).collect(),
+            names: Names::default(),
+            kinds: Vec::new(),
             selected: Vec::new(),
             staged: Vec::new(),
-            index: HashMap::new(),
-            skipped: manifest
+            index: Keys::default(),
+            parents: Keys::default(),
+            links: HashMap::new(),
+            skipped: listing
                 .tail
                 .skipped
                 .iter()
                 .map(|s| (s.path.as_bytes().to_vec(), s.kind.clone()))
                 .collect(),
-            parents: HashMap::new(),
         };
-        for (i, e) in manifest.entries.iter().enumerate() {
-            plan.add(manifest, i, e)?;
+        for e in listing.entries()? {
+            plan.add(&e.map_err(|e| listing.unreadable(e))?)?;
         }
+        plan.names.bytes.shrink_to_fit();
         plan.select(wanted)?;
-        plan.mark_staged(manifest);
+        plan.mark_staged();
         Ok(plan)
     }
 
-    /// Checks entry `i` against itself and the entries before it, and adds it.
-    fn add(&mut self, manifest: &Manifest, i: usize, e: &Entry) -> Result<(), RestoreError> {
+    /// The number of entries.
+    pub(super) fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Entry `i`'s path.
+    pub(super) fn path(&self, i: usize) -> &[u8] {
+        self.names.path(i)
+    }
+
+    /// The entry at `path`.
+    pub(super) fn find(&self, path: &[u8]) -> Option<usize> {
+        self.index.get(&self.names, path)
+    }
+
+    /// Whether some entry lies below `path`.
+    pub(super) fn has_below(&self, path: &[u8]) -> bool {
+        self.parents.get(&self.names, path).is_some()
+    }
+
+    /// The file the hard link `i` links to.
+    pub(super) fn link_target(&self, i: usize) -> Option<usize> {
+        let i = u32::try_from(i).ok()?;
+        self.links.get(&i).map(|&j| j as usize)
+    }
+
+    /// Checks the next entry, `e`, against itself and the entries before it, and adds it.
+    fn add(&mut self, e: &Entry) -> Result<(), RestoreError> {
         let p = e.path_bytes();
         check_name(e, &p)?;
-        self.check_place(manifest, e, &p)?;
-        if self.index.insert(p.clone(), i).is_some() {
+        self.check_place(e, &p)?;
+        let i = self.names.len() as u32;
+        if !self.names.push(&p) || i == NONE - 1 {
+            return Err(damaged(
+                "the manifest lists more entries, or longer paths, than a restore can hold",
+            ));
+        }
+        self.kinds.push(e.kind);
+        if !self.index.insert(&self.names, i, p.len() as u32) {
             return Err(damaged(format!("{}: listed twice", e.path)));
         }
         for a in ancestors(&p) {
-            self.parents.entry(a.to_vec()).or_insert(i);
+            self.parents.insert(&self.names, i, a.len() as u32);
         }
-        self.check_kind(manifest, e)?;
-        self.paths.push(p);
-        Ok(())
+        self.check_kind(i, e)
     }
 
     /// Refuses an entry `e` at `p` that lies below an earlier entry that is not a directory,
     /// or that is not a directory and lies above an earlier entry.
-    fn check_place(&self, manifest: &Manifest, e: &Entry, p: &[u8]) -> Result<(), RestoreError> {
+    fn check_place(&self, e: &Entry, p: &[u8]) -> Result<(), RestoreError> {
         for a in ancestors(p) {
-            match self.index.get(a) {
-                Some(&j) if manifest.entries[j].kind != EntryType::Dir => {
+            match self.find(a) {
+                Some(j) if self.kinds[j] != EntryType::Dir => {
                     return Err(damaged(format!(
                         "{}: refused, it would be written through {}, which is not a directory",
                         e.path,
@@ -91,12 +238,12 @@ impl Plan {
         // The other order: `a/x` first, then a symlink or file `a`. Placing `a` would
         // have to remove the directory made for `a/x`.
         if e.kind != EntryType::Dir {
-            if let Some(&j) = self.parents.get(p) {
+            if let Some(j) = self.parents.get(&self.names, p) {
                 return Err(damaged(format!(
                     "{}: refused, a {} listed after {}, which lies below it",
                     e.path,
                     kind_name(e.kind),
-                    manifest.entries[j].path
+                    show(self.path(j))
                 )));
             }
         }
@@ -104,22 +251,23 @@ impl Plan {
     }
 
     /// Refuses a hard link that does not name an earlier file, a symlink without a target and
-    /// a file without a SHA-256.
-    fn check_kind(&self, manifest: &Manifest, e: &Entry) -> Result<(), RestoreError> {
+    /// a file without a SHA-256; records the file a hard link, entry `i`, links to.
+    fn check_kind(&mut self, i: u32, e: &Entry) -> Result<(), RestoreError> {
         match e.kind {
             EntryType::Hardlink => {
                 let link = e.link_bytes().unwrap_or_default();
                 let target = check_relative(&link)
                     .ok()
-                    .and_then(|_| self.index.get(link.as_slice()).copied())
-                    .filter(|&j| manifest.entries[j].kind == EntryType::File);
-                if target.is_none() {
+                    .and_then(|_| self.find(&link))
+                    .filter(|&j| self.kinds[j] == EntryType::File);
+                let Some(j) = target else {
                     return Err(damaged(format!(
                         "{}: refused, a hard link to {}, which is not an earlier file of the archive",
                         e.path,
                         show(&link)
                     )));
-                }
+                };
+                self.links.insert(i, j as u32);
             }
             EntryType::Symlink if e.link.is_none() => {
                 return Err(damaged(format!("{}: a symlink without a target", e.path)));
@@ -135,13 +283,13 @@ impl Plan {
     /// Selects the entries at and below each wanted path, and the directories above them;
     /// everything when nothing is wanted. A wanted path that matches nothing is refused.
     fn select(&mut self, wanted: &[Vec<u8>]) -> Result<(), RestoreError> {
-        let paths = &self.paths;
-        let mut selected = vec![wanted.is_empty(); paths.len()];
+        let n = self.len();
+        let mut selected = vec![wanted.is_empty(); n];
         for w in wanted {
             let mut hit = false;
-            for (i, p) in paths.iter().enumerate() {
-                if under(p, w) {
-                    selected[i] = true;
+            for (i, chosen) in selected.iter_mut().enumerate() {
+                if under(self.path(i), w) {
+                    *chosen = true;
                     hit = true;
                 }
             }
@@ -154,10 +302,10 @@ impl Plan {
         }
         // The directories above what was chosen come back with their own metadata.
         if !wanted.is_empty() {
-            for i in 0..paths.len() {
+            for i in 0..n {
                 if selected[i] {
-                    for a in ancestors(&paths[i]) {
-                        if let Some(&j) = self.index.get(a) {
+                    for a in ancestors(self.path(i)) {
+                        if let Some(j) = self.find(a) {
                             selected[j] = true;
                         }
                     }
@@ -170,17 +318,18 @@ impl Plan {
 
     /// Marks the files whose data is staged: the selected ones, and those a selected hard
     /// link points to.
-    fn mark_staged(&mut self, manifest: &Manifest) {
-        let mut staged = vec![false; self.paths.len()];
-        for (i, e) in manifest.entries.iter().enumerate() {
+    fn mark_staged(&mut self) {
+        let mut staged = vec![false; self.len()];
+        for (i, kind) in self.kinds.iter().enumerate() {
             if !self.selected[i] {
                 continue;
             }
-            match e.kind {
+            match kind {
                 EntryType::File => staged[i] = true,
                 EntryType::Hardlink => {
-                    let link = e.link_bytes().unwrap_or_default();
-                    staged[self.index[&link]] = true;
+                    if let Some(j) = self.link_target(i) {
+                        staged[j] = true;
+                    }
                 }
                 _ => {}
             }
@@ -190,9 +339,8 @@ impl Plan {
 
     /// Whether the restore puts a directory at `path` (so whatever is there may be replaced).
     pub(super) fn replaces_with_dir(&self, path: &[u8]) -> bool {
-        self.index
-            .get(path)
-            .is_some_and(|&i| self.selected[i] && self.kinds[i] == EntryType::Dir)
+        self.find(path)
+            .is_some_and(|i| self.selected[i] && self.kinds[i] == EntryType::Dir)
     }
 
     /// Whether the selection `wanted` covers the special file at `path`.
@@ -239,7 +387,7 @@ mod tests {
     use super::*;
 
     /// A manifest of `(path, type)` entries, as craft.py would write it.
-    fn manifest_of(entries: &[(&str, &str)]) -> Manifest {
+    fn manifest_of(entries: &[(&str, &str)]) -> Listing {
         let entries: Vec<serde_json::Value> = entries
             .iter()
             .map(|(path, kind)| {
@@ -255,12 +403,13 @@ mod tests {
                 e
             })
             .collect();
-        serde_json::from_value(serde_json::json!({
+        let text = serde_json::to_vec(&serde_json::json!({
             "format": "vouch-manifest", "version": 1, "run-id": "00", "host": "h",
             "name": "n", "created": "2020-01-01T00:00:00Z", "entries": entries,
             "skipped": [], "unreadable": [], "changed": [], "required": [],
         }))
-        .unwrap()
+        .unwrap();
+        Listing::read(&text[..], &std::env::temp_dir()).unwrap()
     }
 
     #[test]
@@ -287,5 +436,67 @@ mod tests {
         let plan = Plan::new(&manifest_of(&[("a/x", "file"), ("a", "dir")]), &[]).unwrap();
         assert!(plan.replaces_with_dir(b"a"));
         assert!(!plan.replaces_with_dir(b"a/x"));
+    }
+
+    #[test]
+    fn paths_are_found_through_their_hash_even_when_hashes_collide() {
+        for mask in [u64::MAX, 0x7] {
+            let mut names = Names::default();
+            let mut keys = Keys {
+                mask,
+                ..Keys::default()
+            };
+            let paths: Vec<Vec<u8>> = (0..500)
+                .map(|i| format!("d{}/f{i}", i % 7).into_bytes())
+                .collect();
+            for (i, p) in paths.iter().enumerate() {
+                assert!(names.push(p));
+                assert!(keys.insert(&names, i as u32, p.len() as u32));
+                // An ancestor is a key of its own, held as the start of the path.
+                keys.insert(&names, i as u32, 2);
+            }
+            for (i, p) in paths.iter().enumerate() {
+                assert_eq!(names.path(i), &p[..]);
+                assert_eq!(keys.get(&names, p), Some(i), "{mask:x}");
+                assert!(!keys.insert(&names, i as u32, p.len() as u32));
+            }
+            // The first entry below each directory is the one it keeps.
+            for d in 0..7 {
+                assert_eq!(keys.get(&names, format!("d{d}").as_bytes()), Some(d));
+            }
+            assert_eq!(keys.get(&names, b"d1/f2"), None);
+            assert_eq!(keys.get(&names, b"d1/f"), None);
+            assert_eq!(keys.get(&names, b"d7"), None);
+        }
+    }
+
+    #[test]
+    fn the_plan_holds_each_path_once_and_finds_every_entry() {
+        let mut entries = vec![("a", "dir")];
+        let files: Vec<String> = (0..300).map(|i| format!("a/f{i}")).collect();
+        entries.extend(files.iter().map(|f| (f.as_str(), "file")));
+        let plan = Plan::new(&manifest_of(&entries), &[b"a/f7".to_vec()]).unwrap();
+        assert_eq!(plan.len(), 301);
+        assert_eq!(
+            plan.names.bytes.len(),
+            entries.iter().map(|e| e.0.len()).sum::<usize>()
+        );
+        for (i, (p, _)) in entries.iter().enumerate() {
+            assert_eq!(plan.path(i), p.as_bytes());
+            assert_eq!(plan.find(p.as_bytes()), Some(i));
+        }
+        assert!(plan.has_below(b"a") && !plan.has_below(b"a/f1"));
+        let chosen: Vec<usize> = (0..plan.len()).filter(|&i| plan.selected[i]).collect();
+        assert_eq!(chosen, [0, 8]);
+        assert_eq!(plan.staged.iter().filter(|s| **s).count(), 1);
+        let twice = Plan::new(
+            &manifest_of(&[("a", "dir"), ("a/x", "file"), ("a/x", "file")]),
+            &[],
+        );
+        assert!(
+            matches!(&twice, Err(RestoreError::Damaged(m)) if m == "a/x: listed twice"),
+            "{:?}",
+            twice.err()
+        );
     }
 }

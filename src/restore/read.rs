@@ -1,12 +1,14 @@
 //! Reading the archive: its stream opened, decrypted, hashed and counted, and the first pass,
 //! which reads it to its end for the manifest.
 //!
-//! The first pass writes nothing. It keeps the two closing files, `.vouch/manifest.json` and
-//! `.vouch/SHA256SUMS` (each read only up to a cap, `manifest::read_closing_file`), and the
-//! SHA-256 and size of the ciphertext, which must match the receipt when there is one. The
-//! manifest must parse, and SHA256SUMS must be exactly what the manifest's files make. The
-//! second pass (`restore::stage`) opens the stream again the same way and must see the same
-//! closing files and the same ciphertext.
+//! The first pass writes nothing into the destination. It copies `.vouch/manifest.json` into
+//! a spool file as it is read and hashes it and `.vouch/SHA256SUMS` (each read only up to a
+//! cap, `manifest::copy_closing_file`), and keeps the SHA-256 and size of the ciphertext, which
+//! must match the receipt when there is one. The manifest is then parsed one entry at a time
+//! into the spool of a [`Listing`], which every later step reads in order; SHA256SUMS must be
+//! exactly what the manifest's files make (same SHA-256, same length). Neither file is held in
+//! memory. The second pass (`restore::stage`) opens the stream again the same way and must see
+//! the same closing files and the same ciphertext.
 
 use super::error::{damaged, TRUNCATED};
 use super::path::show;
@@ -17,8 +19,12 @@ use crate::config::Compression;
 use crate::pipeline::crypt::{self, Identity};
 use crate::pipeline::decompress::{self, Decoder};
 use crate::pipeline::io::{HashReader, BUFFER_SIZE};
-use crate::pipeline::manifest::{sums_line, Manifest, MANIFEST_PATH, SUMS_PATH};
-use std::io::{self, BufReader, Read};
+use crate::pipeline::manifest::{
+    self, Digest, Entry, EntryIter, Head, SpoolError, Spooled, Tail, MANIFEST_PATH, SUMS_PATH,
+};
+use std::fs::File;
+use std::io::{self, BufReader, Read, Seek};
+use std::path::{Path, PathBuf};
 
 /// Opens the archive's ciphertext from its start, once per pass.
 pub type Opener<'a> = &'a dyn Fn() -> io::Result<Box<dyn Read>>;
@@ -50,12 +56,69 @@ impl<R: Read> Read for Counted<R> {
     }
 }
 
+/// An archive's manifest as a restore holds it: the head and tail parsed, the entries in a
+/// spool file, read back one at a time in the archive's order.
+pub struct Listing {
+    /// What the manifest says before its entries.
+    pub head: Head,
+    /// What it says after them (skipped files, dumps).
+    pub tail: Tail,
+    entries: Spooled,
+    spool: PathBuf,
+}
+
+impl Listing {
+    /// Parses the manifest text `raw` one entry at a time into a spool in `spool`.
+    pub(super) fn read(raw: impl Read, spool: &Path) -> Result<Listing, RestoreError> {
+        let (head, tail, entries) = manifest::spool_manifest(raw, spool).map_err(|e| match e {
+            SpoolError::Json(e) if e.is_io() => spool_err(spool)(io::Error::other(e)),
+            SpoolError::Json(e) => damaged(format!("{MANIFEST_PATH} is not a vouch manifest: {e}")),
+            SpoolError::Spool(e) => spool_err(spool)(e),
+        })?;
+        Ok(Listing {
+            head,
+            tail,
+            entries,
+            spool: spool.to_owned(),
+        })
+    }
+
+    /// The number of entries.
+    pub fn count(&self) -> u64 {
+        self.entries.count
+    }
+
+    /// The entries in the archive's order, read from the spool.
+    pub fn entries(&self) -> Result<EntryIter<'_>, RestoreError> {
+        self.entries.entries().map_err(|e| self.unreadable(e))
+    }
+
+    /// The first entry whose `path` is `path`.
+    pub fn find(&self, path: &str) -> Result<Option<Entry>, RestoreError> {
+        for e in self.entries()? {
+            let e = e.map_err(|e| self.unreadable(e))?;
+            if e.path == path {
+                return Ok(Some(e));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The failure to read the spool back.
+    pub(super) fn unreadable(&self, error: io::Error) -> RestoreError {
+        RestoreError::Io {
+            path: self.spool.clone(),
+            error,
+        }
+    }
+}
+
 /// The closing files of an archive and the hash of its ciphertext, from the first pass.
 pub(super) struct Closing {
-    /// `.vouch/manifest.json`, as read.
-    pub(super) manifest: Vec<u8>,
-    /// `.vouch/SHA256SUMS`, as read.
-    pub(super) sums: Vec<u8>,
+    /// `.vouch/manifest.json`'s digest.
+    pub(super) manifest: Digest,
+    /// `.vouch/SHA256SUMS`' digest.
+    pub(super) sums: Digest,
     /// The SHA-256 of the ciphertext.
     pub(super) sha256: String,
     /// The size of the ciphertext.
@@ -107,9 +170,15 @@ pub(super) fn first_pass(
     receipt: Option<(&str, u64)>,
     total: u64,
     opts: &Options,
-) -> Result<(Closing, Manifest), RestoreError> {
+) -> Result<(Closing, Listing), RestoreError> {
     let mut meter = Meter::new(opts.progress, "reading the manifest", total);
-    let read = read_manifest(open, (identity, opts.compression), receipt, &mut meter);
+    let read = read_manifest(
+        open,
+        (identity, opts.compression),
+        receipt,
+        opts,
+        &mut meter,
+    );
     match &read {
         Ok((closing, _)) => meter.finish(closing.size),
         Err(_) => meter.done(),
@@ -117,12 +186,23 @@ pub(super) fn first_pass(
     read
 }
 
-/// Reads the archive to its end, keeping its closing files and the hash of its ciphertext.
+/// Where the restore spools the manifest: `opts.spool`, or the system's temporary directory.
+fn spool_dir(opts: &Options) -> PathBuf {
+    if opts.spool.as_os_str().is_empty() {
+        std::env::temp_dir()
+    } else {
+        opts.spool.clone()
+    }
+}
+
+/// Reads the archive to its end, copying its manifest into a spool file in `spool` (returned
+/// at its start) and keeping the digests of its closing files and of its ciphertext.
 fn read_closing(
     open: Opener<'_>,
     (identity, compression): (&Identity, Compression),
+    spool: &Path,
     meter: &mut Meter,
-) -> Result<Closing, RestoreError> {
+) -> Result<(Closing, File), RestoreError> {
     let (mut hashed, count) = counted(open)?;
     let mut manifest = None;
     let mut sums = None;
@@ -135,19 +215,19 @@ fn read_closing(
             let mut found =
                 found.map_err(|e| damaged(format!("{TRUNCATED}: corrupt tar entry: {e}")))?;
             let path = found.path_bytes().into_owned();
-            if path == MANIFEST_PATH.as_bytes() || path == SUMS_PATH.as_bytes() {
-                let data =
-                    crate::pipeline::manifest::read_closing_file(&mut found, &show(&path), &|| {
-                        count.get()
-                    })
-                    .map_err(|e| {
-                        damaged(format!("{}: cannot read it; {TRUNCATED}: {e}", show(&path)))
-                    })?;
-                if path == MANIFEST_PATH.as_bytes() {
-                    manifest = Some(data);
-                } else {
-                    sums = Some(data);
-                }
+            let cut = |e| damaged(format!("{}: cannot read it; {TRUNCATED}: {e}", show(&path)));
+            let consumed = || count.get();
+            if path == MANIFEST_PATH.as_bytes() {
+                let mut file = manifest::spool_file(spool).map_err(spool_err(spool))?;
+                let mut out = io::BufWriter::new(&mut file);
+                let digest =
+                    manifest::copy_closing_file(&mut found, MANIFEST_PATH, &consumed, &mut out);
+                drop(out);
+                manifest = Some((digest.map_err(cut)?, file));
+            } else if path == SUMS_PATH.as_bytes() {
+                let digest =
+                    manifest::copy_closing_file(&mut found, SUMS_PATH, &consumed, &mut io::sink());
+                sums = Some(digest.map_err(cut)?);
             } else {
                 io::copy(&mut found, &mut io::sink()).map_err(|e| {
                     damaged(format!(
@@ -163,23 +243,38 @@ fn read_closing(
     let (sha256, size) = hashed
         .finish()
         .map_err(|e| damaged(format!("reading the archive failed: {e}")))?;
-    Ok(Closing {
-        manifest: manifest.ok_or_else(|| damaged(format!("{MANIFEST_PATH} is missing")))?,
+    let (manifest, mut file) =
+        manifest.ok_or_else(|| damaged(format!("{MANIFEST_PATH} is missing")))?;
+    file.seek(io::SeekFrom::Start(0))
+        .map_err(spool_err(spool))?;
+    let closing = Closing {
+        manifest,
         sums: sums.ok_or_else(|| damaged(format!("{SUMS_PATH} is missing")))?,
         sha256,
         size,
-    })
+    };
+    Ok((closing, file))
+}
+
+/// A failure to write or read the spool in `dir`.
+fn spool_err(dir: &Path) -> impl Fn(io::Error) -> RestoreError + '_ {
+    move |error| RestoreError::Io {
+        path: dir.to_owned(),
+        error,
+    }
 }
 
 /// Reads the manifest of an archive (first pass only) and checks it against the receipt's size
-/// and SHA-256 when given.
+/// and SHA-256 when given; its entries are spooled in `opts.spool`, one at a time.
 fn read_manifest(
     open: Opener<'_>,
     key: (&Identity, Compression),
     receipt: Option<(&str, u64)>,
+    opts: &Options,
     meter: &mut Meter,
-) -> Result<(Closing, Manifest), RestoreError> {
-    let closing = read_closing(open, key, meter)?;
+) -> Result<(Closing, Listing), RestoreError> {
+    let spool = spool_dir(opts);
+    let (closing, raw) = read_closing(open, key, &spool, meter)?;
     if let Some((sha, size)) = receipt {
         if sha != closing.sha256 || size != closing.size {
             return Err(damaged(format!(
@@ -188,18 +283,16 @@ fn read_manifest(
             )));
         }
     }
-    let manifest: Manifest = serde_json::from_slice(&closing.manifest)
-        .map_err(|e| damaged(format!("{MANIFEST_PATH} is not a vouch manifest: {e}")))?;
-    let mut sums = Vec::new();
-    for e in &manifest.entries {
-        if let Some(sha) = &e.sha256 {
-            sums.extend_from_slice(&sums_line(sha, &e.path_bytes()));
-        }
-    }
+    let mut listing = Listing::read(raw, &spool)?;
+    let sums = listing
+        .entries
+        .sums_reader()
+        .and_then(|mut r| Digest::of(&mut r))
+        .map_err(spool_err(&spool))?;
     if sums != closing.sums {
         return Err(damaged(format!(
             "{SUMS_PATH} disagrees with {MANIFEST_PATH}"
         )));
     }
-    Ok((closing, manifest))
+    Ok((closing, listing))
 }

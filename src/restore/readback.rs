@@ -20,8 +20,10 @@ pub fn check_tree(restored: &Restored) -> Result<(), RestoreError> {
     let root = &restored.dir;
     let mut buf = vec![0u8; BUFFER_SIZE];
     let root_check = is_root();
-    for (i, e) in restored.manifest.entries.iter().enumerate() {
-        if !restored.selected[i] {
+    let listing = &restored.listing;
+    for (i, e) in listing.entries()?.enumerate() {
+        let e = &e.map_err(|e| listing.unreadable(e))?;
+        if !restored.plan.selected[i] {
             continue;
         }
         let rel = e.path_bytes();
@@ -29,7 +31,7 @@ pub fn check_tree(restored: &Restored) -> Result<(), RestoreError> {
         let m = fs::symlink_metadata(&path)
             .map_err(|err| damaged(format!("{}: not restored: {err}", e.path)))?;
         check_meta(e, &m, root_check)?;
-        check_content(restored, e, &path, &m, &mut buf)?;
+        check_content(restored, i, e, &path, &m, &mut buf)?;
     }
     Ok(())
 }
@@ -79,9 +81,10 @@ fn check_meta(e: &Entry, m: &Metadata, owner: bool) -> Result<(), RestoreError> 
 }
 
 /// Compares what the restored entry at `path` (with metadata `m`) holds with the manifest's
-/// `e`: a file's SHA-256, a hard link's inode, a symlink's target.
+/// `e`, entry `i`: a file's SHA-256, a hard link's inode, a symlink's target.
 fn check_content(
     restored: &Restored,
+    i: usize,
     e: &Entry,
     path: &Path,
     m: &Metadata,
@@ -103,12 +106,8 @@ fn check_content(
                 let first = rel_path(&restored.dir, &link);
                 let same = fs::symlink_metadata(&first)
                     .is_ok_and(|f| f.ino() == m.ino() && f.dev() == m.dev());
-                let j = restored
-                    .manifest
-                    .entries
-                    .iter()
-                    .position(|x| x.path_bytes() == link);
-                if j.is_some_and(|j| restored.selected[j]) && !same {
+                let j = restored.plan.link_target(i);
+                if j.is_some_and(|j| restored.plan.selected[j]) && !same {
                     return Err(damaged(format!(
                         "{}: not a hard link to {}",
                         e.path,

@@ -18,12 +18,12 @@ use super::path::{ancestors, check_relative, show, trim_slash, under};
 use super::path::{working_name, working_name_refused};
 use super::plan::Plan;
 use super::progress::Meter;
-use super::read::{counted, drain, open_tar, Closing, Count, Opener};
+use super::read::{counted, drain, open_tar, Closing, Count, Listing, Opener};
 use super::staging::Staging;
 use super::{is_root, Options, RestoreError};
 use crate::pipeline::crypt::Identity;
 use crate::pipeline::io::BUFFER_SIZE;
-use crate::pipeline::manifest::{Entry, EntryType, Manifest, MANIFEST_PATH, SUMS_PATH};
+use crate::pipeline::manifest::{self, Entry, EntryIter, EntryType, MANIFEST_PATH, SUMS_PATH};
 use crate::systemd::signals;
 use sha2::{Digest, Sha256};
 use std::fs::File;
@@ -54,7 +54,9 @@ struct Pass<'a> {
     /// What the first pass read.
     closing: &'a Closing,
     /// The manifest, checked (`plan`).
-    manifest: &'a Manifest,
+    listing: &'a Listing,
+    /// Its entries, read in step with the archive's.
+    entries: EntryIter<'a>,
     /// What to restore.
     plan: &'a Plan,
     /// How.
@@ -82,7 +84,7 @@ pub(super) fn extract(
     open: Opener<'_>,
     identity: &Identity,
     closing: &Closing,
-    manifest: &Manifest,
+    listing: &Listing,
     plan: &Plan,
     opts: &Options,
     staging: &mut Staging,
@@ -92,7 +94,8 @@ pub(super) fn extract(
     let (mut hashed, count) = counted(open)?;
     let mut pass = Pass {
         closing,
-        manifest,
+        listing,
+        entries: listing.entries()?,
         plan,
         opts,
         count: count.clone(),
@@ -160,17 +163,17 @@ impl Pass<'_> {
             self.specials.extend(found);
             return Ok(());
         }
-        let manifest = self.manifest;
-        let Some(want) = manifest.entries.get(self.next) else {
-            return Err(damaged(format!("{name}: not in the manifest")));
+        let want = match self.entries.next() {
+            Some(want) => want.map_err(|e| self.listing.unreadable(e))?,
+            None => return Err(damaged(format!("{name}: not in the manifest"))),
         };
         let i = self.next;
         self.next += 1;
-        crate::check::verify::check_entry(want, found, &path, None).map_err(damaged)?;
+        crate::check::verify::check_entry(&want, found, &path, None).map_err(damaged)?;
         if want.kind == EntryType::File {
-            self.file(found, i, want, &name, staging)?;
+            self.file(found, i, &want, &name, staging)?;
         }
-        if i == manifest.entries.len() / 2 {
+        if i as u64 == self.listing.count() / 2 {
             crate::host::fault::point("restore-mid");
         }
         Ok(())
@@ -185,14 +188,14 @@ impl Pass<'_> {
         name: &str,
     ) -> Result<(), RestoreError> {
         let count = &self.count;
-        let data = crate::pipeline::manifest::read_closing_file(found, name, &|| count.get())
+        let digest = manifest::copy_closing_file(found, name, &|| count.get(), &mut io::sink())
             .map_err(|e| damaged(format!("{name}: cannot read its data; {TRUNCATED}: {e}")))?;
         let (want, ok_order) = if path == MANIFEST_PATH.as_bytes() {
             (&self.closing.manifest, !self.seen_manifest)
         } else {
             (&self.closing.sums, self.seen_manifest)
         };
-        if !ok_order || sha256_hex(&data) != sha256_hex(want) {
+        if !ok_order || &digest != want {
             return Err(damaged(format!("{name} differs between two reads")));
         }
         if path == MANIFEST_PATH.as_bytes() {
@@ -246,8 +249,9 @@ impl Pass<'_> {
 
     /// After the last archived entry: every manifest entry was seen, and SHA256SUMS closed the
     /// archive.
-    fn end(&self) -> Result<(), RestoreError> {
-        if let Some(missing) = self.manifest.entries.get(self.next) {
+    fn end(&mut self) -> Result<(), RestoreError> {
+        if let Some(missing) = self.entries.next() {
+            let missing = missing.map_err(|e| self.listing.unreadable(e))?;
             return Err(damaged(format!(
                 "{}: in the manifest but not in the archive",
                 missing.path
@@ -298,17 +302,16 @@ fn special<R: Read>(
         )));
     }
     if ancestors(path).any(|a| {
-        plan.index
-            .get(a)
-            .is_some_and(|&j| plan.kinds[j] != EntryType::Dir)
+        plan.find(a)
+            .is_some_and(|j| plan.kinds[j] != EntryType::Dir)
     }) {
         return Err(damaged(format!(
             "{name}: refused, it would be created through an entry that is not a directory"
         )));
     }
     // Created last, a special file must not replace what the restore itself placed.
-    if plan.index.contains_key(path)
-        || plan.parents.contains_key(path)
+    if plan.find(path).is_some()
+        || plan.has_below(path)
         || earlier
             .iter()
             .any(|s| under(&s.path, path) || under(path, &s.path))
@@ -376,9 +379,4 @@ pub(super) fn parse_mode(e: &Entry) -> Result<u32, RestoreError> {
         .ok()
         .filter(|m| *m <= 0o7777)
         .ok_or_else(|| damaged(format!("{}: bad mode {:?} in the manifest", e.path, e.mode)))
-}
-
-/// The SHA-256 of `data`, in hex.
-fn sha256_hex(data: &[u8]) -> String {
-    crate::pipeline::io::hex(&Sha256::digest(data))
 }

@@ -25,11 +25,12 @@ mod mariadb; // MariaDB: CREATE DATABASE, then the SQL on the client's stdin
 mod postgresql; // PostgreSQL: CREATE DATABASE, pg_restore or psql, the swap for --replace
 mod sqlite; // SQLite: a checked temporary file renamed into place
 
+use super::Listing;
 use super::{Opener, Options, RestoreError};
 use crate::config::{Dump, DumpKind};
 use crate::error::Error;
 use crate::pipeline::crypt::Identity;
-use crate::pipeline::manifest::{DumpRecord, EntryType, Manifest};
+use crate::pipeline::manifest::{DumpRecord, EntryType};
 use crate::systemd::signals::Deferred;
 use client::Failed;
 use mariadb::Maria;
@@ -81,7 +82,7 @@ impl Selector {
 /// The dump's record in the manifest for `selector`, and its entry's stored path. `kind` is
 /// the config's kind, which the archive's must match.
 pub fn choose(
-    manifest: &Manifest,
+    manifest: &Listing,
     selector: &Selector,
     kind: &str,
 ) -> Result<(DumpRecord, Vec<u8>), RestoreError> {
@@ -155,16 +156,12 @@ pub fn choose(
             )))
         }
     };
-    let entry = manifest
-        .entries
-        .iter()
-        .find(|e| e.path == record.path)
-        .ok_or_else(|| {
-            damaged(format!(
-                "{}: the dump's file is not in the manifest",
-                record.path
-            ))
-        })?;
+    let entry = manifest.find(&record.path)?.ok_or_else(|| {
+        damaged(format!(
+            "{}: the dump's file is not in the manifest",
+            record.path
+        ))
+    })?;
     if entry.kind != EntryType::File
         || entry.size != record.bytes
         || entry.sha256.as_deref() != Some(record.sha256.as_str())
@@ -264,10 +261,11 @@ pub fn extract(
         to: private.0.clone(),
         progress: true,
         compression,
+        spool: spool.to_owned(),
         ..Options::default()
     };
     let mut chosen = None;
-    let mut select = |m: &Manifest| {
+    let mut select = |m: &Listing| {
         let (record, path) = choose(m, selector, kind)?;
         chosen = Some((record, path.clone()));
         Ok(vec![path])
