@@ -704,7 +704,7 @@ fn respool(
 /// the archive must have, when there is one. The manifest is kept in spool files in
 /// `spool_dir`, so memory does not grow with the number of entries.
 pub fn verify_archive(
-    open: &dyn Fn() -> io::Result<Box<dyn Read>>,
+    open: &dyn Fn() -> io::Result<Box<dyn Read + Send>>,
     identity: &Identity,
     compression: Compression,
     receipt: Option<(&str, u64)>,

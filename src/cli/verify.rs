@@ -35,10 +35,10 @@ use crate::systemd::sdnotify::Progress;
 use crate::target::archives::{self, Archive, VerifyLog, VerifyRecord};
 use crate::target::Configured;
 use crate::target::Opened;
-use std::cell::RefCell;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 
 /// A line of the per-archive table: on stdout, unless stdout is the journal.
 macro_rules! table {
@@ -484,19 +484,19 @@ fn check(
     crate::host::fault::point("verify-opened");
     // Both passes read the whole archive: progress counts the bytes of both.
     let total = receipt.map(|(_, size)| 2 * size);
-    let progress = Rc::new(RefCell::new(Counted {
+    let progress = Arc::new(Mutex::new(Counted {
         done: 0,
         progress: Progress::new(format!("verifying {} (two passes)", c.name), total),
     }));
-    let open = || -> std::io::Result<Box<dyn Read>> {
+    let open = || -> std::io::Result<Box<dyn Read + Send>> {
         Ok(Box::new(CountingReader {
             inner: opened.reader()?,
-            counted: Rc::clone(&progress),
+            counted: Arc::clone(&progress),
         }))
     };
     let compression = Compression::of_archive(&c.name).unwrap_or_default();
     let result = verify::verify_archive(&open, identity, compression, receipt, spool);
-    progress.borrow_mut().progress.finish();
+    lock(&progress).progress.finish();
     match result {
         Ok(v) => Checked::Passed(v, opened),
         Err(m) if crate::report::health::is_unfinished_set(c) => Checked::Failed(verify::Mismatch(format!(
@@ -516,14 +516,19 @@ struct Counted {
 /// A reader that reports every read to the verification's progress (systemd's status and
 /// start timeout, and the terminal line), so a huge archive never looks stuck.
 struct CountingReader {
-    inner: Box<dyn Read>,
-    counted: Rc<RefCell<Counted>>,
+    inner: Box<dyn Read + Send>,
+    counted: Arc<Mutex<Counted>>,
+}
+
+/// The counter, also after a thread panicked holding it (it holds only numbers).
+fn lock(c: &Mutex<Counted>) -> std::sync::MutexGuard<'_, Counted> {
+    c.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Read for CountingReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        let mut c = self.counted.borrow_mut();
+        let mut c = lock(&self.counted);
         c.done += n as u64;
         let done = c.done;
         c.progress.update(done);

@@ -12,9 +12,9 @@
 //! header, reads the whole unit and hands it to a worker, which decodes it as one buffer:
 //! libdeflate for gzip (about twice as fast as a streaming inflate, checking the member's CRC-32
 //! and length), libzstd's one-shot decoder for zstd (checking the frame's checksum and content
-//! size). Outputs are returned in order; at most [`IN_FLIGHT_PER_WORKER`] units per worker are in
-//! flight, each at most [`MAX_UNIT_IN`] in and [`MAX_UNIT_OUT`] out, so memory stays bounded
-//! whatever the archive's size.
+//! size). Outputs are returned in order; at most one unit per worker and [`IN_FLIGHT_SPARE`]
+//! more are in flight, each at most [`MAX_UNIT_IN`] in and [`MAX_UNIT_OUT`] out, so memory stays
+//! bounded whatever the archive's size.
 //!
 //! **Anything else streams.** A unit this reader does not recognise (a gzip member without the
 //! length, with a file name, or cut short; a zstd frame without a content size, with a
@@ -60,8 +60,10 @@ pub const MAX_UNIT_IN: usize = 4 << 20;
 /// The largest output of a unit decoded whole.
 pub const MAX_UNIT_OUT: usize = 4 << 20;
 
-/// Units handed to each worker and not yet returned in order.
-const IN_FLIGHT_PER_WORKER: usize = 2;
+/// Units handed to workers and not yet returned in order, beyond one per worker: one, so that
+/// a worker finds its next unit ready while the oldest waits to be read. With two workers and
+/// 2 MiB zstd frames that is about 12 MiB of buffers at most.
+const IN_FLIGHT_SPARE: usize = 1;
 
 /// Most decoding workers one reader starts.
 const MAX_WORKERS: usize = 4;
@@ -301,7 +303,7 @@ impl<R: Read> Members<R> {
 
     /// Reads units from the source and hands them out until enough are in flight.
     fn fill(&mut self) {
-        let limit = (self.workers * IN_FLIGHT_PER_WORKER) as u64;
+        let limit = (self.workers + IN_FLIGHT_SPARE) as u64;
         while matches!(self.after, After::More) && self.sent - self.returned < limit {
             let Some(source) = self.source.as_mut() else {
                 return;

@@ -22,25 +22,43 @@ use crate::pipeline::io::{HashReader, BUFFER_SIZE};
 use crate::pipeline::manifest::{
     self, Digest, Entry, EntryIter, Head, SpoolError, Spooled, Tail, MANIFEST_PATH, SUMS_PATH,
 };
+use crate::pipeline::relay::{self, Relay};
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek};
 use std::path::{Path, PathBuf};
 
 /// Opens the archive's ciphertext from its start, once per pass.
-pub type Opener<'a> = &'a dyn Fn() -> io::Result<Box<dyn Read>>;
+pub type Opener<'a> = &'a dyn Fn() -> io::Result<Box<dyn Read + Send>>;
 
-/// Bytes read from the archive so far, shared with the progress meter.
-pub(super) type Count = std::rc::Rc<std::cell::Cell<u64>>;
+/// Bytes read from the archive so far, shared with the progress meter (the reading thread
+/// counts, the restoring thread reads the count).
+#[derive(Clone, Default)]
+pub(super) struct Count(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl Count {
+    /// The bytes read so far.
+    pub(super) fn get(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn add(&self, n: u64) {
+        self.0.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+}
 
 /// The archive's ciphertext, hashed and counted.
-pub(super) type Source = HashReader<Counted<Box<dyn Read>>>;
+pub(super) type Source = HashReader<Counted<Box<dyn Read + Send>>>;
 
-/// The tar stream inside the archive, with its extended headers capped.
-pub(super) type Tar<'a> = tar::Archive<
-    crate::pipeline::tarstream::HeaderCap<
-        Decoder<age::stream::StreamReader<BufReader<&'a mut Source>>>,
-    >,
->;
+/// The tar stream inside the archive, with its extended headers capped, read from the relay
+/// the decrypting thread fills.
+pub(super) type Tar = tar::Archive<crate::pipeline::tarstream::HeaderCap<Decoder<Relay>>>;
+
+/// The decrypted payload handed from the reading thread, in blocks of this size (at most
+/// [`RELAY_BLOCKS`] queued: 1 MiB).
+const RELAY_BLOCK: usize = 256 * 1024;
+
+/// Blocks queued between the reading thread and the restoring one.
+const RELAY_BLOCKS: usize = 4;
 
 /// A reader that counts what passes through it.
 pub(super) struct Counted<R> {
@@ -51,7 +69,7 @@ pub(super) struct Counted<R> {
 impl<R: Read> Read for Counted<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.count.set(self.count.get() + n as u64);
+        self.count.add(n as u64);
         Ok(n)
     }
 }
@@ -128,7 +146,7 @@ pub(super) struct Closing {
 /// Opens the archive with `open`, hashed and counted.
 pub(super) fn counted(open: Opener<'_>) -> Result<(Source, Count), RestoreError> {
     let inner = open().map_err(|e| damaged(format!("cannot open the archive: {e}")))?;
-    let count = std::rc::Rc::new(std::cell::Cell::new(0));
+    let count = Count::default();
     Ok((
         HashReader::new(Counted {
             inner,
@@ -138,24 +156,46 @@ pub(super) fn counted(open: Opener<'_>) -> Result<(Source, Count), RestoreError>
     ))
 }
 
-/// The tar stream of the ciphertext `hashed`, decrypted with `identity` and decompressed as
-/// `compression` (which its first bytes must be).
-pub(super) fn open_tar<'a>(
-    hashed: &'a mut Source,
+/// Runs `body` on the tar stream of the ciphertext `hashed`, decrypted with `identity` and
+/// decompressed as `compression` (which its first bytes must be). A thread of its own reads,
+/// hashes and decrypts, handing the payload over through a relay, while this one decompresses
+/// (with its workers) and runs `body`, which stays on the calling thread with everything it
+/// borrows. A header that does not decrypt is the error returned, whatever `body` made of the
+/// stream that then stopped. Threads start with the signal mask of the thread that starts
+/// them, so during the second pass, which runs with SIGINT, SIGTERM and SIGHUP held back
+/// (`signals::Deferred`), the reading thread and the decompressing workers hold them back too.
+pub(super) fn with_tar<T>(
+    hashed: &mut Source,
     identity: &Identity,
     compression: Compression,
-) -> Result<Tar<'a>, RestoreError> {
-    let buffered = BufReader::with_capacity(BUFFER_SIZE, hashed);
-    let plain =
-        crypt::decrypt(identity, buffered).map_err(|e| damaged(format!("cannot decrypt: {e}")))?;
-    Ok(tar::Archive::new(
-        crate::pipeline::tarstream::HeaderCap::new(decompress::open(plain, compression)),
-    ))
+    body: impl FnOnce(Tar) -> Result<T, RestoreError>,
+) -> Result<T, RestoreError> {
+    let (feed, payload) = relay::channel(RELAY_BLOCKS, RELAY_BLOCK);
+    std::thread::scope(|s| {
+        let decrypting = std::thread::Builder::new()
+            .name("vouch-decrypt".into())
+            .spawn_scoped(s, move || {
+                let buffered = BufReader::with_capacity(BUFFER_SIZE, hashed);
+                let mut plain = crypt::decrypt(identity, buffered)
+                    .map_err(|e| damaged(format!("cannot decrypt: {e}")))?;
+                feed.pump(&mut plain);
+                Ok(())
+            })
+            .map_err(|e| damaged(format!("cannot start a thread to read the archive: {e}")))?;
+        let tar = tar::Archive::new(crate::pipeline::tarstream::HeaderCap::new(
+            decompress::open(payload, compression),
+        ));
+        let done = body(tar);
+        let opened = decrypting
+            .join()
+            .unwrap_or_else(|_| Err(damaged("the thread reading the archive panicked")));
+        opened.and(done)
+    })
 }
 
 /// Reads what follows the tar stream to the end of the archive, so that the whole ciphertext
 /// is decrypted and hashed; a stream that breaks off there is damaged.
-pub(super) fn drain(tar: Tar<'_>) -> Result<(), RestoreError> {
+pub(super) fn drain(tar: Tar) -> Result<(), RestoreError> {
     let mut rest = tar.into_inner().into_inner();
     io::copy(&mut rest, &mut io::sink())
         .map(|_| ())
@@ -206,8 +246,7 @@ fn read_closing(
     let (mut hashed, count) = counted(open)?;
     let mut manifest = None;
     let mut sums = None;
-    {
-        let mut tar = open_tar(&mut hashed, identity, compression)?;
+    with_tar(&mut hashed, identity, compression, |mut tar| {
         let iter = tar
             .entries()
             .map_err(|e| damaged(format!("not a tar stream: {e}")))?;
@@ -238,8 +277,8 @@ fn read_closing(
             }
             meter.update(count.get());
         }
-        drain(tar)?;
-    }
+        drain(tar)
+    })?;
     let (sha256, size) = hashed
         .finish()
         .map_err(|e| damaged(format!("reading the archive failed: {e}")))?;

@@ -18,7 +18,7 @@ use super::path::{ancestors, check_relative, show, trim_slash, under};
 use super::path::{working_name, working_name_refused};
 use super::plan::Plan;
 use super::progress::Meter;
-use super::read::{counted, drain, open_tar, Closing, Count, Listing, Opener};
+use super::read::{counted, drain, with_tar, Closing, Count, Listing, Opener};
 use super::staging::Staging;
 use super::{is_root, Options, RestoreError};
 use crate::pipeline::crypt::Identity;
@@ -106,8 +106,7 @@ pub(super) fn extract(
         specials: Vec::new(),
         bytes: 0,
     };
-    {
-        let mut tar = open_tar(&mut hashed, identity, opts.compression)?;
+    with_tar(&mut hashed, identity, opts.compression, |mut tar| {
         let iter = tar
             .entries()
             .map_err(|e| damaged(format!("not a tar stream: {e}")))?;
@@ -119,8 +118,8 @@ pub(super) fn extract(
             pass.entry(&mut found, staging)?;
         }
         pass.end()?;
-        drain(tar)?;
-    }
+        drain(tar)
+    })?;
     meter.finish(count.get());
     let (sha, size) = hashed
         .finish()

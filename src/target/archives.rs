@@ -141,7 +141,7 @@ impl Archive {
 
     /// Opens the data files as one stream, in order, each with its cached pages dropped first
     /// so that the bytes come from the device ([`crate::target::Target::read`]).
-    pub(in crate::target) fn open(&self) -> io::Result<Box<dyn Read>> {
+    pub(in crate::target) fn open(&self) -> io::Result<Box<dyn Read + Send>> {
         open_files(&self.files)
     }
 
@@ -201,8 +201,8 @@ impl OpenFiles {
     /// One pass over the archive from its first byte, with the cached pages of every file
     /// dropped first so that the bytes come from the device. Passes may overlap: each reads at
     /// its own offsets.
-    pub fn reader(&self) -> io::Result<Box<dyn Read>> {
-        let mut chain: Box<dyn Read> = Box::new(io::empty());
+    pub fn reader(&self) -> io::Result<Box<dyn Read + Send>> {
+        let mut chain: Box<dyn Read + Send> = Box::new(io::empty());
         for f in &self.files {
             drop_cache(f)?;
             chain = Box::new(Read::chain(
@@ -218,7 +218,7 @@ impl OpenFiles {
 }
 
 impl crate::target::Opened for OpenFiles {
-    fn reader(&self) -> io::Result<Box<dyn Read>> {
+    fn reader(&self) -> io::Result<Box<dyn Read + Send>> {
         OpenFiles::reader(self)
     }
 }
@@ -244,8 +244,8 @@ fn open_data(path: &Path) -> io::Result<File> {
 }
 
 /// Opens `files` as one stream, in order, each with its cached pages dropped first.
-fn open_files(files: &[PathBuf]) -> io::Result<Box<dyn Read>> {
-    let mut chain: Box<dyn Read> = Box::new(io::empty());
+fn open_files(files: &[PathBuf]) -> io::Result<Box<dyn Read + Send>> {
+    let mut chain: Box<dyn Read + Send> = Box::new(io::empty());
     for f in files {
         let file = open_data(f)?;
         drop_cache(&file)?;

@@ -298,8 +298,8 @@ impl Pending {
     }
 
     /// Opens the synced parts for reading back from the device, in order, as one stream.
-    pub fn open_for_readback(&self) -> io::Result<Box<dyn std::io::Read>> {
-        let mut chain: Box<dyn std::io::Read> = Box::new(std::io::empty());
+    pub fn open_for_readback(&self) -> io::Result<Box<dyn std::io::Read + Send>> {
+        let mut chain: Box<dyn std::io::Read + Send> = Box::new(std::io::empty());
         for p in &self.parts {
             chain = Box::new(std::io::Read::chain(chain, p.open_for_readback()?));
         }
@@ -733,7 +733,7 @@ impl super::Target for Local {
         archives::scan(&self.dir)
     }
 
-    fn read(&self, archive: &Archive) -> io::Result<Box<dyn io::Read>> {
+    fn read(&self, archive: &Archive) -> io::Result<Box<dyn io::Read + Send>> {
         archive.open()
     }
 
@@ -789,7 +789,7 @@ impl super::Pending for Pending {
         Ok(())
     }
 
-    fn open_for_readback(&self) -> io::Result<Box<dyn io::Read>> {
+    fn open_for_readback(&self) -> io::Result<Box<dyn io::Read + Send>> {
         Pending::open_for_readback(self)
     }
 

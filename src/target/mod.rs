@@ -140,7 +140,7 @@ pub trait Target: std::fmt::Debug {
     }
 
     /// One pass over a listed archive's data, its files in order, opened as the pass starts.
-    fn read(&self, archive: &Archive) -> io::Result<Box<dyn Read>>;
+    fn read(&self, archive: &Archive) -> io::Result<Box<dyn Read + Send>>;
 
     /// Opens every data file of a listed archive before any is read, for as many passes as a
     /// check needs: an archive deleted after this (`vouch verify` does not take the run lock)
@@ -191,7 +191,7 @@ pub trait Pending: Write {
     fn sync(&mut self) -> io::Result<()>;
 
     /// Reads the synced archive back from the target's storage, its parts in order.
-    fn open_for_readback(&self) -> io::Result<Box<dyn Read>>;
+    fn open_for_readback(&self) -> io::Result<Box<dyn Read + Send>>;
 
     /// The archive's final file names, in order: its own name alone, or its parts.
     fn final_names(&self) -> Vec<String>;
@@ -208,7 +208,7 @@ pub trait Pending: Write {
 /// An archive opened for several passes.
 pub trait Opened {
     /// One pass from its first byte; passes may overlap.
-    fn reader(&self) -> io::Result<Box<dyn Read>>;
+    fn reader(&self) -> io::Result<Box<dyn Read + Send>>;
 }
 
 /// Where a commit put an archive.

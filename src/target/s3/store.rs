@@ -129,7 +129,7 @@ impl Store {
     }
 
     /// One GET of the archive's object, checked against the size it was listed with.
-    fn get(&self, archive: &Archive) -> io::Result<Box<dyn Read>> {
+    fn get(&self, archive: &Archive) -> io::Result<Box<dyn Read + Send>> {
         get(&self.s3, &self.object_key(archive), archive.listed_size)
     }
 
@@ -209,7 +209,7 @@ impl Target for Store {
         Ok(out)
     }
 
-    fn read(&self, archive: &Archive) -> io::Result<Box<dyn Read>> {
+    fn read(&self, archive: &Archive) -> io::Result<Box<dyn Read + Send>> {
         self.get(archive)
     }
 
@@ -296,7 +296,7 @@ impl Target for Store {
 }
 
 /// One GET of `key`, which must be `listed` bytes when that is known.
-fn get(s3: &S3, key: &str, listed: Option<u64>) -> io::Result<Box<dyn Read>> {
+fn get(s3: &S3, key: &str, listed: Option<u64>) -> io::Result<Box<dyn Read + Send>> {
     let (size, body) = s3.client.get(key).map_err(io_error)?;
     if let Some(listed) = listed.filter(|&l| l != size) {
         return Err(io::Error::other(format!(
@@ -313,11 +313,11 @@ struct Fetched {
     s3: Arc<S3>,
     key: String,
     size: Option<u64>,
-    first: std::cell::RefCell<Option<Box<dyn Read>>>,
+    first: std::cell::RefCell<Option<Box<dyn Read + Send>>>,
 }
 
 impl Opened for Fetched {
-    fn reader(&self) -> io::Result<Box<dyn Read>> {
+    fn reader(&self) -> io::Result<Box<dyn Read + Send>> {
         match self.first.borrow_mut().take() {
             Some(first) => Ok(first),
             None => get(&self.s3, &self.key, self.size),

@@ -487,7 +487,7 @@ impl Session {
     }
 
     /// [`Session::open_read`] for a reader that owns the session: it lives on its own (for a
-    /// `Box<dyn Read>`), and the session ends when it is dropped.
+    /// `Box<dyn Read + Send>`), and the session ends when it is dropped.
     pub fn into_reader(self, path: &str) -> Result<Reader<Session>, SftpError> {
         Reader::new(self, path)
     }

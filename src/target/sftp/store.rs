@@ -364,7 +364,7 @@ impl Target for Store {
             .collect())
     }
 
-    fn read(&self, archive: &Archive) -> io::Result<Box<dyn Read>> {
+    fn read(&self, archive: &Archive) -> io::Result<Box<dyn Read + Send>> {
         Ok(Box::new(self.get(archive)?))
     }
 
@@ -465,7 +465,7 @@ struct Fetched {
 }
 
 impl Opened for Fetched {
-    fn reader(&self) -> io::Result<Box<dyn Read>> {
+    fn reader(&self) -> io::Result<Box<dyn Read + Send>> {
         match self.first.borrow_mut().take() {
             Some(first) => Ok(Box::new(first)),
             None => Ok(Box::new(reader(&self.sftp, &self.paths, self.size)?)),
