@@ -654,6 +654,17 @@ pub fn archive_path(abs: &Path) -> Vec<u8> {
 mod tests {
     use super::*;
 
+    /// The manifest a spool writes, read back whole.
+    fn spooled_text(spooled: &mut Spooled) -> Vec<u8> {
+        let mut text = Vec::new();
+        spooled
+            .manifest_reader()
+            .unwrap()
+            .read_to_end(&mut text)
+            .unwrap();
+        text
+    }
+
     fn entry(path: &[u8], sha: Option<&str>) -> Entry {
         let (path, path_hex) = encode_path(path);
         Entry {
@@ -695,12 +706,7 @@ mod tests {
             ..Tail::default()
         };
         let mut spooled = w.finish(&tail).unwrap();
-        let mut text = Vec::new();
-        spooled
-            .manifest_reader()
-            .unwrap()
-            .read_to_end(&mut text)
-            .unwrap();
+        let text = spooled_text(&mut spooled);
         assert_eq!(text.len() as u64, spooled.manifest_len);
         let parsed: Manifest = serde_json::from_slice(&text).unwrap();
         assert_eq!(parsed.head, head);
@@ -731,12 +737,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let w = ManifestWriter::new(head, dir.path()).unwrap();
         let mut spooled = w.finish(&Tail::default()).unwrap();
-        let mut text = Vec::new();
-        spooled
-            .manifest_reader()
-            .unwrap()
-            .read_to_end(&mut text)
-            .unwrap();
+        let text = spooled_text(&mut spooled);
         let parsed: Manifest = serde_json::from_slice(&text).unwrap();
         assert!(parsed.entries.is_empty());
     }
@@ -774,12 +775,7 @@ mod tests {
             w.push(e).unwrap();
         }
         let mut spooled = w.finish(&tail).unwrap();
-        let mut text = Vec::new();
-        spooled
-            .manifest_reader()
-            .unwrap()
-            .read_to_end(&mut text)
-            .unwrap();
+        let text = spooled_text(&mut spooled);
         let manifest = Manifest {
             head,
             entries,
@@ -822,12 +818,7 @@ mod tests {
         let (head, tail, mut spooled) = spool_manifest(&reordered[..], dir.path()).unwrap();
         assert_eq!((head, tail), (manifest.head, manifest.tail));
         assert_eq!(spooled.count, manifest.entries.len() as u64);
-        let mut again = Vec::new();
-        spooled
-            .manifest_reader()
-            .unwrap()
-            .read_to_end(&mut again)
-            .unwrap();
+        let again = spooled_text(&mut spooled);
         assert_eq!(again, text);
     }
 
