@@ -72,7 +72,7 @@ fuzz_target!(|data: &[u8]| {
     let world = world();
     let (plain, compression) = compressed(data);
     let ciphertext = encrypted(&plain, &world.recipient);
-    let open = || -> io::Result<Box<dyn Read>> { Ok(Box::new(Cursor::new(ciphertext.clone()))) };
+    let open = || -> io::Result<Box<dyn Read + Send>> { Ok(Box::new(Cursor::new(ciphertext.clone()))) };
     let spool = tempfile::tempdir_in(&world.scratch).unwrap();
     let _ = vouch::check::verify::verify_archive(
         &open,
