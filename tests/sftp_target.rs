@@ -84,6 +84,20 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The stock restore, with nothing of vouch: `ssh HOST REMOTE | age -d | tar -xz` into `into`,
+/// where `REMOTE` (quoted for the local shell) prints the archive on the server.
+fn stock_restore(s: &Sshd, env: &Env, remote: &str, into: &Path) {
+    util::bash_ok(&format!(
+        "set -o pipefail; ssh -F /dev/null -o BatchMode=yes -i '{key}' -o UserKnownHostsFile='{kh}' -p {port} {user}@127.0.0.1 {remote} | age -d -i '{id}' | tar -xzf - -C '{into}'",
+        key = s.client_key.display(),
+        kh = s.known_hosts.display(),
+        port = s.port,
+        user = s.user,
+        id = env.identity.display(),
+        into = into.display(),
+    ));
+}
+
 #[test]
 fn a_run_copies_the_archive_reads_it_back_and_renames_it_into_place() {
     let s = Sshd::start();
@@ -143,16 +157,12 @@ fn a_run_copies_the_archive_reads_it_back_and_renames_it_into_place() {
     // The stock restore, with nothing of vouch: ssh cat | age -d | tar -x.
     let into = env.dir.path().join("r");
     fs::create_dir_all(&into).unwrap();
-    util::bash_ok(&format!(
-        "set -o pipefail; ssh -F /dev/null -o BatchMode=yes -i '{key}' -o UserKnownHostsFile='{kh}' -p {port} {user}@127.0.0.1 cat '{path}' | age -d -i '{id}' | tar -xzf - -C '{into}'",
-        key = s.client_key.display(),
-        kh = s.known_hosts.display(),
-        port = s.port,
-        user = s.user,
-        path = remote.join(&name).display(),
-        id = env.identity.display(),
-        into = into.display(),
-    ));
+    stock_restore(
+        &s,
+        &env,
+        &format!("cat '{}'", remote.join(&name).display()),
+        &into,
+    );
     let restored = util::restored(&into, &env.src);
     assert_eq!(fs::read(restored.join("a.txt")).unwrap(), b"alpha");
     assert_eq!(
@@ -583,16 +593,12 @@ fn a_split_sftp_target_gets_parts_that_restore_with_ssh_cat_and_vouch() {
     // The stock restore: ssh cat of every part (the shell's glob sorts them) | age | tar.
     let into = env.dir.path().join("stock");
     fs::create_dir_all(&into).unwrap();
-    util::bash_ok(&format!(
-        "set -o pipefail; ssh -F /dev/null -o BatchMode=yes -i '{key}' -o UserKnownHostsFile='{kh}' -p {port} {user}@127.0.0.1 'cat {path}.*' | age -d -i '{id}' | tar -xzf - -C '{into}'",
-        key = s.client_key.display(),
-        kh = s.known_hosts.display(),
-        port = s.port,
-        user = s.user,
-        path = remote.join(&name).display(),
-        id = env.identity.display(),
-        into = into.display(),
-    ));
+    stock_restore(
+        &s,
+        &env,
+        &format!("'cat {}.*'", remote.join(&name).display()),
+        &into,
+    );
     assert_eq!(
         fs::read(util::restored(&into, &env.src).join("blob")).unwrap(),
         fs::read(env.src.join("blob")).unwrap()
