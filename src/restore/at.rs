@@ -89,6 +89,10 @@ impl Tree {
 
     /// Keeps `fd` as the directory at `rel` (one the caller opened and checked itself).
     pub fn adopt(&mut self, rel: &[u8], fd: OwnedFd) {
+        debug_assert!(
+            self.dirs.contains_key(split(rel).0),
+            "adopted below an unkept directory"
+        );
         self.dirs.insert(rel.to_vec(), Rc::new(fd));
     }
 
@@ -128,7 +132,15 @@ impl Tree {
     }
 
     /// Forgets the directories kept at and below `rel`, which is about to change.
+    ///
+    /// A directory is kept only with every directory above it (`dir` opens them on the way
+    /// down, `adopt` takes one whose parent is kept, and this forgets whole subtrees), so when
+    /// `rel` itself is not kept nothing below it is: the common case, a file, costs one lookup
+    /// rather than a look at every kept directory.
     fn forget(&mut self, rel: &[u8]) {
+        if !self.dirs.contains_key(rel) {
+            return;
+        }
         self.dirs.retain(|k, _| {
             !(k.as_slice() == rel || (k.starts_with(rel) && k.get(rel.len()) == Some(&b'/')))
         });
@@ -365,6 +377,39 @@ mod tests {
         let _ = tree.rename(b"d", b"d2");
         std::os::unix::fs::symlink(outside.path(), root.path().join("d")).unwrap();
         assert!(tree.create_file(b"d/z").is_err());
+        assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn changing_a_directory_forgets_every_directory_kept_below_it() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        fs::create_dir_all(root.path().join("a/b/c")).unwrap();
+        fs::create_dir_all(root.path().join("ab")).unwrap();
+        let mut tree = Tree::open(root.path()).unwrap();
+        tree.dir(b"a/b/c").unwrap();
+        tree.dir(b"ab").unwrap();
+        let kept = |tree: &Tree| {
+            let mut k: Vec<String> = tree
+                .dirs
+                .keys()
+                .map(|k| String::from_utf8_lossy(k).into_owned())
+                .collect();
+            k.sort();
+            k
+        };
+        assert_eq!(kept(&tree), ["", "a", "a/b", "a/b/c", "ab"]);
+        // A file renamed, or a path that is not kept, changes nothing kept.
+        fs::write(root.path().join("a/f"), "").unwrap();
+        tree.rename(b"a/f", b"a/g").unwrap();
+        tree.remove(b"a/g", false).unwrap();
+        assert_eq!(kept(&tree), ["", "a", "a/b", "a/b/c", "ab"]);
+        // A directory renamed takes what is kept below it, and nothing beside it.
+        tree.rename(b"a", b"z").unwrap();
+        assert_eq!(kept(&tree), ["", "ab"]);
+        // What is then at the old path is looked up again: a symlink there is refused.
+        std::os::unix::fs::symlink(outside.path(), root.path().join("a")).unwrap();
+        assert!(tree.create_file(b"a/b/c/x").is_err());
         assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 0);
     }
 }
