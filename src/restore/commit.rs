@@ -52,7 +52,7 @@ pub(super) fn commit(
             continue;
         }
         staging.interrupted()?;
-        let rel = plan.path(i);
+        let rel: &[u8] = &plan.path(i);
         staging.parents(rel, plan)?;
         staging.place_entry(plan, i, &e, &mut links)?;
         if e.kind == EntryType::Dir {
@@ -136,7 +136,7 @@ impl Staging {
         e: &Entry,
         links: &mut Links,
     ) -> Result<(), RestoreError> {
-        let rel = plan.path(i);
+        let rel: &[u8] = &plan.path(i);
         let err = self.io(rel);
         match e.kind {
             EntryType::Dir => match self.lstat(rel)? {
@@ -160,10 +160,10 @@ impl Staging {
                 self.record(Step::Created(rel.to_vec()))?;
                 let first = match plan.selected[j] {
                     true => Some(plan.path(j)),
-                    false => links.moved.get(&j).map(Vec::as_slice),
+                    false => links.moved.get(&j).cloned(),
                 };
                 match (first, links.unselected.get(&j)) {
-                    (Some(first), _) => self.tree.hard_link(first, rel).map_err(err)?,
+                    (Some(first), _) => self.tree.hard_link(&first, rel).map_err(err)?,
                     (None, Some(file)) => {
                         self.place(&self.data(j), rel, file)?;
                         links.moved.insert(j, rel.to_vec());
@@ -202,7 +202,7 @@ impl Staging {
     fn set_dir_meta(&mut self, dirs: &[DirMeta], plan: &Plan) -> Result<(), RestoreError> {
         for d in dirs.iter().rev() {
             self.interrupted()?;
-            self.set_meta(plan.path(d.entry), Some(d.mode), d.uid, d.gid, d.mtime)?;
+            self.set_meta(&plan.path(d.entry), Some(d.mode), d.uid, d.gid, d.mtime)?;
         }
         Ok(())
     }

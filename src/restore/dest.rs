@@ -101,18 +101,19 @@ impl Dest {
         let replaced = |p: &[u8]| in_place && plan.find(p).is_some_and(|i| plan.selected[i]);
         // Ancestors already looked at: `true` when nothing below them needs looking at, because
         // they do not exist or the restore replaces them (`lstat` below a symlink would follow it).
-        let mut seen: HashMap<&[u8], bool> = HashMap::new();
+        let mut seen: HashMap<Vec<u8>, bool> = HashMap::new();
         let chosen = (0..plan.len())
             .filter(|&i| plan.selected[i])
             .map(|i| plan.path(i))
-            .chain(specials.iter().map(Vec::as_slice));
+            .chain(specials.iter().cloned());
         'paths: for p in chosen {
+            let p = &p[..];
             for a in ancestors(p) {
                 let stop = match seen.get(a) {
                     Some(&stop) => stop,
                     None => {
                         let stop = self.nothing_below(p, a, replaced(a))?;
-                        seen.insert(a, stop);
+                        seen.insert(a.to_vec(), stop);
                         stop
                     }
                 };

@@ -18,13 +18,21 @@ use std::hash::BuildHasher;
 /// No entry: the end of a chain in [`Keys`].
 const NONE: u32 = u32::MAX;
 
+/// Every 16th path is stored whole in [`Names`]; those between, after what they share with the
+/// path before them.
+const RESTART: usize = 16;
+
 /// Every entry's path, one after the other in one buffer: the only copy of the paths a
-/// restore holds.
+/// restore holds. Paths in a manifest come directory by directory, so each is stored as the
+/// length of the start it shares with the one before (a LEB128 number) and the rest of it;
+/// every [`RESTART`]th is stored whole, so that reading any path decodes at most that many.
 #[derive(Default)]
 struct Names {
     bytes: Vec<u8>,
-    /// Where each entry's path ends in `bytes`.
+    /// Where each entry's record ends in `bytes`.
     ends: Vec<u32>,
+    /// The path pushed last.
+    last: Vec<u8>,
 }
 
 impl Names {
@@ -32,33 +40,74 @@ impl Names {
         self.ends.len()
     }
 
-    /// The first `len` bytes of entry `i`'s path.
-    fn prefix(&self, i: u32, len: u32) -> &[u8] {
-        let start = match i {
-            0 => 0,
-            _ => self.ends[i as usize - 1] as usize,
-        };
-        &self.bytes[start..start + len as usize]
-    }
-
-    fn path(&self, i: usize) -> &[u8] {
+    /// Entry `i`'s record: how much it shares with the path before, and the rest.
+    fn record(&self, i: usize) -> (usize, &[u8]) {
         let start = match i {
             0 => 0,
             _ => self.ends[i - 1] as usize,
         };
-        &self.bytes[start..self.ends[i] as usize]
+        let rec = &self.bytes[start..self.ends[i] as usize];
+        let (mut shared, mut at) = (0usize, 0);
+        while let Some(&b) = rec.get(at) {
+            shared |= usize::from(b & 0x7f) << (7 * at);
+            at += 1;
+            if b & 0x80 == 0 {
+                break;
+            }
+        }
+        (shared, &rec[at..])
+    }
+
+    /// Entry `i`'s path, into `out`.
+    fn path_into(&self, i: usize, out: &mut Vec<u8>) {
+        out.clear();
+        for j in i - i % RESTART..=i {
+            let (shared, rest) = self.record(j);
+            out.truncate(shared);
+            out.extend_from_slice(rest);
+        }
+    }
+
+    fn path(&self, i: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.path_into(i, &mut out);
+        out
+    }
+
+    /// Whether the first `len` bytes of entry `i`'s path are `key`.
+    fn prefix_is(&self, i: u32, len: u32, key: &[u8]) -> bool {
+        if key.len() != len as usize {
+            return false;
+        }
+        let path = self.path(i as usize);
+        path.get(..key.len()) == Some(key)
     }
 
     /// Adds the next entry's path; false when the buffer would pass 4 GiB.
     fn push(&mut self, p: &[u8]) -> bool {
-        let Some(end) = u32::try_from(self.bytes.len() + p.len())
-            .ok()
-            .filter(|&e| e != NONE)
-        else {
+        let shared = match self.len() % RESTART {
+            0 => 0,
+            _ => p.iter().zip(&self.last).take_while(|(a, b)| a == b).count(),
+        };
+        let start = self.bytes.len();
+        let mut n = shared;
+        loop {
+            let more = n >> 7 != 0;
+            self.bytes
+                .push((n & 0x7f) as u8 | if more { 0x80 } else { 0 });
+            n >>= 7;
+            if !more {
+                break;
+            }
+        }
+        self.bytes.extend_from_slice(&p[shared..]);
+        let Some(end) = u32::try_from(self.bytes.len()).ok().filter(|&e| e != NONE) else {
+            self.bytes.truncate(start);
             return false;
         };
-        self.bytes.extend_from_slice(p);
         self.ends.push(end);
+        self.last.clear();
+        self.last.extend_from_slice(p);
         true
     }
 }
@@ -97,7 +146,7 @@ impl Keys {
         let mut at = *self.heads.get(&self.hash(key))?;
         while at != NONE {
             let (i, len, next) = self.slots[at as usize];
-            if names.prefix(i, len) == key {
+            if names.prefix_is(i, len, key) {
                 return Some(i as usize);
             }
             at = next;
@@ -105,9 +154,11 @@ impl Keys {
         None
     }
 
-    /// Adds the first `len` bytes of entry `i`'s path as a key; false when it already is one.
-    fn insert(&mut self, names: &Names, i: u32, len: u32) -> bool {
-        let key = names.prefix(i, len);
+    /// Adds `key`, which is entry `i`'s path or a start of it, as a key; false when it already
+    /// is one.
+    fn insert(&mut self, names: &Names, i: u32, key: &[u8]) -> bool {
+        debug_assert!(names.path(i as usize).starts_with(key));
+        let len = key.len() as u32;
         if self.get(names, key).is_some() {
             return false;
         }
@@ -179,7 +230,7 @@ impl Plan {
     }
 
     /// Entry `i`'s path.
-    pub(super) fn path(&self, i: usize) -> &[u8] {
+    pub(super) fn path(&self, i: usize) -> Vec<u8> {
         self.names.path(i)
     }
 
@@ -211,11 +262,11 @@ impl Plan {
             ));
         }
         self.kinds.push(e.kind);
-        if !self.index.insert(&self.names, i, p.len() as u32) {
+        if !self.index.insert(&self.names, i, &p) {
             return Err(damaged(format!("{}: listed twice", e.path)));
         }
         for a in ancestors(&p) {
-            self.parents.insert(&self.names, i, a.len() as u32);
+            self.parents.insert(&self.names, i, a);
         }
         self.check_kind(i, e)
     }
@@ -243,7 +294,7 @@ impl Plan {
                     "{}: refused, a {} listed after {}, which lies below it",
                     e.path,
                     kind_name(e.kind),
-                    show(self.path(j))
+                    show(&self.path(j))
                 )));
             }
         }
@@ -288,7 +339,7 @@ impl Plan {
         for w in wanted {
             let mut hit = false;
             for (i, chosen) in selected.iter_mut().enumerate() {
-                if under(self.path(i), w) {
+                if under(&self.path(i), w) {
                     *chosen = true;
                     hit = true;
                 }
@@ -304,7 +355,7 @@ impl Plan {
         if !wanted.is_empty() {
             for i in 0..n {
                 if selected[i] {
-                    for a in ancestors(self.path(i)) {
+                    for a in ancestors(&self.path(i)) {
                         if let Some(j) = self.find(a) {
                             selected[j] = true;
                         }
@@ -451,14 +502,14 @@ mod tests {
                 .collect();
             for (i, p) in paths.iter().enumerate() {
                 assert!(names.push(p));
-                assert!(keys.insert(&names, i as u32, p.len() as u32));
+                assert!(keys.insert(&names, i as u32, p));
                 // An ancestor is a key of its own, held as the start of the path.
-                keys.insert(&names, i as u32, 2);
+                keys.insert(&names, i as u32, &p[..2]);
             }
             for (i, p) in paths.iter().enumerate() {
-                assert_eq!(names.path(i), &p[..]);
+                assert_eq!(&names.path(i), p);
                 assert_eq!(keys.get(&names, p), Some(i), "{mask:x}");
-                assert!(!keys.insert(&names, i as u32, p.len() as u32));
+                assert!(!keys.insert(&names, i as u32, p));
             }
             // The first entry below each directory is the one it keeps.
             for d in 0..7 {
@@ -471,15 +522,40 @@ mod tests {
     }
 
     #[test]
+    fn names_give_back_every_path_whatever_it_shares_with_the_one_before() {
+        let long = "d".repeat(300);
+        let mut paths: Vec<Vec<u8>> = vec![b"a".to_vec(), b"a/b".to_vec(), b"ab".to_vec()];
+        for i in 0..40 {
+            // Shares more than 127 bytes (a two-byte length), then less, then nothing.
+            paths.push(format!("{long}/f{i}").into_bytes());
+            paths.push(format!("{long}/f{i}/g").into_bytes());
+            paths.push(vec![b'x', 0xff, i]);
+        }
+        let mut names = Names::default();
+        for p in &paths {
+            assert!(names.push(p));
+        }
+        assert_eq!(names.len(), paths.len());
+        for (i, p) in paths.iter().enumerate() {
+            assert_eq!(&names.path(i), p, "entry {i}");
+            assert!(names.prefix_is(i as u32, 1, &p[..1]));
+            assert!(!names.prefix_is(i as u32, 1, b"q"));
+        }
+    }
+
+    #[test]
     fn the_plan_holds_each_path_once_and_finds_every_entry() {
         let mut entries = vec![("a", "dir")];
         let files: Vec<String> = (0..300).map(|i| format!("a/f{i}")).collect();
         entries.extend(files.iter().map(|f| (f.as_str(), "file")));
         let plan = Plan::new(&manifest_of(&entries), &[b"a/f7".to_vec()]).unwrap();
         assert_eq!(plan.len(), 301);
-        assert_eq!(
-            plan.names.bytes.len(),
-            entries.iter().map(|e| e.0.len()).sum::<usize>()
+        // Stored after what they share with the path before: `a/f`, here.
+        let whole: usize = entries.iter().map(|e| e.0.len()).sum();
+        assert!(
+            plan.names.bytes.len() < whole / 2,
+            "{}",
+            plan.names.bytes.len()
         );
         for (i, (p, _)) in entries.iter().enumerate() {
             assert_eq!(plan.path(i), p.as_bytes());
