@@ -28,7 +28,7 @@ use super::RestoreError;
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -84,13 +84,26 @@ pub struct Undone {
     pub failed: u64,
 }
 
-/// The commit journal: the steps, which of them were undone, whether the commit went through,
-/// and the file they are appended to.
+/// The commit journal: the file the steps are appended to and, once read (from a journal
+/// found later, or from this restore's own when it is undone or cleaned up), the steps, which
+/// of them were undone, and whether the commit went through.
+///
+/// A journal being written keeps its steps only in its file: a restore of many entries would
+/// otherwise hold every created path a second time. It reads them back from there when they
+/// are needed, through the same code that reads a journal an interrupted restore left.
 #[derive(Debug, Default)]
 pub struct Journal {
     file: Option<File>,
     /// The staging directory's token, from the first line.
     token: String,
+    /// The destination it is written for, and the staging directory's name in it.
+    root: std::path::PathBuf,
+    name: Vec<u8>,
+    /// Whether `steps`, `undone` and `complete` hold what the file says.
+    read: bool,
+    /// Until then, the paths put aside outside the staging directory, for
+    /// [`Journal::drop_replaced`] (rare: only those on another filesystem than it).
+    aside_beside: Vec<Vec<u8>>,
     steps: Steps,
     undone: Vec<bool>,
     complete: bool,
@@ -247,10 +260,10 @@ fn aside_shape_ok(orig: &[u8], aside: &[u8], staging: &[u8]) -> bool {
 }
 
 impl Journal {
-    /// Starts the journal file in the staging directory `dir` (held open) of the destination
-    /// `root`, with the staging directory's `token`.
-    pub fn create(dir: &OwnedFd, root: &Path, token: &str) -> io::Result<Journal> {
-        let flags = OFlag::O_WRONLY
+    /// Starts the journal file in the staging directory `dir` (held open), called `name` in
+    /// the destination `root`, with the staging directory's `token`.
+    pub fn create(dir: &OwnedFd, root: &Path, name: &[u8], token: &str) -> io::Result<Journal> {
+        let flags = OFlag::O_RDWR
             | OFlag::O_APPEND
             | OFlag::O_CREAT
             | OFlag::O_EXCL
@@ -269,6 +282,8 @@ impl Journal {
         Ok(Journal {
             file: Some(file),
             token: token.to_owned(),
+            root: root.to_owned(),
+            name: name.to_vec(),
             ..Journal::default()
         })
     }
@@ -284,13 +299,27 @@ impl Journal {
             | OFlag::O_CLOEXEC;
         let fd = nix::fcntl::openat(dir.as_fd(), JOURNAL_NAME, flags, Mode::empty())
             .map_err(|e| format!("cannot open it: {e}"))?;
-        let mut file = File::from(fd);
+        let file = File::from(fd);
         if !file.metadata().is_ok_and(|m| m.is_file()) {
             return Err("it is not a regular file".into());
         }
-        let mut text = Vec::new();
-        file.read_to_end(&mut text)
-            .map_err(|e| format!("cannot read it: {e}"))?;
+        let mut journal = Journal {
+            file: Some(file),
+            root: root.to_owned(),
+            name: name.to_vec(),
+            ..Journal::default()
+        };
+        journal.read_back()?;
+        Ok(journal)
+    }
+
+    /// Reads the file from its start into `steps`, `undone` and `complete`, checking that it
+    /// was written for this destination, and that its token is the one known, if one is.
+    fn read_back(&mut self) -> Result<(), String> {
+        let text = match &self.file {
+            Some(file) => read_all(file).map_err(|e| format!("cannot read it: {e}"))?,
+            None => return Ok(()),
+        };
         let text = String::from_utf8(text).map_err(|_| "it is not text".to_owned())?;
         let mut lines: Vec<&str> = text.split('\n').collect();
         // After the last newline: empty, or a line cut short.
@@ -298,7 +327,7 @@ impl Journal {
         let first = lines.first().copied().unwrap_or_default();
         let words: Vec<&str> = first.splitn(4, ' ').collect();
         let token = match words.as_slice() {
-            [HEADER, VERSION, token, dest] if *dest == escape(root.as_os_str().as_bytes()) => {
+            [HEADER, VERSION, token, dest] if *dest == escape(self.root.as_os_str().as_bytes()) => {
                 (*token).to_owned()
             }
             [HEADER, VERSION, _, _] => {
@@ -311,31 +340,51 @@ impl Journal {
             }
             _ => return Err("it does not start like a vouch restore journal".into()),
         };
-        let mut journal = Journal {
-            token,
-            ..Journal::default()
-        };
+        if !self.token.is_empty() && self.token != token {
+            return Err(format!("its token changed ({first:?})"));
+        }
+        self.token = token;
+        let (mut steps, mut undone, mut complete) = (Steps::default(), Vec::new(), false);
         for (n, line) in lines.iter().enumerate().skip(1) {
             let bad = |why: String| format!("line {}: {why}", n + 1);
             if *line == "complete" {
-                journal.complete = true;
+                complete = true;
             } else if let Some(i) = line.strip_prefix("undone ") {
                 let i: usize = i.parse().map_err(|_| bad(format!("bad step {i:?}")))?;
-                let slot = journal
-                    .undone
+                let slot = undone
                     .get_mut(i)
                     .ok_or_else(|| bad(format!("no step {i}")))?;
                 *slot = true;
             } else {
-                let step = Step::parse(line, name)
+                let step = Step::parse(line, &self.name)
                     .map_err(bad)?
                     .ok_or_else(|| bad(format!("unknown record {line:?}")))?;
-                journal.steps.push(step);
-                journal.undone.push(false);
+                steps.push(step);
+                undone.push(false);
             }
         }
-        journal.file = Some(file);
-        Ok(journal)
+        (self.steps, self.undone, self.complete, self.read) = (steps, undone, complete, true);
+        Ok(())
+    }
+
+    /// Reads this restore's own journal back, unless that was done: `false`, having said why,
+    /// when it cannot be.
+    fn ensure_read(&mut self) -> bool {
+        if self.read {
+            return true;
+        }
+        match self.read_back() {
+            Ok(()) => true,
+            Err(why) => {
+                log::error!(
+                    "restore: cannot read back the journal in {}: {why}",
+                    self.root
+                        .join(std::ffi::OsStr::from_bytes(&self.name))
+                        .display()
+                );
+                false
+            }
+        }
     }
 
     /// The staging directory's token, from the journal's first line.
@@ -361,11 +410,17 @@ impl Journal {
         }
     }
 
-    /// Records `step` before it is taken.
+    /// Records `step` before it is taken (in the file only, until the steps are read back).
     pub fn record(&mut self, step: Step) -> io::Result<()> {
         self.write(&step.line())?;
-        self.steps.push(step);
-        self.undone.push(false);
+        if self.read {
+            self.steps.push(step);
+            self.undone.push(false);
+        } else if let Step::Aside { aside, .. } = step {
+            if !aside.starts_with(&[&self.name[..], b"/"].concat()) {
+                self.aside_beside.push(aside);
+            }
+        }
         Ok(())
     }
 
@@ -381,6 +436,10 @@ impl Journal {
     /// be undone is logged with where its data is kept (`staging`), and the rest still are.
     pub fn rollback(&mut self, tree: &mut Tree, staging: &Path) -> Undone {
         let mut done = Undone::default();
+        if !self.ensure_read() {
+            done.failed += 1;
+            return done;
+        }
         for i in (0..self.steps.len()).rev() {
             if self.undone[i] {
                 continue;
@@ -414,13 +473,11 @@ impl Journal {
     /// go with it.
     pub fn drop_replaced(&self, tree: &mut Tree, staging: &[u8]) {
         let in_staging = [staging, b"/"].concat();
-        for step in self.steps.others.values() {
-            let Step::Aside { aside, .. } = step else {
-                continue;
-            };
-            if aside.starts_with(&in_staging) {
-                continue;
-            }
+        let read = self.steps.others.values().filter_map(|step| match step {
+            Step::Aside { aside, .. } if !aside.starts_with(&in_staging) => Some(aside),
+            _ => None,
+        });
+        for aside in read.chain(&self.aside_beside) {
             if let Err(e) = tree.remove_all(aside) {
                 log::warn!(
                     "cannot remove the replaced {}: {e}",
@@ -468,6 +525,21 @@ fn undo(tree: &mut Tree, step: &Step) -> io::Result<Option<Step>> {
         }
     }
     Ok(Some(step.clone()))
+}
+
+/// The whole of `file`, from its start (its offset is left alone: it is only appended to).
+fn read_all(file: &File) -> io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let mut text = Vec::new();
+    let mut buf = vec![0; 64 * 1024];
+    loop {
+        match file.read_at(&mut buf, text.len() as u64) {
+            Ok(0) => return Ok(text),
+            Ok(n) => text.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// The first line of a journal.
@@ -767,7 +839,7 @@ mod tests {
         let mut tree = Tree::open(&root).unwrap();
         let held = tree.dir(name).unwrap();
         let token = "0".repeat(32);
-        let mut j = Journal::create(&held, &root, &token).unwrap();
+        let mut j = Journal::create(&held, &root, name, &token).unwrap();
         let aside = b".vouch-restore.1.2/old/1".to_vec();
         j.record(Step::Aside {
             orig: b"f".to_vec(),
@@ -794,6 +866,61 @@ mod tests {
         // A journal written for another destination is not used.
         let other = tempfile::tempdir().unwrap();
         assert!(Journal::open(&held, other.path(), name).is_err());
+    }
+
+    #[test]
+    fn a_journal_being_written_keeps_its_steps_in_its_file_and_undoes_them_from_there() {
+        let root = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(root.path()).unwrap();
+        let name = b".vouch-restore.1.3";
+        let dir = root.join(".vouch-restore.1.3");
+        fs::create_dir_all(dir.join("old")).unwrap();
+        fs::write(root.join("f"), "old").unwrap();
+        let mut tree = Tree::open(&root).unwrap();
+        let held = tree.dir(name).unwrap();
+        let mut j = Journal::create(&held, &root, name, &"1".repeat(32)).unwrap();
+        j.record(Step::Aside {
+            orig: b"f".to_vec(),
+            aside: b".vouch-restore.1.3/old/1".to_vec(),
+        })
+        .unwrap();
+        fs::rename(root.join("f"), dir.join("old/1")).unwrap();
+        for p in ["f", "d", "d/x"] {
+            j.record(Step::Created(p.as_bytes().to_vec())).unwrap();
+        }
+        fs::write(root.join("f"), "new").unwrap();
+        fs::create_dir(root.join("d")).unwrap();
+        fs::write(root.join("d/x"), "x").unwrap();
+        assert_eq!(j.steps.len(), 0, "the steps are held in memory");
+        let undone = j.rollback(&mut tree, &dir);
+        assert_eq!((undone.put_back, undone.removed, undone.failed), (1, 3, 0));
+        assert_eq!(fs::read(root.join("f")).unwrap(), b"old");
+        assert!(!root.join("d").exists());
+        // What it undid is in the file, for anyone who reads it later.
+        let again = Journal::open(&held, &root, name).unwrap();
+        assert!(!again.changed_anything());
+    }
+
+    #[test]
+    fn a_journal_that_cannot_be_read_back_undoes_nothing_and_says_so() {
+        let root = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(root.path()).unwrap();
+        let name = b".vouch-restore.1.4";
+        fs::create_dir_all(root.join(".vouch-restore.1.4")).unwrap();
+        fs::write(root.join("f"), "new").unwrap();
+        let mut tree = Tree::open(&root).unwrap();
+        let held = tree.dir(name).unwrap();
+        let mut j = Journal::create(&held, &root, name, &"2".repeat(32)).unwrap();
+        j.record(Step::Created(b"f".to_vec())).unwrap();
+        // Someone rewrote it meanwhile, with another token.
+        let path = root.join(".vouch-restore.1.4").join(JOURNAL_NAME);
+        let text = fs::read_to_string(&path)
+            .unwrap()
+            .replace(&"2".repeat(32), &"3".repeat(32));
+        fs::write(&path, text).unwrap();
+        let undone = j.rollback(&mut tree, &root.join(".vouch-restore.1.4"));
+        assert_eq!(undone.failed, 1);
+        assert_eq!(fs::read(root.join("f")).unwrap(), b"new");
     }
 
     #[test]

@@ -91,7 +91,7 @@ impl Staging {
             let token = record::token()?;
             let m = lock.metadata()?;
             let record = Record::create(&token, &dir, m.dev(), m.ino());
-            let journal = Journal::create(&*tree.dir(&name)?, tree.path(), &token);
+            let journal = Journal::create(&*tree.dir(&name)?, tree.path(), &name, &token);
             let journal = match journal {
                 Ok(j) => j,
                 Err(e) => {
