@@ -776,6 +776,8 @@ pub fn remove_staging(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
+    use std::rc::Rc;
 
     #[test]
     fn paths_survive_escaping() {
@@ -828,16 +830,24 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_journal_rolls_back_once_even_when_read_again() {
-        let root = tempfile::tempdir().unwrap();
-        let root = fs::canonicalize(root.path()).unwrap();
-        let name = b".vouch-restore.1.2";
-        let dir = root.join(".vouch-restore.1.2");
+    /// A destination (kept alive by the first value) holding a file `f` ("old") and the
+    /// staging directory `name` with its `old/`; its canonical path, the staging directory's,
+    /// the destination held open, and the staging directory held.
+    fn staged(name: &[u8]) -> (tempfile::TempDir, PathBuf, PathBuf, Tree, Rc<OwnedFd>) {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(tmp.path()).unwrap();
+        let dir = root.join(std::ffi::OsStr::from_bytes(name));
         fs::create_dir_all(dir.join("old")).unwrap();
         fs::write(root.join("f"), "old").unwrap();
         let mut tree = Tree::open(&root).unwrap();
         let held = tree.dir(name).unwrap();
+        (tmp, root, dir, tree, held)
+    }
+
+    #[test]
+    fn a_journal_rolls_back_once_even_when_read_again() {
+        let name = b".vouch-restore.1.2";
+        let (_tmp, root, dir, mut tree, held) = staged(name);
         let token = "0".repeat(32);
         let mut j = Journal::create(&held, &root, name, &token).unwrap();
         let aside = b".vouch-restore.1.2/old/1".to_vec();
@@ -870,14 +880,8 @@ mod tests {
 
     #[test]
     fn a_journal_being_written_keeps_its_steps_in_its_file_and_undoes_them_from_there() {
-        let root = tempfile::tempdir().unwrap();
-        let root = fs::canonicalize(root.path()).unwrap();
         let name = b".vouch-restore.1.3";
-        let dir = root.join(".vouch-restore.1.3");
-        fs::create_dir_all(dir.join("old")).unwrap();
-        fs::write(root.join("f"), "old").unwrap();
-        let mut tree = Tree::open(&root).unwrap();
-        let held = tree.dir(name).unwrap();
+        let (_tmp, root, dir, mut tree, held) = staged(name);
         let mut j = Journal::create(&held, &root, name, &"1".repeat(32)).unwrap();
         j.record(Step::Aside {
             orig: b"f".to_vec(),
@@ -903,22 +907,18 @@ mod tests {
 
     #[test]
     fn a_journal_that_cannot_be_read_back_undoes_nothing_and_says_so() {
-        let root = tempfile::tempdir().unwrap();
-        let root = fs::canonicalize(root.path()).unwrap();
         let name = b".vouch-restore.1.4";
-        fs::create_dir_all(root.join(".vouch-restore.1.4")).unwrap();
-        fs::write(root.join("f"), "new").unwrap();
-        let mut tree = Tree::open(&root).unwrap();
-        let held = tree.dir(name).unwrap();
+        let (_tmp, root, dir, mut tree, held) = staged(name);
         let mut j = Journal::create(&held, &root, name, &"2".repeat(32)).unwrap();
         j.record(Step::Created(b"f".to_vec())).unwrap();
+        fs::write(root.join("f"), "new").unwrap();
         // Someone rewrote it meanwhile, with another token.
-        let path = root.join(".vouch-restore.1.4").join(JOURNAL_NAME);
+        let path = dir.join(JOURNAL_NAME);
         let text = fs::read_to_string(&path)
             .unwrap()
             .replace(&"2".repeat(32), &"3".repeat(32));
         fs::write(&path, text).unwrap();
-        let undone = j.rollback(&mut tree, &root.join(".vouch-restore.1.4"));
+        let undone = j.rollback(&mut tree, &dir);
         assert_eq!(undone.failed, 1);
         assert_eq!(fs::read(root.join("f")).unwrap(), b"new");
     }

@@ -58,19 +58,14 @@ impl Names {
         (shared, &rec[at..])
     }
 
-    /// Entry `i`'s path, into `out`.
-    fn path_into(&self, i: usize, out: &mut Vec<u8>) {
-        out.clear();
+    /// Entry `i`'s path, rebuilt from the last path stored whole.
+    fn path(&self, i: usize) -> Vec<u8> {
+        let mut out = Vec::new();
         for j in i - i % RESTART..=i {
             let (shared, rest) = self.record(j);
             out.truncate(shared);
             out.extend_from_slice(rest);
         }
-    }
-
-    fn path(&self, i: usize) -> Vec<u8> {
-        let mut out = Vec::new();
-        self.path_into(i, &mut out);
         out
     }
 
