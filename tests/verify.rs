@@ -118,7 +118,7 @@ fn on_a_terminal_verify_and_run_show_a_progress_line() {
     let screen = String::from_utf8_lossy(&out.stdout);
     assert_code(&out, 0);
     assert!(
-        screen.contains("\rverifying ") && screen.contains("(two passes): "),
+        screen.contains("\rverifying ") && screen.contains(".age: "),
         "no progress line on the terminal:\n{screen:?}"
     );
     assert!(screen.contains(" of ~"), "no expected total:\n{screen:?}");

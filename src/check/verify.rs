@@ -21,12 +21,13 @@
 //! 64 KiB age chunk being read. age authenticates chunk by chunk, so a flipped bit or a cut
 //! is found in the chunk that holds it, while the entry whose data lies there is being read.
 
+use crate::check::found::{check_entry, Found, FoundSpool, Order, Place};
 use crate::config::Compression;
 use crate::pipeline::crypt::{self, Identity};
 use crate::pipeline::decompress;
 use crate::pipeline::io::{HashReader, BUFFER_SIZE};
 use crate::pipeline::manifest::{
-    self, Digest, Entry, EntryType, SpoolError, Spooled, MANIFEST_PATH, SUMS_PATH,
+    self, Digest, Entry, EntryIter, SpoolError, Spooled, MANIFEST_PATH, SUMS_PATH,
 };
 use crate::pipeline::relay::{self, Feeder, Relay};
 use sha2::{Digest as _, Sha256};
@@ -420,8 +421,7 @@ fn check_entries(
             .manifest
             .entries()
             .map_err(|e| mismatch(format!("cannot read the manifest spool: {e}")))?;
-        let mut seen_manifest = false;
-        let mut seen_sums = false;
+        let mut order = Order::default();
         let mut buf = vec![0u8; BUFFER_SIZE];
         let mut done = 0u64;
         let mut iter = tar
@@ -429,58 +429,60 @@ fn check_entries(
             .map_err(|e| position.damaged("not a tar stream", e))?;
         while let Some(mut found) = next_entry(&mut iter, position)? {
             let path = found.path_bytes().into_owned();
-            let path_str = String::from_utf8_lossy(&path).into_owned();
-            if seen_sums {
-                return Err(mismatch(format!(
-                    "unexpected entry {path_str} after the manifest"
-                )));
-            }
+            let place = order.place(&path).map_err(mismatch)?;
             let digest =
                 hash_entry_with_progress(&mut found, &mut buf, &mut |n| progress(done + n))
                     .map_err(|e| position.damaged("cannot read its data", e))?;
             done += found.size();
             progress(done);
-            if path == MANIFEST_PATH.as_bytes() {
-                if seen_manifest || digest != expected.manifest_sha256 {
+            match place {
+                Place::Manifest if digest != expected.manifest_sha256 => {
                     return Err(mismatch(format!(
                         "{MANIFEST_PATH} differs from the one written"
                     )));
                 }
-                seen_manifest = true;
-                continue;
-            }
-            if path == SUMS_PATH.as_bytes() {
-                if !seen_manifest || digest != expected.sums_sha256 {
+                Place::Sums if digest != expected.sums_sha256 => {
                     return Err(mismatch(format!(
                         "{SUMS_PATH} differs from the one written"
                     )));
                 }
-                seen_sums = true;
-                continue;
+                Place::Manifest | Place::Sums => {}
+                Place::Entry => {
+                    let want = next_wanted(&mut entries, &path)?;
+                    check_entry(&want, &Found::of(&found, &path), Some(&digest))
+                        .map_err(mismatch)?;
+                }
             }
-            if seen_manifest {
-                return Err(mismatch(format!(
-                    "unexpected entry {path_str} after the manifest"
-                )));
-            }
-            let want = match entries.next() {
-                Some(Ok(e)) => e,
-                Some(Err(e)) => return Err(mismatch(format!("manifest spool unreadable: {e}"))),
-                None => return Err(mismatch(format!("{path_str}: not in the manifest"))),
-            };
-            compare(&want, &found, &path, &digest)?;
         }
-        if let Some(missing) = entries.next() {
-            let name = missing.map(|e| e.path).unwrap_or_default();
-            return Err(mismatch(format!(
-                "{name}: in the manifest but not in the archive"
-            )));
-        }
-        if !seen_sums {
-            return Err(mismatch(format!("{SUMS_PATH} is missing")));
-        }
+        all_found(&mut entries)?;
+        order.closed().map_err(mismatch)?;
     }
     drain(tar, position)
+}
+
+/// The manifest's next entry, which the archive's entry at `path` must match.
+fn next_wanted(entries: &mut EntryIter<'_>, path: &[u8]) -> Result<Entry, Mismatch> {
+    match entries.next() {
+        Some(Ok(e)) => Ok(e),
+        Some(Err(e)) => Err(mismatch(format!("manifest spool unreadable: {e}"))),
+        None => Err(mismatch(format!(
+            "{}: not in the manifest",
+            String::from_utf8_lossy(path)
+        ))),
+    }
+}
+
+/// Fails on the first manifest entry left once every archived entry has been matched.
+fn all_found(entries: &mut EntryIter<'_>) -> Result<(), Mismatch> {
+    match entries.next() {
+        None => Ok(()),
+        Some(missing) => {
+            let name = missing.map(|e| e.path).unwrap_or_default();
+            Err(mismatch(format!(
+                "{name}: in the manifest but not in the archive"
+            )))
+        }
+    }
 }
 
 /// The SHA-256 of everything `r` yields, read through `buf`.
@@ -509,78 +511,6 @@ pub fn hash_entry_with_progress(
     Ok(crate::pipeline::io::hex(&h.finalize()))
 }
 
-fn compare<R: Read>(
-    want: &Entry,
-    found: &tar::Entry<'_, R>,
-    path: &[u8],
-    digest: &str,
-) -> Result<(), Mismatch> {
-    check_entry(want, found, path, Some(digest)).map_err(mismatch)
-}
-
-/// Checks a tar entry against its manifest entry: path, type, mode, size, link target and,
-/// when given, the SHA-256 of its data. The message names the entry and the first difference.
-pub fn check_entry<R: Read>(
-    want: &Entry,
-    found: &tar::Entry<'_, R>,
-    path: &[u8],
-    digest: Option<&str>,
-) -> Result<(), String> {
-    let name = &want.path;
-    let trimmed = path.strip_suffix(b"/").unwrap_or(path);
-    if crate::restore::working_name(trimmed) {
-        return Err(crate::restore::working_name_refused(
-            &String::from_utf8_lossy(trimmed),
-        ));
-    }
-    if want.path_bytes() != trimmed {
-        return Err(format!(
-            "{}: found where the manifest has {name}",
-            String::from_utf8_lossy(path)
-        ));
-    }
-    let ty = found.header().entry_type();
-    let kind_ok = match want.kind {
-        EntryType::File => ty.is_file(),
-        EntryType::Dir => ty.is_dir(),
-        EntryType::Symlink => ty.is_symlink(),
-        EntryType::Hardlink => ty.is_hard_link(),
-    };
-    if !kind_ok {
-        return Err(format!("{name}: type differs from the manifest"));
-    }
-    let mode = found
-        .header()
-        .mode()
-        .map_err(|e| format!("{name}: bad mode: {e}"))?;
-    if format!("{:04o}", mode & 0o7777) != want.mode {
-        return Err(format!("{name}: mode differs from the manifest"));
-    }
-    if want.kind == EntryType::File {
-        if found.size() != want.size {
-            return Err(format!(
-                "{name}: {} bytes in the archive, {} in the manifest",
-                found.size(),
-                want.size
-            ));
-        }
-        if let Some(digest) = digest {
-            if want.sha256.as_deref() != Some(digest) {
-                return Err(format!(
-                    "{name}: content differs from the manifest (SHA-256)"
-                ));
-            }
-        }
-    }
-    if matches!(want.kind, EntryType::Symlink | EntryType::Hardlink) {
-        let link = found.link_name_bytes().map(|l| l.into_owned());
-        if link != want.link_bytes() {
-            return Err(format!("{name}: link target differs from the manifest"));
-        }
-    }
-    Ok(())
-}
-
 /// What a standalone verification found.
 #[derive(Debug, Clone)]
 pub struct Verified {
@@ -592,27 +522,37 @@ pub struct Verified {
     pub archive_sha256: String,
 }
 
-/// The `.vouch/` files of an archive, read in a first pass: the manifest copied into a spool
-/// file, both hashed, neither held in memory.
-struct Closing {
+/// What one pass over an archive found: its `.vouch/` files (the manifest copied into a spool
+/// file, both hashed, neither held in memory), every other entry recorded in a [`FoundSpool`],
+/// and the ciphertext's digest.
+struct Pass {
     manifest: std::fs::File,
     manifest_digest: Digest,
     sums_digest: Digest,
+    found: FoundSpool,
     archive_sha256: String,
     archive_size: u64,
 }
 
-fn read_closing(
+/// Reads the archive once through every stage, recording what each entry holds, and the
+/// closing files, for [`check_pass`] to compare once the manifest is known. Damage is found
+/// (and located) here, while the entry that holds it is read.
+fn read_once(
     file: impl Read,
     identity: &Identity,
     compression: Compression,
     spool_dir: &Path,
-) -> Result<Closing, Mismatch> {
+) -> Result<Pass, Mismatch> {
     let mut hashed = HashReader::new(file);
     let position = Position::new();
+    let spool_failed = |e| mismatch(format!("cannot spool what the archive holds: {e}"));
+    let mut found = FoundSpool::create(spool_dir).map_err(spool_failed)?;
+    let spool = &mut found;
     let (manifest, sums) = in_stages(&mut hashed, identity, compression, &position, |mut tar| {
         let mut manifest = None;
         let mut sums = None;
+        let mut order = Order::default();
+        let mut buf = vec![0u8; BUFFER_SIZE];
         let mut iter = tar
             .entries()
             .map_err(|e| position.damaged("not a tar stream", e))?;
@@ -620,41 +560,68 @@ fn read_closing(
             let path = found.path_bytes().into_owned();
             let unreadable = |e| position.damaged("cannot read its data", e);
             let consumed = || position.offset();
-            if path == MANIFEST_PATH.as_bytes() {
-                let mut spool = manifest::spool_file(spool_dir)
-                    .map_err(|e| mismatch(format!("cannot spool the manifest: {e}")))?;
-                let mut out = io::BufWriter::new(&mut spool);
-                let digest =
-                    manifest::copy_closing_file(&mut found, MANIFEST_PATH, &consumed, &mut out)
-                        .map_err(unreadable)?;
-                drop(out);
-                manifest = Some((spool, digest));
-            } else if path == SUMS_PATH.as_bytes() {
-                let digest =
-                    manifest::copy_closing_file(&mut found, SUMS_PATH, &consumed, &mut io::sink())
-                        .map_err(unreadable)?;
-                sums = Some(digest);
-            } else {
-                // Read here rather than skipped by the next header's read, so that damage in
-                // the data is found while this entry is the one being read.
-                io::copy(&mut found, &mut io::sink()).map_err(unreadable)?;
+            match order.place(&path).map_err(mismatch)? {
+                Place::Manifest => {
+                    let mut spool = manifest::spool_file(spool_dir)
+                        .map_err(|e| mismatch(format!("cannot spool the manifest: {e}")))?;
+                    let mut out = io::BufWriter::new(&mut spool);
+                    let digest =
+                        manifest::copy_closing_file(&mut found, MANIFEST_PATH, &consumed, &mut out)
+                            .map_err(unreadable)?;
+                    drop(out);
+                    manifest = Some((spool, digest));
+                }
+                Place::Sums => {
+                    let digest = manifest::copy_closing_file(
+                        &mut found,
+                        SUMS_PATH,
+                        &consumed,
+                        &mut io::sink(),
+                    )
+                    .map_err(unreadable)?;
+                    sums = Some(digest);
+                }
+                Place::Entry => {
+                    let digest = hash_entry(&mut found, &mut buf).map_err(unreadable)?;
+                    spool
+                        .push(&Found::of(&found, &path), &digest)
+                        .map_err(spool_failed)?;
+                }
             }
         }
         drain(tar, &position)?;
+        order.closed().map_err(mismatch)?;
         Ok((manifest, sums))
     })?;
     let (archive_sha256, archive_size) = hashed
         .finish()
         .map_err(|e| mismatch(format!("reading the archive failed: {e}")))?;
-    let (manifest, manifest_digest) =
-        manifest.ok_or_else(|| mismatch(format!("{MANIFEST_PATH} is missing")))?;
-    Ok(Closing {
+    let missing = |name| mismatch(format!("{name} is missing"));
+    let (manifest, manifest_digest) = manifest.ok_or_else(|| missing(MANIFEST_PATH))?;
+    Ok(Pass {
         manifest,
         manifest_digest,
-        sums_digest: sums.ok_or_else(|| mismatch(format!("{SUMS_PATH} is missing")))?,
+        sums_digest: sums.ok_or_else(|| missing(SUMS_PATH))?,
+        found,
         archive_sha256,
         archive_size,
     })
+}
+
+/// Checks every entry the pass recorded against the manifest, in order, as
+/// [`check_entries`] does while `vouch run` reads its archive back.
+fn check_pass(found: FoundSpool, spooled: &Spooled) -> Result<(), Mismatch> {
+    let unreadable = |e| mismatch(format!("cannot read the spool: {e}"));
+    let mut entries = spooled
+        .entries()
+        .map_err(|e| mismatch(format!("cannot read the manifest spool: {e}")))?;
+    for record in found.records().map_err(unreadable)? {
+        let record = record.map_err(unreadable)?;
+        let found = record.found();
+        let want = next_wanted(&mut entries, found.path)?;
+        check_entry(&want, &found, Some(record.digest())).map_err(mismatch)?;
+    }
+    all_found(&mut entries)
 }
 
 /// Reads the manifest text `raw` entry by entry into a new spool in `spool_dir` and checks it
@@ -684,7 +651,7 @@ fn respool(
         )));
     }
     // The manifest read back must be byte for byte the one in the archive: compare through
-    // the same spool the second pass uses.
+    // the same spool the entries are checked against.
     let rebuilt = spooled
         .manifest_reader()
         .and_then(|mut r| Digest::of(&mut r))
@@ -697,59 +664,52 @@ fn respool(
     Ok(spooled)
 }
 
-/// Verifies an archive on its own: a first pass reads its manifest and checksum list (they close
-/// the archive), a second pass checks every entry against them, exactly as `vouch run` does
-/// right after writing. `open` opens the archive (its parts in order) for reading from the
-/// storage; `compression` is what the archive's name says; `receipt` gives the size and SHA-256
-/// the archive must have, when there is one. The manifest is kept in spool files in
-/// `spool_dir`, so memory does not grow with the number of entries.
+/// Verifies an archive on its own, in one pass: the archive is read through every stage once,
+/// each entry recorded as it is found ([`read_once`]); its closing manifest and checksum list
+/// are then checked against each other and against the archive ([`respool`]), and every
+/// recorded entry against the manifest ([`check_pass`]), which is what `vouch run` checks right
+/// after writing. `file` reads the archive (its parts in order) from the storage;
+/// `compression` is what the archive's name says; `receipt` gives the size and SHA-256 the
+/// archive must have, when there is one. The manifest and the records are kept in spool files
+/// in `spool_dir`, so memory does not grow with the number of entries.
 pub fn verify_archive(
-    open: &dyn Fn() -> io::Result<Box<dyn Read + Send>>,
+    file: impl Read,
     identity: &Identity,
     compression: Compression,
     receipt: Option<(&str, u64)>,
     spool_dir: &Path,
 ) -> Result<Verified, Mismatch> {
-    let reopen = || open().map_err(|e| mismatch(format!("cannot open the archive: {e}")));
-    let mut closing = read_closing(reopen()?, identity, compression, spool_dir)?;
+    let mut pass = read_once(file, identity, compression, spool_dir)?;
     if let Some((sha, size)) = receipt {
-        if sha != closing.archive_sha256 || size != closing.archive_size {
+        if sha != pass.archive_sha256 || size != pass.archive_size {
             return Err(mismatch(format!(
                 "the archive ({} bytes, SHA-256 {}) does not match its receipt ({size} bytes, SHA-256 {sha})",
-                closing.archive_size, closing.archive_sha256
+                pass.archive_size, pass.archive_sha256
             )));
         }
     }
-    closing
-        .manifest
+    pass.manifest
         .seek(io::SeekFrom::Start(0))
         .map_err(|e| mismatch(format!("cannot read the spool: {e}")))?;
-    let mut spooled = respool(
-        &closing.manifest,
-        &closing.manifest_digest,
-        &closing.sums_digest,
+    let spooled = respool(
+        &pass.manifest,
+        &pass.manifest_digest,
+        &pass.sums_digest,
         spool_dir,
     )?;
-    drop(closing.manifest);
-    let mut expected = Expected {
-        manifest: &mut spooled,
-        manifest_sha256: &closing.manifest_digest.sha256,
-        sums_sha256: &closing.sums_digest.sha256,
-        archive_sha256: &closing.archive_sha256,
-        archive_size: closing.archive_size,
-        compression,
-    };
-    verify_full(reopen()?, identity, &mut expected, &mut |_| {})?;
+    drop(pass.manifest);
+    check_pass(pass.found, &spooled)?;
     Ok(Verified {
         entries: spooled.count,
-        archive_size: closing.archive_size,
-        archive_sha256: closing.archive_sha256,
+        archive_size: pass.archive_size,
+        archive_sha256: pass.archive_sha256,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::manifest::EntryType;
     use std::io::Write;
     use std::str::FromStr;
 
@@ -808,14 +768,34 @@ mod tests {
 
     fn failure(ciphertext: &[u8], identity: &Identity) -> String {
         let dir = tempfile::tempdir().unwrap();
-        match read_closing(ciphertext, identity, Compression::Gzip, dir.path()) {
+        match read_once(ciphertext, identity, Compression::Gzip, dir.path()) {
             Ok(_) => panic!("the damaged archive was read without an error"),
             Err(m) => m.0,
         }
     }
 
-    /// A manifest of `n` files as vouch writes it, and its SHA256SUMS.
-    fn closing_files(n: usize) -> (Vec<u8>, Vec<u8>) {
+    /// A manifest entry for a file of `size` bytes with the hex SHA-256 `sha256`.
+    fn file_entry(path: &str, size: u64, sha256: String) -> Entry {
+        Entry {
+            path: path.into(),
+            path_hex: None,
+            kind: EntryType::File,
+            mode: "0644".into(),
+            uid: 0,
+            gid: 0,
+            owner: "root:root".into(),
+            size,
+            mtime: 1,
+            sha256: Some(sha256),
+            link: None,
+            link_hex: None,
+            changed: false,
+            read_error: None,
+        }
+    }
+
+    /// The manifest of `entries` as vouch writes it, and its SHA256SUMS.
+    fn manifest_of(entries: impl IntoIterator<Item = Entry>) -> (Vec<u8>, Vec<u8>) {
         let head = manifest::Head {
             format: "vouch-manifest".into(),
             version: 1,
@@ -825,24 +805,8 @@ mod tests {
         };
         let dir = tempfile::tempdir().unwrap();
         let mut w = manifest::ManifestWriter::new(head, dir.path()).unwrap();
-        for i in 0..n {
-            w.push(&Entry {
-                path: format!("srv/f{i}"),
-                path_hex: None,
-                kind: EntryType::File,
-                mode: "0644".into(),
-                uid: 0,
-                gid: 0,
-                owner: "root:root".into(),
-                size: 1,
-                mtime: 1,
-                sha256: Some(format!("{i:064x}")),
-                link: None,
-                link_hex: None,
-                changed: false,
-                read_error: None,
-            })
-            .unwrap();
+        for entry in entries {
+            w.push(&entry).unwrap();
         }
         let mut spooled = w.finish(&manifest::Tail::default()).unwrap();
         let (mut text, mut sums) = (Vec::new(), Vec::new());
@@ -859,7 +823,110 @@ mod tests {
         (text, sums)
     }
 
-    /// What the first pass makes of `text` and `sums`: the spool, or the refusal.
+    /// A manifest of `n` files as vouch writes it, and its SHA256SUMS.
+    fn closing_files(n: usize) -> (Vec<u8>, Vec<u8>) {
+        manifest_of((0..n).map(|i| file_entry(&format!("srv/f{i}"), 1, format!("{i:064x}"))))
+    }
+
+    /// The manifest `vouch run` would write for `files`.
+    fn closing_for(files: &[(&str, Vec<u8>)]) -> (Vec<u8>, Vec<u8>) {
+        manifest_of(files.iter().map(|(name, data)| {
+            let sha = crate::pipeline::io::hex(&Sha256::digest(data));
+            file_entry(name, data.len() as u64, sha)
+        }))
+    }
+
+    /// `vouch verify`'s result for an archive of `files` closed by `closing`, then `after`.
+    fn verified(
+        files: &[(&str, Vec<u8>)],
+        closing: (Vec<u8>, Vec<u8>),
+        after: &[(&str, Vec<u8>)],
+    ) -> Result<Verified, String> {
+        let (identity, recipient) = keys();
+        let mut all = files.to_vec();
+        all.push((MANIFEST_PATH, closing.0));
+        all.push((SUMS_PATH, closing.1));
+        all.extend_from_slice(after);
+        let data = archive(&recipient, &all, |_| {}, |_| {});
+        let dir = tempfile::tempdir().unwrap();
+        verify_archive(&data[..], &identity, Compression::Gzip, None, dir.path()).map_err(|m| m.0)
+    }
+
+    #[test]
+    fn one_pass_checks_every_entry_it_recorded_against_the_closing_manifest() {
+        let files = [
+            ("srv/a", b"a\n".to_vec()),
+            ("srv/b", noise(300_000)),
+            ("srv/c", Vec::new()),
+        ];
+        let ok = verified(&files, closing_for(&files), &[]).unwrap();
+        assert_eq!(ok.entries, 3);
+        let mut changed = files.clone();
+        changed[1].1[7] ^= 1;
+        assert_eq!(
+            verified(&changed, closing_for(&files), &[]).map(|v| v.entries),
+            Err("srv/b: content differs from the manifest (SHA-256)".into())
+        );
+        assert_eq!(
+            verified(&files[..2], closing_for(&files), &[]).map(|v| v.entries),
+            Err("srv/c: in the manifest but not in the archive".into())
+        );
+        assert_eq!(
+            verified(&files, closing_for(&files[..2]), &[]).map(|v| v.entries),
+            Err("srv/c: not in the manifest".into())
+        );
+        let mut swapped = files.clone();
+        swapped.swap(0, 2);
+        assert_eq!(
+            verified(&swapped, closing_for(&files), &[]).map(|v| v.entries),
+            Err("srv/c: found where the manifest has srv/a".into())
+        );
+        assert_eq!(
+            verified(&files, closing_for(&files), &[("late", b"x".to_vec())]).map(|v| v.entries),
+            Err("unexpected entry late after the manifest".into())
+        );
+    }
+
+    #[test]
+    fn a_receipt_that_does_not_match_fails_before_any_entry_is_compared() {
+        let (identity, recipient) = keys();
+        let files = [("srv/a", b"a\n".to_vec())];
+        let mut all = files.to_vec();
+        let (text, sums) = closing_for(&[("srv/a", b"changed".to_vec())]);
+        all.push((MANIFEST_PATH, text));
+        all.push((SUMS_PATH, sums));
+        let data = archive(&recipient, &all, |_| {}, |_| {});
+        let dir = tempfile::tempdir().unwrap();
+        let sha = crate::pipeline::io::hex(&Sha256::digest(&data));
+        let size = data.len() as u64;
+        let got = verify_archive(
+            &data[..],
+            &identity,
+            Compression::Gzip,
+            Some((&sha, size + 1)),
+            dir.path(),
+        );
+        let message = got.map(|_| ()).unwrap_err().0;
+        assert!(
+            message.starts_with(&format!(
+                "the archive ({size} bytes, SHA-256 {sha}) does not match its receipt"
+            )),
+            "{message}"
+        );
+        let got = verify_archive(
+            &data[..],
+            &identity,
+            Compression::Gzip,
+            Some((&sha, size)),
+            dir.path(),
+        );
+        assert_eq!(
+            got.map(|_| ()).unwrap_err().0,
+            "srv/a: 2 bytes in the archive, 7 in the manifest"
+        );
+    }
+
+    /// What the pass makes of `text` and `sums`: the spool, or the refusal.
     fn respooled(text: &[u8], sums: &[u8]) -> Result<Spooled, String> {
         let dir = tempfile::tempdir().unwrap();
         let digest = |b: &[u8]| Digest::of(&mut &b[..]).unwrap();
@@ -1005,7 +1072,7 @@ mod tests {
 
     fn failure_as(ciphertext: &[u8], identity: &Identity, compression: Compression) -> String {
         let dir = tempfile::tempdir().unwrap();
-        match read_closing(ciphertext, identity, compression, dir.path()) {
+        match read_once(ciphertext, identity, compression, dir.path()) {
             Ok(_) => panic!("the damaged archive was read without an error"),
             Err(m) => m.0,
         }

@@ -482,20 +482,23 @@ fn check(
         }
     };
     crate::host::fault::point("verify-opened");
-    // Both passes read the whole archive: progress counts the bytes of both.
-    let total = receipt.map(|(_, size)| 2 * size);
+    // One pass reads the whole archive: progress counts its bytes.
+    let total = receipt.map(|(_, size)| size);
     let progress = Arc::new(Mutex::new(Counted {
         done: 0,
-        progress: Progress::new(format!("verifying {} (two passes)", c.name), total),
+        progress: Progress::new(format!("verifying {}", c.name), total),
     }));
-    let open = || -> std::io::Result<Box<dyn Read + Send>> {
-        Ok(Box::new(CountingReader {
-            inner: opened.reader()?,
-            counted: Arc::clone(&progress),
-        }))
-    };
     let compression = Compression::of_archive(&c.name).unwrap_or_default();
-    let result = verify::verify_archive(&open, identity, compression, receipt, spool);
+    let result = match opened.reader() {
+        Ok(inner) => {
+            let file = CountingReader {
+                inner,
+                counted: Arc::clone(&progress),
+            };
+            verify::verify_archive(file, identity, compression, receipt, spool)
+        }
+        Err(e) => Err(verify::Mismatch(format!("cannot open the archive: {e}"))),
+    };
     lock(&progress).progress.finish();
     match result {
         Ok(v) => Checked::Passed(v, opened),
@@ -507,7 +510,7 @@ fn check(
     }
 }
 
-/// The bytes read so far across a verification's passes, and where they are reported.
+/// The bytes read so far of the archive being verified, and where they are reported.
 struct Counted {
     done: u64,
     progress: Progress,

@@ -168,7 +168,12 @@ impl Pass<'_> {
         };
         let i = self.next;
         self.next += 1;
-        crate::check::verify::check_entry(&want, found, &path, None).map_err(damaged)?;
+        crate::check::found::check_entry(
+            &want,
+            &crate::check::found::Found::of(found, &path),
+            None,
+        )
+        .map_err(damaged)?;
         if want.kind == EntryType::File {
             self.file(found, i, &want, &name, staging)?;
         }
