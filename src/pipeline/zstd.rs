@@ -27,14 +27,16 @@ pub const ZSTD_CHUNK_SIZE: usize = 2 << 20;
 
 /// Most zstd workers one writer starts. One worker compresses text at about 200 MB/s, so two
 /// already outrun the thread that feeds them (reading, hashing, encrypting); and with
-/// `threads + 2` chunks in flight, each holding its input and an output that is as large for
-/// incompressible data, two workers keep the writer's buffers at 18 MiB at most (4 in flight,
-/// 4 MiB each, plus the 2 MiB chunk being filled) in a program that must stay under 32 MiB.
-/// Measured peak RSS of whole runs (debug build, two workers): 100 MB of random bytes 38.4 MiB
-/// with zstd against 29.6 with gzip, a tar of `/usr/include` 34.3 against 30.3; the release
-/// build's gzip runs peak at 13.4 and 19.7 MiB, its baseline being about 10 MiB lower, which
-/// puts zstd runs at about 22 to 24 MiB. 1 MiB frames would cost as little as gzip (30.0 MiB
-/// debug on the random bytes) but compress barely better than gzip.
+/// `threads + 1` chunks in flight ([`Codec::spare_chunks`]), each holding its input and an
+/// output that is as large for incompressible data, two workers keep the writer's buffers at
+/// 14 MiB at most (3 in flight, 4 MiB each, plus the 2 MiB chunk being filled) in a program
+/// that must stay under 32 MiB. Profiled with heaptrack on the bench's real corpus, the heap
+/// peaks at 24 MiB with two spare chunks: 10.5 MiB of chunk inputs, 8.4 MiB of outputs, 2.6 MiB
+/// for the two compressors' contexts, 2 MiB for the walk; the mapped binary and libraries add
+/// 7 MiB to the resident set. With one spare the whole run peaks at 29-30 MiB (31-32 with two).
+/// 1 MiB frames would cost as little as gzip but compress barely better than gzip.
+///
+/// [`Codec::spare_chunks`]: crate::pipeline::compress::Codec::spare_chunks
 pub const ZSTD_MAX_THREADS: usize = 2;
 
 /// The largest window a frame may ask of the decoder (`2^23`, 8 MiB): vouch's frames need
