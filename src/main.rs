@@ -4,6 +4,7 @@ use clap::Parser;
 use vouch::cli::{self, Cli};
 
 fn main() -> std::process::ExitCode {
+    vouch::host::memory::map_large_buffers();
     vouch::systemd::signals::ignore_sigxfsz();
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let cli = match Cli::try_parse_from(&args) {

@@ -1,6 +1,7 @@
-//! Gzip members inflated whole by libdeflate, reporting exactly how much input each took: the
-//! one other module allowed `unsafe`, for three calls into libdeflate (allocate, decompress,
-//! free) that the `libdeflater` binding does not offer in this form.
+//! Gzip members inflated whole by libdeflate, reporting exactly how much input each took: one of
+//! the three modules allowed `unsafe` (with `systemd::signals` and `host::memory`), for three
+//! calls into libdeflate (allocate, decompress, free) that the `libdeflater` binding does not
+//! offer in this form.
 //!
 //! [`crate::pipeline::members`] hands a worker a member whose length the member's header
 //! records. libdeflate checks the member's CRC-32 and length against its trailer, and this

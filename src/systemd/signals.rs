@@ -1,5 +1,5 @@
-//! Signal dispositions and held-back interruptions: the only module allowed `unsafe`, for a few
-//! libc calls that install no handler.
+//! Signal dispositions and held-back interruptions: one of the three modules allowed `unsafe`
+//! (with `pipeline::inflate` and `host::memory`), for a few libc calls that install no handler.
 //!
 //! A restore must not stop between two steps of its commit. While it writes, it holds SIGINT,
 //! SIGTERM and SIGHUP back with the thread's signal mask ([`Deferred`]) and asks between steps
