@@ -9,7 +9,7 @@
 //!
 //! verify does not take the run lock (a weekly verify must never make the daily backup exit
 //! `LOCKED`), so retention may delete an archive while it is being verified. Every file of an
-//! archive is opened before any is read, and both passes (and the restore test) read through
+//! archive is opened before any is read, and the check (and the restore test) read through
 //! those descriptors, so a deletion after the opening changes nothing. An archive deleted after
 //! it was listed and before it was opened is reported as such and skipped, unless it is the one
 //! archive named on the command line, which then fails.
