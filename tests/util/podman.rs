@@ -53,12 +53,15 @@ impl Podman {
             .tempdir()
             .unwrap();
         let d = dir.path().display().to_string();
+        // File locks, private to this storage: with the default shm locks every podman on
+        // the host shares /dev/shm/libpod_lock, and two tests starting at once race to create
+        // it ("failed to create 2048 locks in /libpod_lock: file exists").
         fs::write(
             dir.path().join("containers.conf"),
             format!(
                 "[containers]\ndefault_ulimits = [\"nofile=1024:1024\", \"nproc=1000:1000\"]\n\
                  [engine]\nruntime = \"runc\"\ncgroup_manager = \"cgroupfs\"\n\
-                 events_logger = \"file\"\ntmp_dir = \"{d}/tmp\"\n"
+                 events_logger = \"file\"\nlock_type = \"file\"\ntmp_dir = \"{d}/tmp\"\n"
             ),
         )
         .unwrap();
