@@ -34,11 +34,27 @@ pub fn map_large_buffers() -> bool {
 
 #[cfg(test)]
 mod tests {
+    /// Whether glibc gave the allocation at `p` a mapping of its own (its chunk header's
+    /// IS_MMAPPED bit, in the word before the pointer).
+    fn is_mapped(p: *const u8) -> bool {
+        // SAFETY: `p` is a live allocation from glibc's malloc, which keeps the chunk's size
+        // and flags in the word just before it.
+        unsafe { *(p as *const usize).sub(1) & 2 != 0 }
+    }
+
     #[test]
-    fn glibc_takes_the_threshold() {
+    fn a_large_buffer_stays_mapped_after_a_larger_one_is_freed() {
         assert!(
             super::map_large_buffers(),
             "mallopt(M_MMAP_THRESHOLD) was refused"
+        );
+        // With glibc's default, freeing this raises the threshold to 4 MiB, and the next
+        // buffer would come from a heap.
+        drop(vec![1u8; 4 << 20]);
+        let buffer: Vec<u8> = Vec::with_capacity(2 * super::MMAP_THRESHOLD);
+        assert!(
+            is_mapped(buffer.as_ptr()),
+            "a 512 KiB buffer came from a heap"
         );
     }
 }
