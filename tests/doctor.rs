@@ -93,17 +93,9 @@ fn preflight_failures_and_a_failed_run_are_failures_with_fixes() {
 fn a_run_in_progress_is_a_warning_not_a_failure() {
     let env = world();
     assert_code(&env.vouch(&["run"]), 0);
-    fs::create_dir_all(&env.runtime).unwrap();
-    // Hold the run lock the way a running backup does.
-    let mut holder = std::process::Command::new("flock")
-        .arg(env.runtime.join("lock"))
-        .args(["sleep", "30"])
-        .spawn()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    let holder = env.hold_lock();
     let out = env.vouch(&["doctor"]);
-    holder.kill().unwrap();
-    holder.wait().unwrap();
+    drop(holder);
     let report = stdout(&out);
     assert!(
         line(&report, "warn", "lock").contains("in progress"),

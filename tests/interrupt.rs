@@ -138,20 +138,6 @@ fn a_stop_during_the_commit_waits_for_it_to_finish() {
     assert_code(&env.vouch(&["verify", "--all"]), 0);
 }
 
-/// Takes the run lock the way another run would (flock on its own open file) until dropped.
-fn hold_lock(env: &Env) -> fs::File {
-    fs::create_dir_all(&env.runtime).unwrap();
-    let file = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(env.runtime.join("lock"))
-        .unwrap();
-    file.try_lock()
-        .expect("the lock is free before the test takes it");
-    file
-}
-
 #[test]
 fn a_run_refused_with_locked_leaves_the_holders_record_alone() {
     let env = Env::new();
@@ -160,7 +146,7 @@ fn a_run_refused_with_locked_leaves_the_holders_record_alone() {
     assert_code(&env.vouch(&["run"]), 0);
     let before = fs::read(env.state.join("last-run.json")).unwrap();
 
-    let holder = hold_lock(&env);
+    let holder = env.hold_lock();
     let out = env.vouch(&["run"]);
     assert_code(&out, 11);
     assert_eq!(

@@ -149,6 +149,21 @@ path = "{target}"
             .expect("util-linux's `script` is needed for terminal tests (apt-get install bsdutils)")
     }
 
+    /// Takes the run lock the way a running backup does (flock on its own open file), held
+    /// until the returned file is dropped. Taken in this process, so it is held on return.
+    pub fn hold_lock(&self) -> fs::File {
+        fs::create_dir_all(&self.runtime).unwrap();
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.runtime.join("lock"))
+            .unwrap();
+        file.try_lock()
+            .expect("the lock is free before the test takes it");
+        file
+    }
+
     /// Runs `vouch ARGS` to completion.
     pub fn vouch(&self, args: &[&str]) -> Output {
         self.command(args).output().unwrap()
